@@ -1,0 +1,13 @@
+"""Callbacks of Pipeline Explorer.
+
+Each module has a ``register(app, services)`` that wires thin callbacks; their bodies are
+module-level functions taking plain values, so tests call them directly.
+"""
+
+from . import display, downloads, loading, params, zoom
+
+
+def register_all(app, services):
+    """Register every callback of the app."""
+    for module in (loading, params, display, downloads, zoom):
+        module.register(app, services)

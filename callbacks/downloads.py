@@ -1,0 +1,102 @@
+"""Downloads: the label image (TIFF, with provenance) and the overlay of the shown slice (PNG)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePath
+
+import numpy as np
+from dash import Input, Output, State, dcc, no_update
+from dash.exceptions import PreventUpdate
+
+from components import ids
+from pipeline import io, provenance, render
+from pipeline.errors import InputError
+from pipeline.segment import SegmentParams, make_markers
+
+from .display import _slice
+from .loading import message_children
+from .params import current_params
+
+log = logging.getLogger(__name__)
+
+
+def _stem(meta):
+    return PurePath(meta["name"]).stem or "image"
+
+
+def labels_file(services, session_id, meta, history):
+    """(bytes, filename) of the label image for the current parameters.
+
+    The labels are those of ``skimage.segmentation.random_walker``: 1 background, 2 object.
+    The TIFF description holds the provenance (parameters, input hash, library versions).
+    """
+    params = SegmentParams.from_dict(current_params(history))
+    result = services.compute.segment(meta["id"], services.loader(session_id, meta["id"]), params)
+    info = provenance.record(meta, {"random_walker": params.to_dict()},
+                             labels={"1": "background", "2": "object"})
+    data = io.labels_to_tiff_bytes(np.asarray(result.labels), metadata=info)
+    return data, f"{_stem(meta)}_labels.tif"
+
+
+def overlay_file(services, session_id, meta, history, axis, index, style, show_markers):
+    """(bytes, filename) of the shown slice with its overlays, as an RGB PNG."""
+    params = SegmentParams.from_dict(current_params(history))
+    image = services.image(session_id, meta["id"])
+    result = services.compute.segment(meta["id"], services.loader(session_id, meta["id"]), params)
+    image2d = _slice(image, meta, axis, index)
+    gray = render.to_uint8(image2d, *meta["display"])
+    layers = []
+    if show_markers:
+        layers.append(render.marker_overlay(make_markers(image2d, params.vmin, params.vmax,
+                                                         check=False)))
+    layers.append(render.segmentation_overlay(_slice(result.labels, meta, axis, index),
+                                              style=style))
+    rgb = render.composite(gray, layers)
+    suffix = f"_slice{axis}-{index}" if meta["ndim"] == 3 else ""
+    return io.png_bytes(rgb), f"{_stem(meta)}_overlay{suffix}.png"
+
+
+def register(app, services):
+    """Wire the download buttons."""
+
+    @app.callback(
+        Output(ids.DOWNLOAD_LABELS, "data"),
+        Output(ids.SEG_MESSAGE, "children", allow_duplicate=True),
+        Input(ids.DOWNLOAD_LABELS_BUTTON, "n_clicks"),
+        State(ids.IMAGE, "data"),
+        State(ids.HISTORY, "data"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _labels(n, meta, history, session_id):
+        if not n or not meta or not history:
+            raise PreventUpdate
+        try:
+            data, name = labels_file(services, session_id, meta, history)
+        except InputError as exc:
+            return no_update, message_children(f"Download failed: {exc}", "error")
+        return dcc.send_bytes(data, name), no_update
+
+    @app.callback(
+        Output(ids.DOWNLOAD_OVERLAY, "data"),
+        Output(ids.SEG_MESSAGE, "children", allow_duplicate=True),
+        Input(ids.DOWNLOAD_OVERLAY_BUTTON, "n_clicks"),
+        State(ids.IMAGE, "data"),
+        State(ids.HISTORY, "data"),
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.SLICE_INDEX, "value"),
+        State(ids.OVERLAY_STYLE, "value"),
+        State(ids.SHOW_MARKERS, "value"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _overlay(n, meta, history, axis, index, style, show, session_id):
+        if not n or not meta or not history:
+            raise PreventUpdate
+        try:
+            data, name = overlay_file(services, session_id, meta, history, axis, index, style,
+                                      "markers" in (show or []))
+        except InputError as exc:
+            return no_update, message_children(f"Download failed: {exc}", "error")
+        return dcc.send_bytes(data, name), no_update

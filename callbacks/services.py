@@ -1,0 +1,47 @@
+"""What the callbacks of one app instance share: configuration, array store, compute cache.
+
+Built once by ``app.create_app`` and passed to every ``register(app, services)``; nothing is
+kept at module level, so several apps (tests) and several workers never share Python state.
+The store and the cache are on disk and shared between workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.compute import Compute
+from pipeline.config import Config
+from pipeline.errors import InputError
+from pipeline.store import ArrayStore
+
+
+@dataclass(frozen=True)
+class Services:
+    """Configuration, shared array store and cached compute of one app."""
+
+    config: Config
+    store: ArrayStore
+    compute: Compute
+
+    @classmethod
+    def create(cls, config: Config) -> "Services":
+        """Open (creating if needed) the store and cache named by `config`."""
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        store = ArrayStore(config.store_dir, size_limit=int(config.store_size_gb * 1024**3))
+        compute = Compute(config.cache_dir, bytes_limit=int(2 * config.store_size_gb * 1024**3))
+        return cls(config=config, store=store, compute=compute)
+
+    def loader(self, session_id, image_id):
+        """A callable returning this session's image, for cache misses only."""
+        store = self.store
+
+        def load():
+            return store.get_image(session_id, image_id)
+
+        return load
+
+    def image(self, session_id, image_id):
+        """This session's image (raises InputError if it is not in the store)."""
+        if not image_id:
+            raise InputError("No image loaded yet.")
+        return self.store.get_image(session_id, image_id)

@@ -1,0 +1,1 @@
+"""Layout of Pipeline Explorer: functions returning Dash components and plotly figures."""

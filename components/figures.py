@@ -1,0 +1,116 @@
+"""Plotly figures of the panels. Images are PNG data URIs (``go.Image(source=...)``), never
+JSON arrays; overlays are separate traces so a parameter change swaps only their sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+# Trace order of the Binarization figure (callbacks patch these by index).
+BASE_TRACE, MARKER_TRACE, SEG_TRACE = 0, 1, 2
+# Shape order of the histogram figure.
+VMIN_LINE, VMAX_LINE, BG_RANGE, OBJ_RANGE = 0, 1, 2, 3
+
+_AXIS = dict(visible=False, showgrid=False, zeroline=False)
+
+
+def _image_layout(uirevision, height):
+    return go.Layout(
+        margin=dict(l=0, r=0, t=0, b=0),
+        height=height,
+        xaxis=dict(_AXIS),
+        yaxis=dict(_AXIS, scaleanchor="x", autorange="reversed"),
+        uirevision=uirevision,
+        dragmode="pan",
+        plot_bgcolor="#111",
+        paper_bgcolor="rgba(0,0,0,0)",
+    )
+
+
+def image_figure(base_uri, *, uirevision, height=420):
+    """The Image panel: the (slice of the) image as a PNG."""
+    fig = go.Figure(layout=_image_layout(uirevision, height))
+    fig.add_trace(go.Image(source=base_uri, name="image", hoverinfo="x+y"))
+    return fig
+
+
+def segmentation_figure(base_uri, marker_uri, seg_uri, *, uirevision, height=420):
+    """The Binarization panel: image, marker overlay and segmentation overlay."""
+    fig = image_figure(base_uri, uirevision=uirevision, height=height)
+    fig.add_trace(go.Image(source=marker_uri, name="markers", hoverinfo="skip"))
+    fig.add_trace(go.Image(source=seg_uri, name="segmentation", hoverinfo="skip"))
+    return fig
+
+
+def empty_figure(text="", height=420):
+    """A blank figure with a centred note."""
+    fig = go.Figure(layout=_image_layout("empty", height))
+    if text:
+        fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font=dict(color="#ddd"))
+    return fig
+
+
+def threshold_shapes(vmin, vmax, xmin, xmax, colors):
+    """Lines at vmin and vmax and the two marker ranges shaded in the overlay colours.
+
+    Parameters
+    ----------
+    vmin, vmax : float
+        Thresholds.
+    xmin, xmax : float
+        Extent of the histogram.
+    colors : mapping
+        ``{"background": "#rrggbb", "object": "#rrggbb"}``.
+    """
+    line = dict(type="line", yref="paper", y0=0, y1=1, line=dict(width=3))
+    rect = dict(type="rect", yref="paper", y0=0, y1=1, line=dict(width=0), opacity=0.25,
+                layer="below")
+    return [
+        dict(line, x0=vmin, x1=vmin, line=dict(width=3, color=colors["background"]),
+             name="vmin"),
+        dict(line, x0=vmax, x1=vmax, line=dict(width=3, color=colors["object"]), name="vmax"),
+        dict(rect, x0=xmin, x1=vmin, fillcolor=colors["background"], name="background"),
+        dict(rect, x0=vmax, x1=xmax, fillcolor=colors["object"], name="object"),
+    ]
+
+
+def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision=None,
+                     height=300):
+    """Intensity histogram with vmin / vmax drawn on it.
+
+    Parameters
+    ----------
+    counts : ndarray
+        Counts per bin.
+    edges : ndarray
+        Bin edges, ``len(counts) + 1``.
+    vmin, vmax : float
+        Thresholds.
+    colors : mapping
+        Marker colours (see :func:`threshold_shapes`).
+    log : bool
+        Logarithmic counts axis.
+    """
+    edges = np.asarray(edges, dtype=float)
+    centers = (edges[:-1] + edges[1:]) / 2
+    widths = np.diff(edges)
+    fig = go.Figure(
+        go.Bar(x=centers.tolist(), y=np.asarray(counts).tolist(), width=widths.tolist(),
+               marker=dict(color="#777", line=dict(width=0)), name="pixels",
+               hovertemplate="intensity %{x:.4g}<br>%{y} pixels<extra></extra>"),
+        layout=go.Layout(
+            margin=dict(l=50, r=10, t=10, b=40),
+            height=height,
+            bargap=0,
+            xaxis=dict(title="intensity", range=[float(edges[0]), float(edges[-1])]),
+            yaxis=dict(title="pixels", type="log" if log else "linear", fixedrange=True),
+            shapes=threshold_shapes(vmin, vmax, float(edges[0]), float(edges[-1]), colors),
+            uirevision=uirevision,
+            clickmode="event",
+            dragmode="zoom",
+            showlegend=False,
+            plot_bgcolor="white",
+        ),
+    )
+    return fig

@@ -1,0 +1,94 @@
+"""Configuration read from ``PIPEX_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["Config"]
+
+
+def _env_float(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise InputError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one app instance.
+
+    Parameters
+    ----------
+    state_dir : Path
+        Server-side store of arrays and sessions, shared by all workers (``PIPEX_STATE_DIR``).
+    cache_dir : Path
+        joblib.Memory cache of computed steps (``PIPEX_CACHE_DIR``).
+    data_dir : Path
+        The lab's data folder, offered read-only in the loader (``PIPEX_DATA_DIR``).
+    max_upload_mb : float
+        Largest accepted file in megabytes (``PIPEX_MAX_UPLOAD_MB``).
+    max_pixels : int
+        Largest accepted image in pixels or voxels (``PIPEX_MAX_PIXELS``).
+    store_size_gb : float
+        Size limit of the array store (``PIPEX_STORE_SIZE_GB``).
+    default_sample : str
+        Sample loaded when a session starts.
+    """
+
+    state_dir: Path = Path("var")
+    cache_dir: Path = field(default=None)  # type: ignore[assignment]
+    data_dir: Path = Path("data")
+    max_upload_mb: float = 64.0
+    max_pixels: int = 2**27
+    store_size_gb: float = 4.0
+    default_sample: str = "coins"
+
+    def __post_init__(self):
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        cache = self.cache_dir if self.cache_dir is not None else self.state_dir / "joblib"
+        object.__setattr__(self, "cache_dir", Path(cache))
+
+    @property
+    def max_bytes(self) -> int:
+        """Largest accepted file, in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def store_dir(self) -> Path:
+        """Folder of the shared array store."""
+        return self.state_dir / "store"
+
+    @classmethod
+    def from_env(cls, env=None, **overrides) -> "Config":
+        """Build a configuration from environment variables.
+
+        Parameters
+        ----------
+        env : mapping, optional
+            Environment to read; ``os.environ`` by default.
+        **overrides
+            Fields that take precedence over the environment.
+        """
+        env = os.environ if env is None else env
+        state_dir = Path(env.get("PIPEX_STATE_DIR") or "var")
+        cfg = cls(
+            state_dir=state_dir,
+            cache_dir=Path(env["PIPEX_CACHE_DIR"]) if env.get("PIPEX_CACHE_DIR") else None,
+            data_dir=Path(env.get("PIPEX_DATA_DIR") or "data"),
+            max_upload_mb=_env_float(env, "PIPEX_MAX_UPLOAD_MB", 64),
+            max_pixels=int(_env_float(env, "PIPEX_MAX_PIXELS", 2**27)),
+            store_size_gb=_env_float(env, "PIPEX_STORE_SIZE_GB", 4),
+        )
+        return replace(cfg, **overrides) if overrides else cfg

@@ -1,0 +1,9 @@
+"""Errors raised by the compute package."""
+
+
+class InputError(ValueError):
+    """An error whose message is meant for the user.
+
+    Raised when an argument (an image, a file, a parameter) cannot be used. The message
+    says what was wrong and what is accepted; the UI shows it as it is.
+    """

@@ -1,0 +1,46 @@
+"""Provenance attached to every exported file: what was run, on what, with which versions."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as _md
+import platform
+
+__all__ = ["library_versions", "record"]
+
+_LIBRARIES = ("pipeline-explorer", "numpy", "scipy", "scikit-image", "pyamg", "joblib",
+              "tifffile", "pillow")
+
+
+def library_versions() -> dict:
+    """Installed versions of the libraries the results depend on."""
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def record(meta: dict, steps: dict, **extra) -> dict:
+    """A JSON-able provenance record.
+
+    Parameters
+    ----------
+    meta : dict
+        Image metadata (``id`` = content hash, ``name``, ``shape``, ``dtype``).
+    steps : dict
+        The steps and their parameters, e.g. ``{"random_walker": {...}}``.
+    **extra
+        Further JSON-able fields.
+    """
+    return {
+        "generator": "Pipeline Explorer",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": {k: meta.get(k) for k in ("name", "id", "shape", "dtype")},
+        "input_hash": meta.get("id"),
+        "steps": steps,
+        "versions": library_versions(),
+        **extra,
+    }

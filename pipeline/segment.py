@@ -1,0 +1,191 @@
+"""Markers from two thresholds and the parameters of random-walker segmentation.
+
+The talk's recipe: pixels darker than ``vmin`` are background markers, pixels brighter than
+``vmax`` are object markers, and :func:`skimage.segmentation.random_walker` decides the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from skimage import filters
+
+from .errors import InputError
+
+__all__ = [
+    "BACKGROUND",
+    "OBJECT",
+    "MODES",
+    "SegmentParams",
+    "make_markers",
+    "default_thresholds",
+    "threshold_step",
+]
+
+BACKGROUND = 1
+OBJECT = 2
+#: Solver modes offered, fastest first in 2D (``cg_mg`` needs pyamg).
+MODES = ("cg_mg", "cg_j", "bf")
+
+
+def _finite_number(name, value):
+    if isinstance(value, bool) or value is None:
+        raise InputError(f"{name} must be a number, got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def _round(value, digits=6):
+    """Round to `digits` significant digits so that equal settings give equal cache keys."""
+    if value == 0:
+        return 0.0
+    return float(f"{value:.{digits}g}")
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """Parameters of one random-walker segmentation.
+
+    Parameters
+    ----------
+    vmin : float
+        Pixels below `vmin` are background markers.
+    vmax : float
+        Pixels above `vmax` are object markers. Must be greater than `vmin`.
+    beta : float
+        Penalisation of intensity differences between neighbours (skimage's ``beta``), > 0.
+    mode : {'cg_mg', 'cg_j', 'bf'}
+        Linear solver (skimage's ``mode``).
+    tol : float
+        Tolerance of the iterative solvers, in (0, 0.1].
+    """
+
+    vmin: float
+    vmax: float
+    beta: float = 130.0
+    mode: str = "cg_mg"
+    tol: float = 1e-3
+
+    def __post_init__(self):
+        vmin = _round(_finite_number("vmin", self.vmin))
+        vmax = _round(_finite_number("vmax", self.vmax))
+        beta = _round(_finite_number("beta", self.beta))
+        tol = _round(_finite_number("tol", self.tol))
+        if vmin >= vmax:
+            raise InputError(
+                f"vmin ({vmin:g}) must be below vmax ({vmax:g}): pixels between them are the "
+                "ones the random walker decides."
+            )
+        if not 0 < beta <= 1e5:
+            raise InputError(f"beta must be in (0, 100000], got {beta:g}")
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if not 0 < tol <= 0.1:
+            raise InputError(f"tol must be in (0, 0.1], got {tol:g}")
+        object.__setattr__(self, "vmin", vmin)
+        object.__setattr__(self, "vmax", vmax)
+        object.__setattr__(self, "beta", beta)
+        object.__setattr__(self, "tol", tol)
+
+    @classmethod
+    def from_dict(cls, d) -> "SegmentParams":
+        """Build from a mapping (e.g. JSON from the browser), ignoring unknown keys."""
+        if not isinstance(d, dict):
+            raise InputError("segmentation parameters must be a mapping")
+        known = {k: d[k] for k in ("vmin", "vmax", "beta", "mode", "tol") if k in d}
+        try:
+            return cls(**known)
+        except TypeError as exc:  # missing vmin / vmax
+            raise InputError(f"incomplete segmentation parameters: {exc}") from None
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of the parameters."""
+        return asdict(self)
+
+
+def make_markers(image, vmin, vmax, *, check=True) -> np.ndarray:
+    """Markers for random walker from two thresholds.
+
+    Parameters
+    ----------
+    image : ndarray
+        Grayscale image, 2D or 3D.
+    vmin, vmax : float
+        Pixels ``< vmin`` become background markers (1), pixels ``> vmax`` object markers (2);
+        the rest is 0 (to be decided by the random walker).
+    check : bool
+        Raise if a label has no pixel.
+
+    Returns
+    -------
+    markers : ndarray of uint8, same shape as `image`
+
+    Raises
+    ------
+    InputError
+        If ``vmin >= vmax`` or, with `check`, if a marker label is empty.
+    """
+    image = np.asarray(image)
+    vmin = _finite_number("vmin", vmin)
+    vmax = _finite_number("vmax", vmax)
+    if vmin >= vmax:
+        raise InputError(f"vmin ({vmin:g}) must be below vmax ({vmax:g}).")
+    markers = np.zeros(image.shape, dtype=np.uint8)
+    markers[image < vmin] = BACKGROUND
+    markers[image > vmax] = OBJECT
+    if check:
+        if not (markers == BACKGROUND).any():
+            raise InputError(
+                f"No background marker: no pixel is below vmin = {vmin:g}. Raise vmin."
+            )
+        if not (markers == OBJECT).any():
+            raise InputError(f"No object marker: no pixel is above vmax = {vmax:g}. Lower vmax.")
+        if not (markers == 0).any():
+            raise InputError(
+                "Every pixel is already a marker: nothing is left for the random walker. "
+                "Move vmin and vmax apart."
+            )
+    return markers
+
+
+def threshold_step(image) -> float:
+    """Slider step for thresholds: 1 for integer images, range/1000 for float images."""
+    image = np.asarray(image)
+    if np.issubdtype(image.dtype, np.integer):
+        return 1.0
+    lo, hi = float(np.min(image)), float(np.max(image))
+    return _round((hi - lo) / 1000 if hi > lo else 1.0, 3)
+
+
+def default_thresholds(image) -> tuple[float, float]:
+    """A first guess of (vmin, vmax): halfway between Otsu's threshold and each extreme.
+
+    Parameters
+    ----------
+    image : ndarray
+        Grayscale image, not constant.
+
+    Returns
+    -------
+    vmin, vmax : float
+    """
+    image = np.asarray(image)
+    sample = image.ravel()
+    if sample.size > 2_000_000:  # a deterministic subsample is plenty for a histogram threshold
+        sample = sample[:: sample.size // 1_000_000]
+    lo, hi = float(sample.min()), float(sample.max())
+    t = float(filters.threshold_otsu(sample))
+    vmin, vmax = (lo + t) / 2, (t + hi) / 2
+    if np.issubdtype(image.dtype, np.integer):
+        vmin, vmax = math.floor(vmin), math.ceil(vmax)
+    else:
+        step = threshold_step(image)
+        vmin, vmax = round(vmin / step) * step, round(vmax / step) * step
+    return _round(vmin), _round(vmax)

@@ -1,0 +1,134 @@
+"""Server-side array store shared by every worker process.
+
+The browser only ever holds a session id and an image id. The arrays behind them live here,
+in a :class:`diskcache.Cache` on disk: several gunicorn workers (and several machines sharing a
+volume) see the same store, so a session works whichever worker answers. Entries are keyed by
+session id *and* content hash, so one user can never read another user's image, even when both
+loaded the same file. Least recently used entries are evicted past the size limit.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import diskcache
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["ArrayStore", "new_session_id", "check_session_id"]
+
+_SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
+_IMAGE_RE = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def new_session_id() -> str:
+    """Return a new random session id (128 random bits, hex)."""
+    return uuid.uuid4().hex
+
+
+def check_session_id(session_id) -> str:
+    """Check that `session_id` looks like one made by :func:`new_session_id`.
+
+    Raises
+    ------
+    InputError
+        If it does not (the page is stale or the request was forged).
+    """
+    if not isinstance(session_id, str) or not _SESSION_RE.match(session_id):
+        raise InputError("session_id is missing or malformed: reload the page to start a new session.")
+    return session_id
+
+
+def _check_image_id(image_id) -> str:
+    if not isinstance(image_id, str) or not _IMAGE_RE.match(image_id):
+        raise InputError("image_id is missing or malformed: load an image first.")
+    return image_id
+
+
+class ArrayStore:
+    """Arrays and small records of each session, on disk, shared by all workers.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Folder of the store; created if missing.
+    size_limit : int
+        Size limit in bytes; least recently used entries are evicted beyond it.
+    """
+
+    def __init__(self, directory, size_limit: int = 4 * 1024**3):
+        if size_limit <= 0:
+            raise InputError(f"size_limit must be positive, got {size_limit}")
+        self.directory = Path(directory)
+        self._cache = diskcache.Cache(
+            str(self.directory),
+            size_limit=int(size_limit),
+            eviction_policy="least-recently-used",
+            # Large arrays go to files of their own, small records stay in SQLite.
+            disk_min_file_size=2**16,
+        )
+
+    def close(self):
+        """Close the underlying database handles."""
+        self._cache.close()
+
+    @staticmethod
+    def _key(session_id, image_id, name):
+        return f"{check_session_id(session_id)}/{_check_image_id(image_id)}/{name}"
+
+    def put_image(self, session_id: str, image_id: str, array: np.ndarray, meta: dict) -> None:
+        """Store an image and its metadata for one session.
+
+        Parameters
+        ----------
+        session_id : str
+            The session that loaded the image.
+        image_id : str
+            Content hash of `array` (:func:`pipeline.io.content_hash`).
+        array : ndarray
+            The validated image.
+        meta : dict
+            Small JSON-able description (name, shape, dtype, notes...).
+        """
+        array = np.ascontiguousarray(array)
+        array.setflags(write=False)
+        self._cache.set(self._key(session_id, image_id, "array"), array)
+        self._cache.set(self._key(session_id, image_id, "meta"), dict(meta))
+
+    def has_image(self, session_id: str, image_id: str) -> bool:
+        """Whether this session holds this image."""
+        return self._key(session_id, image_id, "array") in self._cache
+
+    def get_image(self, session_id: str, image_id: str) -> np.ndarray:
+        """Return an image of this session.
+
+        Raises
+        ------
+        InputError
+            If the session does not hold it (never loaded, or evicted).
+        """
+        array = self._cache.get(self._key(session_id, image_id, "array"))
+        if array is None:
+            raise InputError(
+                "This image is no longer on the server (expired or evicted). Load it again."
+            )
+        return array
+
+    def get_meta(self, session_id: str, image_id: str) -> dict:
+        """Return the metadata stored with an image (empty dict if absent)."""
+        return self._cache.get(self._key(session_id, image_id, "meta")) or {}
+
+    def put(self, session_id: str, image_id: str, name: str, value) -> None:
+        """Store any picklable value under (session, image, name)."""
+        self._cache.set(self._key(session_id, image_id, name), value)
+
+    def get(self, session_id: str, image_id: str, name: str, default=None):
+        """Read a value stored with :meth:`put`."""
+        return self._cache.get(self._key(session_id, image_id, name), default)
+
+    def volume(self) -> int:
+        """Bytes used on disk."""
+        return self._cache.volume()
