@@ -70,7 +70,7 @@ def histogram_panel(services, session_id, meta, params, log_scale, full):
             params["vmin"], params["vmax"], meta["min"], meta["max"], MARKER_COLORS)
         patch["layout"]["yaxis"]["type"] = "log" if log_scale else "linear"
         return patch
-    counts, edges = services.compute.histogram(meta["id"], services.loader(session_id, meta["id"]))
+    counts, edges = services.histogram(session_id, meta["id"])
     return figures.histogram_figure(counts, edges, params["vmin"], params["vmax"],
                                     colors=MARKER_COLORS, log=log_scale, uirevision=meta["id"])
 
@@ -92,8 +92,7 @@ def segmentation_panel(services, session_id, meta, params, axis, index, style, s
     """
     seg_params = SegmentParams.from_dict(params)
     image = services.image(session_id, meta["id"])
-    result = services.compute.segment(meta["id"], services.loader(session_id, meta["id"]),
-                                      seg_params)
+    result = services.segment(session_id, meta["id"], seg_params)
     image2d = _slice(image, meta, axis, index)
     labels2d = _slice(result.labels, meta, axis, index)
     markers2d = make_markers(image2d, seg_params.vmin, seg_params.vmax, check=False)

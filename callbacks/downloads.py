@@ -32,7 +32,7 @@ def labels_file(services, session_id, meta, history):
     The TIFF description holds the provenance (parameters, input hash, library versions).
     """
     params = SegmentParams.from_dict(current_params(history))
-    result = services.compute.segment(meta["id"], services.loader(session_id, meta["id"]), params)
+    result = services.segment(session_id, meta["id"], params)
     info = provenance.record(meta, {"random_walker": params.to_dict()},
                              labels={"1": "background", "2": "object"})
     data = io.labels_to_tiff_bytes(np.asarray(result.labels), metadata=info)
@@ -43,7 +43,7 @@ def overlay_file(services, session_id, meta, history, axis, index, style, show_m
     """(bytes, filename) of the shown slice with its overlays, as an RGB PNG."""
     params = SegmentParams.from_dict(current_params(history))
     image = services.image(session_id, meta["id"])
-    result = services.compute.segment(meta["id"], services.loader(session_id, meta["id"]), params)
+    result = services.segment(session_id, meta["id"], params)
     image2d = _slice(image, meta, axis, index)
     gray = render.to_uint8(image2d, *meta["display"])
     layers = []

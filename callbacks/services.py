@@ -40,6 +40,23 @@ class Services:
 
         return load
 
+    def _check_access(self, session_id, image_id):
+        # The compute cache is keyed by content hash and shared; only a session that holds
+        # the image may read results computed from it.
+        if not image_id or not self.store.has_image(session_id, image_id):
+            raise InputError(
+                "This image is no longer on the server (expired or evicted). Load it again.")
+
+    def segment(self, session_id, image_id, params):
+        """Cached random-walker result for this session's image (see ``Compute.segment``)."""
+        self._check_access(session_id, image_id)
+        return self.compute.segment(image_id, self.loader(session_id, image_id), params)
+
+    def histogram(self, session_id, image_id):
+        """Cached histogram (counts, edges) of this session's image."""
+        self._check_access(session_id, image_id)
+        return self.compute.histogram(image_id, self.loader(session_id, image_id))
+
     def image(self, session_id, image_id):
         """This session's image (raises InputError if it is not in the store)."""
         if not image_id:

@@ -1,0 +1,942 @@
+"""Reading images into validated arrays, and writing results.
+
+Every way an image enters the app goes through this module: the bundled samples
+(:func:`load_sample`), browser uploads (:func:`decode_upload`), files of the lab's data folder
+(:func:`read_image_file`) and raw bytes (:func:`read_image_bytes`). All of them
+
+* detect the format from the file's first bytes (PNG, JPEG or TIFF), never from its name;
+* refuse files larger than ``max_bytes`` before reading or decoding them;
+* refuse images with more than ``max_pixels`` pixels from the header, *before* any pixel
+  data is decoded (decompression bombs are rejected without allocating);
+* convert colour images to grayscale, squeeze singleton axes and check the result with
+  :func:`validate_image`;
+* raise :class:`~pipeline.errors.InputError`, with a message meant for the user, for anything
+  that cannot be used; no Pillow or tifffile exception escapes.
+
+The result is a :class:`LoadedImage`: the array, a display name and notes describing what was
+converted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io as _io
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from types import MappingProxyType
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "LoadedImage",
+    "SAMPLE_NAMES",
+    "SUPPORTED_EXTENSIONS",
+    "load_sample",
+    "blobs_3d",
+    "read_image_bytes",
+    "decode_upload",
+    "read_image_file",
+    "list_data_files",
+    "resolve_data_file",
+    "validate_image",
+    "content_hash",
+    "labels_to_tiff_bytes",
+    "png_bytes",
+]
+
+#: Samples offered in the loader. All ship with scikit-image (no download) except
+#: ``blobs3d``, which is generated (:func:`blobs_3d`). ``cells3d`` is left out: it needs a
+#: network download (pooch).
+SAMPLE_NAMES = (
+    "coins",
+    "camera",
+    "cell",
+    "moon",
+    "page",
+    "text",
+    "horse",
+    "microaneurysms",
+    "immunohistochemistry",
+    "blobs3d",
+)
+
+#: File name extensions listed from the data folder (the format itself is detected from the
+#: file's content).
+SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+
+# Formats we recognise only to say what the file is.
+_OTHER_MAGICS = MappingProxyType({
+    b"GIF87a": "a GIF image",
+    b"GIF89a": "a GIF image",
+    b"BM": "a BMP image",
+    b"%PDF": "a PDF document",
+    b"PK\x03\x04": "a ZIP archive",
+    b"\x89HDF": "an HDF5 file",
+    b"ZISRAWFILE": "a Zeiss CZI file",
+    b"\x00\x00\x00\x0cjP  ": "a JPEG 2000 image",
+})
+
+_ACCEPTED = "PNG, JPEG or TIFF image"
+
+_MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Result type
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image ready for the pipeline.
+
+    Parameters
+    ----------
+    array : ndarray
+        2D ``(H, W)`` or 3D ``(Z, Y, X)`` grayscale image, C-contiguous, native byte order.
+        The original dtype is kept except for the conversions listed in `notes`.
+    name : str
+        File or sample name, for display.
+    notes : tuple of str
+        User-facing notes on what was converted, e.g. colour to grayscale.
+    """
+
+    array: np.ndarray
+    name: str
+    notes: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _format_size(n_bytes: int) -> str:
+    """Human-readable size, e.g. ``80.0 MB``, ``12.3 kB`` or ``512 bytes`` (1 MB = 2**20)."""
+    if n_bytes >= _MIB:
+        return f"{n_bytes / _MIB:.1f} MB"
+    if n_bytes >= 1024:
+        return f"{n_bytes / 1024:.1f} kB"
+    return f"{n_bytes} bytes"
+
+
+def _format_limit(n_bytes: int) -> str:
+    """Like :func:`_format_size` but without a useless ``.0`` (``64 MB``)."""
+    if n_bytes >= _MIB:
+        return f"{n_bytes / _MIB:.4g} MB"
+    if n_bytes >= 1024:
+        return f"{n_bytes / 1024:.4g} kB"
+    return f"{n_bytes} bytes"
+
+
+def _format_shape(shape) -> str:
+    return " × ".join(str(int(s)) for s in shape)
+
+
+def _check_limit(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _display_name(filename) -> str:
+    """File name without any directory part (browsers may send ``C:\\fakepath\\x.png``)."""
+    if not isinstance(filename, str) or not filename.strip():
+        return "image"
+    name = PureWindowsPath(PurePosixPath(filename.strip()).name).name or "image"
+    name = "".join(c for c in name if c.isprintable())
+    return name[:200] or "image"
+
+
+def _check_file_size(size: int, max_bytes: int) -> None:
+    if size == 0:
+        raise InputError(f"the file is empty (0 bytes): expected a {_ACCEPTED}.")
+    if size > max_bytes:
+        raise InputError(
+            f"file is {_format_size(size)}, the limit is {_format_limit(max_bytes)}: "
+            "crop or downsample the image, or ask the administrator to raise the limit."
+        )
+
+
+def _check_pixels(n_pixels: int, shape, max_pixels: int) -> None:
+    if n_pixels > max_pixels:
+        raise InputError(
+            f"image is {_format_shape(shape)} = {n_pixels:,} pixels, the limit is "
+            f"{max_pixels:,} pixels: crop or downsample it first."
+        )
+
+
+def _check_squeezed_ndim(shape) -> None:
+    """Reject more than 3 non-singleton axes from the header, before decoding."""
+    kept = tuple(s for s in shape if s != 1)
+    if len(kept) > 3:
+        raise InputError(
+            f"4D images are not supported (shape {_format_shape(shape)}): load a single 2D "
+            "image (Y, X) or a 3D stack (Z, Y, X), e.g. one channel and one time point."
+        )
+
+
+def _decode_error(name: str, kind: str, exc: BaseException) -> InputError:
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if "imagecodecs" in detail:
+        return InputError(
+            f"could not decode {name}: its TIFF compression is not supported by this server "
+            "(it needs the 'imagecodecs' package). Save it uncompressed or with "
+            "deflate/zlib compression."
+        )
+    return InputError(f"could not decode {name} as {kind} (file truncated or corrupt): {detail}")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and conversions
+
+
+def _rgb_to_gray(array: np.ndarray, notes: list) -> np.ndarray:
+    """Grayscale from an RGB(A) array whose last axis holds the channels."""
+    from skimage import color, util
+
+    channels = array.shape[-1]
+    kind = "RGBA" if channels == 4 else "RGB"
+    rgb = array[..., :3]
+    opaque = True
+    if channels == 4:
+        alpha = array[..., 3]
+        top = 1.0 if np.issubdtype(array.dtype, np.floating) else np.iinfo(array.dtype).max
+        opaque = bool(np.all(alpha == top))
+    if opaque and np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0],
+                                                                               rgb[..., 2]):
+        notes.append(f"{kind} image with identical colour channels: the gray values are used "
+                     "as they are.")
+        return np.ascontiguousarray(rgb[..., 0])
+    as_float = util.img_as_float32(array) if array.dtype.kind in "ui" else array.astype(
+        np.float32 if array.dtype.itemsize <= 4 else np.float64, copy=False)
+    if channels == 4:
+        as_float = color.rgba2rgb(as_float)
+        notes.append("RGBA image: transparency blended onto white (skimage.color.rgba2rgb), "
+                     "then converted to grayscale (skimage.color.rgb2gray), values 0…1.")
+    else:
+        notes.append("RGB image converted to grayscale (skimage.color.rgb2gray), values 0…1.")
+    return color.rgb2gray(as_float)
+
+
+def _standardize(array, *, color=None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Convert and check an image; return it with the notes describing the conversions.
+
+    `color` says whether the last axis holds colour channels: True, False, or None to guess
+    (last axis of length 3 or 4 on an array with 3 or 4 axes).
+    """
+    notes: list[str] = []
+    if not isinstance(array, np.ndarray):
+        try:
+            array = np.asarray(array)
+        except Exception as exc:  # noqa: BLE001 - anything not array-like
+            raise InputError(f"not an image array: {type(exc).__name__}") from None
+    dtype = array.dtype
+    if dtype.kind not in "biuf":
+        raise InputError(
+            f"pixel type {dtype} is not supported: images must hold integer, floating-point "
+            "or boolean values (not complex numbers, text or objects)."
+        )
+    if array.size == 0:
+        raise InputError(f"the image has no pixels (shape {_format_shape(array.shape)}).")
+    if not dtype.isnative:
+        array = array.astype(dtype.newbyteorder("="))
+    if dtype.kind == "b":
+        array = array.astype(np.uint8) * np.uint8(255)
+        notes.append("Black-and-white image converted to uint8 (0 and 255).")
+    elif dtype.kind == "f" and dtype.itemsize < 4:
+        array = array.astype(np.float32)
+        notes.append(f"{dtype} image converted to float32.")
+    elif dtype.kind == "f" and dtype.itemsize > 8:
+        array = array.astype(np.float64)
+        notes.append(f"{dtype} image converted to float64.")
+
+    if any(s == 1 for s in array.shape) and array.ndim > 2:
+        before = array.shape
+        squeezed = tuple(s for s in array.shape if s != 1)
+        if len(squeezed) >= 2:
+            array = array.reshape(squeezed)
+            notes.append(f"Axes of length 1 removed: shape {_format_shape(before)} → "
+                         f"{_format_shape(squeezed)}.")
+
+    if color is None:
+        color = array.ndim in (3, 4) and array.shape[-1] in (3, 4)
+    if color:
+        if array.ndim not in (3, 4) or array.shape[-1] not in (3, 4):
+            raise InputError(f"colour image of shape {_format_shape(array.shape)} is not "
+                             "supported: expected (H, W, 3|4) or (Z, H, W, 3|4).")
+        array = _rgb_to_gray(array, notes)
+
+    if array.ndim > 3:
+        raise InputError(
+            f"4D images are not supported (shape {_format_shape(array.shape)}): load a single "
+            "2D image (Y, X) or a 3D stack (Z, Y, X), e.g. one channel and one time point."
+        )
+    if array.ndim < 2:
+        raise InputError(
+            f"the image is {array.ndim}D (shape {_format_shape(array.shape)}): expected a 2D "
+            "image (Y, X) or a 3D stack (Z, Y, X)."
+        )
+    if min(array.shape) < 2:
+        raise InputError(
+            f"the image is {_format_shape(array.shape)} pixels: every axis needs at least 2 "
+            "pixels."
+        )
+
+    lo, hi = array.min(), array.max()
+    if array.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"the image contains NaN or infinite values ({bad:,} of {array.size:,} pixels): "
+            "replace them (e.g. with 0) before loading; only finite values can be segmented."
+        )
+    if lo == hi:
+        value = str(int(lo)) if array.dtype.kind in "ui" else f"{float(lo):g}"
+        raise InputError(f"every pixel has the value {value}: nothing to segment.")
+    return np.ascontiguousarray(array), tuple(notes)
+
+
+def validate_image(array: np.ndarray) -> np.ndarray:
+    """Check an array and convert it to an image the pipeline accepts.
+
+    Conversions: boolean → uint8 (0 and 255); float16 → float32; axes of length 1 removed;
+    RGB or RGBA (last axis of length 3 or 4 on an array with 3 or 4 axes) → grayscale with
+    :func:`skimage.color.rgb2gray` (RGBA first blended onto white with
+    :func:`skimage.color.rgba2rgb`; colour images whose channels are all equal keep their gray
+    values and dtype); non-native byte order → native.
+
+    Parameters
+    ----------
+    array : ndarray
+        Candidate image.
+
+    Returns
+    -------
+    ndarray
+        2D ``(H, W)`` or 3D ``(Z, Y, X)`` C-contiguous array, dtype kept unless converted.
+
+    Raises
+    ------
+    InputError
+        If the array is empty; has a complex, object or text dtype; is not 2D or 3D after the
+        conversions ("4D images are not supported …"); has an axis shorter than 2; contains
+        NaN or infinite values; or is constant ("every pixel has the value 7: nothing to
+        segment").
+    """
+    return _standardize(array)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Samples
+
+
+def blobs_3d(length: int = 128, seed: int = 0) -> np.ndarray:
+    """A generated 3D sample: noisy, blurred binary blobs.
+
+    Parameters
+    ----------
+    length : int, optional
+        Side of the cube, in voxels (at least 8).
+    seed : int, optional
+        Seed of the blobs and of the noise; the result is deterministic.
+
+    Returns
+    -------
+    ndarray of float32, shape (length, length, length)
+        Values roughly in 0…1: blobs (``skimage.data.binary_blobs(n_dim=3,
+        volume_fraction=0.3)``) blurred with a Gaussian (sigma ``2 * length / 128``) plus
+        Gaussian noise
+        (standard deviation 0.1).
+    """
+    from scipy import ndimage
+    from skimage import data
+
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 8:
+        raise InputError(f"length must be an integer of at least 8, got {length!r}")
+    rng = np.random.default_rng(seed)
+    blobs = data.binary_blobs(length=int(length), n_dim=3, volume_fraction=0.3,
+                              rng=int(rng.integers(2**31)))
+    # The blur follows the blob size (length * 0.1), so every length looks alike.
+    volume = ndimage.gaussian_filter(blobs.astype(np.float32), sigma=2.0 * length / 128)
+    volume += rng.normal(0.0, 0.1, size=volume.shape).astype(np.float32)
+    return volume
+
+
+def load_sample(name: str) -> LoadedImage:
+    """Load one of the bundled samples.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SAMPLE_NAMES`.
+
+    Returns
+    -------
+    LoadedImage
+        The validated sample; colour samples are converted to grayscale (see its notes).
+
+    Raises
+    ------
+    InputError
+        If `name` is not a known sample.
+    """
+    if name not in SAMPLE_NAMES:
+        raise InputError(f"unknown sample {name!r}: choose one of {', '.join(SAMPLE_NAMES)}.")
+    if name == "blobs3d":
+        array = blobs_3d()
+        source = ("Generated 3D sample: blurred skimage.data.binary_blobs(length=128, n_dim=3, "
+                  "volume_fraction=0.3) with Gaussian noise.")
+    else:
+        from skimage import data
+
+        array = getattr(data, name)()
+        source = f"Sample skimage.data.{name}()."
+    array, notes = _standardize(array)
+    return LoadedImage(array, name, (source, *notes))
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _sniff(data: bytes) -> str | None:
+    head = bytes(data[:16])
+    if head.startswith(_PNG_MAGIC):
+        return "PNG"
+    if head.startswith(_JPEG_MAGIC):
+        return "JPEG"
+    if head.startswith(_TIFF_MAGICS):
+        return "TIFF"
+    return None
+
+
+def _not_an_image(name: str, data: bytes) -> InputError:
+    head = bytes(data[:16])
+    what = next((kind for magic, kind in _OTHER_MAGICS.items() if head.startswith(magic)), None)
+    if what is None and head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1"):
+        what = "a HEIC image"
+    if what is None and head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        what = "a WebP image"
+    found = f" (it looks like {what})" if what else ""
+    return InputError(f"{name} is not a {_ACCEPTED}{found}: save it as PNG, JPEG or TIFF.")
+
+
+def _png_header(data: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from the PNG IHDR chunk, or None if it is not where expected."""
+    if len(data) >= 26 and data[12:16] == b"IHDR":
+        return data[24], data[25]
+    return None
+
+
+def _read_pillow(data: bytes, name: str, kind: str, max_pixels: int):
+    from PIL import Image, JpegImagePlugin, PngImagePlugin
+
+    notes: list[str] = []
+    factory = PngImagePlugin.PngImageFile if kind == "PNG" else JpegImagePlugin.JpegImageFile
+    try:
+        # The plugin class is used directly, not Image.open: Pillow's process-wide
+        # MAX_IMAGE_PIXELS check (and its warning) is replaced by the per-call `max_pixels`
+        # check below, made from the header before any pixel data is decoded.
+        im = factory(_io.BytesIO(data))
+        width, height = im.size
+        _check_pixels(width * height, (height, width), max_pixels)
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"Animated {kind} with {im.n_frames} frames: only the first is used.")
+        mode = im.mode
+        color = False
+        if mode in ("P", "PA"):
+            im, mode, color = _from_palette(im, notes)
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+            mode = "RGB"
+        if mode == "LA":
+            array = np.asarray(im)[..., 0]
+            notes.append("Gray + alpha image: the alpha channel is ignored.")
+        elif mode in ("RGB", "RGBA"):
+            array = np.asarray(im)
+            color = True
+        else:  # "1", "L", "I", "I;16", "I;16B", "F"
+            array = np.asarray(im)
+        im.close()
+    except InputError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - no Pillow exception type may escape
+        raise _decode_error(name, kind, exc) from None
+
+    header = _png_header(data) if kind == "PNG" else None
+    if header is not None:
+        bit_depth, color_type = header
+        if bit_depth == 16 and color_type in (2, 6):
+            notes.append("16-bit colour PNG read with 8 bits per channel.")
+        if bit_depth == 16 and color_type == 0 and array.dtype.kind in "iu":
+            array = array.astype(np.uint16)  # older Pillow reads 16-bit gray as int32
+    return array, color, notes
+
+
+def _from_palette(im, notes: list):
+    """Palette image → ('L' image, 'L', False) if its colours are grays, else RGB(A)."""
+    has_alpha = im.mode == "PA" or "transparency" in im.info
+    palette = im.getpalette() or []
+    rgb = np.asarray(palette, dtype=np.uint8).reshape(-1, 3) if palette else None
+    if not has_alpha and rgb is not None and len(rgb) and (
+            np.array_equal(rgb[:, 0], rgb[:, 1]) and np.array_equal(rgb[:, 0], rgb[:, 2])):
+        notes.append("Palette image with gray colours converted to 8-bit grayscale.")
+        return im.convert("L"), "L", False
+    notes.append("Palette (indexed colour) image expanded to its colours.")
+    mode = "RGBA" if has_alpha else "RGB"
+    return im.convert(mode), mode, True
+
+
+def _read_tiff(data: bytes, name: str, max_pixels: int):
+    import tifffile
+
+    notes: list[str] = []
+    try:
+        with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+            all_series = tif.series
+            if not all_series:
+                raise InputError(f"{name} is a TIFF file without any image.")
+            series = all_series[0]
+            if len(all_series) > 1:
+                notes.append(f"TIFF with {len(all_series)} image series: only the first is "
+                             "used.")
+            if not _tiff_directories_complete(data):
+                raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
+                                 "its chain of image directories is broken.")
+            shape = tuple(int(s) for s in series.shape)
+            axes = series.axes
+            page = series.keyframe
+            photometric = int(page.photometric)
+            s_axis = axes.find("S")
+            color = (s_axis >= 0 and photometric in (2, 6)  # RGB, YCbCr
+                     and shape[s_axis] in (3, 4))
+            spatial = tuple(s for i, s in enumerate(shape) if not (color and i == s_axis))
+            _check_pixels(math.prod(spatial), spatial, max_pixels)
+            _check_squeezed_ndim(spatial)
+            array = series.asarray()
+            colormap = page.colormap if photometric == 3 else None
+    except InputError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - no tifffile exception type may escape
+        raise _decode_error(name, "TIFF", exc) from None
+
+    if array.shape != shape:  # never expected; keep the axis bookkeeping honest
+        raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
+                         f"expected shape {shape}, got {array.shape}")
+    if s_axis >= 0:
+        # Colour samples go last (rgb2gray), other samples first (a stack axis).
+        array = np.moveaxis(array, s_axis, -1 if color else 0)
+    if colormap is not None and array.dtype.kind == "u":
+        array, color = _apply_tiff_colormap(array, np.asarray(colormap), notes)
+    return array, color, notes
+
+
+def _tiff_directories_complete(data: bytes) -> bool:
+    """Whether the chain of image file directories (IFDs) of a TIFF lies within the file.
+
+    tifffile silently stops at a broken link, which would load a truncated stack as fewer
+    slices; this walk catches it.
+    """
+    order = "<" if data[:2] == b"II" else ">"
+    if data[2:4] in (b"+\x00", b"\x00+"):  # BigTIFF
+        first, count_fmt, entry_size, offset_fmt = 8, "Q", 20, "Q"
+    else:
+        first, count_fmt, entry_size, offset_fmt = 4, "H", 12, "I"
+    count_size, offset_size = struct.calcsize(count_fmt), struct.calcsize(offset_fmt)
+    n = len(data)
+    seen = set()
+    try:
+        offset = struct.unpack_from(order + offset_fmt, data, first)[0]
+        while offset:
+            if offset in seen or offset + count_size > n:
+                return False
+            seen.add(offset)
+            count = struct.unpack_from(order + count_fmt, data, offset)[0]
+            end = offset + count_size + count * entry_size + offset_size
+            if end > n:
+                return False
+            offset = struct.unpack_from(order + offset_fmt, data, end - offset_size)[0]
+    except struct.error:
+        return False
+    return bool(seen)
+
+
+def _apply_tiff_colormap(indices, colormap, notes):
+    if colormap.ndim != 2 or colormap.shape[0] != 3 or int(indices.max()) >= colormap.shape[1]:
+        raise InputError("could not decode the TIFF palette (file truncated or corrupt).")
+    if np.array_equal(colormap[0], colormap[1]) and np.array_equal(colormap[0], colormap[2]):
+        gray = colormap[0]
+        if np.all(gray % 257 == 0):
+            gray = (gray // 257).astype(np.uint8)
+        notes.append("Palette TIFF with gray colours converted to grayscale.")
+        return gray[indices], False
+    notes.append("Palette (indexed colour) TIFF expanded to its colours.")
+    return np.moveaxis(colormap[:, indices], 0, -1), True
+
+
+def read_image_bytes(data: bytes, filename: str, *, max_bytes: int,
+                     max_pixels: int) -> LoadedImage:
+    """Decode a PNG, JPEG or TIFF file held in memory.
+
+    Parameters
+    ----------
+    data : bytes
+        Content of the file. The format is detected from its first bytes, not from
+        `filename`.
+    filename : str
+        Name of the file, for messages and display (directories are dropped).
+    max_bytes : int
+        Largest accepted file size in bytes.
+    max_pixels : int
+        Largest accepted number of pixels (voxels for a stack), checked from the header
+        before the pixel data is decoded.
+
+    Returns
+    -------
+    LoadedImage
+        Validated grayscale image (see :func:`validate_image`) with conversion notes.
+
+    Raises
+    ------
+    InputError
+        If the file is empty, too large, not a PNG/JPEG/TIFF image, has too many pixels,
+        cannot be decoded (truncated or corrupt), or fails :func:`validate_image`.
+    """
+    max_bytes = _check_limit("max_bytes", max_bytes)
+    max_pixels = _check_limit("max_pixels", max_pixels)
+    name = _display_name(filename)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"{name}: expected the bytes of a file, got {type(data).__name__}.")
+    data = bytes(data)
+    _check_file_size(len(data), max_bytes)
+    kind = _sniff(data)
+    if kind is None:
+        raise _not_an_image(name, data)
+    if kind == "TIFF":
+        array, color, notes = _read_tiff(data, name, max_pixels)
+    else:
+        array, color, notes = _read_pillow(data, name, kind, max_pixels)
+    array, more = _standardize(array, color=color)
+    return LoadedImage(array, name, tuple(notes) + more)
+
+
+def decode_upload(contents: str, filename: str, *, max_bytes: int,
+                  max_pixels: int) -> LoadedImage:
+    """Decode a file uploaded with ``dcc.Upload``.
+
+    Parameters
+    ----------
+    contents : str
+        Data URL ``"data:<mime>;base64,<payload>"`` as sent by the browser. The MIME type is
+        ignored (the format is detected from the content).
+    filename : str
+        Name of the uploaded file.
+    max_bytes : int
+        Largest accepted file size; checked from the length of the payload before it is
+        decoded.
+    max_pixels : int
+        Largest accepted number of pixels, see :func:`read_image_bytes`.
+
+    Returns
+    -------
+    LoadedImage
+
+    Raises
+    ------
+    InputError
+        If `contents` is not a base64 data URL, the file is too large, or
+        :func:`read_image_bytes` refuses it.
+    """
+    max_bytes = _check_limit("max_bytes", max_bytes)
+    name = _display_name(filename)
+    if not isinstance(contents, str) or not contents.startswith("data:"):
+        raise InputError(f"the upload of {name} is malformed (expected a base64 data URL): "
+                         "try again, or choose another file.")
+    comma = contents.find(",", 0, 1024)
+    header = contents[5:comma] if comma >= 0 else ""
+    if comma < 0 or header.rsplit(";", 1)[-1].strip().lower() != "base64":
+        raise InputError(f"the upload of {name} is malformed (expected a base64 data URL): "
+                         "try again, or choose another file.")
+    n_chars = len(contents) - comma - 1
+    if n_chars % 4:
+        raise InputError(f"the upload of {name} is malformed (base64 data of invalid length).")
+    padding = len(contents[-2:]) - len(contents[-2:].rstrip("=")) if n_chars else 0
+    _check_file_size(n_chars // 4 * 3 - padding, max_bytes)
+    try:
+        data = base64.b64decode(contents[comma + 1:], validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"the upload of {name} is malformed (invalid base64 data).") from None
+    return read_image_bytes(data, name, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def read_image_file(path, *, max_bytes: int, max_pixels: int) -> LoadedImage:
+    """Read an image file from disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (use :func:`resolve_data_file` for names chosen by a user).
+    max_bytes : int
+        Largest accepted file size; checked before the file is read.
+    max_pixels : int
+        Largest accepted number of pixels, see :func:`read_image_bytes`.
+
+    Returns
+    -------
+    LoadedImage
+        Named after the file's name.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, cannot be read, or :func:`read_image_bytes` refuses it.
+    """
+    max_bytes = _check_limit("max_bytes", max_bytes)
+    path = Path(path)
+    name = _display_name(path.name)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise InputError(f"{name} is not a regular file.")
+        _check_file_size(size, max_bytes)
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise InputError(f"{name} was not found.") from None
+    except InputError:
+        raise
+    except OSError as exc:
+        raise InputError(f"could not read {name}: {exc.strerror or exc}.") from None
+    return read_image_bytes(data, name, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+# --------------------------------------------------------------------------------------------
+# The lab's data folder
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _has_supported_extension(name: str) -> bool:
+    return name.lower().endswith(SUPPORTED_EXTENSIONS)
+
+
+def list_data_files(data_dir, *, max_files: int = 10_000) -> list[str]:
+    """List the image files of the data folder.
+
+    Hidden files and folders (name starting with ``.``) are skipped, symbolic links to
+    folders are not followed, and symbolic links to files outside `data_dir` are left out.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        The data folder.
+    max_files : int, optional
+        Stop after this many files (the first ones in sorted walk order).
+
+    Returns
+    -------
+    list of str
+        Sorted paths relative to `data_dir`, with ``/`` separators, of files whose extension
+        is one of :data:`SUPPORTED_EXTENSIONS` (case-insensitive). Empty if the folder does
+        not exist.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        return []
+    real_root = root.resolve()
+    found: list[str] = []
+    for current, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for filename in sorted(filenames):
+            if _is_hidden(filename) or "\\" in filename or not _has_supported_extension(filename):
+                continue
+            path = Path(current, filename)
+            try:
+                real = path.resolve()
+                if not real.is_relative_to(real_root) or not real.is_file():
+                    continue
+            except (OSError, RuntimeError):  # broken link, loop, permission
+                continue
+            found.append(path.relative_to(root).as_posix())
+            if len(found) >= max_files:
+                return sorted(found)
+    return sorted(found)
+
+
+def resolve_data_file(data_dir, relpath) -> Path:
+    """The file of the data folder named by a path relative to it.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        The data folder.
+    relpath : str
+        Path relative to `data_dir`, ``/``-separated, as listed by :func:`list_data_files`.
+
+    Returns
+    -------
+    Path
+        The resolved (symlink-free) path of the file, inside `data_dir`.
+
+    Raises
+    ------
+    InputError
+        If `relpath` is empty, absolute, contains ``..``, backslashes or hidden components,
+        does not have a supported extension, resolves (through symbolic links) outside
+        `data_dir`, or is not an existing file.
+    """
+    if not isinstance(relpath, str) or not relpath.strip():
+        raise InputError("no data file chosen: pick a file of the data folder.")
+    refused = f"{relpath!r} is not a file of the data folder"
+    if "\x00" in relpath or "\\" in relpath:
+        raise InputError(f"{refused}: the name contains forbidden characters.")
+    pure = PurePosixPath(relpath)
+    if pure.is_absolute() or PureWindowsPath(relpath).drive or relpath.startswith("~"):
+        raise InputError(f"{refused}: absolute paths are not accepted, only paths relative to "
+                         "the data folder.")
+    if ".." in pure.parts:
+        raise InputError(f"{refused}: '..' is not accepted in paths.")
+    if any(_is_hidden(part) for part in pure.parts):
+        raise InputError(f"{refused}: hidden files and folders are not offered.")
+    if not _has_supported_extension(pure.name):
+        raise InputError(f"{refused}: only {', '.join(SUPPORTED_EXTENSIONS)} files are "
+                         "offered.")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputError("the data folder does not exist on the server.")
+    real_root = root.resolve()
+    try:
+        real = (real_root / pure).resolve()
+    except (OSError, RuntimeError):
+        raise InputError(f"{refused}: it cannot be resolved.") from None
+    if not real.is_relative_to(real_root):
+        raise InputError(f"{refused}: it points outside the data folder.")
+    if not real.is_file():
+        raise InputError(f"{relpath!r} was not found in the data folder.")
+    return real
+
+
+# --------------------------------------------------------------------------------------------
+# Hashing and writing
+
+
+def content_hash(array: np.ndarray) -> str:
+    """Hash of an image's content, used as its id.
+
+    Parameters
+    ----------
+    array : ndarray
+
+    Returns
+    -------
+    str
+        32 hex digits: BLAKE2b (digest size 16) over the dtype string, the shape and the
+        C-contiguous bytes. Equal arrays of equal dtype and shape give equal hashes.
+    """
+    array = np.ascontiguousarray(array)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{array.dtype.str}|{tuple(int(s) for s in array.shape)}|".encode())
+    h.update(memoryview(array.reshape(-1)).cast("B"))
+    return h.hexdigest()
+
+
+def labels_to_tiff_bytes(labels: np.ndarray, metadata: dict | None = None) -> bytes:
+    """Encode a label image as a TIFF file.
+
+    Parameters
+    ----------
+    labels : ndarray
+        2D ``(H, W)`` or 3D ``(Z, Y, X)`` non-negative integer (or boolean) labels.
+    metadata : dict, optional
+        JSON-serialisable description (parameters, source image...), stored as JSON in the
+        ImageDescription tag of the first page (``json.loads(tif.pages[0].description)``).
+
+    Returns
+    -------
+    bytes
+        Deflate-compressed TIFF, in the smallest of uint8, uint16, uint32 that holds the
+        labels; a 3D array is written as a stack of Z pages.
+
+    Raises
+    ------
+    InputError
+        If the labels are not 2D/3D non-negative integers below 2**32, or `metadata` is not
+        JSON-serialisable.
+    """
+    import tifffile
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "b":
+        labels = labels.astype(np.uint8)
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be integers, got {labels.dtype}.")
+    if labels.ndim not in (2, 3) or labels.size == 0:
+        raise InputError(f"labels must be a non-empty 2D or 3D array, got shape "
+                         f"{labels.shape}.")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= 2**32:
+        raise InputError(f"labels must be between 0 and 2**32 - 1, got {lo} … {hi}.")
+    dtype = np.uint8 if hi < 2**8 else np.uint16 if hi < 2**16 else np.uint32
+    description = None
+    if metadata is not None:
+        try:
+            description = json.dumps(metadata, ensure_ascii=True, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
+    buffer = _io.BytesIO()
+    tifffile.imwrite(buffer, np.ascontiguousarray(labels, dtype=dtype),
+                     photometric="minisblack", metadata=None, description=description,
+                     compression="zlib")
+    return buffer.getvalue()
+
+
+def png_bytes(array: np.ndarray, *, compress_level: int = 6) -> bytes:
+    """Encode an 8-bit image as PNG.
+
+    Parameters
+    ----------
+    array : ndarray of uint8
+        ``(H, W)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA.
+    compress_level : int, optional
+        zlib level 0 (none, fastest) … 9 (smallest).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    InputError
+        If the array is not uint8 of one of these shapes.
+    """
+    from PIL import Image
+
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise InputError(f"PNG export needs a uint8 array, got {array.dtype}.")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) \
+            or min(array.shape[:2]) < 1:
+        raise InputError(f"PNG export needs an (H, W), (H, W, 3) or (H, W, 4) array, got shape "
+                         f"{array.shape}.")
+    if isinstance(compress_level, bool) or compress_level not in range(10):
+        raise InputError(f"compress_level must be an integer 0…9, got {compress_level!r}")
+    buffer = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG",
+                                                      compress_level=int(compress_level))
+    return buffer.getvalue()

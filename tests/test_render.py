@@ -1,0 +1,300 @@
+"""Tests of pipeline.render: slicing, display scaling, PNG data URIs, overlays, histogram."""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from pipeline import render
+from pipeline.errors import InputError
+
+
+def decode_uri(uri: str) -> np.ndarray:
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix)
+    return np.asarray(Image.open(_io.BytesIO(base64.b64decode(uri[len(prefix):]))))
+
+
+def square_labels(shape=(40, 50), box=(slice(10, 30), slice(15, 35))):
+    labels = np.ones(shape, np.uint8)
+    labels[box] = 2
+    return labels
+
+
+# --------------------------------------------------------------------------------------------
+# Colours
+
+
+def test_colours():
+    assert dict(render.MARKER_COLORS) == {1: (0, 114, 178), 2: (230, 159, 0)}
+    assert render.MARKER_HEX[1] == "#0072b2" and render.MARKER_HEX[2] == "#e69f00"
+    assert render.SEGMENTATION_COLOR not in render.MARKER_COLORS.values()
+    assert render.SEGMENTATION_HEX == "#ff00ff"
+    with pytest.raises(TypeError):
+        render.MARKER_COLORS[1] = (0, 0, 0)  # read-only mapping, no module-level mutable state
+
+
+# --------------------------------------------------------------------------------------------
+# Slicing
+
+
+def test_take_slice():
+    stack = np.arange(4 * 5 * 6).reshape(4, 5, 6)
+    np.testing.assert_array_equal(render.take_slice(stack, 0, 2), stack[2])
+    np.testing.assert_array_equal(render.take_slice(stack, 1, 4), stack[:, 4])
+    np.testing.assert_array_equal(render.take_slice(stack, 2, 0), stack[:, :, 0])
+    assert render.take_slice(stack, np.int64(0), np.int64(3)).shape == (5, 6)
+    image = np.zeros((3, 4))
+    assert render.take_slice(image, 0, 99) is image
+
+
+@pytest.mark.parametrize("axis, index, message", [
+    (0, 4, "out of range"),
+    (2, -1, "out of range"),
+    (3, 0, "axis must be 0, 1 or 2"),
+    (0, "a", "must be an integer"),
+    (0, 1.5, "must be an integer"),
+])
+def test_take_slice_refuses(axis, index, message):
+    with pytest.raises(InputError, match=message):
+        render.take_slice(np.zeros((4, 5, 6)), axis, index)
+
+
+def test_take_slice_refuses_4d():
+    with pytest.raises(InputError, match="2D image or a 3D stack"):
+        render.take_slice(np.zeros((2, 2, 2, 2)), 0, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Display range and scaling
+
+
+def test_display_range_percentiles():
+    image = np.arange(1000, dtype=np.float32).reshape(20, 50)
+    lo, hi = render.display_range(image)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(image, [0.5, 99.5])))
+    assert isinstance(lo, float) and isinstance(hi, float)
+
+
+def test_display_range_falls_back_to_min_max():
+    image = np.zeros((100, 100), np.uint8)
+    image[0, 0] = 200  # both percentiles are 0
+    assert render.display_range(image) == (0.0, 200.0)
+    assert render.display_range(np.full((3, 3), 5.0)) == (5.0, 5.0)
+
+
+def test_display_range_ignores_nan_and_inf():
+    image = np.linspace(0, 1, 10_000).reshape(100, 100)
+    image[:5] = np.nan
+    image[5, :3] = np.inf
+    lo, hi = render.display_range(image)
+    assert 0 <= lo < hi <= 1
+    assert render.display_range(np.full((2, 2), np.nan)) == (0.0, 1.0)
+
+
+def test_display_range_large_array_is_subsampled_deterministically():
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 10, size=(24, 256, 256)).astype(np.float32)  # 1.5 M values
+    first = render.display_range(image)
+    assert render.display_range(image) == first
+    exact = np.percentile(image, [0.5, 99.5])
+    assert first == pytest.approx(tuple(exact), abs=0.5)
+
+
+def test_to_uint8():
+    image = np.array([[0.0, 5.0, 10.0], [-3.0, 20.0, np.nan]])
+    out = render.to_uint8(image, 0, 10)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [[0, 128, 255], [0, 255, 0]])
+    np.testing.assert_array_equal(render.to_uint8(np.array([[1, 2], [3, 4]]), 2, 2),
+                                  [[0, 0], [255, 255]])
+    image8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(render.to_uint8(image8, 0, 255), image8)
+    deep = np.array([[0, 1000, 65535]], np.uint16)
+    np.testing.assert_array_equal(render.to_uint8(deep, 0, 1000), [[0, 255, 255]])
+    with pytest.raises(InputError, match="finite"):
+        render.to_uint8(image8, 0, np.inf)
+
+
+# --------------------------------------------------------------------------------------------
+# PNG data URIs
+
+
+@pytest.mark.parametrize("shape", [(30, 40), (30, 40, 3), (30, 40, 4)])
+def test_png_data_uri_round_trip(shape):
+    array = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    np.testing.assert_array_equal(decode_uri(render.png_data_uri(array)), array)
+
+
+def test_png_data_uri_accepts_slices_and_refuses_bad_input():
+    stack = np.random.default_rng(0).integers(0, 256, size=(3, 20, 30), dtype=np.uint8)
+    view = render.take_slice(stack, 2, 5)  # non-contiguous
+    np.testing.assert_array_equal(decode_uri(render.png_data_uri(view)), view)
+    with pytest.raises(InputError, match="uint8"):
+        render.png_data_uri(np.zeros((4, 4)))
+
+
+# --------------------------------------------------------------------------------------------
+# Overlays
+
+
+def test_marker_overlay_colours_and_transparency():
+    markers = np.array([[0, 1], [2, 0]], np.uint8)
+    out = render.marker_overlay(markers)
+    assert out.shape == (2, 2, 4) and out.dtype == np.uint8
+    a = round(0.45 * 255)
+    assert tuple(out[0, 1]) == (0, 114, 178, a)
+    assert tuple(out[1, 0]) == (230, 159, 0, a)
+    assert tuple(out[0, 0]) == (0, 0, 0, 0) and tuple(out[1, 1]) == (0, 0, 0, 0)
+    assert render.marker_overlay(markers, alpha=1.0)[0, 1, 3] == 255
+    assert not render.marker_overlay(np.zeros((3, 3), np.uint8))[..., 3].any()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: render.marker_overlay(np.zeros((2, 2, 2))), "2D"),
+    (lambda: render.marker_overlay(np.zeros((2, 2)), alpha=1.5), "alpha"),
+    (lambda: render.segmentation_overlay(np.zeros((2, 2)), style="outline"),
+     "unknown overlay style 'outline'"),
+    (lambda: render.segmentation_overlay(np.zeros((2, 2)), style=None), "unknown overlay style"),
+    (lambda: render.segmentation_overlay(np.zeros(4)), "2D"),
+])
+def test_overlay_refuses(call, message):
+    with pytest.raises(InputError, match=message):
+        call()
+
+
+def test_contour_only_on_boundaries():
+    labels = square_labels()
+    out = render.segmentation_overlay(labels, style="contour")
+    drawn = out[..., 3] > 0
+    assert np.all(out[drawn][:, :3] == render.SEGMENTATION_COLOR)
+    assert np.all(out[drawn][:, 3] == 255)  # opaque
+    obj = labels == 2
+    edge = obj ^ ndimage.binary_erosion(obj)  # object pixels touching the background
+    assert drawn[edge].all()  # the whole edge is drawn
+    near_edge = ndimage.binary_dilation(obj) & ~ndimage.binary_erosion(obj)
+    assert not (drawn & ~near_edge).any()  # nothing away from the edge
+    assert not drawn[15:25, 20:30].any()  # deep inside
+    assert not drawn[:5].any()  # far outside
+    assert tuple(out[20, 15]) == (*render.SEGMENTATION_COLOR, 255)  # on the left edge
+
+
+def test_contour_of_empty_object_is_transparent():
+    assert not render.segmentation_overlay(np.ones((10, 10), np.uint8))[..., 3].any()
+
+
+def test_fill_overlay():
+    labels = square_labels()
+    out = render.segmentation_overlay(labels, style="fill", alpha=0.35)
+    obj = labels == 2
+    assert np.all(out[obj] == (*render.SEGMENTATION_COLOR, round(0.35 * 255)))
+    assert not out[~obj].any()
+
+
+def test_overlays_round_trip_through_png():
+    out = render.segmentation_overlay(square_labels(), style="contour")
+    np.testing.assert_array_equal(decode_uri(render.png_data_uri(out)), out)
+
+
+# --------------------------------------------------------------------------------------------
+# Histogram
+
+
+def test_histogram_uint8_one_bin_per_value():
+    image = np.array([[10, 11, 11], [12, 12, 12]], np.uint8)
+    counts, edges = render.histogram(image)
+    assert counts.dtype == np.int64 and edges.dtype == np.float64
+    np.testing.assert_array_equal(counts, [1, 2, 3])
+    np.testing.assert_array_equal(edges, [9.5, 10.5, 11.5, 12.5])
+
+
+def test_histogram_integer_wide_range_uses_whole_number_bins():
+    image = np.arange(0, 1000, dtype=np.uint16).reshape(20, 50)
+    counts, edges = render.histogram(image, bins=256)
+    assert counts.sum() == image.size
+    assert len(counts) <= 256 and len(edges) == len(counts) + 1
+    widths = np.diff(edges)
+    assert np.all(widths == widths[0]) and widths[0] == int(widths[0])
+    assert np.all(counts[:-1] == widths[0])  # no comb pattern: every full bin alike
+    assert edges[0] == -0.5 and edges[-1] >= 999.5
+
+
+@pytest.mark.parametrize("image", [
+    np.random.default_rng(0).integers(0, 2**16, size=(64, 80), dtype=np.uint16),
+    np.random.default_rng(1).integers(-128, 128, size=(7, 9, 11), dtype=np.int8),
+    np.random.default_rng(2).integers(-2**40, 2**40, size=(30, 30), dtype=np.int64),
+    np.random.default_rng(3).random((50, 60)).astype(np.float32),
+    np.array([[2**40 + 1, 2**40 + 7], [2**40, 3]], dtype=np.uint64),
+    np.eye(5, dtype=bool),
+])
+def test_histogram_sums_to_pixel_count(image):
+    counts, edges = render.histogram(image)
+    assert counts.sum() == image.size
+    assert len(edges) == len(counts) + 1
+    assert np.all(np.diff(edges) > 0)
+    assert edges[0] <= float(image.min()) and edges[-1] >= float(image.max())
+
+
+def test_histogram_uint64_near_the_top_does_not_overflow():
+    image = np.array([[2**64 - 1, 2**64 - 3], [2**64 - 2, 2**64 - 1]], dtype=np.uint64)
+    counts, _ = render.histogram(image)
+    np.testing.assert_array_equal(counts, [1, 1, 2])  # float64 edges cannot tell them apart
+
+
+def test_histogram_float_range_and_non_finite_values():
+    image = np.linspace(-1, 3, 1000).reshape(10, 100)
+    image[0, :10] = np.nan
+    image[1, :5] = np.inf
+    counts, edges = render.histogram(image, bins=50)
+    assert len(counts) == 50
+    assert counts.sum() == image.size - 15
+    finite = image[np.isfinite(image)]
+    assert edges[0] == finite.min() and edges[-1] == finite.max()
+
+
+def test_histogram_constant_and_degenerate():
+    counts, edges = render.histogram(np.full((4, 4), 2.5))
+    assert counts.sum() == 16 and edges[0] < 2.5 < edges[-1]
+    counts, edges = render.histogram(np.full((4, 4), 7, np.uint8))
+    np.testing.assert_array_equal(counts, [16])
+    counts, _ = render.histogram(np.full((2, 2), np.nan))
+    assert counts.sum() == 0
+    with pytest.raises(InputError, match="bins"):
+        render.histogram(np.zeros((2, 2)), bins=0)
+
+
+def test_marker_overlay_any_integer_dtype():
+    markers = np.array([[0, 1, 2], [-1, 5, 258]], np.int64)
+    out = render.marker_overlay(markers)
+    expected = render.marker_overlay(np.array([[0, 1, 2], [0, 0, 0]], np.uint8))
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_contour_is_find_boundaries_thick():
+    from skimage.segmentation import find_boundaries
+
+    labels = np.where(ndimage.gaussian_filter(
+        np.random.default_rng(0).normal(size=(60, 70)), 3) > 0, 2, 1)
+    out = render.segmentation_overlay(labels)
+    np.testing.assert_array_equal(out[..., 3] > 0, find_boundaries(labels == 2, mode="thick"))
+
+
+def test_composite_blends_layers_in_order():
+    from pipeline.render import composite
+
+    gray = np.full((2, 2), 100, np.uint8)
+    red = np.zeros((2, 2, 4), np.uint8)
+    red[0, 0] = (255, 0, 0, 255)
+    half_blue = np.zeros((2, 2, 4), np.uint8)
+    half_blue[0, 0] = (0, 0, 255, 128)
+    out = composite(gray, [red, half_blue])
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    assert tuple(out[1, 1]) == (100, 100, 100)
+    assert tuple(out[0, 0]) == (127, 0, 128)
+    with pytest.raises(InputError, match="layers must be RGBA"):
+        composite(gray, [np.zeros((3, 3, 4), np.uint8)])

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.segment import (BACKGROUND, OBJECT, SegmentParams, default_thresholds,
+                              make_markers, threshold_step)
+
+
+def test_markers_follow_thresholds():
+    image = np.array([[0, 10, 20], [30, 40, 50]], dtype=np.uint8)
+    markers = make_markers(image, 15, 35)
+    np.testing.assert_array_equal(markers, [[1, 1, 0], [0, 2, 2]])
+    assert markers.dtype == np.uint8
+
+
+@pytest.mark.parametrize("vmin, vmax, message", [
+    (-1, 35, "No background marker"),
+    (15, 60, "No object marker"),
+    (35, 15, "vmin .* must be below vmax"),
+    (20, 20, "must be below vmax"),
+])
+def test_markers_refuse_empty_labels_and_crossed_thresholds(vmin, vmax, message):
+    image = np.array([[0, 10, 20], [30, 40, 50]], dtype=np.uint8)
+    with pytest.raises(InputError, match=message):
+        make_markers(image, vmin, vmax)
+
+
+def test_markers_refuse_when_nothing_is_left_to_decide():
+    image = np.array([[0, 0], [9, 9]])
+    with pytest.raises(InputError, match="nothing is left"):
+        make_markers(image, 5, 6)
+
+
+def test_markers_without_check_allow_empty_labels():
+    markers = make_markers(np.zeros((3, 3)) + 5, 1, 2, check=False)
+    assert (markers == OBJECT).all()
+    assert not (markers == BACKGROUND).any()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(vmin=1, vmax=2, beta=0), "beta must be in"),
+    (dict(vmin=1, vmax=2, beta=-3), "beta must be in"),
+    (dict(vmin=1, vmax=2, mode="cg_x"), "mode must be one of"),
+    (dict(vmin=1, vmax=2, tol=0), "tol must be in"),
+    (dict(vmin=float("nan"), vmax=2), "vmin must be a finite number"),
+    (dict(vmin="a", vmax=2), "vmin must be a number"),
+    (dict(vmin=3, vmax=2), "vmin .* must be below vmax"),
+])
+def test_params_validate_each_argument(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        SegmentParams(**kwargs)
+
+
+def test_params_round_so_equal_settings_share_a_cache_key():
+    a = SegmentParams(vmin=0.1 + 0.2, vmax=1.0)
+    b = SegmentParams(vmin=0.3, vmax=1.0)
+    assert a == b
+    assert SegmentParams.from_dict(a.to_dict()) == a
+
+
+def test_params_from_dict_reports_missing_fields():
+    with pytest.raises(InputError, match="incomplete"):
+        SegmentParams.from_dict({"vmin": 1})
+
+
+def test_default_thresholds_bracket_otsu_on_coins():
+    from skimage import data, filters
+
+    coins = data.coins()
+    vmin, vmax = default_thresholds(coins)
+    t = filters.threshold_otsu(coins)
+    assert coins.min() < vmin < t < vmax < coins.max()
+    assert float(vmin).is_integer() and float(vmax).is_integer()
+    markers = make_markers(coins, vmin, vmax)
+    assert set(np.unique(markers)) == {0, 1, 2}
+
+
+def test_threshold_step_integer_and_float():
+    assert threshold_step(np.array([0, 255], dtype=np.uint8)) == 1
+    assert threshold_step(np.array([0.0, 2.0])) == pytest.approx(0.002)
