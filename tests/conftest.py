@@ -1,0 +1,25 @@
+"""Fixtures shared by the test modules (helpers live in tests/support)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import serve_docker_cmd
+
+
+@pytest.fixture(scope="module")
+def gunicorn_process():
+    """The Dockerfile's CMD (gunicorn, 2 workers) run from the repo root on a loopback port.
+
+    Yields a `tests.support.GunicornProcess` (``.base_url``, ``.pid``, ``.log()``) once
+    ``/health`` answers; afterwards SIGTERMs it by PID, waits, and fails if it did not exit 0.
+    State and data dirs are fresh temporary folders. One server per test module.
+    """
+    with serve_docker_cmd(workers=2) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gunicorn_server(gunicorn_process):
+    """Base URL (``http://127.0.0.1:PORT``) of `gunicorn_process`, for DashClient."""
+    return gunicorn_process.base_url

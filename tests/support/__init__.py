@@ -1,0 +1,194 @@
+"""Helpers shared by the tests: repo paths, free ports, and serving the Dockerfile's command.
+
+``serve_docker_cmd`` starts the image's ``CMD`` (gunicorn with gunicorn.conf.py) from the
+repo root, outside Docker, on a loopback port; conftest.py wraps it in the ``gunicorn_server``
+fixture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+
+__all__ = [
+    "REPO_ROOT",
+    "DOCKERFILE",
+    "GunicornProcess",
+    "dockerfile_cmd",
+    "dockerfile_instructions",
+    "free_port",
+    "serve_docker_cmd",
+    "title_of",
+    "wait_for_http",
+]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def dockerfile_instructions(dockerfile: Path):
+    """(INSTRUCTION, arguments) of a Dockerfile, with continuation lines joined."""
+    logical, current = [], ""
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):
+            continue  # comment lines inside a continued instruction are dropped by Docker
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        logical.append(current + stripped)
+        current = ""
+    if current.strip():
+        logical.append(current)
+    for text in logical:
+        word, _, rest = text.partition(" ")
+        yield word.upper(), rest.strip()
+
+
+def dockerfile_cmd(dockerfile: Path = DOCKERFILE) -> list[str]:
+    """The argv of the (last) ``CMD`` of `dockerfile`, which must be in exec (JSON) form."""
+    cmds = [args for word, args in dockerfile_instructions(dockerfile) if word == "CMD"]
+    if not cmds:
+        raise ValueError(f"{dockerfile} has no CMD")
+    try:
+        argv = json.loads(cmds[-1])
+    except json.JSONDecodeError:
+        raise ValueError(f"CMD of {dockerfile} is not in exec (JSON) form: {cmds[-1]}") from None
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise ValueError(f"CMD of {dockerfile} is not a JSON list of strings: {cmds[-1]}")
+    return argv
+
+
+class GunicornProcess:
+    """A server process started by `serve_docker_cmd`: its Popen, URL and log file."""
+
+    def __init__(self, proc: subprocess.Popen, base_url: str, log_path: Path, argv, env):
+        self.proc = proc
+        self.pid = proc.pid
+        self.base_url = base_url
+        self.log_path = log_path
+        self.argv = argv
+        self.env = env
+
+    def log(self, tail: int = 60) -> str:
+        """The last `tail` lines of the server's combined stdout/stderr."""
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-tail:])
+
+    def describe(self) -> str:
+        """Command, pid and log tail, for failure messages."""
+        return f"$ {shlex.join(self.argv)}  (pid {self.pid})\n--- server log ---\n{self.log()}"
+
+    def stop(self, timeout: float = 45.0) -> int:
+        """SIGTERM the server (by PID), wait for it; SIGKILL if it hangs. Returns the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+                raise RuntimeError(
+                    f"server did not stop within {timeout}s of SIGTERM; killed\n{self.describe()}"
+                ) from None
+        return self.proc.returncode
+
+
+def wait_for_http(url: str, timeout: float = 60.0, proc: GunicornProcess | None = None):
+    """Poll `url` until it answers 200; return that response. Fail early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited with code {proc.proc.returncode} before {url} answered\n"
+                + proc.describe()
+            )
+        try:
+            response = requests.get(url, timeout=5)
+            if response.status_code == 200:
+                return response
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last = repr(exc)
+        time.sleep(0.25)
+    where = f"\n{proc.describe()}" if proc is not None else ""
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s (last: {last}){where}")
+
+
+@contextlib.contextmanager
+def serve_docker_cmd(env=None, workers: int = 2, health_timeout: float = 60.0, state_dir=None):
+    """Run the Dockerfile's CMD from the repo root on a free loopback port; yield the process.
+
+    The interpreter's bin directory (the venv's) comes first on PATH so that ``gunicorn`` is the
+    one installed next to it. ``PIPEX_BIND`` is 127.0.0.1:<free port>, ``PIPEX_STATE_DIR`` and
+    ``PIPEX_DATA_DIR`` are fresh temporary folders unless given. Waits for ``/health``; on exit,
+    terminates the server by PID and waits for it.
+    """
+    argv = dockerfile_cmd()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="pipex-serve-") as tmp:
+        tmp = Path(tmp)
+        data_dir = tmp / "data"
+        data_dir.mkdir()
+        full_env = dict(os.environ)
+        full_env.pop("PIPEX_CACHE_DIR", None)  # default: inside the temporary state dir
+        full_env.update(
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), full_env.get("PATH", "")]),
+            PIPEX_BIND=f"127.0.0.1:{port}",
+            PIPEX_WORKERS=str(workers),
+            PIPEX_STATE_DIR=str(state_dir if state_dir is not None else tmp / "state"),
+            PIPEX_DATA_DIR=str(data_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        full_env.update(env or {})
+        log_path = tmp / "server.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=REPO_ROOT,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = GunicornProcess(proc, f"http://127.0.0.1:{port}", log_path, argv, full_env)
+        try:
+            wait_for_http(server.base_url + "/health", timeout=health_timeout, proc=server)
+            yield server
+        except BaseException:
+            server.stop()
+            raise
+        code = server.stop()
+        if code != 0:
+            raise RuntimeError(f"server exited with code {code} after SIGTERM\n{server.describe()}")
+
+
+def title_of(html: str) -> str | None:
+    """Text of the first <title> element of an HTML page."""
+    match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
+    return match.group(1).strip() if match else None
