@@ -108,6 +108,7 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
             shapes=threshold_shapes(vmin, vmax, float(edges[0]), float(edges[-1]), colors),
             uirevision=uirevision,
             clickmode="event",
+            hovermode="x",
             dragmode="zoom",
             showlegend=False,
             plot_bgcolor="white",

@@ -896,7 +896,10 @@ def labels_to_tiff_bytes(labels: np.ndarray, metadata: dict | None = None) -> by
     description = None
     if metadata is not None:
         try:
-            description = json.dumps(metadata, ensure_ascii=True, sort_keys=True)
+            # tifffile reads a JSON description as its own "shaped" metadata, which must
+            # carry the shape: include it so that tifffile.imread works on the file.
+            description = json.dumps({**metadata, "shape": list(labels.shape)},
+                                     ensure_ascii=True, sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
     buffer = _io.BytesIO()

@@ -165,7 +165,10 @@ def threshold_step(image) -> float:
 
 
 def default_thresholds(image) -> tuple[float, float]:
-    """A first guess of (vmin, vmax): halfway between Otsu's threshold and each extreme.
+    """A first guess of (vmin, vmax): halfway between Otsu's threshold and each class mean.
+
+    Otsu's threshold splits the histogram into two classes; the markers start halfway between
+    the threshold and the mean of each class (on coins: 83 and 130, 25 objects).
 
     Parameters
     ----------
@@ -180,12 +183,15 @@ def default_thresholds(image) -> tuple[float, float]:
     sample = image.ravel()
     if sample.size > 2_000_000:  # a deterministic subsample is plenty for a histogram threshold
         sample = sample[:: sample.size // 1_000_000]
-    lo, hi = float(sample.min()), float(sample.max())
     t = float(filters.threshold_otsu(sample))
-    vmin, vmax = (lo + t) / 2, (t + hi) / 2
+    low_mean = float(sample[sample <= t].mean())
+    high = sample[sample > t]
+    high_mean = float(high.mean()) if high.size else float(sample.max())
+    vmin, vmax = (low_mean + t) / 2, (t + high_mean) / 2
     if np.issubdtype(image.dtype, np.integer):
         vmin, vmax = math.floor(vmin), math.ceil(vmax)
     else:
-        step = threshold_step(image)
-        vmin, vmax = round(vmin / step) * step, round(vmax / step) * step
+        # on the slider's grid, which starts at the image minimum
+        step, lo = threshold_step(image), float(sample.min())
+        vmin, vmax = (lo + round((v - lo) / step) * step for v in (vmin, vmax))
     return _round(vmin), _round(vmax)

@@ -1,0 +1,144 @@
+"""A person uses the app in headless Chromium: segment coins, move the thresholds on the
+histogram, undo and redo (buttons and keyboard), zoom in sync, upload a 3D TIFF, download the
+labels, and get a clear message for a broken file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+OVERLAY_JS = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+return gd && gd.data && gd.data.length > 2 ? gd.data[2].source : null;
+"""
+RANGES_JS = """
+const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
+return [gd._fullLayout.xaxis.range.slice(), gd._fullLayout.yaxis.range.slice()];
+"""
+HIST_PIXEL_JS = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+return [xa.l2p(arguments[0]), ya._length / 2];
+"""
+
+
+def _until(predicate, timeout=60, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _overlay(dash_duo):
+    return dash_duo.driver.execute_script(OVERLAY_JS)
+
+
+def _click_histogram_at(dash_duo, intensity):
+    x, y = dash_duo.driver.execute_script(HIST_PIXEL_JS, intensity)
+    drag = dash_duo.find_element("#histogram-graph .nsewdrag")
+    # selenium 4.2 offsets are from the element's top-left corner
+    ActionChains(dash_duo.driver).move_to_element_with_offset(drag, int(x), int(y)).click().perform()
+
+
+def _history_text(dash_duo):
+    return dash_duo.find_element("#history-text").text
+
+
+def test_segment_undo_zoom_upload_download(dash_duo, app_factory, tmp_path):
+    dash_duo.start_server(app_factory())
+
+    # The coins sample is loaded and segmented.
+    dash_duo.wait_for_contains_text("#image-info", "coins", timeout=60)
+    dash_duo.wait_for_contains_text("#segmentation-summary", "object:", timeout=120)
+    first = _until(lambda: _overlay(dash_duo), what="segmentation overlay")
+    assert first.startswith("data:image/png;base64,")
+    assert _history_text(dash_duo) == "step 1 of 1"
+    # Every panel names the scikit-image function it runs.
+    links = [a.text for a in dash_duo.find_elements(".doc-link")]
+    assert "skimage.segmentation.random_walker" in links
+
+    # Screenshot for the README (the three panels with coins).
+    shot = tmp_path / "screenshot.png"
+    dash_duo.driver.save_screenshot(str(shot))
+    if os.environ.get("PIPEX_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, ROOT / "docs" / "screenshot.png")
+
+    # Zoom in the Image panel; the Binarization panel follows.
+    dash_duo.driver.execute_script(
+        "Plotly.relayout(document.querySelector('#image-graph .js-plotly-plot'),"
+        " {'xaxis.range': [100, 200], 'yaxis.range': [180, 80]});")
+    _until(lambda: dash_duo.driver.execute_script(RANGES_JS, "#segmentation-graph")[0] == [100, 200],
+           what="synchronised zoom")
+
+    # Click the histogram near the top of the range: vmax moves there, the overlay changes.
+    _click_histogram_at(dash_duo, 120)
+    _until(lambda: _history_text(dash_duo) == "step 2 of 2", what="history step 2")
+    second = _until(lambda: (_overlay(dash_duo) != first) and _overlay(dash_duo),
+                    what="overlay to change")
+    assert second != first
+    slider_text = dash_duo.find_element("#thresholds-text").text
+    assert "pixels > 120" in slider_text
+    # Zoom survived the update.
+    assert dash_duo.driver.execute_script(RANGES_JS, "#segmentation-graph")[0] == [100, 200]
+
+    # Undo with the button: back to the first state and the very same overlay.
+    dash_duo.find_element("#undo-button").click()
+    _until(lambda: _history_text(dash_duo) == "step 1 of 2", what="undo")
+    _until(lambda: _overlay(dash_duo) == first, what="overlay of the first state")
+    # Redo from the keyboard (Ctrl+Shift+Z), undo again with Ctrl+Z.
+    ActionChains(dash_duo.driver).key_down(Keys.CONTROL).key_down(Keys.SHIFT).send_keys("z") \
+        .key_up(Keys.SHIFT).key_up(Keys.CONTROL).perform()
+    _until(lambda: _history_text(dash_duo) == "step 2 of 2", what="redo by keyboard")
+    _until(lambda: _overlay(dash_duo) == second, what="overlay after redo")
+    ActionChains(dash_duo.driver).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL) \
+        .perform()
+    _until(lambda: _history_text(dash_duo) == "step 1 of 2", what="undo by keyboard")
+
+    # A broken file: a clear message, the coins stay.
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00" + os.urandom(300))
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(broken))
+    dash_duo.wait_for_contains_text("#load-message", "Could not load broken.tif", timeout=60)
+    assert "coins" in dash_duo.find_element("#image-info").text
+    assert _overlay(dash_duo) == first
+
+    # Upload a 3D TIFF stack: slice controls appear, it is segmented.
+    rng = np.random.default_rng(0)
+    vol = np.zeros((16, 48, 48), np.uint16)
+    vol[4:12, 12:36, 12:36] = 3000
+    vol = (vol + rng.normal(0, 300, vol.shape).clip(-900, 900) + 1000).astype(np.uint16)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, vol)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(stack))
+    dash_duo.wait_for_contains_text("#image-info", "stack.tif", timeout=60)
+    dash_duo.wait_for_contains_text("#image-info", "16 × 48 × 48", timeout=10)
+    _until(lambda: dash_duo.find_element("#slice-controls").is_displayed(), what="slice controls")
+    dash_duo.wait_for_contains_text("#segmentation-summary", "voxels", timeout=120)
+    assert _history_text(dash_duo) == "step 1 of 1"
+
+    # Download the label image.
+    dash_duo.find_element("#download-labels-button").click()
+    target = Path(dash_duo.download_path) / "stack_labels.tif"
+    _until(lambda: target.exists() and target.stat().st_size > 0, what="downloaded labels")
+    time.sleep(0.5)
+    labels = tifffile.imread(target)
+    assert labels.shape == vol.shape
+    assert set(np.unique(labels)) == {1, 2}
+    # The object of the volume is found.
+    assert (labels[6:10, 16:32, 16:32] == 2).mean() > 0.95
+    assert (labels[:, :6, :6] == 1).mean() > 0.95

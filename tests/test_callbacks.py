@@ -1,0 +1,229 @@
+"""Callback bodies called directly, on a real store and cache in a temporary folder."""
+
+import base64
+import io as _io
+import json
+import re
+
+import numpy as np
+import pytest
+import tifffile
+from dash import Patch
+from PIL import Image
+
+from callbacks import display, downloads, loading
+from callbacks.params import next_state
+from callbacks.services import Services
+from components import ids
+from pipeline.config import Config
+from pipeline.errors import InputError
+from pipeline.segment import SegmentParams
+from pipeline.store import new_session_id
+
+
+@pytest.fixture
+def services(tmp_path):
+    cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_upload_mb=1,
+                 max_pixels=4_000_000)
+    (tmp_path / "data").mkdir()
+    return Services.create(cfg)
+
+
+def _data_url(raw, mime="application/octet-stream"):
+    return f"data:{mime};base64," + base64.b64encode(raw).decode()
+
+
+def _png(array):
+    buf = _io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tiff(array, **kwargs):
+    buf = _io.BytesIO()
+    tifffile.imwrite(buf, array, **kwargs)
+    return buf.getvalue()
+
+
+def _load_upload(services, sid, raw, name):
+    return loading.load_image(services, sid, ids.UPLOAD, "coins", _data_url(raw), name, None)
+
+
+def _history(meta):
+    return next_state(ids.IMAGE, None, meta, {})[0]
+
+
+def test_first_load_is_the_coins_sample(services):
+    sid = new_session_id()
+    out = loading.load_image(services, sid, None, "coins", None, None, None)
+    assert out.level == "info" and out.meta["name"] == "coins"
+    assert out.meta["shape"] == [303, 384] and out.meta["dtype"] == "uint8"
+    assert services.store.has_image(sid, out.meta["id"])
+
+
+def test_two_sessions_never_see_each_others_images(services):
+    alice, bob = new_session_id(), new_session_id()
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)
+    meta = _load_upload(services, alice, _png(pixels), "a.png").meta
+    params = _history(meta)["states"][0]
+    for call in (lambda: display.image_panel(services, bob, meta, 0, 0),
+                 lambda: display.segmentation_panel(services, bob, meta, params, 0, 0, "contour",
+                                                    True, True),
+                 lambda: downloads.labels_file(services, bob, meta, _history(meta))):
+        with pytest.raises(InputError, match="no longer on the server"):
+            call()
+
+
+def _good_meta(services, sid):
+    return loading.load_image(services, sid, None, "coins", None, None, None).meta
+
+
+BAD_INPUTS = {
+    "corrupt": (lambda: np.random.default_rng(1).bytes(5000), "x.png", "not a PNG, JPEG or TIFF|could not decode"),
+    "truncated": (lambda: _png(np.random.default_rng(2).integers(0, 255, (200, 200), dtype=np.uint8))[:3000], "t.png", "truncated or corrupt"),
+    "empty": (lambda: b"", "e.tif", "empty"),
+    "wrong format": (lambda: b"x,y\n1,2\n" * 50, "table.tif", "not a PNG, JPEG or TIFF"),
+    "too large": (lambda: b"\0" * (2 * 2**20), "big.tif", "limit"),
+    "decompression bomb": (lambda: _tiff(np.zeros((5000, 5000), np.uint8), compression="zlib"), "bomb.tif", "pixels"),
+    "constant": (lambda: _png(np.full((30, 30), 7, np.uint8)), "c.png", "nothing to segment"),
+    "nan": (lambda: _tiff(np.where(np.eye(20) > 0, np.nan, 1.0).astype(np.float32)), "nan.tif", "NaN or infinite"),
+    "4d": (lambda: _tiff(np.zeros((2, 3, 4, 5, 6), np.uint8) + np.arange(6, dtype=np.uint8)), "4d.tif", "not supported"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_uploads_give_a_message_and_keep_the_current_image(services, case):
+    make, name, pattern = BAD_INPUTS[case]
+    sid = new_session_id()
+    before = _good_meta(services, sid)
+    out = _load_upload(services, sid, make(), name)
+    assert out.meta is None
+    assert out.level == "error"
+    assert out.message.startswith(f"Could not load {name}")
+    assert re.search(pattern, out.message, re.I), out.message
+    # The image loaded before is still there and still segments.
+    assert services.store.has_image(sid, before["id"])
+
+
+def test_malformed_data_url(services):
+    sid = new_session_id()
+    out = loading.load_image(services, sid, ids.UPLOAD, "coins", "not a data url", "x.png", None)
+    assert out.meta is None and out.level == "error"
+
+
+def test_rgb_upload_is_converted_and_says_so(services):
+    rgb = np.random.default_rng(3).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    out = _load_upload(services, new_session_id(), _png(rgb), "rgb.png")
+    assert out.meta["shape"] == [30, 40]
+    assert any("gray" in n.lower() for n in out.meta["notes"])
+
+
+def test_3d_tiff_upload(services):
+    vol = (np.random.default_rng(4).random((8, 20, 24)) * 1000).astype(np.uint16)
+    out = _load_upload(services, new_session_id(), _tiff(vol), "stack.tif")
+    assert out.meta["ndim"] == 3 and out.meta["shape"] == [8, 20, 24]
+    assert out.meta["dtype"] == "uint16"
+
+
+def test_data_folder_file_and_traversal(services, tmp_path):
+    (tmp_path / "data" / "cells.tif").write_bytes(_tiff(np.arange(400, dtype=np.uint16).reshape(20, 20)))
+    sid = new_session_id()
+    ok = loading.load_image(services, sid, ids.DATA_FILE, None, None, None, "cells.tif")
+    assert ok.meta["name"].endswith("cells.tif")
+    bad = loading.load_image(services, sid, ids.DATA_FILE, None, None, None, "../state/x.tif")
+    assert bad.meta is None and bad.level == "error"
+
+
+def test_unknown_sample(services):
+    out = loading.load_image(services, new_session_id(), ids.SAMPLE, "nope", None, None, None)
+    assert out.meta is None and "Unknown sample" in out.message
+
+
+def test_segmentation_panel_full_then_patch_and_cache_hit(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    params = _history(meta)["states"][0]
+    fig, summary = display.segmentation_panel(services, sid, meta, params, 0, 0, "contour", True, True)
+    assert [t.type for t in fig.data] == ["image", "image", "image"]
+    assert all(t.source.startswith("data:image/png;base64,") for t in fig.data)
+    assert "computed in" in summary
+    patch, summary2 = display.segmentation_panel(services, sid, meta, params, 0, 0, "fill", True, False)
+    assert isinstance(patch, Patch)
+    assert "from cache" in summary2
+    ops = patch.to_plotly_json()["operations"]
+    assert {tuple(op["location"]) for op in ops} == {("data", 1, "source"), ("data", 2, "source")}
+
+
+@pytest.mark.parametrize("vmin, vmax, message", [
+    (100, 252, "No object marker"),  # coins' brightest pixel is 252
+    (1, 100, "No background marker"),  # and its darkest 1
+    (50, 60, "nothing is left"),  # two-valued image: every pixel is a marker
+])
+def test_segmentation_panel_refuses_markers_that_leave_a_label_empty(services, vmin, vmax, message):
+    sid = new_session_id()
+    if message == "nothing is left":
+        two = np.where(np.arange(400).reshape(20, 20) % 2, 100, 0).astype(np.uint8)
+        meta = _load_upload(services, sid, _png(two), "two.png").meta
+    else:
+        meta = _good_meta(services, sid)
+    params = {"vmin": vmin, "vmax": vmax, "beta": 130, "mode": "cg_j", "tol": 1e-3}
+    with pytest.raises(InputError, match=message):
+        display.segmentation_panel(services, sid, meta, params, 0, 0, "contour", True, True)
+
+
+def test_figures_carry_images_as_png_never_as_arrays(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    fig = display.image_panel(services, sid, meta, 0, 0)
+    payload = json.dumps(fig.to_plotly_json(), default=str)
+    assert "data:image/png;base64," in payload
+    assert '"z"' not in payload
+    assert len(payload) < 200_000
+
+
+def test_histogram_full_and_patch(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    params = _history(meta)["states"][0]
+    fig = display.histogram_panel(services, sid, meta, params, False, True)
+    assert sum(fig.data[0].y) == 303 * 384
+    assert fig.layout.shapes[0].x0 == params["vmin"] and fig.layout.shapes[1].x0 == params["vmax"]
+    patch = display.histogram_panel(services, sid, meta, params, True, False)
+    ops = patch.to_plotly_json()["operations"]
+    assert any(op["location"] == ["layout", "yaxis", "type"] and op["params"]["value"] == "log"
+               for op in ops)
+
+
+def test_3d_slices(services):
+    sid = new_session_id()
+    out = loading.load_image(services, sid, ids.SAMPLE, "blobs3d", None, None, None)
+    meta = out.meta
+    assert meta["ndim"] == 3
+    style, vmax_index, start = display.slice_settings(meta, 1)
+    assert style == {"display": "block"} and vmax_index == meta["shape"][1] - 1
+    assert display.slice_settings(dict(meta, ndim=2), 0)[0] == {"display": "none"}
+
+
+def test_download_labels_tiff_with_provenance(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    history = _history(meta)
+    data, name = downloads.labels_file(services, sid, meta, history)
+    assert name == "coins_labels.tif"
+    with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+        labels = tif.asarray()
+        description = tif.pages[0].description
+    assert labels.shape == (303, 384) and set(np.unique(labels)) == {1, 2}
+    assert meta["id"] in description and "random_walker" in description
+    # Same labels as the panel shows.
+    result = services.segment(sid, meta["id"],
+                                      SegmentParams.from_dict(history["states"][0]))
+    np.testing.assert_array_equal(labels, result.labels)
+
+
+def test_download_overlay_png(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    data, name = downloads.overlay_file(services, sid, meta, _history(meta), 0, 0, "contour", True)
+    img = np.asarray(Image.open(_io.BytesIO(data)))
+    assert name == "coins_overlay.png" and img.shape == (303, 384, 3)
