@@ -94,8 +94,9 @@ accesslog = "-"
 errorlog = "-"
 loglevel = "info"
 
-# Default access-log format plus the request duration in seconds (%(L)s).
-access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s'
+# Default access-log format plus the request duration in seconds (%(L)s) and the worker's
+# process id (pid=%(p)s), which shows which worker served each step of a session.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s pid=%(p)s'
 
 # Process title in ps/top.
 proc_name = "pipex"

@@ -6,6 +6,7 @@ Docker itself is not needed: the image's CMD is run from the repo root with the 
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -169,18 +170,86 @@ def test_docker_serve_command_runs(gunicorn_process, gunicorn_server):
     assert len(workers) == 2, f"workers {workers}\n{gunicorn_process.describe()}"
 
 
+def _fresh(base_url):
+    """A client on a new connection: gunicorn hands it to whichever worker accepts first."""
+    session = requests.Session()
+    session.headers["Connection"] = "close"
+    return DashClient(base_url, session=session)
+
+
 @pytest.mark.server
-def test_gunicorn_two_workers_drive_session(gunicorn_server):
-    # TODO: the app's callbacks (callbacks/loading.py, params.py, display.py, downloads.py,
-    # zoom.py) are not written yet. Once they are, drive a whole session through the two
-    # workers here with DashClient: load the default sample, move vmin/vmax, check the figure
-    # and segmentation come back, undo, download; many requests, so both workers serve steps
-    # of the same session (arrays in the shared on-disk store). Until then this only checks
-    # that fresh page loads (new connections, so both workers) see the same app.
-    specs = []
-    for _ in range(6):
-        client = DashClient(gunicorn_server, session=requests.Session())
-        layout = client.layout()
-        assert layout.get("type"), layout
-        specs.append(client.dependencies())
-    assert all(s == specs[0] for s in specs), "workers disagree on the callbacks"
+def test_gunicorn_two_workers_drive_session(gunicorn_process):
+    """One session driven step by step over new connections: whichever of the two workers
+    answers, it finds the session's image in the shared store; a second session stays apart."""
+    url = gunicorn_process.base_url
+    page = _fresh(url)
+    sid = page.find_component("session-store")["data"]
+    state = {"session-store.data": sid}
+
+    loaded = _fresh(url).call("image-store.data", inputs={"sample-dropdown.value": "coins"},
+                              state=state, triggered=[])
+    meta = loaded["image-store"]["data"]
+    assert meta["name"] == "coins" and meta["shape"] == [303, 384]
+
+    history = None
+    seg_inputs = {"slice-axis.value": 0, "slice-index.value": 0,
+                  "overlay-style.value": "contour", "show-markers.value": ["markers"]}
+    sources = {}
+    moves = [None, (83, 140), (90, 140), (90, 150), (83, 140)]
+    for i, move in enumerate(moves):
+        if move is None:
+            inputs = {"image-store.data": meta}
+        else:
+            inputs = {"image-store.data": meta, "thresholds-slider.value": list(move)}
+        out = _fresh(url).call("history-store.data", inputs=inputs,
+                               state={"history-store.data": history},
+                               triggered=list(inputs)[-1:])
+        history = out["history-store"]["data"]
+        assert history["index"] == i
+        seg = _fresh(url).call(
+            "segmentation-graph.figure",
+            inputs={"history-store.data": history, **seg_inputs},
+            state={"image-store.data": meta, **state},
+            triggered=["history-store.data"] if i else [])
+        assert seg["segmentation-message"]["children"] is None, seg["segmentation-message"]
+        assert "object:" in seg["segmentation-summary"]["children"]
+        figure = seg["segmentation-graph"]["figure"]
+        text = json.dumps(figure)
+        assert "data:image/png;base64," in text
+        sources[i] = text if i == 0 else json.dumps(figure)
+        # Each step's download comes from the shared cache, whichever worker answers.
+        labels = _fresh(url).call("download-labels.data",
+                                  inputs={"download-labels-button.n_clicks": i + 1},
+                                  state={"image-store.data": meta, "history-store.data": history,
+                                         **state})
+        assert labels["download-labels"]["data"]["filename"] == "coins_labels.tif"
+    # Returning to earlier parameters gives the same overlay (path independence, cache hit).
+    assert sources[4] == sources[1]
+    assert "from cache" in seg["segmentation-summary"]["children"]
+
+    # Another visitor cannot use this session's image id.
+    other = _fresh(url)
+    other_sid = other.find_component("session-store")["data"]
+    assert other_sid != sid
+    denied = _fresh(url).call(
+        "segmentation-graph.figure",
+        inputs={"history-store.data": history, **seg_inputs},
+        state={"image-store.data": meta, "session-store.data": other_sid}, triggered=[])
+    assert "no longer on the server" in denied["segmentation-message"]["children"]["props"][
+        "children"]
+
+    # Both workers took part: repeat the (cached) last step on new connections until the log
+    # shows POSTs answered by two worker pids; every answer must be the same.
+    def worker_pids():
+        return set(re.findall(r'"POST /_dash-update-component HTTP/1.1" 200 .* pid=<?(\d+)',
+                              gunicorn_process.log(tail=100_000)))
+
+    for _ in range(60):
+        if len(worker_pids()) >= 2:
+            break
+        again = _fresh(url).call(
+            "segmentation-graph.figure",
+            inputs={"history-store.data": history, **seg_inputs},
+            state={"image-store.data": meta, **state}, triggered=["history-store.data"])
+        assert json.dumps(again["segmentation-graph"]["figure"]) == sources[4]
+    assert len(worker_pids()) == 2, gunicorn_process.describe()
