@@ -14,25 +14,32 @@ import dash
 from flask import jsonify
 
 from callbacks import register_all
+from callbacks.loading import ARRAY_SAMPLE
 from callbacks.services import Services
 from components.layout import page
 from pipeline import io
 from pipeline.config import Config
+from pipeline.filters import FILTERS
+from pipeline.measure import AVAILABLE_PROPERTIES
+from pipeline.segmentation import SEGMENTERS
 from pipeline.store import new_session_id
 
 HERE = Path(__file__).resolve().parent
 
 
-def create_app(config: Config | None = None) -> dash.Dash:
+def create_app(config: Config | None = None, initial=None) -> dash.Dash:
     """Build the app.
 
     Parameters
     ----------
     config : Config, optional
         Settings; read from ``PIPEX_*`` environment variables by default.
+    initial : pipeline.io.LoadedImage, optional
+        An image offered (and loaded first) as the sample "array" (see :func:`explore`).
     """
     config = config or Config.from_env()
-    services = Services.create(config)
+    services = Services.create(config, initial=initial)
+    samples = ((ARRAY_SAMPLE,) if initial is not None else ()) + io.SAMPLE_NAMES
     app = dash.Dash(
         __name__,
         title="Pipeline Explorer",
@@ -46,14 +53,17 @@ def create_app(config: Config | None = None) -> dash.Dash:
     def layout():
         return page(
             new_session_id(),
-            io.SAMPLE_NAMES,
+            samples,
             io.list_data_files(config.data_dir),
-            default_sample=config.default_sample,
+            default_sample=ARRAY_SAMPLE if initial is not None else config.default_sample,
             max_upload_mb=config.max_upload_mb,
-            mode_default="cg_mg",
+            filters=FILTERS,
+            segmenters=SEGMENTERS,
+            properties=AVAILABLE_PROPERTIES,
         )
 
     app.layout = layout
+    app._pipex_services = services  # for explore(); callbacks get it through register()
     register_all(app, services)
 
     @app.server.route("/health")
@@ -67,6 +77,79 @@ def create_app(config: Config | None = None) -> dash.Dash:
 
     logging.basicConfig(level=logging.INFO)
     return app
+
+
+class Explorer:
+    """Handle on an app opened by :func:`explore`: the recipe and labels, back in Python."""
+
+    def __init__(self, app, image, image_id):
+        self.app = app
+        self.image = image
+        self.image_id = image_id
+
+    @property
+    def _store(self):
+        return self.app._pipex_services.store
+
+    def recipe(self) -> dict:
+        """The recipe the user last set on the image in the browser (the defaults before)."""
+        from pipeline import recipe as recipes
+        from pipeline.segment import default_thresholds
+
+        found = self._store.latest_recipe(self.image_id)
+        return found if found is not None else recipes.default_recipe(
+            *default_thresholds(self.image))
+
+    def labels(self):
+        """Label image of the current recipe (the same computation as the exported script)."""
+        from pipeline import recipe as recipes
+
+        return recipes.run(self.image, self.recipe()).labels
+
+    def measurements(self):
+        """Measurements table (``pipeline.measure.Measurements``) of the current recipe."""
+        from pipeline import recipe as recipes
+
+        return recipes.run(self.image, self.recipe()).measurements
+
+
+def explore(image, *, name="array", state_dir=None, serve=True, mode="inline",
+            host="127.0.0.1", port=8051) -> Explorer:
+    """Open Pipeline Explorer on an array you already have, e.g. inline in Jupyter.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D or 3D grayscale (or RGB) image.
+    name : str
+        Name shown in the app.
+    state_dir : path, optional
+        Folder of the app's store and cache (a temporary folder by default).
+    serve : bool
+        Start the server (``app.run(jupyter_mode=mode)``: in Jupyter it runs in the background
+        and the app shows in the notebook).
+    mode : {'inline', 'tab', 'external', 'jupyterlab'}
+        Dash's Jupyter display mode.
+
+    Returns
+    -------
+    Explorer
+        ``.recipe()``, ``.labels()`` and ``.measurements()`` hand the result back to Python.
+    """
+    import tempfile
+
+    import numpy as np
+
+    from pipeline.io import LoadedImage, content_hash, validate_image
+
+    array = validate_image(np.asarray(image))
+    loaded = LoadedImage(array=array, name=name, notes=("Array handed over from Python.",))
+    state = state_dir or tempfile.mkdtemp(prefix="pipex-explore-")
+    app = create_app(Config(state_dir=state), initial=loaded)
+    explorer = Explorer(app, array, content_hash(array))
+    if serve:
+        app.run(jupyter_mode=mode, host=host, port=port)
+    return explorer
 
 
 def __getattr__(name):

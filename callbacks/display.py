@@ -1,9 +1,9 @@
-"""What the panels show: the image, the histogram and the segmentation overlays.
+"""What the panels show: image, filtered image, histogram, segmentation and comparison.
 
 Arrays never leave the server: each callback reads the session's image from the shared store,
-computes (or finds in the cache) what it needs, and sends PNG data URIs. A parameter change
-replaces only the overlay sources and the histogram shapes (``dash.Patch``), so zoom and pan
-survive and the response stays small.
+computes (or finds in the cache) what it needs, and sends PNG data URIs. A change that leaves
+the displayed image alone replaces only overlay sources and histogram shapes (``dash.Patch``),
+so zoom and pan survive and responses stay small.
 """
 
 from __future__ import annotations
@@ -15,16 +15,25 @@ from dash import Input, Output, Patch, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from components import figures, ids
-from pipeline import render
+from components.forms import param_form, step_doc
+from pipeline import postprocess, render
+from pipeline.compute import stage_keys
 from pipeline.errors import InputError
-from pipeline.segment import OBJECT, SegmentParams, make_markers
+from pipeline.filters import FILTERS
+from pipeline.segment import make_markers
+from pipeline.segmentation import SEGMENTERS, agreement
 
 from .loading import message_children
-from .params import current_params
+from .params import current_recipe
 
 log = logging.getLogger(__name__)
 
 MARKER_COLORS = {"background": render.MARKER_HEX[1], "object": render.MARKER_HEX[2]}
+
+
+def blank_uri():
+    """A transparent 1×1 PNG (an empty overlay)."""
+    return render.png_data_uri(np.zeros((1, 1, 4), dtype=np.uint8))
 
 
 def slice_settings(meta, axis):
@@ -38,10 +47,10 @@ def slice_settings(meta, axis):
 
 def _slice(array, meta, axis, index):
     if meta["ndim"] != 3:
-        return array
+        return np.asarray(array)
     axis = int(axis or 0)
     index = int(min(max(index or 0, 0), meta["shape"][axis] - 1))
-    return render.take_slice(array, axis, index)
+    return np.asarray(render.take_slice(array, axis, index))
 
 
 def uirevision(meta, axis):
@@ -49,11 +58,14 @@ def uirevision(meta, axis):
     return f"{meta['id']}-{axis if meta['ndim'] == 3 else ''}"
 
 
+def _gray_uri(image2d, lo, hi):
+    return render.png_data_uri(render.to_uint8(image2d, lo, hi))
+
+
 def base_uri(services, session_id, meta, axis, index):
     """PNG data URI of the displayed slice of the image."""
     image = services.image(session_id, meta["id"])
-    lo, hi = meta["display"]
-    return render.png_data_uri(render.to_uint8(_slice(image, meta, axis, index), lo, hi))
+    return _gray_uri(_slice(image, meta, axis, index), *meta["display"])
 
 
 def image_panel(services, session_id, meta, axis, index):
@@ -62,69 +74,143 @@ def image_panel(services, session_id, meta, axis, index):
     return figures.image_figure(uri, uirevision=uirevision(meta, axis))
 
 
-def histogram_panel(services, session_id, meta, params, log_scale, full):
-    """Histogram figure, or a Patch of its shapes and axis type when `full` is False."""
+def filtered_panel(services, session_id, meta, recipe, axis, index):
+    """Figure of the filtered image (same display range as the original)."""
+    filtered = services.filtered(session_id, meta["id"], recipe)
+    uri = _gray_uri(_slice(filtered, meta, axis, index), *meta["display"])
+    return figures.image_figure(uri, uirevision=uirevision(meta, axis))
+
+
+def histogram_panel(services, session_id, meta, recipe, log_scale, full):
+    """Histogram of the filtered image with vmin / vmax and the automatic thresholds.
+
+    A Patch of the shapes and axis type when `full` is False.
+    """
+    vmin, vmax = recipe["markers"]["vmin"], recipe["markers"]["vmax"]
     if not full:
         patch = Patch()
-        patch["layout"]["shapes"] = figures.threshold_shapes(
-            params["vmin"], params["vmax"], meta["min"], meta["max"], MARKER_COLORS)
+        patch["layout"]["shapes"] = figures.threshold_shapes(vmin, vmax, meta["min"],
+                                                             meta["max"], MARKER_COLORS)
         patch["layout"]["yaxis"]["type"] = "log" if log_scale else "linear"
         return patch
-    counts, edges = services.histogram(session_id, meta["id"])
-    return figures.histogram_figure(counts, edges, params["vmin"], params["vmax"],
-                                    colors=MARKER_COLORS, log=log_scale, uirevision=meta["id"])
+    counts, edges = services.histogram(session_id, meta["id"], recipe)
+    fig = figures.histogram_figure(counts, edges, vmin, vmax, colors=MARKER_COLORS,
+                                   log=log_scale, uirevision=meta["id"])
+    auto = services.thresholds(session_id, meta["id"], recipe)
+    figures.add_threshold_markers(fig, {k: v for k, v in auto.items()
+                                        if isinstance(v, float)})
+    return fig
 
 
-def thresholds_text(params, meta):
+def thresholds_text(recipe, meta):
     """Plain-language summary of the thresholds."""
-    return (f"background marker: pixels < {params['vmin']:g}   ·   object marker: pixels > "
-            f"{params['vmax']:g}   ·   image range {meta['min']:g} … {meta['max']:g}")
+    m = recipe["markers"]
+    return (f"background marker: pixels < {m['vmin']:g}   ·   object marker: pixels > "
+            f"{m['vmax']:g}   ·   image range {meta['min']:g} … {meta['max']:g}")
 
 
-def segmentation_panel(services, session_id, meta, params, axis, index, style, show_markers,
-                       full):
+def _boxes_overlay(labels2d):
+    from skimage.draw import rectangle_perimeter
+
+    out = np.zeros(labels2d.shape + (4,), dtype=np.uint8)
+    for _, r0, c0, r1, c1 in postprocess.bounding_boxes(labels2d):
+        rr, cc = rectangle_perimeter((r0, c0), end=(r1 - 1, c1 - 1), shape=labels2d.shape)
+        out[rr, cc] = render.SEGMENTATION_COLOR + (255,)
+    return out
+
+
+def result_overlay(labels2d, image2d_uint8, style):
+    """RGBA overlay of a label (or mask) slice in one of the styles of the result view."""
+    if style == "labels":
+        return postprocess.label_overlay(labels2d, image2d_uint8)
+    if style == "boxes":
+        return _boxes_overlay(labels2d)
+    if style == "contour":
+        return postprocess.boundaries_overlay(labels2d)
+    # "fill": the object semi-transparent, as the segmentation overlay draws it
+    return render.segmentation_overlay(np.where(labels2d > 0, 2, 1).astype(np.uint8),
+                                       style="fill")
+
+
+def highlight_overlay(labels2d, selected):
+    """Selected regions drawn opaque-ish in white, to find the rows selected in the table."""
+    out = np.zeros(labels2d.shape + (4,), dtype=np.uint8)
+    if selected:
+        out[np.isin(labels2d, np.asarray(selected, dtype=labels2d.dtype))] = (255, 255, 255, 150)
+    return out
+
+
+def segmentation_panel(services, session_id, meta, recipe, axis, index, style, show_markers,
+                       view, selected, full):
     """Binarization figure (full, or a Patch of the overlays) and a summary line.
 
     Raises
     ------
     InputError
-        If the parameters cannot segment this image (the page keeps its previous overlays).
+        If a step fails on this image (the page keeps its previous overlays).
     """
-    seg_params = SegmentParams.from_dict(params)
-    image = services.image(session_id, meta["id"])
-    result = services.segment(session_id, meta["id"], seg_params)
-    image2d = _slice(image, meta, axis, index)
+    result = services.run(session_id, meta["id"], recipe)
+    filtered2d = _slice(result.filtered, meta, axis, index)
+    gray = render.to_uint8(_slice(services.image(session_id, meta["id"]), meta, axis, index),
+                           *meta["display"])
+    markers2d = make_markers(filtered2d, recipe["markers"]["vmin"], recipe["markers"]["vmax"],
+                             check=False)
+    marker_uri = render.png_data_uri(render.marker_overlay(markers2d)) if show_markers \
+        else blank_uri()
+    shown = result.labels if view == "labels" else result.mask
+    shown2d = _slice(shown, meta, axis, index).astype(np.int32)
+    seg_uri = render.png_data_uri(result_overlay(shown2d, gray, style))
     labels2d = _slice(result.labels, meta, axis, index)
-    markers2d = make_markers(image2d, seg_params.vmin, seg_params.vmax, check=False)
-    marker_uri = render.png_data_uri(
-        render.marker_overlay(markers2d if show_markers else np.zeros_like(markers2d)))
-    seg_uri = render.png_data_uri(render.segmentation_overlay(labels2d, style=style))
-    fraction = float(np.count_nonzero(result.labels == OBJECT)) / result.labels.size
+    hl_uri = render.png_data_uri(highlight_overlay(labels2d, selected))
+    n = int(np.max(result.labels)) if result.labels.size else 0
+    fraction = float(np.count_nonzero(result.mask)) / result.mask.size
+    seg = recipe["segmentation"]
     how = "from cache" if result.cached else f"computed in {result.seconds:.2f} s"
-    summary = (f"object: {100 * fraction:.1f} % of {'voxels' if meta['ndim'] == 3 else 'pixels'}"
-               f" · random_walker(beta={seg_params.beta:g}, mode='{seg_params.mode}', "
-               f"tol={seg_params.tol:g}) {how}")
+    unit = "voxels" if meta["ndim"] == 3 else "pixels"
+    summary = (f"object: {100 * fraction:.1f} % of {unit} · {n} labelled regions · "
+               f"{SEGMENTERS[seg['name']].label} {how}")
     if full:
-        lo, hi = meta["display"]
-        base = render.png_data_uri(render.to_uint8(image2d, lo, hi))
-        fig = figures.segmentation_figure(base, marker_uri, seg_uri,
-                                          uirevision=uirevision(meta, axis))
+        fig = figures.segmentation_figure(render.png_data_uri(gray), marker_uri, seg_uri,
+                                          uirevision=uirevision(meta, axis), highlight=hl_uri)
         return fig, summary
     patch = Patch()
     patch["data"][figures.MARKER_TRACE]["source"] = marker_uri
     patch["data"][figures.SEG_TRACE]["source"] = seg_uri
+    patch["data"][figures.HIGHLIGHT_TRACE]["source"] = hl_uri
     return patch, summary
 
 
-def bare_segmentation_figure(services, session_id, meta, axis, index):
-    """Binarization figure of the image alone (transparent overlays)."""
-    uri = base_uri(services, session_id, meta, axis, index)
-    blank = render.png_data_uri(np.zeros((1, 1, 4), dtype=np.uint8))
-    return figures.segmentation_figure(uri, blank, blank, uirevision=uirevision(meta, axis))
+def compare_panel(services, session_id, meta, recipe, method, axis, index):
+    """Figure of another segmentation method from the same markers, and the agreement text."""
+    if method not in SEGMENTERS:
+        raise InputError(f"unknown segmentation method {method!r}")
+    other = {**recipe, "segmentation": {"name": method, "params": {}}}
+    other = services.validate(other)
+    mine = services.mask(session_id, meta["id"], recipe)
+    theirs = services.mask(session_id, meta["id"], other)
+    gray = render.to_uint8(_slice(services.image(session_id, meta["id"]), meta, axis, index),
+                           *meta["display"])
+    overlay = postprocess.boundaries_overlay(_slice(theirs, meta, axis, index).astype(np.int32))
+    fig = figures.segmentation_figure(render.png_data_uri(gray), blank_uri(),
+                                      render.png_data_uri(overlay),
+                                      uirevision=uirevision(meta, axis), highlight=blank_uri())
+    pct = 100 * agreement(np.asarray(mine), np.asarray(theirs))
+    a, b = SEGMENTERS[recipe["segmentation"]["name"]].label, SEGMENTERS[method].label
+    text = (f"{b} vs {a}: the object masks agree on {pct:.2f} % of "
+            f"{'voxels' if meta['ndim'] == 3 else 'pixels'} (same markers, before "
+            f"post-processing).")
+    return fig, text
+
+
+def _errors(exc):
+    if isinstance(exc, InputError):
+        return str(exc)
+    log.exception("unexpected error", exc_info=exc)
+    return f"unexpected error ({type(exc).__name__}: {exc})"
 
 
 def register(app, services):
-    """Wire the three panels."""
+    """Wire the panels."""
 
     @app.callback(
         Output(ids.SLICE_CONTROLS, "style"),
@@ -151,29 +237,55 @@ def register(app, services):
         try:
             return image_panel(services, session_id, meta, axis, index)
         except InputError:
-            log.warning("image panel: %s", exc_info=True)
+            log.warning("image panel", exc_info=True)
             raise PreventUpdate from None
 
+    for stage, steps, method_id, doc_id in (
+            ("filter", FILTERS, ids.FILTER_METHOD, ids.FILTER_DOC),
+            ("segmentation", SEGMENTERS, ids.SEG_METHOD, ids.SEG_DOC)):
+
+        @app.callback(
+            Output({"type": ids.PARAM_FORM, "stage": stage}, "children"),
+            Output(doc_id, "children"),
+            Input(method_id, "value"),
+            State(ids.HISTORY, "data"),
+        )
+        def _form(method, history, stage=stage, steps=steps):
+            if method not in steps:
+                raise PreventUpdate
+            values = None
+            if history:
+                step = current_recipe(history)[stage]
+                values = step["params"] if step["name"] == method else None
+            return param_form(stage, steps[method], values), step_doc(steps[method])
+
     @app.callback(
+        Output(ids.FILTERED_GRAPH, "figure"),
         Output(ids.HIST_GRAPH, "figure"),
         Output(ids.THRESHOLDS_TEXT, "children"),
+        Output({"type": ids.STEP_MESSAGE, "stage": "filter"}, "children"),
         Input(ids.HISTORY, "data"),
         Input(ids.HIST_LOG, "value"),
+        Input(ids.SLICE_AXIS, "value"),
+        Input(ids.SLICE_INDEX, "value"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _histogram(history, log_value, meta, session_id):
+    def _filtered(history, log_value, axis, index, meta, session_id):
         if not meta or not history or history["image_id"] != meta["id"]:
             raise PreventUpdate
-        params = current_params(history)
-        # A new image resets the history to one state: draw the whole figure then.
-        full = len(history["states"]) == 1 and ctx.triggered_id == ids.HISTORY
+        recipe = current_recipe(history)
+        new_filter = _stage_changed(history, "filter") or ctx.triggered_id is None
+        slice_moved = ctx.triggered_id in (ids.SLICE_AXIS, ids.SLICE_INDEX)
+        log_scale = "log" in (log_value or [])
         try:
-            fig = histogram_panel(services, session_id, meta, params, "log" in (log_value or []),
-                                  full)
-        except InputError:
-            raise PreventUpdate from None
-        return fig, thresholds_text(params, meta)
+            filtered_fig = (filtered_panel(services, session_id, meta, recipe, axis, index)
+                            if new_filter or slice_moved else no_update)
+            hist = histogram_panel(services, session_id, meta, recipe, log_scale, new_filter)
+        except Exception as exc:  # noqa: BLE001 - the page stays usable
+            return no_update, no_update, no_update, message_children(
+                f"Filtering failed: {_errors(exc)}", "error")
+        return filtered_fig, hist, thresholds_text(recipe, meta), None
 
     @app.callback(
         Output(ids.SEG_GRAPH, "figure"),
@@ -184,30 +296,65 @@ def register(app, services):
         Input(ids.SLICE_INDEX, "value"),
         Input(ids.OVERLAY_STYLE, "value"),
         Input(ids.SHOW_MARKERS, "value"),
+        Input(ids.RESULT_VIEW, "value"),
+        Input(ids.SELECTED_LABELS, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _segmentation(history, axis, index, style, show, meta, session_id):
+    def _segmentation(history, axis, index, style, show, view, selected, meta, session_id):
         if not meta or not history or history["image_id"] != meta["id"]:
             raise PreventUpdate
         triggers = {t["prop_id"].split(".")[0] for t in ctx.triggered}
         new_image = len(history["states"]) == 1 and ids.HISTORY in triggers
-        full = new_image or bool(triggers & {ids.SLICE_AXIS, ids.SLICE_INDEX}) or not ctx.triggered_id
+        full = (new_image or bool(triggers & {ids.SLICE_AXIS, ids.SLICE_INDEX})
+                or not ctx.triggered_id)
         try:
-            fig, summary = segmentation_panel(services, session_id, meta, current_params(history),
-                                              axis, index, style, "markers" in (show or []), full)
-        except InputError as exc:
-            message = f"Segmentation failed: {exc}"
+            fig, summary = segmentation_panel(
+                services, session_id, meta, current_recipe(history), axis, index, style,
+                "markers" in (show or []), view, selected or [], full)
         except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
-            log.exception("segmentation failed")
-            message = f"Segmentation failed: unexpected error ({type(exc).__name__}: {exc})."
+            message = f"Segmentation failed: {_errors(exc)}"
         else:
             return fig, summary, None
         # Keep the previous overlays; on a new image or slice show it without overlays.
         fig = no_update
         if full:
             try:
-                fig = bare_segmentation_figure(services, session_id, meta, axis, index)
+                uri = base_uri(services, session_id, meta, axis, index)
+                fig = figures.segmentation_figure(uri, blank_uri(), blank_uri(),
+                                                  uirevision=uirevision(meta, axis),
+                                                  highlight=blank_uri())
             except InputError:
                 fig = figures.empty_figure("image not available")
         return fig, "", message_children(message, "error")
+
+    @app.callback(
+        Output(ids.COMPARE_GRAPH, "figure"),
+        Output(ids.COMPARE_TEXT, "children"),
+        Input(ids.HISTORY, "data"),
+        Input(ids.COMPARE_METHOD, "value"),
+        Input(ids.SLICE_AXIS, "value"),
+        Input(ids.SLICE_INDEX, "value"),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+    )
+    def _compare(history, method, axis, index, meta, session_id):
+        if not meta or not history or history["image_id"] != meta["id"]:
+            raise PreventUpdate
+        try:
+            return compare_panel(services, session_id, meta, current_recipe(history), method,
+                                 axis, index)
+        except Exception as exc:  # noqa: BLE001
+            return no_update, message_children(f"Comparison failed: {_errors(exc)}", "error")
+
+
+
+def _stage_changed(history, stage):
+    """Whether `stage` of the current recipe differs from the state before it in history."""
+    i = history["index"]
+    if len(history["states"]) == 1:
+        return True
+    states = history["states"]
+    here = stage_keys(states[i])[stage]
+    neighbours = [states[j] for j in (i - 1, i + 1) if 0 <= j < len(states)]
+    return any(stage_keys(s)[stage] != here for s in neighbours)

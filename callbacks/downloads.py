@@ -12,11 +12,11 @@ from dash.exceptions import PreventUpdate
 from components import ids
 from pipeline import io, provenance, render
 from pipeline.errors import InputError
-from pipeline.segment import SegmentParams, make_markers
+from pipeline.segment import make_markers
 
-from .display import _slice
+from .display import _slice, result_overlay
 from .loading import message_children
-from .params import current_params
+from .params import current_recipe
 
 log = logging.getLogger(__name__)
 
@@ -26,32 +26,33 @@ def _stem(meta):
 
 
 def labels_file(services, session_id, meta, history):
-    """(bytes, filename) of the label image for the current parameters.
+    """(bytes, filename) of the label image of the current recipe (after post-processing).
 
-    The labels are those of ``skimage.segmentation.random_walker``: 1 background, 2 object.
-    The TIFF description holds the provenance (parameters, input hash, library versions).
+    The TIFF description holds the provenance: the recipe, the input's content hash and the
+    library versions.
     """
-    params = SegmentParams.from_dict(current_params(history))
-    result = services.segment(session_id, meta["id"], params)
-    info = provenance.record(meta, {"random_walker": params.to_dict()},
-                             labels={"1": "background", "2": "object"})
+    recipe = current_recipe(history)
+    result = services.run(session_id, meta["id"], recipe)
+    info = provenance.record(meta, {"recipe": recipe})
     data = io.labels_to_tiff_bytes(np.asarray(result.labels), metadata=info)
     return data, f"{_stem(meta)}_labels.tif"
 
 
-def overlay_file(services, session_id, meta, history, axis, index, style, show_markers):
+def overlay_file(services, session_id, meta, history, axis, index, style, show_markers,
+                 view="labels"):
     """(bytes, filename) of the shown slice with its overlays, as an RGB PNG."""
-    params = SegmentParams.from_dict(current_params(history))
-    image = services.image(session_id, meta["id"])
-    result = services.segment(session_id, meta["id"], params)
-    image2d = _slice(image, meta, axis, index)
+    recipe = current_recipe(history)
+    result = services.run(session_id, meta["id"], recipe)
+    image2d = _slice(services.image(session_id, meta["id"]), meta, axis, index)
     gray = render.to_uint8(image2d, *meta["display"])
     layers = []
     if show_markers:
-        layers.append(render.marker_overlay(make_markers(image2d, params.vmin, params.vmax,
-                                                         check=False)))
-    layers.append(render.segmentation_overlay(_slice(result.labels, meta, axis, index),
-                                              style=style))
+        markers = make_markers(_slice(result.filtered, meta, axis, index),
+                               recipe["markers"]["vmin"], recipe["markers"]["vmax"], check=False)
+        layers.append(render.marker_overlay(markers))
+    shown = result.labels if view == "labels" else result.mask
+    layers.append(result_overlay(_slice(shown, meta, axis, index).astype(np.int32), gray,
+                                 style))
     rgb = render.composite(gray, layers)
     suffix = f"_slice{axis}-{index}" if meta["ndim"] == 3 else ""
     return io.png_bytes(rgb), f"{_stem(meta)}_overlay{suffix}.png"
@@ -88,15 +89,16 @@ def register(app, services):
         State(ids.SLICE_INDEX, "value"),
         State(ids.OVERLAY_STYLE, "value"),
         State(ids.SHOW_MARKERS, "value"),
+        State(ids.RESULT_VIEW, "value"),
         State(ids.SESSION, "data"),
         prevent_initial_call=True,
     )
-    def _overlay(n, meta, history, axis, index, style, show, session_id):
+    def _overlay(n, meta, history, axis, index, style, show, view, session_id):
         if not n or not meta or not history:
             raise PreventUpdate
         try:
             data, name = overlay_file(services, session_id, meta, history, axis, index, style,
-                                      "markers" in (show or []))
+                                      "markers" in (show or []), view or "labels")
         except InputError as exc:
             return no_update, message_children(f"Download failed: {exc}", "error")
         return dcc.send_bytes(data, name), no_update

@@ -16,6 +16,9 @@ from pipeline.segment import default_thresholds, threshold_step
 
 log = logging.getLogger(__name__)
 
+#: Name of the sample that is the array handed to ``app.explore`` from a notebook.
+ARRAY_SAMPLE = "array"
+
 
 @dataclass(frozen=True)
 class LoadOutcome:
@@ -53,6 +56,8 @@ def _read(services, source, sample, contents, filename, data_file):
         return io.decode_upload(contents, filename or "upload", **limits)
     if source == ids.DATA_FILE:
         return io.read_image_file(io.resolve_data_file(cfg.data_dir, data_file), **limits)
+    if sample == ARRAY_SAMPLE and services.initial is not None:
+        return services.initial
     if sample not in io.SAMPLE_NAMES:
         raise InputError(f"Unknown sample {sample!r}; choose one of {', '.join(io.SAMPLE_NAMES)}.")
     return io.load_sample(sample)

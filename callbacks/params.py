@@ -1,45 +1,65 @@
-"""Parameters and their undo history.
+"""The recipe and its undo history.
 
-One callback owns every parameter control: a slider move, a click or a line drag on the
-histogram, a new beta / mode / tol, undo and redo all go through :func:`next_state`, which
-returns the new history and the values the controls must show. Keeping this in one callback
-lets undo set the controls without the controls pushing a new history entry.
+The whole pipeline state is a recipe (docs/recipe.md). One callback owns every control that
+changes it: thresholds (slider, histogram click or line drag, a threshold adopted from the
+gallery), filter and segmentation methods and their parameters, post-processing, measurement
+options, a recipe file loaded, a sweep result adopted, undo and redo. Each action goes through
+:func:`next_state`, which validates the proposed recipe and pushes it on the history; the
+callback then sets every control from the current recipe. Keeping this in one callback lets
+undo set the controls without the controls pushing a new history entry.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import re
 
-from dash import Input, Output, State, ctx, no_update
+from dash import ALL, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from components import ids
 from components.figures import BG_RANGE, OBJ_RANGE, VMAX_LINE, VMIN_LINE
+from pipeline import recipe as recipes
 from pipeline.errors import InputError
-from pipeline.segment import SegmentParams
 
 MAX_HISTORY = 500
 _SHAPE_KEY = re.compile(r"^shapes\[(\d+)\]\.(x0|x1)$")
+#: Post-processing operations in pipeline order; "label" is always there.
+POST_ORDER = ("closing", "opening", "fill_holes", "label", "remove_small_objects",
+              "clear_border", "relabel_sequential")
+_POST_PARAM = {"closing": "radius", "opening": "radius", "remove_small_objects": "min_size",
+               "label": "connectivity"}
 
 
-def initial_history(meta, previous=None, mode_default="cg_mg") -> dict:
-    """History of a newly loaded image: its default thresholds and the current solver settings."""
-    solver = {"beta": 130.0, "mode": mode_default, "tol": 1e-3}
+def initial_history(meta, previous=None) -> dict:
+    """History of a newly loaded image: its default thresholds, the other steps kept."""
     if previous and previous.get("states"):
-        current = current_params(previous)
-        solver = {k: current[k] for k in solver}
-    params = SegmentParams(vmin=meta["vmin"], vmax=meta["vmax"], **solver).to_dict()
-    return {"image_id": meta["id"], "states": [params], "index": 0}
+        recipe = copy.deepcopy(current_recipe(previous))
+        recipe["markers"] = {"vmin": meta["vmin"], "vmax": meta["vmax"]}
+        try:
+            recipe = recipes.validate(recipe)
+        except InputError:
+            recipe = recipes.default_recipe(meta["vmin"], meta["vmax"])
+    else:
+        recipe = recipes.default_recipe(meta["vmin"], meta["vmax"])
+    return {"image_id": meta["id"], "states": [recipe], "index": 0}
 
 
-def current_params(history) -> dict:
-    """Parameters at the current position of the history."""
+def current_recipe(history) -> dict:
+    """Recipe at the current position of the history."""
     return history["states"][history["index"]]
 
 
-def push(history, params) -> dict:
-    """History with `params` appended after the current position (dropping the redo tail)."""
-    states = history["states"][: history["index"] + 1] + [params]
+def current_params(history) -> dict:
+    """Thresholds and segmentation parameters of the current recipe, flat (for summaries)."""
+    r = current_recipe(history)
+    return {**r["markers"], **r["segmentation"]["params"]}
+
+
+def push(history, recipe) -> dict:
+    """History with `recipe` appended after the current position (dropping the redo tail)."""
+    states = history["states"][: history["index"] + 1] + [recipe]
     states = states[-MAX_HISTORY:]
     return {**history, "states": states, "index": len(states) - 1}
 
@@ -50,23 +70,23 @@ def move(history, step) -> dict:
     return {**history, "index": index}
 
 
-def thresholds_from_click(params, click_data):
+def thresholds_from_click(markers, click_data):
     """Move the threshold nearest to the clicked intensity onto it."""
     try:
         x = float(click_data["points"][0]["x"])
     except (TypeError, KeyError, IndexError, ValueError):
         return None
-    vmin, vmax = params["vmin"], params["vmax"]
+    vmin, vmax = markers["vmin"], markers["vmax"]
     if abs(x - vmin) <= abs(x - vmax):
         return x, vmax
     return vmin, x
 
 
-def thresholds_from_relayout(params, relayout):
+def thresholds_from_relayout(markers, relayout):
     """New (vmin, vmax) from a dragged line or shaded range of the histogram, or None."""
     if not isinstance(relayout, dict):
         return None
-    vmin, vmax = params["vmin"], params["vmax"]
+    vmin, vmax = markers["vmin"], markers["vmax"]
     moved = False
     for key, value in relayout.items():
         m = _SHAPE_KEY.match(key)
@@ -90,36 +110,105 @@ def _snap(value, meta):
     return round(lo + round((value - lo) / step) * step, 10)
 
 
-def check_markers_possible(params, meta):
-    """Raise if these thresholds leave a marker label empty on this image."""
-    if params["vmin"] <= meta["min"]:
+def check_markers_possible(recipe, meta):
+    """Raise if the thresholds leave a marker label empty on this image.
+
+    Checked on the loaded image's range, for the unfiltered image (a filter narrows the
+    range; the segmentation step reports the remaining cases).
+    """
+    vmin, vmax = recipe["markers"]["vmin"], recipe["markers"]["vmax"]
+    if recipe["filter"]["name"] != "none":
+        return
+    if vmin <= meta["min"]:
         raise InputError(
-            f"No background marker: no pixel is below vmin = {params['vmin']:g} (the darkest "
-            f"pixel is {meta['min']:g}). Keeping the previous thresholds."
-        )
-    if params["vmax"] >= meta["max"]:
+            f"No background marker: no pixel is below vmin = {vmin:g} (the darkest pixel is "
+            f"{meta['min']:g}). Keeping the previous thresholds.")
+    if vmax >= meta["max"]:
         raise InputError(
-            f"No object marker: no pixel is above vmax = {params['vmax']:g} (the brightest "
-            f"pixel is {meta['max']:g}). Keeping the previous thresholds."
-        )
+            f"No object marker: no pixel is above vmax = {vmax:g} (the brightest pixel is "
+            f"{meta['max']:g}). Keeping the previous thresholds.")
 
 
-def next_state(trigger, history, meta, controls, click_data=None, relayout=None,
-               mode_default="cg_mg"):
+def postprocess_from_controls(ops, values) -> list:
+    """The recipe's post-processing list from the checklist and its parameter inputs."""
+    chosen = set(ops or ()) | {"label"}
+    out = []
+    for name in POST_ORDER:
+        if name not in chosen:
+            continue
+        param = _POST_PARAM.get(name)
+        out.append({"name": name, "params": {param: values.get(name)} if param else {}})
+    return out
+
+
+def _proposal(trigger, current, meta, c):
+    """The recipe a user action asks for (not validated yet), or None for no change."""
+    proposed = copy.deepcopy(current)
+    pair = None
+    if trigger == ids.HIST_GRAPH + ".clickData":
+        pair = thresholds_from_click(current["markers"], c.get("click"))
+    elif trigger == ids.HIST_GRAPH + ".relayoutData":
+        pair = thresholds_from_relayout(current["markers"], c.get("relayout"))
+    elif trigger == ids.THRESHOLDS:
+        values = c.get("thresholds") or []
+        pair = tuple(values) if len(values) == 2 else None
+    elif isinstance(trigger, dict) and trigger.get("type") == ids.ADOPT:
+        value = float(trigger["value"])
+        pair = ((value, current["markers"]["vmax"]) if trigger["as"] == "vmin"
+                else (current["markers"]["vmin"], value))
+        return _with_pair(proposed, pair, meta, snap=False)
+    elif trigger == ids.FILTER_METHOD:
+        proposed["filter"] = {"name": c["filter_method"], "params": {}}
+    elif trigger == ids.SEG_METHOD:
+        proposed["segmentation"] = {"name": c["seg_method"], "params": {}}
+    elif isinstance(trigger, dict) and trigger.get("type") == ids.PARAM:
+        stage = trigger["stage"]
+        if current[stage]["name"] != trigger["method"]:
+            return None  # a form of another method, being replaced
+        proposed[stage]["params"] = {**current[stage]["params"], **c["params"].get(stage, {})}
+    elif trigger in (ids.POST_OPS, ids.POST_CLOSING, ids.POST_OPENING, ids.POST_MIN_SIZE,
+                     ids.POST_CONNECTIVITY):
+        proposed["postprocess"] = postprocess_from_controls(c.get("post_ops"), c.get("post", {}))
+    elif trigger in (ids.MEASURE_PROPERTIES, ids.PIXEL_SIZE, ids.PIXEL_UNIT):
+        proposed["measure"] = {**current["measure"], "properties": c.get("properties"),
+                               "pixel_size": c.get("pixel_size"), "unit": c.get("unit")}
+    elif trigger == ids.LOAD_RECIPE:
+        return recipes.loads(c["recipe_text"])
+    elif isinstance(trigger, dict) and trigger.get("type") == ids.SWEEP_ADOPT:
+        cells = c.get("sweep") or []
+        index = int(trigger["index"])
+        if not 0 <= index < len(cells):
+            return None
+        return cells[index]["recipe"]
+    else:
+        return None
+    if pair is not None:
+        return _with_pair(proposed, pair, meta)
+    return proposed
+
+
+def _with_pair(recipe, pair, meta, snap=True):
+    vmin, vmax = (float(v) for v in pair)
+    if snap:
+        vmin, vmax = _snap(vmin, meta), _snap(vmax, meta)
+    recipe["markers"] = {"vmin": vmin, "vmax": vmax}
+    return recipe
+
+
+def next_state(trigger, history, meta, controls):
     """The new history after one user action, and a message for the user.
 
     Parameters
     ----------
-    trigger : str or None
-        Id of the control that changed.
+    trigger : str, dict or None
+        Id of the control that changed (``"histogram-graph.clickData"`` style for the
+        histogram's events; the id dict for pattern-matching controls).
     history : dict or None
         Current history.
     meta : dict or None
         Current image metadata.
     controls : dict
-        Values of the controls: ``thresholds`` (list of two), ``beta``, ``mode``, ``tol``.
-    click_data, relayout : dict, optional
-        Histogram events.
+        Values of the controls (see ``register``).
 
     Returns
     -------
@@ -131,54 +220,68 @@ def next_state(trigger, history, meta, controls, click_data=None, relayout=None,
     if not meta:
         raise PreventUpdate
     if trigger == ids.IMAGE or not history or history.get("image_id") != meta["id"]:
-        return initial_history(meta, history, mode_default), ""
+        return initial_history(meta, history), ""
     if trigger == ids.UNDO:
         return move(history, -1), ""
     if trigger == ids.REDO:
         return move(history, +1), ""
-    current = current_params(history)
-    proposed = dict(current)
-    if trigger == ids.HIST_GRAPH + ".clickData":
-        pair = thresholds_from_click(current, click_data)
-    elif trigger == ids.HIST_GRAPH + ".relayoutData":
-        pair = thresholds_from_relayout(current, relayout)
-    elif trigger == ids.THRESHOLDS:
-        values = controls.get("thresholds") or []
-        pair = tuple(values) if len(values) == 2 else None
-    else:
-        pair = None
-        proposed.update({k: controls.get(k) for k in ("beta", "mode", "tol")})
-    if pair is not None:
-        proposed["vmin"], proposed["vmax"] = (_snap(float(v), meta) for v in pair)
+    current = current_recipe(history)
     try:
-        params = SegmentParams.from_dict(proposed).to_dict()
-        check_markers_possible(params, meta)
+        proposed = _proposal(trigger, current, meta, controls)
+        if proposed is None:
+            return history, ""
+        recipe = recipes.validate(proposed)
+        check_markers_possible(recipe, meta)
     except InputError as exc:
         return history, str(exc)
-    if params == current:
+    if recipe == current:
         return history, ""
-    return push(history, params), ""
+    return push(history, recipe), ""
 
 
-def control_values(history, meta):
-    """What the parameter controls show for the current history position."""
-    params = current_params(history)
+def control_values(history, meta) -> dict:
+    """What every control shows for the current history position."""
+    r = current_recipe(history)
+    post = {op["name"]: op["params"] for op in r["postprocess"]}
     return {
-        "thresholds": [params["vmin"], params["vmax"]],
+        "thresholds": [r["markers"]["vmin"], r["markers"]["vmax"]],
         "min": meta["min"],
         "max": meta["max"],
         "step": meta["step"],
-        "beta": params["beta"],
-        "mode": params["mode"],
-        "tol": params["tol"],
+        "filter_method": r["filter"]["name"],
+        "seg_method": r["segmentation"]["name"],
+        "post_ops": [name for name in POST_ORDER if name in post and name != "label"],
+        "closing": post.get("closing", {}).get("radius", no_update),
+        "opening": post.get("opening", {}).get("radius", no_update),
+        "min_size": post.get("remove_small_objects", {}).get("min_size", no_update),
+        "connectivity": post["label"]["connectivity"],
+        "properties": list(r["measure"]["properties"]),
+        "pixel_size": r["measure"]["pixel_size"],
+        "unit": r["measure"]["unit"],
         "undo_disabled": history["index"] == 0,
         "redo_disabled": history["index"] >= len(history["states"]) - 1,
         "text": f"step {history['index'] + 1} of {len(history['states'])}",
     }
 
 
-def register(app, services, mode_default="cg_mg"):
-    """Wire the parameter controls, the histogram interactions and undo / redo."""
+def param_values(history, param_ids):
+    """Values of the dynamic parameter inputs present on the page, from the current recipe."""
+    r = current_recipe(history)
+    out = []
+    for pid in param_ids:
+        step = r.get(pid["stage"], {})
+        if step.get("name") == pid["method"] and pid["name"] in step.get("params", {}):
+            out.append(step["params"][pid["name"]])
+        else:
+            out.append(no_update)
+    return out
+
+
+def register(app, services):
+    """Wire the recipe controls, the histogram interactions and undo / redo."""
+    # The history lives in the browser (small JSON); the server remembers the current recipe
+    # of each session's image, which `app.explore` hands back to Python.
+    param_pattern = {"type": ids.PARAM, "stage": ALL, "method": ALL, "name": ALL}
 
     @app.callback(
         Output(ids.HISTORY, "data"),
@@ -186,34 +289,102 @@ def register(app, services, mode_default="cg_mg"):
         Output(ids.THRESHOLDS, "min"),
         Output(ids.THRESHOLDS, "max"),
         Output(ids.THRESHOLDS, "step"),
-        Output(ids.BETA, "value"),
-        Output(ids.MODE, "value"),
-        Output(ids.TOL, "value"),
+        Output(ids.FILTER_METHOD, "value"),
+        Output(ids.SEG_METHOD, "value"),
+        Output(ids.POST_OPS, "value"),
+        Output(ids.POST_CLOSING, "value"),
+        Output(ids.POST_OPENING, "value"),
+        Output(ids.POST_MIN_SIZE, "value"),
+        Output(ids.POST_CONNECTIVITY, "value"),
+        Output(ids.MEASURE_PROPERTIES, "value"),
+        Output(ids.PIXEL_SIZE, "value"),
+        Output(ids.PIXEL_UNIT, "value"),
+        Output(param_pattern, "value"),
         Output(ids.UNDO, "disabled"),
         Output(ids.REDO, "disabled"),
         Output(ids.HISTORY_TEXT, "children"),
         Output(ids.PARAM_MESSAGE, "children"),
+        Output(ids.LOAD_RECIPE, "contents"),
         Input(ids.IMAGE, "data"),
         Input(ids.THRESHOLDS, "value"),
-        Input(ids.BETA, "value"),
-        Input(ids.MODE, "value"),
-        Input(ids.TOL, "value"),
-        Input(ids.UNDO, "n_clicks"),
-        Input(ids.REDO, "n_clicks"),
         Input(ids.HIST_GRAPH, "clickData"),
         Input(ids.HIST_GRAPH, "relayoutData"),
+        Input({"type": ids.ADOPT, "method": ALL, "as": ALL, "value": ALL}, "n_clicks"),
+        Input(ids.FILTER_METHOD, "value"),
+        Input(ids.SEG_METHOD, "value"),
+        Input(param_pattern, "value"),
+        Input(ids.POST_OPS, "value"),
+        Input(ids.POST_CLOSING, "value"),
+        Input(ids.POST_OPENING, "value"),
+        Input(ids.POST_MIN_SIZE, "value"),
+        Input(ids.POST_CONNECTIVITY, "value"),
+        Input(ids.MEASURE_PROPERTIES, "value"),
+        Input(ids.PIXEL_SIZE, "value"),
+        Input(ids.PIXEL_UNIT, "value"),
+        Input(ids.LOAD_RECIPE, "contents"),
+        Input({"type": ids.SWEEP_ADOPT, "index": ALL}, "n_clicks"),
+        Input(ids.UNDO, "n_clicks"),
+        Input(ids.REDO, "n_clicks"),
         State(ids.HISTORY, "data"),
+        State(ids.SWEEP_STORE, "data"),
+        State(ids.SESSION, "data"),
     )
-    def _params(meta, thresholds, beta, mode, tol, _undo, _redo, click, relayout, history):
+    def _recipe(meta, thresholds, click, relayout, adopt_clicks, filter_method, seg_method,
+                param_vals, post_ops, closing, opening, min_size, connectivity, properties,
+                pixel_size, unit, recipe_contents, sweep_clicks, _undo, _redo, history, sweep,
+                session_id):
         trigger = ctx.triggered_id
         if trigger == ids.HIST_GRAPH:
-            trigger = ctx.triggered[0]["prop_id"]
-        controls = {"thresholds": thresholds, "beta": beta, "mode": mode, "tol": tol}
-        new, message = next_state(trigger, history, meta, controls, click, relayout, mode_default)
+            trigger = ctx.triggered[0]["prop_id"]  # "histogram-graph.clickData" / .relayoutData
+        if isinstance(trigger, dict) and trigger.get("type") in (ids.ADOPT, ids.SWEEP_ADOPT):
+            # a button appearing in the page is not a click
+            if not any(t["value"] for t in ctx.triggered):
+                raise PreventUpdate
+        param_ids = [o["id"] for o in ctx.outputs_list[15]]
+        params = {}
+        for pid, value in zip([i["id"] for i in ctx.inputs_list[7]], param_vals):
+            params.setdefault(pid["stage"], {})[pid["name"]] = value
+        controls = {
+            "thresholds": thresholds, "click": click, "relayout": relayout,
+            "filter_method": filter_method, "seg_method": seg_method, "params": params,
+            "post_ops": post_ops,
+            "post": {"closing": closing, "opening": opening, "remove_small_objects": min_size,
+                     "label": connectivity},
+            "properties": properties, "pixel_size": pixel_size, "unit": unit,
+            "recipe_text": _recipe_text(recipe_contents), "sweep": sweep,
+        }
+        if trigger == ids.LOAD_RECIPE and recipe_contents is None:
+            raise PreventUpdate
+        new, message = next_state(trigger, history, meta, controls)
+        if new is not history:
+            try:
+                services.store.put_recipe(session_id, meta["id"], current_recipe(new))
+            except InputError:  # a forged session id: the browser state still works
+                pass
         v = control_values(new, meta)
+        if message and trigger == ids.LOAD_RECIPE:
+            message = f"Could not load the recipe: {message}"
         return (
             new if new is not history else no_update,
-            v["thresholds"], v["min"], v["max"], v["step"], v["beta"], v["mode"], v["tol"],
+            v["thresholds"], v["min"], v["max"], v["step"], v["filter_method"], v["seg_method"],
+            v["post_ops"], v["closing"], v["opening"], v["min_size"], v["connectivity"],
+            v["properties"], v["pixel_size"], v["unit"],
+            param_values(new, param_ids),
             v["undo_disabled"], v["redo_disabled"], v["text"],
             message or None,
+            None if trigger == ids.LOAD_RECIPE else no_update,
         )
+
+
+def _recipe_text(contents):
+    """Text of an uploaded recipe file (a data URL), or None."""
+    if not contents:
+        return None
+    try:
+        header, data = contents.split(",", 1)
+        raw = base64.b64decode(data, validate=False)
+        if len(raw) > 1_000_000:
+            return "x" * 1_000_001  # recipes.loads refuses it with the size message
+        return raw.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return "\0not text"

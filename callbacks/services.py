@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline import recipe as recipes
 from pipeline.compute import Compute
 from pipeline.config import Config
 from pipeline.errors import InputError
@@ -22,14 +23,15 @@ class Services:
     config: Config
     store: ArrayStore
     compute: Compute
+    initial: object = None  # a pipeline.io.LoadedImage offered as the sample "array"
 
     @classmethod
-    def create(cls, config: Config) -> "Services":
+    def create(cls, config: Config, initial=None) -> "Services":
         """Open (creating if needed) the store and cache named by `config`."""
         config.state_dir.mkdir(parents=True, exist_ok=True)
         store = ArrayStore(config.store_dir, size_limit=int(config.store_size_gb * 1024**3))
         compute = Compute(config.cache_dir, bytes_limit=int(2 * config.store_size_gb * 1024**3))
-        return cls(config=config, store=store, compute=compute)
+        return cls(config=config, store=store, compute=compute, initial=initial)
 
     def loader(self, session_id, image_id):
         """A callable returning this session's image, for cache misses only."""
@@ -47,15 +49,46 @@ class Services:
             raise InputError(
                 "This image is no longer on the server (expired or evicted). Load it again.")
 
-    def segment(self, session_id, image_id, params):
-        """Cached random-walker result for this session's image (see ``Compute.segment``)."""
-        self._check_access(session_id, image_id)
-        return self.compute.segment(image_id, self.loader(session_id, image_id), params)
+    @staticmethod
+    def validate(recipe):
+        """A recipe checked and completed (see :func:`pipeline.recipe.validate`)."""
+        return recipes.validate(recipe)
 
-    def histogram(self, session_id, image_id):
-        """Cached histogram (counts, edges) of this session's image."""
+    def run(self, session_id, image_id, recipe):
+        """Cached pipeline result (filtered, mask, labels) of this session's image."""
         self._check_access(session_id, image_id)
-        return self.compute.histogram(image_id, self.loader(session_id, image_id))
+        return self.compute.run(image_id, self.loader(session_id, image_id),
+                                recipes.validate(recipe))
+
+    def filtered(self, session_id, image_id, recipe):
+        """Cached filtered image of this session's image."""
+        self._check_access(session_id, image_id)
+        return self.compute.filtered(image_id, self.loader(session_id, image_id),
+                                     recipes.validate(recipe))
+
+    def mask(self, session_id, image_id, recipe):
+        """Cached segmentation mask (before post-processing) of this session's image."""
+        self._check_access(session_id, image_id)
+        return self.compute.mask(image_id, self.loader(session_id, image_id),
+                                 recipes.validate(recipe))
+
+    def measurements(self, session_id, image_id, recipe):
+        """Cached measurements of this session's image."""
+        self._check_access(session_id, image_id)
+        return self.compute.measurements(image_id, self.loader(session_id, image_id),
+                                         recipes.validate(recipe))
+
+    def histogram(self, session_id, image_id, recipe):
+        """Cached histogram (counts, edges) of the filtered image."""
+        self._check_access(session_id, image_id)
+        return self.compute.histogram(image_id, self.loader(session_id, image_id),
+                                      recipes.validate(recipe))
+
+    def thresholds(self, session_id, image_id, recipe):
+        """Cached automatic thresholds {method: value or 'failed: ...'} of the filtered image."""
+        self._check_access(session_id, image_id)
+        return self.compute.thresholds(image_id, self.loader(session_id, image_id),
+                                       recipes.validate(recipe))
 
     def image(self, session_id, image_id):
         """This session's image (raises InputError if it is not in the store)."""

@@ -9,8 +9,12 @@ DOCS_ROOT = "https://scikit-image.org/docs/stable/api"
 
 
 def doc_url(qualname: str) -> str:
-    """API page of a scikit-image function, e.g. ``skimage.filters.gaussian``."""
+    """API page of a scikit-image (or scipy / numpy) function, e.g. ``skimage.filters.gaussian``."""
     module = qualname.rsplit(".", 1)[0]
+    if qualname.startswith("scipy."):
+        return f"https://docs.scipy.org/doc/scipy/reference/generated/{qualname}.html"
+    if qualname.startswith("numpy."):
+        return f"https://numpy.org/doc/stable/reference/generated/{qualname}.html"
     return f"{DOCS_ROOT}/{module}.html#{qualname}"
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 # Trace order of the Binarization figure (callbacks patch these by index).
-BASE_TRACE, MARKER_TRACE, SEG_TRACE = 0, 1, 2
+BASE_TRACE, MARKER_TRACE, SEG_TRACE, HIGHLIGHT_TRACE = 0, 1, 2, 3
 # Shape order of the histogram figure.
 VMIN_LINE, VMAX_LINE, BG_RANGE, OBJ_RANGE = 0, 1, 2, 3
 
@@ -34,11 +34,27 @@ def image_figure(base_uri, *, uirevision, height=420):
     return fig
 
 
-def segmentation_figure(base_uri, marker_uri, seg_uri, *, uirevision, height=420):
-    """The Binarization panel: image, marker overlay and segmentation overlay."""
+def segmentation_figure(base_uri, marker_uri, seg_uri, *, uirevision, highlight=None,
+                        height=420):
+    """The Binarization panel: image, marker overlay, result overlay, selected regions."""
     fig = image_figure(base_uri, uirevision=uirevision, height=height)
     fig.add_trace(go.Image(source=marker_uri, name="markers", hoverinfo="skip"))
     fig.add_trace(go.Image(source=seg_uri, name="segmentation", hoverinfo="skip"))
+    fig.add_trace(go.Image(source=highlight or marker_uri, name="selected", hoverinfo="skip",
+                           visible=highlight is not None))
+    return fig
+
+
+def add_threshold_markers(fig, values):
+    """Dotted labelled lines at automatic thresholds ({method: value}) on the histogram."""
+    for i, (name, value) in enumerate(sorted(values.items(), key=lambda kv: kv[1])):
+        fig.add_trace(go.Scatter(
+            x=[value, value], y=[0, 1], yaxis="y2", mode="lines+text",
+            line=dict(color="#555", width=1, dash="dot"), text=["", name],
+            textposition="top center", textfont=dict(size=9), name=name,
+            hovertemplate=f"{name}: %{{x:.4g}}<extra></extra>", showlegend=False))
+    fig.update_layout(yaxis2=dict(overlaying="y", range=[0, 1.12], visible=False,
+                                  fixedrange=True))
     return fig
 
 

@@ -46,3 +46,61 @@ DOWNLOAD_LABELS_BUTTON = "download-labels-button"
 DOWNLOAD_OVERLAY_BUTTON = "download-overlay-button"
 DOWNLOAD_LABELS = "download-labels"
 DOWNLOAD_OVERLAY = "download-overlay"
+
+# Pipeline steps (issue: the whole pipeline)
+FILTER_METHOD = "filter-method"
+FILTER_DOC = "filter-doc"
+FILTERED_GRAPH = "filtered-graph"
+SEG_METHOD = "segmentation-method"
+SEG_DOC = "segmentation-doc"
+POST_OPS = "postprocess-ops"
+POST_CLOSING = "postprocess-closing-radius"
+POST_OPENING = "postprocess-opening-radius"
+POST_MIN_SIZE = "postprocess-min-size"
+POST_CONNECTIVITY = "postprocess-connectivity"
+STEP_MESSAGE = "step-message"  # pattern: {"type": STEP_MESSAGE, "stage": ...}
+PARAM = "param"  # pattern: {"type": PARAM, "stage": "filter"|"segmentation", "name": ...}
+PARAM_FORM = "param-form"  # pattern: {"type": PARAM_FORM, "stage": ...}
+
+# Threshold discovery
+THRESHOLD_GALLERY = "threshold-gallery"
+ADOPT = "adopt"  # pattern: {"type": ADOPT, "method": ..., "as": "vmin"|"vmax"}
+LOCAL_WINDOW = "local-window"
+
+# Comparison
+COMPARE_METHOD = "compare-method"
+COMPARE_GRAPH = "compare-graph"
+COMPARE_TEXT = "compare-text"
+
+# Result overlays
+RESULT_VIEW = "result-view"  # which array: segmentation mask or final labels
+
+# Measurements
+MEASURE_TABLE = "measure-table"
+MEASURE_PROPERTIES = "measure-properties"
+PIXEL_SIZE = "pixel-size"
+PIXEL_UNIT = "pixel-unit"
+MEASURE_PLOT = "measure-plot"
+MEASURE_COLUMN = "measure-column"
+DOWNLOAD_CSV_BUTTON = "download-csv-button"
+DOWNLOAD_CSV = "download-csv"
+SELECTED_LABELS = "selected-labels-store"
+
+# Recipe
+SAVE_RECIPE_BUTTON = "save-recipe-button"
+DOWNLOAD_RECIPE = "download-recipe"
+LOAD_RECIPE = "load-recipe-upload"
+EXPORT_SCRIPT_BUTTON = "export-script-button"
+DOWNLOAD_SCRIPT = "download-script"
+RECIPE_MESSAGE = "recipe-message"
+RECIPE_VIEW = "recipe-view"
+
+# Parameter sweep
+SWEEP_PARAM_A = "sweep-param-a"
+SWEEP_VALUES_A = "sweep-values-a"
+SWEEP_PARAM_B = "sweep-param-b"
+SWEEP_VALUES_B = "sweep-values-b"
+SWEEP_RUN = "sweep-run"
+SWEEP_GRID = "sweep-grid"
+SWEEP_ADOPT = "sweep-adopt"  # pattern: {"type": SWEEP_ADOPT, "index": i}
+SWEEP_STORE = "sweep-store"

@@ -1,55 +1,99 @@
-"""Cached compute steps, keyed by image id rather than by the array.
+"""Cached compute stages, keyed by image id and recipe prefix, never by the array.
 
 ``joblib.Memory`` hashes every array argument on every call (about 0.4 s for 256 MB), so the
-cached functions here take the image's content hash (``image_id``) and a *loader* that returns
-the array; the loader is excluded from the cache key (``ignore=``) and only called on a miss.
-Results are stored on disk, shared by all worker processes, and reloaded memory-mapped.
+cached functions here take the image's content hash (``image_id``) and JSON keys of the
+recipe stages they depend on; the arrays (and the full recipe) are passed in arguments that
+are excluded from the key (``ignore=``) and only used on a miss. Each stage is cached on its
+own, so a new vmin only recomputes markers onwards, and returning to earlier parameters (undo)
+is a cache hit all along. Results are stored on disk, shared by all worker processes, and
+reloaded memory-mapped.
+
+Every stage runs the functions of :mod:`pipeline.recipe`, which are also what the CLI and the
+exported script run; the one shortcut is random walker, whose graph Laplacian is cached per
+(filtered image, beta) and solved per markers with :func:`pipeline.randomwalker.solve`, which
+gives bit-identical labels to :func:`pipeline.randomwalker.random_walker`.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from joblib import Memory
 
-from . import randomwalker
+from . import randomwalker, thresholds
+from . import recipe as recipes
 from .render import histogram as _histogram_of
-from .segment import SegmentParams, make_markers
 
-__all__ = ["Compute", "SegmentResult"]
-
-
-def _graph(image_id, beta, load_image):
-    """Random-walker graph of an image (depends on the image and beta only)."""
-    return randomwalker.build_graph(load_image(), beta=beta)
+__all__ = ["Compute", "PipelineResult", "stage_keys"]
 
 
-def _labels(image_id, vmin, vmax, beta, mode, tol, load_image, graph_fn):
-    """Canonical random-walker labels for one parameter set (path independent)."""
-    image = load_image()
-    markers = make_markers(image, vmin, vmax)
-    graph = graph_fn(image_id, beta, load_image)
-    return randomwalker.solve(graph, markers, mode=mode, tol=tol)
+def stage_keys(recipe: dict) -> dict:
+    """JSON keys of each stage: a stage's key includes the keys of the stages before it."""
+    dump = lambda obj: json.dumps(obj, sort_keys=True, separators=(",", ":"))  # noqa: E731
+    return {
+        "filter": dump(recipe["filter"]),
+        "markers": dump(recipe["markers"]),
+        "segmentation": dump(recipe["segmentation"]),
+        "postprocess": dump(recipe["postprocess"]),
+        "measure": dump(recipe["measure"]),
+    }
 
 
-def _histogram(image_id, bins, load_image):
-    counts, edges = _histogram_of(load_image(), bins=bins)
-    return counts, edges
+def _filtered(image_id, filter_key, recipe, load_image):
+    return recipes.filter_stage(load_image(), recipe)
+
+
+def _graph(image_id, filter_key, beta, load_filtered):
+    return randomwalker.build_graph(load_filtered(), beta=beta)
+
+
+def _mask(image_id, filter_key, markers_key, seg_key, recipe, load_image, filtered_fn, graph_fn):
+    filtered = filtered_fn(image_id, filter_key, recipe, load_image)
+    markers = recipes.marker_stage(filtered, recipe)
+    seg = recipe["segmentation"]
+    if seg["name"] == "random_walker":
+        p = seg["params"]
+        graph = graph_fn(image_id, filter_key, p["beta"], lambda: filtered)
+        return randomwalker.solve(graph, markers, mode=p["mode"], tol=p["tol"]) == 2
+    return recipes.segment_stage(filtered, markers, recipe)
+
+
+def _labels(image_id, filter_key, markers_key, seg_key, post_key, recipe, load_image, mask_fn):
+    mask = mask_fn(image_id, filter_key, markers_key, seg_key, recipe, load_image)
+    return recipes.postprocess_stage(np.asarray(mask), recipe)
+
+
+def _measure(image_id, filter_key, markers_key, seg_key, post_key, measure_key, recipe,
+             load_image, labels_fn):
+    labels = labels_fn(image_id, filter_key, markers_key, seg_key, post_key, recipe, load_image)
+    return recipes.measure_stage(np.asarray(labels), load_image(), recipe)
+
+
+def _histogram(image_id, filter_key, bins, load_filtered):
+    return _histogram_of(load_filtered(), bins=bins)
+
+
+def _thresholds(image_id, filter_key, load_filtered):
+    return thresholds.global_thresholds(load_filtered())
 
 
 @dataclass(frozen=True)
-class SegmentResult:
-    """Labels of one segmentation and how they were obtained."""
+class PipelineResult:
+    """Arrays of one pipeline run (memory-mapped from the cache) and how they were obtained."""
 
+    filtered: np.ndarray
+    mask: np.ndarray
     labels: np.ndarray
     seconds: float
     cached: bool
+    stages_cached: dict = field(default_factory=dict)
 
 
 class Compute:
-    """The cached compute steps of one app instance.
+    """The cached compute stages of one app instance.
 
     Parameters
     ----------
@@ -62,31 +106,80 @@ class Compute:
     def __init__(self, cache_dir, bytes_limit: int = 8 * 1024**3):
         self.memory = Memory(location=str(cache_dir), verbose=0, mmap_mode="r")
         self.bytes_limit = int(bytes_limit)
-        self._graph = self.memory.cache(_graph, ignore=["load_image"])
-        self._labels = self.memory.cache(_labels, ignore=["load_image", "graph_fn"])
-        self._histogram = self.memory.cache(_histogram, ignore=["load_image"])
+        self._filtered = self.memory.cache(_filtered, ignore=["recipe", "load_image"])
+        self._graph = self.memory.cache(_graph, ignore=["load_filtered"])
+        self._mask = self.memory.cache(
+            _mask, ignore=["recipe", "load_image", "filtered_fn", "graph_fn"])
+        self._labels = self.memory.cache(_labels, ignore=["recipe", "load_image", "mask_fn"])
+        self._measure = self.memory.cache(_measure, ignore=["recipe", "load_image", "labels_fn"])
+        self._histogram = self.memory.cache(_histogram, ignore=["load_filtered"])
+        self._thresholds = self.memory.cache(_thresholds, ignore=["load_filtered"])
 
-    def segment(self, image_id: str, load_image, params: SegmentParams) -> SegmentResult:
-        """Random-walker labels (1 background, 2 object) of an image for `params`.
+    # Each stage call passes the functions of the stages before it, bound to this cache.
+    def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image):
+        return self._mask(image_id, fk, mk, sk, recipe, load_image, self._filtered, self._graph)
+
+    def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
+        return self._labels(image_id, fk, mk, sk, pk, recipe, load_image, self._mask_fn)
+
+    def filtered(self, image_id: str, load_image, recipe: dict) -> np.ndarray:
+        """The filtered image (float64) of a recipe."""
+        k = stage_keys(recipe)
+        return self._filtered(image_id, k["filter"], recipe, load_image)
+
+    def run(self, image_id: str, load_image, recipe: dict) -> PipelineResult:
+        """Filtered image, object mask and label image of a (validated) recipe.
 
         Parameters
         ----------
         image_id : str
             Content hash of the image.
         load_image : callable
-            Returns the image; called only when the result is not cached.
-        params : SegmentParams
-            Thresholds and solver settings.
+            Returns the image; called only on a cache miss.
+        recipe : dict
+            A recipe normalised by :func:`pipeline.recipe.validate`.
         """
-        args = (image_id, params.vmin, params.vmax, params.beta, params.mode, params.tol)
-        cached = self._labels.check_call_in_cache(*args, load_image, self._graph)
+        k = stage_keys(recipe)
+        args = (image_id, k["filter"], k["markers"], k["segmentation"], k["postprocess"])
+        cached = {
+            "filter": self._filtered.check_call_in_cache(image_id, k["filter"], recipe,
+                                                         load_image),
+            "segmentation": self._mask.check_call_in_cache(*args[:4], recipe, load_image,
+                                                           self._filtered, self._graph),
+            "postprocess": self._labels.check_call_in_cache(*args, recipe, load_image,
+                                                            self._mask_fn),
+        }
         t0 = time.perf_counter()
-        labels = self._labels(*args, load_image, self._graph)
-        return SegmentResult(labels=labels, seconds=time.perf_counter() - t0, cached=cached)
+        labels = self._labels(*args, recipe, load_image, self._mask_fn)
+        mask = self._mask_fn(*args[:4], recipe, load_image)
+        filtered = self._filtered(image_id, k["filter"], recipe, load_image)
+        return PipelineResult(filtered=filtered, mask=mask, labels=labels,
+                              seconds=time.perf_counter() - t0, cached=all(cached.values()),
+                              stages_cached=cached)
 
-    def histogram(self, image_id: str, load_image, bins: int = 256):
-        """Histogram (counts, edges) of an image, cached by image id."""
-        return self._histogram(image_id, bins, load_image)
+    def mask(self, image_id: str, load_image, recipe: dict) -> np.ndarray:
+        """Object mask of the segmentation stage of a recipe."""
+        k = stage_keys(recipe)
+        return self._mask_fn(image_id, k["filter"], k["markers"], k["segmentation"], recipe,
+                             load_image)
+
+    def measurements(self, image_id: str, load_image, recipe: dict):
+        """Measurements table of a recipe (see :func:`pipeline.recipe.measure_stage`)."""
+        k = stage_keys(recipe)
+        return self._measure(image_id, k["filter"], k["markers"], k["segmentation"],
+                             k["postprocess"], k["measure"], recipe, load_image, self._labels_fn)
+
+    def histogram(self, image_id: str, load_image, recipe: dict, bins: int = 256):
+        """Histogram (counts, edges) of the filtered image of a recipe."""
+        k = stage_keys(recipe)
+        return self._histogram(image_id, k["filter"], bins,
+                               lambda: self.filtered(image_id, load_image, recipe))
+
+    def thresholds(self, image_id: str, load_image, recipe: dict) -> dict:
+        """Automatic global thresholds of the filtered image ({method: value or message})."""
+        k = stage_keys(recipe)
+        return self._thresholds(image_id, k["filter"],
+                                lambda: self.filtered(image_id, load_image, recipe))
 
     def trim(self) -> None:
         """Evict least recently used cache entries beyond ``bytes_limit``."""

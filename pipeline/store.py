@@ -129,6 +129,15 @@ class ArrayStore:
         """Read a value stored with :meth:`put`."""
         return self._cache.get(self._key(session_id, image_id, name), default)
 
+    def put_recipe(self, session_id: str, image_id: str, recipe: dict) -> None:
+        """Remember the current recipe of a session's image (for notebooks and batch runs)."""
+        self.put(session_id, image_id, "recipe", recipe)
+        self._cache.set(f"latest-recipe/{_check_image_id(image_id)}", recipe)
+
+    def latest_recipe(self, image_id: str):
+        """The recipe most recently set on this image by any session, or None."""
+        return self._cache.get(f"latest-recipe/{_check_image_id(image_id)}")
+
     def volume(self) -> int:
         """Bytes used on disk."""
         return self._cache.volume()

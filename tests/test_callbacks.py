@@ -1,6 +1,7 @@
 """Callback bodies called directly, on a real store and cache in a temporary folder."""
 
 import base64
+import copy
 import io as _io
 import json
 import re
@@ -11,13 +12,12 @@ import tifffile
 from dash import Patch
 from PIL import Image
 
-from callbacks import display, downloads, loading
+from callbacks import discovery, display, downloads, loading, measure, recipe_io
 from callbacks.params import next_state
 from callbacks.services import Services
 from components import ids
 from pipeline.config import Config
 from pipeline.errors import InputError
-from pipeline.segment import SegmentParams
 from pipeline.store import new_session_id
 
 
@@ -53,6 +53,12 @@ def _history(meta):
     return next_state(ids.IMAGE, None, meta, {})[0]
 
 
+def _recipe(meta, **changes):
+    r = copy.deepcopy(_history(meta)["states"][0])
+    r.update(changes)
+    return r
+
+
 def test_first_load_is_the_coins_sample(services):
     sid = new_session_id()
     out = loading.load_image(services, sid, None, "coins", None, None, None)
@@ -65,10 +71,11 @@ def test_two_sessions_never_see_each_others_images(services):
     alice, bob = new_session_id(), new_session_id()
     pixels = np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)
     meta = _load_upload(services, alice, _png(pixels), "a.png").meta
-    params = _history(meta)["states"][0]
+    recipe = _recipe(meta)
     for call in (lambda: display.image_panel(services, bob, meta, 0, 0),
-                 lambda: display.segmentation_panel(services, bob, meta, params, 0, 0, "contour",
-                                                    True, True),
+                 lambda: display.segmentation_panel(services, bob, meta, recipe, 0, 0, "contour",
+                                                    True, "labels", [], True),
+                 lambda: measure.table(services, bob, meta, recipe),
                  lambda: downloads.labels_file(services, bob, meta, _history(meta))):
         with pytest.raises(InputError, match="no longer on the server"):
             call()
@@ -142,16 +149,37 @@ def test_unknown_sample(services):
 def test_segmentation_panel_full_then_patch_and_cache_hit(services):
     sid = new_session_id()
     meta = _good_meta(services, sid)
-    params = _history(meta)["states"][0]
-    fig, summary = display.segmentation_panel(services, sid, meta, params, 0, 0, "contour", True, True)
-    assert [t.type for t in fig.data] == ["image", "image", "image"]
+    recipe = _recipe(meta)
+    fig, summary = display.segmentation_panel(services, sid, meta, recipe, 0, 0, "contour", True,
+                                              "labels", [], True)
+    assert [t.type for t in fig.data] == ["image"] * 4
     assert all(t.source.startswith("data:image/png;base64,") for t in fig.data)
-    assert "computed in" in summary
-    patch, summary2 = display.segmentation_panel(services, sid, meta, params, 0, 0, "fill", True, False)
-    assert isinstance(patch, Patch)
-    assert "from cache" in summary2
+    assert "computed in" in summary and "labelled regions" in summary
+    for style in ("fill", "labels", "boxes"):
+        patch, summary2 = display.segmentation_panel(services, sid, meta, recipe, 0, 0, style,
+                                                     True, "labels", [3], False)
+        assert isinstance(patch, Patch)
+        assert "from cache" in summary2
     ops = patch.to_plotly_json()["operations"]
-    assert {tuple(op["location"]) for op in ops} == {("data", 1, "source"), ("data", 2, "source")}
+    assert {tuple(op["location"]) for op in ops} == {("data", 1, "source"), ("data", 2, "source"),
+                                                     ("data", 3, "source")}
+
+
+def test_every_filter_and_method_runs_on_coins(services):
+    from pipeline.filters import FILTERS
+    from pipeline.segmentation import SEGMENTERS
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    for name in FILTERS:
+        fig = display.filtered_panel(services, sid, meta,
+                                     _recipe(meta, filter={"name": name, "params": {}}), 0, 0)
+        assert fig.data[0].source.startswith("data:image/png")
+    for name in SEGMENTERS:
+        fig, text = display.compare_panel(services, sid, meta, _recipe(meta), name, 0, 0)
+        assert "agree on" in text
+    fig, text = display.compare_panel(services, sid, meta, _recipe(meta), "random_walker", 0, 0)
+    assert "100.00 %" in text
 
 
 @pytest.mark.parametrize("vmin, vmax, message", [
@@ -166,9 +194,10 @@ def test_segmentation_panel_refuses_markers_that_leave_a_label_empty(services, v
         meta = _load_upload(services, sid, _png(two), "two.png").meta
     else:
         meta = _good_meta(services, sid)
-    params = {"vmin": vmin, "vmax": vmax, "beta": 130, "mode": "cg_j", "tol": 1e-3}
+    recipe = _recipe(meta, markers={"vmin": vmin, "vmax": vmax})
     with pytest.raises(InputError, match=message):
-        display.segmentation_panel(services, sid, meta, params, 0, 0, "contour", True, True)
+        display.segmentation_panel(services, sid, meta, recipe, 0, 0, "contour", True, "labels",
+                                   [], True)
 
 
 def test_figures_carry_images_as_png_never_as_arrays(services):
@@ -184,14 +213,92 @@ def test_figures_carry_images_as_png_never_as_arrays(services):
 def test_histogram_full_and_patch(services):
     sid = new_session_id()
     meta = _good_meta(services, sid)
-    params = _history(meta)["states"][0]
-    fig = display.histogram_panel(services, sid, meta, params, False, True)
+    recipe = _recipe(meta)
+    fig = display.histogram_panel(services, sid, meta, recipe, False, True)
     assert sum(fig.data[0].y) == 303 * 384
-    assert fig.layout.shapes[0].x0 == params["vmin"] and fig.layout.shapes[1].x0 == params["vmax"]
-    patch = display.histogram_panel(services, sid, meta, params, True, False)
+    assert fig.layout.shapes[0].x0 == recipe["markers"]["vmin"]
+    # automatic thresholds drawn as labelled lines
+    names = {t.name for t in fig.data[1:]}
+    assert {"otsu", "li", "yen"} <= names
+    patch = display.histogram_panel(services, sid, meta, recipe, True, False)
     ops = patch.to_plotly_json()["operations"]
     assert any(op["location"] == ["layout", "yaxis", "type"] and op["params"]["value"] == "log"
                for op in ops)
+
+
+def test_threshold_gallery_has_a_tile_per_method_and_survives_a_failing_one(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    tiles = discovery.gallery(services, sid, meta, _recipe(meta), 0, 0, 15)
+    assert len(tiles) == 9
+    text = json.dumps([t.to_plotly_json() for t in tiles], default=lambda o: o.to_plotly_json())
+    assert '"as": "vmin"' in text and '"method": "otsu"' in text
+    # a unimodal image: "minimum" fails in its tile, the others still work
+    rng = np.random.default_rng(0)
+    uni = np.clip(rng.normal(128, 20, (64, 64)), 0, 255).astype(np.uint8)
+    meta2 = _load_upload(services, sid, _png(uni), "uni.png").meta
+    tiles = discovery.gallery(services, sid, meta2, _recipe(meta2), 0, 0, 15)
+    errors = [t for t in tiles if "tile-error" in t.className]
+    assert len(errors) >= 1
+    assert len(tiles) == 9
+
+
+def test_sweep_grid_and_adopt(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    recipe = _recipe(meta)
+    options = [o["value"] for o in discovery.sweepable(recipe)]
+    assert "markers.vmin" in options and "segmentation.params.beta" in options
+    grid = discovery.sweep_recipes(recipe, "markers.vmin", [70, 80], "segmentation.params.beta",
+                                   [50, 130])
+    cells = discovery.run_sweep(services, sid, meta, grid, 0, 0)
+    assert len(cells) == 4 and all("uri" in c for c in cells)
+    assert cells[0]["recipe"]["markers"]["vmin"] == 70
+    assert cells[3]["recipe"]["segmentation"]["params"]["beta"] == 130
+    # a bad cell says so, the others are computed
+    bad = discovery.sweep_recipes(recipe, "markers.vmin", [0, 80])
+    cells = discovery.run_sweep(services, sid, meta, bad, 0, 0)
+    assert "error" in cells[0] or "uri" in cells[0]
+    with pytest.raises(InputError, match="numbers"):
+        discovery.parse_values("a, b")
+    with pytest.raises(InputError, match="at most"):
+        discovery.sweep_recipes(recipe, "markers.vmin", list(range(40)))
+
+
+def test_measurements_table_csv_and_region_lookup(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    recipe = _recipe(meta, postprocess=[{"name": "fill_holes", "params": {}},
+                                        {"name": "label", "params": {"connectivity": 1}},
+                                        {"name": "remove_small_objects",
+                                         "params": {"min_size": 64}}],
+                     measure={**_recipe(meta)["measure"], "pixel_size": 2.0, "unit": "um"})
+    rows, columns, notes = measure.table(services, sid, meta, recipe)
+    assert 15 <= len(rows) <= 40
+    headers = {c["id"]: c["name"] for c in columns}
+    assert headers["area"] == "area [um²]"
+    # pixel size 2: areas are 4x the pixel counts
+    labels = services.run(sid, meta["id"], recipe).labels
+    first = rows[0]
+    assert first["area"] == 4 * np.count_nonzero(np.asarray(labels) == first["label"])
+    r, c = np.argwhere(np.asarray(labels) == first["label"])[0]
+    assert measure.label_at(services, sid, meta, recipe, 0, 0, {"x": c, "y": r}) == first["label"]
+    history = {"image_id": meta["id"], "states": [recipe], "index": 0}
+    text, name = measure.csv_file(services, sid, meta, history)
+    assert name == "coins_measurements.csv"
+    assert text.startswith("# ") and meta["id"] in text.splitlines()[0] + text
+    assert "area [um²]" in text
+
+
+def test_recipe_and_script_files(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    history = _history(meta)
+    text, name = recipe_io.recipe_file(meta, history)
+    assert name == "coins_recipe.json" and json.loads(text)["version"] == 1
+    source, name = recipe_io.script_file(meta, history)
+    assert name == "coins_pipeline.py"
+    compile(source, name, "exec")
 
 
 def test_3d_slices(services):
@@ -213,11 +320,10 @@ def test_download_labels_tiff_with_provenance(services):
     with tifffile.TiffFile(_io.BytesIO(data)) as tif:
         labels = tif.asarray()
         description = tif.pages[0].description
-    assert labels.shape == (303, 384) and set(np.unique(labels)) == {1, 2}
+    assert labels.shape == (303, 384) and labels.max() > 10
     assert meta["id"] in description and "random_walker" in description
-    # Same labels as the panel shows.
-    result = services.segment(sid, meta["id"],
-                                      SegmentParams.from_dict(history["states"][0]))
+    # The same labels as the panel shows.
+    result = services.run(sid, meta["id"], history["states"][0])
     np.testing.assert_array_equal(labels, result.labels)
 
 

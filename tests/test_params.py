@@ -1,117 +1,193 @@
-"""The undo history and the parameter controls (callbacks.params), called directly."""
+"""The recipe history and the controls (callbacks.params), called directly."""
+
+import json
 
 import pytest
 from dash.exceptions import PreventUpdate
 
-from callbacks.params import (control_values, initial_history, next_state,
-                              thresholds_from_click, thresholds_from_relayout)
+from callbacks.params import (control_values, next_state, param_values,
+                              postprocess_from_controls, thresholds_from_click,
+                              thresholds_from_relayout)
 from components import ids
 
-META = {"id": "a" * 32, "min": 1.0, "max": 252.0, "step": 1.0, "vmin": 54, "vmax": 180}
-CONTROLS = {"thresholds": [54, 180], "beta": 130, "mode": "cg_mg", "tol": 1e-3}
+META = {"id": "a" * 32, "min": 1.0, "max": 252.0, "step": 1.0, "vmin": 83, "vmax": 131}
+
+
+def _start():
+    return next_state(ids.IMAGE, None, META, {})[0]
 
 
 def _slider(history, vmin, vmax):
-    return next_state(ids.THRESHOLDS, history, META, dict(CONTROLS, thresholds=[vmin, vmax]))
+    return next_state(ids.THRESHOLDS, history, META, {"thresholds": [vmin, vmax]})
+
+
+def _recipe(history):
+    return history["states"][history["index"]]
 
 
 def test_new_image_starts_a_history_at_its_defaults():
-    history, message = next_state(ids.IMAGE, None, META, CONTROLS)
-    assert message == ""
-    assert history["index"] == 0 and len(history["states"]) == 1
-    assert history["states"][0]["vmin"] == 54 and history["states"][0]["vmax"] == 180
+    h = _start()
+    assert h["index"] == 0 and len(h["states"]) == 1
+    r = _recipe(h)
+    assert r["markers"] == {"vmin": 83, "vmax": 131}
+    assert r["filter"]["name"] == "none" and r["segmentation"]["name"] == "random_walker"
+    assert [op["name"] for op in r["postprocess"]] == ["label"]
 
 
 def test_no_image_no_update():
     with pytest.raises(PreventUpdate):
-        next_state(ids.THRESHOLDS, None, None, CONTROLS)
+        next_state(ids.THRESHOLDS, None, None, {})
 
 
-def test_undo_redo_walk_back_to_the_first_state_and_forward():
-    h, _ = next_state(ids.IMAGE, None, META, CONTROLS)
-    h, _ = _slider(h, 60, 180)
-    h, _ = _slider(h, 60, 170)
-    h, _ = next_state(ids.BETA, h, META, dict(CONTROLS, thresholds=[60, 170], beta=500))
-    assert len(h["states"]) == 4
-    for expected in ([60, 170, 130], [60, 180, 130], [54, 180, 130]):
-        h, _ = next_state(ids.UNDO, h, META, CONTROLS)
-        p = h["states"][h["index"]]
-        assert [p["vmin"], p["vmax"], p["beta"]] == expected
-    h, _ = next_state(ids.UNDO, h, META, CONTROLS)  # already at the first state
-    assert h["index"] == 0
+def test_undo_redo_cover_every_step_and_walk_back_to_the_first_state():
+    h = _start()
+    h, _ = _slider(h, 90, 131)
+    h, _ = next_state(ids.FILTER_METHOD, h, META, {"filter_method": "gaussian"})
+    h, m = next_state({"type": ids.PARAM, "stage": "filter", "method": "gaussian",
+                       "name": "sigma"}, h, META, {"params": {"filter": {"sigma": 2.5}}})
+    assert m == ""
+    h, _ = next_state(ids.POST_OPS, h, META, {"post_ops": ["fill_holes"],
+                                              "post": {"label": 1}})
+    assert len(h["states"]) == 5
+    assert _recipe(h)["filter"] == {"name": "gaussian", "params": {"sigma": 2.5}}
+    expected_back = [["label"], ["label"], ["label"], ["label"]]
+    names = []
+    for _ in range(4):
+        h, _ = next_state(ids.UNDO, h, META, {})
+        names.append([op["name"] for op in _recipe(h)["postprocess"]])
+    assert names == expected_back
+    assert _recipe(h)["markers"]["vmin"] == 83 and _recipe(h)["filter"]["name"] == "none"
     assert control_values(h, META)["undo_disabled"]
-    h, _ = next_state(ids.REDO, h, META, CONTROLS)
-    assert h["states"][h["index"]]["vmin"] == 60
-    # A new change after undo drops the redo tail.
-    h, _ = _slider(h, 70, 180)
+    h, _ = next_state(ids.UNDO, h, META, {})  # already at the first state
+    assert h["index"] == 0
+    h, _ = next_state(ids.REDO, h, META, {})
+    assert _recipe(h)["markers"]["vmin"] == 90
+    h, _ = _slider(h, 95, 131)  # a new change after undo drops the redo tail
     assert len(h["states"]) == 3 and control_values(h, META)["redo_disabled"]
 
 
 def test_same_values_do_not_grow_history():
-    h, _ = next_state(ids.IMAGE, None, META, CONTROLS)
-    h2, _ = _slider(h, 54, 180)
+    h = _start()
+    h2, _ = _slider(h, 83, 131)
     assert h2 is h
 
 
-def test_new_image_keeps_solver_settings():
-    h, _ = next_state(ids.IMAGE, None, META, CONTROLS)
-    h, _ = next_state(ids.MODE, h, META, dict(CONTROLS, mode="cg_j"))
+def test_new_image_keeps_the_other_steps():
+    h = _start()
+    h, _ = next_state(ids.SEG_METHOD, h, META, {"seg_method": "watershed"})
     other = dict(META, id="b" * 32, vmin=10, vmax=20)
-    h2, _ = next_state(ids.IMAGE, h, other, CONTROLS)
-    assert h2["states"] == [dict(h2["states"][0], mode="cg_j")]
-    assert h2["states"][0]["vmin"] == 10
+    h2, _ = next_state(ids.IMAGE, h, other, {})
+    assert len(h2["states"]) == 1
+    assert _recipe(h2)["segmentation"]["name"] == "watershed"
+    assert _recipe(h2)["markers"] == {"vmin": 10, "vmax": 20}
 
 
-@pytest.mark.parametrize("controls, message", [
-    (dict(CONTROLS, beta=-5), "beta must be in"),
-    (dict(CONTROLS, beta=None), "beta must be a number"),
-    (dict(CONTROLS, tol=0.5), "tol must be in"),
+@pytest.mark.parametrize("stage, method, params, message", [
+    ("segmentation", "random_walker", {"beta": -5}, "beta"),
+    ("segmentation", "random_walker", {"beta": None}, "beta"),
+    ("segmentation", "random_walker", {"tol": 0.5}, "tol"),
 ])
-def test_bad_solver_settings_are_refused_and_history_kept(controls, message):
-    h, _ = next_state(ids.IMAGE, None, META, CONTROLS)
-    h2, msg = next_state(ids.BETA, h, META, controls)
+def test_bad_parameters_are_refused_and_history_kept(stage, method, params, message):
+    h = _start()
+    pid = {"type": ids.PARAM, "stage": stage, "method": method, "name": list(params)[0]}
+    h2, msg = next_state(pid, h, META, {"params": {stage: params}})
     assert h2 is h
     assert message in msg
-    # The controls are reset to the kept values.
-    assert control_values(h2, META)["beta"] == 130
+
+
+def test_negative_sigma_is_refused():
+    h = _start()
+    h, _ = next_state(ids.FILTER_METHOD, h, META, {"filter_method": "gaussian"})
+    pid = {"type": ids.PARAM, "stage": "filter", "method": "gaussian", "name": "sigma"}
+    h2, msg = next_state(pid, h, META, {"params": {"filter": {"sigma": -1}}})
+    assert h2 is h and "sigma" in msg
 
 
 @pytest.mark.parametrize("pair, message", [
-    ([0, 180], "No background marker"),
-    ([54, 252], "No object marker"),
+    ([0, 131], "No background marker"),
+    ([83, 252], "No object marker"),
 ])
 def test_thresholds_that_empty_a_marker_label_are_refused(pair, message):
-    h, _ = next_state(ids.IMAGE, None, META, CONTROLS)
+    h = _start()
     h2, msg = _slider(h, *pair)
     assert h2 is h and message in msg
 
 
 def test_crossed_thresholds_from_the_histogram_are_refused():
-    h, _ = next_state(ids.IMAGE, None, META, CONTROLS)
-    h2, msg = next_state(ids.HIST_GRAPH + ".relayoutData", h, META, CONTROLS,
-                         relayout={"shapes[0].x0": 200, "shapes[0].x1": 200})
-    assert h2 is h and "must be below vmax" in msg
+    h = _start()
+    h2, msg = next_state(ids.HIST_GRAPH + ".relayoutData", h, META,
+                         {"relayout": {"shapes[0].x0": 200, "shapes[0].x1": 200}})
+    assert h2 is h and "vmin" in msg
+
+
+def test_adopting_a_threshold_from_the_gallery():
+    h = _start()
+    trigger = {"type": ids.ADOPT, "method": "otsu", "as": "vmax", "value": 107.5}
+    h, msg = next_state(trigger, h, META, {})
+    assert msg == "" and _recipe(h)["markers"] == {"vmin": 83, "vmax": 107.5}
+
+
+def test_loading_a_recipe_and_refusing_a_bad_one():
+    from pipeline import recipe as recipes
+
+    h = _start()
+    other = recipes.default_recipe(70, 140)
+    h, msg = next_state(ids.LOAD_RECIPE, h, META, {"recipe_text": recipes.dumps(other)})
+    assert msg == "" and _recipe(h)["markers"] == {"vmin": 70, "vmax": 140}
+    h2, msg = next_state(ids.LOAD_RECIPE, h, META, {"recipe_text": "{not json"})
+    assert h2 is h and "JSON" in msg
+    bad = dict(other, version=99)
+    h3, msg = next_state(ids.LOAD_RECIPE, h, META, {"recipe_text": json.dumps(bad)})
+    assert h3 is h and "version" in msg
+
+
+def test_adopting_a_sweep_cell():
+    from pipeline import recipe as recipes
+
+    h = _start()
+    cell = recipes.default_recipe(60, 150)
+    h, _ = next_state({"type": ids.SWEEP_ADOPT, "index": 1}, h, META,
+                      {"sweep": [{"recipe": recipes.default_recipe(61, 150)}, {"recipe": cell}]})
+    assert _recipe(h)["markers"] == {"vmin": 60, "vmax": 150}
+
+
+def test_param_values_fill_only_the_current_methods_inputs():
+    h = _start()
+    ids_on_page = [{"type": ids.PARAM, "stage": "segmentation", "method": "random_walker",
+                    "name": "beta"},
+                   {"type": ids.PARAM, "stage": "filter", "method": "gaussian", "name": "sigma"}]
+    values = param_values(h, ids_on_page)
+    assert values[0] == 130
+    assert values[1] is not None and not isinstance(values[1], (int, float))  # no_update
+
+
+def test_postprocess_order_is_the_pipeline_order():
+    ops = postprocess_from_controls(["clear_border", "closing", "remove_small_objects"],
+                                    {"closing": 2, "remove_small_objects": 30, "label": 2})
+    assert [o["name"] for o in ops] == ["closing", "label", "remove_small_objects",
+                                        "clear_border"]
+    assert ops[0]["params"] == {"radius": 2} and ops[1]["params"] == {"connectivity": 2}
 
 
 def test_click_moves_the_nearest_threshold():
-    p = {"vmin": 50, "vmax": 150}
-    assert thresholds_from_click(p, {"points": [{"x": 60}]}) == (60, 150)
-    assert thresholds_from_click(p, {"points": [{"x": 140}]}) == (50, 140)
-    assert thresholds_from_click(p, {"points": []}) is None
+    m = {"vmin": 50, "vmax": 150}
+    assert thresholds_from_click(m, {"points": [{"x": 60}]}) == (60, 150)
+    assert thresholds_from_click(m, {"points": [{"x": 140}]}) == (50, 140)
+    assert thresholds_from_click(m, {"points": []}) is None
 
 
 def test_click_goes_through_history():
-    h, _ = next_state(ids.IMAGE, None, META, CONTROLS)
-    h, _ = next_state(ids.HIST_GRAPH + ".clickData", h, META, CONTROLS,
-                      click_data={"points": [{"x": 99.6}]})
-    assert h["states"][-1]["vmin"] == 100  # snapped to the slider step
+    h = _start()
+    h, _ = next_state(ids.HIST_GRAPH + ".clickData", h, META,
+                      {"click": {"points": [{"x": 99.6}]}})
+    assert _recipe(h)["markers"]["vmin"] == 100  # snapped to the slider step
 
 
 def test_dragging_lines_and_ranges():
-    p = {"vmin": 50, "vmax": 150}
-    assert thresholds_from_relayout(p, {"shapes[0].x0": 40, "shapes[0].x1": 40}) == (40, 150)
-    assert thresholds_from_relayout(p, {"shapes[1].x0": 160, "shapes[1].x1": 160}) == (50, 160)
-    assert thresholds_from_relayout(p, {"shapes[2].x1": 45}) == (45, 150)
-    assert thresholds_from_relayout(p, {"shapes[3].x0": 155}) == (50, 155)
-    assert thresholds_from_relayout(p, {"xaxis.range[0]": 3}) is None
-    assert thresholds_from_relayout(p, None) is None
+    m = {"vmin": 50, "vmax": 150}
+    assert thresholds_from_relayout(m, {"shapes[0].x0": 40, "shapes[0].x1": 40}) == (40, 150)
+    assert thresholds_from_relayout(m, {"shapes[1].x0": 160, "shapes[1].x1": 160}) == (50, 160)
+    assert thresholds_from_relayout(m, {"shapes[2].x1": 45}) == (45, 150)
+    assert thresholds_from_relayout(m, {"shapes[3].x0": 155}) == (50, 155)
+    assert thresholds_from_relayout(m, {"xaxis.range[0]": 3}) is None
+    assert thresholds_from_relayout(m, None) is None

@@ -1,0 +1,251 @@
+"""Discovering algorithms and parameters: the threshold gallery and the parameter sweep.
+
+The gallery is the talk's ``try_all_threshold``, made interactive: every global method drawn
+on the histogram and shown as a binarisation, one click adopting its value as vmin or vmax.
+The sweep computes a grid of recipes in parallel (joblib threads over the cached stages) and
+shows a thumbnail of each; a click adopts its recipe (through the undo history).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import numpy as np
+from dash import Input, Output, State, html, no_update
+from dash.exceptions import PreventUpdate
+from joblib import Parallel, delayed
+
+from components import ids
+from components.docs import doc_link
+from pipeline import postprocess, render
+from pipeline.errors import InputError
+from pipeline.thresholds import (GLOBAL_METHODS, LOCAL_METHODS, THRESHOLD_FUNCTIONS,
+                                 binarize, local_binarization)
+
+from .display import _slice
+from .loading import message_children
+from .params import current_recipe
+
+log = logging.getLogger(__name__)
+
+THUMB = 180  # thumbnail size, pixels
+MAX_SWEEP = 36  # combinations at most
+
+
+def thumbnail(array2d, size=THUMB):
+    """Every k-th pixel so that the longest side is at most `size`."""
+    k = max(1, math.ceil(max(array2d.shape) / size))
+    return array2d[::k, ::k]
+
+
+def _mask_uri(mask2d):
+    return render.png_data_uri(np.where(thumbnail(mask2d), 255, 0).astype(np.uint8))
+
+
+def _tile(title, body, footer, *, error=False):
+    return html.Div(className="tile tile-error" if error else "tile",
+                    children=[html.Div(className="tile-title", children=title), body, footer])
+
+
+def gallery(services, session_id, meta, recipe, axis, index, window):
+    """Tiles of every automatic threshold (global, then local) on the filtered image."""
+    filtered = services.filtered(session_id, meta["id"], recipe)
+    values = services.thresholds(session_id, meta["id"], recipe)
+    shown = _slice(filtered, meta, axis, index)
+    tiles = []
+    for method in GLOBAL_METHODS:
+        value = values.get(method)
+        title = [doc_link(THRESHOLD_FUNCTIONS[method])]
+        if not isinstance(value, float):
+            tiles.append(_tile(title, html.Div(className="tile-message", children=str(value)),
+                               None, error=True))
+            continue
+        buttons = html.Div(className="tile-buttons", children=[
+            html.Span(f"{value:.4g}", className="tile-value"),
+            html.Button("as vmin", id={"type": ids.ADOPT, "method": method, "as": "vmin",
+                                       "value": value}, n_clicks=0),
+            html.Button("as vmax", id={"type": ids.ADOPT, "method": method, "as": "vmax",
+                                       "value": value}, n_clicks=0),
+        ])
+        tiles.append(_tile(title, html.Img(src=_mask_uri(binarize(shown, value)),
+                                           className="thumb", alt=f"{method} binarisation"),
+                           buttons))
+    for method in LOCAL_METHODS:
+        title = [doc_link(THRESHOLD_FUNCTIONS[method])]
+        try:
+            mask = local_binarization(shown, method, window_size=window)
+        except InputError as exc:
+            tiles.append(_tile(title, html.Div(className="tile-message", children=str(exc)),
+                               None, error=True))
+            continue
+        tiles.append(_tile(title, html.Img(src=_mask_uri(mask), className="thumb",
+                                           alt=f"{method} binarisation"),
+                           html.Div(className="tile-value",
+                                    children=f"local, window {window}")))
+    return tiles
+
+
+# --- parameter sweep -----------------------------------------------------------------------
+
+def sweepable(recipe) -> list[dict]:
+    """Numeric parameters of the current recipe that a sweep can vary (dropdown options)."""
+    options = [{"label": "markers: vmin", "value": "markers.vmin"},
+               {"label": "markers: vmax", "value": "markers.vmax"}]
+    for stage in ("filter", "segmentation"):
+        for name, value in recipe[stage]["params"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                options.append({"label": f"{stage} ({recipe[stage]['name']}): {name}",
+                                "value": f"{stage}.params.{name}"})
+    for i, op in enumerate(recipe["postprocess"]):
+        for name, value in op["params"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                options.append({"label": f"post-processing ({op['name']}): {name}",
+                                "value": f"postprocess.{i}.params.{name}"})
+    return options
+
+
+def parse_values(text, name="values") -> list[float]:
+    """Comma- or space-separated numbers."""
+    parts = [p for p in str(text or "").replace(",", " ").split() if p]
+    if not parts:
+        raise InputError(f"{name}: give a few numbers, e.g. 70, 80, 90")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"{name}: {text!r} is not a list of numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"{name}: numbers must be finite")
+    return values
+
+
+def _set(recipe, path, value):
+    node = recipe
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[keys[-1]] = value
+
+
+def sweep_recipes(recipe, param_a, values_a, param_b=None, values_b=None):
+    """The grid of recipes of a sweep, row-major (A varies along rows)."""
+    grid = []
+    for a in values_a:
+        for b in (values_b if param_b else [None]):
+            r = copy.deepcopy(recipe)
+            _set(r, param_a, a)
+            label = f"{param_a.split('.')[-1]} = {a:g}"
+            if param_b:
+                _set(r, param_b, b)
+                label += f", {param_b.split('.')[-1]} = {b:g}"
+            grid.append({"recipe": r, "label": label})
+    if len(grid) > MAX_SWEEP:
+        raise InputError(f"a sweep has at most {MAX_SWEEP} combinations; this one has "
+                         f"{len(grid)}")
+    return grid
+
+
+def run_sweep(services, session_id, meta, grid, axis, index, n_jobs=2):
+    """Compute every cell (in parallel, cached) and return [(cell, thumbnail uri or error)]."""
+    gray = render.to_uint8(_slice(services.image(session_id, meta["id"]), meta, axis, index),
+                           *meta["display"])
+
+    def one(cell):
+        try:
+            recipe = services.validate(cell["recipe"])
+            labels = services.run(session_id, meta["id"], recipe).labels
+        except InputError as exc:
+            return {"label": cell["label"], "recipe": cell["recipe"], "error": str(exc)}
+        lab2d = thumbnail(_slice(labels, meta, axis, index)).astype(np.int32)
+        rgba = postprocess.boundaries_overlay(lab2d)
+        rgb = render.composite(thumbnail(gray), [rgba])
+        return {"label": cell["label"], "recipe": recipe, "uri": render.png_data_uri(rgb),
+                "n": int(lab2d.max())}
+
+    # Threads share this worker's memory-mapped cache; numpy / scipy release the GIL.
+    return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(c) for c in grid)
+
+
+def sweep_tiles(cells):
+    """Tiles of the sweep grid; a click adopts the cell's recipe."""
+    tiles = []
+    for i, cell in enumerate(cells):
+        if "error" in cell:
+            tiles.append(_tile(cell["label"], html.Div(className="tile-message",
+                                                       children=cell["error"]), None, error=True))
+            continue
+        tiles.append(_tile(cell["label"], html.Img(src=cell["uri"], className="thumb",
+                                                   alt=cell["label"]),
+                           html.Div(className="tile-buttons", children=[
+                               html.Span(f"{cell['n']} regions", className="tile-value"),
+                               html.Button("adopt", id={"type": ids.SWEEP_ADOPT, "index": i},
+                                           n_clicks=0)])))
+    return tiles
+
+
+def register(app, services):
+    """Wire the gallery and the sweep."""
+
+    @app.callback(
+        Output(ids.THRESHOLD_GALLERY, "children"),
+        Input(ids.HISTORY, "data"),
+        Input(ids.LOCAL_WINDOW, "value"),
+        Input(ids.SLICE_INDEX, "value"),
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+    )
+    def _gallery(history, window, index, axis, meta, session_id):
+        if not meta or not history or history["image_id"] != meta["id"]:
+            raise PreventUpdate
+        try:
+            return gallery(services, session_id, meta, current_recipe(history), axis, index,
+                           window)
+        except InputError as exc:
+            return message_children(f"Threshold discovery failed: {exc}", "error")
+
+    @app.callback(
+        Output(ids.SWEEP_PARAM_A, "options"),
+        Output(ids.SWEEP_PARAM_A, "value"),
+        Output(ids.SWEEP_PARAM_B, "options"),
+        Input(ids.HISTORY, "data"),
+        State(ids.SWEEP_PARAM_A, "value"),
+    )
+    def _sweep_options(history, current):
+        if not history:
+            raise PreventUpdate
+        options = sweepable(current_recipe(history))
+        values = [o["value"] for o in options]
+        return options, current if current in values else values[0], options
+
+    @app.callback(
+        Output(ids.SWEEP_STORE, "data"),
+        Output(ids.SWEEP_GRID, "children"),
+        Output({"type": ids.STEP_MESSAGE, "stage": "sweep"}, "children"),
+        Input(ids.SWEEP_RUN, "n_clicks"),
+        State(ids.SWEEP_PARAM_A, "value"),
+        State(ids.SWEEP_VALUES_A, "value"),
+        State(ids.SWEEP_PARAM_B, "value"),
+        State(ids.SWEEP_VALUES_B, "value"),
+        State(ids.HISTORY, "data"),
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.SLICE_INDEX, "value"),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _sweep(n, param_a, text_a, param_b, text_b, history, axis, index, meta, session_id):
+        if not n or not meta or not history:
+            raise PreventUpdate
+        try:
+            values_a = parse_values(text_a, "values A")
+            values_b = parse_values(text_b, "values B") if param_b else None
+            if param_b == param_a:
+                raise InputError("parameter B must differ from parameter A")
+            grid = sweep_recipes(current_recipe(history), param_a, values_a, param_b, values_b)
+            cells = run_sweep(services, session_id, meta, grid, axis, index)
+        except InputError as exc:
+            return no_update, no_update, message_children(f"Sweep: {exc}", "error")
+        store = [{"label": c["label"], "recipe": c["recipe"]} for c in cells]
+        return store, sweep_tiles(cells), None

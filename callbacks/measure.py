@@ -1,0 +1,181 @@
+"""Measurements: the regionprops table, linked both ways with the image, and its plot."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import Input, Output, State, ctx, dcc, no_update
+from dash.exceptions import PreventUpdate
+
+from components import ids
+from pipeline import measure as measures
+from pipeline import provenance
+from pipeline.errors import InputError
+
+from .display import _slice
+from .loading import message_children
+from .params import current_recipe
+
+log = logging.getLogger(__name__)
+
+
+def table(services, session_id, meta, recipe):
+    """(rows, columns) of the measurements table of the current recipe."""
+    m = services.measurements(session_id, meta["id"], recipe)
+    names = list(m.columns)
+    columns = []
+    for name in names:
+        unit = m.units.get(name, "")
+        header = f"{name} [{unit}]" if unit else name
+        columns.append({"name": header, "id": name, "type": "numeric"})
+    n = len(m.columns[names[0]]) if names else 0
+    rows = []
+    for i in range(n):
+        row = {}
+        for name in names:
+            value = m.columns[name][i]
+            row[name] = value.item() if isinstance(value, np.generic) else value
+        rows.append(row)
+    return rows, columns, list(m.notes)
+
+
+def distribution(rows, column, unit=""):
+    """Histogram of one measurement over the regions shown in the table."""
+    values = [r[column] for r in rows or [] if isinstance(r.get(column), (int, float))]
+    fig = go.Figure(go.Histogram(x=values, marker=dict(color="#0b6bcb")),
+                    layout=go.Layout(margin=dict(l=40, r=10, t=10, b=40), height=220,
+                                     xaxis=dict(title=column), yaxis=dict(title="regions"),
+                                     bargap=0.05))
+    return fig
+
+
+def label_at(services, session_id, meta, recipe, axis, index, point):
+    """Label of the region under a clicked / hovered pixel of the result view (0: none)."""
+    try:
+        x, y = int(round(point["x"])), int(round(point["y"]))
+    except (TypeError, KeyError, ValueError):
+        return 0
+    labels = _slice(services.run(session_id, meta["id"], recipe).labels, meta, axis, index)
+    if not (0 <= y < labels.shape[0] and 0 <= x < labels.shape[1]):
+        return 0
+    return int(labels[y, x])
+
+
+def row_highlight(label):
+    """Table style highlighting the row of `label`."""
+    if not label:
+        return []
+    return [{"if": {"filter_query": f"{{label}} = {label}"}, "backgroundColor": "#fff3b0",
+             "fontWeight": "bold"}]
+
+
+def csv_file(services, session_id, meta, history):
+    """(text, filename) of the measurements CSV with provenance header lines."""
+    recipe = current_recipe(history)
+    m = services.measurements(session_id, meta["id"], recipe)
+    info = provenance.record(meta, {"recipe": recipe})
+    stem = meta["name"].rsplit(".", 1)[0] or "image"
+    return measures.to_csv(m, info), f"{stem}_measurements.csv"
+
+
+def register(app, services):
+    """Wire the measurements panel."""
+
+    @app.callback(
+        Output(ids.MEASURE_TABLE, "data"),
+        Output(ids.MEASURE_TABLE, "columns"),
+        Output(ids.MEASURE_TABLE, "selected_rows"),
+        Output(ids.MEASURE_COLUMN, "options"),
+        Output(ids.MEASURE_COLUMN, "value"),
+        Output({"type": ids.STEP_MESSAGE, "stage": "measure"}, "children"),
+        Input(ids.HISTORY, "data"),
+        State(ids.MEASURE_COLUMN, "value"),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+    )
+    def _table(history, column, meta, session_id):
+        if not meta or not history or history["image_id"] != meta["id"]:
+            raise PreventUpdate
+        try:
+            rows, columns, notes = table(services, session_id, meta, current_recipe(history))
+        except InputError as exc:
+            return (no_update,) * 5 + (message_children(f"Measurements failed: {exc}",
+                                                        "error"),)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("measurements failed")
+            return (no_update,) * 5 + (message_children(
+                f"Measurements failed: unexpected error ({type(exc).__name__}).", "error"),)
+        options = [{"label": c["name"], "value": c["id"]} for c in columns if c["id"] != "label"]
+        values = [o["value"] for o in options]
+        column = column if column in values else ("area" if "area" in values else
+                                                  (values[0] if values else None))
+        note = message_children(" ".join(notes), "info") if notes else None
+        return rows, columns, [], options, column, note
+
+    @app.callback(
+        Output(ids.MEASURE_PLOT, "figure"),
+        Input(ids.MEASURE_COLUMN, "value"),
+        Input(ids.MEASURE_TABLE, "derived_virtual_data"),
+    )
+    def _plot(column, rows):
+        if not column:
+            raise PreventUpdate
+        return distribution(rows, column)
+
+    @app.callback(
+        Output(ids.SELECTED_LABELS, "data"),
+        Input(ids.MEASURE_TABLE, "derived_virtual_selected_rows"),
+        State(ids.MEASURE_TABLE, "derived_virtual_data"),
+    )
+    def _selected(selected, rows):
+        rows = rows or []
+        return sorted(int(rows[i]["label"]) for i in (selected or []) if i < len(rows))
+
+    @app.callback(
+        Output(ids.MEASURE_TABLE, "style_data_conditional"),
+        Output(ids.MEASURE_TABLE, "page_current"),
+        Input(ids.SEG_GRAPH, "clickData"),
+        Input(ids.SEG_GRAPH, "hoverData"),
+        State(ids.MEASURE_TABLE, "derived_virtual_data"),
+        State(ids.MEASURE_TABLE, "page_size"),
+        State(ids.HISTORY, "data"),
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.SLICE_INDEX, "value"),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+    )
+    def _highlight(click, hover, rows, page_size, history, axis, index, meta, session_id):
+        data = click if ctx.triggered_id and "clickData" in ctx.triggered[0]["prop_id"] else hover
+        if not meta or not history or not data or not data.get("points"):
+            raise PreventUpdate
+        try:
+            label = label_at(services, session_id, meta, current_recipe(history), axis, index,
+                             data["points"][0])
+        except InputError:
+            raise PreventUpdate from None
+        page = no_update
+        positions = [i for i, r in enumerate(rows or []) if r.get("label") == label]
+        if label and positions:
+            page = positions[0] // (page_size or 10)
+        return row_highlight(label), page
+
+    @app.callback(
+        Output(ids.DOWNLOAD_CSV, "data"),
+        Output({"type": ids.STEP_MESSAGE, "stage": "measure"}, "children",
+               allow_duplicate=True),
+        Input(ids.DOWNLOAD_CSV_BUTTON, "n_clicks"),
+        State(ids.IMAGE, "data"),
+        State(ids.HISTORY, "data"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _csv(n, meta, history, session_id):
+        if not n or not meta or not history:
+            raise PreventUpdate
+        try:
+            text, name = csv_file(services, session_id, meta, history)
+        except InputError as exc:
+            return no_update, message_children(f"Download failed: {exc}", "error")
+        return dcc.send_string(text, name), no_update

@@ -1,0 +1,214 @@
+"""Panels of the pipeline steps: filtering, markers, segmentation and post-processing,
+comparison, measurements, and the discovery tabs (thresholds, sweep, recipe)."""
+
+from __future__ import annotations
+
+from dash import dash_table, dcc, html
+
+from . import ids
+from .common import graph_config, message, panel
+from .docs import doc_link
+
+
+def _method_dropdown(component_id, steps, value):
+    return dcc.Dropdown(id=component_id, className="method-dropdown", clearable=False,
+                        options=[{"label": s.label, "value": s.key} for s in steps.values()],
+                        value=value)
+
+
+def filter_panel(filters):
+    """Filtering: the filtered image (zoom synchronised with the original) and its method."""
+    return panel("1 · Filtering", None, [
+        dcc.Graph(id=ids.FILTERED_GRAPH, className="image-graph", config=graph_config()),
+        html.Div(id=ids.FILTER_DOC),
+        html.Div(id={"type": ids.PARAM_FORM, "stage": "filter"}, className="param-form"),
+        message({"type": ids.STEP_MESSAGE, "stage": "filter"}),
+    ], panel_id="filter-panel", header_extra=_method_dropdown(ids.FILTER_METHOD, filters, "none"))
+
+
+def histogram_panel():
+    """Markers: intensity histogram of the filtered image with vmin / vmax."""
+    return panel("2 · Markers", "skimage.exposure.histogram", [
+        dcc.Graph(id=ids.HIST_GRAPH, className="histogram-graph",
+                  config={"edits": {"shapePosition": True}, "displaylogo": False,
+                          "modeBarButtonsToRemove": ["select2d", "lasso2d"]}),
+        html.Div(className="threshold-row", children=[
+            html.Label("vmin / vmax", htmlFor=ids.THRESHOLDS),
+            dcc.RangeSlider(id=ids.THRESHOLDS, min=0, max=255, step=1, value=[50, 200],
+                            allowCross=False, marks=None, updatemode="mouseup",
+                            tooltip={"placement": "bottom", "always_visible": True}),
+            dcc.Checklist(id=ids.HIST_LOG, options=[{"label": " log counts", "value": "log"}],
+                          value=[], inline=True),
+        ]),
+        html.P(className="hint", children=[
+            "Click the histogram to move the nearest threshold, or drag a line. Dotted lines: "
+            "automatic thresholds (", html.Em("Threshold discovery"), " tab below)."]),
+        html.Div(id=ids.THRESHOLDS_TEXT, className="thresholds-text"),
+        message(ids.PARAM_MESSAGE),
+    ], panel_id="histogram-panel")
+
+
+_POST_OPS = (
+    ("closing", "closing", "skimage.morphology.closing"),
+    ("opening", "opening", "skimage.morphology.opening"),
+    ("fill_holes", "fill holes", "scipy.ndimage.binary_fill_holes"),
+    ("remove_small_objects", "remove small objects", "skimage.morphology.remove_small_objects"),
+    ("clear_border", "clear border", "skimage.segmentation.clear_border"),
+    ("relabel_sequential", "relabel sequential", "skimage.segmentation.relabel_sequential"),
+)
+
+
+def _number(label, component_id, value, **kwargs):
+    return html.Div(className="param", children=[
+        html.Label(label, htmlFor=component_id),
+        dcc.Input(id=component_id, type="number", value=value, debounce=True,
+                  className="number-input", **kwargs)])
+
+
+def post_controls():
+    """Post-processing operations (in pipeline order) and their parameters."""
+    return html.Div(className="post-controls", children=[
+        html.H3("4 · Post-processing"),
+        dcc.Checklist(id=ids.POST_OPS, className="post-ops", value=[], options=[
+            {"label": html.Span([f" {label} ", doc_link(fn)]), "value": key}
+            for key, label, fn in _POST_OPS]),
+        html.Div(className="param-form", children=[
+            _number("closing radius", ids.POST_CLOSING, 1, min=1, max=25, step=1),
+            _number("opening radius", ids.POST_OPENING, 1, min=1, max=25, step=1),
+            _number("min size (px)", ids.POST_MIN_SIZE, 64, min=0, step=1),
+            _number("label connectivity", ids.POST_CONNECTIVITY, 1, min=1, max=3, step=1),
+        ]),
+        html.Div(className="doc-line", children=["labels: ", doc_link("skimage.measure.label")]),
+        message({"type": ids.STEP_MESSAGE, "stage": "postprocess"}),
+    ])
+
+
+def binarization_panel(segmenters):
+    """Segmentation and post-processing: markers and result drawn over the image."""
+    return panel("3 · Segmentation", None, [
+        dcc.Graph(id=ids.SEG_GRAPH, className="image-graph", config=graph_config()),
+        html.Div(className="overlay-row", children=[
+            dcc.RadioItems(id=ids.RESULT_VIEW, inline=True, value="labels", options=[
+                {"label": " after post-processing", "value": "labels"},
+                {"label": " segmentation only", "value": "mask"}]),
+        ]),
+        html.Div(className="overlay-row", children=[
+            dcc.RadioItems(id=ids.OVERLAY_STYLE, value="contour", inline=True, options=[
+                {"label": " contour", "value": "contour"}, {"label": " fill", "value": "fill"},
+                {"label": " label colours", "value": "labels"},
+                {"label": " boxes", "value": "boxes"}]),
+            dcc.Checklist(id=ids.SHOW_MARKERS, value=["markers"], inline=True,
+                          options=[{"label": " markers", "value": "markers"}]),
+        ]),
+        html.Span(className="legend", children=[
+            html.Span(className="swatch swatch-bg"), " background marker (< vmin) ",
+            html.Span(className="swatch swatch-obj"), " object marker (> vmax) ",
+            html.Span(className="swatch swatch-seg"), " segmentation"]),
+        html.Div(id=ids.SEG_SUMMARY, className="summary"),
+        html.Div(id=ids.SEG_DOC),
+        html.Div(className="doc-line", children=[
+            "overlays: ", doc_link("skimage.segmentation.find_boundaries"), " ",
+            doc_link("skimage.color.label2rgb")]),
+        html.Div(id={"type": ids.PARAM_FORM, "stage": "segmentation"}, className="param-form"),
+        message(ids.SEG_MESSAGE),
+        post_controls(),
+    ], panel_id="binarization-panel",
+        header_extra=_method_dropdown(ids.SEG_METHOD, segmenters, "random_walker"))
+
+
+def compare_panel(segmenters):
+    """A second segmentation method from the same markers, with the pixel agreement."""
+    return panel("Compare with", None, [
+        dcc.Graph(id=ids.COMPARE_GRAPH, className="image-graph", config=graph_config()),
+        html.Div(id=ids.COMPARE_TEXT, className="summary"),
+    ], panel_id="compare-panel",
+        header_extra=_method_dropdown(ids.COMPARE_METHOD, segmenters, "watershed"))
+
+
+def measurements_panel(properties):
+    """Measurements: a regionprops table linked with the image, a distribution, CSV."""
+    return panel("5 · Measurements", "skimage.measure.regionprops_table", [
+        html.Div(className="param-form", children=[
+            _number("pixel size", ids.PIXEL_SIZE, 1, min=0, step="any"),
+            html.Div(className="param", children=[
+                html.Label("unit", htmlFor=ids.PIXEL_UNIT),
+                dcc.Input(id=ids.PIXEL_UNIT, type="text", value="px", debounce=True,
+                          maxLength=16, className="number-input")]),
+            html.Button("Download CSV", id=ids.DOWNLOAD_CSV_BUTTON, n_clicks=0),
+            dcc.Download(id=ids.DOWNLOAD_CSV),
+        ]),
+        html.Div(className="param param-wide", children=[
+            html.Label("properties", htmlFor=ids.MEASURE_PROPERTIES),
+            dcc.Dropdown(id=ids.MEASURE_PROPERTIES, multi=True,
+                         options=[{"label": p, "value": p} for p in properties])]),
+        message({"type": ids.STEP_MESSAGE, "stage": "measure"}),
+        dash_table.DataTable(
+            id=ids.MEASURE_TABLE, data=[], columns=[], page_size=10, sort_action="native",
+            filter_action="native", row_selectable="multi", selected_rows=[],
+            style_table={"overflowX": "auto"},
+            style_cell={"fontSize": 12, "padding": "2px 6px", "fontFamily": "inherit"}),
+        html.Div(className="measure-plot", children=[
+            html.Label("distribution of", htmlFor=ids.MEASURE_COLUMN),
+            dcc.Dropdown(id=ids.MEASURE_COLUMN, clearable=False),
+            dcc.Graph(id=ids.MEASURE_PLOT, config={"displaylogo": False},
+                      style={"height": "220px"}),
+        ]),
+        dcc.Store(id=ids.SELECTED_LABELS, data=[]),
+    ], panel_id="measure-panel")
+
+
+def discovery_tabs():
+    """Threshold discovery gallery, parameter sweep and the recipe."""
+    return dcc.Tabs(className="tabs", children=[
+        dcc.Tab(label="Threshold discovery", value="thresholds", children=html.Div(
+            className="tab-body", children=[
+                html.P(className="hint", children=[
+                    "Every automatic threshold (as ", doc_link("skimage.filters.try_all_threshold"),
+                    " shows them) on the filtered image, and local thresholds. Adopt a value as "
+                    "vmin or vmax."]),
+                _number("local window size", ids.LOCAL_WINDOW, 15, min=3, max=501, step=2),
+                dcc.Loading(html.Div(id=ids.THRESHOLD_GALLERY, className="gallery")),
+            ])),
+        dcc.Tab(label="Parameter sweep", value="sweep", children=html.Div(
+            className="tab-body", children=[
+                html.P(className="hint", children=(
+                    "Pick one or two parameters and a few values each: every combination is "
+                    "computed in parallel (and cached); click a result to adopt its values.")),
+                html.Div(className="param-form", children=[
+                    html.Div(className="param param-wide", children=[
+                        html.Label("parameter A"),
+                        dcc.Dropdown(id=ids.SWEEP_PARAM_A, clearable=False)]),
+                    html.Div(className="param", children=[
+                        html.Label("values A"),
+                        dcc.Input(id=ids.SWEEP_VALUES_A, type="text",
+                                  placeholder="e.g. 70, 80, 90", className="text-input")]),
+                    html.Div(className="param param-wide", children=[
+                        html.Label("parameter B"), dcc.Dropdown(id=ids.SWEEP_PARAM_B)]),
+                    html.Div(className="param", children=[
+                        html.Label("values B"),
+                        dcc.Input(id=ids.SWEEP_VALUES_B, type="text", placeholder="optional",
+                                  className="text-input")]),
+                    html.Button("Run sweep", id=ids.SWEEP_RUN, n_clicks=0),
+                ]),
+                dcc.Store(id=ids.SWEEP_STORE),
+                message({"type": ids.STEP_MESSAGE, "stage": "sweep"}),
+                dcc.Loading(html.Div(id=ids.SWEEP_GRID, className="gallery")),
+            ])),
+        dcc.Tab(label="Recipe", value="recipe", children=html.Div(
+            className="tab-body", children=[
+                html.P(className="hint", children=(
+                    "The whole pipeline as a versioned JSON recipe: save it, load it, or export "
+                    "a Python script that reproduces the labels and measurements from an image "
+                    "path.")),
+                html.Div(className="buttons", children=[
+                    html.Button("Save recipe (JSON)", id=ids.SAVE_RECIPE_BUTTON, n_clicks=0),
+                    dcc.Upload(id=ids.LOAD_RECIPE, className="upload upload-small",
+                               children=html.Div(["Load recipe: drop or ", html.A("choose")])),
+                    html.Button("Export Python script", id=ids.EXPORT_SCRIPT_BUTTON, n_clicks=0),
+                    dcc.Download(id=ids.DOWNLOAD_RECIPE),
+                    dcc.Download(id=ids.DOWNLOAD_SCRIPT),
+                ]),
+                message(ids.RECIPE_MESSAGE),
+                html.Pre(id=ids.RECIPE_VIEW, className="recipe-view"),
+            ])),
+    ], value="thresholds")

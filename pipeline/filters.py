@@ -1,0 +1,260 @@
+"""Filters applied to the image before the markers are set.
+
+The recipe runner converts the loaded image to float64 (``image.astype(np.float64)``) and
+then applies one filter from :data:`FILTERS`. Every filter returns a float64 array of the
+same shape **in the same intensity units as its input**: nothing is rescaled to [0, 1],
+because the thresholds ``vmin`` / ``vmax`` are then chosen on the filtered image. For the
+same reason the strength parameters of the edge-preserving filters (``weight`` of total
+variation, ``sigma_color`` of the bilateral filter, ``h`` of non-local means) are in
+*intensity units*: on an 8-bit image (0..255) ``h=10`` is a mild denoising, on an image
+scaled to 0..1 the same value flattens everything.
+
+Each :class:`~pipeline.steps.Step` has an ``apply`` and a ``code`` that write the same
+expression: ``code(src, dst, **params)`` returns the lines of plain Python that an exported
+script runs, using only the names bound by the step's ``imports``, and gives the same array
+as ``apply`` bit for bit. Filters work on 2D images and 3D volumes; the bilateral filter of
+scikit-image is 2D only, so volumes are filtered plane by plane along axis 0.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+from skimage import filters, morphology, restoration
+
+from .errors import InputError
+from .steps import Param, Step
+
+__all__ = ["FILTERS", "apply_filter"]
+
+# Upper bound of the intensity-unit parameters: only there to refuse absurd values.
+_MAX_INTENSITY = 1e9
+# Lower bound of strictly positive parameters (Param bounds are inclusive).
+_TINY = 1e-6
+
+
+def _f(value) -> str:
+    """``repr`` of `value` as a Python float (exact round trip, no ``np.float64(...)``)."""
+    return repr(float(value))
+
+
+# --------------------------------------------------------------------------- none
+
+
+def _none(image):
+    return image
+
+
+def _none_code(src, dst):
+    return [] if src == dst else [f"{dst} = {src}"]
+
+
+# --------------------------------------------------------------------------- gaussian
+
+
+def _gaussian(image, *, sigma):
+    return filters.gaussian(image, sigma=sigma, preserve_range=True)
+
+
+def _gaussian_code(src, dst, *, sigma):
+    return [f"{dst} = filters.gaussian({src}, sigma={_f(sigma)}, preserve_range=True)"]
+
+
+# --------------------------------------------------------------------------- median
+
+
+def _median(image, *, radius):
+    return filters.median(
+        image, footprint=morphology.disk(radius) if image.ndim == 2 else morphology.ball(radius)
+    )
+
+
+def _median_code(src, dst, *, radius):
+    r = int(radius)
+    return [
+        f"{dst} = filters.median({src}, footprint=morphology.disk({r}) if {src}.ndim == 2 "
+        f"else morphology.ball({r}))"
+    ]
+
+
+# --------------------------------------------------------------------------- total variation
+
+
+def _tv(image, *, weight):
+    return restoration.denoise_tv_chambolle(image, weight=weight)
+
+
+def _tv_code(src, dst, *, weight):
+    return [f"{dst} = restoration.denoise_tv_chambolle({src}, weight={_f(weight)})"]
+
+
+# --------------------------------------------------------------------------- bilateral
+
+
+def _bilateral(image, *, sigma_color, sigma_spatial):
+    low = float(np.min(image))
+    if low < 0:
+        raise InputError(
+            f"Bilateral: the image has negative values (minimum {low:g}); scikit-image's "
+            "denoise_bilateral weighs them wrongly. Choose another filter (e.g. Non-local "
+            "means) for this image."
+        )
+    if image.ndim == 2:
+        return restoration.denoise_bilateral(
+            image, sigma_color=sigma_color, sigma_spatial=sigma_spatial, mode="reflect",
+            channel_axis=None)
+    return np.stack([
+        restoration.denoise_bilateral(
+            plane, sigma_color=sigma_color, sigma_spatial=sigma_spatial, mode="reflect",
+            channel_axis=None)
+        for plane in image
+    ])
+
+
+def _bilateral_code(src, dst, *, sigma_color, sigma_spatial):
+    call = (f"restoration.denoise_bilateral({{}}, sigma_color={_f(sigma_color)}, "
+            f"sigma_spatial={_f(sigma_spatial)}, mode='reflect', channel_axis=None)")
+    return [
+        f"if {src}.ndim == 2:",
+        f"    {dst} = {call.format(src)}",
+        "else:  # denoise_bilateral is 2D only: filter a volume plane by plane (axis 0)",
+        f"    {dst} = np.stack([{call.format('plane')} for plane in {src}])",
+    ]
+
+
+# --------------------------------------------------------------------------- non-local means
+
+
+def _nl_means(image, *, h, patch_size, patch_distance):
+    return restoration.denoise_nl_means(
+        image, h=h, patch_size=patch_size, patch_distance=patch_distance, fast_mode=True,
+        preserve_range=True, channel_axis=None)
+
+
+def _nl_means_code(src, dst, *, h, patch_size, patch_distance):
+    return [
+        f"{dst} = restoration.denoise_nl_means({src}, h={_f(h)}, "
+        f"patch_size={int(patch_size)}, patch_distance={int(patch_distance)}, "
+        "fast_mode=True, preserve_range=True, channel_axis=None)"
+    ]
+
+
+# --------------------------------------------------------------------------- registry
+
+_SKIMAGE = "from skimage import filters, morphology, restoration"
+
+FILTERS = types.MappingProxyType({
+    step.key: step
+    for step in (
+        Step(
+            key="none", stage="filter", label="None", function="",
+            apply=_none, code=_none_code, imports=(),
+        ),
+        Step(
+            key="gaussian", stage="filter", label="Gaussian",
+            function="skimage.filters.gaussian",
+            params=(Param("sigma", "float", 1.0, min=0.01, max=50.0,
+                          doc="Standard deviation of the Gaussian kernel, in pixels"),),
+            apply=_gaussian, code=_gaussian_code, imports=(_SKIMAGE,),
+            examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
+                      "plot_unsharp_mask.html",),
+        ),
+        Step(
+            key="median", stage="filter", label="Median",
+            function="skimage.filters.median",
+            params=(Param("radius", "int", 1, min=1, max=25,
+                          doc="Radius of the disk (2D) or ball (3D) neighbourhood, in pixels"),),
+            apply=_median, code=_median_code, imports=(_SKIMAGE,),
+        ),
+        Step(
+            key="tv", stage="filter", label="Total variation",
+            function="skimage.restoration.denoise_tv_chambolle",
+            params=(Param("weight", "float", 10.0, min=_TINY, max=_MAX_INTENSITY,
+                          doc="Denoising strength, in intensity units (e.g. 10 on a 0-255 "
+                              "image; larger = flatter)"),),
+            apply=_tv, code=_tv_code, imports=(_SKIMAGE,),
+            examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
+                      "plot_denoise.html",),
+        ),
+        Step(
+            key="bilateral", stage="filter", label="Bilateral (plane by plane in 3D)",
+            function="skimage.restoration.denoise_bilateral",
+            params=(
+                Param("sigma_color", "float", 10.0, min=_TINY, max=_MAX_INTENSITY,
+                      doc="Intensity difference that still averages, in intensity units"),
+                Param("sigma_spatial", "float", 1.0, min=0.1, max=10.0,
+                      doc="Spatial extent of the averaging, in pixels"),
+            ),
+            apply=_bilateral, code=_bilateral_code,
+            imports=("import numpy as np", _SKIMAGE),
+            examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
+                      "plot_denoise.html",),
+        ),
+        Step(
+            key="nl_means", stage="filter", label="Non-local means",
+            function="skimage.restoration.denoise_nl_means",
+            params=(
+                Param("h", "float", 10.0, min=_TINY, max=_MAX_INTENSITY,
+                      doc="Cut-off distance between patches, in intensity units "
+                          "(about the noise level)"),
+                Param("patch_size", "int", 5, min=1, max=15,
+                      doc="Side of the patches compared, in pixels"),
+                Param("patch_distance", "int", 6, min=1, max=15,
+                      doc="How far patches are searched, in pixels"),
+            ),
+            apply=_nl_means, code=_nl_means_code, imports=(_SKIMAGE,),
+            examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
+                      "plot_nonlocal_means.html",),
+        ),
+    )
+})
+
+
+def _check_image(image):
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"filter: image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.float64:
+        raise InputError(
+            f"filter: image must be float64 (convert it with image.astype(np.float64)), "
+            f"got {image.dtype}"
+        )
+    if image.ndim not in (2, 3):
+        raise InputError(
+            f"filter: image must be a 2D image or a 3D volume, got shape {image.shape}"
+        )
+    if image.size == 0:
+        raise InputError(f"filter: image is empty (shape {image.shape})")
+    if not np.isfinite(image).all():
+        raise InputError("filter: image contains NaN or infinite values")
+    return image
+
+
+def apply_filter(image, name, params=None) -> np.ndarray:
+    """Check the filter `name` and its parameters, then apply it.
+
+    Parameters
+    ----------
+    image : ndarray of float64, 2D or 3D
+        The image converted to float64 (the recipe runner does this).
+    name : str
+        A key of :data:`FILTERS` (``'none'``, ``'gaussian'``, ...).
+    params : dict, optional
+        Parameters of the filter; missing ones take their defaults.
+
+    Returns
+    -------
+    ndarray of float64
+        The filtered image, same shape, same intensity units.
+
+    Raises
+    ------
+    InputError
+        For an unknown filter, a bad parameter (naming the filter and the parameter) or an
+        image that is not a finite 2D/3D float64 array.
+    """
+    step = FILTERS.get(name) if isinstance(name, str) else None
+    if step is None:
+        raise InputError(f"filter: unknown filter {name!r}; choose one of {', '.join(FILTERS)}")
+    checked = step.check(params)
+    return step.apply(_check_image(image), **checked)

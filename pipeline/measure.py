@@ -1,0 +1,353 @@
+"""Measurements of the labelled objects: a table from regionprops, in physical units.
+
+:func:`measure` runs :func:`skimage.measure.regionprops_table` on the label image (with the
+loaded image as intensity image) and converts pixel units to physical ones: lengths
+(perimeter, centroid, bounding box, diameters, axis lengths) are multiplied by
+``pixel_size``, areas by ``pixel_size ** 2``; on a 3D label image regionprops' ``area`` is a
+volume (number of voxels), so it and the other ``area_*`` properties are multiplied by
+``pixel_size ** 3``. Dimensionless properties (eccentricity, solidity, ...) and intensities
+are unchanged. :func:`code_lines` writes the same computation for the exported script, and
+:func:`to_csv` writes the table with its units and provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import types
+from dataclasses import dataclass, field
+
+import numpy as np
+from skimage.measure import regionprops_table
+
+from .errors import InputError
+
+__all__ = [
+    "DEFAULT_PROPERTIES",
+    "AVAILABLE_PROPERTIES",
+    "PROPERTIES_2D_ONLY",
+    "Measurements",
+    "measure",
+    "to_csv",
+    "code_lines",
+    "IMPORTS",
+]
+
+DEFAULT_PROPERTIES = (
+    "label", "area", "perimeter", "centroid", "bbox", "eccentricity",
+    "equivalent_diameter_area", "solidity", "intensity_mean", "intensity_min", "intensity_max",
+)
+
+# kind of each property: how it scales with the pixel size
+_LENGTH, _AREA, _NONE, _INTENSITY, _ANGLE = "length", "area", "none", "intensity", "angle"
+_KINDS = types.MappingProxyType({
+    "label": _NONE,
+    "area": _AREA,
+    "area_bbox": _AREA,
+    "area_convex": _AREA,
+    "area_filled": _AREA,
+    "num_pixels": _NONE,
+    "perimeter": _LENGTH,
+    "perimeter_crofton": _LENGTH,
+    "centroid": _LENGTH,
+    "centroid_weighted": _LENGTH,
+    "bbox": _LENGTH,
+    "axis_major_length": _LENGTH,
+    "axis_minor_length": _LENGTH,
+    "equivalent_diameter_area": _LENGTH,
+    "feret_diameter_max": _LENGTH,
+    "eccentricity": _NONE,
+    "orientation": _ANGLE,
+    "euler_number": _NONE,
+    "extent": _NONE,
+    "solidity": _NONE,
+    "intensity_mean": _INTENSITY,
+    "intensity_min": _INTENSITY,
+    "intensity_max": _INTENSITY,
+    "intensity_std": _INTENSITY,
+})
+#: Every property :func:`measure` accepts (all valid for regionprops_table).
+AVAILABLE_PROPERTIES = tuple(_KINDS)
+#: Properties scikit-image defines for 2D label images only.
+PROPERTIES_2D_ONLY = ("perimeter", "perimeter_crofton", "eccentricity", "orientation")
+_LENGTHS = tuple(p for p, kind in _KINDS.items() if kind == _LENGTH)
+_AREAS = tuple(p for p, kind in _KINDS.items() if kind == _AREA)
+_INTENSITIES = tuple(p for p, kind in _KINDS.items() if kind == _INTENSITY)
+_SUPERSCRIPT = {2: "²", 3: "³"}
+_MAX_UNIT = 16
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """A measurement table.
+
+    Attributes
+    ----------
+    columns : dict of str to ndarray
+        One 1D array per column, in order (``regionprops_table`` names: ``centroid-0``,
+        ``bbox-3``, ...), one row per object.
+    units : dict of str to str
+        Unit of each column (``"µm"``, ``"µm²"``, ``"rad"``; ``""`` for dimensionless values
+        and intensities).
+    notes : tuple of str
+        What the user should know about the table (e.g. properties dropped for a volume).
+    """
+
+    columns: dict = field(default_factory=dict)
+    units: dict = field(default_factory=dict)
+    notes: tuple = ()
+
+    @property
+    def n_objects(self) -> int:
+        """Number of rows."""
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+def _property_of(column: str) -> str:
+    """``'centroid-0'`` -> ``'centroid'`` (property names contain no '-')."""
+    return column.split("-", 1)[0]
+
+
+def _check_properties(properties):
+    if isinstance(properties, str) or not isinstance(properties, (list, tuple)):
+        raise InputError("measure: properties must be a list of property names")
+    if not properties:
+        raise InputError("measure: choose at least one property")
+    unknown = [p for p in properties if p not in _KINDS]
+    if unknown:
+        raise InputError(f"measure: unknown property {', '.join(map(repr, unknown))}; "
+                         f"valid ones are {', '.join(AVAILABLE_PROPERTIES)}")
+    if len(set(properties)) != len(properties):
+        raise InputError("measure: a property is listed twice")
+    return tuple(properties)
+
+
+def _check_pixel_size(pixel_size):
+    if isinstance(pixel_size, (bool, np.bool_)):
+        raise InputError(f"measure: pixel_size must be a number, got {pixel_size!r}")
+    try:
+        value = float(pixel_size)
+    except (TypeError, ValueError):
+        raise InputError(f"measure: pixel_size must be a number, got {pixel_size!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"measure: pixel_size must be a finite number above 0, "
+                         f"got {pixel_size!r}")
+    return value
+
+
+def _check_unit(unit):
+    if not isinstance(unit, str) or not unit.strip():
+        raise InputError(f"measure: unit must be a non-empty text such as 'µm', got {unit!r}")
+    unit = unit.strip()
+    if len(unit) > _MAX_UNIT:
+        raise InputError(f"measure: unit must be at most {_MAX_UNIT} characters, got {unit!r}")
+    if any(c in unit for c in ",\n\r[]\"#"):
+        raise InputError(f"measure: unit must not contain commas, brackets, quotes, '#' or "
+                         f"line breaks, got {unit!r}")
+    return unit
+
+
+def _unit_of(prop, unit, ndim):
+    kind = _KINDS[prop]
+    if kind == _LENGTH:
+        return unit
+    if kind == _AREA:
+        return unit + _SUPERSCRIPT[ndim]
+    if kind == _ANGLE:
+        return "rad"
+    return ""
+
+
+def measure(labels, intensity_image=None, properties=DEFAULT_PROPERTIES, pixel_size=1.0,
+            unit="px") -> Measurements:
+    """Measure every labelled object.
+
+    Parameters
+    ----------
+    labels : ndarray of int, 2D or 3D
+        Label image (0 = background), e.g. from :func:`pipeline.postprocess.run_postprocess`.
+    intensity_image : ndarray, same shape, optional
+        The image the intensities are read from (the loaded image). Without it the
+        intensity properties are dropped (with a note).
+    properties : sequence of str, optional
+        Names from :data:`AVAILABLE_PROPERTIES`, in the order of the columns.
+    pixel_size : float, optional
+        Size of a pixel (voxel side) in `unit`, > 0.
+    unit : str, optional
+        Length unit, e.g. ``"µm"`` (at most 16 characters).
+
+    Returns
+    -------
+    Measurements
+        Columns scaled to `unit`: lengths times `pixel_size`, areas times ``pixel_size**2``
+        (volumes, for 3D labels, times ``pixel_size**3``).
+
+    Raises
+    ------
+    InputError
+        For a bad label image, mismatching shapes, an unknown property, a pixel size that is
+        not a positive finite number or a bad unit.
+
+    Notes
+    -----
+    On a 3D label image, the 2D-only properties (:data:`PROPERTIES_2D_ONLY`) are dropped and
+    the result's ``notes`` say so.
+    """
+    properties = _check_properties(properties)
+    pixel_size = _check_pixel_size(pixel_size)
+    unit = _check_unit(unit)
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"measure: labels must be an integer label image (run 'label' on a "
+                         f"mask first), got {labels.dtype}")
+    if labels.ndim not in (2, 3):
+        raise InputError(f"measure: labels must be a 2D image or a 3D volume, "
+                         f"got shape {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise InputError("measure: labels must not be negative")
+    notes = []
+    if intensity_image is not None:
+        intensity_image = np.asarray(intensity_image)
+        if intensity_image.shape != labels.shape:
+            raise InputError(f"measure: the intensity image's shape {intensity_image.shape} "
+                             f"differs from the labels' shape {labels.shape}")
+    else:
+        dropped = [p for p in properties if p in _INTENSITIES or p == "centroid_weighted"]
+        if dropped:
+            notes.append(f"no intensity image: {', '.join(dropped)} not measured")
+            properties = tuple(p for p in properties if p not in dropped)
+    ndim = labels.ndim
+    if ndim == 3:
+        dropped = [p for p in properties if p in PROPERTIES_2D_ONLY]
+        if dropped:
+            notes.append(f"{', '.join(dropped)}: defined for 2D images only, not measured "
+                         "on this volume")
+            properties = tuple(p for p in properties if p not in dropped)
+        if any(_KINDS[p] == _AREA for p in properties):
+            notes.append(f"3D: area (and area_*) is a volume, in {unit}³")
+    if not properties:
+        raise InputError("measure: none of the chosen properties can be measured here")
+    table = regionprops_table(labels, intensity_image=intensity_image, properties=properties)
+    columns, units = {}, {}
+    for column, values in table.items():
+        prop = _property_of(column)
+        if prop in _LENGTHS:
+            values = values * pixel_size
+        elif prop in _AREAS:
+            values = values * pixel_size ** ndim
+        columns[column] = values
+        units[column] = _unit_of(prop, unit, ndim)
+    return Measurements(columns=columns, units=units, notes=tuple(notes))
+
+
+def code_lines(properties, pixel_size, unit, *, labels="labels", image="image",
+               dst="table") -> list:
+    """Lines of Python computing the same columns as :func:`measure`.
+
+    The lines use ``from skimage.measure import regionprops_table`` (see :data:`IMPORTS`)
+    and the names `labels` (label image) and `image` (intensity image); they bind `dst`
+    to the ``{column: array}`` dict of :func:`measure`'s ``columns``. The 2D-only
+    properties are skipped at run time when the labels are 3D.
+
+    Parameters
+    ----------
+    properties : sequence of str
+        As for :func:`measure`.
+    pixel_size : float
+        Size of a pixel, in `unit`.
+    unit : str
+        Length unit (used in the comments).
+    labels, image, dst : str, optional
+        Variable names.
+
+    Returns
+    -------
+    list of str
+    """
+    properties = _check_properties(properties)
+    pixel_size = _check_pixel_size(pixel_size)
+    unit = _check_unit(unit)
+    two_d = tuple(p for p in properties if p in PROPERTIES_2D_ONLY)
+    lengths = tuple(p for p in _LENGTHS if p in properties)
+    areas = tuple(p for p in _AREAS if p in properties)
+    lines = [
+        f"# measurements (skimage.measure.regionprops_table), lengths in {unit}: "
+        f"pixel size {pixel_size!r} {unit}",
+        f"properties = {list(properties)!r}",
+    ]
+    if two_d:
+        lines += [
+            f"if {labels}.ndim == 3:  # defined for 2D images only",
+            f"    properties = [p for p in properties if p not in {two_d!r}]",
+        ]
+    lines.append(f"{dst} = regionprops_table({labels}, intensity_image={image}, "
+                 "properties=properties)")
+    if lengths or areas:
+        lines.append(f"for column in {dst}:")
+        branch = "if"
+        if lengths:
+            lines += [
+                f"    {branch} column.split('-', 1)[0] in {lengths!r}:  # lengths, in {unit}",
+                f"        {dst}[column] = {dst}[column] * {pixel_size!r}",
+            ]
+            branch = "elif"
+        if areas:
+            lines += [
+                f"    {branch} column.split('-', 1)[0] in {areas!r}:  # areas (volumes in 3D)",
+                f"        {dst}[column] = {dst}[column] * {pixel_size!r} ** {labels}.ndim",
+            ]
+    return lines
+
+
+#: Import lines needed by :func:`code_lines`.
+IMPORTS = ("from skimage.measure import regionprops_table",)
+
+
+def _format(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def to_csv(measurements: Measurements, provenance: dict | None = None) -> str:
+    """The table as CSV text, with units in the header and provenance in comment lines.
+
+    Parameters
+    ----------
+    measurements : Measurements
+    provenance : dict, optional
+        JSON-able record (:func:`pipeline.provenance.record`), written on one line
+        ``# provenance: {...}``.
+
+    Returns
+    -------
+    str
+        Comment lines starting with ``# `` (title, provenance, notes), then a header row
+        (``area [µm²]``; no brackets for dimensionless columns) and one row per object.
+        Floats are written with ``repr`` precision (they read back exactly).
+    """
+    if not isinstance(measurements, Measurements):
+        raise InputError("to_csv: expected the Measurements returned by measure()")
+    out = io.StringIO()
+    out.write("# Pipeline Explorer measurements\n")
+    if provenance is not None:
+        if not isinstance(provenance, dict):
+            raise InputError("to_csv: provenance must be a dict")
+        text = json.dumps(provenance, ensure_ascii=False, sort_keys=False, default=str)
+        out.write(f"# provenance: {text}\n")
+    for note in measurements.notes:
+        out.write(f"# note: {note}\n")
+    writer = csv.writer(out, lineterminator="\n")
+    names = list(measurements.columns)
+    writer.writerow([f"{name} [{measurements.units[name]}]" if measurements.units.get(name)
+                     else name for name in names])
+    arrays = [np.asarray(measurements.columns[name]) for name in names]
+    for row in zip(*(a.tolist() for a in arrays)):
+        writer.writerow([_format(v) for v in row])
+    return out.getvalue()

@@ -1,0 +1,388 @@
+"""Post-processing: from the object mask to a clean label image, and overlays of the labels.
+
+The recipe's ``postprocess`` is an ordered list of operations from :data:`POSTPROCESS`:
+
+* mask operations (:data:`MASK_OPS`, bool -> bool): ``closing``, ``opening``, ``fill_holes``;
+* exactly one ``label`` (bool -> int32 labels, 0 = background);
+* label operations (:data:`LABEL_OPS`, labels -> labels): ``remove_small_objects``,
+  ``clear_border``, ``relabel_sequential``.
+
+:func:`run_postprocess` checks that order and runs the list. As for every step, ``apply`` and
+``code(src, dst, **params)`` write the same expression, so that an exported script gives the
+same labels bit for bit.
+
+The overlay helpers (:func:`label_overlay`, :func:`boundaries_overlay`,
+:func:`bounding_boxes`) turn a 2D label image (one slice of a volume) into RGBA layers and
+boxes for the display.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import color, measure, morphology, segmentation
+
+from .errors import InputError
+from .steps import Param, Step
+
+__all__ = [
+    "POSTPROCESS",
+    "MASK_OPS",
+    "LABEL_OPS",
+    "run_postprocess",
+    "label_overlay",
+    "boundaries_overlay",
+    "bounding_boxes",
+]
+
+#: Operations on the boolean mask, before ``label``.
+MASK_OPS = ("closing", "opening", "fill_holes")
+#: Operations on the label image, after ``label``.
+LABEL_OPS = ("remove_small_objects", "clear_border", "relabel_sequential")
+
+
+def _footprint_code(src, radius):
+    r = int(radius)
+    return f"morphology.disk({r}) if {src}.ndim == 2 else morphology.ball({r})"
+
+
+def _check_radius(label, image, radius):
+    """Refuse a footprint (2 radius + 1 wide) wider than the image along every axis."""
+    if 2 * radius + 1 > max(image.shape):
+        raise InputError(
+            f"{label}: radius {radius} is larger than the image "
+            f"({' x '.join(map(str, image.shape))} pixels)"
+        )
+
+
+# --------------------------------------------------------------------------- mask operations
+
+
+def _closing(mask, *, radius):
+    _check_radius("Closing", mask, radius)
+    return morphology.closing(
+        mask, morphology.disk(radius) if mask.ndim == 2 else morphology.ball(radius))
+
+
+def _closing_code(src, dst, *, radius):
+    return [f"{dst} = morphology.closing({src}, {_footprint_code(src, radius)})"]
+
+
+def _opening(mask, *, radius):
+    _check_radius("Opening", mask, radius)
+    return morphology.opening(
+        mask, morphology.disk(radius) if mask.ndim == 2 else morphology.ball(radius))
+
+
+def _opening_code(src, dst, *, radius):
+    return [f"{dst} = morphology.opening({src}, {_footprint_code(src, radius)})"]
+
+
+def _fill_holes(mask):
+    return ndi.binary_fill_holes(mask)
+
+
+def _fill_holes_code(src, dst):
+    return [f"{dst} = ndi.binary_fill_holes({src})"]
+
+
+# --------------------------------------------------------------------------- label
+
+
+def _label(mask, *, connectivity):
+    if connectivity > mask.ndim:
+        raise InputError(
+            f"Label: connectivity must be at most {mask.ndim} for a {mask.ndim}D image, "
+            f"got {connectivity}"
+        )
+    return measure.label(mask, connectivity=connectivity).astype(np.int32)
+
+
+def _label_code(src, dst, *, connectivity):
+    return [f"{dst} = measure.label({src}, connectivity={int(connectivity)}).astype(np.int32)"]
+
+
+# --------------------------------------------------------------------------- label operations
+
+
+def _max_size(min_size):
+    """skimage >= 0.26 removes objects of at most ``max_size`` pixels: objects smaller than
+    ``min_size`` are those of at most ``min_size - 1``."""
+    return max(int(min_size) - 1, 0)
+
+
+def _remove_small_objects(labels, *, min_size):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Only one label", UserWarning)
+        return morphology.remove_small_objects(labels, max_size=_max_size(min_size))
+
+
+def _remove_small_objects_code(src, dst, *, min_size):
+    return [
+        f"with warnings.catch_warnings():  # a single object is fine: silence skimage's "
+        "'Only one label' hint",
+        "    warnings.filterwarnings('ignore', 'Only one label', UserWarning)",
+        f"    {dst} = morphology.remove_small_objects({src}, max_size={_max_size(min_size)})"
+        f"  # drops objects smaller than {int(min_size)} pixels",
+    ]
+
+
+def _clear_border(labels):
+    return segmentation.clear_border(labels)
+
+
+def _clear_border_code(src, dst):
+    return [f"{dst} = segmentation.clear_border({src})"]
+
+
+def _relabel_sequential(labels):
+    return segmentation.relabel_sequential(labels)[0]
+
+
+def _relabel_sequential_code(src, dst):
+    return [f"{dst} = segmentation.relabel_sequential({src})[0]"]
+
+
+# --------------------------------------------------------------------------- registry
+
+_MORPHOLOGY = "from skimage import morphology"
+_RADIUS = Param("radius", "int", 1, min=1, max=25,
+                doc="Radius of the disk (2D) or ball (3D), in pixels")
+
+POSTPROCESS = types.MappingProxyType({
+    step.key: step
+    for step in (
+        Step(
+            key="closing", stage="postprocess", label="Closing",
+            function="skimage.morphology.closing", params=(_RADIUS,),
+            apply=_closing, code=_closing_code, imports=(_MORPHOLOGY,),
+        ),
+        Step(
+            key="opening", stage="postprocess", label="Opening",
+            function="skimage.morphology.opening", params=(_RADIUS,),
+            apply=_opening, code=_opening_code, imports=(_MORPHOLOGY,),
+        ),
+        Step(
+            key="fill_holes", stage="postprocess", label="Fill holes",
+            function="scipy.ndimage.binary_fill_holes",
+            apply=_fill_holes, code=_fill_holes_code,
+            imports=("from scipy import ndimage as ndi",),
+        ),
+        Step(
+            key="label", stage="postprocess", label="Label",
+            function="skimage.measure.label",
+            params=(Param("connectivity", "int", 1, min=1, max=3,
+                          doc="1: face neighbours touch; up to the number of dimensions: "
+                              "also diagonal neighbours"),),
+            apply=_label, code=_label_code,
+            imports=("import numpy as np", "from skimage import measure"),
+        ),
+        Step(
+            key="remove_small_objects", stage="postprocess", label="Remove small objects",
+            function="skimage.morphology.remove_small_objects",
+            params=(Param("min_size", "int", 64, min=0, max=10**9,
+                          doc="Objects with fewer pixels (voxels) are removed"),),
+            apply=_remove_small_objects, code=_remove_small_objects_code,
+            imports=("import warnings", _MORPHOLOGY),
+        ),
+        Step(
+            key="clear_border", stage="postprocess", label="Clear border",
+            function="skimage.segmentation.clear_border",
+            apply=_clear_border, code=_clear_border_code,
+            imports=("from skimage import segmentation",),
+        ),
+        Step(
+            key="relabel_sequential", stage="postprocess", label="Relabel 1..N",
+            function="skimage.segmentation.relabel_sequential",
+            apply=_relabel_sequential, code=_relabel_sequential_code,
+            imports=("from skimage import segmentation",),
+        ),
+    )
+})
+
+
+# --------------------------------------------------------------------------- running a list
+
+
+def _check_mask(mask):
+    if not isinstance(mask, np.ndarray):
+        raise InputError(f"postprocess: mask must be a numpy array, got {type(mask).__name__}")
+    if mask.ndim not in (2, 3) or mask.size == 0:
+        raise InputError(f"postprocess: mask must be a 2D image or a 3D volume, "
+                         f"got shape {mask.shape}")
+    if mask.dtype == np.bool_:
+        return mask
+    if np.issubdtype(mask.dtype, np.number) and np.isin(mask, (0, 1)).all():
+        return mask.astype(bool)
+    raise InputError(f"postprocess: mask must be boolean (True = object), got {mask.dtype}")
+
+
+def _check_ops(ops):
+    """Return ``[(step, checked params), ...]`` or raise InputError."""
+    if not isinstance(ops, (list, tuple)):
+        raise InputError("postprocess: operations must be a list of "
+                         "{'name': ..., 'params': {...}}")
+    steps = []
+    for i, op in enumerate(ops, 1):
+        if not isinstance(op, dict) or "name" not in op:
+            raise InputError(f"postprocess: operation {i} must be a mapping with a 'name'")
+        name = op["name"]
+        step = POSTPROCESS.get(name) if isinstance(name, str) else None
+        if step is None:
+            raise InputError(f"postprocess: unknown operation {name!r} (operation {i}); "
+                             f"choose among {', '.join(POSTPROCESS)}")
+        steps.append((step, step.check(op.get("params"))))
+    names = [step.key for step, _ in steps]
+    if names.count("label") != 1:
+        raise InputError(f"postprocess: 'label' must appear exactly once, found it "
+                         f"{names.count('label')} times")
+    at = names.index("label")
+    for name in names[at + 1:]:
+        if name in MASK_OPS:
+            raise InputError(f"postprocess: '{name}' works on the mask: put it before 'label'")
+    for name in names[:at]:
+        if name in LABEL_OPS:
+            raise InputError(f"postprocess: '{name}' works on labels: put it after 'label'")
+    return steps
+
+
+def run_postprocess(mask, ops) -> np.ndarray:
+    """Run a list of post-processing operations on an object mask.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, 2D or 3D
+        The segmentation (True = object); 0/1 integer arrays are accepted.
+    ops : list of dict
+        ``[{"name": "closing", "params": {"radius": 1}}, ..., {"name": "label", ...}, ...]``:
+        mask operations (:data:`MASK_OPS`), then exactly one ``label``, then label operations
+        (:data:`LABEL_OPS`). Missing parameters take their defaults.
+
+    Returns
+    -------
+    labels : ndarray of int32
+        0 = background, 1.. = objects.
+
+    Raises
+    ------
+    InputError
+        For an unknown operation, a bad parameter, operations in the wrong order, a footprint
+        larger than the image or a connectivity above the number of dimensions.
+    """
+    steps = _check_ops(ops)
+    array = _check_mask(mask)
+    for step, params in steps:
+        array = step.apply(array, **params)
+    return array.astype(np.int32, copy=False)
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+def _check_labels2d(labels, where):
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise InputError(f"{where}: labels must be a 2D array (one slice), got shape "
+                         f"{labels.shape}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise InputError(f"{where}: labels must be integers, got {labels.dtype}")
+    return labels
+
+
+def _to_uint8(rgb):
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def label_overlay(labels2d, image2d_uint8, alpha=0.35) -> np.ndarray:
+    """Objects coloured over the image, background transparent.
+
+    Parameters
+    ----------
+    labels2d : ndarray of int, (M, N)
+        Label image (0 = background).
+    image2d_uint8 : ndarray of uint8, (M, N)
+        The displayed grayscale image.
+    alpha : float, optional
+        Opacity of the label colours over the image, in [0, 1].
+
+    Returns
+    -------
+    ndarray of uint8, (M, N, 4)
+        RGBA: on objects, :func:`skimage.color.label2rgb` colours blended with the image
+        (opaque); elsewhere fully transparent.
+    """
+    labels = _check_labels2d(labels2d, "label overlay")
+    image = np.asarray(image2d_uint8)
+    if image.shape != labels.shape:
+        raise InputError(f"label overlay: image shape {image.shape} differs from labels "
+                         f"shape {labels.shape}")
+    if image.dtype != np.uint8:
+        raise InputError(f"label overlay: image must be uint8 (the display image), "
+                         f"got {image.dtype}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) \
+            or not 0 <= alpha <= 1:
+        raise InputError(f"label overlay: alpha must be between 0 and 1, got {alpha!r}")
+    rgba = np.zeros(labels.shape + (4,), dtype=np.uint8)
+    rgb = color.label2rgb(labels, image=image, alpha=float(alpha), bg_label=0, image_alpha=1,
+                          kind="overlay")
+    rgba[..., :3] = _to_uint8(rgb)
+    rgba[..., 3] = np.where(labels > 0, 255, 0)
+    return rgba
+
+
+def boundaries_overlay(labels2d, color=(255, 0, 255)) -> np.ndarray:
+    """Object outlines in one colour, everything else transparent.
+
+    Parameters
+    ----------
+    labels2d : ndarray of int, (M, N)
+        Label image (0 = background).
+    color : tuple of 3 int, optional
+        RGB colour of the outlines, each 0..255.
+
+    Returns
+    -------
+    ndarray of uint8, (M, N, 4)
+        RGBA, opaque `color` on the inner boundary pixels of each object
+        (:func:`skimage.segmentation.find_boundaries`, ``mode='inner'``).
+    """
+    labels = _check_labels2d(labels2d, "boundaries overlay")
+    try:
+        rgb = tuple(int(c) for c in color)
+    except (TypeError, ValueError):
+        raise InputError(f"boundaries overlay: color must be 3 numbers 0-255, "
+                         f"got {color!r}") from None
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise InputError(f"boundaries overlay: color must be 3 numbers 0-255, got {color!r}")
+    edges = segmentation.find_boundaries(labels, mode="inner")
+    rgba = np.zeros(labels.shape + (4,), dtype=np.uint8)
+    rgba[edges] = rgb + (255,)
+    return rgba
+
+
+def bounding_boxes(labels2d) -> list:
+    """Bounding box of each object.
+
+    Parameters
+    ----------
+    labels2d : ndarray of int, (M, N)
+        Label image (0 = background).
+
+    Returns
+    -------
+    list of tuple
+        ``(label, min_row, min_col, max_row, max_col)`` for each label present, in increasing
+        label order; ``max_row`` / ``max_col`` are exclusive, as in ``regionprops``' bbox.
+    """
+    labels = _check_labels2d(labels2d, "bounding boxes").astype(np.intp, copy=False)
+    if labels.size and labels.min() < 0:
+        raise InputError("bounding boxes: labels must not be negative")
+    boxes = []
+    for i, slices in enumerate(ndi.find_objects(labels), 1):
+        if slices is not None:
+            rows, cols = slices
+            boxes.append((i, rows.start, cols.start, rows.stop, cols.stop))
+    return boxes
