@@ -256,5 +256,8 @@ def apply_filter(image, name, params=None) -> np.ndarray:
     step = FILTERS.get(name) if isinstance(name, str) else None
     if step is None:
         raise InputError(f"filter: unknown filter {name!r}; choose one of {', '.join(FILTERS)}")
+    if params is not None and not isinstance(params, dict):
+        raise InputError(f"{step.label}: parameters must be a mapping such as "
+                         f"{step.defaults()}, got {params!r}")
     checked = step.check(params)
     return step.apply(_check_image(image), **checked)

@@ -75,7 +75,7 @@ PROPERTIES_2D_ONLY = ("perimeter", "perimeter_crofton", "eccentricity", "orienta
 _LENGTHS = tuple(p for p, kind in _KINDS.items() if kind == _LENGTH)
 _AREAS = tuple(p for p, kind in _KINDS.items() if kind == _AREA)
 _INTENSITIES = tuple(p for p, kind in _KINDS.items() if kind == _INTENSITY)
-_SUPERSCRIPT = {2: "²", 3: "³"}
+_SUPERSCRIPT = types.MappingProxyType({2: "²", 3: "³"})
 _MAX_UNIT = 16
 
 

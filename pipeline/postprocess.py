@@ -234,7 +234,11 @@ def _check_ops(ops):
         if step is None:
             raise InputError(f"postprocess: unknown operation {name!r} (operation {i}); "
                              f"choose among {', '.join(POSTPROCESS)}")
-        steps.append((step, step.check(op.get("params"))))
+        params = op.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise InputError(f"{step.label}: parameters must be a mapping such as "
+                             f"{step.defaults()}, got {params!r}")
+        steps.append((step, step.check(params)))
     names = [step.key for step, _ in steps]
     if names.count("label") != 1:
         raise InputError(f"postprocess: 'label' must appear exactly once, found it "

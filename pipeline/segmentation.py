@@ -150,9 +150,11 @@ def _check_inputs(where, image, markers, vmin, vmax):
     if not isinstance(image, np.ndarray) or not (np.issubdtype(image.dtype, np.integer)
                                                  or np.issubdtype(image.dtype, np.floating)):
         raise InputError(f"{where}: image must be a numpy array of real numbers")
-    if image.ndim not in (2, 3):
+    if image.ndim not in (2, 3) or image.size == 0:
         raise InputError(f"{where}: image must be a 2D image or a 3D volume, "
                          f"got shape {image.shape}")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise InputError(f"{where}: image contains NaN or infinite values")
     if not isinstance(markers, np.ndarray) or markers.shape != image.shape:
         raise InputError(f"{where}: markers must be an array of the image's shape "
                          f"{image.shape}, got {np.shape(markers)}")
@@ -196,6 +198,9 @@ def segment(image, markers, name, params=None, vmin=None, vmax=None) -> np.ndarr
     if step is None:
         raise InputError(f"segmentation: unknown method {name!r}; choose one of "
                          f"{', '.join(SEGMENTERS)}")
+    if params is not None and not isinstance(params, dict):
+        raise InputError(f"{step.label}: parameters must be a mapping such as "
+                         f"{step.defaults()}, got {params!r}")
     checked = step.check(params)
     vmin, vmax = _check_inputs(step.label, image, markers, vmin, vmax)
     return step.apply(image, markers, vmin=vmin, vmax=vmax, **checked)

@@ -1,0 +1,225 @@
+"""Tests of pipeline.measure (units, 3D, CSV, code) and of a whole exported script."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data, filters
+from skimage.measure import regionprops_table
+
+from pipeline.errors import InputError
+from pipeline.measure import (AVAILABLE_PROPERTIES, DEFAULT_PROPERTIES, IMPORTS,
+                              PROPERTIES_2D_ONLY, Measurements, code_lines, measure, to_csv)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def coins():
+    return data.coins()[:150, :200]
+
+
+@pytest.fixture(scope="module")
+def labels2d(coins):
+    from skimage import measure as skm
+    return skm.label(coins > filters.threshold_otsu(coins)).astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def volume():
+    rng = np.random.default_rng(2)
+    labels = np.zeros((8, 20, 20), np.int32)
+    labels[1:5, 2:8, 2:9] = 1
+    labels[3:7, 11:18, 10:16] = 2
+    image = rng.integers(0, 255, labels.shape).astype(np.uint8)
+    return labels, image
+
+
+def test_pixel_size_scales_lengths_and_areas(coins, labels2d):
+    px = measure(labels2d, coins)
+    um = measure(labels2d, coins, pixel_size=0.5, unit="µm")
+    assert list(um.columns) == list(px.columns)
+    np.testing.assert_array_equal(um.columns["area"], px.columns["area"] * 0.25)
+    for name in ("perimeter", "centroid-0", "centroid-1", "bbox-2", "equivalent_diameter_area"):
+        np.testing.assert_array_equal(um.columns[name], px.columns[name] * 0.5)
+    for name in ("label", "eccentricity", "solidity", "intensity_mean", "intensity_max"):
+        np.testing.assert_array_equal(um.columns[name], px.columns[name])
+    assert um.units["area"] == "µm²" and um.units["perimeter"] == "µm"
+    assert um.units["centroid-1"] == "µm" and um.units["eccentricity"] == ""
+    assert px.units["area"] == "px²"
+    raw = regionprops_table(labels2d, coins, properties=("area", "perimeter"))
+    np.testing.assert_array_equal(px.columns["area"], raw["area"])
+    np.testing.assert_array_equal(um.columns["perimeter"], raw["perimeter"] * 0.5)
+    assert um.notes == () and um.n_objects == labels2d.max()
+
+
+def test_3d_drops_2d_only_properties_with_a_note(volume):
+    labels, image = volume
+    m = measure(labels, image, pixel_size=2.0, unit="µm")
+    assert "perimeter" not in m.columns and "eccentricity" not in m.columns
+    assert any("perimeter, eccentricity" in n and "2D" in n for n in m.notes)
+    assert m.units["area"] == "µm³"
+    np.testing.assert_array_equal(m.columns["area"], [4 * 6 * 7 * 8.0, 4 * 7 * 6 * 8.0])
+    assert [c for c in m.columns if c.startswith("centroid")] == [
+        "centroid-0", "centroid-1", "centroid-2"]
+
+
+def test_every_available_property_works(coins, labels2d, volume):
+    m = measure(labels2d, coins, AVAILABLE_PROPERTIES)
+    assert all(len(v) == labels2d.max() for v in m.columns.values())
+    labels, image = volume
+    m3 = measure(labels, image, AVAILABLE_PROPERTIES)
+    assert not {c.split("-")[0] for c in m3.columns} & set(PROPERTIES_2D_ONLY)
+
+
+def test_without_intensity_image_intensities_are_dropped(labels2d):
+    m = measure(labels2d, None)
+    assert "intensity_mean" not in m.columns and "area" in m.columns
+    assert any("intensity" in n for n in m.notes)
+
+
+def test_no_object_gives_empty_columns():
+    m = measure(np.zeros((10, 10), np.int32), np.zeros((10, 10)))
+    assert m.n_objects == 0 and "bbox-3" in m.columns
+    assert to_csv(m).splitlines()[-1].startswith("label,")
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"properties": ("area", "roundness")}, r"unknown property 'roundness'; valid ones are label"),
+    ({"properties": "area"}, r"properties must be a list"),
+    ({"properties": ()}, r"at least one property"),
+    ({"pixel_size": 0}, r"measure: pixel_size must be a finite number above 0"),
+    ({"pixel_size": -1.0}, r"measure: pixel_size must be a finite number above 0"),
+    ({"pixel_size": float("inf")}, r"measure: pixel_size must be a finite number above 0"),
+    ({"pixel_size": "1 µm"}, r"measure: pixel_size must be a number"),
+    ({"unit": ""}, r"measure: unit must be a non-empty"),
+    ({"unit": "micrometres-per-pixel"}, r"measure: unit must be at most 16 characters"),
+    ({"unit": "µm,"}, r"measure: unit must not contain commas"),
+])
+def test_bad_arguments(coins, labels2d, kwargs, pattern):
+    with pytest.raises(InputError, match=pattern):
+        measure(labels2d, coins, **kwargs)
+
+
+def test_bad_label_images(coins, labels2d):
+    with pytest.raises(InputError, match=r"measure: labels must be an integer label image"):
+        measure(labels2d > 0, coins)
+    with pytest.raises(InputError, match=r"measure: the intensity image's shape"):
+        measure(labels2d, coins[:10])
+
+
+def test_csv_header_provenance_and_units(coins, labels2d):
+    m = measure(labels2d, coins, pixel_size=0.325, unit="µm")
+    provenance = {"generator": "Pipeline Explorer", "input": {"name": "coins µ.tif"},
+                  "steps": {"filter": {"name": "none"}}}
+    text = to_csv(m, provenance)
+    lines = text.splitlines()
+    comments = [line for line in lines if line.startswith("#")]
+    assert all(line.startswith("# ") for line in comments)
+    assert lines[: len(comments)] == comments  # comments first
+    prov = [line for line in comments if line.startswith("# provenance: ")]
+    assert len(prov) == 1
+    assert json.loads(prov[0][len("# provenance: "):]) == provenance
+    rows = list(csv.reader(io.StringIO("\n".join(lines[len(comments):]))))
+    header = rows[0]
+    assert header[:4] == ["label", "area [µm²]", "perimeter [µm]", "centroid-0 [µm]"]
+    assert "eccentricity" in header and "intensity_mean" in header
+    assert len(rows) == 1 + labels2d.max()
+    columns = list(m.columns)
+    for j, name in enumerate(columns):
+        values = np.array([float(r[j]) for r in rows[1:]])
+        np.testing.assert_array_equal(values, m.columns[name].astype(float))  # exact round trip
+    assert rows[1][0] == "1"  # integers stay integers
+
+
+def test_csv_notes_and_no_provenance(volume):
+    labels, image = volume
+    text = to_csv(measure(labels, image))
+    assert "# provenance" not in text
+    assert "# note: perimeter, eccentricity: defined for 2D images only" in text
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("pixel_size, unit", [(1.0, "px"), (0.1 + 0.2, "µm")])
+def test_code_lines_give_the_same_columns(ndim, pixel_size, unit, coins, labels2d, volume):
+    labels, image = (labels2d, coins) if ndim == 2 else volume
+    properties = DEFAULT_PROPERTIES + ("area_bbox", "axis_major_length", "orientation")
+    expected = measure(labels, image, properties, pixel_size, unit)
+    namespace = {"labels": labels, "image": image}
+    exec("\n".join((*IMPORTS, *code_lines(properties, pixel_size, unit))), namespace)
+    table = namespace["table"]
+    assert list(table) == list(expected.columns)
+    for name, values in expected.columns.items():
+        assert table[name].dtype == values.dtype, name
+        np.testing.assert_array_equal(table[name], values)
+
+
+def test_measurements_is_frozen():
+    m = Measurements(columns={}, units={}, notes=())
+    with pytest.raises(AttributeError):
+        m.notes = ("x",)
+
+
+def test_a_whole_exported_script_reproduces_the_app(tmp_path):
+    """Imports + code lines of one step of each stage, run in a fresh Python process."""
+    from pipeline.filters import FILTERS, apply_filter
+    from pipeline.postprocess import POSTPROCESS, run_postprocess
+    from pipeline.segment import make_markers
+    from pipeline.segmentation import SEGMENTERS, segment
+
+    image = data.coins()[150:, :260]
+    np.save(tmp_path / "image.npy", image)
+    recipe = {
+        "filter": ("bilateral", {"sigma_color": 12.5, "sigma_spatial": 1.5}),
+        "markers": (80.0, 131.5),
+        "segmentation": ("random_walker", {"beta": 130.0, "mode": "cg_mg", "tol": 0.001}),
+        "postprocess": [("closing", {"radius": 1}), ("fill_holes", {}),
+                        ("label", {"connectivity": 1}), ("remove_small_objects", {"min_size": 30}),
+                        ("clear_border", {}), ("relabel_sequential", {})],
+        "measure": (DEFAULT_PROPERTIES, 0.65, "µm"),
+    }
+    # what the app computes
+    filtered = apply_filter(image.astype(np.float64), *recipe["filter"])
+    vmin, vmax = recipe["markers"]
+    markers = make_markers(filtered, vmin, vmax)
+    mask = segment(filtered, markers, *recipe["segmentation"], vmin=vmin, vmax=vmax)
+    labels = run_postprocess(mask, [{"name": n, "params": p} for n, p in recipe["postprocess"]])
+    expected = measure(labels, image, *recipe["measure"])
+    assert labels.max() >= 3
+
+    # the script
+    f_step, s_step = FILTERS[recipe["filter"][0]], SEGMENTERS[recipe["segmentation"][0]]
+    p_steps = [(POSTPROCESS[n], p) for n, p in recipe["postprocess"]]
+    imports = ["import numpy as np", *f_step.imports, *s_step.imports,
+               *(i for s, _ in p_steps for i in s.imports), *IMPORTS]
+    body = [f"image = np.load({str(tmp_path / 'image.npy')!r})",
+            "filtered = image.astype(np.float64)",
+            *f_step.code("filtered", "filtered", **f_step.check(recipe["filter"][1])),
+            "markers = np.zeros(filtered.shape, dtype=np.uint8)",
+            f"markers[filtered < {vmin!r}] = 1",
+            f"markers[filtered > {vmax!r}] = 2",
+            *s_step.code("filtered", "markers", "labels", vmin=vmin, vmax=vmax,
+                         **s_step.check(recipe["segmentation"][1]))]
+    for step, params in p_steps:
+        body += step.code("labels", "labels", **step.check(params))
+    body += code_lines(*recipe["measure"])
+    body += [f"np.save({str(tmp_path / 'labels.npy')!r}, labels)",
+             f"np.savez({str(tmp_path / 'table.npz')!r}, **table)"]
+    script = "\n".join(dict.fromkeys(imports)) + "\n\n" + "\n".join(body) + "\n"
+    (tmp_path / "script.py").write_text(script, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning",
+                           "-W", "error::FutureWarning", str(tmp_path / "script.py")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = np.load(tmp_path / "labels.npy")
+    assert got.dtype == labels.dtype
+    np.testing.assert_array_equal(got, labels)
+    table = np.load(tmp_path / "table.npz")
+    assert list(table.keys()) == list(expected.columns)
+    for name, values in expected.columns.items():
+        np.testing.assert_array_equal(table[name], values)
