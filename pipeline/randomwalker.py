@@ -1,0 +1,627 @@
+"""Fast two-label random walker segmentation for interactive use.
+
+This is :func:`skimage.segmentation.random_walker` (Grady 2006) restricted to two labels
+(1 = background marker, 2 = object marker, 0 = to be decided), split into a part that
+depends only on the image and a part that depends on the markers:
+
+* **The graph Laplacian depends only on the image, beta and the spacing.** Edge weights are
+  skimage's (``_compute_weights_3d``): the image is converted with ``img_as_float``, each
+  edge between face neighbours gets ``exp(-beta / (10 * image.std()) * (diff / spacing)**2)
+  + 1e-10``. :func:`build_graph` computes the full ``n x n`` Laplacian once (directly in
+  sorted CSR form, no COO round trip) and, for 2D images, a hierarchy of Galerkin coarse
+  Laplacians (``T.T @ L @ T`` for 2x2 pixel blocks). The result is a
+  :class:`RandomWalkerGraph` holding only numpy arrays and scipy sparse matrices, so joblib
+  can cache it on disk and reload it memory-mapped.
+* **Two labels need one linear system.** With ``U`` the unlabelled pixels, the probability
+  that a walker from ``U`` first reaches an object marker solves ``L[U, U] p = -L[U, S] s``
+  (``s`` = 1 on object markers, 0 on background markers); ``P(background) = 1 - p``.
+  skimage solves one system per label and takes the argmax, i.e. label 2 where
+  ``P2 > P1``; here label 2 is where ``p > 0.5`` (ties go to background, as with argmax).
+  :func:`solve` selects ``U`` per call by slicing the cached CSR Laplacian (rows, then
+  columns), which is cheaper than iterating on the masked full-size operator
+  ``P L P + (I - P)`` after about five iterations.
+* **Deterministic initial guess.** For the same graph, markers, mode and tol, :func:`solve`
+  returns bit-identical labels whatever was solved before: nothing is cached between calls
+  and the initial guess is a function of the inputs only. ``'cg_j'`` on 2D images starts
+  from a *cascadic* guess: markers are coarsened 2x per axis (a block is a marker if it
+  holds markers of one label only), the coarsest problem is solved directly, and each finer
+  level starts from the piecewise-constant prolongation of the coarser solution (4x
+  faster than from zero on a 1024x1024 image). In 3D, thresholded markers leave thin
+  unknown shells on which Jacobi-CG converges in ~15-25 iterations, and the coarse solves
+  did not pay for themselves (measured: +10-30 % time), so 3D ``'cg_j'``, and ``'cg_mg'``
+  in 2D and 3D (its AMG preconditioner converges in 2-4 iterations anyway), start from
+  P = 0.5 on every undecided pixel: 10-20 % fewer iterations than starting from zero. An
+  explicit ``x0`` (e.g. the previous probability map, for a live preview)
+  is accepted and may change the labels slightly: such results are *not* canonical.
+
+Solver modes
+------------
+``'cg_mg'``
+    CG preconditioned by a pyamg V-cycle built per call on ``L[U, U]``; stops at
+    ``||r|| <= tol * ||b||`` as in skimage. 2D: Ruge-Stuben with direct interpolation (of
+    pyamg's RS and smoothed-aggregation variants, the cheapest setup + solve at equal
+    accuracy: 0.73 s vs 0.93 s with classical interpolation and 1.1 s with smoothed
+    aggregation, 1024x1024 image with 735k undecided pixels). 3D: the RS setup
+    alone costs ~5 Jacobi-CG solves, so plain (unsmoothed) aggregation is used: 0.45 s vs
+    1.0 s on 128^3 with 99.98 % agreement with the exact labels. In 3D ``'cg_j'`` is
+    still faster than any AMG (setup is never amortised: the matrix changes every call).
+``'cg_j'``
+    CG with a Jacobi preconditioner. Jacobi-CG stopped at ``tol`` leaves probability errors
+    of 0.1-0.7 on large 2D unknown regions (skimage's own ``cg_j`` disagrees with its
+    ``bf`` on 2.2 % of the coins pixels for vmin/vmax = 30/200, and a single Jacobi-CG solve
+    from zero on 9 % of a 1024x1024 camera), so in 2D this mode stops at ``tol / 10``;
+    with the cascadic guess it then agrees with the exact labels on >= 99.9 % of the
+    pixels. In 3D (thin unknown shells between thresholded markers) stopping at ``tol``
+    already gives >= 99.9 % agreement with the exact labels, so ``tol`` is used as is.
+``'bf'``
+    Direct sparse LU of the symmetric positive definite ``L[U, U]`` (SuperLU, symmetric
+    minimum-degree ordering, no pivoting). Exact; too slow for large 3D volumes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Real
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import linalg as spla
+from skimage.util import img_as_float
+
+from .errors import InputError
+
+__all__ = [
+    "BACKGROUND",
+    "OBJECT",
+    "MODES",
+    "RandomWalkerGraph",
+    "build_graph",
+    "solve",
+    "random_walker",
+]
+
+BACKGROUND = 1
+OBJECT = 2
+#: Solver modes, see the module docstring.
+MODES = ("cg_mg", "cg_j", "bf")
+
+_EPS = 1.0e-10  # skimage's eps added to every edge weight
+_COARSEST_PIXELS = 16384  # 2D coarsening stops at or below this many pixels
+_CASCADE_NDIMS = (2,)  # image dimensions for which cg_j uses the cascadic initial guess
+_CG_J_TOL_FACTOR = {2: 0.1, 3: 1.0}  # cg_j stops at tol * this, by ndim (module docstring)
+_MG_MAXITER = 30  # as skimage's cg_mg
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+class RandomWalkerGraph:
+    """Everything of a random-walker problem that does not depend on the markers.
+
+    Build it with :func:`build_graph`. Attributes are numpy arrays, scipy sparse matrices,
+    and tuples of them, so the object pickles compactly and joblib can reload it with
+    ``mmap_mode='r'`` (nothing here is ever written to after construction).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the image (2D or 3D).
+    laplacian : scipy.sparse.csr_matrix
+        Full ``n x n`` graph Laplacian over all pixels (C order), sorted indices,
+        ``L[i, i]`` = weighted degree, ``L[i, j] = -w_ij`` for face neighbours.
+    degree : ndarray of float64, shape (n,)
+        Diagonal of `laplacian` (Jacobi preconditioner).
+    coarse_laplacians : tuple of scipy.sparse.csr_matrix
+        Galerkin coarse Laplacians, each on 2x2 blocks of the previous level (2D only; empty
+        in 3D). Used for the cascadic initial guess of ``'cg_j'``.
+    beta : ndarray, shape ()
+        The beta the weights were computed with.
+    spacing : ndarray of float64, shape (ndim,)
+        Pixel spacing along each axis.
+    """
+
+    def __init__(self, shape, laplacian, degree, coarse_laplacians, beta, spacing):
+        self.shape = tuple(int(s) for s in shape)
+        self.laplacian = laplacian
+        self.degree = degree
+        self.coarse_laplacians = tuple(coarse_laplacians)
+        self.beta = np.asarray(beta, dtype=np.float64)
+        self.spacing = np.asarray(spacing, dtype=np.float64)
+
+    @property
+    def ndim(self) -> int:
+        """Number of image dimensions (2 or 3)."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of pixels."""
+        return math.prod(self.shape)
+
+    def __repr__(self):
+        return (
+            f"RandomWalkerGraph(shape={self.shape}, beta={float(self.beta):g}, "
+            f"spacing={tuple(float(s) for s in self.spacing)}, "
+            f"nnz={self.laplacian.nnz}, coarse_levels={len(self.coarse_laplacians)})"
+        )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _number(name, value, *, positive=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.number)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise InputError(f"{name} must be greater than 0, got {value:g}")
+    return value
+
+
+def _check_image(image):
+    try:
+        arr = np.asarray(image)
+    except Exception:  # pragma: no cover - exotic array-likes
+        raise InputError("image must be an array of numbers") from None
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    ):
+        raise InputError(f"image must be an array of real numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise InputError("image must be real-valued, got a complex array")
+    if arr.ndim not in (2, 3):
+        raise InputError(
+            f"image must be a 2D image or a 3D volume (grayscale), got {arr.ndim} "
+            f"dimension(s) with shape {arr.shape}"
+        )
+    if arr.size < 2:
+        raise InputError(f"image must have at least 2 pixels, got shape {arr.shape}")
+    if arr.dtype == np.float16:  # as skimage: scipy.sparse does not support float16
+        arr = arr.astype(np.float32)
+    data = np.ascontiguousarray(img_as_float(arr), dtype=np.float64)
+    if not np.isfinite(data).all():
+        raise InputError("image contains NaN or infinite values")
+    return data
+
+
+def _check_spacing(spacing, ndim):
+    if spacing is None:
+        return np.ones(ndim)
+    try:
+        values = [_number("spacing", s, positive=True) for s in spacing]
+    except TypeError:
+        raise InputError(
+            f"spacing must be a sequence of {ndim} positive numbers (one per axis), "
+            f"got {spacing!r}"
+        ) from None
+    except InputError as exc:
+        raise InputError(
+            f"spacing must be a sequence of {ndim} positive finite numbers (one per axis): "
+            f"{exc}"
+        ) from None
+    if len(values) != ndim:
+        raise InputError(
+            f"spacing must have one value per image axis ({ndim}), got {len(values)}: "
+            f"{spacing!r}"
+        )
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_mode(mode):
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    return mode
+
+
+def _check_tol(tol):
+    tol = _number("tol", tol, positive=True)
+    if tol >= 1:
+        raise InputError(f"tol must be below 1 (a relative residual), got {tol:g}")
+    return tol
+
+
+def _check_markers(markers, shape):
+    arr = np.asarray(markers)
+    if arr.shape != tuple(shape):
+        raise InputError(
+            f"markers must have the shape of the image {tuple(shape)}, got {arr.shape}"
+        )
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise InputError(
+            "markers must be an integer array (0 = undecided, 1 = background, 2 = object), "
+            f"got dtype {arr.dtype}"
+        )
+    if arr.dtype != np.uint8:
+        lo, hi = arr.min(), arr.max()
+        if lo < 0 or hi > OBJECT:
+            raise InputError(
+                "markers may only contain 0 (undecided), 1 (background) and 2 (object); "
+                f"found values from {lo} to {hi}"
+            )
+        arr = arr.astype(np.uint8)
+    lab = np.ascontiguousarray(arr).reshape(-1)
+    counts = np.bincount(lab, minlength=3)
+    if counts.size > 3:
+        raise InputError(
+            "markers may only contain 0 (undecided), 1 (background) and 2 (object); "
+            f"found values up to {counts.size - 1}"
+        )
+    if counts[BACKGROUND] == 0 and counts[OBJECT] == 0:
+        raise InputError(
+            "markers: no marker at all: every pixel is undecided (0), e.g. every pixel is "
+            "between vmin and vmax. Raise vmin and lower vmax."
+        )
+    if counts[BACKGROUND] == 0:
+        raise InputError(
+            "markers: no background marker (label 1): no pixel is marked as background, "
+            "e.g. every pixel is above vmin. Raise vmin."
+        )
+    if counts[OBJECT] == 0:
+        raise InputError(
+            "markers: no object marker (label 2): no pixel is marked as object, "
+            "e.g. every pixel is below vmax. Lower vmax."
+        )
+    return lab, int(counts[0])
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def _laplacian_csr(data, spacing, beta):
+    """Sorted CSR Laplacian with skimage's weights, built row-block by row-block."""
+    shape = data.shape
+    ndim = data.ndim
+    n = data.size
+    std = data.std()
+    if not std > 0:
+        raise InputError(
+            "image is constant: the random walker needs intensity differences between "
+            "pixels"
+        )
+    scale_factor = -beta / (10 * std)
+    strides = [math.prod(shape[a + 1 :]) for a in range(ndim)]
+    k = 2 * ndim + 1
+    itype = np.int32 if n * k <= _INT32_MAX else np.int64
+    vals = np.zeros((n, k), dtype=np.float64)
+    cols = np.empty((n, k), dtype=itype)
+    rows = np.arange(n, dtype=itype)
+    degree = np.zeros(n, dtype=np.float64)
+    # column order within a row: -axis0 ... -axis(d-1), diagonal, +axis(d-1) ... +axis0
+    for a in range(ndim):
+        if shape[a] < 2:
+            cols[:, a] = rows
+            cols[:, k - 1 - a] = rows
+            continue
+        gradients = (np.diff(data, axis=a) / spacing[a]) ** 2  # as skimage
+        weights = np.exp(scale_factor * gradients)
+        weights += _EPS
+        lo = [slice(None)] * ndim
+        hi = [slice(None)] * ndim
+        lo[a] = slice(0, -1)
+        hi[a] = slice(1, None)
+        w_plus = np.zeros(shape)  # weight of the edge (p, p + stride)
+        w_plus[tuple(lo)] = weights
+        w_minus = np.zeros(shape)  # weight of the edge (p - stride, p)
+        w_minus[tuple(hi)] = weights
+        w_plus = w_plus.reshape(-1)
+        w_minus = w_minus.reshape(-1)
+        degree += w_plus
+        degree += w_minus
+        vals[:, a] = -w_minus
+        cols[:, a] = np.where(w_minus > 0, rows - strides[a], rows)
+        vals[:, k - 1 - a] = -w_plus
+        cols[:, k - 1 - a] = np.where(w_plus > 0, rows + strides[a], rows)
+    vals[:, ndim] = degree
+    cols[:, ndim] = rows
+    indptr = np.arange(0, n * k + 1, k, dtype=itype)
+    lap = sparse.csr_matrix((vals.reshape(-1), cols.reshape(-1), indptr), shape=(n, n))
+    lap.eliminate_zeros()  # missing neighbours at the border (real weights are >= eps)
+    lap.has_sorted_indices = True
+    return lap, degree
+
+
+def _coarse_shape(shape):
+    return tuple((s + 1) // 2 for s in shape)
+
+
+def _galerkin_coarse(lap, shape):
+    """Coarse Laplacian ``T.T @ L @ T`` for 2x2(x2) pixel blocks."""
+    cshape = _coarse_shape(shape)
+    n = math.prod(shape)
+    block = np.ravel_multi_index(tuple(i // 2 for i in np.indices(shape)), cshape)
+    t = sparse.csr_matrix(
+        (np.ones(n), block.reshape(-1), np.arange(n + 1)), shape=(n, math.prod(cshape))
+    )
+    coarse = (t.T @ lap @ t).tocsr()
+    coarse.sum_duplicates()
+    coarse.sort_indices()
+    return _int32_indices(coarse), cshape
+
+
+def _int32_indices(mat):
+    if mat.nnz <= _INT32_MAX and max(mat.shape) <= _INT32_MAX:
+        mat.indices = mat.indices.astype(np.int32, copy=False)
+        mat.indptr = mat.indptr.astype(np.int32, copy=False)
+    return mat
+
+
+def build_graph(image, beta=130.0, spacing=None) -> RandomWalkerGraph:
+    """Precompute the random-walker graph of an image (independent of the markers).
+
+    Parameters
+    ----------
+    image : (M, N) or (P, M, N) array_like
+        Grayscale image or volume. Converted with :func:`skimage.util.img_as_float` (as
+        skimage's random walker does), then weights are computed in float64 (skimage
+        keeps float32 images in float32; the weights then differ by rounding only).
+    beta : float, optional
+        Penalisation of intensity differences between neighbours (> 0), as in skimage.
+    spacing : sequence of float, optional
+        Pixel spacing along each axis (default 1).
+
+    Returns
+    -------
+    RandomWalkerGraph
+        Picklable; pass it to :func:`solve` for each new set of markers.
+
+    Raises
+    ------
+    InputError
+        If the image is not a finite, non-constant 2D/3D array, or beta / spacing are
+        invalid.
+    """
+    data = _check_image(image)
+    beta = _number("beta", beta, positive=True)
+    spacing = _check_spacing(spacing, data.ndim)
+    lap, degree = _laplacian_csr(data, spacing, beta)
+    lap = _int32_indices(lap)
+    coarse = []
+    if data.ndim in _CASCADE_NDIMS:
+        shape, level = data.shape, lap
+        while math.prod(shape) > _COARSEST_PIXELS and max(shape) > 1:
+            level, shape = _galerkin_coarse(level, shape)
+            coarse.append(level)
+    return RandomWalkerGraph(data.shape, lap, degree, coarse, beta, spacing)
+
+
+# --------------------------------------------------------------------------- solve
+
+
+def _reduced_system(lap, lab, unknown):
+    """``A = L[U, U]`` and ``b = -L[U, S] s`` for the object indicator ``s``."""
+    rows = lap[unknown]
+    a = _int32_indices(rows[:, unknown].tocsr())
+    b = rows @ (lab == OBJECT).astype(np.float64)
+    np.negative(b, out=b)
+    return a, b
+
+
+def _direct(a, b):
+    lu = spla.splu(
+        a.tocsc(),
+        permc_spec="MMD_AT_PLUS_A",
+        diag_pivot_thresh=0.0,
+        options={"SymmetricMode": True},
+    )
+    return lu.solve(b)
+
+
+def _cg_jacobi(a, b, diag, rtol, x0):
+    inv = 1.0 / diag
+    m = spla.LinearOperator(a.shape, matvec=lambda r: inv * r, dtype=np.float64)
+    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m)
+
+
+def _cg_amg(a, b, rtol, x0, ndim):
+    try:
+        import pyamg
+    except ImportError:  # pragma: no cover - pyamg is a dependency
+        raise InputError(
+            "mode 'cg_mg' needs the pyamg package, which is not installed; "
+            "use mode 'cg_j' or 'bf'"
+        ) from None
+    if a.indices.dtype != np.int32:
+        raise InputError("image too large for mode 'cg_mg' (int32 indices); use 'cg_j'")
+    # coarse_solver: skimage's 'pinv' densifies the coarsest matrix, which is the whole
+    # matrix when coarsening stalls (e.g. every undecided pixel surrounded by markers)
+    if ndim == 2:  # Ruge-Stuben, direct interpolation: cheapest setup at equal accuracy
+        ml = pyamg.ruge_stuben_solver(a, interpolation="direct", coarse_solver="splu")
+    else:  # 3D: RS setup costs ~5x a Jacobi-CG solve; plain aggregation is ~7x cheaper
+        ml = pyamg.smoothed_aggregation_solver(
+            a,
+            symmetry="symmetric",
+            strength=None,
+            smooth=None,
+            improve_candidates=None,
+            coarse_solver="splu",
+        )
+    m = ml.aspreconditioner(cycle="V")
+    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m, maxiter=_MG_MAXITER)
+
+
+def _coarsen_markers(lab):
+    """Markers of 2x2(x2) blocks: a label where the block holds markers of one label only."""
+    pad = [(0, s % 2) for s in lab.shape]
+    if any(p for _, p in pad):
+        lab = np.pad(lab, pad)  # padded pixels are undecided
+    split = []
+    for s in lab.shape:
+        split += [s // 2, 2]
+    axes = tuple(range(1, 2 * lab.ndim, 2))
+    has_bg = (lab == BACKGROUND).reshape(split).any(axis=axes)
+    has_obj = (lab == OBJECT).reshape(split).any(axis=axes)
+    out = np.zeros(has_bg.shape, dtype=np.uint8)
+    out[has_bg & ~has_obj] = BACKGROUND
+    out[has_obj & ~has_bg] = OBJECT
+    return out
+
+
+def _prolong(coarse, shape):
+    """Piecewise-constant prolongation of a coarse grid array onto `shape`."""
+    fine = coarse
+    for axis in range(coarse.ndim):
+        fine = np.repeat(fine, 2, axis=axis)
+    return fine[tuple(slice(0, s) for s in shape)]
+
+
+def _cascadic_guess(graph, lab, unknown, tol):
+    """Deterministic initial guess on the fine unknowns from coarse-grid solves."""
+    levels = graph.coarse_laplacians
+    labs = [lab.reshape(graph.shape)]
+    for _ in levels:
+        labs.append(_coarsen_markers(labs[-1]))
+    x_full = None
+    for lap_c, lab_c in zip(levels[::-1], labs[:0:-1]):
+        flat = lab_c.reshape(-1)
+        if not (flat != 0).any():  # no marker survived at this level: skip it
+            x_full = None
+            continue
+        unk = np.flatnonzero(flat == 0)
+        x = (flat == OBJECT).astype(np.float64)
+        if unk.size:
+            a, b = _reduced_system(lap_c, flat, unk)
+            if x_full is None:
+                xu = _direct(a, b)
+            else:
+                x0 = _prolong(x_full, lab_c.shape).reshape(-1)[unk]
+                xu, _ = _cg_jacobi(a, b, a.diagonal(), tol, x0)
+            x[unk] = xu
+        x_full = x.reshape(lab_c.shape)
+    if x_full is None:
+        return None
+    return _prolong(x_full, graph.shape).reshape(-1)[unknown]
+
+
+def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability=False):
+    """Random-walker labels of the graph's image for one set of markers.
+
+    Parameters
+    ----------
+    graph : RandomWalkerGraph
+        From :func:`build_graph` (possibly reloaded memory-mapped).
+    markers : ndarray of int, shape ``graph.shape``
+        0 = undecided, 1 = background marker, 2 = object marker. Both labels must be
+        present.
+    mode : {'cg_mg', 'cg_j', 'bf'}, optional
+        Linear solver, see the module docstring.
+    tol : float, optional
+        Relative residual tolerance of the conjugate gradient (``||r|| <= tol * ||b||``,
+        skimage's meaning; ``'cg_j'`` uses ``tol / 10`` on 2D images). Ignored by
+        ``'bf'``.
+    x0 : ndarray of float, shape ``graph.shape``, optional
+        Initial guess of P(object), e.g. the probability returned by a previous call. Only
+        its values at undecided pixels are used; ignored by ``'bf'``. With ``x0`` the
+        labels may differ slightly from the canonical result (``x0=None``), which is a
+        deterministic function of (graph, markers, mode, tol) only.
+    return_probability : bool, optional
+        Also return P(object).
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape ``graph.shape``
+        1 (background) or 2 (object); markers keep their label. A pixel is object where
+        P(object) > 0.5 (a tie goes to background, like skimage's argmax).
+    probability : ndarray of float32, shape ``graph.shape``
+        Only with `return_probability`: P(object), 1 on object markers, 0 on background
+        markers, clipped to [0, 1].
+
+    Raises
+    ------
+    InputError
+        If an argument is invalid: not a graph, markers of the wrong shape / values or
+        missing a label, unknown mode, tol not in (0, 1), bad x0, or pyamg missing for
+        'cg_mg'.
+
+    Warns
+    -----
+    RuntimeWarning
+        If the conjugate gradient did not reach the tolerance.
+    """
+    if not isinstance(graph, RandomWalkerGraph):
+        raise InputError(
+            f"graph must be a RandomWalkerGraph from build_graph, got {type(graph).__name__}"
+        )
+    mode = _check_mode(mode)
+    tol = _check_tol(tol)
+    lab, n_unknown = _check_markers(markers, graph.shape)
+    if x0 is not None:
+        x0 = np.asarray(x0)
+        if x0.shape != graph.shape:
+            raise InputError(
+                f"x0 must have the shape of the image {graph.shape}, got {x0.shape}"
+            )
+        if not np.issubdtype(x0.dtype, np.number) or np.iscomplexobj(x0):
+            raise InputError(f"x0 must be an array of real numbers, got dtype {x0.dtype}")
+
+    prob = (lab == OBJECT).astype(np.float64)
+    if n_unknown:
+        unknown = np.flatnonzero(lab == 0)
+        a, b = _reduced_system(graph.laplacian, lab, unknown)
+        if mode == "bf":
+            x = _direct(a, b)
+        else:
+            if x0 is not None:
+                guess = np.asarray(x0, dtype=np.float64).reshape(-1)[unknown]
+                if not np.isfinite(guess).all():
+                    raise InputError("x0 contains NaN or infinite values")
+            elif mode == "cg_j" and graph.coarse_laplacians:
+                guess = _cascadic_guess(graph, lab, unknown, tol)
+            else:  # equal odds: 10-20 % fewer iterations than from zero (measured)
+                guess = None
+            if guess is None:
+                guess = np.full(unknown.size, 0.5)
+            if mode == "cg_j":
+                rtol = tol * _CG_J_TOL_FACTOR[graph.ndim]
+                x, info = _cg_jacobi(a, b, np.asarray(graph.degree)[unknown], rtol, guess)
+            else:
+                rtol = tol
+                x, info = _cg_amg(a, b, rtol, guess, graph.ndim)
+            if info > 0:
+                warnings.warn(
+                    f"random walker ({mode}): conjugate gradient did not reach the "
+                    f"tolerance {rtol:g} in {info} iterations; consider a lower beta",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        prob[unknown] = x
+    labels = np.where(prob > 0.5, OBJECT, BACKGROUND).astype(np.uint8)
+    labels = labels.reshape(graph.shape)
+    if return_probability:
+        probability = np.clip(prob, 0.0, 1.0).astype(np.float32).reshape(graph.shape)
+        return labels, probability
+    return labels
+
+
+def random_walker(image, markers, beta=130.0, mode="cg_mg", tol=1e-3, spacing=None):
+    """Two-label random walker in one call: :func:`build_graph` then :func:`solve`.
+
+    Parameters
+    ----------
+    image : (M, N) or (P, M, N) array_like
+        Grayscale image or volume.
+    markers : ndarray of int, same shape as `image`
+        0 = undecided, 1 = background marker, 2 = object marker.
+    beta : float, optional
+        Penalisation of intensity differences (> 0).
+    mode : {'cg_mg', 'cg_j', 'bf'}, optional
+        Linear solver.
+    tol : float, optional
+        Conjugate gradient tolerance (see :func:`solve`).
+    spacing : sequence of float, optional
+        Pixel spacing along each axis.
+
+    Returns
+    -------
+    labels : ndarray of uint8
+        1 (background) or 2 (object), same shape as `image`.
+    """
+    mode = _check_mode(mode)
+    tol = _check_tol(tol)
+    if np.shape(markers) != np.shape(image):  # fail before the (costly) graph build
+        raise InputError(
+            f"markers must have the shape of the image {np.shape(image)}, "
+            f"got {np.shape(markers)}"
+        )
+    graph = build_graph(image, beta=beta, spacing=spacing)
+    return solve(graph, markers, mode=mode, tol=tol)
