@@ -52,7 +52,7 @@ def add_threshold_markers(fig, values):
             x=[value, value], y=[0, 1], yaxis="y2", mode="lines+text",
             line=dict(color="#555", width=1, dash="dot"), text=["", name],
             textposition="top center", textfont=dict(size=9), name=name,
-            hovertemplate=f"{name}: %{{x:.4g}}<extra></extra>", showlegend=False))
+            hoverinfo="skip", showlegend=False))  # clicks go to the histogram bars
     fig.update_layout(yaxis2=dict(overlaying="y", range=[0, 1.12], visible=False,
                                   fixedrange=True))
     return fig

@@ -74,9 +74,28 @@ def test_every_panel_names_and_links_its_scikit_image_function(app):
     client = app.server.test_client()
     text = json.dumps(client.get("/_dash-layout").get_json())
     for name in ("skimage.io.imread", "skimage.exposure.histogram",
-                 "skimage.segmentation.random_walker", "skimage.segmentation.find_boundaries"):
+                 "skimage.segmentation.find_boundaries", "skimage.measure.label",
+                 "skimage.measure.regionprops_table", "skimage.filters.try_all_threshold",
+                 "skimage.morphology.remove_small_objects", "skimage.segmentation.clear_border"):
         assert name in text
         assert f"api/{name.rsplit('.', 1)[0]}.html#{name}" in text
+
+
+def test_every_step_names_its_function_with_docstring_summary_and_link():
+    from components.forms import step_doc
+    from pipeline.filters import FILTERS
+    from pipeline.segmentation import SEGMENTERS
+
+    for step in list(FILTERS.values()) + list(SEGMENTERS.values()):
+        text = json.dumps(step_doc(step).to_plotly_json(), default=lambda o: o.to_plotly_json(),
+                          ensure_ascii=False)
+        if not step.function:
+            continue
+        assert step.function in text
+        assert "href" in text and " — " in text, step.key
+    rw = json.dumps(step_doc(SEGMENTERS["random_walker"]).to_plotly_json(),
+                    default=lambda o: o.to_plotly_json())
+    assert "Random walker algorithm for segmentation from markers" in rw
 
 
 def _find(node, component_id):

@@ -44,11 +44,12 @@ def test_explore_hands_back_the_recipe_and_labels(served):
                       state={"session-store.data": sid}, triggered=["image-store.data"])
     history = out["history-store"]["data"]
     out = client.call("history-store.data",
-                      inputs={"image-store.data": meta, "thresholds-slider.value": [60, 150]},
-                      state={"history-store.data": history, "session-store.data": sid})
+                      inputs={"image-store.data": meta, "thresholds-slider.value": [30, 210]},
+                      state={"history-store.data": history, "session-store.data": sid},
+                      triggered=["thresholds-slider.value"])
     history = out["history-store"]["data"]
     recipe = explorer.recipe()
-    assert recipe["markers"] == {"vmin": 60.0, "vmax": 150.0}
+    assert recipe["markers"] == {"vmin": 30.0, "vmax": 210.0}
     labels = explorer.labels()
     assert labels.shape == image.shape and labels.max() == 1
     assert (labels[20:44, 24:56] == 1).all()
