@@ -43,6 +43,9 @@ def initial_history(meta, previous=None) -> dict:
             recipe = recipes.default_recipe(meta["vmin"], meta["vmax"])
     else:
         recipe = recipes.default_recipe(meta["vmin"], meta["vmax"])
+        if meta.get("ndim") == 3 and recipe["segmentation"]["name"] == "random_walker":
+            # cg_mg's multigrid setup is never amortised in 3D: Jacobi-CG is ~3x faster there
+            recipe["segmentation"]["params"]["mode"] = "cg_j"
     return {"image_id": meta["id"], "states": [recipe], "index": 0}
 
 
