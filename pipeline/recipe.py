@@ -1,0 +1,611 @@
+"""Recipes: the whole pipeline as a JSON document, checked, saved, loaded and run.
+
+A recipe (format version 1, see ``docs/recipe.md``) names a filter, the two marker thresholds,
+a segmentation method, an ordered list of post-processing operations and the measurement
+options. :func:`validate` checks one and returns it *normalised* (every parameter present,
+converted to its type), so that equal pipelines give equal recipes: the app's undo history,
+its cache keys, "Save recipe", the CLI and the exported script all work on normalised recipes.
+
+Running a recipe is a chain of pure stage functions, which are the only code path from an
+image to labels and measurements (the app caches each of them separately):
+
+* :func:`filter_stage`: loaded image → ``image.astype(np.float64)`` → filter → *filtered*;
+* :func:`marker_stage`: filtered → markers (1 below ``vmin``, 2 above ``vmax``, else 0);
+* :func:`segment_stage`: (filtered, markers) → boolean object mask;
+* :func:`postprocess_stage`: mask → mask operations → ``label`` → label operations → int32
+  labels;
+* :func:`measure_stage`: (labels, loaded image) → :class:`~pipeline.measure.Measurements`.
+
+:func:`run` chains them and returns every intermediate result.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import filters as _filters
+from . import measure as _measure
+from . import postprocess as _postprocess
+from . import segmentation as _segmentation
+from .errors import InputError
+from .segment import make_markers
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "MAX_BYTES",
+    "SECTIONS",
+    "RecipeResult",
+    "default_recipe",
+    "validate",
+    "loads",
+    "dumps",
+    "read_file",
+    "describe",
+    "step_names",
+    "filter_stage",
+    "marker_stage",
+    "segment_stage",
+    "postprocess_stage",
+    "measure_stage",
+    "run",
+]
+
+#: Value of the ``format`` key of every recipe.
+FORMAT = "pipeline-explorer-recipe"
+#: The recipe format version this code reads and writes.
+VERSION = 1
+#: Largest recipe accepted by :func:`loads` and :func:`read_file`, in bytes (1 MB; a recipe
+#: is a few kB).
+MAX_BYTES = 1_000_000
+#: The sections of a recipe, in pipeline order (after ``format`` and ``version``).
+SECTIONS = ("filter", "markers", "segmentation", "postprocess", "measure")
+
+_KEYS = ("format", "version") + SECTIONS
+_STEP_KEYS = ("name", "params")
+_MEASURE_KEYS = ("properties", "pixel_size", "unit")
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _kind(value) -> str:
+    """What a JSON value is, in words, for messages."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+def _choices(name, valid) -> str:
+    """``"; choose one of a, b, c"`` with a "did you mean" hint for near misses."""
+    hint = ""
+    if isinstance(name, str):
+        close = difflib.get_close_matches(name, list(valid), n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+    return f"{hint}; choose one of {', '.join(valid)}"
+
+
+def _number(where: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(
+            value, (str, list, tuple, dict)):
+        raise InputError(f"recipe {where} must be a number, got {_kind(value)}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"recipe {where} must be a number, got {_kind(value)}") from None
+    if not math.isfinite(number):
+        raise InputError(f"recipe {where} must be a finite number, got {value!r}")
+    return number
+
+
+def _unknown_keys(where: str, given, expected) -> None:
+    unknown = [k for k in given if k not in expected]
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise InputError(f"recipe {where}: unknown key {names}; expected "
+                         f"{', '.join(expected)}")
+
+
+def _step(where: str, entry, registry, what: str) -> dict:
+    """Check one ``{"name": ..., "params": {...}}`` entry against a registry of Steps."""
+    if not isinstance(entry, dict):
+        raise InputError(f'recipe {where} must be a mapping {{"name": ..., "params": {{...}}}}, '
+                         f"got {_kind(entry)}")
+    _unknown_keys(where, entry, _STEP_KEYS)
+    if "name" not in entry:
+        raise InputError(f"recipe {where} has no 'name'")
+    name = entry["name"]
+    step = registry.get(name) if isinstance(name, str) else None
+    if step is None:
+        raise InputError(f"recipe {where}: unknown {what} {name!r}{_choices(name, registry)}")
+    params = entry.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InputError(f"recipe {where} ({name}): params must be a mapping of parameter "
+                         f"names to values, got {_kind(params)}")
+    try:
+        checked = step.check(params)
+    except InputError as exc:
+        raise InputError(f"recipe {where} ({name}): {exc}") from None
+    return {"name": name, "params": checked}
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _check_format_and_version(recipe) -> None:
+    if not isinstance(recipe, dict):
+        raise InputError("a recipe must be a mapping (a JSON object with 'format', 'version', "
+                         f"'markers', ...), got {_kind(recipe)}")
+    if "format" not in recipe:
+        raise InputError(f"this is not a Pipeline Explorer recipe: the 'format' key is missing "
+                         f"(expected \"format\": \"{FORMAT}\")")
+    if recipe["format"] != FORMAT:
+        raise InputError(f"this is not a Pipeline Explorer recipe: format is "
+                         f"{_kind(recipe['format'])}, expected {FORMAT!r}")
+    if "version" not in recipe:
+        raise InputError(f"recipe version is missing (expected \"version\": {VERSION})")
+    version = recipe["version"]
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(f"recipe version must be a whole number, got {_kind(version)}")
+    if version != VERSION:
+        raise InputError(f"recipe version {version} is not supported (this app reads "
+                         f"version {VERSION})")
+
+
+def _markers(section) -> dict:
+    if not isinstance(section, dict):
+        raise InputError(f'recipe markers must be a mapping {{"vmin": ..., "vmax": ...}}, '
+                         f"got {_kind(section)}")
+    _unknown_keys("markers", section, ("vmin", "vmax"))
+    for key in ("vmin", "vmax"):
+        if key not in section:
+            raise InputError(f"recipe markers: {key} is missing")
+    vmin = _number("markers: vmin", section["vmin"])
+    vmax = _number("markers: vmax", section["vmax"])
+    if not vmin < vmax:
+        raise InputError(f"recipe markers: vmin ({vmin:g}) must be below vmax ({vmax:g}): "
+                         "pixels between them are the ones the segmentation decides")
+    return {"vmin": vmin, "vmax": vmax}
+
+
+def _postprocess_list(section) -> list:
+    if not isinstance(section, (list, tuple)):
+        raise InputError(f'recipe postprocess must be a list of {{"name": ..., "params": '
+                         f"{{...}}}} operations, got {_kind(section)}")
+    ops = [_step(f"postprocess operation {i}", op, _postprocess.POSTPROCESS, "operation")
+           for i, op in enumerate(section, 1)]
+    names = [op["name"] for op in ops]
+    count = names.count("label")
+    if count != 1:
+        raise InputError(f"recipe postprocess: 'label' (which numbers the objects) must appear "
+                         f"exactly once, found it {count} times")
+    at = names.index("label")
+    for i, name in enumerate(names, 1):
+        if i - 1 > at and name in _postprocess.MASK_OPS:
+            raise InputError(f"recipe postprocess operation {i}: '{name}' works on the mask: "
+                             "put it before 'label'")
+        if i - 1 < at and name in _postprocess.LABEL_OPS:
+            raise InputError(f"recipe postprocess operation {i}: '{name}' works on labels: "
+                             "put it after 'label'")
+    return ops
+
+
+def _measure_options(section) -> dict:
+    if not isinstance(section, dict):
+        raise InputError(f'recipe measure must be a mapping {{"properties": [...], '
+                         f'"pixel_size": ..., "unit": ...}}, got {_kind(section)}')
+    _unknown_keys("measure", section, _MEASURE_KEYS)
+    properties = section.get("properties", list(_measure.DEFAULT_PROPERTIES))
+    pixel_size = _number("measure: pixel_size", section.get("pixel_size", 1.0))
+    unit = section.get("unit", "px")
+    if isinstance(properties, (list, tuple)):
+        bad = [p for p in properties if not isinstance(p, str)]
+        if bad:
+            raise InputError(f"recipe measure: properties must be names (text), got "
+                             f"{_kind(bad[0])}")
+    # code_lines checks the options exactly as measure() does (same messages), without data.
+    try:
+        _measure.code_lines(properties, pixel_size, unit)
+    except InputError as exc:
+        raise InputError(f"recipe {exc}") from None
+    return {"properties": list(properties), "pixel_size": float(pixel_size),
+            "unit": unit.strip()}
+
+
+# --------------------------------------------------------------------------------------------
+# Public API: building, checking, reading and writing recipes
+
+
+def default_recipe(vmin, vmax) -> dict:
+    """The recipe the app starts from for an image.
+
+    Parameters
+    ----------
+    vmin, vmax : float
+        Marker thresholds (e.g. :func:`pipeline.segment.default_thresholds`), ``vmin < vmax``.
+
+    Returns
+    -------
+    dict
+        Normalised recipe: no filter, random walker with its default parameters,
+        post-processing ``[label(connectivity=1)]``, the default measurements
+        (:data:`pipeline.measure.DEFAULT_PROPERTIES`) in pixels (pixel size 1, unit ``px``).
+
+    Raises
+    ------
+    InputError
+        If vmin / vmax are not finite numbers with ``vmin < vmax``.
+    """
+    return validate({
+        "format": FORMAT,
+        "version": VERSION,
+        "filter": {"name": "none", "params": {}},
+        "markers": {"vmin": vmin, "vmax": vmax},
+        "segmentation": {"name": "random_walker", "params": {}},
+        "postprocess": [{"name": "label", "params": {"connectivity": 1}}],
+        "measure": {"properties": list(_measure.DEFAULT_PROPERTIES), "pixel_size": 1.0,
+                    "unit": "px"},
+    })
+
+
+def validate(recipe) -> dict:
+    """Check a recipe and return it normalised.
+
+    Parameters
+    ----------
+    recipe : dict
+        A recipe, e.g. from :func:`loads`. ``format``, ``version`` and ``markers`` are
+        required; a missing ``filter`` means no filter, a missing ``segmentation`` the random
+        walker with default parameters, a missing ``postprocess`` ``[label]``, a missing
+        ``measure`` (or a missing key of it) the defaults of :func:`default_recipe`.
+
+    Returns
+    -------
+    dict
+        A new recipe with every section present; every step's ``params`` complete (defaults
+        filled in) and converted to the parameter's type; ``vmin``, ``vmax`` and
+        ``pixel_size`` as floats. ``validate(validate(r)) == validate(r)``.
+
+    Raises
+    ------
+    InputError
+        Naming the problem: not a mapping; ``format`` missing or wrong; ``version`` missing
+        or unsupported ("recipe version 2 is not supported (this app reads version 1)");
+        an unknown top-level key; an unknown filter, segmentation method or post-processing
+        operation (listing the valid names); a bad parameter (naming the step and the
+        parameter); vmin / vmax not finite or not ``vmin < vmax``; post-processing operations
+        in the wrong order; bad measurement options.
+    """
+    _check_format_and_version(recipe)
+    unknown = [k for k in recipe if k not in _KEYS]
+    if unknown:
+        raise InputError(f"recipe: unknown key {', '.join(repr(k) for k in unknown)}; a "
+                         f"version {VERSION} recipe has {', '.join(_KEYS)}")
+    if "markers" not in recipe:
+        raise InputError('recipe has no markers: add "markers": {"vmin": ..., "vmax": ...}')
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "filter": _step("filter", recipe.get("filter", {"name": "none"}), _filters.FILTERS,
+                        "filter"),
+        "markers": _markers(recipe["markers"]),
+        "segmentation": _step("segmentation", recipe.get("segmentation",
+                                                         {"name": "random_walker"}),
+                              _segmentation.SEGMENTERS, "segmentation method"),
+        "postprocess": _postprocess_list(recipe.get("postprocess", [{"name": "label"}])),
+        "measure": _measure_options(recipe.get("measure", {})),
+    }
+
+
+def _reject_duplicate_keys(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise InputError(f"recipe is not valid: the key {key!r} appears twice in the same "
+                             "mapping")
+        seen[key] = value
+    return seen
+
+
+def _reject_constant(name):
+    raise InputError(f"recipe is not valid JSON: {name} is not a number JSON allows")
+
+
+def loads(text) -> dict:
+    """Parse and validate a recipe from JSON text.
+
+    Parameters
+    ----------
+    text : str or bytes
+        JSON document (UTF-8 if bytes), at most :data:`MAX_BYTES` (1 MB).
+
+    Returns
+    -------
+    dict
+        The normalised recipe (:func:`validate`).
+
+    Raises
+    ------
+    InputError
+        If the text is too large, not valid JSON ("recipe is not valid JSON: line 3 column 5:
+        Expecting ',' delimiter"), repeats a key, or is not a valid recipe.
+    """
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        size = len(text)
+        if size > MAX_BYTES:
+            raise InputError(_too_large(size))
+        try:
+            text = bytes(text).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"recipe is not UTF-8 text (byte {exc.start}): is it really a "
+                             "recipe file?") from None
+    if not isinstance(text, str):
+        raise InputError(f"recipe must be JSON text, got {type(text).__name__}")
+    # characters <= UTF-8 bytes: a text of too many characters is refused without encoding it
+    size = len(text) if len(text) > MAX_BYTES else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise InputError(_too_large(size))
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise InputError("recipe is empty: expected a JSON document")
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
+                          parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"recipe is not valid JSON: line {exc.lineno} column {exc.colno}: "
+                         f"{exc.msg}") from None
+    except RecursionError:
+        raise InputError("recipe is not valid: it is nested too deeply") from None
+    return validate(data)
+
+
+def _too_large(size: int) -> str:
+    return (f"recipe is {size / 1e6:.1f} MB, the limit is {MAX_BYTES / 1e6:g} MB: a recipe "
+            "is a small JSON file, is this one?")
+
+
+def dumps(recipe) -> str:
+    """The recipe as JSON text: validated, keys sorted, indented, ending with a newline.
+
+    ``validate(loads(dumps(r))) == validate(r)`` for every valid recipe ``r``.
+
+    Raises
+    ------
+    InputError
+        If the recipe is not valid (see :func:`validate`).
+    """
+    return json.dumps(validate(recipe), indent=2, sort_keys=True, ensure_ascii=False,
+                      allow_nan=False) + "\n"
+
+
+def read_file(path) -> dict:
+    """Read and validate a recipe file.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    dict
+        The normalised recipe.
+
+    Raises
+    ------
+    InputError
+        Naming the file, if it cannot be read, is larger than :data:`MAX_BYTES` or is not a
+        valid recipe.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError(f"recipe file {str(path)!r} was not found") from None
+    except IsADirectoryError:
+        raise InputError(f"recipe file {str(path)!r} is a folder, not a file") from None
+    except OSError as exc:
+        raise InputError(f"could not read the recipe file {str(path)!r}: "
+                         f"{exc.strerror or exc}") from None
+    try:
+        return loads(data)
+    except InputError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
+
+
+def _call(name: str, params: dict) -> str:
+    """``gaussian(sigma=1.0)``."""
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+def describe(recipe) -> str:
+    """One line describing a recipe, for people.
+
+    E.g. ``gaussian(sigma=1.0) → markers(vmin=83.0, vmax=131.0) → random_walker(beta=130.0,
+    mode='cg_mg', tol=0.001) → label(connectivity=1) → measure(11 properties, pixel 1.0 px)``.
+
+    Parameters
+    ----------
+    recipe : dict
+        A recipe (validated here).
+
+    Returns
+    -------
+    str
+    """
+    recipe = validate(recipe)
+    parts = []
+    if recipe["filter"]["name"] != "none":
+        parts.append(_call(recipe["filter"]["name"], recipe["filter"]["params"]))
+    parts.append(_call("markers", recipe["markers"]))
+    parts.append(_call(recipe["segmentation"]["name"], recipe["segmentation"]["params"]))
+    parts += [_call(op["name"], op["params"]) for op in recipe["postprocess"]]
+    m = recipe["measure"]
+    parts.append(f"measure({len(m['properties'])} properties, pixel {m['pixel_size']!r} "
+                 f"{m['unit']})")
+    return " → ".join(parts)
+
+
+def step_names(recipe) -> dict:
+    """The names of a recipe's steps, for the ``steps`` of a provenance record.
+
+    Parameters
+    ----------
+    recipe : dict
+        A recipe (validated here).
+
+    Returns
+    -------
+    dict
+        ``{"filter": name, "segmentation": name, "postprocess": [names]}``.
+    """
+    recipe = validate(recipe)
+    return {
+        "filter": recipe["filter"]["name"],
+        "segmentation": recipe["segmentation"]["name"],
+        "postprocess": [op["name"] for op in recipe["postprocess"]],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Running a recipe
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    """Every intermediate result of :func:`run`.
+
+    Attributes
+    ----------
+    filtered : ndarray of float64
+        The image converted to float64 and filtered.
+    markers : ndarray of uint8
+        1 = background (below vmin), 2 = object (above vmax), 0 = decided by segmentation.
+    mask : ndarray of bool
+        The segmentation (True = object).
+    labels : ndarray of int32
+        The post-processed label image (0 = background).
+    measurements : pipeline.measure.Measurements
+        The measurement table of the labels, intensities read from the loaded image.
+    """
+
+    filtered: np.ndarray
+    markers: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    measurements: _measure.Measurements
+
+
+def filter_stage(image, recipe) -> np.ndarray:
+    """Filtered image: ``apply_filter(image.astype(np.float64), ...)``.
+
+    Parameters
+    ----------
+    image : ndarray, 2D or 3D
+        The loaded image (grayscale, original dtype).
+    recipe : dict
+        A recipe (validated here).
+
+    Returns
+    -------
+    ndarray of float64
+        Same shape, in the image's intensity units.
+    """
+    recipe = validate(recipe)
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise InputError(f"filter: the image must hold real numbers, got {image.dtype}")
+    section = recipe["filter"]
+    return _filters.apply_filter(image.astype(np.float64), section["name"], section["params"])
+
+
+def marker_stage(filtered, recipe) -> np.ndarray:
+    """Markers of the filtered image: 1 below ``vmin``, 2 above ``vmax``, 0 between.
+
+    Raises
+    ------
+    InputError
+        If no pixel is below vmin, none above vmax, or none between them
+        (:func:`pipeline.segment.make_markers`).
+    """
+    recipe = validate(recipe)
+    return make_markers(filtered, recipe["markers"]["vmin"], recipe["markers"]["vmax"])
+
+
+def segment_stage(filtered, markers, recipe) -> np.ndarray:
+    """Boolean object mask from the filtered image and its markers.
+
+    Runs :func:`pipeline.segmentation.segment` with the recipe's method, parameters and
+    thresholds.
+    """
+    recipe = validate(recipe)
+    section = recipe["segmentation"]
+    return _segmentation.segment(np.asarray(filtered), np.asarray(markers), section["name"],
+                                 section["params"], vmin=recipe["markers"]["vmin"],
+                                 vmax=recipe["markers"]["vmax"])
+
+
+def postprocess_stage(mask, recipe) -> np.ndarray:
+    """int32 label image from the mask (:func:`pipeline.postprocess.run_postprocess`)."""
+    recipe = validate(recipe)
+    return _postprocess.run_postprocess(np.asarray(mask), recipe["postprocess"])
+
+
+def measure_stage(labels, image, recipe) -> _measure.Measurements:
+    """Measurements of the labels, intensities from the loaded `image` (not the filtered one).
+    """
+    recipe = validate(recipe)
+    options = recipe["measure"]
+    return _measure.measure(labels, intensity_image=image, properties=options["properties"],
+                            pixel_size=options["pixel_size"], unit=options["unit"])
+
+
+def run(image, recipe) -> RecipeResult:
+    """Run a whole recipe on an image.
+
+    Parameters
+    ----------
+    image : ndarray, 2D or 3D
+        The loaded image (e.g. ``pipeline.io.read_image_file(...).array``).
+    recipe : dict
+        A recipe (validated here).
+
+    Returns
+    -------
+    RecipeResult
+
+    Raises
+    ------
+    InputError
+        If the recipe is invalid or a stage cannot run on this image (e.g. no pixel below
+        vmin).
+    """
+    recipe = validate(recipe)
+    image = np.asarray(image)
+    filtered = filter_stage(image, recipe)
+    markers = marker_stage(filtered, recipe)
+    mask = segment_stage(filtered, markers, recipe)
+    labels = postprocess_stage(mask, recipe)
+    measurements = measure_stage(labels, image, recipe)
+    return RecipeResult(filtered=filtered, markers=markers, mask=mask, labels=labels,
+                        measurements=measurements)

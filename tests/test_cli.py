@@ -1,0 +1,322 @@
+"""The command line (python -m pipeline): batch runs, script export, errors and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from skimage import data
+
+from pipeline import recipe as R
+from pipeline.cli import main
+from pipeline.io import blobs_3d, content_hash, read_image_file
+
+REPO = Path(__file__).resolve().parents[1]
+LIMITS = dict(max_bytes=64 * 2**20, max_pixels=2**27)
+
+
+def _recipe(**sections):
+    recipe = R.default_recipe(83, 131)
+    recipe["postprocess"].append({"name": "remove_small_objects", "params": {"min_size": 64}})
+    recipe.update(sections)
+    return R.validate(recipe)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A recipe and two images (coins as PNG, and as TIFF upside down)."""
+    coins = data.coins()
+    png = tmp_path / "coins.png"
+    Image.fromarray(coins).save(png)
+    tif = tmp_path / "flipped.tif"
+    tifffile.imwrite(tif, np.ascontiguousarray(coins[::-1]))
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(R.dumps(_recipe()), encoding="utf-8")
+    return {"recipe": recipe, "png": png, "tif": tif, "dir": tmp_path}
+
+
+def _read_csv(path: Path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    comments = [line for line in lines if line.startswith("# ")]
+    rows = list(csv.reader(line for line in lines if not line.startswith("# ")))
+    return comments, rows[0], rows[1:]
+
+
+def _provenance(comments):
+    line = next(c for c in comments if c.startswith("# provenance: "))
+    return json.loads(line[len("# provenance: "):])
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def test_run_two_images(files, capsys):
+    out = files["dir"] / "results"
+    code = main(["run", str(files["recipe"]), str(files["png"]), str(files["tif"]),
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err == ""
+    recipe = R.read_file(files["recipe"])
+
+    # one summary line per image, then the CSV
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("coins.png: ") and " objects in " in lines[0]
+    assert lines[1].startswith("flipped.tif: ")
+    assert lines[2].endswith("measurements.csv")
+
+    counts = {}
+    for path in (files["png"], files["tif"]):
+        loaded = read_image_file(path, **LIMITS)
+        expected = R.run(loaded.array, recipe)
+        tif = out / f"{path.stem}_labels.tif"
+        assert tif.is_file()
+        with tifffile.TiffFile(tif) as t:
+            labels = t.asarray()
+            meta = json.loads(t.pages[0].description)
+        np.testing.assert_array_equal(labels, expected.labels)
+        assert meta["recipe"] == recipe
+        assert meta["input_hash"] == content_hash(loaded.array)
+        assert meta["input"]["name"] == path.name
+        assert meta["versions"]["scikit-image"]
+        assert meta["steps"]["segmentation"] == "random_walker"
+        counts[path.name] = expected.measurements.n_objects
+        assert f"{path.name}: {counts[path.name]} objects in " in captured.out
+
+    comments, header, rows = _read_csv(out / "measurements.csv")
+    assert comments[0] == "# Pipeline Explorer measurements"
+    assert header[:3] == ["image", "label", "area [px²]"]
+    assert {name: sum(row[0] == name for row in rows) for name in counts} == counts
+    assert len(rows) == sum(counts.values())
+    provenance = _provenance(comments)
+    assert provenance["recipe"] == recipe
+    assert [i["image"] for i in provenance["inputs"]] == ["coins.png", "flipped.tif"]
+    assert provenance["inputs"][0]["input_hash"] == content_hash(
+        read_image_file(files["png"], **LIMITS).array)
+    assert provenance["versions"]["numpy"] == np.__version__
+    # the measurements are those of the app (to_csv) for each image
+    coins_rows = [row[1:] for row in rows if row[0] == "coins.png"]
+    expected = R.run(read_image_file(files["png"], **LIMITS).array, recipe).measurements
+    np.testing.assert_allclose(np.array(coins_rows, dtype=float)[:, 1],
+                               expected.columns["area"])
+
+
+def test_run_mixed_2d_and_3d_images_share_one_table(files, capsys):
+    volume = blobs_3d(24)
+    stack = files["dir"] / "stack.tif"
+    tifffile.imwrite(stack, volume)
+    recipe = files["dir"] / "r.json"
+    small = {"name": "remove_small_objects", "params": {"min_size": 27}}
+    recipe.write_text(R.dumps(_recipe(markers={"vmin": 0.3, "vmax": 0.5},
+                                      postprocess=[{"name": "label"}, small])),
+                      encoding="utf-8")
+    out = files["dir"] / "out"
+    code = main(["run", str(recipe), str(stack), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    comments, header, rows = _read_csv(out / "measurements.csv")
+    assert "centroid-2 [px]" in header and "area [px³]" in header
+    assert any("stack.tif: perimeter, eccentricity: defined for 2D images only" in c
+               for c in comments)
+
+    recipe.write_text(R.dumps(_recipe(postprocess=[{"name": "label"}, small])),
+                      encoding="utf-8")
+    vol8 = (volume - volume.min()) / (volume.max() - volume.min()) * 255
+    tifffile.imwrite(stack, vol8.astype(np.uint8))
+    code = main(["run", str(recipe), str(files["png"]), str(stack), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    comments, header, rows = _read_csv(out / "measurements.csv")
+    assert "area [px² or px³]" in header
+    assert "centroid-2 [px]" in header
+    centroid2 = header.index("centroid-2 [px]")
+    assert {row[centroid2] for row in rows if row[0] == "coins.png"} == {""}
+    assert all(row[centroid2] for row in rows if row[0] == "stack.tif")
+
+
+def test_unreadable_image_is_reported_and_the_others_are_processed(files, capsys):
+    bad = files["dir"] / "broken.tif"
+    whole = files["tif"].read_bytes()
+    bad.write_bytes(whole[: len(whole) // 2])  # truncated
+    missing = files["dir"] / "missing.png"
+    out = files["dir"] / "out"
+    code = main(["run", str(files["recipe"]), str(bad), str(files["png"]), str(missing),
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"error: {bad}: could not decode broken.tif as TIFF (file truncated or corrupt)" \
+        in captured.err
+    assert f"error: {missing} was not found" in captured.err
+    assert "2 of 3 images could not be processed" in captured.err
+    assert (out / "coins_labels.tif").is_file()
+    assert not (out / "broken_labels.tif").exists()
+    _, _, rows = _read_csv(out / "measurements.csv")
+    assert {row[0] for row in rows} == {"coins.png"}
+
+
+def test_image_failing_in_the_pipeline_is_named(files, capsys):
+    dark = files["dir"] / "dark.png"
+    Image.fromarray((np.arange(400).reshape(20, 20) % 50).astype(np.uint8)).save(dark)
+    code = main(["run", str(files["recipe"]), str(dark), str(files["png"]),
+                 "--out", str(files["dir"] / "out")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"error: {dark}: No object marker: no pixel is above vmax = 131" in captured.err
+    assert "coins.png: " in captured.out
+
+
+def test_max_mb_limits_the_file_size(files, capsys):
+    code = main(["run", str(files["recipe"]), str(files["tif"]), "--out",
+                 str(files["dir"] / "out"), "--max-mb", "0.01"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "flipped.tif" in captured.err and "the limit is 10.24 kB" in captured.err
+    assert not (files["dir"] / "out" / "measurements.csv").exists()
+
+
+def test_same_file_names_in_different_folders_do_not_overwrite(files, capsys):
+    (files["dir"] / "a").mkdir()
+    (files["dir"] / "b").mkdir()
+    first, second = files["dir"] / "a" / "x.png", files["dir"] / "b" / "x.png"
+    Image.open(files["png"]).save(first)
+    Image.fromarray(data.coins()[:, ::-1]).save(second)
+    out = files["dir"] / "out"
+    assert main(["run", str(files["recipe"]), str(first), str(second), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert (out / "x_labels.tif").is_file() and (out / "x-2_labels.tif").is_file()
+    _, _, rows = _read_csv(out / "measurements.csv")
+    assert {row[0] for row in rows} == {str(first), str(second)}
+
+
+# --------------------------------------------------------------------------------------------
+# bad recipes: exit code 2, nothing processed
+
+
+def _bad(recipe: dict) -> str:
+    return json.dumps(recipe)
+
+
+BAD_RECIPES = [
+    (_bad(dict(_recipe(), filter={"name": "sharpen"})), r"unknown filter 'sharpen'"),
+    (_bad(dict(_recipe(), segmentation={"name": "random_walker",
+                                        "params": {"beta": -1}})),
+     r"segmentation \(random_walker\): Random walker: beta must be at least"),
+    (_bad(dict(_recipe(), version=2)),
+     r"recipe version 2 is not supported \(this app reads version 1\)"),
+    ('{"format": "pipeline-explorer-recipe",\n  "version": 1,\n  oops}',
+     r"recipe is not valid JSON: line 3 column 3"),
+    ("[]", r"a recipe must be a mapping"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_RECIPES, ids=["unknown-step", "bad-parameter",
+                                                            "version", "not-json", "list"])
+def test_bad_recipe_exits_2_with_the_problem(files, capsys, text, message):
+    import re
+
+    files["recipe"].write_text(text, encoding="utf-8")
+    out = files["dir"] / "out"
+    code = main(["run", str(files["recipe"]), str(files["png"]), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert re.search(message, captured.err), captured.err
+    assert captured.err.startswith("error: recipe.json: ")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_recipe_file_exits_2(files, capsys):
+    code = main(["run", str(files["dir"] / "nope.json"), str(files["png"]), "--out",
+                 str(files["dir"] / "out")])
+    assert code == 2
+    assert "nope.json' was not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["run"],
+    ["run", "recipe.json", "--out", "x"],          # no image
+    ["run", "recipe.json", "image.png"],            # no --out
+    ["run", "r.json", "i.png", "--out", "x", "--max-mb", "-3"],
+    ["frobnicate"],
+])
+def test_bad_command_lines_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "export-script" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# export-script
+
+
+def test_export_script_to_a_file_and_to_stdout(files, capsys):
+    target = files["dir"] / "seg.py"
+    assert main(["export-script", str(files["recipe"]), "-o", str(target)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    source = target.read_text(encoding="utf-8")
+    compile(source, str(target), "exec")
+    assert source.startswith("#!/usr/bin/env python3")
+    assert target.stat().st_mode & stat.S_IXUSR
+    assert '"recipe_file": "recipe.json"' in source
+    assert main(["export-script", str(files["recipe"])]) == 0
+    printed = capsys.readouterr().out
+    # the same script, apart from the export time
+    strip = lambda text: [line for line in text.splitlines() if "created" not in line]  # noqa
+    assert strip(printed) == strip(source)
+
+
+def test_export_script_bad_recipe_exits_2(files, capsys):
+    files["recipe"].write_text(json.dumps(dict(_recipe(), version=3)), encoding="utf-8")
+    target = files["dir"] / "seg.py"
+    assert main(["export-script", str(files["recipe"]), "-o", str(target)]) == 2
+    assert "recipe version 3 is not supported" in capsys.readouterr().err
+    assert not target.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# as a real process
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep)
+    return env
+
+
+def test_python_m_pipeline(files):
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "pipeline", *map(str, args)], cwd=files["dir"], env=_env(),
+        capture_output=True, text=True, timeout=120)
+    done = run("--help")
+    assert done.returncode == 0
+    assert "run" in done.stdout and "export-script" in done.stdout
+    assert "Exit codes" in done.stdout
+
+    bad = files["dir"] / "bad.png"
+    bad.write_bytes(b"GIF89a" + b"\x00" * 30)
+    done = run("run", files["recipe"], bad, files["png"], "--out", "out")
+    assert done.returncode == 1
+    assert "bad.png is not a PNG, JPEG or TIFF image (it looks like a GIF image)" in done.stderr
+    assert done.stdout.startswith("coins.png: ")
+    assert (files["dir"] / "out" / "coins_labels.tif").is_file()
+
+    files["recipe"].write_text("{", encoding="utf-8")
+    done = run("run", files["recipe"], files["png"], "--out", "out2")
+    assert done.returncode == 2
+    assert "recipe is not valid JSON" in done.stderr
+    assert "Traceback" not in done.stderr
