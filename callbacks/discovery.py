@@ -13,7 +13,7 @@ import logging
 import math
 
 import numpy as np
-from dash import Input, Output, State, html, no_update
+from dash import Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 from joblib import Parallel, delayed
 
@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.thresholds import (GLOBAL_METHODS, LOCAL_METHODS, THRESHOLD_FUNCTIONS,
                                  binarize, local_binarization)
 
-from .display import _slice
+from .display import _slice, _stage_changed
 from .loading import message_children
 from .params import current_recipe
 
@@ -199,6 +199,8 @@ def register(app, services):
     def _gallery(history, window, index, axis, meta, session_id):
         if not meta or not history or history["image_id"] != meta["id"]:
             raise PreventUpdate
+        if ctx.triggered_id == ids.HISTORY and not _stage_changed(history, "filter"):
+            raise PreventUpdate  # the thresholds depend on the filtered image only
         try:
             return gallery(services, session_id, meta, current_recipe(history), axis, index,
                            window)

@@ -202,6 +202,15 @@ def compare_panel(services, session_id, meta, recipe, method, axis, index):
     return fig, text
 
 
+def failed_stage(services, session_id, meta, recipe):
+    """Which stage of a failed run failed: "segmentation" or "post-processing"."""
+    try:
+        services.mask(session_id, meta["id"], recipe)
+    except Exception:  # noqa: BLE001 - the segmentation stage (or before) fails
+        return "segmentation"
+    return "post-processing"
+
+
 def _errors(exc):
     if isinstance(exc, InputError):
         return str(exc)
@@ -291,6 +300,7 @@ def register(app, services):
         Output(ids.SEG_GRAPH, "figure"),
         Output(ids.SEG_SUMMARY, "children"),
         Output(ids.SEG_MESSAGE, "children"),
+        Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children"),
         Input(ids.HISTORY, "data"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
@@ -313,9 +323,10 @@ def register(app, services):
                 services, session_id, meta, current_recipe(history), axis, index, style,
                 "markers" in (show or []), view, selected or [], full)
         except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
-            message = f"Segmentation failed: {_errors(exc)}"
+            stage = failed_stage(services, session_id, meta, current_recipe(history))
+            message = f"{stage.capitalize()} failed: {_errors(exc)}"
         else:
-            return fig, summary, None
+            return fig, summary, None, None
         # Keep the previous overlays; on a new image or slice show it without overlays.
         fig = no_update
         if full:
@@ -326,7 +337,10 @@ def register(app, services):
                                                   highlight=blank_uri())
             except InputError:
                 fig = figures.empty_figure("image not available")
-        return fig, "", message_children(message, "error")
+        shown = message_children(message, "error")
+        if stage == "post-processing":
+            return fig, "", None, shown
+        return fig, "", shown, None
 
     @app.callback(
         Output(ids.COMPARE_GRAPH, "figure"),

@@ -55,7 +55,9 @@ def overlay_file(services, session_id, meta, history, axis, index, style, show_m
                                  style))
     rgb = render.composite(gray, layers)
     suffix = f"_slice{axis}-{index}" if meta["ndim"] == 3 else ""
-    return io.png_bytes(rgb), f"{_stem(meta)}_overlay{suffix}.png"
+    info = provenance.record(meta, {"recipe": recipe},
+                             view={"axis": axis, "index": index, "style": style, "shown": view})
+    return io.png_bytes(rgb, metadata=info), f"{_stem(meta)}_overlay{suffix}.png"
 
 
 def register(app, services):

@@ -113,12 +113,21 @@ def _snap(value, meta):
     return round(lo + round((value - lo) / step) * step, 10)
 
 
-def check_markers_possible(recipe, meta):
-    """Raise if the thresholds leave a marker label empty on this image.
+def check_fits_image(recipe, meta):
+    """Raise if the recipe cannot work on this image, before computing anything.
 
-    Checked on the loaded image's range, for the unfiltered image (a filter narrows the
-    range; the segmentation step reports the remaining cases).
+    A minimum object size larger than the image; thresholds that leave a marker label empty
+    (checked on the loaded image's range for the unfiltered image: a filter narrows the
+    range, and the segmentation step reports the remaining cases).
     """
+    pixels = 1
+    for n in meta.get("shape", ()):
+        pixels *= n
+    for op in recipe["postprocess"]:
+        size = op["params"].get("min_size")
+        if size is not None and meta.get("shape") and size > pixels:
+            raise InputError(f"Remove small objects: min size {size} is larger than the image "
+                             f"({pixels} pixels): every object would be removed.")
     vmin, vmax = recipe["markers"]["vmin"], recipe["markers"]["vmax"]
     if recipe["filter"]["name"] != "none":
         return
@@ -234,7 +243,7 @@ def next_state(trigger, history, meta, controls):
         if proposed is None:
             return history, ""
         recipe = recipes.validate(proposed)
-        check_markers_possible(recipe, meta)
+        check_fits_image(recipe, meta)
     except InputError as exc:
         return history, str(exc)
     if recipe == current:

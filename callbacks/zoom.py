@@ -1,27 +1,27 @@
-"""Synchronised zoom and pan between the Image and Binarization panels.
+"""Synchronised zoom and pan between the image panels (original, filtered, result, comparison).
 
 Runs in the browser (a client-side callback): the relayout of one graph is applied to the
 other with ``Plotly.relayout``, with no server round trip. A guard skips ranges the other graph
 already shows, which stops the ping-pong between the two.
 """
 
+import json
+
 from dash import Input, Output
 
 from components import ids
 
+#: Graphs whose zoom and pan follow each other (all show the same image geometry).
+SYNCED = (ids.IMAGE_GRAPH, ids.FILTERED_GRAPH, ids.SEG_GRAPH, ids.COMPARE_GRAPH)
+
 SYNC_JS = """
-function(relayoutA, relayoutB) {
+function() {
     const nu = window.dash_clientside.no_update;
     const cc = window.dash_clientside.callback_context;
     if (!cc.triggered || !cc.triggered.length || !window.Plotly) { return nu; }
     const source = cc.triggered[0].prop_id.split('.')[0];
-    const ids = {A: '%(a)s', B: '%(b)s'};
-    const rel = source === ids.A ? relayoutA : relayoutB;
-    const target = source === ids.A ? ids.B : ids.A;
+    const rel = cc.triggered[0].value;
     if (!rel) { return nu; }
-    const holder = document.getElementById(target);
-    const gd = holder && holder.querySelector('.js-plotly-plot');
-    if (!gd || !gd.layout) { return nu; }
     const update = {};
     for (const ax of ['xaxis', 'yaxis']) {
         if ((ax + '.range[0]') in rel) {
@@ -34,18 +34,23 @@ function(relayoutA, relayoutB) {
     }
     const keys = Object.keys(update);
     if (!keys.length) { return nu; }
-    const same = keys.every(function (k) {
-        const ax = k.split('.')[0];
-        const cur = gd.layout[ax] || {};
-        if (k.endsWith('autorange')) { return cur.autorange === update[k]; }
-        const r = cur.range || [];
-        return r.length === 2 && Math.abs(r[0] - update[k][0]) < 1e-6 &&
-            Math.abs(r[1] - update[k][1]) < 1e-6;
-    });
-    if (!same) { window.Plotly.relayout(gd, update); }
+    for (const target of %(ids)s) {
+        if (target === source) { continue; }
+        const holder = document.getElementById(target);
+        const gd = holder && holder.querySelector('.js-plotly-plot');
+        if (!gd || !gd.layout) { continue; }
+        const same = keys.every(function (k) {
+            const cur = gd.layout[k.split('.')[0]] || {};
+            if (k.endsWith('autorange')) { return cur.autorange === update[k]; }
+            const r = cur.range || [];
+            return r.length === 2 && Math.abs(r[0] - update[k][0]) < 1e-6 &&
+                Math.abs(r[1] - update[k][1]) < 1e-6;
+        });
+        if (!same) { window.Plotly.relayout(gd, update); }
+    }
     return nu;
 }
-""" % {"a": ids.IMAGE_GRAPH, "b": ids.SEG_GRAPH}
+""" % {"ids": json.dumps(list(SYNCED))}
 
 
 def register(app, services):
@@ -54,7 +59,6 @@ def register(app, services):
     app.clientside_callback(
         SYNC_JS,
         Output(ids.ZOOM_SYNC, "data"),
-        Input(ids.IMAGE_GRAPH, "relayoutData"),
-        Input(ids.SEG_GRAPH, "relayoutData"),
+        [Input(graph, "relayoutData") for graph in SYNCED],
         prevent_initial_call=True,
     )

@@ -909,7 +909,7 @@ def labels_to_tiff_bytes(labels: np.ndarray, metadata: dict | None = None) -> by
     return buffer.getvalue()
 
 
-def png_bytes(array: np.ndarray, *, compress_level: int = 6) -> bytes:
+def png_bytes(array: np.ndarray, *, compress_level: int = 6, metadata: dict | None = None) -> bytes:
     """Encode an 8-bit image as PNG.
 
     Parameters
@@ -918,6 +918,9 @@ def png_bytes(array: np.ndarray, *, compress_level: int = 6) -> bytes:
         ``(H, W)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA.
     compress_level : int, optional
         zlib level 0 (none, fastest) … 9 (smallest).
+    metadata : dict, optional
+        JSON-serialisable provenance, stored as the PNG text chunk ``provenance``
+        (``Image.open(f).text["provenance"]``).
 
     Returns
     -------
@@ -939,7 +942,18 @@ def png_bytes(array: np.ndarray, *, compress_level: int = 6) -> bytes:
                          f"{array.shape}.")
     if isinstance(compress_level, bool) or compress_level not in range(10):
         raise InputError(f"compress_level must be an integer 0…9, got {compress_level!r}")
+    pnginfo = None
+    if metadata is not None:
+        from PIL.PngImagePlugin import PngInfo
+
+        try:
+            text = json.dumps(metadata, ensure_ascii=True, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
+        pnginfo = PngInfo()
+        pnginfo.add_text("provenance", text)
     buffer = _io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG",
-                                                      compress_level=int(compress_level))
+                                                      compress_level=int(compress_level),
+                                                      pnginfo=pnginfo)
     return buffer.getvalue()

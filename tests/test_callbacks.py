@@ -330,5 +330,22 @@ def test_download_overlay_png(services):
     sid = new_session_id()
     meta = _good_meta(services, sid)
     data, name = downloads.overlay_file(services, sid, meta, _history(meta), 0, 0, "contour", True)
-    img = np.asarray(Image.open(_io.BytesIO(data)))
+    png = Image.open(_io.BytesIO(data))
+    img = np.asarray(png)
     assert name == "coins_overlay.png" and img.shape == (303, 384, 3)
+    info = json.loads(png.text["provenance"])
+    assert info["input_hash"] == meta["id"] and "recipe" in info["steps"]
+
+
+def test_a_failing_post_processing_step_is_reported_on_that_step(services):
+    sid = new_session_id()
+    pixels = np.random.default_rng(5).integers(0, 255, (20, 30), dtype=np.uint8)
+    meta = _load_upload(services, sid, _png(pixels), "small.png").meta
+    recipe = _recipe(meta, postprocess=[{"name": "closing", "params": {"radius": 25}},
+                                        {"name": "label", "params": {"connectivity": 1}}])
+    with pytest.raises(InputError, match="Closing: radius"):
+        services.run(sid, meta["id"], recipe)
+    assert display.failed_stage(services, sid, meta, recipe) == "post-processing"
+    broken = _recipe(meta, markers={"vmin": 0.5, "vmax": 254.5})
+    assert display.failed_stage(services, sid, meta, broken) in ("segmentation",
+                                                                 "post-processing")

@@ -191,3 +191,12 @@ def test_dragging_lines_and_ranges():
     assert thresholds_from_relayout(m, {"shapes[3].x0": 155}) == (50, 155)
     assert thresholds_from_relayout(m, {"xaxis.range[0]": 3}) is None
     assert thresholds_from_relayout(m, None) is None
+
+
+def test_min_size_larger_than_the_image_is_refused():
+    meta = dict(META, shape=[303, 384])
+    h = next_state(ids.IMAGE, None, meta, {})[0]
+    h2, msg = next_state(ids.POST_OPS, h, meta, {"post_ops": ["remove_small_objects"],
+                                                 "post": {"label": 1,
+                                                          "remove_small_objects": 10**6}})
+    assert h2 is h and "larger than the image" in msg

@@ -83,8 +83,9 @@ def test_segment_undo_zoom_upload_download(dash_duo, app_factory, tmp_path):
     dash_duo.driver.execute_script(
         "Plotly.relayout(document.querySelector('#image-graph .js-plotly-plot'),"
         " {'xaxis.range': [100, 200], 'yaxis.range': [180, 80]});")
-    _until(lambda: dash_duo.driver.execute_script(RANGES_JS, "#segmentation-graph")[0] == [100, 200],
-           what="synchronised zoom")
+    for graph in ("#segmentation-graph", "#filtered-graph", "#compare-graph"):
+        _until(lambda: dash_duo.driver.execute_script(RANGES_JS, graph)[0] == [100, 200],
+               what=f"synchronised zoom of {graph}")
 
     # Click the histogram near the top of the range: vmax moves there, the overlay changes.
     _click_histogram_at(dash_duo, 120)

@@ -75,11 +75,15 @@ def test_whole_pipeline(dash_duo, app_factory, tmp_path):
     dash_duo.wait_for_contains_text("#filter-doc", "skimage.filters.gaussian")
 
     # 2. Threshold discovery: adopt Otsu's threshold as vmax from the gallery.
-    tile = _until(lambda: dash_duo.driver.find_element(
-        By.XPATH, "//div[contains(@class,'tile')][.//code[text()='skimage.filters.threshold_otsu']]"),
-        what="otsu tile")
-    otsu = float(tile.find_element(By.CSS_SELECTOR, ".tile-value").text)
-    tile.find_element(By.XPATH, ".//button[text()='as vmax']").click()
+    def adopt_otsu():
+        tile = dash_duo.driver.find_element(
+            By.XPATH, "//div[contains(@class,'tile')]"
+                      "[.//code[text()='skimage.filters.threshold_otsu']]")
+        value = float(tile.find_element(By.CSS_SELECTOR, ".tile-value").text)
+        tile.find_element(By.XPATH, ".//button[text()='as vmax']").click()
+        return value
+
+    otsu = _until(adopt_otsu, what="otsu tile")  # retried while the gallery re-renders
     _until(lambda: _step(dash_duo) == 4, what="adopted threshold")
     text = dash_duo.find_element("#thresholds-text").text
     assert f"pixels > {otsu:g}" in text or abs(
