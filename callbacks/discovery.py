@@ -26,7 +26,7 @@ from pipeline.thresholds import (GLOBAL_METHODS, LOCAL_METHODS, THRESHOLD_FUNCTI
 
 from .display import _slice, _stage_changed
 from .loading import message_children
-from .params import current_recipe
+from .params import current_recipe, require_current
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,7 @@ def register(app, services):
         State(ids.SESSION, "data"),
     )
     def _gallery(history, window, index, axis, meta, session_id):
-        if not meta or not history or history["image_id"] != meta["id"]:
-            raise PreventUpdate
+        require_current(meta, history)
         if ctx.triggered_id == ids.HISTORY and not _stage_changed(history, "filter"):
             raise PreventUpdate  # the thresholds depend on the filtered image only
         try:

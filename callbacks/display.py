@@ -24,7 +24,7 @@ from pipeline.segment import make_markers
 from pipeline.segmentation import SEGMENTERS, agreement
 
 from .loading import message_children
-from .params import current_recipe
+from .params import current_recipe, require_current
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +281,7 @@ def register(app, services):
         State(ids.SESSION, "data"),
     )
     def _filtered(history, log_value, axis, index, meta, session_id):
-        if not meta or not history or history["image_id"] != meta["id"]:
-            raise PreventUpdate
+        require_current(meta, history)
         recipe = current_recipe(history)
         new_filter = _stage_changed(history, "filter") or ctx.triggered_id is None
         slice_moved = ctx.triggered_id in (ids.SLICE_AXIS, ids.SLICE_INDEX)
@@ -312,8 +311,7 @@ def register(app, services):
         State(ids.SESSION, "data"),
     )
     def _segmentation(history, axis, index, style, show, view, selected, meta, session_id):
-        if not meta or not history or history["image_id"] != meta["id"]:
-            raise PreventUpdate
+        require_current(meta, history)
         triggers = {t["prop_id"].split(".")[0] for t in ctx.triggered}
         new_image = len(history["states"]) == 1 and ids.HISTORY in triggers
         full = (new_image or bool(triggers & {ids.SLICE_AXIS, ids.SLICE_INDEX})
@@ -353,8 +351,7 @@ def register(app, services):
         State(ids.SESSION, "data"),
     )
     def _compare(history, method, axis, index, meta, session_id):
-        if not meta or not history or history["image_id"] != meta["id"]:
-            raise PreventUpdate
+        require_current(meta, history)
         try:
             return compare_panel(services, session_id, meta, current_recipe(history), method,
                                  axis, index)

@@ -16,7 +16,7 @@ from pipeline.errors import InputError
 
 from .display import _slice
 from .loading import message_children
-from .params import current_recipe
+from .params import current_recipe, require_current
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ def register(app, services):
         State(ids.SESSION, "data"),
     )
     def _table(history, column, meta, session_id):
-        if not meta or not history or history["image_id"] != meta["id"]:
-            raise PreventUpdate
+        require_current(meta, history)
         try:
             rows, columns, notes = table(services, session_id, meta, current_recipe(history))
         except InputError as exc:

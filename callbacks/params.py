@@ -54,6 +54,14 @@ def current_recipe(history) -> dict:
     return history["states"][history["index"]]
 
 
+def require_current(meta, history) -> dict:
+    """The current recipe, or PreventUpdate while the image and its history disagree
+    (a new image is loading: the history is reset right after)."""
+    if not meta or not history or history.get("image_id") != meta["id"]:
+        raise PreventUpdate
+    return current_recipe(history)
+
+
 def current_params(history) -> dict:
     """Thresholds and segmentation parameters of the current recipe, flat (for summaries)."""
     r = current_recipe(history)
