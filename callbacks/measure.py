@@ -22,14 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def table(services, session_id, meta, recipe):
-    """(rows, columns) of the measurements table of the current recipe."""
+    """(rows, column definitions, notes) of the measurements table of the current recipe."""
     m = services.measurements(session_id, meta["id"], recipe)
     names = list(m.columns)
     columns = []
     for name in names:
         unit = m.units.get(name, "")
-        header = f"{name} [{unit}]" if unit else name
-        columns.append({"name": header, "id": name, "type": "numeric"})
+        column = {"field": name, "headerName": f"{name} [{unit}]" if unit else name}
+        if name == "label":
+            column.update(pinned="left", checkboxSelection=False, maxWidth=110)
+        elif np.issubdtype(np.asarray(m.columns[name]).dtype, np.floating):
+            column["valueFormatter"] = {"function": "d3.format('.4~g')(params.value)"}
+        columns.append(column)
     n = len(m.columns[names[0]]) if names else 0
     rows = []
     for i in range(n):
@@ -64,11 +68,12 @@ def label_at(services, session_id, meta, recipe, axis, index, point):
 
 
 def row_highlight(label):
-    """Table style highlighting the row of `label`."""
-    if not label:
-        return []
-    return [{"if": {"filter_query": f"{{label}} = {label}"}, "backgroundColor": "#fff3b0",
-             "fontWeight": "bold"}]
+    """Row style rules highlighting the row of `label` (AG Grid ``getRowStyle``)."""
+    conditions = []
+    if label:
+        conditions.append({"condition": f"params.data.label === {int(label)}",
+                           "style": {"backgroundColor": "#fff3b0", "fontWeight": "bold"}})
+    return {"styleConditions": conditions}
 
 
 def csv_file(services, session_id, meta, history):
@@ -84,9 +89,9 @@ def register(app, services):
     """Wire the measurements panel."""
 
     @app.callback(
-        Output(ids.MEASURE_TABLE, "data"),
-        Output(ids.MEASURE_TABLE, "columns"),
-        Output(ids.MEASURE_TABLE, "selected_rows"),
+        Output(ids.MEASURE_TABLE, "rowData"),
+        Output(ids.MEASURE_TABLE, "columnDefs"),
+        Output(ids.MEASURE_TABLE, "selectedRows"),
         Output(ids.MEASURE_COLUMN, "options"),
         Output(ids.MEASURE_COLUMN, "value"),
         Output({"type": ids.STEP_MESSAGE, "stage": "measure"}, "children"),
@@ -106,7 +111,8 @@ def register(app, services):
             log.exception("measurements failed")
             return (no_update,) * 5 + (message_children(
                 f"Measurements failed: unexpected error ({type(exc).__name__}).", "error"),)
-        options = [{"label": c["name"], "value": c["id"]} for c in columns if c["id"] != "label"]
+        options = [{"label": c["headerName"], "value": c["field"]} for c in columns
+                   if c["field"] != "label"]
         values = [o["value"] for o in options]
         column = column if column in values else ("area" if "area" in values else
                                                   (values[0] if values else None))
@@ -116,7 +122,7 @@ def register(app, services):
     @app.callback(
         Output(ids.MEASURE_PLOT, "figure"),
         Input(ids.MEASURE_COLUMN, "value"),
-        Input(ids.MEASURE_TABLE, "derived_virtual_data"),
+        Input(ids.MEASURE_TABLE, "virtualRowData"),
     )
     def _plot(column, rows):
         if not column:
@@ -125,27 +131,23 @@ def register(app, services):
 
     @app.callback(
         Output(ids.SELECTED_LABELS, "data"),
-        Input(ids.MEASURE_TABLE, "derived_virtual_selected_rows"),
-        State(ids.MEASURE_TABLE, "derived_virtual_data"),
+        Input(ids.MEASURE_TABLE, "selectedRows"),
     )
-    def _selected(selected, rows):
-        rows = rows or []
-        return sorted(int(rows[i]["label"]) for i in (selected or []) if i < len(rows))
+    def _selected(rows):
+        return sorted(int(r["label"]) for r in rows or [] if "label" in r)
 
     @app.callback(
-        Output(ids.MEASURE_TABLE, "style_data_conditional"),
-        Output(ids.MEASURE_TABLE, "page_current"),
+        Output(ids.MEASURE_TABLE, "getRowStyle"),
+        Output(ids.MEASURE_TABLE, "scrollTo"),
         Input(ids.SEG_GRAPH, "clickData"),
         Input(ids.SEG_GRAPH, "hoverData"),
-        State(ids.MEASURE_TABLE, "derived_virtual_data"),
-        State(ids.MEASURE_TABLE, "page_size"),
         State(ids.HISTORY, "data"),
         State(ids.SLICE_AXIS, "value"),
         State(ids.SLICE_INDEX, "value"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _highlight(click, hover, rows, page_size, history, axis, index, meta, session_id):
+    def _highlight(click, hover, history, axis, index, meta, session_id):
         data = click if ctx.triggered_id and "clickData" in ctx.triggered[0]["prop_id"] else hover
         if not meta or not history or not data or not data.get("points"):
             raise PreventUpdate
@@ -154,11 +156,8 @@ def register(app, services):
                              data["points"][0])
         except InputError:
             raise PreventUpdate from None
-        page = no_update
-        positions = [i for i, r in enumerate(rows or []) if r.get("label") == label]
-        if label and positions:
-            page = positions[0] // (page_size or 10)
-        return row_highlight(label), page
+        scroll = {"rowId": str(label), "rowPosition": "middle"} if label else no_update
+        return row_highlight(label), scroll
 
     @app.callback(
         Output(ids.DOWNLOAD_CSV, "data"),

@@ -3,7 +3,8 @@ comparison, measurements, and the discovery tabs (thresholds, sweep, recipe)."""
 
 from __future__ import annotations
 
-from dash import dash_table, dcc, html
+import dash_ag_grid as dag
+from dash import dcc, html
 
 from . import ids
 from .common import graph_config, message, panel
@@ -142,11 +143,12 @@ def measurements_panel(properties):
             dcc.Dropdown(id=ids.MEASURE_PROPERTIES, multi=True,
                          options=[{"label": p, "value": p} for p in properties])]),
         message({"type": ids.STEP_MESSAGE, "stage": "measure"}),
-        dash_table.DataTable(
-            id=ids.MEASURE_TABLE, data=[], columns=[], page_size=10, sort_action="native",
-            filter_action="native", row_selectable="multi", selected_rows=[],
-            style_table={"overflowX": "auto"},
-            style_cell={"fontSize": 12, "padding": "2px 6px", "fontFamily": "inherit"}),
+        dag.AgGrid(
+            id=ids.MEASURE_TABLE, rowData=[], columnDefs=[], getRowId="params.data.label",
+            defaultColDef={"sortable": True, "filter": "agNumberColumnFilter",
+                           "floatingFilter": True, "resizable": True, "minWidth": 90},
+            dashGridOptions={"rowSelection": {"mode": "multiRow"}, "animateRows": False},
+            selectedRows=[], style={"height": "330px"}, className="measure-table"),
         html.Div(className="measure-plot", children=[
             html.Label("distribution of", htmlFor=ids.MEASURE_COLUMN),
             dcc.Dropdown(id=ids.MEASURE_COLUMN, clearable=False),

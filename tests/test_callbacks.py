@@ -274,7 +274,7 @@ def test_measurements_table_csv_and_region_lookup(services):
                      measure={**_recipe(meta)["measure"], "pixel_size": 2.0, "unit": "um"})
     rows, columns, notes = measure.table(services, sid, meta, recipe)
     assert 15 <= len(rows) <= 40
-    headers = {c["id"]: c["name"] for c in columns}
+    headers = {c["field"]: c["headerName"] for c in columns}
     assert headers["area"] == "area [um²]"
     # pixel size 2: areas are 4x the pixel counts
     labels = services.run(sid, meta["id"], recipe).labels

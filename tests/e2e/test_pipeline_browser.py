@@ -101,8 +101,8 @@ def test_whole_pipeline(dash_duo, app_factory, tmp_path):
     dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=60)
 
     # 5. Measurements: the table fills in.
-    rows = _until(lambda: [r for r in dash_duo.find_elements("#measure-table tr")
-                           if r.find_elements(By.CSS_SELECTOR, "td")], what="table rows")
+    rows = _until(lambda: dash_duo.find_elements("#measure-table .ag-center-cols-container .ag-row"),
+                  what="table rows")
     assert len(rows) >= 5
     n_regions = int(re.search(r"(\d+) labelled regions",
                               dash_duo.find_element("#segmentation-summary").text).group(1))
@@ -120,14 +120,15 @@ def test_whole_pipeline(dash_duo, app_factory, tmp_path):
     drag = dash_duo.find_element("#segmentation-graph .nsewdrag")
     ActionChains(dash_duo.driver).move_to_element_with_offset(drag, int(x), int(y)).click() \
         .perform()
-    highlighted = _until(lambda: [td for td in dash_duo.find_elements("#measure-table td")
-                                  if "255, 243, 176" in (td.get_attribute("style") or "")],
+    highlighted = _until(lambda: [r for r in dash_duo.find_elements("#measure-table .ag-row")
+                                  if "255, 243, 176" in (r.get_attribute("style") or "")],
                          what="highlighted row")
-    assert any(td.text == str(target) for td in highlighted)
+    assert {r.get_attribute("row-id") for r in highlighted} == {str(target)}
 
     # Select a row: its region is highlighted in the image.
     blank = dash_duo.driver.execute_script(TRACE_SOURCE_JS, "#segmentation-graph", 3)
-    dash_duo.find_elements("#measure-table input[type=checkbox]")[0].click()
+    dash_duo.find_element("#measure-table .ag-row[row-index='0'] .ag-selection-checkbox input"
+                          ).click()
     _until(lambda: dash_duo.driver.execute_script(TRACE_SOURCE_JS, "#segmentation-graph", 3)
            != blank, what="selected region highlighted")
 
