@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.thresholds import (GLOBAL_METHODS, LOCAL_METHODS, THRESHOLD_FUNCTIONS,
                                  binarize, local_binarization)
 
-from .display import _slice, _stage_changed
+from .display import shown_slice, _stage_changed
 from .loading import message_children
 from .params import current_recipe, require_current
 
@@ -53,7 +53,7 @@ def gallery(services, session_id, meta, recipe, axis, index, window):
     """Tiles of every automatic threshold (global, then local) on the filtered image."""
     filtered = services.filtered(session_id, meta["id"], recipe)
     values = services.thresholds(session_id, meta["id"], recipe)
-    shown = _slice(filtered, meta, axis, index)
+    shown = shown_slice(filtered, meta, axis, index)
     tiles = []
     for method in GLOBAL_METHODS:
         value = values.get(method)
@@ -148,7 +148,7 @@ def sweep_recipes(recipe, param_a, values_a, param_b=None, values_b=None):
 
 def run_sweep(services, session_id, meta, grid, axis, index, n_jobs=2):
     """Compute every cell (in parallel, cached) and return [(cell, thumbnail uri or error)]."""
-    gray = render.to_uint8(_slice(services.image(session_id, meta["id"]), meta, axis, index),
+    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
                            *meta["display"])
 
     def one(cell):
@@ -157,7 +157,7 @@ def run_sweep(services, session_id, meta, grid, axis, index, n_jobs=2):
             labels = services.run(session_id, meta["id"], recipe).labels
         except InputError as exc:
             return {"label": cell["label"], "recipe": cell["recipe"], "error": str(exc)}
-        lab2d = thumbnail(_slice(labels, meta, axis, index)).astype(np.int32)
+        lab2d = thumbnail(shown_slice(labels, meta, axis, index)).astype(np.int32)
         rgba = postprocess.boundaries_overlay(lab2d)
         rgb = render.composite(thumbnail(gray), [rgba])
         return {"label": cell["label"], "recipe": recipe, "uri": render.png_data_uri(rgb),

@@ -45,7 +45,8 @@ def slice_settings(meta, axis):
     return {"display": "block"}, n - 1, n // 2
 
 
-def _slice(array, meta, axis, index):
+def shown_slice(array, meta, axis, index):
+    """The displayed 2D slice of `array` (the array itself for a 2D image)."""
     if meta["ndim"] != 3:
         return np.asarray(array)
     axis = int(axis or 0)
@@ -65,7 +66,7 @@ def _gray_uri(image2d, lo, hi):
 def base_uri(services, session_id, meta, axis, index):
     """PNG data URI of the displayed slice of the image."""
     image = services.image(session_id, meta["id"])
-    return _gray_uri(_slice(image, meta, axis, index), *meta["display"])
+    return _gray_uri(shown_slice(image, meta, axis, index), *meta["display"])
 
 
 def image_panel(services, session_id, meta, axis, index):
@@ -77,7 +78,7 @@ def image_panel(services, session_id, meta, axis, index):
 def filtered_panel(services, session_id, meta, recipe, axis, index):
     """Figure of the filtered image (same display range as the original)."""
     filtered = services.filtered(session_id, meta["id"], recipe)
-    uri = _gray_uri(_slice(filtered, meta, axis, index), *meta["display"])
+    uri = _gray_uri(shown_slice(filtered, meta, axis, index), *meta["display"])
     return figures.image_figure(uri, uirevision=uirevision(meta, axis))
 
 
@@ -150,17 +151,17 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         If a step fails on this image (the page keeps its previous overlays).
     """
     result = services.run(session_id, meta["id"], recipe)
-    filtered2d = _slice(result.filtered, meta, axis, index)
-    gray = render.to_uint8(_slice(services.image(session_id, meta["id"]), meta, axis, index),
+    filtered2d = shown_slice(result.filtered, meta, axis, index)
+    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
                            *meta["display"])
     markers2d = make_markers(filtered2d, recipe["markers"]["vmin"], recipe["markers"]["vmax"],
                              check=False)
     marker_uri = render.png_data_uri(render.marker_overlay(markers2d)) if show_markers \
         else blank_uri()
     shown = result.labels if view == "labels" else result.mask
-    shown2d = _slice(shown, meta, axis, index).astype(np.int32)
+    shown2d = shown_slice(shown, meta, axis, index).astype(np.int32)
     seg_uri = render.png_data_uri(result_overlay(shown2d, gray, style))
-    labels2d = _slice(result.labels, meta, axis, index)
+    labels2d = shown_slice(result.labels, meta, axis, index)
     hl_uri = render.png_data_uri(highlight_overlay(labels2d, selected))
     n = int(np.max(result.labels)) if result.labels.size else 0
     fraction = float(np.count_nonzero(result.mask)) / result.mask.size
@@ -188,9 +189,9 @@ def compare_panel(services, session_id, meta, recipe, method, axis, index):
     other = services.validate(other)
     mine = services.mask(session_id, meta["id"], recipe)
     theirs = services.mask(session_id, meta["id"], other)
-    gray = render.to_uint8(_slice(services.image(session_id, meta["id"]), meta, axis, index),
+    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
                            *meta["display"])
-    overlay = postprocess.boundaries_overlay(_slice(theirs, meta, axis, index).astype(np.int32))
+    overlay = postprocess.boundaries_overlay(shown_slice(theirs, meta, axis, index).astype(np.int32))
     fig = figures.segmentation_figure(render.png_data_uri(gray), blank_uri(),
                                       render.png_data_uri(overlay),
                                       uirevision=uirevision(meta, axis), highlight=blank_uri())

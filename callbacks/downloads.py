@@ -14,7 +14,7 @@ from pipeline import io, provenance, render
 from pipeline.errors import InputError
 from pipeline.segment import make_markers
 
-from .display import _slice, result_overlay
+from .display import shown_slice, result_overlay
 from .loading import message_children
 from .params import current_recipe
 
@@ -43,15 +43,15 @@ def overlay_file(services, session_id, meta, history, axis, index, style, show_m
     """(bytes, filename) of the shown slice with its overlays, as an RGB PNG."""
     recipe = current_recipe(history)
     result = services.run(session_id, meta["id"], recipe)
-    image2d = _slice(services.image(session_id, meta["id"]), meta, axis, index)
+    image2d = shown_slice(services.image(session_id, meta["id"]), meta, axis, index)
     gray = render.to_uint8(image2d, *meta["display"])
     layers = []
     if show_markers:
-        markers = make_markers(_slice(result.filtered, meta, axis, index),
+        markers = make_markers(shown_slice(result.filtered, meta, axis, index),
                                recipe["markers"]["vmin"], recipe["markers"]["vmax"], check=False)
         layers.append(render.marker_overlay(markers))
     shown = result.labels if view == "labels" else result.mask
-    layers.append(result_overlay(_slice(shown, meta, axis, index).astype(np.int32), gray,
+    layers.append(result_overlay(shown_slice(shown, meta, axis, index).astype(np.int32), gray,
                                  style))
     rgb = render.composite(gray, layers)
     suffix = f"_slice{axis}-{index}" if meta["ndim"] == 3 else ""

@@ -14,7 +14,7 @@ from pipeline import measure as measures
 from pipeline import provenance
 from pipeline.errors import InputError
 
-from .display import _slice
+from .display import shown_slice
 from .loading import message_children
 from .params import current_recipe, require_current
 
@@ -32,7 +32,7 @@ def table(services, session_id, meta, recipe):
         if name == "label":
             column.update(pinned="left", checkboxSelection=False, maxWidth=110)
         elif np.issubdtype(np.asarray(m.columns[name]).dtype, np.floating):
-            column["valueFormatter"] = {"function": "d3.format('.4~g')(params.value)"}
+            column["valueFormatter"] = {"function": "d3.format('.6~g')(params.value)"}
         columns.append(column)
     n = len(m.columns[names[0]]) if names else 0
     rows = []
@@ -61,7 +61,7 @@ def label_at(services, session_id, meta, recipe, axis, index, point):
         x, y = int(round(point["x"])), int(round(point["y"]))
     except (TypeError, KeyError, ValueError):
         return 0
-    labels = _slice(services.run(session_id, meta["id"], recipe).labels, meta, axis, index)
+    labels = shown_slice(services.run(session_id, meta["id"], recipe).labels, meta, axis, index)
     if not (0 <= y < labels.shape[0] and 0 <= x < labels.shape[1]):
         return 0
     return int(labels[y, x])
