@@ -162,7 +162,7 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
     shown2d = shown_slice(shown, meta, axis, index).astype(np.int32)
     seg_uri = render.png_data_uri(result_overlay(shown2d, gray, style))
     labels2d = shown_slice(result.labels, meta, axis, index)
-    hl_uri = render.png_data_uri(highlight_overlay(labels2d, selected))
+    hl_uri = render.png_data_uri(highlight_overlay(labels2d, selected or []))
     n = int(np.max(result.labels)) if result.labels.size else 0
     fraction = float(np.count_nonzero(result.mask)) / result.mask.size
     seg = recipe["segmentation"]
@@ -177,24 +177,40 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
     patch = Patch()
     patch["data"][figures.MARKER_TRACE]["source"] = marker_uri
     patch["data"][figures.SEG_TRACE]["source"] = seg_uri
-    patch["data"][figures.HIGHLIGHT_TRACE]["source"] = hl_uri
+    if selected is not None:
+        patch["data"][figures.HIGHLIGHT_TRACE]["source"] = hl_uri
     return patch, summary
 
 
-def compare_panel(services, session_id, meta, recipe, method, axis, index):
-    """Figure of another segmentation method from the same markers, and the agreement text."""
+def highlight_patch(services, session_id, meta, recipe, axis, index, selected):
+    """Patch of the selected-regions overlay only (rows selected in the measurements table)."""
+    labels = services.run(session_id, meta["id"], recipe).labels
+    patch = Patch()
+    patch["data"][figures.HIGHLIGHT_TRACE]["source"] = render.png_data_uri(
+        highlight_overlay(shown_slice(labels, meta, axis, index), selected or []))
+    return patch
+
+
+def compare_panel(services, session_id, meta, recipe, method, axis, index, full=True):
+    """Figure of another segmentation method from the same markers, and the agreement text.
+
+    A Patch of its overlay when `full` is False (the image shown has not changed)."""
     if method not in SEGMENTERS:
         raise InputError(f"unknown segmentation method {method!r}")
     other = {**recipe, "segmentation": {"name": method, "params": {}}}
     other = services.validate(other)
     mine = services.mask(session_id, meta["id"], recipe)
     theirs = services.mask(session_id, meta["id"], other)
-    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
-                           *meta["display"])
-    overlay = postprocess.boundaries_overlay(shown_slice(theirs, meta, axis, index).astype(np.int32))
-    fig = figures.segmentation_figure(render.png_data_uri(gray), blank_uri(),
-                                      render.png_data_uri(overlay),
-                                      uirevision=uirevision(meta, axis), highlight=blank_uri())
+    overlay = render.png_data_uri(postprocess.boundaries_overlay(
+        shown_slice(theirs, meta, axis, index).astype(np.int32)))
+    if full:
+        gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis,
+                                           index), *meta["display"])
+        fig = figures.segmentation_figure(render.png_data_uri(gray), blank_uri(), overlay,
+                                          uirevision=uirevision(meta, axis), highlight=blank_uri())
+    else:
+        fig = Patch()
+        fig["data"][figures.SEG_TRACE]["source"] = overlay
     pct = 100 * agreement(np.asarray(mine), np.asarray(theirs))
     a, b = SEGMENTERS[recipe["segmentation"]["name"]].label, SEGMENTERS[method].label
     text = (f"{b} vs {a}: the object masks agree on {pct:.2f} % of "
@@ -307,11 +323,12 @@ def register(app, services):
         Input(ids.OVERLAY_STYLE, "value"),
         Input(ids.SHOW_MARKERS, "value"),
         Input(ids.RESULT_VIEW, "value"),
-        Input(ids.SELECTED_LABELS, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _segmentation(history, axis, index, style, show, view, selected, meta, session_id):
+    def _segmentation(history, axis, index, style, show, view, meta, session_id):
+        # The selected-regions overlay has its own callback: the segmentation never waits
+        # for the measurements table.
         require_current(meta, history)
         triggers = {t["prop_id"].split(".")[0] for t in ctx.triggered}
         new_image = len(history["states"]) == 1 and ids.HISTORY in triggers
@@ -320,7 +337,7 @@ def register(app, services):
         try:
             fig, summary = segmentation_panel(
                 services, session_id, meta, current_recipe(history), axis, index, style,
-                "markers" in (show or []), view, selected or [], full)
+                "markers" in (show or []), view, None, full)
         except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
             stage = failed_stage(services, session_id, meta, current_recipe(history))
             message = f"{stage.capitalize()} failed: {_errors(exc)}"
@@ -342,6 +359,24 @@ def register(app, services):
         return fig, "", shown, None
 
     @app.callback(
+        Output(ids.SEG_GRAPH, "figure", allow_duplicate=True),
+        Input(ids.SELECTED_LABELS, "data"),
+        State(ids.HISTORY, "data"),
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.SLICE_INDEX, "value"),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _selected_regions(selected, history, axis, index, meta, session_id):
+        recipe = require_current(meta, history)
+        try:
+            return highlight_patch(services, session_id, meta, recipe, axis, index, selected)
+        except Exception:  # noqa: BLE001 - a highlight is never worth an error
+            log.warning("highlight failed", exc_info=True)
+            raise PreventUpdate from None
+
+    @app.callback(
         Output(ids.COMPARE_GRAPH, "figure"),
         Output(ids.COMPARE_TEXT, "children"),
         Input(ids.HISTORY, "data"),
@@ -352,10 +387,12 @@ def register(app, services):
         State(ids.SESSION, "data"),
     )
     def _compare(history, method, axis, index, meta, session_id):
+        full = (ctx.triggered_id in (ids.SLICE_AXIS, ids.SLICE_INDEX, None)
+                or len(history["states"]) == 1)
         require_current(meta, history)
         try:
             return compare_panel(services, session_id, meta, current_recipe(history), method,
-                                 axis, index)
+                                 axis, index, full=full)
         except Exception as exc:  # noqa: BLE001
             return no_update, message_children(f"Comparison failed: {_errors(exc)}", "error")
 

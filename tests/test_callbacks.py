@@ -180,6 +180,13 @@ def test_every_filter_and_method_runs_on_coins(services):
         assert "agree on" in text
     fig, text = display.compare_panel(services, sid, meta, _recipe(meta), "random_walker", 0, 0)
     assert "100.00 %" in text
+    patch, _ = display.compare_panel(services, sid, meta, _recipe(meta), "watershed", 0, 0,
+                                     full=False)
+    assert isinstance(patch, Patch)
+    assert [op["location"] for op in patch.to_plotly_json()["operations"]] == [
+        ["data", 2, "source"]]
+    hl = display.highlight_patch(services, sid, meta, _recipe(meta), 0, 0, [1, 2])
+    assert [op["location"] for op in hl.to_plotly_json()["operations"]] == [["data", 3, "source"]]
 
 
 @pytest.mark.parametrize("vmin, vmax, message", [
