@@ -8,6 +8,7 @@ so zoom and pan survive and responses stay small.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -151,27 +152,38 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         If a step fails on this image (the page keeps its previous overlays).
     """
     result = services.run(session_id, meta["id"], recipe)
-    filtered2d = shown_slice(result.filtered, meta, axis, index)
-    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
-                           *meta["display"])
-    markers2d = make_markers(filtered2d, recipe["markers"]["vmin"], recipe["markers"]["vmax"],
-                             check=False)
-    marker_uri = render.png_data_uri(render.marker_overlay(markers2d)) if show_markers \
-        else blank_uri()
-    shown = result.labels if view == "labels" else result.mask
-    shown2d = shown_slice(shown, meta, axis, index).astype(np.int32)
-    seg_uri = render.png_data_uri(result_overlay(shown2d, gray, style))
-    labels2d = shown_slice(result.labels, meta, axis, index)
-    hl_uri = render.png_data_uri(highlight_overlay(labels2d, selected or []))
-    n = int(np.max(result.labels)) if result.labels.size else 0
-    fraction = float(np.count_nonzero(result.mask)) / result.mask.size
+    image = services.image(session_id, meta["id"])
+
+    def gray():
+        return render.to_uint8(shown_slice(image, meta, axis, index), *meta["display"])
+
+    def overlays():
+        filtered2d = shown_slice(result.filtered, meta, axis, index)
+        markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
+                                 recipe["markers"]["vmax"], check=False)
+        marker = render.png_data_uri(render.marker_overlay(markers2d)) if show_markers \
+            else blank_uri()
+        shown = result.labels if view == "labels" else result.mask
+        shown2d = shown_slice(shown, meta, axis, index).astype(np.int32)
+        seg = render.png_data_uri(result_overlay(shown2d, gray(), style))
+        n = int(np.max(result.labels)) if result.labels.size else 0
+        fraction = float(np.count_nonzero(result.mask)) / result.mask.size
+        return marker, seg, n, fraction
+
+    # A repeated view (undo, a slice seen before) reuses its encoded overlays.
+    key = json.dumps([meta["id"], stage_keys(recipe), meta["display"],
+                      axis if meta["ndim"] == 3 else None, index if meta["ndim"] == 3 else None,
+                      style, view, bool(show_markers)], sort_keys=True)
+    marker_uri, seg_uri, n, fraction = services.compute.rendered(key, overlays)
+    hl_uri = render.png_data_uri(highlight_overlay(
+        shown_slice(result.labels, meta, axis, index), selected)) if selected else blank_uri()
     seg = recipe["segmentation"]
     how = "from cache" if result.cached else f"computed in {result.seconds:.2f} s"
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     summary = (f"object: {100 * fraction:.1f} % of {unit} · {n} labelled regions · "
                f"{SEGMENTERS[seg['name']].label} {how}")
     if full:
-        fig = figures.segmentation_figure(render.png_data_uri(gray), marker_uri, seg_uri,
+        fig = figures.segmentation_figure(render.png_data_uri(gray()), marker_uri, seg_uri,
                                           uirevision=uirevision(meta, axis), highlight=hl_uri)
         return fig, summary
     patch = Patch()

@@ -76,6 +76,10 @@ def _histogram(image_id, filter_key, bins, load_filtered):
     return _histogram_of(load_filtered(), bins=bins)
 
 
+def _rendered(key, make):
+    return make()
+
+
 def _thresholds(image_id, filter_key, load_filtered):
     return thresholds.global_thresholds(load_filtered())
 
@@ -114,6 +118,7 @@ class Compute:
         self._measure = self.memory.cache(_measure, ignore=["recipe", "load_image", "labels_fn"])
         self._histogram = self.memory.cache(_histogram, ignore=["load_filtered"])
         self._thresholds = self.memory.cache(_thresholds, ignore=["load_filtered"])
+        self._rendered = self.memory.cache(_rendered, ignore=["make"])
 
     # Each stage call passes the functions of the stages before it, bound to this cache.
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image):
@@ -180,6 +185,14 @@ class Compute:
         k = stage_keys(recipe)
         return self._thresholds(image_id, k["filter"],
                                 lambda: self.filtered(image_id, load_image, recipe))
+
+    def rendered(self, key: str, make):
+        """``make()``, cached under `key` (a string naming everything the result depends on).
+
+        For derived views (e.g. PNG overlays of a slice) that are cheap to key but not to
+        recompute: a repeated view is a cache hit.
+        """
+        return self._rendered(key, make)
 
     def trim(self) -> None:
         """Evict least recently used cache entries beyond ``bytes_limit``."""
