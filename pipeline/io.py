@@ -439,7 +439,7 @@ def _png_header(data: bytes) -> tuple[int, int] | None:
 
 
 def _read_pillow(data: bytes, name: str, kind: str, max_pixels: int):
-    from PIL import Image, JpegImagePlugin, PngImagePlugin
+    from PIL import JpegImagePlugin, PngImagePlugin
 
     notes: list[str] = []
     factory = PngImagePlugin.PngImageFile if kind == "PNG" else JpegImagePlugin.JpegImageFile

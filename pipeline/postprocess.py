@@ -122,7 +122,7 @@ def _remove_small_objects(labels, *, min_size):
 
 def _remove_small_objects_code(src, dst, *, min_size):
     return [
-        f"with warnings.catch_warnings():  # a single object is fine: silence skimage's "
+        "with warnings.catch_warnings():  # a single object is fine: silence skimage's "
         "'Only one label' hint",
         "    warnings.filterwarnings('ignore', 'Only one label', UserWarning)",
         f"    {dst} = morphology.remove_small_objects({src}, max_size={_max_size(min_size)})"
