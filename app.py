@@ -94,11 +94,14 @@ class Explorer:
     def recipe(self) -> dict:
         """The recipe the user last set on the image in the browser (the defaults before)."""
         from pipeline import recipe as recipes
-        from pipeline.segment import default_thresholds
+        from pipeline.segment import default_thresholds, intensity_scale
 
         found = self._store.latest_recipe(self.image_id)
-        return found if found is not None else recipes.default_recipe(
-            *default_thresholds(self.image))
+        if found is not None:
+            return found
+        recipe = recipes.default_recipe(*default_thresholds(self.image))
+        recipe["segmentation"]["params"]["intensity_scale"] = intensity_scale(self.image.dtype)
+        return recipes.validate(recipe)
 
     def labels(self):
         """Label image of the current recipe (the same computation as the exported script)."""

@@ -95,6 +95,8 @@ def sweepable(recipe) -> list[dict]:
                {"label": "markers: vmax", "value": "markers.vmax"}]
     for stage in ("filter", "segmentation"):
         for name, value in recipe[stage]["params"].items():
+            if name == "intensity_scale":  # a property of the image, not a choice
+                continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 options.append({"label": f"{stage} ({recipe[stage]['name']}): {name}",
                                 "value": f"{stage}.params.{name}"})

@@ -25,7 +25,7 @@ from pipeline.segment import make_markers
 from pipeline.segmentation import SEGMENTERS, agreement
 
 from .loading import message_children
-from .params import current_recipe, require_current
+from .params import current_recipe, require_current, set_intensity_scale
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ def compare_panel(services, session_id, meta, recipe, method, axis, index, full=
     if method not in SEGMENTERS:
         raise InputError(f"unknown segmentation method {method!r}")
     other = {**recipe, "segmentation": {"name": method, "params": {}}}
+    set_intensity_scale(other, meta)
     other = services.validate(other)
     mine = services.mask(session_id, meta["id"], recipe)
     theirs = services.mask(session_id, meta["id"], other)

@@ -12,7 +12,7 @@ from components import ids
 from pipeline import io
 from pipeline.errors import InputError
 from pipeline.render import display_range
-from pipeline.segment import default_thresholds, threshold_step
+from pipeline.segment import default_thresholds, intensity_scale, threshold_step
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def image_meta(array, loaded, image_id) -> dict:
         "min": lo,
         "max": hi,
         "step": threshold_step(array),
+        "scale": intensity_scale(array.dtype),
         "vmin": vmin,
         "vmax": vmax,
         "display": [float(v) for v in display_range(array)],

@@ -46,7 +46,14 @@ def initial_history(meta, previous=None) -> dict:
         if meta.get("ndim") == 3 and recipe["segmentation"]["name"] == "random_walker":
             # cg_mg's multigrid setup is never amortised in 3D: Jacobi-CG is ~3x faster there
             recipe["segmentation"]["params"]["mode"] = "cg_j"
+    set_intensity_scale(recipe, meta)
     return {"image_id": meta["id"], "states": [recipe], "index": 0}
+
+
+def set_intensity_scale(recipe, meta):
+    """Give the random walker the image type's scale (beta then means what it does in skimage)."""
+    if recipe["segmentation"]["name"] == "random_walker":
+        recipe["segmentation"]["params"]["intensity_scale"] = float(meta.get("scale", 1.0))
 
 
 def current_recipe(history) -> dict:
@@ -181,6 +188,7 @@ def _proposal(trigger, current, meta, c):
         proposed["filter"] = {"name": c["filter_method"], "params": {}}
     elif trigger == ids.SEG_METHOD:
         proposed["segmentation"] = {"name": c["seg_method"], "params": {}}
+        set_intensity_scale(proposed, meta)
     elif isinstance(trigger, dict) and trigger.get("type") == ids.PARAM:
         stage = trigger["stage"]
         if current[stage]["name"] != trigger["method"]:

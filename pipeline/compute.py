@@ -46,8 +46,8 @@ def _filtered(image_id, filter_key, recipe, load_image):
     return recipes.filter_stage(load_image(), recipe)
 
 
-def _graph(image_id, filter_key, beta, load_filtered):
-    return randomwalker.build_graph(load_filtered(), beta=beta)
+def _graph(image_id, filter_key, beta, intensity_scale, load_filtered):
+    return randomwalker.build_graph(load_filtered() / intensity_scale, beta=beta)
 
 
 def _mask(image_id, filter_key, markers_key, seg_key, recipe, load_image, filtered_fn, graph_fn):
@@ -56,7 +56,8 @@ def _mask(image_id, filter_key, markers_key, seg_key, recipe, load_image, filter
     seg = recipe["segmentation"]
     if seg["name"] == "random_walker":
         p = seg["params"]
-        graph = graph_fn(image_id, filter_key, p["beta"], lambda: filtered)
+        # the same arithmetic as SEGMENTERS["random_walker"].apply, with the graph cached
+        graph = graph_fn(image_id, filter_key, p["beta"], p["intensity_scale"], lambda: filtered)
         return randomwalker.solve(graph, markers, mode=p["mode"], tol=p["tol"]) == 2
     return recipes.segment_stage(filtered, markers, recipe)
 

@@ -15,6 +15,7 @@ from skimage import filters
 from .errors import InputError
 
 __all__ = [
+    "intensity_scale",
     "BACKGROUND",
     "OBJECT",
     "MODES",
@@ -195,3 +196,17 @@ def default_thresholds(image) -> tuple[float, float]:
         step, lo = threshold_step(image), float(sample.min())
         vmin, vmax = (lo + round((v - lo) / step) * step for v in (vmin, vmax))
     return _round(vmin), _round(vmax)
+
+
+def intensity_scale(dtype) -> float:
+    """The value skimage maps to 1.0 when it converts an image of `dtype` to float.
+
+    ``skimage.util.img_as_float`` (which ``random_walker`` applies first) divides integer images
+    by their type's maximum (255 for uint8, 65535 for uint16) and leaves float images as they
+    are. The pipeline keeps intensities in the image's own units, so the random-walker step
+    divides by this to give beta its skimage meaning.
+    """
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0

@@ -45,17 +45,22 @@ def _f(value) -> str:
 # --------------------------------------------------------------------------- random walker
 
 
-def _random_walker(image, markers, *, vmin, vmax, beta, mode, tol):
-    return fast_random_walker(image, markers, beta=beta, mode=mode, tol=tol) == 2
+def _random_walker(image, markers, *, vmin, vmax, beta, mode, tol, intensity_scale):
+    return fast_random_walker(image / intensity_scale, markers, beta=beta, mode=mode,
+                              tol=tol) == 2
 
 
-def _random_walker_code(src, markers, dst, *, vmin, vmax, beta, mode, tol):
-    args = f"{src}, {markers}, beta={_f(beta)}, mode={str(mode)!r}, tol={_f(tol)}"
-    return [
-        f"{dst} = fast_random_walker({args}) == 2",
-        f"# equivalent: skimage.segmentation.random_walker({args}) == 2 "
-        "(same labels on >= 99.5 % of pixels)",
+def _random_walker_code(src, markers, dst, *, vmin, vmax, beta, mode, tol, intensity_scale):
+    opts = f"beta={_f(beta)}, mode={str(mode)!r}, tol={_f(tol)}"
+    lines = [
+        f"{dst} = fast_random_walker({src} / {_f(intensity_scale)}, {markers}, {opts}) == 2",
+        f"# equivalent: skimage.segmentation.random_walker({src} / {_f(intensity_scale)}, "
+        f"{markers}, {opts}) == 2 (same labels on >= 99.5 % of pixels)",
     ]
+    if intensity_scale != 1.0:
+        lines.append(f"# ({src} / {_f(intensity_scale)} is the [0, 1] scale skimage gives an "
+                     "integer image: beta means what it means in skimage)")
+    return lines
 
 
 # --------------------------------------------------------------------------- watershed
@@ -103,6 +108,10 @@ SEGMENTERS = types.MappingProxyType({
                       doc="Linear solver: cg_mg (multigrid), cg_j (Jacobi), bf (direct)"),
                 Param("tol", "float", 1e-3, min=1e-8, max=0.1,
                       doc="Tolerance of the iterative solvers"),
+                Param("intensity_scale", "float", 1.0, min=1e-12, max=1e12,
+                      doc="The image is divided by this before the random walker, as skimage "
+                          "rescales integer images to [0, 1] (255 for 8-bit, 65535 for "
+                          "16-bit, 1 for float): beta then means what it means in skimage"),
             ),
             apply=_random_walker, code=_random_walker_code,
             imports=("from pipeline.randomwalker import random_walker as fast_random_walker",),

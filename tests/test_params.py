@@ -200,3 +200,15 @@ def test_min_size_larger_than_the_image_is_refused():
                                                  "post": {"label": 1,
                                                           "remove_small_objects": 10**6}})
     assert h2 is h and "larger than the image" in msg
+
+
+def test_random_walker_gets_the_image_types_scale():
+    meta = dict(META, scale=255.0)
+    h = next_state(ids.IMAGE, None, meta, {})[0]
+    assert _recipe(h)["segmentation"]["params"]["intensity_scale"] == 255.0
+    h, _ = next_state(ids.SEG_METHOD, h, meta, {"seg_method": "watershed"})
+    h, _ = next_state(ids.SEG_METHOD, h, meta, {"seg_method": "random_walker"})
+    assert _recipe(h)["segmentation"]["params"]["intensity_scale"] == 255.0
+    float_meta = dict(META, id="c" * 32, scale=1.0)
+    h2 = next_state(ids.IMAGE, h, float_meta, {})[0]
+    assert _recipe(h2)["segmentation"]["params"]["intensity_scale"] == 1.0

@@ -75,7 +75,8 @@ def test_default_recipe_is_normalised_and_complete():
     assert recipe["markers"] == {"vmin": 83.0, "vmax": 131.0}
     assert isinstance(recipe["markers"]["vmin"], float)
     assert recipe["segmentation"] == {"name": "random_walker",
-                                      "params": {"beta": 130.0, "mode": "cg_mg", "tol": 1e-3}}
+                                      "params": {"beta": 130.0, "mode": "cg_mg", "tol": 1e-3,
+                                                 "intensity_scale": 1.0}}
     assert recipe["postprocess"] == [{"name": "label", "params": {"connectivity": 1}}]
     assert recipe["measure"] == {"properties": list(DEFAULT_PROPERTIES), "pixel_size": 1.0,
                                  "unit": "px"}
@@ -100,7 +101,8 @@ def test_validate_completes_and_converts_parameters():
     })
     assert recipe["filter"] == {"name": "gaussian", "params": {"sigma": 1.0}}
     assert recipe["markers"] == {"vmin": 10.0, "vmax": 20.0}
-    assert recipe["segmentation"]["params"] == {"beta": 90.0, "mode": "cg_mg", "tol": 1e-3}
+    assert recipe["segmentation"]["params"] == {"beta": 90.0, "mode": "cg_mg", "tol": 1e-3,
+                                                "intensity_scale": 1.0}
     assert isinstance(recipe["segmentation"]["params"]["beta"], float)
     assert recipe["postprocess"][1]["params"] == {"min_size": 12}
     assert isinstance(recipe["postprocess"][1]["params"]["min_size"], int)
@@ -339,7 +341,8 @@ def test_describe_and_step_names():
     recipe = RECIPES["gaussian_rw_full_post"]()
     text = R.describe(recipe)
     assert text.startswith("gaussian(sigma=1.0) → markers(vmin=83.0, vmax=131.0) → "
-                           "random_walker(beta=200.0, mode='cg_j', tol=0.001) → closing(")
+                           "random_walker(beta=200.0, mode='cg_j', tol=0.001, "
+                           "intensity_scale=1.0) → closing(")
     assert text.endswith("relabel_sequential() → measure(11 properties, pixel 1.0 px)")
     assert "none" not in R.describe(R.default_recipe(1, 2))
     assert R.step_names(recipe) == {

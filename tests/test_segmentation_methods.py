@@ -80,12 +80,27 @@ def test_random_walker_agrees_with_skimage(coins):
 
 def test_random_walker_code_names_the_skimage_equivalent():
     lines = SEGMENTERS["random_walker"].code("image", "markers", "mask", vmin=1.0, vmax=2.0,
-                                             beta=130.0, mode="cg_mg", tol=0.001)
-    assert lines[0] == ("mask = fast_random_walker(image, markers, beta=130.0, mode='cg_mg', "
-                        "tol=0.001) == 2")
-    assert lines[1] == ("# equivalent: skimage.segmentation.random_walker(image, markers, "
+                                             beta=130.0, mode="cg_mg", tol=0.001,
+                                             intensity_scale=255.0)
+    assert lines[0] == ("mask = fast_random_walker(image / 255.0, markers, beta=130.0, "
+                        "mode='cg_mg', tol=0.001) == 2")
+    assert lines[1] == ("# equivalent: skimage.segmentation.random_walker(image / 255.0, markers, "
                         "beta=130.0, mode='cg_mg', tol=0.001) == 2 (same labels on >= 99.5 % "
                         "of pixels)")
+
+
+def test_random_walker_with_the_type_scale_agrees_with_skimage_on_uint8(coins):
+    """The pipeline keeps intensities in the image's units; dividing by the type's scale gives
+    beta its skimage meaning (skimage's random_walker rescales uint8 to [0, 1])."""
+    from skimage.segmentation import random_walker
+
+    coins8 = coins.astype(np.uint8)  # the fixture is coins as float64, in uint8 units
+    markers = make_markers(coins8, VMIN, VMAX)
+    mask = SEGMENTERS["random_walker"].apply(
+        coins8.astype(np.float64), markers, vmin=VMIN, vmax=VMAX, beta=130.0, mode="cg_mg",
+        tol=1e-3, intensity_scale=255.0)
+    reference = random_walker(coins8, markers, beta=130.0, mode="cg_mg", tol=1e-3) == 2
+    assert agreement(mask, reference) >= 0.995
 
 
 def test_threshold_and_hysteresis(coins):
