@@ -69,12 +69,6 @@ def require_current(meta, history) -> dict:
     return current_recipe(history)
 
 
-def current_params(history) -> dict:
-    """Thresholds and segmentation parameters of the current recipe, flat (for summaries)."""
-    r = current_recipe(history)
-    return {**r["markers"], **r["segmentation"]["params"]}
-
-
 def push(history, recipe) -> dict:
     """History with `recipe` appended after the current position (dropping the redo tail)."""
     states = history["states"][: history["index"] + 1] + [recipe]

@@ -7,8 +7,6 @@ The talk's recipe: pixels darker than ``vmin`` are background markers, pixels br
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-
 import numpy as np
 from skimage import filters
 
@@ -18,8 +16,6 @@ __all__ = [
     "intensity_scale",
     "BACKGROUND",
     "OBJECT",
-    "MODES",
-    "SegmentParams",
     "make_markers",
     "default_thresholds",
     "threshold_step",
@@ -27,8 +23,6 @@ __all__ = [
 
 BACKGROUND = 1
 OBJECT = 2
-#: Solver modes offered, fastest first in 2D (``cg_mg`` needs pyamg).
-MODES = ("cg_mg", "cg_j", "bf")
 
 
 def _finite_number(name, value):
@@ -48,67 +42,6 @@ def _round(value, digits=6):
     if value == 0:
         return 0.0
     return float(f"{value:.{digits}g}")
-
-
-@dataclass(frozen=True)
-class SegmentParams:
-    """Parameters of one random-walker segmentation.
-
-    Parameters
-    ----------
-    vmin : float
-        Pixels below `vmin` are background markers.
-    vmax : float
-        Pixels above `vmax` are object markers. Must be greater than `vmin`.
-    beta : float
-        Penalisation of intensity differences between neighbours (skimage's ``beta``), > 0.
-    mode : {'cg_mg', 'cg_j', 'bf'}
-        Linear solver (skimage's ``mode``).
-    tol : float
-        Tolerance of the iterative solvers, in (0, 0.1].
-    """
-
-    vmin: float
-    vmax: float
-    beta: float = 130.0
-    mode: str = "cg_mg"
-    tol: float = 1e-3
-
-    def __post_init__(self):
-        vmin = _round(_finite_number("vmin", self.vmin))
-        vmax = _round(_finite_number("vmax", self.vmax))
-        beta = _round(_finite_number("beta", self.beta))
-        tol = _round(_finite_number("tol", self.tol))
-        if vmin >= vmax:
-            raise InputError(
-                f"vmin ({vmin:g}) must be below vmax ({vmax:g}): pixels between them are the "
-                "ones the random walker decides."
-            )
-        if not 0 < beta <= 1e5:
-            raise InputError(f"beta must be in (0, 100000], got {beta:g}")
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if not 0 < tol <= 0.1:
-            raise InputError(f"tol must be in (0, 0.1], got {tol:g}")
-        object.__setattr__(self, "vmin", vmin)
-        object.__setattr__(self, "vmax", vmax)
-        object.__setattr__(self, "beta", beta)
-        object.__setattr__(self, "tol", tol)
-
-    @classmethod
-    def from_dict(cls, d) -> "SegmentParams":
-        """Build from a mapping (e.g. JSON from the browser), ignoring unknown keys."""
-        if not isinstance(d, dict):
-            raise InputError("segmentation parameters must be a mapping")
-        known = {k: d[k] for k in ("vmin", "vmax", "beta", "mode", "tol") if k in d}
-        try:
-            return cls(**known)
-        except TypeError as exc:  # missing vmin / vmax
-            raise InputError(f"incomplete segmentation parameters: {exc}") from None
-
-    def to_dict(self) -> dict:
-        """JSON-able dict of the parameters."""
-        return asdict(self)
 
 
 def make_markers(image, vmin, vmax, *, check=True) -> np.ndarray:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.segment import (BACKGROUND, OBJECT, SegmentParams, default_thresholds,
+from pipeline.segment import (BACKGROUND, OBJECT, default_thresholds,
                               make_markers, threshold_step)
 
 
@@ -35,32 +35,6 @@ def test_markers_without_check_allow_empty_labels():
     markers = make_markers(np.zeros((3, 3)) + 5, 1, 2, check=False)
     assert (markers == OBJECT).all()
     assert not (markers == BACKGROUND).any()
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(vmin=1, vmax=2, beta=0), "beta must be in"),
-    (dict(vmin=1, vmax=2, beta=-3), "beta must be in"),
-    (dict(vmin=1, vmax=2, mode="cg_x"), "mode must be one of"),
-    (dict(vmin=1, vmax=2, tol=0), "tol must be in"),
-    (dict(vmin=float("nan"), vmax=2), "vmin must be a finite number"),
-    (dict(vmin="a", vmax=2), "vmin must be a number"),
-    (dict(vmin=3, vmax=2), "vmin .* must be below vmax"),
-])
-def test_params_validate_each_argument(kwargs, message):
-    with pytest.raises(InputError, match=message):
-        SegmentParams(**kwargs)
-
-
-def test_params_round_so_equal_settings_share_a_cache_key():
-    a = SegmentParams(vmin=0.1 + 0.2, vmax=1.0)
-    b = SegmentParams(vmin=0.3, vmax=1.0)
-    assert a == b
-    assert SegmentParams.from_dict(a.to_dict()) == a
-
-
-def test_params_from_dict_reports_missing_fields():
-    with pytest.raises(InputError, match="incomplete"):
-        SegmentParams.from_dict({"vmin": 1})
 
 
 def test_default_thresholds_bracket_otsu_on_coins():
