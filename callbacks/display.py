@@ -152,10 +152,10 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         If a step fails on this image (the page keeps its previous overlays).
     """
     result = services.run(session_id, meta["id"], recipe)
-    image = services.image(session_id, meta["id"])
 
-    def gray():
-        return render.to_uint8(shown_slice(image, meta, axis, index), *meta["display"])
+    def gray():  # read from the store only when a view is drawn, not on a cache hit
+        return render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis,
+                                           index), *meta["display"])
 
     def overlays():
         filtered2d = shown_slice(result.filtered, meta, axis, index)

@@ -21,8 +21,9 @@ from .params import current_recipe
 log = logging.getLogger(__name__)
 
 
-def _stem(meta):
-    return PurePath(meta["name"]).stem or "image"
+def file_stem(meta):
+    """Base of download names: the image's name without folders or extension."""
+    return PurePath((meta or {}).get("name") or "image").stem or "image"
 
 
 def labels_file(services, session_id, meta, history):
@@ -35,7 +36,7 @@ def labels_file(services, session_id, meta, history):
     result = services.run(session_id, meta["id"], recipe)
     info = provenance.record(meta, {"recipe": recipe})
     data = io.labels_to_tiff_bytes(np.asarray(result.labels), metadata=info)
-    return data, f"{_stem(meta)}_labels.tif"
+    return data, f"{file_stem(meta)}_labels.tif"
 
 
 def overlay_file(services, session_id, meta, history, axis, index, style, show_markers,
@@ -57,7 +58,7 @@ def overlay_file(services, session_id, meta, history, axis, index, style, show_m
     suffix = f"_slice{axis}-{index}" if meta["ndim"] == 3 else ""
     info = provenance.record(meta, {"recipe": recipe},
                              view={"axis": axis, "index": index, "style": style, "shown": view})
-    return io.png_bytes(rgb, metadata=info), f"{_stem(meta)}_overlay{suffix}.png"
+    return io.png_bytes(rgb, metadata=info), f"{file_stem(meta)}_overlay{suffix}.png"
 
 
 def register(app, services):

@@ -15,6 +15,7 @@ from pipeline import provenance
 from pipeline.errors import InputError
 
 from .display import shown_slice
+from .downloads import file_stem
 from .loading import message_children
 from .params import current_recipe, require_current
 
@@ -81,8 +82,7 @@ def csv_file(services, session_id, meta, history):
     recipe = current_recipe(history)
     m = services.measurements(session_id, meta["id"], recipe)
     info = provenance.record(meta, {"recipe": recipe})
-    stem = meta["name"].rsplit(".", 1)[0] or "image"
-    return measures.to_csv(m, info), f"{stem}_measurements.csv"
+    return measures.to_csv(m, info), f"{file_stem(meta)}_measurements.csv"
 
 
 def register(app, services):

@@ -10,23 +10,20 @@ from pipeline import provenance
 from pipeline import recipe as recipes
 from pipeline.script import to_script
 
+from .downloads import file_stem
 from .params import current_recipe
-
-
-def _stem(meta):
-    return (meta or {}).get("name", "image").rsplit(".", 1)[0] or "image"
 
 
 def recipe_file(meta, history):
     """(JSON text, filename) of the current recipe."""
-    return recipes.dumps(current_recipe(history)), f"{_stem(meta)}_recipe.json"
+    return recipes.dumps(current_recipe(history)), f"{file_stem(meta)}_recipe.json"
 
 
 def script_file(meta, history):
     """(Python source, filename) of a script reproducing the current recipe."""
     recipe = current_recipe(history)
     info = provenance.record(meta, {"recipe": recipe})
-    return to_script(recipe, info), f"{_stem(meta)}_pipeline.py"
+    return to_script(recipe, info), f"{file_stem(meta)}_pipeline.py"
 
 
 def register(app, services):
