@@ -127,10 +127,16 @@ def test_whole_pipeline(dash_duo, app_factory, tmp_path):
 
     # Select a row: its region is highlighted in the image.
     blank = dash_duo.driver.execute_script(TRACE_SOURCE_JS, "#segmentation-graph", 3)
-    dash_duo.find_element("#measure-table .ag-row[row-index='0'] .ag-selection-checkbox input"
-                          ).click()
-    _until(lambda: dash_duo.driver.execute_script(TRACE_SOURCE_JS, "#segmentation-graph", 3)
-           != blank, what="selected region highlighted")
+    def select_first_row():
+        # the grid may re-render its rows (row highlight, scroll) and swallow a click: click
+        # again while the box is not ticked
+        box = dash_duo.find_element(
+            "#measure-table .ag-row[row-index='0'] .ag-selection-checkbox input")
+        if not box.is_selected():
+            box.click()
+        return dash_duo.driver.execute_script(TRACE_SOURCE_JS, "#segmentation-graph", 3) != blank
+
+    _until(select_first_row, what="selected region highlighted")
 
     # Download the CSV: provenance header, one row per region.
     dash_duo.find_element("#download-csv-button").click()
