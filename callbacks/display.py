@@ -8,8 +8,10 @@ so zoom and pan survive and responses stay small.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import uuid
 
 import numpy as np
 from dash import Input, Output, Patch, State, ctx, no_update
@@ -25,7 +27,7 @@ from pipeline.segment import make_markers
 from pipeline.segmentation import SEGMENTERS, agreement
 
 from .loading import message_children
-from .params import current_recipe, require_current, set_intensity_scale
+from .params import current_recipe, nearby_states, require_current, set_intensity_scale
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,139 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
     return patch, summary
 
 
+def recipe_token(recipe) -> str:
+    """A short id of a recipe's stages (which preview a settle callback belongs to)."""
+    text = json.dumps(stage_keys(recipe), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def preview_panel(services, session_id, meta, recipe, axis, index, style, show_markers, view,
+                  nearby):
+    """Patch of the overlays from a live preview (see :meth:`Compute.preview`), or None.
+
+    The preview is the object mask of a warm-started approximate solve: it is drawn with
+    the post-processing applied (for the "labels" view) but never cached; the canonical
+    result follows (:func:`segmentation_update` with ``allow_preview=False``).
+    """
+    found = services.preview(session_id, meta["id"], recipe, nearby)
+    if found is None:
+        return None
+    mask2d = shown_slice(found.mask, meta, axis, index)
+    if view == "labels":
+        shown2d = postprocess.run_postprocess(mask2d, recipe["postprocess"]) \
+            if meta["ndim"] == 2 else mask2d.astype(np.int32)
+    else:
+        shown2d = mask2d.astype(np.int32)
+    filtered2d = shown_slice(found.filtered, meta, axis, index)
+    patch = Patch()
+    if show_markers:
+        markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
+                                 recipe["markers"]["vmax"], check=False)
+        patch["data"][figures.MARKER_TRACE]["source"] = render.png_data_uri(
+            render.marker_overlay(markers2d))
+    else:
+        patch["data"][figures.MARKER_TRACE]["source"] = blank_uri()
+    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis,
+                                       index), *meta["display"]) if style == "labels" \
+        else None
+    patch["data"][figures.SEG_TRACE]["source"] = render.png_data_uri(
+        result_overlay(shown2d, gray, style))
+    unit = "voxels" if meta["ndim"] == 3 else "pixels"
+    fraction = float(np.count_nonzero(found.mask)) / found.mask.size
+    summary = (f"object: {100 * fraction:.1f} % of {unit} · live preview "
+               f"({found.seconds:.3f} s, warm-started) · exact random walker running…")
+    return patch, summary
+
+
+def _signal(recipe) -> dict:
+    """Store data naming the current recipe; a new token each time, so that it always fires."""
+    return {"key": recipe_token(recipe), "token": uuid.uuid4().hex}
+
+
+def segmentation_update(services, session_id, meta, history, axis, index, style, show, view,
+                        *, full, allow_preview, announce=True):
+    """Outputs of the segmentation panel for the current state of `history`.
+
+    Parameters
+    ----------
+    full : bool
+        Send a whole figure (new image or slice) rather than a Patch of the overlays.
+    allow_preview : bool
+        Show a live preview (:func:`preview_panel`) if the exact result is not cached.
+    announce : bool, optional
+        Signal the panels that depend on the exact segmentation (comparison, measurements)
+        once it is shown; False when only the view changed (style, slice).
+
+    Returns
+    -------
+    tuple
+        (figure or Patch, summary, segmentation message, post-processing message, pending,
+        settled). `pending` names the recipe whose live preview is shown (the settle
+        callback then computes the exact result), `settled` the recipe whose exact result
+        is shown (or failed: the dependent panels report the failure on their steps); each
+        is ``no_update`` otherwise. On a failure the previous overlays stay and the
+        message names the failed stage.
+    """
+    recipe = current_recipe(history)
+    show_markers = "markers" in (show or [])
+    settled = _signal(recipe) if announce else no_update
+    try:
+        if allow_preview and not full:
+            shown = preview_panel(services, session_id, meta, recipe, axis, index, style,
+                                  show_markers, view, nearby_states(history))
+            if shown is not None:
+                return (*shown, None, None, _signal(recipe), no_update)
+        fig, summary = segmentation_panel(services, session_id, meta, recipe, axis, index,
+                                          style, show_markers, view, None, full)
+    except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
+        stage = failed_stage(services, session_id, meta, recipe)
+        message = f"{stage.capitalize()} failed: {_errors(exc)}"
+    else:
+        return fig, summary, None, None, no_update, settled
+    # Keep the previous overlays; on a new image or slice show it without overlays.
+    fig = no_update
+    if full:
+        try:
+            uri = base_uri(services, session_id, meta, axis, index)
+            fig = figures.segmentation_figure(uri, blank_uri(), blank_uri(),
+                                              uirevision=uirevision(meta, axis),
+                                              highlight=blank_uri())
+        except InputError:
+            fig = figures.empty_figure("image not available")
+    shown = message_children(message, "error")
+    if stage == "post-processing":
+        return fig, "", None, shown, no_update, settled
+    return fig, "", shown, None, no_update, settled
+
+
+def settle_update(services, session_id, meta, history, pending, axis, index, style, show,
+                  view):
+    """After a live preview: the exact (canonical, path-independent) segmentation.
+
+    Returns
+    -------
+    tuple
+        (Patch of the overlays, summary, segmentation message, post-processing message,
+        settled), as :func:`segmentation_update`.
+
+    Raises
+    ------
+    PreventUpdate
+        If `pending` belongs to another state than the current one (a newer move shows its
+        own preview and settles it).
+    """
+    require_signal(pending, history)
+    out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
+                              view, full=False, allow_preview=False)
+    return out[:4] + out[5:]
+
+
+def require_signal(signal, history):
+    """PreventUpdate unless `signal` (pending / settled store data) names the current recipe."""
+    if not isinstance(signal, dict) or signal.get("key") != recipe_token(current_recipe(history)):
+        raise PreventUpdate
+
+
 def highlight_patch(services, session_id, meta, recipe, axis, index, selected):
     """Patch of the selected-regions overlay only (rows selected in the measurements table)."""
     labels = services.run(session_id, meta["id"], recipe).labels
@@ -325,11 +460,24 @@ def register(app, services):
                 f"Filtering failed: {_errors(exc)}", "error")
         return filtered_fig, hist, thresholds_text(recipe, meta), None
 
+    seg_states = (State(ids.SLICE_AXIS, "value"), State(ids.SLICE_INDEX, "value"),
+                  State(ids.OVERLAY_STYLE, "value"), State(ids.SHOW_MARKERS, "value"),
+                  State(ids.RESULT_VIEW, "value"), State(ids.IMAGE, "data"),
+                  State(ids.SESSION, "data"))
+
+    seg_outputs = (Output(ids.SEG_GRAPH, "figure", allow_duplicate=True),
+                   Output(ids.SEG_SUMMARY, "children", allow_duplicate=True),
+                   Output(ids.SEG_MESSAGE, "children", allow_duplicate=True),
+                   Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children",
+                          allow_duplicate=True))
+
     @app.callback(
         Output(ids.SEG_GRAPH, "figure"),
         Output(ids.SEG_SUMMARY, "children"),
         Output(ids.SEG_MESSAGE, "children"),
         Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children"),
+        Output(ids.SEG_PENDING, "data"),
+        Output(ids.SEG_SETTLED, "data"),
         Input(ids.HISTORY, "data"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
@@ -341,35 +489,36 @@ def register(app, services):
     )
     def _segmentation(history, axis, index, style, show, view, meta, session_id):
         # The selected-regions overlay has its own callback: the segmentation never waits
-        # for the measurements table.
+        # for the measurements table, and the comparison and the measurements wait for the
+        # exact segmentation (SEG_SETTLED) instead of competing with it for the CPU.
         require_current(meta, history)
         triggers = {t["prop_id"].split(".")[0] for t in ctx.triggered}
         new_image = len(history["states"]) == 1 and ids.HISTORY in triggers
         full = (new_image or bool(triggers & {ids.SLICE_AXIS, ids.SLICE_INDEX})
                 or not ctx.triggered_id)
-        try:
-            fig, summary = segmentation_panel(
-                services, session_id, meta, current_recipe(history), axis, index, style,
-                "markers" in (show or []), view, None, full)
-        except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
-            stage = failed_stage(services, session_id, meta, current_recipe(history))
-            message = f"{stage.capitalize()} failed: {_errors(exc)}"
-        else:
-            return fig, summary, None, None
-        # Keep the previous overlays; on a new image or slice show it without overlays.
-        fig = no_update
-        if full:
-            try:
-                uri = base_uri(services, session_id, meta, axis, index)
-                fig = figures.segmentation_figure(uri, blank_uri(), blank_uri(),
-                                                  uirevision=uirevision(meta, axis),
-                                                  highlight=blank_uri())
-            except InputError:
-                fig = figures.empty_figure("image not available")
-        shown = message_children(message, "error")
-        if stage == "post-processing":
-            return fig, "", None, shown
-        return fig, "", shown, None
+        return segmentation_update(services, session_id, meta, history, axis, index, style,
+                                   show, view, full=full, allow_preview=True,
+                                   announce=ids.HISTORY in triggers or not ctx.triggered_id)
+
+    @app.callback(
+        *seg_outputs,
+        Output(ids.SEG_SETTLED, "data", allow_duplicate=True),
+        Input(ids.SEG_PENDING, "data"),
+        State(ids.HISTORY, "data"),
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.SLICE_INDEX, "value"),
+        State(ids.OVERLAY_STYLE, "value"),
+        State(ids.SHOW_MARKERS, "value"),
+        State(ids.RESULT_VIEW, "value"),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _settle(pending, history, axis, index, style, show, view, meta, session_id):
+        # After a live preview: the exact segmentation (path independent) replaces it.
+        require_current(meta, history)
+        return settle_update(services, session_id, meta, history, pending, axis, index, style,
+                             show, view)
 
     @app.callback(
         Output(ids.SEG_GRAPH, "figure", allow_duplicate=True),
@@ -392,23 +541,25 @@ def register(app, services):
     @app.callback(
         Output(ids.COMPARE_GRAPH, "figure"),
         Output(ids.COMPARE_TEXT, "children"),
-        Input(ids.HISTORY, "data"),
+        Input(ids.SEG_SETTLED, "data"),
         Input(ids.COMPARE_METHOD, "value"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
+        State(ids.HISTORY, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _compare(history, method, axis, index, meta, session_id):
+    def _compare(settled, method, axis, index, history, meta, session_id):
+        require_current(meta, history)
+        if ctx.triggered_id == ids.SEG_SETTLED:
+            require_signal(settled, history)
         full = (ctx.triggered_id in (ids.SLICE_AXIS, ids.SLICE_INDEX, None)
                 or len(history["states"]) == 1)
-        require_current(meta, history)
         try:
             return compare_panel(services, session_id, meta, current_recipe(history), method,
                                  axis, index, full=full)
         except Exception as exc:  # noqa: BLE001
             return no_update, message_children(f"Comparison failed: {_errors(exc)}", "error")
-
 
 
 def _stage_changed(history, stage):

@@ -14,7 +14,7 @@ from pipeline import measure as measures
 from pipeline import provenance
 from pipeline.errors import InputError
 
-from .display import shown_slice
+from .display import require_signal, shown_slice
 from .downloads import file_stem
 from .loading import message_children
 from .params import current_recipe, require_current
@@ -95,13 +95,16 @@ def register(app, services):
         Output(ids.MEASURE_COLUMN, "options"),
         Output(ids.MEASURE_COLUMN, "value"),
         Output({"type": ids.STEP_MESSAGE, "stage": "measure"}, "children"),
-        Input(ids.HISTORY, "data"),
+        Input(ids.SEG_SETTLED, "data"),
+        State(ids.HISTORY, "data"),
         State(ids.MEASURE_COLUMN, "value"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _table(history, column, meta, session_id):
+    def _table(settled, history, column, meta, session_id):
+        # after the exact segmentation is shown (not competing with it for the CPU)
         require_current(meta, history)
+        require_signal(settled, history)
         try:
             rows, columns, notes = table(services, session_id, meta, current_recipe(history))
         except InputError as exc:

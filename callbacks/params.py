@@ -61,6 +61,18 @@ def current_recipe(history) -> dict:
     return history["states"][history["index"]]
 
 
+def nearby_states(history, limit=4) -> list:
+    """Up to `limit` recipes around the current one in the history, nearest first
+    (before, then after, at each distance): warm starts for a live preview."""
+    i, states = history["index"], history["states"]
+    out = []
+    for d in range(1, len(states)):
+        out += [states[j] for j in (i - d, i + d) if 0 <= j < len(states)]
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
 def require_current(meta, history) -> dict:
     """The current recipe, or PreventUpdate while the image and its history disagree
     (a new image is loading: the history is reset right after)."""

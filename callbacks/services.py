@@ -60,6 +60,13 @@ class Services:
         return self.compute.run(image_id, self.loader(session_id, image_id),
                                 recipes.validate(recipe))
 
+    def preview(self, session_id, image_id, recipe, nearby):
+        """Live preview of a random-walker segmentation (see :meth:`Compute.preview`), or None."""
+        self._check_access(session_id, image_id)
+        return self.compute.preview(image_id, self.loader(session_id, image_id),
+                                    recipes.validate(recipe),
+                                    (recipes.validate(r) for r in nearby))
+
     def filtered(self, session_id, image_id, recipe):
         """Cached filtered image of this session's image."""
         self._check_access(session_id, image_id)

@@ -31,6 +31,8 @@ SEG_GRAPH = "segmentation-graph"
 OVERLAY_STYLE = "overlay-style"
 SHOW_MARKERS = "show-markers"
 SEG_SUMMARY = "segmentation-summary"
+SEG_PENDING = "segmentation-pending-store"  # a live preview is shown: {"key", "token"} to settle
+SEG_SETTLED = "segmentation-settled-store"  # the exact segmentation is shown: {"key", "token"}
 SEG_MESSAGE = "segmentation-message"
 
 # Random-walker parameters

@@ -146,6 +146,8 @@ def page(session_id, sample_names, data_files, *, default_sample, max_upload_mb,
             dcc.Store(id=ids.SESSION, data=session_id),
             dcc.Store(id=ids.IMAGE),
             dcc.Store(id=ids.HISTORY),
+            dcc.Store(id=ids.SEG_PENDING),
+            dcc.Store(id=ids.SEG_SETTLED),
             dcc.Store(id=ids.ZOOM_SYNC),
             html.Header(className="app-header", children=[
                 html.H1("Pipeline Explorer"),

@@ -27,7 +27,7 @@ from . import randomwalker, thresholds
 from . import recipe as recipes
 from .render import histogram as _histogram_of
 
-__all__ = ["Compute", "PipelineResult", "stage_keys"]
+__all__ = ["Compute", "PipelineResult", "PreviewResult", "stage_keys"]
 
 
 def stage_keys(recipe: dict) -> dict:
@@ -50,7 +50,10 @@ def _graph(image_id, filter_key, beta, intensity_scale, load_filtered):
     return randomwalker.build_graph(load_filtered() / intensity_scale, beta=beta)
 
 
-def _mask(image_id, filter_key, markers_key, seg_key, recipe, load_image, filtered_fn, graph_fn):
+def _segment(image_id, filter_key, markers_key, seg_key, recipe, load_image, filtered_fn,
+             graph_fn):
+    """(object mask, P(object) or None): random walker keeps its probability map, the warm
+    start of the next live preview (:meth:`Compute.preview`)."""
     filtered = filtered_fn(image_id, filter_key, recipe, load_image)
     markers = recipes.marker_stage(filtered, recipe)
     seg = recipe["segmentation"]
@@ -58,8 +61,10 @@ def _mask(image_id, filter_key, markers_key, seg_key, recipe, load_image, filter
         p = seg["params"]
         # the same arithmetic as SEGMENTERS["random_walker"].apply, with the graph cached
         graph = graph_fn(image_id, filter_key, p["beta"], p["intensity_scale"], lambda: filtered)
-        return randomwalker.solve(graph, markers, mode=p["mode"], tol=p["tol"]) == 2
-    return recipes.segment_stage(filtered, markers, recipe)
+        labels, probability = randomwalker.solve(graph, markers, mode=p["mode"], tol=p["tol"],
+                                                 return_probability=True)
+        return labels == 2, probability
+    return recipes.segment_stage(filtered, markers, recipe), None
 
 
 def _labels(image_id, filter_key, markers_key, seg_key, post_key, recipe, load_image, mask_fn):
@@ -97,6 +102,18 @@ class PipelineResult:
     stages_cached: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PreviewResult:
+    """An approximate object mask shown while the canonical segmentation runs.
+
+    Path dependent (warm-started from another solution): never cached or exported.
+    """
+
+    filtered: np.ndarray
+    mask: np.ndarray
+    seconds: float
+
+
 class Compute:
     """The cached compute stages of one app instance.
 
@@ -113,8 +130,8 @@ class Compute:
         self.bytes_limit = int(bytes_limit)
         self._filtered = self.memory.cache(_filtered, ignore=["recipe", "load_image"])
         self._graph = self.memory.cache(_graph, ignore=["load_filtered"])
-        self._mask = self.memory.cache(
-            _mask, ignore=["recipe", "load_image", "filtered_fn", "graph_fn"])
+        self._segment = self.memory.cache(
+            _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn"])
         self._labels = self.memory.cache(_labels, ignore=["recipe", "load_image", "mask_fn"])
         self._measure = self.memory.cache(_measure, ignore=["recipe", "load_image", "labels_fn"])
         self._histogram = self.memory.cache(_histogram, ignore=["load_filtered"])
@@ -122,8 +139,12 @@ class Compute:
         self._rendered = self.memory.cache(_rendered, ignore=["make"])
 
     # Each stage call passes the functions of the stages before it, bound to this cache.
+    def _segment_fn(self, image_id, fk, mk, sk, recipe, load_image):
+        return self._segment(image_id, fk, mk, sk, recipe, load_image, self._filtered,
+                             self._graph)
+
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image):
-        return self._mask(image_id, fk, mk, sk, recipe, load_image, self._filtered, self._graph)
+        return self._segment_fn(image_id, fk, mk, sk, recipe, load_image)[0]
 
     def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
         return self._labels(image_id, fk, mk, sk, pk, recipe, load_image, self._mask_fn)
@@ -150,8 +171,8 @@ class Compute:
         cached = {
             "filter": self._filtered.check_call_in_cache(image_id, k["filter"], recipe,
                                                          load_image),
-            "segmentation": self._mask.check_call_in_cache(*args[:4], recipe, load_image,
-                                                           self._filtered, self._graph),
+            "segmentation": self._segment.check_call_in_cache(*args[:4], recipe, load_image,
+                                                              self._filtered, self._graph),
             "postprocess": self._labels.check_call_in_cache(*args, recipe, load_image,
                                                             self._mask_fn),
         }
@@ -162,6 +183,70 @@ class Compute:
         return PipelineResult(filtered=filtered, mask=mask, labels=labels,
                               seconds=time.perf_counter() - t0, cached=all(cached.values()),
                               stages_cached=cached)
+
+    def _cached_probability(self, image_id: str, load_image, recipe: dict):
+        k = stage_keys(recipe)
+        args = (image_id, k["filter"], k["markers"], k["segmentation"], recipe, load_image,
+                self._filtered, self._graph)
+        if not self._segment.check_call_in_cache(*args):
+            return None
+        return self._segment(*args)[1]
+
+    def preview(self, image_id: str, load_image, recipe: dict, nearby) -> PreviewResult | None:
+        """A live preview of a random-walker segmentation not computed yet, or None.
+
+        Warm-starts :func:`pipeline.randomwalker.preview` from the probability map of the
+        first recipe of `nearby` (e.g. the states around the current one in the undo
+        history) that is in the cache and shares this recipe's graph (filter, beta,
+        intensity scale). None if the method is not random walker, its exact result is
+        cached already, the graph is not cached yet, no such solution exists, or the canonical solve is a 3D ``'cg_j'`` one (it
+        converges in ~20 Jacobi-CG iterations, faster than the preview's 40): then the
+        canonical solve is the only answer.
+
+        Parameters
+        ----------
+        image_id : str
+            Content hash of the image.
+        load_image : callable
+            Returns the image; called only on a cache miss.
+        recipe : dict
+            A validated recipe.
+        nearby : iterable of dict
+            Validated recipes, most similar first.
+        """
+        seg = recipe["segmentation"]
+        if seg["name"] != "random_walker":
+            return None
+        p = seg["params"]
+        k = stage_keys(recipe)
+        if self._segment.check_call_in_cache(image_id, k["filter"], k["markers"],
+                                             k["segmentation"], recipe, load_image,
+                                             self._filtered, self._graph):
+            return None  # the exact answer is at hand
+        graph_args = (image_id, k["filter"], p["beta"], p["intensity_scale"],
+                      lambda: self.filtered(image_id, load_image, recipe))
+        if not self._graph.check_call_in_cache(*graph_args):
+            return None
+        t0 = time.perf_counter()
+        graph = self._graph(*graph_args)
+        if graph.ndim == 3 and p["mode"] == "cg_j":
+            return None  # converges in ~20 iterations from scratch: no faster than a preview
+        x0 = None
+        for other in nearby:
+            o = other["segmentation"]
+            if (other["filter"] != recipe["filter"] or o["name"] != "random_walker"
+                    or (o["params"]["beta"], o["params"]["intensity_scale"])
+                    != (p["beta"], p["intensity_scale"])):
+                continue
+            x0 = self._cached_probability(image_id, load_image, other)
+            if x0 is not None:
+                break
+        if x0 is None:
+            return None
+        filtered = self._filtered(image_id, k["filter"], recipe, load_image)
+        markers = recipes.marker_stage(filtered, recipe)
+        mask = randomwalker.preview(graph, markers, x0) == 2
+        return PreviewResult(filtered=filtered, mask=mask, seconds=time.perf_counter() - t0)
 
     def mask(self, image_id: str, load_image, recipe: dict) -> np.ndarray:
         """Object mask of the segmentation stage of a recipe."""

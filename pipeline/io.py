@@ -953,7 +953,47 @@ def png_bytes(array: np.ndarray, *, compress_level: int = 6, metadata: dict | No
         pnginfo = PngInfo()
         pnginfo.add_text("provenance", text)
     buffer = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG",
-                                                      compress_level=int(compress_level),
-                                                      pnginfo=pnginfo)
+    options = {"format": "PNG", "compress_level": int(compress_level), "pnginfo": pnginfo}
+    indexed = _palette(array) if array.ndim == 3 else None
+    if indexed is None:
+        Image.fromarray(np.ascontiguousarray(array)).save(buffer, **options)
+    else:  # few colours (an overlay): 1 byte per pixel, ~4x faster to encode, ~3x smaller
+        index, colors = indexed
+        image = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
+        image.putpalette(colors[:, :3].reshape(-1).tobytes(), rawmode="RGB")
+        if colors.shape[1] == 4:
+            options["transparency"] = colors[:, 3].tobytes()
+        image.save(buffer, **options)
     return buffer.getvalue()
+
+
+_MAX_PALETTE = 16
+
+
+def _palette(array):
+    """(index image, colours) if an RGB(A) image has at most 16 colours, else None.
+
+    The check looks at a sparse sample first, so an image with many colours (a photo, a
+    label2rgb blend) costs ~0.1 ms; an overlay with a few colours ~0.3 ms per colour.
+    """
+    channels = array.shape[2]
+    if channels == 3:
+        packed = np.zeros(array.shape[:2] + (4,), dtype=np.uint8)
+        packed[..., :3] = array
+    else:
+        packed = np.ascontiguousarray(array)
+    flat = packed.view(np.uint32).reshape(-1)
+    if np.unique(flat[:: max(1, flat.size // 2048)]).size > _MAX_PALETTE:
+        return None
+    index = np.zeros(flat.size, dtype=np.uint8)
+    colors = []
+    rest = flat
+    while rest.size:
+        if len(colors) == _MAX_PALETTE:
+            return None
+        color = rest[0]
+        index[flat == color] = len(colors)
+        colors.append(color)
+        rest = rest[rest != color]
+    table = np.array(colors, dtype=np.uint32).view(np.uint8).reshape(-1, 4)[:, :channels]
+    return index.reshape(array.shape[:2]), table

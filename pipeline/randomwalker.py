@@ -78,6 +78,7 @@ __all__ = [
     "RandomWalkerGraph",
     "build_graph",
     "solve",
+    "preview",
     "random_walker",
 ]
 
@@ -91,6 +92,7 @@ _COARSEST_PIXELS = 16384  # 2D coarsening stops at or below this many pixels
 _CASCADE_NDIMS = (2,)  # image dimensions for which cg_j uses the cascadic initial guess
 _CG_J_TOL_FACTOR = {2: 0.1, 3: 1.0}  # cg_j stops at tol * this, by ndim (module docstring)
 _MG_MAXITER = 30  # as skimage's cg_mg
+PREVIEW_ITERATIONS = 40  # Jacobi-CG iterations of a live preview (see :func:`preview`)
 _INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -493,6 +495,18 @@ def _cascadic_guess(graph, lab, unknown, tol):
     return _prolong(x_full, graph.shape).reshape(-1)[unknown]
 
 
+def _check_x0(x0, shape):
+    x0 = np.asarray(x0)
+    if x0.shape != shape:
+        raise InputError(f"x0 must have the shape of the image {shape}, got {x0.shape}")
+    if not np.issubdtype(x0.dtype, np.number) or np.iscomplexobj(x0):
+        raise InputError(f"x0 must be an array of real numbers, got dtype {x0.dtype}")
+    x0 = x0.astype(np.float64)
+    if not np.isfinite(x0).all():
+        raise InputError("x0 contains NaN or infinite values")
+    return x0
+
+
 def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability=False):
     """Random-walker labels of the graph's image for one set of markers.
 
@@ -546,13 +560,7 @@ def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability
     tol = _check_tol(tol)
     lab, n_unknown = _check_markers(markers, graph.shape)
     if x0 is not None:
-        x0 = np.asarray(x0)
-        if x0.shape != graph.shape:
-            raise InputError(
-                f"x0 must have the shape of the image {graph.shape}, got {x0.shape}"
-            )
-        if not np.issubdtype(x0.dtype, np.number) or np.iscomplexobj(x0):
-            raise InputError(f"x0 must be an array of real numbers, got dtype {x0.dtype}")
+        x0 = _check_x0(x0, graph.shape)
 
     prob = (lab == OBJECT).astype(np.float64)
     if n_unknown:
@@ -562,9 +570,7 @@ def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability
             x = _direct(a, b)
         else:
             if x0 is not None:
-                guess = np.asarray(x0, dtype=np.float64).reshape(-1)[unknown]
-                if not np.isfinite(guess).all():
-                    raise InputError("x0 contains NaN or infinite values")
+                guess = x0.reshape(-1)[unknown]
             elif mode == "cg_j" and graph.coarse_laplacians:
                 guess = _cascadic_guess(graph, lab, unknown, tol)
             else:  # equal odds: 10-20 % fewer iterations than from zero (measured)
@@ -591,6 +597,61 @@ def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability
         probability = np.clip(prob, 0.0, 1.0).astype(np.float32).reshape(graph.shape)
         return labels, probability
     return labels
+
+
+def preview(graph, markers, x0, *, iterations=PREVIEW_ITERATIONS):
+    """A fast approximate solve, warm-started from a previous probability map.
+
+    For a live preview while the canonical :func:`solve` runs: a fixed number of
+    Jacobi-preconditioned CG iterations on ``L[U, U]`` starting from `x0` (no AMG set-up,
+    which is most of the cost of ``'cg_mg'`` on small images). After a small change of the
+    markers only pixels near the change move, and 40 iterations leave a few hundred pixels
+    of the coins image (0.1-1 %) on the other side of 0.5 than the canonical solve. The
+    result depends on `x0`, i.e. on the path that led to it: never cache, download or
+    export it; show :func:`solve`'s labels once they are ready.
+
+    Parameters
+    ----------
+    graph : RandomWalkerGraph
+        From :func:`build_graph`.
+    markers : ndarray of int, shape ``graph.shape``
+        0 = undecided, 1 = background marker, 2 = object marker (both labels present).
+    x0 : ndarray of float, shape ``graph.shape``
+        Previous P(object), e.g. ``solve(..., return_probability=True)[1]`` for nearby
+        markers. Only its values at undecided pixels are used.
+    iterations : int, optional
+        Number of CG iterations (>= 1); fewer is faster and rougher.
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape ``graph.shape``
+        1 (background) or 2 (object); markers keep their label.
+
+    Raises
+    ------
+    InputError
+        If an argument is invalid (see :func:`solve`), or `iterations` is not a positive
+        integer.
+    """
+    if not isinstance(graph, RandomWalkerGraph):
+        raise InputError(
+            f"graph must be a RandomWalkerGraph from build_graph, got {type(graph).__name__}"
+        )
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
+            or iterations < 1:
+        raise InputError(f"iterations must be a positive integer, got {iterations!r}")
+    lab, n_unknown = _check_markers(markers, graph.shape)
+    guess = _check_x0(x0, graph.shape)
+    prob = (lab == OBJECT).astype(np.float64)
+    if n_unknown:
+        unknown = np.flatnonzero(lab == 0)
+        a, b = _reduced_system(graph.laplacian, lab, unknown)
+        guess = guess.reshape(-1)[unknown]
+        inv = 1.0 / np.asarray(graph.degree)[unknown]
+        m = spla.LinearOperator(a.shape, matvec=lambda r: inv * r, dtype=np.float64)
+        x, _ = spla.cg(a, b, x0=guess, rtol=1e-6, atol=0.0, M=m, maxiter=int(iterations))
+        prob[unknown] = x
+    return np.where(prob > 0.5, OBJECT, BACKGROUND).astype(np.uint8).reshape(graph.shape)
 
 
 def random_walker(image, markers, beta=130.0, mode="cg_mg", tol=1e-3, spacing=None):

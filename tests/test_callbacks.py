@@ -356,3 +356,126 @@ def test_a_failing_post_processing_step_is_reported_on_that_step(services):
     broken = _recipe(meta, markers={"vmin": 0.5, "vmax": 254.5})
     assert display.failed_stage(services, sid, meta, broken) in ("segmentation",
                                                                  "post-processing")
+
+
+# --------------------------------------------------------------------------- live preview
+
+
+def _moved(history, meta, dv, dw):
+    from callbacks.params import push
+    from pipeline import recipe as recipes
+
+    recipe = copy.deepcopy(history["states"][history["index"]])
+    step = meta["step"]
+    recipe["markers"] = {"vmin": recipe["markers"]["vmin"] + dv * step,
+                         "vmax": recipe["markers"]["vmax"] + dw * step}
+    return push(history, recipes.validate(recipe))
+
+
+def _sources(patch):
+    return {tuple(op["location"]): op["params"]["value"]
+            for op in patch.to_plotly_json()["operations"]}
+
+
+SEG_VIEW = dict(axis=0, index=0, style="contour", show=["markers"], view="labels")
+
+
+def pending_key(history):
+    return display.recipe_token(history["states"][history["index"]])
+
+
+def _update(services, sid, meta, history, full=False):
+    return display.segmentation_update(services, sid, meta, history, **SEG_VIEW, full=full,
+                                       allow_preview=True)
+
+
+def test_a_new_vmin_vmax_shows_a_live_preview_then_the_exact_result(services):
+    from dash import no_update
+    from dash.exceptions import PreventUpdate
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    h0 = _history(meta)
+    fig, summary, *_, pending, settled = _update(services, sid, meta, h0, full=True)
+    assert "computed in" in summary and pending is no_update  # nothing to warm-start from
+    assert settled["key"] == display.recipe_token(h0["states"][0])
+
+    h1 = _moved(h0, meta, 4, -4)
+    patch, summary, seg_msg, post_msg, pending, settled = _update(services, sid, meta, h1)
+    assert seg_msg is None and post_msg is None
+    assert settled is no_update  # comparison and measurements wait for the exact result
+    assert "live preview" in summary and "exact random walker running" in summary
+    assert pending["key"] == display.recipe_token(h1["states"][1])
+    preview = _sources(patch)
+    assert set(preview) == {("data", 1, "source"), ("data", 2, "source")}
+
+    settled, summary2, seg_msg, post_msg, signal = display.settle_update(
+        services, sid, meta, h1, pending, **SEG_VIEW)
+    assert "computed in" in summary2 and "labelled regions" in summary2
+    assert seg_msg is None and post_msg is None
+    assert signal["key"] == pending["key"] and signal["token"] != pending["token"]
+    # the settled overlay is the canonical one (what the cache gives for these parameters)
+    exact, summary3 = display.segmentation_panel(services, sid, meta, h1["states"][1], 0, 0,
+                                                 "contour", True, "labels", None, False)
+    assert "from cache" in summary3
+    assert _sources(settled)[("data", 2, "source")] == _sources(exact)[("data", 2, "source")]
+    assert _sources(settled)[("data", 1, "source")] == preview[("data", 1, "source")]  # markers
+
+    # A settle request of a state the user has left is dropped (the newer move settles itself).
+    h2 = _moved(h1, meta, 2, 2)
+    with pytest.raises(PreventUpdate):
+        display.settle_update(services, sid, meta, h2, pending, **SEG_VIEW)
+    # Undo to a computed state: the exact result at once, no preview.
+    back = {**h2, "index": 1}
+    _, summary, *_, pending, settled = _update(services, sid, meta, back)
+    assert "from cache" in summary and pending is no_update and settled["key"] == pending_key(back)
+    # A post-processing change reuses the cached segmentation: no preview either.
+    from callbacks.params import push
+    from pipeline import recipe as recipes
+    recipe = copy.deepcopy(h1["states"][1])
+    recipe["postprocess"] = [{"name": "fill_holes", "params": {}}] + recipe["postprocess"]
+    h3 = push(h1, recipes.validate(recipe))
+    _, summary, *_, pending, _ = _update(services, sid, meta, h3)
+    assert "computed in" in summary and pending is no_update
+
+
+def _settled_after(services, sid, meta, moves):
+    history = _history(meta)
+    _update(services, sid, meta, history, full=True)
+    for dv, dw in moves:
+        history = _moved(history, meta, dv, dw)
+        *_, pending, _ = _update(services, sid, meta, history)
+        assert pending, "a new vmin/vmax shows a live preview"
+        settled = display.settle_update(services, sid, meta, history, pending, **SEG_VIEW)
+    return history, _sources(settled[0])
+
+
+def test_settled_result_does_not_depend_on_the_path(tmp_path):
+    # Two servers with empty caches reach the same thresholds by different slider paths:
+    # the previews start from different probability maps, the settled overlays, labels and
+    # downloads are identical.
+    results = []
+    for name, moves in (("a", [(5, -5), (3, -3)]), ("b", [(-6, 6), (4, 10), (10, -24)])):
+        cfg = Config(state_dir=tmp_path / name, data_dir=tmp_path / "data")
+        svc = Services.create(cfg)
+        sid = new_session_id()
+        meta = _good_meta(svc, sid)
+        history, sources = _settled_after(svc, sid, meta, moves)
+        labels, _ = downloads.labels_file(svc, sid, meta, history)
+        results.append((history["states"][-1]["markers"], sources, tifffile.imread(
+            _io.BytesIO(labels))))
+    (ma, sa, la), (mb, sb, lb) = results
+    assert ma == mb
+    assert sa == sb
+    np.testing.assert_array_equal(la, lb)
+
+
+def test_no_preview_for_a_3d_jacobi_solve(services):
+    sid = new_session_id()
+    meta = loading.load_image(services, sid, ids.SAMPLE, "blobs3d", None, None, None).meta
+    h0 = _history(meta)
+    assert h0["states"][0]["segmentation"]["params"]["mode"] == "cg_j"
+    _update(services, sid, meta, h0, full=True)
+    _, summary, *_, pending, _ = _update(services, sid, meta, _moved(h0, meta, 3, -3))
+    from dash import no_update
+    assert "computed in" in summary and pending is no_update

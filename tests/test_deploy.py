@@ -195,6 +195,7 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
     seg_inputs = {"slice-axis.value": 0, "slice-index.value": 0,
                   "overlay-style.value": "contour", "show-markers.value": ["markers"]}
     sources = {}
+    previews = 0
     moves = [None, (83, 140), (90, 140), (90, 150), (83, 140)]
     for i, move in enumerate(moves):
         if move is None:
@@ -213,6 +214,17 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
             triggered=["history-store.data"] if i else [])
         assert seg["segmentation-message"]["children"] is None, seg["segmentation-message"]
         assert "object:" in seg["segmentation-summary"]["children"]
+        pending = seg.get("segmentation-pending-store", {}).get("data")
+        previews += bool(pending)
+        if pending:  # a live preview was shown: the browser then asks for the exact result
+            assert "live preview" in seg["segmentation-summary"]["children"]
+            seg = _fresh(url).call(
+                "segmentation-graph.figure",
+                inputs={"segmentation-pending-store.data": pending},
+                state={"history-store.data": history, **seg_inputs,
+                       "result-view.value": "labels", "image-store.data": meta, **state},
+                triggered=["segmentation-pending-store.data"])
+            assert "computed in" in seg["segmentation-summary"]["children"], seg
         figure = seg["segmentation-graph"]["figure"]
         text = json.dumps(figure)
         assert "data:image/png;base64," in text
@@ -223,7 +235,9 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
                                   state={"image-store.data": meta, "history-store.data": history,
                                          **state})
         assert labels["download-labels"]["data"]["filename"] == "coins_labels.tif"
-    # Returning to earlier parameters gives the same overlay (path independence, cache hit).
+    # Returning to earlier parameters gives the same overlay as the exact result shown after
+    # the preview the first time (path independence, cache hit).
+    assert previews >= 1, "no live preview was shown for a new vmin/vmax"
     assert sources[4] == sources[1]
     assert "from cache" in seg["segmentation-summary"]["children"]
 

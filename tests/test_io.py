@@ -658,6 +658,22 @@ def test_labels_tiff_refuses(labels, metadata, message):
         io.labels_to_tiff_bytes(labels, metadata)
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("n_colors, palette", [(1, True), (2, True), (16, True), (17, False),
+                                               (5000, False)])
+def test_png_bytes_overlays_with_few_colours_are_palette_images(channels, n_colors, palette):
+    rng = np.random.default_rng(n_colors)
+    colors = rng.integers(0, 256, (n_colors, channels), dtype=np.uint8)
+    colors[:, 0] = np.arange(n_colors) % 256  # distinct colours
+    colors[:, 1] = np.arange(n_colors) // 256
+    array = colors[rng.permutation(np.arange(60 * 90) % n_colors).reshape(60, 90)]
+    image = Image.open(_io.BytesIO(io.png_bytes(array)))
+    assert (image.mode == "P") == palette
+    if image.mode == "P":
+        image = image.convert("RGBA" if channels == 4 else "RGB")
+    np.testing.assert_array_equal(np.asarray(image), array)
+
+
 def test_png_bytes_round_trip():
     for array in (gradient(), rgb_image(), np.dstack([rgb_image(), gradient((30, 40))])):
         back = np.asarray(Image.open(_io.BytesIO(io.png_bytes(array))))

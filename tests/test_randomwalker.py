@@ -256,6 +256,51 @@ def test_warm_start_does_not_change_canonical(coins, coins_graph, mode):
     np.testing.assert_array_equal(rw.solve(coins_graph, a, mode=mode), canonical)
 
 
+def test_preview_from_a_nearby_solution_is_close_to_the_exact_labels(coins, coins_graph):
+    # a slider move of a few grey levels: the preview starts from the previous probability
+    before = markers_of(coins, 80, 135)
+    after = markers_of(coins, 86, 128)
+    _, prob = rw.solve(coins_graph, before, return_probability=True)
+    exact = rw.solve(coins_graph, after)
+    preview = rw.preview(coins_graph, after, prob)
+    assert preview.dtype == np.uint8 and preview.shape == coins.shape
+    assert agreement(preview, exact) >= 0.98
+    # markers keep their label
+    assert (preview[after == rw.OBJECT] == rw.OBJECT).all()
+    assert (preview[after == rw.BACKGROUND] == rw.BACKGROUND).all()
+    # more iterations get closer; from the exact solution it stays there
+    assert agreement(rw.preview(coins_graph, after, prob, iterations=400), exact) >= \
+        agreement(preview, exact)
+    _, exact_prob = rw.solve(coins_graph, after, mode="bf", return_probability=True)
+    assert agreement(rw.preview(coins_graph, after, exact_prob), rw.solve(coins_graph, after,
+                                                                          mode="bf")) > 0.9999
+
+
+def test_preview_never_changes_the_canonical_result(coins, coins_graph):
+    a, b = markers_of(coins, 80, 135), markers_of(coins, 70, 150)
+    canonical = rw.solve(coins_graph, a)
+    _, prob_b = rw.solve(coins_graph, b, return_probability=True)
+    rw.preview(coins_graph, a, prob_b)
+    np.testing.assert_array_equal(rw.solve(coins_graph, a), canonical)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"iterations": 0}, "iterations must be a positive integer, got 0"),
+    ({"iterations": 2.5}, "iterations must be a positive integer"),
+    ({"iterations": True}, "iterations must be a positive integer"),
+    ({"x0": np.zeros((3, 3))}, r"x0 must have the shape of the image \(10, 12\)"),
+    ({"x0": np.full((10, 12), np.inf)}, "x0 contains NaN or infinite"),
+    ({"x0": np.full((10, 12), "a")}, "x0 must be an array of real numbers"),
+])
+def test_bad_preview_arguments(small, kwargs, match):
+    _, graph, markers = small
+    args = {"x0": np.full(markers.shape, 0.5), **kwargs}
+    with pytest.raises(InputError, match=match):
+        rw.preview(graph, markers, **args)
+    with pytest.raises(InputError, match="graph must be a RandomWalkerGraph"):
+        rw.preview(markers, markers, np.zeros(markers.shape))
+
+
 @pytest.mark.parametrize("mode", ["cg_mg", "cg_j"])
 def test_path_independence_volume(volume, volume_graph, mode):
     a = markers_of(volume, *VOL_PAIRS[0])

@@ -17,7 +17,10 @@ from pipeline.errors import InputError
 def decode_uri(uri: str) -> np.ndarray:
     prefix = "data:image/png;base64,"
     assert uri.startswith(prefix)
-    return np.asarray(Image.open(_io.BytesIO(base64.b64decode(uri[len(prefix):]))))
+    image = Image.open(_io.BytesIO(base64.b64decode(uri[len(prefix):])))
+    if image.mode == "P":  # overlays with few colours are palette PNGs
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    return np.asarray(image)
 
 
 def square_labels(shape=(40, 50), box=(slice(10, 30), slice(15, 35))):
