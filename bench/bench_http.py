@@ -19,6 +19,11 @@ and the histogram (``histogram-graph.figure``). Its latency is the sum of the th
 timed by the client (request sent -> whole answer read), its size the sum of the three
 answers' bytes. A move of the baseline is the one POST of its slider callback.
 
+For a new (vmin, vmax) the segmentation answer is a live preview (warm-started approximate
+solve) that triggers a settle callback (``segmentation-graph.figure (settle)``) with the exact
+result; "exact result shown" adds that POST to the move (and, browser-like, is the time of
+its answer).
+
 * first visit: a (vmin, vmax) never seen before (5 distinct pairs by default, spread around
   the default thresholds that ``image-store.data`` reports);
 * repeat: the same pairs again, in the same order (this app: cache hit; the baseline has no
