@@ -479,3 +479,20 @@ def test_no_preview_for_a_3d_jacobi_solve(services):
     _, summary, *_, pending, _ = _update(services, sid, meta, _moved(h0, meta, 3, -3))
     from dash import no_update
     assert "computed in" in summary and pending is no_update
+
+
+def test_thresholds_that_leave_a_label_empty_are_refused_without_a_preview(services):
+    from dash import no_update
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    h0 = _history(meta)
+    _update(services, sid, meta, h0, full=True)  # a solved state to warm-start from
+    recipe = copy.deepcopy(h0["states"][0])
+    recipe["markers"] = {"vmin": 100, "vmax": 252}  # nothing above coins' brightest pixel
+    from callbacks.params import push
+    bad = push(h0, recipe)
+    fig, summary, seg_msg, post_msg, pending, settled = _update(services, sid, meta, bad)
+    assert fig is no_update and pending is no_update  # the previous overlays stay
+    assert "No object marker" in json.dumps(seg_msg.to_plotly_json(), default=str)
+    assert summary == "" and post_msg is None
