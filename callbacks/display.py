@@ -505,13 +505,7 @@ def register(app, services):
         Output(ids.SEG_SETTLED, "data", allow_duplicate=True),
         Input(ids.SEG_PENDING, "data"),
         State(ids.HISTORY, "data"),
-        State(ids.SLICE_AXIS, "value"),
-        State(ids.SLICE_INDEX, "value"),
-        State(ids.OVERLAY_STYLE, "value"),
-        State(ids.SHOW_MARKERS, "value"),
-        State(ids.RESULT_VIEW, "value"),
-        State(ids.IMAGE, "data"),
-        State(ids.SESSION, "data"),
+        *seg_states,
         prevent_initial_call=True,
     )
     def _settle(pending, history, axis, index, style, show, view, meta, session_id):

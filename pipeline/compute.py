@@ -171,8 +171,8 @@ class Compute:
         cached = {
             "filter": self._filtered.check_call_in_cache(image_id, k["filter"], recipe,
                                                          load_image),
-            "segmentation": self._segment.check_call_in_cache(*args[:4], recipe, load_image,
-                                                              self._filtered, self._graph),
+            "segmentation": self._segment.check_call_in_cache(
+                *self._segment_args(image_id, load_image, recipe)),
             "postprocess": self._labels.check_call_in_cache(*args, recipe, load_image,
                                                             self._mask_fn),
         }
@@ -184,10 +184,13 @@ class Compute:
                               seconds=time.perf_counter() - t0, cached=all(cached.values()),
                               stages_cached=cached)
 
-    def _cached_probability(self, image_id: str, load_image, recipe: dict):
+    def _segment_args(self, image_id: str, load_image, recipe: dict) -> tuple:
         k = stage_keys(recipe)
-        args = (image_id, k["filter"], k["markers"], k["segmentation"], recipe, load_image,
+        return (image_id, k["filter"], k["markers"], k["segmentation"], recipe, load_image,
                 self._filtered, self._graph)
+
+    def _cached_probability(self, image_id: str, load_image, recipe: dict):
+        args = self._segment_args(image_id, load_image, recipe)
         if not self._segment.check_call_in_cache(*args):
             return None
         return self._segment(*args)[1]
@@ -199,9 +202,9 @@ class Compute:
         first recipe of `nearby` (e.g. the states around the current one in the undo
         history) that is in the cache and shares this recipe's graph (filter, beta,
         intensity scale). None if the method is not random walker, its exact result is
-        cached already, the graph is not cached yet, no such solution exists, or the canonical solve is a 3D ``'cg_j'`` one (it
-        converges in ~20 Jacobi-CG iterations, faster than the preview's 40): then the
-        canonical solve is the only answer.
+        cached already, the graph is not cached yet, no such solution exists, or the
+        canonical solve is a 3D ``'cg_j'`` one (it converges in ~20 Jacobi-CG iterations,
+        faster than the preview's 40): then the canonical solve is the only answer.
 
         Parameters
         ----------
@@ -219,9 +222,7 @@ class Compute:
             return None
         p = seg["params"]
         k = stage_keys(recipe)
-        if self._segment.check_call_in_cache(image_id, k["filter"], k["markers"],
-                                             k["segmentation"], recipe, load_image,
-                                             self._filtered, self._graph):
+        if self._segment.check_call_in_cache(*self._segment_args(image_id, load_image, recipe)):
             return None  # the exact answer is at hand
         graph_args = (image_id, k["filter"], p["beta"], p["intensity_scale"],
                       lambda: self.filtered(image_id, load_image, recipe))
