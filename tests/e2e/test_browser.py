@@ -74,6 +74,9 @@ def test_segment_undo_zoom_upload_download(dash_duo, app_factory, tmp_path):
     first = _until(lambda: _overlay(dash_duo), what="segmentation overlay")
     assert first.startswith("data:image/png;base64,")
     assert _history_text(dash_duo) == "step 1 of 1"
+    # Every graph draws the latest figure: dcc.Graph's redraw queue is guarded against
+    # plotly.js redraws that never settle (assets/graph_guard.js).
+    assert dash_duo.driver.execute_script("return window.Plotly.__pipexGuarded === true")
     # Every panel names the scikit-image function it runs.
     links = [a.text for a in dash_duo.find_elements(".doc-link")]
     assert "skimage.segmentation.random_walker" in links
@@ -151,3 +154,34 @@ def test_segment_undo_zoom_upload_download(dash_duo, app_factory, tmp_path):
     # One object in the volume: a label image with the cube as label 1, background 0.
     assert (labels[6:10, 16:32, 16:32] > 0).mean() > 0.95
     assert (labels[:, :6, :6] == 0).mean() > 0.95
+
+
+RACE_HOOK_JS = """
+// The next redraw dcc.Graph asks of the segmentation graph is raced by a zoom while its
+// PNG loads, as a resize or a user's zoom can do.
+const guarded = Plotly.react;
+Plotly.react = function (gd) {
+    const result = guarded.apply(this, arguments);
+    if (gd.closest && gd.closest('#segmentation-graph')) {
+        Plotly.react = guarded;
+        Plotly.relayout(gd, {'xaxis.range': [10, 300]});
+    }
+    return result;
+};
+"""
+
+
+def test_the_graph_keeps_drawing_after_a_raced_redraw(dash_duo, app_factory):
+    # plotly.js's image trace loses the promise of a redraw when another redraw of the same
+    # trace starts while its PNG loads; dcc.Graph queues every later figure behind that
+    # promise, so the overlays froze (seen under CPU load). assets/graph_guard.js settles it.
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
+    first = _until(lambda: _overlay(dash_duo), what="segmentation overlay")
+    dash_duo.driver.execute_script(RACE_HOOK_JS)
+    _click_histogram_at(dash_duo, 120)
+    _until(lambda: _history_text(dash_duo) == "step 2 of 2", what="history step 2")
+    _until(lambda: _exact_shown(dash_duo) and _overlay(dash_duo) != first, timeout=30,
+           what="the new overlay drawn after the raced redraw")
+    dash_duo.find_element("#undo-button").click()
+    _until(lambda: _overlay(dash_duo) == first, timeout=30, what="the undone overlay drawn")
