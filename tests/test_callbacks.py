@@ -496,3 +496,13 @@ def test_thresholds_that_leave_a_label_empty_are_refused_without_a_preview(servi
     assert fig is no_update and pending is no_update  # the previous overlays stay
     assert "No object marker" in json.dumps(seg_msg.to_plotly_json(), default=str)
     assert summary == "" and post_msg is None
+
+
+def test_3d_default_measurements_leave_out_solidity(services):
+    # a convex hull per region: most of the table's time on a volume; offered, not default
+    sid = new_session_id()
+    vol = loading.load_image(services, sid, ids.SAMPLE, "blobs3d", None, None, None).meta
+    coins = _good_meta(services, sid)
+    assert "solidity" not in _history(vol)["states"][0]["measure"]["properties"]
+    assert "solidity" in _history(coins)["states"][0]["measure"]["properties"]
+    assert "intensity_mean" in _history(vol)["states"][0]["measure"]["properties"]
