@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.thresholds import (GLOBAL_METHODS, LOCAL_METHODS, THRESHOLD_FUNCTIONS,
                                  binarize, local_binarization)
 
-from .display import shown_slice, _stage_changed
+from .display import _stage_changed, base_gray, shown_slice
 from .loading import message_children
 from .params import current_recipe, require_current
 
@@ -150,8 +150,7 @@ def sweep_recipes(recipe, param_a, values_a, param_b=None, values_b=None):
 
 def run_sweep(services, session_id, meta, grid, axis, index, n_jobs=2):
     """Compute every cell (in parallel, cached) and return [(cell, thumbnail uri or error)]."""
-    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
-                           *meta["display"])
+    gray = base_gray(services, session_id, meta, axis, index)
 
     def one(cell):
         try:

@@ -66,10 +66,15 @@ def _gray_uri(image2d, lo, hi):
     return render.png_data_uri(render.to_uint8(image2d, lo, hi))
 
 
+def base_gray(services, session_id, meta, axis, index):
+    """The displayed slice of the image, scaled to uint8 for display."""
+    image = services.image(session_id, meta["id"])
+    return render.to_uint8(shown_slice(image, meta, axis, index), *meta["display"])
+
+
 def base_uri(services, session_id, meta, axis, index):
     """PNG data URI of the displayed slice of the image."""
-    image = services.image(session_id, meta["id"])
-    return _gray_uri(shown_slice(image, meta, axis, index), *meta["display"])
+    return render.png_data_uri(base_gray(services, session_id, meta, axis, index))
 
 
 def image_panel(services, session_id, meta, axis, index):
@@ -144,6 +149,22 @@ def highlight_overlay(labels2d, selected):
     return out
 
 
+def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray):
+    """PNG data URIs of the markers (blank if hidden) and of the result in `style`.
+
+    `gray()` gives the displayed slice; it is read only for the style that blends it
+    (label colours).
+    """
+    if show_markers:
+        markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
+                                 recipe["markers"]["vmax"], check=False)
+        marker = render.png_data_uri(render.marker_overlay(markers2d))
+    else:
+        marker = blank_uri()
+    image2d = gray() if style == "labels" else None
+    return marker, render.png_data_uri(result_overlay(shown2d, image2d, style))
+
+
 def segmentation_panel(services, session_id, meta, recipe, axis, index, style, show_markers,
                        view, selected, full):
     """Binarization figure (full, or a Patch of the overlays) and a summary line.
@@ -156,18 +177,13 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
     result = services.run(session_id, meta["id"], recipe)
 
     def gray():  # read from the store only when a view is drawn, not on a cache hit
-        return render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis,
-                                           index), *meta["display"])
+        return base_gray(services, session_id, meta, axis, index)
 
     def overlays():
-        filtered2d = shown_slice(result.filtered, meta, axis, index)
-        markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
-                                 recipe["markers"]["vmax"], check=False)
-        marker = render.png_data_uri(render.marker_overlay(markers2d)) if show_markers \
-            else blank_uri()
         shown = result.labels if view == "labels" else result.mask
-        shown2d = shown_slice(shown, meta, axis, index).astype(np.int32)
-        seg = render.png_data_uri(result_overlay(shown2d, gray(), style))
+        marker, seg = overlay_uris(shown_slice(result.filtered, meta, axis, index),
+                                   shown_slice(shown, meta, axis, index).astype(np.int32),
+                                   recipe, style, show_markers, gray)
         n = int(np.max(result.labels)) if result.labels.size else 0
         fraction = float(np.count_nonzero(result.mask)) / result.mask.size
         return marker, seg, n, fraction
@@ -219,20 +235,12 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
             if meta["ndim"] == 2 else mask2d.astype(np.int32)
     else:
         shown2d = mask2d.astype(np.int32)
-    filtered2d = shown_slice(found.filtered, meta, axis, index)
+    marker_uri, seg_uri = overlay_uris(
+        shown_slice(found.filtered, meta, axis, index), shown2d, recipe, style, show_markers,
+        lambda: base_gray(services, session_id, meta, axis, index))
     patch = Patch()
-    if show_markers:
-        markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
-                                 recipe["markers"]["vmax"], check=False)
-        patch["data"][figures.MARKER_TRACE]["source"] = render.png_data_uri(
-            render.marker_overlay(markers2d))
-    else:
-        patch["data"][figures.MARKER_TRACE]["source"] = blank_uri()
-    gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis,
-                                       index), *meta["display"]) if style == "labels" \
-        else None
-    patch["data"][figures.SEG_TRACE]["source"] = render.png_data_uri(
-        result_overlay(shown2d, gray, style))
+    patch["data"][figures.MARKER_TRACE]["source"] = marker_uri
+    patch["data"][figures.SEG_TRACE]["source"] = seg_uri
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     fraction = float(np.count_nonzero(found.mask)) / found.mask.size
     summary = (f"object: {100 * fraction:.1f} % of {unit} · live preview "
@@ -352,9 +360,8 @@ def compare_panel(services, session_id, meta, recipe, method, axis, index, full=
     overlay = render.png_data_uri(postprocess.boundaries_overlay(
         shown_slice(theirs, meta, axis, index).astype(np.int32)))
     if full:
-        gray = render.to_uint8(shown_slice(services.image(session_id, meta["id"]), meta, axis,
-                                           index), *meta["display"])
-        fig = figures.segmentation_figure(render.png_data_uri(gray), blank_uri(), overlay,
+        fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
+                                          blank_uri(), overlay,
                                           uirevision=uirevision(meta, axis), highlight=blank_uri())
     else:
         fig = Patch()

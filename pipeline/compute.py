@@ -139,12 +139,9 @@ class Compute:
         self._rendered = self.memory.cache(_rendered, ignore=["make"])
 
     # Each stage call passes the functions of the stages before it, bound to this cache.
-    def _segment_fn(self, image_id, fk, mk, sk, recipe, load_image):
-        return self._segment(image_id, fk, mk, sk, recipe, load_image, self._filtered,
-                             self._graph)
-
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image):
-        return self._segment_fn(image_id, fk, mk, sk, recipe, load_image)[0]
+        return self._segment(image_id, fk, mk, sk, recipe, load_image, self._filtered,
+                             self._graph)[0]
 
     def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
         return self._labels(image_id, fk, mk, sk, pk, recipe, load_image, self._mask_fn)

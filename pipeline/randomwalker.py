@@ -409,10 +409,10 @@ def _direct(a, b):
     return lu.solve(b)
 
 
-def _cg_jacobi(a, b, diag, rtol, x0):
+def _cg_jacobi(a, b, diag, rtol, x0, maxiter=None):
     inv = 1.0 / diag
     m = spla.LinearOperator(a.shape, matvec=lambda r: inv * r, dtype=np.float64)
-    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m)
+    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m, maxiter=maxiter)
 
 
 def _cg_amg(a, b, rtol, x0, ndim):
@@ -495,6 +495,13 @@ def _cascadic_guess(graph, lab, unknown, tol):
     return _prolong(x_full, graph.shape).reshape(-1)[unknown]
 
 
+def _check_graph(graph):
+    if not isinstance(graph, RandomWalkerGraph):
+        raise InputError(
+            f"graph must be a RandomWalkerGraph from build_graph, got {type(graph).__name__}"
+        )
+
+
 def _check_x0(x0, shape):
     x0 = np.asarray(x0)
     if x0.shape != shape:
@@ -552,10 +559,7 @@ def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability
     RuntimeWarning
         If the conjugate gradient did not reach the tolerance.
     """
-    if not isinstance(graph, RandomWalkerGraph):
-        raise InputError(
-            f"graph must be a RandomWalkerGraph from build_graph, got {type(graph).__name__}"
-        )
+    _check_graph(graph)
     mode = _check_mode(mode)
     tol = _check_tol(tol)
     lab, n_unknown = _check_markers(markers, graph.shape)
@@ -633,10 +637,7 @@ def preview(graph, markers, x0, *, iterations=PREVIEW_ITERATIONS):
         If an argument is invalid (see :func:`solve`), or `iterations` is not a positive
         integer.
     """
-    if not isinstance(graph, RandomWalkerGraph):
-        raise InputError(
-            f"graph must be a RandomWalkerGraph from build_graph, got {type(graph).__name__}"
-        )
+    _check_graph(graph)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
             or iterations < 1:
         raise InputError(f"iterations must be a positive integer, got {iterations!r}")
@@ -646,10 +647,8 @@ def preview(graph, markers, x0, *, iterations=PREVIEW_ITERATIONS):
     if n_unknown:
         unknown = np.flatnonzero(lab == 0)
         a, b = _reduced_system(graph.laplacian, lab, unknown)
-        guess = guess.reshape(-1)[unknown]
-        inv = 1.0 / np.asarray(graph.degree)[unknown]
-        m = spla.LinearOperator(a.shape, matvec=lambda r: inv * r, dtype=np.float64)
-        x, _ = spla.cg(a, b, x0=guess, rtol=1e-6, atol=0.0, M=m, maxiter=int(iterations))
+        x, _ = _cg_jacobi(a, b, np.asarray(graph.degree)[unknown], 1e-6,
+                          guess.reshape(-1)[unknown], maxiter=int(iterations))
         prob[unknown] = x
     return np.where(prob > 0.5, OBJECT, BACKGROUND).astype(np.uint8).reshape(graph.shape)
 
