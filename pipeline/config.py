@@ -24,6 +24,20 @@ def _env_float(env, name, default):
     return value
 
 
+def _env_jobs(env, name):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InputError(f"{name} must be a whole number of workers (1 or more), "
+                         f"got {raw!r}") from None
+    if value < 1:
+        raise InputError(f"{name} must be at least 1, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of one app instance.
@@ -44,6 +58,12 @@ class Config:
         Size limit of the array store (``PIPEX_STORE_SIZE_GB``).
     default_sample : str
         Sample loaded when a session starts.
+    jobs : int or None
+        Local parallel workers of :mod:`pipeline.parallel` (``PIPEX_JOBS``); None: the CPUs
+        this process may use (affinity and cgroup quota).
+    dask_address : str or None
+        Address of a dask.distributed scheduler that runs blocks and batches
+        (``PIPEX_DASK_ADDRESS``, e.g. ``tcp://scheduler:8786``); None: local only.
     """
 
     state_dir: Path = Path("var")
@@ -53,6 +73,8 @@ class Config:
     max_pixels: int = 2**27
     store_size_gb: float = 4.0
     default_sample: str = "coins"
+    jobs: int | None = None
+    dask_address: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -90,5 +112,7 @@ class Config:
             max_upload_mb=_env_float(env, "PIPEX_MAX_UPLOAD_MB", 64),
             max_pixels=int(_env_float(env, "PIPEX_MAX_PIXELS", 2**27)),
             store_size_gb=_env_float(env, "PIPEX_STORE_SIZE_GB", 4),
+            jobs=_env_jobs(env, "PIPEX_JOBS"),
+            dask_address=(env.get("PIPEX_DASK_ADDRESS") or "").strip() or None,
         )
         return replace(cfg, **overrides) if overrides else cfg

@@ -14,10 +14,21 @@ expression: ``code(src, dst, **params)`` returns the lines of plain Python that 
 script runs, using only the names bound by the step's ``imports``, and gives the same array
 as ``apply`` bit for bit. Filters work on 2D images and 3D volumes; the bilateral filter of
 scikit-image is 2D only, so volumes are filtered plane by plane along axis 0.
+
+Local filters declare their *reach* (``Step.reach``): :mod:`pipeline.parallel` runs them over
+overlapping blocks and the stitched result is identical, bit for bit, to the whole call
+(``tests/test_parallel.py``). Gaussian: scipy's kernel radius ``int(4 sigma + 0.5)`` (we
+declare ``ceil(4 sigma)``, never smaller), mode ``'nearest'`` at the array's edges as in the
+whole call; median: the footprint radius; bilateral: half its window, with the image's global
+maximum and minimum restored in each block (scikit-image scales its colour table by them);
+non-local means (fast mode): patch radius + search distance + 1, exact only where its integral
+images are (integer-valued images, see :func:`_nl_means_blocks`); total variation is not local
+(a global iteration and stopping criterion) and always runs whole.
 """
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -57,6 +68,13 @@ def _gaussian(image, *, sigma):
     return filters.gaussian(image, sigma=sigma, preserve_range=True)
 
 
+def _gaussian_reach(params, ndim):
+    # scipy.ndimage.gaussian_filter's radius is int(truncate * sigma + 0.5) with skimage's
+    # truncate=4.0; ceil(4 sigma) is never smaller. The separable passes (axis 0, then 1, ...)
+    # only read rows inside this reach, so a block's core sees exactly the whole call's values.
+    return math.ceil(4.0 * params["sigma"])
+
+
 def _gaussian_code(src, dst, *, sigma):
     return [f"{dst} = filters.gaussian({src}, sigma={_f(sigma)}, preserve_range=True)"]
 
@@ -68,6 +86,10 @@ def _median(image, *, radius):
     return filters.median(
         image, footprint=morphology.disk(radius) if image.ndim == 2 else morphology.ball(radius)
     )
+
+
+def _median_reach(params, ndim):
+    return int(params["radius"])
 
 
 def _median_code(src, dst, *, radius):
@@ -92,7 +114,7 @@ def _tv_code(src, dst, *, weight):
 # --------------------------------------------------------------------------- bilateral
 
 
-def _bilateral(image, *, sigma_color, sigma_spatial):
+def _check_bilateral(image):
     low = float(np.min(image))
     if low < 0:
         raise InputError(
@@ -100,6 +122,11 @@ def _bilateral(image, *, sigma_color, sigma_spatial):
             "denoise_bilateral weighs them wrongly. Choose another filter (e.g. Non-local "
             "means) for this image."
         )
+    return low
+
+
+def _bilateral(image, *, sigma_color, sigma_spatial):
+    _check_bilateral(image)
     if image.ndim == 2:
         return restoration.denoise_bilateral(
             image, sigma_color=sigma_color, sigma_spatial=sigma_spatial, mode="reflect",
@@ -110,6 +137,64 @@ def _bilateral(image, *, sigma_color, sigma_spatial):
             channel_axis=None)
         for plane in image
     ])
+
+
+def _bilateral_half_window(sigma_spatial):
+    # denoise_bilateral's default win_size, and the half of it its loops visit
+    return (max(5, 2 * int(math.ceil(3 * sigma_spatial)) + 1) - 1) // 2
+
+
+def _bilateral_reach(params, ndim):
+    if ndim == 3:
+        return (0, None, None)  # plane by plane: blocks are stacks of whole planes
+    return _bilateral_half_window(params["sigma_spatial"])
+
+
+def _bilateral_blocks(image, *, sigma_color, sigma_spatial):
+    """Blocks of a 2D bilateral filter, bit-identical to the whole call.
+
+    ``denoise_bilateral`` scales its colour lookup table by the image's maximum (and returns
+    a constant image unchanged): a block must see the whole image's maximum and minimum.
+    Two slices holding them are appended beyond the block's overlap on a side where the block
+    was cut (never at the image's edge, whose reflection must stay the whole call's); they are
+    farther than the window from every pixel of the block's core, and cut off again.
+    """
+    low = _check_bilateral(image)
+    if image.ndim == 3:
+        return lambda block, edges: _bilateral(block, sigma_color=sigma_color,
+                                               sigma_spatial=sigma_spatial)
+    high = float(np.max(image))
+
+    def run(block, edges):
+        if float(block.min()) == low and float(block.max()) == high:
+            return _bilateral(block, sigma_color=sigma_color, sigma_spatial=sigma_spatial)
+        for axis, (at_start, at_end) in enumerate(edges):
+            if at_start and at_end:
+                continue
+            shape = list(block.shape)
+            shape[axis] = 2
+            extra = np.empty(shape, dtype=block.dtype)
+            first = [slice(None)] * block.ndim
+            first[axis] = 0
+            second = [slice(None)] * block.ndim
+            second[axis] = 1
+            extra[tuple(first)] = high
+            extra[tuple(second)] = low
+            n = block.shape[axis]
+            if not at_end:
+                padded = np.concatenate([block, extra], axis=axis)
+                keep = slice(0, n)
+            else:
+                padded = np.concatenate([extra, block], axis=axis)
+                keep = slice(2, 2 + n)
+            out = _bilateral(padded, sigma_color=sigma_color, sigma_spatial=sigma_spatial)
+            index = [slice(None)] * block.ndim
+            index[axis] = keep
+            return np.ascontiguousarray(out[tuple(index)])
+        # a block touching every edge is the whole image, whose minimum and maximum it has
+        raise AssertionError("bilateral block covers the whole image")  # pragma: no cover
+
+    return run
 
 
 def _bilateral_code(src, dst, *, sigma_color, sigma_spatial):
@@ -130,6 +215,38 @@ def _nl_means(image, *, h, patch_size, patch_distance):
     return restoration.denoise_nl_means(
         image, h=h, patch_size=patch_size, patch_distance=patch_distance, fast_mode=True,
         preserve_range=True, channel_axis=None)
+
+
+def _nl_means_reach(params, ndim):
+    # the fast algorithm pads by patch radius + distance + 1 (s is made odd first)
+    size = int(params["patch_size"])
+    size += 1 - size % 2
+    return size // 2 + int(params["patch_distance"]) + 1
+
+
+def _nl_means_blocks(image, *, h, patch_size, patch_distance):
+    """Blocks of non-local means, or why they would differ from the whole call.
+
+    The fast mode sums squared differences over *integral images* of the whole padded image:
+    each patch distance is a difference of large prefix sums whose rounding depends on where
+    the sum started, so a block's distances differ in the last bits from the whole call's, on
+    float data. They are exact (and the blocks bit-identical) when every sum is an exact
+    integer: an integer-valued image (e.g. any 8-bit or 16-bit image converted to float64)
+    whose largest possible prefix sum, (max - min)^2 times the padded size times 8, is below
+    2^53.
+    """
+    if not np.array_equal(image, np.floor(image)):
+        return ("its integral images are exact only on integer-valued images (this one has "
+                "fractional values)")
+    pad = _nl_means_reach({"patch_size": patch_size, "patch_distance": patch_distance},
+                          image.ndim)
+    span = float(np.max(image)) - float(np.min(image))
+    padded = math.prod(n + 2 * pad for n in image.shape)
+    if span * span * padded * 8 >= 2.0**53:
+        return ("its integral images would exceed 2^53 on this image (large intensity range "
+                "and size): blocks would not be exact")
+    return lambda block, edges: _nl_means(block, h=h, patch_size=patch_size,
+                                          patch_distance=patch_distance)
 
 
 def _nl_means_code(src, dst, *, h, patch_size, patch_distance):
@@ -156,7 +273,7 @@ FILTERS = types.MappingProxyType({
             function="skimage.filters.gaussian",
             params=(Param("sigma", "float", 1.0, min=0.01, max=50.0,
                           doc="Standard deviation of the Gaussian kernel, in pixels"),),
-            apply=_gaussian, code=_gaussian_code, imports=(_SKIMAGE,),
+            apply=_gaussian, code=_gaussian_code, imports=(_SKIMAGE,), reach=_gaussian_reach,
             examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
                       "plot_unsharp_mask.html",),
         ),
@@ -165,7 +282,7 @@ FILTERS = types.MappingProxyType({
             function="skimage.filters.median",
             params=(Param("radius", "int", 1, min=1, max=25,
                           doc="Radius of the disk (2D) or ball (3D) neighbourhood, in pixels"),),
-            apply=_median, code=_median_code, imports=(_SKIMAGE,),
+            apply=_median, code=_median_code, imports=(_SKIMAGE,), reach=_median_reach,
         ),
         Step(
             key="tv", stage="filter", label="Total variation",
@@ -188,6 +305,7 @@ FILTERS = types.MappingProxyType({
             ),
             apply=_bilateral, code=_bilateral_code,
             imports=("import numpy as np", _SKIMAGE),
+            reach=_bilateral_reach, blocks=_bilateral_blocks,
             examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
                       "plot_denoise.html",),
         ),
@@ -204,6 +322,7 @@ FILTERS = types.MappingProxyType({
                       doc="How far patches are searched, in pixels"),
             ),
             apply=_nl_means, code=_nl_means_code, imports=(_SKIMAGE,),
+            reach=_nl_means_reach, blocks=_nl_means_blocks,
             examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
                       "plot_nonlocal_means.html",),
         ),

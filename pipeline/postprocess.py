@@ -11,6 +11,12 @@ The recipe's ``postprocess`` is an ordered list of operations from :data:`POSTPR
 ``code(src, dst, **params)`` write the same expression, so that an exported script gives the
 same labels bit for bit.
 
+``closing`` and ``opening`` are local (``Step.reach``: twice the footprint radius, a dilation
+then an erosion or the reverse): :mod:`pipeline.parallel` may run them over overlapping blocks,
+with a result identical to the whole call. ``fill_holes`` (a hole is decided by its connection
+to the border), ``label``, ``remove_small_objects`` (object sizes), ``clear_border`` and
+``relabel_sequential`` are not local and always run on the whole array.
+
 The overlay helpers (:func:`label_overlay`, :func:`boundaries_overlay`,
 :func:`bounding_boxes`) turn a 2D label image (one slice of a volume) into RGBA layers and
 boxes for the display.
@@ -65,6 +71,19 @@ def _closing(mask, *, radius):
     _check_radius("Closing", mask, radius)
     return morphology.closing(
         mask, morphology.disk(radius) if mask.ndim == 2 else morphology.ball(radius))
+
+
+def _morphology_reach(params, ndim):
+    # a dilation then an erosion (or the reverse), each reading `radius` pixels away
+    return 2 * int(params["radius"])
+
+
+def _morphology_blocks(label, function):
+    def blocks(mask, *, radius):
+        _check_radius(label, mask, radius)  # on the whole mask, as the whole call does
+        return lambda block, edges: function(
+            block, morphology.disk(radius) if block.ndim == 2 else morphology.ball(radius))
+    return blocks
 
 
 def _closing_code(src, dst, *, radius):
@@ -159,11 +178,13 @@ POSTPROCESS = types.MappingProxyType({
             key="closing", stage="postprocess", label="Closing",
             function="skimage.morphology.closing", params=(_RADIUS,),
             apply=_closing, code=_closing_code, imports=(_MORPHOLOGY,),
+            reach=_morphology_reach, blocks=_morphology_blocks("Closing", morphology.closing),
         ),
         Step(
             key="opening", stage="postprocess", label="Opening",
             function="skimage.morphology.opening", params=(_RADIUS,),
             apply=_opening, code=_opening_code, imports=(_MORPHOLOGY,),
+            reach=_morphology_reach, blocks=_morphology_blocks("Opening", morphology.opening),
         ),
         Step(
             key="fill_holes", stage="postprocess", label="Fill holes",

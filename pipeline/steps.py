@@ -105,6 +105,21 @@ class Step:
         Import lines the code needs.
     examples : tuple of str
         Links to gallery examples.
+    reach : callable, optional
+        ``reach(params, ndim)`` for a *local* step: how far (in pixels) an output pixel
+        depends on the input, so that :mod:`pipeline.parallel` can run the step over
+        overlapping blocks and stitch a result identical, bit for bit, to the whole-array
+        call. Returns an int (every axis) or a tuple with one entry per axis, where ``None``
+        means "never cut along this axis". ``None`` (the default) marks a step that is not
+        local (e.g. ``label``, total variation): it always runs on the whole array.
+    blocks : callable, optional
+        ``blocks(array, **params)``, for a local step whose blockwise result needs more than
+        its reach: it sees the whole array (checks it as the whole call would, reads global
+        values such as the maximum) and returns either a function
+        ``run(block, edges) -> ndarray`` computing one block (with its overlap; ``edges``
+        gives, per axis, whether the block touches the array's start and end), or a string
+        saying why the blockwise result would differ for this array, which then runs whole.
+        Without it a block is computed as ``apply(block, **params)``.
     """
 
     key: str
@@ -116,6 +131,34 @@ class Step:
     code: Callable = None  # type: ignore[assignment]
     imports: tuple = ()
     examples: tuple = field(default=())
+    reach: Callable | None = None
+    blocks: Callable | None = None
+
+    @property
+    def local(self) -> bool:
+        """Whether the step declares a reach (can run over overlapping blocks)."""
+        return self.reach is not None
+
+    def reach_per_axis(self, params, ndim: int) -> tuple | None:
+        """The reach of each axis for checked `params` on an `ndim`-D array, or None.
+
+        Returns
+        -------
+        tuple of (int or None), or None
+            One entry per axis (``None``: the axis is not cut); None for a non-local step.
+        """
+        if self.reach is None:
+            return None
+        value = self.reach(params, ndim)
+        if value is None:
+            return None
+        if isinstance(value, (int,)):
+            value = (value,) * ndim
+        value = tuple(None if v is None else int(v) for v in value)
+        if len(value) != ndim or any(v is not None and v < 0 for v in value):
+            raise ValueError(f"{self.key}: reach must give {ndim} non-negative values, "
+                             f"got {value!r}")
+        return value
 
     def defaults(self) -> dict:
         """Default parameters."""

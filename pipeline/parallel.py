@@ -1,0 +1,971 @@
+"""Parallel execution: a step over overlapping blocks of an array, a function over many items.
+
+This module is the one place that decides where and how work runs in parallel. It is built on
+joblib (``Parallel`` and ``parallel_config``); it schedules nothing itself.
+
+* :func:`apply_step` runs a filter or post-processing step (:class:`pipeline.steps.Step`). A
+  *local* step (one that declares its ``reach``) on an array large enough for it to pay
+  (:attr:`Backend.min_pixels`, 2**20 pixels by default: never coins' 303 x 384) is cut into
+  blocks; each block is computed with its overlap (the reach, on every side where the block
+  is not at the array's edge) and its core is written into the result. The stitched result
+  is identical, bit for bit, to the whole-array call (``tests/test_parallel.py``). A step that
+  is not local, or whose blockwise result would differ on this array (``Step.blocks`` says
+  why), runs whole.
+* :func:`map_items` maps a function over many items (the images of a batch, the cells of a
+  sweep) with the same backend, with progress and cancellation.
+* :func:`filter_stage` and :func:`postprocess_stage` are :func:`pipeline.recipe.filter_stage`
+  and :func:`pipeline.recipe.postprocess_stage` through :func:`apply_step`.
+
+Where the work runs is a :class:`Backend`: local threads (the default: scipy.ndimage and the
+scikit-image filters release the GIL, and threads share the array without copies; see
+``bench/README.md`` for threads against loky processes), local loky processes, or a
+dask.distributed scheduler (``PIPEX_DASK_ADDRESS``, ``--dask``) through joblib's ``"dask"``
+backend. An unreachable scheduler is reported (in the :class:`RunReport` and the log) and the
+work runs locally. The number of local workers is ``PIPEX_JOBS`` when set, otherwise the CPUs
+this process may use (:func:`cpu_limit`: affinity and cgroup quota). BLAS libraries are kept
+at one thread inside the workers.
+
+Every call returns a :class:`RunReport` saying how it ran, e.g. ``Gaussian: 16 blocks on 2
+workers (threads), 0.80 s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from joblib import Parallel, delayed, parallel_config
+
+from .errors import InputError
+
+__all__ = [
+    "MIN_PIXELS",
+    "Backend",
+    "Block",
+    "Cancelled",
+    "Failed",
+    "RunReport",
+    "apply_step",
+    "auto_chunks",
+    "cpu_limit",
+    "default_jobs",
+    "filter_stage",
+    "map_items",
+    "plan_blocks",
+    "postprocess_stage",
+]
+
+log = logging.getLogger(__name__)
+
+#: Arrays with fewer pixels (voxels) run whole: splitting them costs more than it saves.
+MIN_PIXELS = 2**20
+#: Blocks per worker an automatic chunking aims at (some slack for a noisy machine).
+BLOCKS_PER_WORKER = 2
+#: Largest block (with its overlap) of an automatic chunking, in bytes of the input.
+MAX_BLOCK_BYTES = 64 * 2**20
+#: Seconds before a scheduler that could not be reached is tried again.
+RETRY_AFTER = 60.0
+
+_PREFER = ("threads", "processes")
+
+
+# --------------------------------------------------------------------------------------------
+# How many workers
+
+
+def _cgroup_cpus(root: Path) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, else v1 ``cfs_quota``), or None."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max" and float(period) > 0:
+            return float(quota) / float(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = float((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = float((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_limit(cgroup_root="/sys/fs/cgroup") -> int:
+    """The number of CPUs this process may use.
+
+    The smaller of the CPUs in its affinity mask (``os.sched_getaffinity``, or
+    ``os.cpu_count()`` where there is none) and the container's cgroup CPU quota (v2
+    ``cpu.max``, or v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``), rounded up; at least 1.
+
+    Parameters
+    ----------
+    cgroup_root : str or Path, optional
+        Where the cgroup files are (tests point it elsewhere).
+
+    Returns
+    -------
+    int
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpus(Path(cgroup_root))
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def _check_jobs(value, name: str) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a whole number of workers (1 or more), got {value!r}")
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number of workers (1 or more), "
+                         f"got {value!r}") from None
+    if isinstance(value, float) and value != number:
+        raise InputError(f"{name} must be a whole number of workers (1 or more), got {value!r}")
+    if number < 1:
+        raise InputError(f"{name} must be at least 1, got {value!r}")
+    return number
+
+
+def default_jobs(env=None) -> int:
+    """Local workers: ``PIPEX_JOBS`` when set, otherwise :func:`cpu_limit`.
+
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment to read (``os.environ`` by default).
+
+    Raises
+    ------
+    InputError
+        If ``PIPEX_JOBS`` is not a whole number of at least 1.
+    """
+    env = os.environ if env is None else env
+    raw = env.get("PIPEX_JOBS")
+    if raw is None or str(raw).strip() == "":
+        return cpu_limit()
+    return _check_jobs(raw, "PIPEX_JOBS")
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """How a step or a batch ran.
+
+    Attributes
+    ----------
+    label : str
+        What ran (the step's label, e.g. ``"Gaussian"``, or ``"batch"``).
+    backend : str
+        ``"whole"`` (one call on the whole array, in this process), ``"threads"``,
+        ``"processes"``, ``"sequential"`` (one local worker) or ``"dask"``.
+    blocks : int
+        Blocks (or items) the work was cut into.
+    workers : int
+        Workers available to it.
+    seconds : float
+        Wall-clock time.
+    chunks : tuple of int, optional
+        Core shape of the blocks.
+    reach : tuple, optional
+        Overlap of each axis (None: the axis was not cut).
+    done : int
+        Blocks or items finished (fewer than ``blocks`` after a cancellation).
+    failed : int
+        Items that raised (:func:`map_items` with ``on_error="return"``).
+    cancelled : bool
+        Whether ``should_stop`` stopped the run.
+    pids : tuple of int
+        The processes that ran the blocks or items (a dask worker's pid, a loky worker's, or
+        this process's for threads).
+    message : str
+        Why it ran as it did, when that is not the obvious (e.g. the scheduler could not be
+        reached, or a step is not local); empty otherwise.
+    """
+
+    label: str
+    backend: str
+    blocks: int
+    workers: int
+    seconds: float
+    chunks: tuple | None = None
+    reach: tuple | None = None
+    done: int = 0
+    failed: int = 0
+    cancelled: bool = False
+    pids: tuple = ()
+    message: str = ""
+
+    def summary(self) -> str:
+        """One line for people, e.g. ``Gaussian: 16 blocks on 2 workers (threads), 0.80 s``."""
+        if self.backend == "whole":
+            text = f"{self.label}: whole array, {self.seconds:.2f} s"
+        else:
+            unit = "block" if self.chunks is not None else "item"
+            text = (f"{self.label}: {self.blocks} {unit}{'s' if self.blocks != 1 else ''} on "
+                    f"{self.workers} worker{'s' if self.workers != 1 else ''} "
+                    f"({self.backend}), {self.seconds:.2f} s")
+        if self.failed:
+            text += f", {self.failed} failed"
+        if self.cancelled:
+            text += f", cancelled after {self.done}"
+        if self.message:
+            text += f" ({self.message})"
+        return text
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The result slot of an item that did not give a result (:func:`map_items`).
+
+    Attributes
+    ----------
+    error : str
+        The reason, for people (an :class:`InputError`'s message as it is; otherwise
+        ``"TypeName: message"``); ``"cancelled"`` for an item that was not run.
+    kind : {'error', 'cancelled'}
+    """
+
+    error: str
+    kind: str = "error"
+
+
+class Cancelled(Exception):
+    """Raised by :func:`apply_step` when ``should_stop()`` became true: no result."""
+
+
+# --------------------------------------------------------------------------------------------
+# Backend
+
+
+class Backend:
+    """Where parallel work runs.
+
+    Parameters
+    ----------
+    jobs : int, optional
+        Local workers; default :func:`default_jobs` (``PIPEX_JOBS`` or the CPU limit).
+    prefer : {'threads', 'processes'}, optional
+        Local threads (default) or loky processes.
+    dask_address : str, optional
+        Address of a dask.distributed scheduler (e.g. ``"tcp://10.0.0.5:8786"``): blocks and
+        items then run on its workers. Connected on first use; if it cannot be reached within
+        `connect_timeout` seconds the work runs locally and the report says so (tried again
+        after :data:`RETRY_AFTER` seconds).
+    connect_timeout : float, optional
+        Seconds to wait for the scheduler.
+    min_pixels : int, optional
+        Arrays with fewer pixels run whole (:data:`MIN_PIXELS`).
+
+    Notes
+    -----
+    A backend holds its dask client (if any): make one per app or command and
+    :meth:`close` it (or use it as a context manager).
+    """
+
+    def __init__(self, jobs=None, *, prefer: str = "threads", dask_address: str | None = None,
+                 connect_timeout: float = 5.0, min_pixels: int = MIN_PIXELS):
+        self.jobs = default_jobs() if jobs is None else _check_jobs(jobs, "jobs")
+        if prefer not in _PREFER:
+            raise InputError(f"prefer must be one of {', '.join(_PREFER)}, got {prefer!r}")
+        self.prefer = prefer
+        if dask_address is not None:
+            if not isinstance(dask_address, str) or not dask_address.strip():
+                raise InputError(f"dask_address must be a scheduler address such as "
+                                 f"'tcp://127.0.0.1:8786', got {dask_address!r}")
+            dask_address = dask_address.strip()
+        self.dask_address = dask_address
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) \
+                or not 0 < connect_timeout < 600:
+            raise InputError(f"connect_timeout must be a number of seconds above 0, "
+                             f"got {connect_timeout!r}")
+        self.connect_timeout = float(connect_timeout)
+        if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or min_pixels < 0:
+            raise InputError(f"min_pixels must be a whole number >= 0, got {min_pixels!r}")
+        self.min_pixels = min_pixels
+        self._client = None
+        self._failed_at = None
+        self._failure = ""
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> "Backend":
+        """The backend of a :class:`pipeline.config.Config` (``jobs``, ``dask_address``)."""
+        kwargs = {"jobs": getattr(config, "jobs", None),
+                  "dask_address": getattr(config, "dask_address", None)}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        where = f", dask_address={self.dask_address!r}" if self.dask_address else ""
+        return f"Backend(jobs={self.jobs}, prefer={self.prefer!r}{where})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Close the dask client, if one was opened."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=self.connect_timeout)
+
+    def client(self):
+        """The dask client, connected on first use; None when local (see :attr:`message`)."""
+        if self.dask_address is None:
+            return None
+        with self._lock:
+            if self._client is not None and self._client.status == "running":
+                return self._client
+            if self._failed_at is not None and \
+                    time.monotonic() - self._failed_at < RETRY_AFTER:
+                return None
+            try:
+                from distributed import Client
+            except ImportError:  # pragma: no cover - dask[distributed] is a dependency
+                self._fail("dask.distributed is not installed")
+                return None
+            try:
+                self._client = Client(self.dask_address, timeout=self.connect_timeout,
+                                      set_as_default=False)
+            except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, bad address...
+                self._fail(f"{type(exc).__name__}: {exc}")
+                return None
+            self._failed_at, self._failure = None, ""
+            return self._client
+
+    def _fail(self, reason: str) -> None:
+        self._client = None
+        self._failed_at = time.monotonic()
+        self._failure = (f"dask scheduler {self.dask_address} could not be reached ({reason}); "
+                         "ran locally")
+        log.warning("%s", self._failure)
+
+    @property
+    def message(self) -> str:
+        """Why work runs locally although a scheduler is configured ('' otherwise)."""
+        return self._failure if self._client is None else ""
+
+    @contextlib.contextmanager
+    def _session(self, n_tasks: int):
+        """joblib configuration for `n_tasks` tasks: yields (kind, workers, message)."""
+        client = self.client()
+        if client is not None:
+            workers = max(1, sum(client.ncores().values()))
+            with parallel_config(backend="dask", client=client, n_jobs=-1,
+                                 wait_for_workers_timeout=self.connect_timeout):
+                yield "dask", workers, ""
+            return
+        message = self.message
+        jobs = min(self.jobs, max(1, n_tasks))
+        if jobs == 1:
+            with parallel_config(backend="sequential", n_jobs=1), _one_blas_thread():
+                yield "sequential", 1, message
+        elif self.prefer == "threads":
+            with parallel_config(backend="threading", n_jobs=jobs), _one_blas_thread():
+                yield "threads", jobs, message
+        else:
+            with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1):
+                yield "processes", jobs, message
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS / OpenMP at one thread in this process while the local workers run."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _resolve(backend) -> Backend:
+    if backend is None:
+        return Backend()
+    if isinstance(backend, Backend):
+        return backend
+    raise InputError(f"backend must be a pipeline.parallel.Backend or None, "
+                     f"got {type(backend).__name__}")
+
+
+def _check_callable(value, name: str, *, optional: bool = True):
+    if value is None and optional:
+        return None
+    if not callable(value):
+        raise InputError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Running tasks (the one joblib loop of this module)
+
+
+def _task(fn, index, args):
+    """Run `fn(*args)` in a worker: (index, value, pid)."""
+    return index, fn(*args), os.getpid()
+
+
+def _run(backend: Backend, fn, argsets, n: int, on_result, progress, should_stop):
+    """Run ``fn(*args)`` for each of `argsets` (an iterable of `n` tuples, consumed lazily).
+
+    Calls ``on_result(index, value)`` in this thread as results arrive (in any order).
+    Returns (kind, workers, message, done, cancelled, pids).
+    """
+    done, pids, cancelled = 0, set(), False
+    if progress is not None:
+        progress(0, n)
+    if should_stop is not None and should_stop():
+        return "none", 0, backend.message, 0, True, ()
+    with backend._session(n) as (kind, workers, message):
+        tasks = (delayed(_task)(fn, i, args) for i, args in enumerate(argsets))
+        results = Parallel(return_as="generator_unordered", pre_dispatch="2*n_jobs")(tasks)
+        try:
+            for index, value, pid in results:
+                on_result(index, value)
+                pids.add(pid)
+                done += 1
+                if progress is not None:
+                    progress(done, n)
+                if done < n and should_stop is not None and should_stop():
+                    cancelled = True
+                    break
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "tasks ... executed but not used"
+                results.close()
+    return kind, workers, message, done, cancelled, tuple(sorted(pids))
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of an array cut for a local step.
+
+    Attributes
+    ----------
+    core : tuple of slice
+        The part of the result this block gives, in array coordinates.
+    outer : tuple of slice
+        The part of the input it reads: the core and its overlap, clipped to the array.
+    inner : tuple of slice
+        The core within the outer region.
+    edges : tuple of (bool, bool)
+        Per axis, whether the outer region touches the array's start and end (where the
+        step's own boundary handling applies, as in the whole call).
+    """
+
+    core: tuple
+    outer: tuple
+    inner: tuple
+    edges: tuple
+
+
+def _normalize_reach(reach, ndim: int) -> tuple:
+    if isinstance(reach, (int, np.integer)) and not isinstance(reach, bool):
+        reach = (int(reach),) * ndim
+    try:
+        reach = tuple(reach)
+    except TypeError:
+        raise InputError(f"reach must be an int or one value per axis, got {reach!r}") from None
+    if len(reach) != ndim:
+        raise InputError(f"reach must have one value per axis ({ndim}), got {reach!r}")
+    for r in reach:
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, np.integer))
+                              or r < 0):
+            raise InputError(f"reach must hold whole numbers >= 0 (or None: axis not cut), "
+                             f"got {reach!r}")
+    return tuple(None if r is None else int(r) for r in reach)
+
+
+def _normalize_chunks(chunks, shape: tuple, reach: tuple) -> tuple:
+    ndim = len(shape)
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+        chunks = (int(chunks),) * ndim
+    try:
+        chunks = tuple(chunks)
+    except TypeError:
+        raise InputError(f"chunks must be an int or one size per axis, got {chunks!r}") \
+            from None
+    if len(chunks) != ndim:
+        raise InputError(f"chunks must have one size per axis ({ndim}), got {chunks!r}")
+    out = []
+    for c, n, r in zip(chunks, shape, reach):
+        if c is None or r is None:
+            out.append(n)  # an axis the step must not cut stays whole
+            continue
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+            raise InputError(f"chunks must hold whole numbers >= 1 (or None: whole axis), "
+                             f"got {chunks!r}")
+        out.append(min(int(c), n))
+    return tuple(out)
+
+
+def plan_blocks(shape, reach, chunks) -> list:
+    """Cut an array of `shape` into blocks of core shape `chunks` with overlap `reach`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    reach : int or tuple of (int or None)
+        Overlap per axis; None: that axis is not cut.
+    chunks : int or tuple of (int or None)
+        Core size per axis (the last block of an axis may be smaller); None: the whole axis.
+        A chunk may be smaller than the reach.
+
+    Returns
+    -------
+    list of Block
+        In C order of their cores, which tile the array exactly.
+    """
+    shape = tuple(int(n) for n in shape)
+    reach = _normalize_reach(reach, len(shape))
+    chunks = _normalize_chunks(chunks, shape, reach)
+    per_axis = []
+    for n, c, r in zip(shape, chunks, reach):
+        r = r or 0
+        axis = []
+        for start in range(0, n, c):
+            stop = min(start + c, n)
+            lo, hi = max(0, start - r), min(n, stop + r)
+            axis.append((slice(start, stop), slice(lo, hi), slice(start - lo, stop - lo),
+                         (lo == 0, hi == n)))
+        per_axis.append(axis)
+    blocks = []
+    for combo in np.ndindex(*[len(a) for a in per_axis]):
+        parts = [per_axis[axis][k] for axis, k in enumerate(combo)]
+        blocks.append(Block(core=tuple(p[0] for p in parts), outer=tuple(p[1] for p in parts),
+                            inner=tuple(p[2] for p in parts), edges=tuple(p[3] for p in parts)))
+    return blocks
+
+
+def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
+                max_block_bytes: int = MAX_BLOCK_BYTES) -> tuple:
+    """A chunk shape for `workers`: about :data:`BLOCKS_PER_WORKER` blocks each, few cuts.
+
+    Axes are split one cut at a time, each time where the overlap adds the least volume
+    (axis 0 first on ties: blocks are then contiguous slabs), until there are
+    ``BLOCKS_PER_WORKER * workers`` blocks and none is larger than `max_block_bytes`. An
+    axis is not cut into pieces thinner than twice its reach (or 16 pixels).
+
+    Returns
+    -------
+    tuple of int
+        One core size per axis.
+    """
+    shape = tuple(int(n) for n in shape)
+    reach = _normalize_reach(reach, len(shape))
+    counts = [1] * len(shape)
+
+    def padded(counts):
+        return math.prod(n + 2 * (r or 0) * (c - 1) for n, c, r in zip(shape, counts, reach))
+
+    def block_bytes(counts):
+        return math.prod(math.ceil(n / c) + 2 * (r or 0)
+                         for n, c, r in zip(shape, counts, reach)) * itemsize
+
+    target = BLOCKS_PER_WORKER * max(1, workers)
+    while math.prod(counts) < target or block_bytes(counts) > max_block_bytes:
+        best = None
+        for axis, (n, r) in enumerate(zip(shape, reach)):
+            if r is None or n / (counts[axis] + 1) < max(2 * r, 16):
+                continue
+            trial = counts.copy()
+            trial[axis] += 1
+            cost = padded(trial)
+            if best is None or cost < best[0]:
+                best = (cost, axis)
+        if best is None:
+            break
+        counts[best[1]] += 1
+    return tuple(math.ceil(n / c) for n, c in zip(shape, counts))
+
+
+def _block_task(run, block, edges, inner):
+    out = np.asarray(run(block, edges))
+    if out.shape != block.shape:
+        raise ValueError(f"a block of shape {block.shape} gave a result of shape {out.shape}")
+    return np.ascontiguousarray(out[inner])
+
+
+@contextlib.contextmanager
+def _shared_input(array: np.ndarray, shared: bool):
+    """The input as loky workers should see it: memory-mapped (views pickle by reference)."""
+    if not shared or array.nbytes < 2**20 or isinstance(array, np.memmap):
+        yield array
+        return
+    folder = tempfile.mkdtemp(prefix="pipex-blocks-",
+                              dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    try:
+        mapped = np.lib.format.open_memmap(os.path.join(folder, "input.npy"), mode="w+",
+                                           dtype=array.dtype, shape=array.shape)
+        mapped[...] = array
+        mapped.flush()
+        yield np.load(os.path.join(folder, "input.npy"), mmap_mode="r")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def apply_blocks(run, array, reach, chunks=None, *, backend=None, label="blocks",
+                 progress=None, should_stop=None):
+    """Apply a local function over overlapping blocks of `array` and stitch the cores.
+
+    Parameters
+    ----------
+    run : callable
+        ``run(block, edges) -> ndarray`` of the block's shape (see :class:`Block`).
+    array : ndarray, 2D or 3D
+    reach : int or tuple of (int or None)
+        Overlap per axis (None: axis not cut).
+    chunks : int or tuple, optional
+        Core shape of the blocks; default :func:`auto_chunks` for the backend's workers.
+    backend : Backend, optional
+    label : str, optional
+        Name in the report.
+    progress : callable, optional
+        ``progress(done, total)`` after each block (and ``(0, total)`` first).
+    should_stop : callable, optional
+        Checked after each block; when it returns true, :class:`Cancelled` is raised.
+
+    Returns
+    -------
+    result : ndarray
+    report : RunReport
+
+    Raises
+    ------
+    Cancelled
+        If `should_stop` asked to stop.
+    """
+    backend = _resolve(backend)
+    _check_callable(run, "run", optional=False)
+    _check_callable(progress, "progress")
+    _check_callable(should_stop, "should_stop")
+    array = _check_array(array, "array")
+    reach = _normalize_reach(reach, array.ndim)
+    t0 = time.perf_counter()
+    client = backend.client()
+    if chunks is None:
+        workers = sum(client.ncores().values()) if client is not None else backend.jobs
+        chunks = auto_chunks(array.shape, reach, workers, array.dtype.itemsize)
+    blocks = plan_blocks(array.shape, reach, chunks)
+    chunks = _normalize_chunks(chunks, array.shape, reach)
+    # loky workers read the blocks from a memory-mapped copy of the input (no pickling)
+    shared = client is None and backend.prefer == "processes" and backend.jobs > 1
+    result = {}
+
+    def on_result(index, value):
+        out = result.get("out")
+        if out is None:
+            out = result["out"] = np.empty(array.shape, dtype=value.dtype)
+        elif value.dtype != out.dtype:
+            raise ValueError(f"blocks gave different dtypes ({out.dtype}, {value.dtype})")
+        out[blocks[index].core] = value
+
+    with _shared_input(array, shared) as source:
+        argsets = ((run, source[b.outer], b.edges, b.inner) for b in blocks)
+        kind, workers, message, done, cancelled, pids = _run(
+            backend, _block_task, argsets, len(blocks), on_result, progress, should_stop)
+    if cancelled:
+        raise Cancelled(f"{label}: cancelled after {done} of {len(blocks)} blocks")
+    return result["out"], RunReport(
+        label=label, backend=kind, blocks=len(blocks), workers=workers,
+        seconds=time.perf_counter() - t0, chunks=chunks, reach=reach, done=done, pids=pids,
+        message=message)
+
+
+def _check_array(array, name: str) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise InputError(f"{name} must be a non-empty 2D image or 3D volume, got shape "
+                         f"{array.shape}")
+    return array
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+
+
+def _lookup_step(step):
+    from .filters import FILTERS
+    from .postprocess import POSTPROCESS
+    from .steps import Step
+
+    if isinstance(step, Step):
+        if step.stage not in ("filter", "postprocess"):
+            raise InputError(f"step: {step.label} is a {step.stage} step; apply_step runs "
+                             "filters and post-processing steps")
+        return step
+    if isinstance(step, str):
+        found = FILTERS.get(step) or POSTPROCESS.get(step)
+        if found is None:
+            raise InputError(f"step: unknown step {step!r}; choose among "
+                             f"{', '.join(list(FILTERS) + list(POSTPROCESS))}")
+        return found
+    raise InputError(f"step must be a pipeline.steps.Step or a step name, "
+                     f"got {type(step).__name__}")
+
+
+def apply_step(step, params, array, *, backend=None, chunks=None, progress=None,
+               should_stop=None):
+    """Run a filter or post-processing step, over blocks when that is exact and pays.
+
+    Parameters
+    ----------
+    step : Step or str
+        A step of :data:`pipeline.filters.FILTERS` or :data:`pipeline.postprocess.POSTPROCESS`
+        (or its key).
+    params : dict or None
+        Its parameters (checked; missing ones take their defaults).
+    array : ndarray, 2D or 3D
+        A filter's input is float64 (as :func:`pipeline.recipe.filter_stage` makes it); a
+        post-processing step's is the mask or labels it works on.
+    backend : Backend, optional
+        Where blocks run (default: a local :class:`Backend`).
+    chunks : int or tuple, optional
+        Core shape of the blocks. Given, it forces blockwise execution of a local step even
+        on a small array; by default a local step is cut (:func:`auto_chunks`) only when the
+        array has at least ``backend.min_pixels`` pixels and there are several workers.
+    progress : callable, optional
+        ``progress(done, total)`` as blocks finish.
+    should_stop : callable, optional
+        Checked after each block; when it returns true, :class:`Cancelled` is raised.
+
+    Returns
+    -------
+    result : ndarray
+        Identical (values and dtype) to ``step.apply(array, **params)``.
+    report : RunReport
+
+    Raises
+    ------
+    InputError
+        For a bad step, parameters, array or option, or what the step itself raises.
+    Cancelled
+        If `should_stop` asked to stop.
+    """
+    from . import filters as _filters
+
+    step = _lookup_step(step)
+    if params is not None and not isinstance(params, dict):
+        raise InputError(f"{step.label}: parameters must be a mapping such as "
+                         f"{step.defaults()}, got {params!r}")
+    params = step.check(params)
+    backend = _resolve(backend)
+    _check_callable(progress, "progress")
+    _check_callable(should_stop, "should_stop")
+    if step.stage == "filter":
+        array = _filters._check_image(array)
+    else:
+        array = _check_array(array, "array")
+    reach = step.reach_per_axis(params, array.ndim)
+    message = ""
+    run = None
+    if reach is None:
+        message = "not local: runs whole"
+    elif all(r is None for r in reach):
+        message = "no axis can be cut"
+    elif chunks is None and (array.size < backend.min_pixels or
+                             (backend.jobs == 1 and backend.dask_address is None)):
+        message = ""  # small, or one worker: splitting would not pay
+    else:
+        if step.blocks is not None:
+            run = step.blocks(array, **params)
+            if isinstance(run, str):
+                message, run = f"blockwise not exact: {run}; ran whole", None
+        else:
+            run = _ApplyBlock(step.apply, params)
+    if run is None:
+        t0 = time.perf_counter()
+        if progress is not None:
+            progress(0, 1)
+        result = step.apply(array, **params)
+        seconds = time.perf_counter() - t0
+        if progress is not None:
+            progress(1, 1)
+        return result, RunReport(label=step.label, backend="whole", blocks=1, workers=1,
+                                 seconds=seconds, reach=reach, done=1, pids=(os.getpid(),),
+                                 message=message)
+    result, report = apply_blocks(run, array, reach, chunks, backend=backend,
+                                  label=step.label, progress=progress, should_stop=should_stop)
+    return result, report
+
+
+@dataclass(frozen=True)
+class _ApplyBlock:
+    """``apply(block, **params)``: a picklable block function for steps without ``blocks``."""
+
+    apply: Callable
+    params: dict = field(default_factory=dict)
+
+    def __call__(self, block, edges):
+        return self.apply(block, **self.params)
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+
+
+def filter_stage(image, recipe, *, backend=None, progress=None, should_stop=None):
+    """:func:`pipeline.recipe.filter_stage` through :func:`apply_step`.
+
+    Returns
+    -------
+    filtered : ndarray of float64
+        Identical to ``pipeline.recipe.filter_stage(image, recipe)``.
+    reports : list of RunReport
+        One (the filter's).
+    """
+    from . import recipe as _recipe
+
+    recipe = _recipe.validate(recipe)
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise InputError(f"filter: the image must hold real numbers, got {image.dtype}")
+    section = recipe["filter"]
+    result, report = apply_step(section["name"], section["params"], image.astype(np.float64),
+                                backend=backend, progress=progress, should_stop=should_stop)
+    return result, [report]
+
+
+def postprocess_stage(mask, recipe, *, backend=None, should_stop=None):
+    """:func:`pipeline.recipe.postprocess_stage` through :func:`apply_step`.
+
+    Closing and opening may run blockwise; the other operations run whole.
+
+    Returns
+    -------
+    labels : ndarray of int32
+        Identical to ``pipeline.recipe.postprocess_stage(mask, recipe)``.
+    reports : list of RunReport
+        One per operation.
+    """
+    from . import postprocess as _postprocess
+    from . import recipe as _recipe
+
+    recipe = _recipe.validate(recipe)
+    steps = _postprocess._check_ops(recipe["postprocess"])
+    array = _postprocess._check_mask(np.asarray(mask))
+    reports = []
+    for step, params in steps:
+        array, report = apply_step(step, params, array, backend=backend,
+                                   should_stop=should_stop)
+        reports.append(report)
+    return array.astype(np.int32, copy=False), reports
+
+
+# --------------------------------------------------------------------------------------------
+# Items
+
+
+def _guarded(fn, item):
+    """``fn(item)``, or a :class:`Failed` naming what it raised."""
+    try:
+        return fn(item)
+    except InputError as exc:
+        return Failed(str(exc))
+    except MemoryError:
+        return Failed("not enough memory")
+    except Exception as exc:  # noqa: BLE001 - one failing item must not stop the others
+        return Failed(f"{type(exc).__name__}: {exc}")
+
+
+def map_items(fn, items, *, backend=None, label="batch", progress=None, should_stop=None,
+              on_error="raise"):
+    """``[fn(item) for item in items]``, in parallel on the backend.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(item)``. With loky processes or dask it must be picklable (a module-level
+        function, or a closure cloudpickle can send).
+    items : sequence
+        The items (images of a batch, cells of a sweep, ...).
+    backend : Backend, optional
+    label : str, optional
+        Name in the report.
+    progress : callable, optional
+        ``progress(done, total)``, called in this thread with ``(0, total)`` first and after
+        each item (items finish in any order).
+    should_stop : callable, optional
+        Checked after each item; when it returns true no further item is started, running
+        ones are abandoned, and their slots hold ``Failed("cancelled", kind="cancelled")``.
+    on_error : {'raise', 'return'}
+        ``'raise'``: the first exception propagates. ``'return'``: a failing item's slot holds
+        a :class:`Failed` with the reason and the others still run.
+
+    Returns
+    -------
+    results : list
+        In the order of `items`.
+    report : RunReport
+        ``blocks`` is the number of items; ``done``, ``failed`` and ``cancelled`` say how far
+        it went.
+    """
+    backend = _resolve(backend)
+    _check_callable(fn, "fn", optional=False)
+    _check_callable(progress, "progress")
+    _check_callable(should_stop, "should_stop")
+    if on_error not in ("raise", "return"):
+        raise InputError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+    try:
+        items = list(items)
+    except TypeError:
+        raise InputError(f"items must be a sequence, got {type(items).__name__}") from None
+    n = len(items)
+    results: list[Any] = [Failed("cancelled", kind="cancelled")] * n
+    t0 = time.perf_counter()
+    if n == 0:
+        return [], RunReport(label=label, backend="none", blocks=0, workers=0, seconds=0.0)
+
+    def on_result(index, value):
+        results[index] = value
+
+    call = _GuardedCall(fn) if on_error == "return" else fn
+    kind, workers, message, done, cancelled, pids = _run(
+        backend, _call, ((call, item) for item in items), n, on_result, progress, should_stop)
+    failed = sum(isinstance(r, Failed) and r.kind == "error" for r in results)
+    return results, RunReport(label=label, backend=kind, blocks=n, workers=workers,
+                              seconds=time.perf_counter() - t0, done=done, failed=failed,
+                              cancelled=cancelled, pids=pids, message=message)
+
+
+def _call(fn, item):
+    return fn(item)
+
+
+@dataclass(frozen=True)
+class _GuardedCall:
+    fn: Callable
+
+    def __call__(self, item):
+        return _guarded(self.fn, item)

@@ -1,0 +1,436 @@
+"""pipeline.parallel: blockwise steps identical to whole ones, items in parallel, scale-out."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from skimage import data
+
+from pipeline import parallel as P
+from pipeline import recipe as R
+from pipeline.config import Config
+from pipeline.errors import InputError
+from pipeline.filters import FILTERS
+from pipeline.postprocess import POSTPROCESS
+
+LOCAL_STEPS = {"gaussian", "median", "bilateral", "nl_means", "closing", "opening"}
+NOT_LOCAL = {"none", "tv", "fill_holes", "label", "remove_small_objects", "clear_border",
+             "relabel_sequential"}
+
+# Parameters with a reach of several pixels (the blocks below are smaller than some of them)
+PARAMS = {
+    "gaussian": [{"sigma": 2.3}, {"sigma": 0.4}],
+    "median": [{"radius": 3}],
+    "bilateral": [{"sigma_color": 15.0, "sigma_spatial": 1.5}],
+    "nl_means": [{"h": 25.0, "patch_size": 3, "patch_distance": 2},
+                 {"h": 25.0, "patch_size": 4, "patch_distance": 1}],
+    "closing": [{"radius": 2}],
+    "opening": [{"radius": 2}, {"radius": 1}],
+}
+SHAPES = {2: (61, 47), 3: (13, 22, 19)}
+# chunks that do not divide the shapes; the first are smaller than every reach above (>= 2)
+CHUNKS = {2: [(2, 3), (7, 9), (16, 100), (40, 5)], 3: [(2, 3, 3), (4, 9, 7), (13, 6, 100)]}
+
+SEQ = P.Backend(jobs=1)
+THREADS = P.Backend(jobs=2)
+
+
+def _registry():
+    return {**FILTERS, **POSTPROCESS}
+
+
+def _input(key, ndim, seed=0):
+    """A test array for a step: integer-valued float64 for filters (nl_means is exact on
+    those), a blobby mask for morphology; bright and constant regions for the bilateral."""
+    rng = np.random.default_rng(seed)
+    shape = SHAPES[ndim]
+    if key in ("closing", "opening"):
+        smooth = FILTERS["gaussian"].apply(rng.random(shape), sigma=1.5)
+        return smooth > np.median(smooth)
+    image = np.round(FILTERS["gaussian"].apply(rng.random(shape) * 200, sigma=1.0) +
+                     rng.normal(0, 12, shape)).clip(0, 255)
+    image[(slice(0, 5),) * ndim] = 255.0  # the global maximum in one corner only
+    image[(slice(-6, None),) * ndim] = 40.0  # a constant block
+    return image
+
+
+def test_every_step_says_whether_it_is_local():
+    steps = _registry()
+    assert {k for k, s in steps.items() if s.local} == LOCAL_STEPS
+    assert {k for k, s in steps.items() if not s.local} == NOT_LOCAL
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("key", sorted(LOCAL_STEPS))
+def test_blocks_are_identical_to_the_whole_step(key, ndim):
+    step = _registry()[key]
+    array = _input(key, ndim)
+    for params in PARAMS[key]:
+        checked = step.check(params)
+        whole = step.apply(array, **checked)
+        reach = step.reach_per_axis(checked, ndim)
+        for chunks in CHUNKS[ndim]:
+            for backend in (SEQ, THREADS):
+                result, report = P.apply_step(step, params, array, backend=backend,
+                                              chunks=chunks)
+                assert report.backend in ("sequential", "threads"), report
+                assert report.done == report.blocks
+                assert report.blocks > 1 or chunks != CHUNKS[ndim][0]
+                assert result.dtype == whole.dtype
+                assert np.array_equal(result, whole), (key, params, chunks, report)
+        # the first chunks are smaller than the overlap: a block reads its neighbours' cores
+        if params is PARAMS[key][0]:
+            assert all(c <= r for c, r in zip(CHUNKS[ndim][0], reach) if r)
+
+
+def test_bilateral_blocks_see_the_global_maximum():
+    """Without the maximum and minimum the colour table differs: most pixels would change."""
+    step = FILTERS["bilateral"]
+    image = _input("bilateral", 2)
+    params = step.check({"sigma_color": 15.0})
+    naive, _ = P.apply_blocks(lambda block, edges: step.apply(block, **params), image,
+                              step.reach_per_axis(params, 2), (9, 9), backend=SEQ)
+    whole = step.apply(image, **params)
+    assert not np.array_equal(naive, whole)
+    result, _ = P.apply_step(step, params, image, backend=SEQ, chunks=(9, 9))
+    assert np.array_equal(result, whole)
+    # a constant image comes back unchanged, blockwise as well
+    flat = np.full((30, 20), 7.0)
+    assert np.array_equal(P.apply_step(step, params, flat, backend=SEQ, chunks=7)[0], flat)
+
+
+def test_bilateral_3d_cuts_planes_only():
+    step = FILTERS["bilateral"]
+    assert step.reach_per_axis(step.check({}), 3) == (0, None, None)
+    _, report = P.apply_step(step, {}, _input("bilateral", 3), backend=SEQ, chunks=(4, 5, 5))
+    assert report.chunks == (4, 22, 19) and report.blocks == 4
+
+
+def test_non_local_means_on_fractional_values_runs_whole():
+    step = FILTERS["nl_means"]
+    rng = np.random.default_rng(3)
+    volume = rng.random((12, 14, 13)) * 50
+    params = {"h": 20.0, "patch_size": 3, "patch_distance": 3}
+    result, report = P.apply_step(step, params, volume, backend=SEQ, chunks=5)
+    assert report.backend == "whole"
+    assert "integer-valued" in report.message and "ran whole" in report.message
+    assert np.array_equal(result, step.apply(volume, **step.check(params)))
+    # blocks of fractional data differ in the last bits (why it runs whole)
+    checked = step.check(params)
+    differ = []
+    for shape in ((20, 21, 19), (24, 25, 23)):
+        other = np.random.default_rng(1).random(shape) * 100
+        naive, _ = P.apply_blocks(lambda b, e: step.apply(b, **checked), other,
+                                  step.reach_per_axis(checked, 3), 8, backend=THREADS)
+        differ.append(not np.array_equal(naive, step.apply(other, **checked)))
+    assert any(differ)
+    # integer-valued but with sums beyond 2^53: whole too
+    huge = np.round(rng.random((40, 40)) * 1e7)
+    _, report = P.apply_step(step, params, huge, backend=SEQ, chunks=10)
+    assert report.backend == "whole" and "2^53" in report.message
+
+
+@pytest.mark.parametrize("key", sorted(NOT_LOCAL))
+def test_non_local_steps_run_whole(key):
+    step = _registry()[key]
+    if step.stage == "filter":
+        array = _input("gaussian", 2)
+        expected = step.apply(array, **step.check({}))
+    else:
+        mask = _input("closing", 2)
+        array = mask if key in ("fill_holes", "label") else \
+            POSTPROCESS["label"].apply(mask, connectivity=1)
+        expected = step.apply(array, **step.check({}))
+    result, report = P.apply_step(key, None, array, backend=THREADS, chunks=8)
+    assert report.backend == "whole" and report.blocks == 1
+    assert report.message == "not local: runs whole"
+    assert np.array_equal(result, expected) and result.dtype == expected.dtype
+
+
+def test_checks_of_the_whole_array_still_apply():
+    negative = _input("bilateral", 2) - 100
+    with pytest.raises(InputError, match="Bilateral: the image has negative values"):
+        P.apply_step("bilateral", {}, negative, backend=SEQ, chunks=10)
+    mask = np.zeros((9, 200), bool)  # a radius-10 footprint fits the mask, not a block
+    result, _ = P.apply_step("closing", {"radius": 10}, mask, backend=SEQ, chunks=(9, 5))
+    assert np.array_equal(result, POSTPROCESS["closing"].apply(mask, radius=10))
+    with pytest.raises(InputError, match="Closing: radius 25 is larger than the image"):
+        P.apply_step("closing", {"radius": 25}, np.zeros((9, 40), bool), backend=SEQ,
+                     chunks=4)
+    with pytest.raises(InputError, match="NaN"):
+        P.apply_step("gaussian", {}, np.full((20, 20), np.nan), backend=SEQ, chunks=4)
+    with pytest.raises(InputError, match="float64"):
+        P.apply_step("gaussian", {}, np.zeros((20, 20), np.uint8), backend=SEQ)
+    with pytest.raises(InputError, match="Gaussian: sigma must be at least"):
+        P.apply_step("gaussian", {"sigma": -1}, np.zeros((20, 20)), backend=SEQ)
+
+
+def test_chunking_only_when_it_pays():
+    coins = data.coins().astype(np.float64)
+    _, report = P.apply_step("gaussian", {"sigma": 2}, coins, backend=THREADS)
+    assert report.backend == "whole" and report.message == ""
+    big = np.zeros((1024, 1024))
+    _, report = P.apply_step("gaussian", {"sigma": 2}, big, backend=THREADS)
+    assert report.backend == "threads" and report.blocks == 4 and report.workers == 2
+    assert report.chunks == (256, 1024)
+    _, report = P.apply_step("gaussian", {"sigma": 2}, big, backend=SEQ)
+    assert report.backend == "whole"
+    small = P.Backend(jobs=2, min_pixels=0)
+    _, report = P.apply_step("median", {}, coins, backend=small)
+    assert report.blocks == 4
+    assert report.summary().startswith("Median: 4 blocks on 2 workers (threads), ")
+
+
+def test_plan_blocks_tile_the_array():
+    shape, reach = (23, 17, 9), (3, 0, None)
+    blocks = P.plan_blocks(shape, reach, (5, 4, 2))
+    covered = np.zeros(shape, int)
+    for b in blocks:
+        covered[b.core] += 1
+        for axis, (o, c, i, edges) in enumerate(zip(b.outer, b.core, b.inner, b.edges)):
+            r = reach[axis] or 0
+            assert o.start == max(0, c.start - r) and o.stop == min(shape[axis], c.stop + r)
+            assert (i.start, i.stop) == (c.start - o.start, c.stop - o.start)
+            assert edges == (o.start == 0, o.stop == shape[axis])
+    assert (covered == 1).all()
+    assert len(blocks) == 5 * 5 * 1  # axis 2 (reach None) is not cut
+    with pytest.raises(InputError, match="chunks must hold whole numbers"):
+        P.plan_blocks(shape, reach, (0, 4, 2))
+    with pytest.raises(InputError, match="chunks must have one size per axis"):
+        P.plan_blocks(shape, reach, (4, 4))
+    with pytest.raises(InputError, match="reach must"):
+        P.plan_blocks(shape, (1, -1, 0), 4)
+
+
+def test_auto_chunks():
+    assert P.auto_chunks((4096, 4096), 8, 2, 8) == (1024, 4096)
+    assert P.auto_chunks((256, 256, 256), 8, 2, 8) == (64, 256, 256)
+    # blocks of at most MAX_BLOCK_BYTES: 16 slabs of a 1 GB volume on 2 workers
+    chunks = P.auto_chunks((512, 512, 512), 3, 2, 8)
+    assert np.prod(chunks) * 8 <= P.MAX_BLOCK_BYTES
+    assert P.auto_chunks((40, 40), 30, 2, 8) == (40, 40)  # too thin to cut
+    assert P.auto_chunks((100, 30), (None, 2), 4, 8)[0] == 100
+
+
+def test_cpu_limit_and_jobs(tmp_path, monkeypatch):
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert P.cpu_limit(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert P.cpu_limit(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert P.cpu_limit(tmp_path) == min(affinity, 2)
+    assert P.cpu_limit(tmp_path / "nowhere") == affinity
+    assert P.default_jobs({"PIPEX_JOBS": "3"}) == 3
+    assert P.default_jobs({}) == P.cpu_limit()
+    for bad in ("0", "two", "1.5"):
+        with pytest.raises(InputError, match="PIPEX_JOBS"):
+            P.default_jobs({"PIPEX_JOBS": bad})
+    monkeypatch.setenv("PIPEX_JOBS", "5")
+    assert P.Backend().jobs == 5
+    cfg = Config.from_env({"PIPEX_JOBS": "4", "PIPEX_DASK_ADDRESS": " tcp://10.1.2.3:8786 "})
+    assert (cfg.jobs, cfg.dask_address) == (4, "tcp://10.1.2.3:8786")
+    assert (Config.from_env({}).jobs, Config.from_env({}).dask_address) == (None, None)
+    with pytest.raises(InputError, match="PIPEX_JOBS must be at least 1"):
+        Config.from_env({"PIPEX_JOBS": "-2"})
+    backend = P.Backend.from_config(cfg)
+    assert (backend.jobs, backend.dask_address) == (4, "tcp://10.1.2.3:8786")
+
+
+def test_backend_and_argument_checks():
+    with pytest.raises(InputError, match="jobs must be at least 1"):
+        P.Backend(jobs=0)
+    with pytest.raises(InputError, match="prefer must be one of threads, processes"):
+        P.Backend(prefer="gpu")
+    with pytest.raises(InputError, match="dask_address"):
+        P.Backend(dask_address="  ")
+    with pytest.raises(InputError, match="backend must be"):
+        P.apply_step("gaussian", {}, np.zeros((9, 9)), backend="threads")
+    with pytest.raises(InputError, match="step: unknown step 'blur'"):
+        P.apply_step("blur", {}, np.zeros((9, 9)))
+    with pytest.raises(InputError, match="Random walker is a segment step"):
+        from pipeline.segmentation import SEGMENTERS
+        P.apply_step(SEGMENTERS["random_walker"], {}, np.zeros((9, 9)))
+    with pytest.raises(InputError, match="progress must be callable"):
+        P.apply_step("gaussian", {}, np.zeros((9, 9)), backend=SEQ, progress=3)
+    with pytest.raises(InputError, match="array must be a numpy array"):
+        P.apply_step("closing", {}, [[True]], backend=SEQ)
+    with pytest.raises(InputError, match="items must be a sequence"):
+        P.map_items(abs, 3, backend=SEQ)
+    with pytest.raises(InputError, match="on_error must be"):
+        P.map_items(abs, [1], backend=SEQ, on_error="ignore")
+
+
+def test_progress_and_cancel_of_a_step():
+    seen = []
+    image = _input("median", 2)
+    P.apply_step("median", {}, image, backend=THREADS, chunks=10,
+                 progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 35) and seen[-1] == (35, 35)
+    assert [d for d, _ in seen] == list(range(36))
+    finished = []
+    with pytest.raises(P.Cancelled, match="Median: cancelled after 3 of 35 blocks"):
+        P.apply_step("median", {}, image, backend=SEQ, chunks=10,
+                     progress=lambda done, total: finished.append(done),
+                     should_stop=lambda: finished[-1] >= 3)
+
+
+def _slow_square(x):
+    time.sleep(0.02)
+    return x * x
+
+
+def _fails_on_three(x):
+    if x == 3:
+        raise InputError("three is not welcome")
+    if x == 4:
+        raise ZeroDivisionError("division by zero")
+    return -x
+
+
+def test_map_items_order_progress_errors_and_cancel():
+    seen = []
+    results, report = P.map_items(_slow_square, range(10), backend=THREADS,
+                                  progress=lambda d, t: seen.append((d, t)))
+    assert results == [x * x for x in range(10)]
+    assert seen[0] == (0, 10) and seen[-1] == (10, 10) and len(seen) == 11
+    assert (report.backend, report.blocks, report.workers, report.done) == ("threads", 10, 2, 10)
+    assert report.pids == (os.getpid(),)
+    assert report.summary().startswith("batch: 10 items on 2 workers (threads), ")
+
+    results, report = P.map_items(_fails_on_three, range(6), backend=THREADS,
+                                  on_error="return")
+    assert results[:3] == [0, -1, -2] and results[5] == -5
+    assert results[3] == P.Failed("three is not welcome")
+    assert results[4] == P.Failed("ZeroDivisionError: division by zero")
+    assert report.failed == 2 and report.done == 6
+    with pytest.raises(ZeroDivisionError):
+        P.map_items(_fails_on_three, [4], backend=SEQ)
+
+    done = []
+    stop = threading.Event()
+
+    def progress(d, t):
+        done.append(d)
+        if d == 3:
+            stop.set()
+
+    results, report = P.map_items(_slow_square, range(40), backend=THREADS, progress=progress,
+                                  should_stop=stop.is_set)
+    assert report.cancelled and report.done == 3
+    assert sum(not isinstance(r, P.Failed) for r in results) == 3
+    assert results.count(P.Failed("cancelled", kind="cancelled")) == 37
+    assert "cancelled after 3" in report.summary()
+    assert P.map_items(abs, [], backend=THREADS)[0] == []
+
+
+def _blas_threads(_):
+    from threadpoolctl import threadpool_info
+
+    return {info["internal_api"]: info["num_threads"] for info in threadpool_info()
+            if info["user_api"] == "blas"}, os.getpid()
+
+
+@pytest.mark.parametrize("prefer", ["threads", "processes"])
+def test_workers_run_blas_on_one_thread(prefer):
+    results, report = P.map_items(_blas_threads, range(4), backend=P.Backend(2, prefer=prefer))
+    assert report.backend == prefer
+    for blas, _ in results:
+        assert all(n == 1 for n in blas.values()), blas
+    pids = {pid for _, pid in results}
+    assert (pids == {os.getpid()}) if prefer == "threads" else (os.getpid() not in pids)
+
+
+def test_processes_give_the_same_blocks():
+    image = np.round(np.random.default_rng(5).random((1100, 1000)) * 255)
+    backend = P.Backend(jobs=2, prefer="processes")
+    result, report = P.apply_step("gaussian", {"sigma": 2}, image, backend=backend)
+    assert report.backend == "processes" and os.getpid() not in report.pids
+    assert np.array_equal(result, FILTERS["gaussian"].apply(image, sigma=2.0))
+
+
+def test_stages_are_the_recipes():
+    coins = data.coins()
+    recipe = R.default_recipe(83, 131)
+    recipe["filter"] = {"name": "median", "params": {"radius": 2}}
+    recipe["postprocess"] = [{"name": "closing", "params": {"radius": 2}},
+                             {"name": "fill_holes"}, {"name": "label"},
+                             {"name": "remove_small_objects", "params": {"min_size": 20}}]
+    recipe = R.validate(recipe)
+    backend = P.Backend(jobs=2, min_pixels=0)
+    filtered, reports = P.filter_stage(coins, recipe, backend=backend)
+    assert np.array_equal(filtered, R.filter_stage(coins, recipe))
+    assert reports[0].blocks == 4
+    mask = filtered > 100
+    labels, reports = P.postprocess_stage(mask, recipe, backend=backend)
+    expected = R.postprocess_stage(mask, recipe)
+    assert labels.dtype == np.int32 and np.array_equal(labels, expected)
+    assert [r.backend for r in reports] == ["threads", "whole", "whole", "whole"]
+
+
+# --------------------------------------------------------------------------------------------
+# dask.distributed: a real scheduler and two worker processes on 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as local:
+        with distributed.Client(local) as client:
+            yield local, client
+
+
+def test_dask_blocks_are_identical_and_ran_on_the_workers(cluster):
+    local, client = cluster
+    worker_pids = set(client.run(os.getpid).values())
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+    with P.Backend(jobs=1, dask_address=local.scheduler_address) as backend:
+        for key, ndim in (("gaussian", 2), ("nl_means", 3), ("bilateral", 2), ("closing", 3)):
+            step = _registry()[key]
+            array = _input(key, ndim)
+            params = PARAMS[key][0]
+            result, report = P.apply_step(key, params, array, backend=backend,
+                                          chunks=CHUNKS[ndim][0])
+            assert report.backend == "dask" and report.workers == 2, report
+            assert set(report.pids) <= worker_pids and report.message == ""
+            whole = step.apply(array, **step.check(params))
+            assert result.dtype == whole.dtype and np.array_equal(result, whole), key
+        # a large array is cut automatically for the cluster's workers
+        _, report = P.apply_step("gaussian", {}, np.zeros((1024, 1100)), backend=backend)
+        assert report.backend == "dask" and report.blocks == 4
+        assert set(report.pids) == worker_pids  # both workers took part
+
+        results, report = P.map_items(_fails_on_three, range(6), backend=backend,
+                                      on_error="return")
+        assert results[3] == P.Failed("three is not welcome")
+        assert results[5] == -5 and report.backend == "dask"
+        assert set(report.pids) <= worker_pids
+
+
+def test_unreachable_scheduler_runs_locally_with_a_message(caplog):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    with P.Backend(jobs=2, dask_address=address, connect_timeout=1.5) as backend:
+        t0 = time.perf_counter()
+        image = _input("gaussian", 2)
+        result, report = P.apply_step("gaussian", {"sigma": 2}, image, backend=backend,
+                                      chunks=20)
+        assert time.perf_counter() - t0 < 10
+        assert report.backend == "threads"
+        assert report.message.startswith(f"dask scheduler {address} could not be reached")
+        assert report.message.endswith("ran locally")
+        assert np.array_equal(result, FILTERS["gaussian"].apply(image, sigma=2.0))
+        assert any("could not be reached" in r.getMessage() for r in caplog.records)
+        # not tried again at once: the next call is immediate
+        t0 = time.perf_counter()
+        _, report = P.map_items(abs, [-1, -2], backend=backend)
+        assert time.perf_counter() - t0 < 1 and "could not be reached" in report.message
