@@ -13,7 +13,7 @@ import logging
 import math
 
 import numpy as np
-from dash import Input, Output, State, ctx, html, no_update
+from dash import Input, Output, State, html, no_update
 from dash.exceptions import PreventUpdate
 from joblib import Parallel, delayed
 
@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.thresholds import (GLOBAL_METHODS, LOCAL_METHODS, THRESHOLD_FUNCTIONS,
                                  binarize, local_binarization)
 
-from .display import _stage_changed, base_gray, shown_slice
+from .display import base_gray, shown_slice
 from .loading import message_children
 from .params import current_recipe, require_current
 
@@ -190,17 +190,17 @@ def register(app, services):
 
     @app.callback(
         Output(ids.THRESHOLD_GALLERY, "children"),
-        Input(ids.HISTORY, "data"),
+        Input(ids.FILTER_SIGNAL, "data"),
         Input(ids.LOCAL_WINDOW, "value"),
         Input(ids.SLICE_INDEX, "value"),
+        State(ids.HISTORY, "data"),
         State(ids.SLICE_AXIS, "value"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _gallery(history, window, index, axis, meta, session_id):
+    def _gallery(_signal, window, index, history, axis, meta, session_id):
+        # the thresholds depend on the filtered image only (FILTER_SIGNAL)
         require_current(meta, history)
-        if ctx.triggered_id == ids.HISTORY and not _stage_changed(history, "filter"):
-            raise PreventUpdate  # the thresholds depend on the filtered image only
         try:
             return gallery(services, session_id, meta, current_recipe(history), axis, index,
                            window)
@@ -211,10 +211,13 @@ def register(app, services):
         Output(ids.SWEEP_PARAM_A, "options"),
         Output(ids.SWEEP_PARAM_A, "value"),
         Output(ids.SWEEP_PARAM_B, "options"),
-        Input(ids.HISTORY, "data"),
+        Input(ids.FILTER_SIGNAL, "data"),
+        Input(ids.SEG_SIGNAL, "data"),
+        State(ids.HISTORY, "data"),
         State(ids.SWEEP_PARAM_A, "value"),
     )
-    def _sweep_options(history, current):
+    def _sweep_options(_filter, _seg, history, current):
+        # the parameters offered depend on the filter and the method, not on vmin / vmax
         if not history:
             raise PreventUpdate
         options = sweepable(current_recipe(history))

@@ -27,7 +27,8 @@ from pipeline.segment import make_markers
 from pipeline.segmentation import SEGMENTERS, agreement
 
 from .loading import message_children
-from .params import current_recipe, nearby_states, require_current, set_intensity_scale
+from .params import (current_recipe, load_history, nearby_states, require_current,
+                     set_intensity_scale)
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +91,13 @@ def filtered_panel(services, session_id, meta, recipe, axis, index):
     return figures.image_figure(uri, uirevision=uirevision(meta, axis))
 
 
-def histogram_panel(services, session_id, meta, recipe, log_scale, full):
+def histogram_panel(services, session_id, meta, recipe, log_scale):
     """Histogram of the filtered image with vmin / vmax and the automatic thresholds.
 
-    A Patch of the shapes and axis type when `full` is False.
+    Drawn when the filtered image changes; the vmin / vmax lines then follow the slider in
+    the browser (``assets/pipex.js``, ``histogramShapes``), with no request.
     """
     vmin, vmax = recipe["markers"]["vmin"], recipe["markers"]["vmax"]
-    if not full:
-        patch = Patch()
-        patch["layout"]["shapes"] = figures.threshold_shapes(vmin, vmax, meta["min"],
-                                                             meta["max"], MARKER_COLORS)
-        patch["layout"]["yaxis"]["type"] = "log" if log_scale else "linear"
-        return patch
     counts, edges = services.histogram(session_id, meta["id"], recipe)
     fig = figures.histogram_figure(counts, edges, vmin, vmax, colors=MARKER_COLORS,
                                    log=log_scale, uirevision=meta["id"])
@@ -109,13 +105,6 @@ def histogram_panel(services, session_id, meta, recipe, log_scale, full):
     figures.add_threshold_markers(fig, {k: v for k, v in auto.items()
                                         if isinstance(v, float)})
     return fig
-
-
-def thresholds_text(recipe, meta):
-    """Plain-language summary of the thresholds."""
-    m = recipe["markers"]
-    return (f"background marker: pixels < {m['vmin']:g}   ·   object marker: pixels > "
-            f"{m['vmax']:g}   ·   image range {meta['min']:g} … {meta['max']:g}")
 
 
 def _boxes_overlay(labels2d):
@@ -165,6 +154,13 @@ def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray):
     return marker, render.png_data_uri(result_overlay(shown2d, image2d, style))
 
 
+def base_key(meta, axis, index) -> str:
+    """Which base image a figure shows: the image, and for a volume the slice."""
+    if meta["ndim"] != 3:
+        return meta["id"]
+    return f"{meta['id']}:{int(axis or 0)}:{int(index or 0)}"
+
+
 def segmentation_panel(services, session_id, meta, recipe, axis, index, style, show_markers,
                        view, selected, full):
     """Binarization figure (full, or a Patch of the overlays) and a summary line.
@@ -212,9 +208,21 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
     return patch, summary
 
 
+def _as_floats(obj):
+    """Every number as a float: a recipe that went through the browser's JSON (where 83.0
+    comes back as 83) names the same state as the server's."""
+    if isinstance(obj, dict):
+        return {k: _as_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_as_floats(v) for v in obj]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return float(obj)
+    return obj
+
+
 def recipe_token(recipe) -> str:
     """A short id of a recipe's stages (which preview a settle callback belongs to)."""
-    text = json.dumps(stage_keys(recipe), sort_keys=True)
+    text = json.dumps(stage_keys(_as_floats(recipe)), sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -248,51 +256,73 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
     return patch, summary
 
 
-def _signal(recipe) -> dict:
+def _signal(recipe, history=None) -> dict:
     """Store data naming the current recipe; a new token each time, so that it always fires."""
-    return {"key": recipe_token(recipe), "token": uuid.uuid4().hex}
+    out = {"key": recipe_token(recipe), "token": uuid.uuid4().hex}
+    if history and "rev" in history:
+        out["rev"] = history["rev"]
+    return out
+
+
+def _nearby(services, session_id, history):
+    """Warm starts of a preview: the states around the current one, read from the server's
+    history only if a preview is attempted (a lazy iterable)."""
+    yield from nearby_states(load_history(services.store, session_id, history))
 
 
 def segmentation_update(services, session_id, meta, history, axis, index, style, show, view,
-                        *, full, allow_preview, announce=True):
+                        *, base, allow_preview, announce=True, recipe=None, nearby=None):
     """Outputs of the segmentation panel for the current state of `history`.
 
     Parameters
     ----------
-    full : bool
-        Send a whole figure (new image or slice) rather than a Patch of the overlays.
+    base : str or None
+        Which base image the page's figure shows (``SEG_BASE``): a whole figure is sent
+        when it is not this image and slice (:func:`base_key`), a Patch of the overlays
+        otherwise.
     allow_preview : bool
         Show a live preview (:func:`preview_panel`) if the exact result is not cached.
     announce : bool, optional
         Signal the panels that depend on the exact segmentation (comparison, measurements)
-        once it is shown; False when only the view changed (style, slice).
+        once it is shown; False when only the view changed (style, slice) or for a drag.
+    recipe : dict, optional
+        Draw this recipe instead of the history's current one (a handle being dragged).
+    nearby : iterable of dict, optional
+        Warm starts of the preview (default: the states around the current one).
 
     Returns
     -------
     tuple
         (figure or Patch, summary, segmentation message, post-processing message, pending,
-        settled). `pending` names the recipe whose live preview is shown (the settle
+        settled, base). `pending` names the recipe whose live preview is shown (the settle
         callback then computes the exact result), `settled` the recipe whose exact result
         is shown (or failed: the dependent panels report the failure on their steps); each
-        is ``no_update`` otherwise. On a failure the previous overlays stay and the
-        message names the failed stage.
+        is ``no_update`` otherwise. `base` is the new ``SEG_BASE`` (``no_update`` when a
+        Patch is sent). On a failure the previous overlays stay and the message names the
+        failed stage.
     """
-    recipe = current_recipe(history)
+    recipe = recipe or current_recipe(history)
     show_markers = "markers" in (show or [])
-    settled = _signal(recipe) if announce else no_update
+    key = base_key(meta, axis, index)
+    full = base != key
+    new_base = key if full else no_update
+    settled = _signal(recipe, history) if announce else no_update
     try:
         if allow_preview and not full:
+            if nearby is None:
+                nearby = _nearby(services, session_id, history)
             shown = preview_panel(services, session_id, meta, recipe, axis, index, style,
-                                  show_markers, view, nearby_states(history))
+                                  show_markers, view, nearby)
             if shown is not None:
-                return (*shown, None, None, _signal(recipe), no_update)
+                pending = _signal(recipe, history) if announce else no_update
+                return (*shown, None, None, pending, no_update, no_update)
         fig, summary = segmentation_panel(services, session_id, meta, recipe, axis, index,
                                           style, show_markers, view, None, full)
     except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
         stage = failed_stage(services, session_id, meta, recipe)
         message = f"{stage.capitalize()} failed: {_errors(exc)}"
     else:
-        return fig, summary, None, None, no_update, settled
+        return fig, summary, None, None, no_update, settled, new_base
     # Keep the previous overlays; on a new image or slice show it without overlays.
     fig = no_update
     if full:
@@ -302,38 +332,51 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
                                               uirevision=uirevision(meta, axis),
                                               highlight=blank_uri())
         except InputError:
-            fig = figures.empty_figure("image not available")
+            fig, new_base = figures.empty_figure("image not available"), no_update
     shown = message_children(message, "error")
     if stage == "post-processing":
-        return fig, "", None, shown, no_update, settled
-    return fig, "", shown, None, no_update, settled
+        return fig, "", None, shown, no_update, settled, new_base
+    return fig, "", shown, None, no_update, settled, new_base
 
 
 def settle_update(services, session_id, meta, history, pending, axis, index, style, show,
-                  view):
+                  view, base):
     """After a live preview: the exact (canonical, path-independent) segmentation.
 
     Returns
     -------
     tuple
-        (Patch of the overlays, summary, segmentation message, post-processing message,
-        settled), as :func:`segmentation_update`.
+        (figure or Patch, summary, segmentation message, post-processing message, settled,
+        base), as :func:`segmentation_update`.
 
     Raises
     ------
     PreventUpdate
         If `pending` belongs to another state than the current one (a newer move shows its
-        own preview and settles it).
+        own preview and settles it), in the page or on the server (the session moved on).
     """
     require_signal(pending, history)
+    require_live(services, session_id, meta, history)
     out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
-                              view, full=False, allow_preview=False)
+                              view, base=base, allow_preview=False)
+    require_live(services, session_id, meta, history)
     return out[:4] + out[5:]
 
 
 def require_signal(signal, history):
     """PreventUpdate unless `signal` (pending / settled store data) names the current recipe."""
     if not isinstance(signal, dict) or signal.get("key") != recipe_token(current_recipe(history)):
+        raise PreventUpdate
+
+
+def require_live(services, session_id, meta, history):
+    """PreventUpdate if the session has moved on to another image or history version on the
+    server (a response for a state the user has left is never drawn)."""
+    try:
+        live = services.store.is_current(session_id, meta["id"], (history or {}).get("rev"))
+    except InputError:
+        raise PreventUpdate from None
+    if not live:
         raise PreventUpdate
 
 
@@ -349,7 +392,8 @@ def highlight_patch(services, session_id, meta, recipe, axis, index, selected):
 def compare_panel(services, session_id, meta, recipe, method, axis, index, full=True):
     """Figure of another segmentation method from the same markers, and the agreement text.
 
-    A Patch of its overlay when `full` is False (the image shown has not changed)."""
+    A Patch of its overlay when `full` is False (the figure shows this image and slice
+    already, see ``COMPARE_BASE``)."""
     if method not in SEGMENTERS:
         raise InputError(f"unknown segmentation method {method!r}")
     other = {**recipe, "segmentation": {"name": method, "params": {}}}
@@ -411,6 +455,7 @@ def register(app, services):
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
         State(ids.SESSION, "data"),
+        running=[(Output("image-panel", "className"), "panel busy", "panel")],
     )
     def _image(meta, axis, index, session_id):
         if not meta:
@@ -443,83 +488,74 @@ def register(app, services):
     @app.callback(
         Output(ids.FILTERED_GRAPH, "figure"),
         Output(ids.HIST_GRAPH, "figure"),
-        Output(ids.THRESHOLDS_TEXT, "children"),
         Output({"type": ids.STEP_MESSAGE, "stage": "filter"}, "children"),
-        Input(ids.HISTORY, "data"),
-        Input(ids.HIST_LOG, "value"),
+        Input(ids.FILTER_SIGNAL, "data"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
+        State(ids.HIST_LOG, "value"),
+        State(ids.HISTORY, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
+        running=[(Output("filter-panel", "className"), "panel busy", "panel"),
+                 (Output("histogram-panel", "className"), "panel busy", "panel")],
     )
-    def _filtered(history, log_value, axis, index, meta, session_id):
-        require_current(meta, history)
-        recipe = current_recipe(history)
-        new_filter = _stage_changed(history, "filter") or ctx.triggered_id is None
-        slice_moved = ctx.triggered_id in (ids.SLICE_AXIS, ids.SLICE_INDEX)
-        log_scale = "log" in (log_value or [])
-        try:
-            filtered_fig = (filtered_panel(services, session_id, meta, recipe, axis, index)
-                            if new_filter or slice_moved else no_update)
-            hist = histogram_panel(services, session_id, meta, recipe, log_scale, new_filter)
-        except Exception as exc:  # noqa: BLE001 - the page stays usable
-            return no_update, no_update, no_update, message_children(
-                f"Filtering failed: {_errors(exc)}", "error")
-        return filtered_fig, hist, thresholds_text(recipe, meta), None
+    def _filtered(_signal, axis, index, log_value, history, meta, session_id):
+        # The filter stage changed (or a new image): the filtered image and its histogram.
+        # A slice change redraws the filtered image only. The vmin / vmax lines follow the
+        # slider in the browser.
+        return filter_update(services, session_id, meta, history, axis, index, log_value,
+                             histogram=fired(ids.FILTER_SIGNAL))
 
     seg_states = (State(ids.SLICE_AXIS, "value"), State(ids.SLICE_INDEX, "value"),
                   State(ids.OVERLAY_STYLE, "value"), State(ids.SHOW_MARKERS, "value"),
-                  State(ids.RESULT_VIEW, "value"), State(ids.IMAGE, "data"),
-                  State(ids.SESSION, "data"))
-
-    seg_outputs = (Output(ids.SEG_GRAPH, "figure", allow_duplicate=True),
-                   Output(ids.SEG_SUMMARY, "children", allow_duplicate=True),
-                   Output(ids.SEG_MESSAGE, "children", allow_duplicate=True),
-                   Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children",
-                          allow_duplicate=True))
+                  State(ids.RESULT_VIEW, "value"), State(ids.SEG_BASE, "data"),
+                  State(ids.IMAGE, "data"), State(ids.SESSION, "data"))
 
     @app.callback(
-        Output(ids.SEG_GRAPH, "figure"),
-        Output(ids.SEG_SUMMARY, "children"),
-        Output(ids.SEG_MESSAGE, "children"),
-        Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children"),
+        *seg_outputs(),
         Output(ids.SEG_PENDING, "data"),
         Output(ids.SEG_SETTLED, "data"),
-        Input(ids.HISTORY, "data"),
+        Output(ids.SEG_BASE, "data"),
+        Input(ids.SEG_SIGNAL, "data"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
         Input(ids.OVERLAY_STYLE, "value"),
         Input(ids.SHOW_MARKERS, "value"),
         Input(ids.RESULT_VIEW, "value"),
+        State(ids.HISTORY, "data"),
+        State(ids.SEG_BASE, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
+        running=[(Output("binarization-panel", "className"), "panel busy", "panel")],
     )
-    def _segmentation(history, axis, index, style, show, view, meta, session_id):
-        # The selected-regions overlay has its own callback: the segmentation never waits
-        # for the measurements table, and the comparison and the measurements wait for the
-        # exact segmentation (SEG_SETTLED) instead of competing with it for the CPU.
+    def _segmentation(_signal, axis, index, style, show, view, history, base, meta,
+                      session_id):
+        # A change the threshold move did not draw itself (undo, a filter, a method, a new
+        # image: see callbacks.thresholds), or a new view of the result. The comparison
+        # and the measurements wait for the exact segmentation (SEG_SETTLED).
         require_current(meta, history)
-        triggers = {t["prop_id"].split(".")[0] for t in ctx.triggered}
-        new_image = len(history["states"]) == 1 and ids.HISTORY in triggers
-        full = (new_image or bool(triggers & {ids.SLICE_AXIS, ids.SLICE_INDEX})
-                or not ctx.triggered_id)
-        return segmentation_update(services, session_id, meta, history, axis, index, style,
-                                   show, view, full=full, allow_preview=True,
-                                   announce=ids.HISTORY in triggers or not ctx.triggered_id)
+        recipe_changed = fired(ids.SEG_SIGNAL)
+        out = segmentation_update(services, session_id, meta, history, axis, index, style,
+                                  show, view, base=base, allow_preview=True,
+                                  announce=recipe_changed)
+        require_live(services, session_id, meta, history)
+        return out
 
     @app.callback(
-        *seg_outputs,
+        *seg_outputs(duplicate=True),
         Output(ids.SEG_SETTLED, "data", allow_duplicate=True),
+        Output(ids.SEG_BASE, "data", allow_duplicate=True),
         Input(ids.SEG_PENDING, "data"),
         State(ids.HISTORY, "data"),
         *seg_states,
         prevent_initial_call=True,
+        running=[(Output("binarization-panel", "className"), "panel busy", "panel")],
     )
-    def _settle(pending, history, axis, index, style, show, view, meta, session_id):
+    def _settle(pending, history, axis, index, style, show, view, base, meta, session_id):
         # After a live preview: the exact segmentation (path independent) replaces it.
         require_current(meta, history)
         return settle_update(services, session_id, meta, history, pending, axis, index, style,
-                             show, view)
+                             show, view, base)
 
     @app.callback(
         Output(ids.SEG_GRAPH, "figure", allow_duplicate=True),
@@ -542,33 +578,67 @@ def register(app, services):
     @app.callback(
         Output(ids.COMPARE_GRAPH, "figure"),
         Output(ids.COMPARE_TEXT, "children"),
+        Output(ids.COMPARE_BASE, "data"),
         Input(ids.SEG_SETTLED, "data"),
         Input(ids.COMPARE_METHOD, "value"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
         State(ids.HISTORY, "data"),
+        State(ids.COMPARE_BASE, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
+        running=[(Output("compare-panel", "className"), "panel busy", "panel")],
     )
-    def _compare(settled, method, axis, index, history, meta, session_id):
+    def _compare(settled, method, axis, index, history, base, meta, session_id):
         require_current(meta, history)
-        if ctx.triggered_id == ids.SEG_SETTLED:
+        if ctx.triggered_id and fired(ids.SEG_SETTLED):
             require_signal(settled, history)
-        full = (ctx.triggered_id in (ids.SLICE_AXIS, ids.SLICE_INDEX, None)
-                or len(history["states"]) == 1)
-        try:
-            return compare_panel(services, session_id, meta, current_recipe(history), method,
-                                 axis, index, full=full)
-        except Exception as exc:  # noqa: BLE001
-            return no_update, message_children(f"Comparison failed: {_errors(exc)}", "error")
+        return compare_update(services, session_id, meta, history, method, axis, index, base)
 
 
-def _stage_changed(history, stage):
-    """Whether `stage` of the current recipe differs from the state before it in history."""
-    i = history["index"]
-    if len(history["states"]) == 1:
+def fired(component_id) -> bool:
+    """Whether `component_id` is among the triggers of the running callback (or it is the
+    initial call). Several inputs can fire at once (a new image sets the slice too)."""
+    if not ctx.triggered_id:
         return True
-    states = history["states"]
-    here = stage_keys(states[i])[stage]
-    neighbours = [states[j] for j in (i - 1, i + 1) if 0 <= j < len(states)]
-    return any(stage_keys(s)[stage] != here for s in neighbours)
+    return any(t["prop_id"].split(".")[0] == component_id for t in ctx.triggered)
+
+
+def seg_outputs(duplicate=False):
+    """The segmentation panel's outputs written by every callback that draws it."""
+    kw = {"allow_duplicate": True} if duplicate else {}
+    return (Output(ids.SEG_GRAPH, "figure", **kw),
+            Output(ids.SEG_SUMMARY, "children", **kw),
+            Output(ids.SEG_MESSAGE, "children", **kw),
+            Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children", **kw))
+
+
+def filter_update(services, session_id, meta, history, axis, index, log_value, *, histogram):
+    """(filtered figure, histogram figure or no_update, filter message) for the current recipe."""
+    require_current(meta, history)
+    recipe = current_recipe(history)
+    log_scale = "log" in (log_value or [])
+    try:
+        filtered_fig = filtered_panel(services, session_id, meta, recipe, axis, index)
+        hist = (histogram_panel(services, session_id, meta, recipe, log_scale) if histogram
+                else no_update)
+    except Exception as exc:  # noqa: BLE001 - the page stays usable
+        return no_update, no_update, message_children(
+            f"Filtering failed: {_errors(exc)}", "error")
+    require_live(services, session_id, meta, history)
+    return filtered_fig, hist, None
+
+
+def compare_update(services, session_id, meta, history, method, axis, index, base):
+    """(figure or Patch, agreement text, new COMPARE_BASE) of the comparison panel."""
+    key = base_key(meta, axis, index)
+    try:
+        fig, text = compare_panel(services, session_id, meta, current_recipe(history), method,
+                                  axis, index, full=base != key)
+    except Exception as exc:  # noqa: BLE001
+        return no_update, message_children(f"Comparison failed: {_errors(exc)}", "error"), \
+            no_update
+    require_live(services, session_id, meta, history)
+    return fig, text, key if base != key else no_update
+
+

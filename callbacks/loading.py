@@ -88,6 +88,7 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         image_id = io.content_hash(array)
         meta = image_meta(array, loaded, image_id)
         services.store.put_image(session_id, image_id, array, meta)
+        services.store.set_current(session_id, image_id)
     except InputError as exc:
         return LoadOutcome(None, f"Could not load {what}: {exc}", "error")
     except MemoryError:
@@ -163,6 +164,7 @@ def register(app, services):
         Input(ids.DATA_FILE, "value"),
         State(ids.UPLOAD, "filename"),
         State(ids.SESSION, "data"),
+        running=[(Output(ids.APP_ROOT, "className"), "app loading", "app")],
     )
     def _load(sample, contents, data_file, filename, session_id):
         source = ctx.triggered_id or ids.SAMPLE

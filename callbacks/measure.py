@@ -14,7 +14,7 @@ from pipeline import measure as measures
 from pipeline import provenance
 from pipeline.errors import InputError
 
-from .display import require_signal, shown_slice
+from .display import fired, require_live, require_signal, shown_slice
 from .downloads import file_stem
 from .loading import message_children
 from .params import current_recipe, require_current
@@ -47,13 +47,42 @@ def table(services, session_id, meta, recipe):
 
 
 def distribution(rows, column, unit=""):
-    """Histogram of one measurement over the regions shown in the table."""
+    """Histogram of one measurement over the regions shown in the table (the figure that
+    ``PLOT_JS`` builds in the browser)."""
     values = [r[column] for r in rows or [] if isinstance(r.get(column), (int, float))]
     fig = go.Figure(go.Histogram(x=values, marker=dict(color="#0b6bcb")),
                     layout=go.Layout(margin=dict(l=40, r=10, t=10, b=40), height=220,
                                      xaxis=dict(title=column), yaxis=dict(title="regions"),
                                      bargap=0.05))
     return fig
+
+
+PLOT_JS = """
+function(column, rows) {
+    if (!column) { return window.dash_clientside.no_update; }
+    const x = [];
+    for (const r of rows || []) {
+        const v = r[column];
+        if (typeof v === 'number' && isFinite(v)) { x.push(v); }
+    }
+    return {data: [{type: 'histogram', x: x, marker: {color: '#0b6bcb'}}],
+            layout: {margin: {l: 40, r: 10, t: 10, b: 40}, height: 220,
+                     xaxis: {title: {text: column}}, yaxis: {title: {text: 'regions'}},
+                     bargap: 0.05}};
+}
+"""
+
+SELECTED_JS = """
+function(rows, previous) {
+    const out = [];
+    for (const r of rows || []) { if (r && r.label !== undefined) { out.push(Number(r.label)); } }
+    out.sort(function (a, b) { return a - b; });
+    if (JSON.stringify(out) === JSON.stringify(previous || [])) {
+        return window.dash_clientside.no_update;
+    }
+    return out;
+}
+"""
 
 
 def label_at(services, session_id, meta, recipe, axis, index, point):
@@ -96,15 +125,19 @@ def register(app, services):
         Output(ids.MEASURE_COLUMN, "value"),
         Output({"type": ids.STEP_MESSAGE, "stage": "measure"}, "children"),
         Input(ids.SEG_SETTLED, "data"),
+        Input(ids.MEASURE_SIGNAL, "data"),
         State(ids.HISTORY, "data"),
         State(ids.MEASURE_COLUMN, "value"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
+        running=[(Output("measure-panel", "className"), "panel busy", "panel")],
     )
-    def _table(settled, history, column, meta, session_id):
-        # after the exact segmentation is shown (not competing with it for the CPU)
+    def _table(settled, _measure, history, column, meta, session_id):
+        # after the exact segmentation is shown (not competing with it for the CPU), or a
+        # change of the measurement options alone
         require_current(meta, history)
-        require_signal(settled, history)
+        if not fired(ids.MEASURE_SIGNAL):
+            require_signal(settled, history)
         try:
             rows, columns, notes = table(services, session_id, meta, current_recipe(history))
         except InputError as exc:
@@ -120,24 +153,22 @@ def register(app, services):
         column = column if column in values else ("area" if "area" in values else
                                                   (values[0] if values else None))
         note = message_children(" ".join(notes), "info") if notes else None
+        require_live(services, session_id, meta, history)
         return rows, columns, [], options, column, note
 
-    @app.callback(
+    # The distribution plot and the selection run in the browser: no request per table.
+    app.clientside_callback(
+        PLOT_JS,
         Output(ids.MEASURE_PLOT, "figure"),
         Input(ids.MEASURE_COLUMN, "value"),
         Input(ids.MEASURE_TABLE, "virtualRowData"),
     )
-    def _plot(column, rows):
-        if not column:
-            raise PreventUpdate
-        return distribution(rows, column)
-
-    @app.callback(
+    app.clientside_callback(
+        SELECTED_JS,
         Output(ids.SELECTED_LABELS, "data"),
         Input(ids.MEASURE_TABLE, "selectedRows"),
+        State(ids.SELECTED_LABELS, "data"),
     )
-    def _selected(rows):
-        return sorted(int(r["label"]) for r in rows or [] if "label" in r)
 
     @app.callback(
         Output(ids.MEASURE_TABLE, "getRowStyle"),

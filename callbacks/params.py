@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import base64
 import copy
-import re
 
 from dash import ALL, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from components import ids
-from components.figures import BG_RANGE, OBJ_RANGE, VMAX_LINE, VMIN_LINE
 from pipeline import recipe as recipes
+from pipeline.compute import stage_keys
 from pipeline.errors import InputError
 
 MAX_HISTORY = 500
-_SHAPE_KEY = re.compile(r"^shapes\[(\d+)\]\.(x0|x1)$")
 #: Post-processing operations in pipeline order; "label" is always there.
 POST_ORDER = ("closing", "opening", "fill_holes", "label", "remove_small_objects",
               "clear_border", "relabel_sequential")
@@ -62,7 +60,9 @@ def set_intensity_scale(recipe, meta):
 
 
 def current_recipe(history) -> dict:
-    """Recipe at the current position of the history."""
+    """Recipe at the current position of the history (a full history or a page pointer)."""
+    if "recipe" in history:
+        return history["recipe"]
     return history["states"][history["index"]]
 
 
@@ -76,6 +76,61 @@ def nearby_states(history, limit=4) -> list:
         if len(out) >= limit:
             break
     return out[:limit]
+
+
+# --- the page holds a pointer, the server the history ----------------------------------------
+#
+# The undo history lives in the shared store (``ArrayStore.put_history``), one immutable
+# version per change. The page's ``HISTORY`` store holds a pointer: the image, the version
+# (``rev``), the position, the current recipe (about 1 kB: what the panels' callbacks need),
+# which stages the last change touched (``changed``: the page's router fires only the panels
+# that depend on them) and whether the segmentation was already drawn with the change
+# (``drawn``). A move therefore sends the same few hundred bytes after 300 moves as after one.
+
+STAGES = ("filter", "markers", "segmentation", "postprocess", "measure")
+
+
+def changed_stages(before, after) -> list:
+    """Stages whose key differs between two recipes (all of them, and "image", if `before`
+    is None: a new image)."""
+    if before is None:
+        return ["image", *STAGES]
+    a, b = stage_keys(before), stage_keys(after)
+    return [s for s in STAGES if a[s] != b[s]]
+
+
+def is_pointer(history) -> bool:
+    """Whether `history` is the page's pointer (as opposed to a full history)."""
+    return isinstance(history, dict) and "rev" in history and "states" not in history
+
+
+def load_history(store, session_id, history) -> dict:
+    """The full history behind `history` (returned as is if it is already a full one)."""
+    if not is_pointer(history):
+        return history
+    return store.get_history(session_id, history["image_id"], history["rev"])
+
+
+def save_history(store, session_id, full, before, *, drawn=False) -> dict:
+    """Store a new version of `full` and return the page's pointer to it.
+
+    Parameters
+    ----------
+    store : pipeline.store.ArrayStore
+    session_id : str
+    full : dict
+        ``{"image_id", "states", "index"}``.
+    before : dict or None
+        The recipe the page showed before (None for a new image): which stages changed.
+    drawn : bool
+        The segmentation panel is updated by the same response (the router skips it).
+    """
+    rev = store.put_history(session_id, full["image_id"], full["states"], full["index"])
+    store.set_current(session_id, full["image_id"], rev)
+    recipe = current_recipe(full)
+    return {"image_id": full["image_id"], "rev": rev, "index": full["index"],
+            "length": len(full["states"]), "recipe": recipe,
+            "changed": changed_stages(before, recipe), "drawn": bool(drawn)}
 
 
 def require_current(meta, history) -> dict:
@@ -97,40 +152,6 @@ def move(history, step) -> dict:
     """History moved `step` positions (negative: undo), clipped to its ends."""
     index = min(max(history["index"] + step, 0), len(history["states"]) - 1)
     return {**history, "index": index}
-
-
-def thresholds_from_click(markers, click_data):
-    """Move the threshold nearest to the clicked intensity onto it."""
-    try:
-        x = float(click_data["points"][0]["x"])
-    except (TypeError, KeyError, IndexError, ValueError):
-        return None
-    vmin, vmax = markers["vmin"], markers["vmax"]
-    if abs(x - vmin) <= abs(x - vmax):
-        return x, vmax
-    return vmin, x
-
-
-def thresholds_from_relayout(markers, relayout):
-    """New (vmin, vmax) from a dragged line or shaded range of the histogram, or None."""
-    if not isinstance(relayout, dict):
-        return None
-    vmin, vmax = markers["vmin"], markers["vmax"]
-    moved = False
-    for key, value in relayout.items():
-        m = _SHAPE_KEY.match(key)
-        if not m:
-            continue
-        index, end = int(m.group(1)), m.group(2)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            continue
-        if index == VMIN_LINE or (index == BG_RANGE and end == "x1"):
-            vmin, moved = value, True
-        elif index == VMAX_LINE or (index == OBJ_RANGE and end == "x0"):
-            vmax, moved = value, True
-    return (vmin, vmax) if moved else None
 
 
 def _snap(value, meta):
@@ -183,11 +204,7 @@ def _proposal(trigger, current, meta, c):
     """The recipe a user action asks for (not validated yet), or None for no change."""
     proposed = copy.deepcopy(current)
     pair = None
-    if trigger == ids.HIST_GRAPH + ".clickData":
-        pair = thresholds_from_click(current["markers"], c.get("click"))
-    elif trigger == ids.HIST_GRAPH + ".relayoutData":
-        pair = thresholds_from_relayout(current["markers"], c.get("relayout"))
-    elif trigger == ids.THRESHOLDS:
+    if trigger == ids.THRESHOLDS:
         values = c.get("thresholds") or []
         pair = tuple(values) if len(values) == 2 else None
     elif isinstance(trigger, dict) and trigger.get("type") == ids.ADOPT:
@@ -344,10 +361,8 @@ def register(app, services):
         Output(ids.HISTORY_TEXT, "children"),
         Output(ids.PARAM_MESSAGE, "children"),
         Output(ids.LOAD_RECIPE, "contents"),
+        Output(ids.RECIPE_VIEW, "children"),
         Input(ids.IMAGE, "data"),
-        Input(ids.THRESHOLDS, "value"),
-        Input(ids.HIST_GRAPH, "clickData"),
-        Input(ids.HIST_GRAPH, "relayoutData"),
         Input({"type": ids.ADOPT, "method": ALL, "as": ALL, "value": ALL}, "n_clicks"),
         Input(ids.FILTER_METHOD, "value"),
         Input(ids.SEG_METHOD, "value"),
@@ -368,23 +383,21 @@ def register(app, services):
         State(ids.SWEEP_STORE, "data"),
         State(ids.SESSION, "data"),
     )
-    def _recipe(meta, thresholds, click, relayout, adopt_clicks, filter_method, seg_method,
-                param_vals, post_ops, closing, opening, min_size, connectivity, properties,
-                pixel_size, unit, recipe_contents, sweep_clicks, _undo, _redo, history, sweep,
-                session_id):
+    def _recipe(meta, adopt_clicks, filter_method, seg_method, param_vals, post_ops, closing,
+                opening, min_size, connectivity, properties, pixel_size, unit, recipe_contents,
+                sweep_clicks, _undo, _redo, history, sweep, session_id):
+        # Every recipe control but the vmin / vmax slider (callbacks.thresholds: the fast
+        # path of a move). The slider's value is an output only: undo sets it.
         trigger = ctx.triggered_id
-        if trigger == ids.HIST_GRAPH:
-            trigger = ctx.triggered[0]["prop_id"]  # "histogram-graph.clickData" / .relayoutData
         if isinstance(trigger, dict) and trigger.get("type") in (ids.ADOPT, ids.SWEEP_ADOPT):
             # a button appearing in the page is not a click
             if not any(t["value"] for t in ctx.triggered):
                 raise PreventUpdate
         param_ids = [o["id"] for o in ctx.outputs_list[15]]
         params = {}
-        for pid, value in zip([i["id"] for i in ctx.inputs_list[7]], param_vals):
+        for pid, value in zip([i["id"] for i in ctx.inputs_list[4]], param_vals):
             params.setdefault(pid["stage"], {})[pid["name"]] = value
         controls = {
-            "thresholds": thresholds, "click": click, "relayout": relayout,
             "filter_method": filter_method, "seg_method": seg_method, "params": params,
             "post_ops": post_ops,
             "post": {"closing": closing, "opening": opening, "remove_small_objects": min_size,
@@ -394,25 +407,69 @@ def register(app, services):
         }
         if trigger == ids.LOAD_RECIPE and recipe_contents is None:
             raise PreventUpdate
-        new, message = next_state(trigger, history, meta, controls)
-        if new is not history:
-            try:
-                services.store.put_recipe(session_id, meta["id"], current_recipe(new))
-            except InputError:  # a forged session id: the browser state still works
-                pass
-        v = control_values(new, meta)
+        pointer, full, message = recipe_action(services, session_id, trigger, history, meta,
+                                               controls)
+        v = control_values(full, meta)
         if message and trigger == ids.LOAD_RECIPE:
             message = f"Could not load the recipe: {message}"
         return (
-            new if new is not history else no_update,
+            pointer,
             v["thresholds"], v["min"], v["max"], v["step"], v["filter_method"], v["seg_method"],
             v["post_ops"], v["closing"], v["opening"], v["min_size"], v["connectivity"],
             v["properties"], v["pixel_size"], v["unit"],
-            param_values(new, param_ids),
+            param_values(full, param_ids),
             v["undo_disabled"], v["redo_disabled"], v["text"],
             message or None,
             None if trigger == ids.LOAD_RECIPE else no_update,
+            no_update if pointer is no_update else recipes.dumps(current_recipe(full)),
         )
+
+
+def recipe_action(services, session_id, trigger, history, meta, controls, *, drawn=False):
+    """Apply one user action to the session's history, on the server.
+
+    Parameters
+    ----------
+    services : Services
+    session_id : str
+    trigger, meta, controls
+        As :func:`next_state`.
+    history : dict or None
+        The page's pointer (or a full history, in tests).
+    drawn : bool
+        The caller draws the segmentation itself (see :func:`save_history`).
+
+    Returns
+    -------
+    pointer : dict or no_update
+        The page's new pointer; ``no_update`` if nothing changed.
+    full : dict
+        The full history after the action (the controls are set from it).
+    message : str
+        Why the action was refused, or "".
+    """
+    if not meta:
+        raise PreventUpdate
+    store = services.store
+    full = None
+    if history:
+        try:
+            full = load_history(store, session_id, history)
+        except InputError:
+            full = None  # evicted: start again from the image's defaults
+    if full is not None and full.get("image_id") != meta["id"] and trigger != ids.IMAGE:
+        full = None
+    new, message = next_state(trigger, full, meta, controls)
+    if new is full and full is not None:
+        return no_update, full, message
+    same_image = full is not None and full.get("image_id") == meta["id"]
+    before = current_recipe(full) if same_image else None
+    try:
+        pointer = save_history(store, session_id, new, before, drawn=drawn)
+        store.put_recipe(session_id, meta["id"], current_recipe(new))
+    except InputError:  # a forged session id
+        raise PreventUpdate from None
+    return pointer, new, message
 
 
 def _recipe_text(contents):

@@ -30,12 +30,6 @@ def register(app, services):
     """Wire the recipe tab."""
     del services
 
-    @app.callback(Output(ids.RECIPE_VIEW, "children"), Input(ids.HISTORY, "data"))
-    def _view(history):
-        if not history:
-            raise PreventUpdate
-        return recipes.dumps(current_recipe(history))
-
     @app.callback(
         Output(ids.DOWNLOAD_RECIPE, "data"),
         Input(ids.SAVE_RECIPE_BUTTON, "n_clicks"),

@@ -1,9 +1,11 @@
 """Every component id of the app, in one place (layout, callbacks and tests import them)."""
 
+APP_ROOT = "app-root"  # the page; class "app loading" while an image loads
+
 # Stores (small JSON only: ids and parameters)
 SESSION = "session-store"  # random session id, made when the page is served
 IMAGE = "image-store"  # metadata of the current image: id, name, shape, dtype, range, notes
-HISTORY = "history-store"  # undo history of parameters: {"image_id", "states", "index"}
+HISTORY = "history-store"  # pointer to the server-side undo history (callbacks.params)
 ZOOM_SYNC = "zoom-sync-store"  # dummy output of the client-side zoom synchronisation
 
 # Loader
@@ -33,6 +35,18 @@ SHOW_MARKERS = "show-markers"
 SEG_SUMMARY = "segmentation-summary"
 SEG_PENDING = "segmentation-pending-store"  # a live preview is shown: {"key", "token"} to settle
 SEG_SETTLED = "segmentation-settled-store"  # the exact segmentation is shown: {"key", "token"}
+SEG_BASE = "segmentation-base-store"  # which image / slice the segmentation figure shows
+COMPARE_BASE = "compare-base-store"  # which image / slice the comparison figure shows
+
+# A threshold move (callbacks.thresholds): the browser's gate and router write these
+MOVE_REQUEST = "move-request-store"  # {"pair", "seq"}: a committed vmin / vmax (push + draw)
+DRAG_REQUEST = "drag-request-store"  # {"pair", "seq"}: a handle being dragged (preview only)
+DRAG_ACK = "drag-ack-store"  # the server answered a drag request: send the next one
+FILTER_SIGNAL = "filter-signal-store"  # the filter stage changed: filtered image, histogram
+SEG_SIGNAL = "segmentation-signal-store"  # the segmentation must be redrawn by its callback
+MEASURE_SIGNAL = "measure-signal-store"  # only the measurement options changed
+PANEL_IDS = ("image-panel", "filter-panel", "histogram-panel", "binarization-panel",
+             "compare-panel", "measure-panel")
 SEG_MESSAGE = "segmentation-message"
 
 # Random-walker parameters

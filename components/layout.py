@@ -142,12 +142,21 @@ def page(session_id, sample_names, data_files, *, default_sample, max_upload_mb,
     """
     return html.Div(
         className="app",
+        id=ids.APP_ROOT,
         children=[
             dcc.Store(id=ids.SESSION, data=session_id),
             dcc.Store(id=ids.IMAGE),
             dcc.Store(id=ids.HISTORY),
             dcc.Store(id=ids.SEG_PENDING),
             dcc.Store(id=ids.SEG_SETTLED),
+            dcc.Store(id=ids.SEG_BASE),
+            dcc.Store(id=ids.COMPARE_BASE),
+            dcc.Store(id=ids.MOVE_REQUEST),
+            dcc.Store(id=ids.DRAG_REQUEST),
+            dcc.Store(id=ids.DRAG_ACK),
+            dcc.Store(id=ids.FILTER_SIGNAL),
+            dcc.Store(id=ids.SEG_SIGNAL),
+            dcc.Store(id=ids.MEASURE_SIGNAL),
             dcc.Store(id=ids.ZOOM_SYNC),
             html.Header(className="app-header", children=[
                 html.H1("Pipeline Explorer"),

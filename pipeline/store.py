@@ -9,6 +9,8 @@ loaded the same file. Least recently used entries are evicted past the size limi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from pathlib import Path
@@ -137,6 +139,108 @@ class ArrayStore:
     def latest_recipe(self, image_id: str):
         """The recipe most recently set on this image by any session, or None."""
         return self._cache.get(f"latest-recipe/{_check_image_id(image_id)}")
+
+    # --- undo history (kept here, not in the browser: a move sends no history) ---------------
+
+    def put_history(self, session_id: str, image_id: str, states, index: int) -> str:
+        """Store one version of a session's undo history of an image; return its revision.
+
+        Versions are immutable: a request that pushes a state writes a new version and hands
+        its revision to the browser, so two requests racing on the same version can never
+        corrupt each other (the browser keeps the one it applied last). Recipes are stored
+        once each, by content, and a version is the list of their hashes: a version of a
+        500-state history is ~9 kB, whatever the recipes.
+
+        Parameters
+        ----------
+        session_id, image_id : str
+        states : sequence of dict
+            The recipes of the history, oldest first.
+        index : int
+            Position of the current recipe in `states`.
+        """
+        if not 0 <= index < len(states):
+            raise InputError(f"index {index} is outside the history (0..{len(states) - 1})")
+        hashes = []
+        for recipe in states:
+            text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+            key = self._key(session_id, image_id, f"recipe/{digest}")
+            if key not in self._cache:
+                self._cache.set(key, text)
+            hashes.append(digest)
+        rev = uuid.uuid4().hex
+        self.put(session_id, image_id, f"history/{rev}", {"states": hashes, "index": int(index)})
+        return rev
+
+    def get_history(self, session_id: str, image_id: str, rev: str, *, states=True):
+        """A version of the undo history: ``{"image_id", "states", "index", "rev"}``.
+
+        With ``states=False`` the recipes are not read (``"states"`` holds their hashes).
+
+        Raises
+        ------
+        InputError
+            If the version is unknown (evicted, or the revision was forged).
+        """
+        if not isinstance(rev, str) or not re.fullmatch(r"[0-9a-f]{32}", rev):
+            raise InputError("history revision is missing or malformed: reload the page.")
+        record = self.get(session_id, image_id, f"history/{rev}")
+        if record is None:
+            raise InputError("This image's undo history is no longer on the server. "
+                             "Load the image again.")
+        hashes = record["states"]
+        if states:
+            recipes = []
+            for digest in hashes:
+                text = self.get(session_id, image_id, f"recipe/{digest}")
+                if text is None:
+                    raise InputError("This image's undo history is no longer on the server. "
+                                     "Load the image again.")
+                recipes.append(json.loads(text))
+            hashes = recipes
+        return {"image_id": image_id, "states": hashes, "index": record["index"], "rev": rev}
+
+    def get_state(self, session_id: str, image_id: str, rev: str, index: int):
+        """One recipe of a history version (None if outside it or gone)."""
+        record = self.get(session_id, image_id, f"history/{rev}")
+        if record is None or not 0 <= index < len(record["states"]):
+            return None
+        text = self.get(session_id, image_id, f"recipe/{record['states'][index]}")
+        return None if text is None else json.loads(text)
+
+    # --- what the session shows now (responses for a state the user has left are dropped) -
+
+    def set_current(self, session_id: str, image_id: str, rev=None) -> None:
+        """Record the image (and history revision) the session's page shows now."""
+        self._cache.set(f"{check_session_id(session_id)}/current",
+                        {"image_id": _check_image_id(image_id), "rev": rev})
+
+    def is_current(self, session_id: str, image_id: str, rev=None) -> bool:
+        """Whether the session still shows this image (and this revision, if given).
+
+        True when nothing is recorded yet (a session that never loaded through the app)."""
+        found = self._cache.get(f"{check_session_id(session_id)}/current")
+        if found is None:
+            return True
+        if found["image_id"] != image_id:
+            return False
+        return rev is None or found["rev"] is None or found["rev"] == rev
+
+    def bump(self, session_id: str, name: str, seq: int) -> bool:
+        """Record request number `seq` of a stream `name` (e.g. the drag previews); return
+        False if a later one was recorded already (this request is superseded)."""
+        key = f"{check_session_id(session_id)}/seq/{name}"
+        with self._cache.transact():
+            latest = self._cache.get(key, -1)
+            if seq < latest:
+                return False
+            self._cache.set(key, int(seq))
+        return True
+
+    def latest(self, session_id: str, name: str) -> int:
+        """The latest request number recorded by :meth:`bump` (-1 if none)."""
+        return self._cache.get(f"{check_session_id(session_id)}/seq/{name}", -1)
 
     def volume(self) -> int:
         """Bytes used on disk."""

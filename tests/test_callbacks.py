@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import tifffile
-from dash import Patch
+from dash import Patch, no_update
 from PIL import Image
 
 from callbacks import discovery, display, downloads, loading, measure, recipe_io
@@ -217,20 +217,17 @@ def test_figures_carry_images_as_png_never_as_arrays(services):
     assert len(payload) < 200_000
 
 
-def test_histogram_full_and_patch(services):
+def test_histogram(services):
     sid = new_session_id()
     meta = _good_meta(services, sid)
     recipe = _recipe(meta)
-    fig = display.histogram_panel(services, sid, meta, recipe, False, True)
+    fig = display.histogram_panel(services, sid, meta, recipe, False)
     assert sum(fig.data[0].y) == 303 * 384
     assert fig.layout.shapes[0].x0 == recipe["markers"]["vmin"]
     # automatic thresholds drawn as labelled lines
     names = {t.name for t in fig.data[1:]}
     assert {"otsu", "li", "yen"} <= names
-    patch = display.histogram_panel(services, sid, meta, recipe, True, False)
-    ops = patch.to_plotly_json()["operations"]
-    assert any(op["location"] == ["layout", "yaxis", "type"] and op["params"]["value"] == "log"
-               for op in ops)
+    assert display.histogram_panel(services, sid, meta, recipe, True).layout.yaxis.type == "log"
 
 
 def test_threshold_gallery_has_a_tile_per_method_and_survives_a_failing_one(services):
@@ -385,8 +382,18 @@ def pending_key(history):
 
 
 def _update(services, sid, meta, history, full=False):
-    return display.segmentation_update(services, sid, meta, history, **SEG_VIEW, full=full,
-                                       allow_preview=True)
+    """segmentation_update on a page whose figure shows coins (full=False) or not yet."""
+    base = None if full else display.base_key(meta, 0, 0)
+    out = display.segmentation_update(services, sid, meta, history, **SEG_VIEW, base=base,
+                                      allow_preview=True)
+    assert (out[6] == display.base_key(meta, 0, 0)) if full else (out[6] is no_update)
+    return out[:6]
+
+
+def _settle(services, sid, meta, history, pending):
+    out = display.settle_update(services, sid, meta, history, pending, **SEG_VIEW,
+                                base=display.base_key(meta, 0, 0))
+    return out[:5]
 
 
 def test_a_new_vmin_vmax_shows_a_live_preview_then_the_exact_result(services):
@@ -409,8 +416,8 @@ def test_a_new_vmin_vmax_shows_a_live_preview_then_the_exact_result(services):
     preview = _sources(patch)
     assert set(preview) == {("data", 1, "source"), ("data", 2, "source")}
 
-    settled, summary2, seg_msg, post_msg, signal = display.settle_update(
-        services, sid, meta, h1, pending, **SEG_VIEW)
+    settled, summary2, seg_msg, post_msg, signal = _settle(
+        services, sid, meta, h1, pending)
     assert "computed in" in summary2 and "labelled regions" in summary2
     assert seg_msg is None and post_msg is None
     assert signal["key"] == pending["key"] and signal["token"] != pending["token"]
@@ -424,7 +431,7 @@ def test_a_new_vmin_vmax_shows_a_live_preview_then_the_exact_result(services):
     # A settle request of a state the user has left is dropped (the newer move settles itself).
     h2 = _moved(h1, meta, 2, 2)
     with pytest.raises(PreventUpdate):
-        display.settle_update(services, sid, meta, h2, pending, **SEG_VIEW)
+        _settle(services, sid, meta, h2, pending)
     # Undo to a computed state: the exact result at once, no preview.
     back = {**h2, "index": 1}
     _, summary, *_, pending, settled = _update(services, sid, meta, back)
@@ -446,7 +453,7 @@ def _settled_after(services, sid, meta, moves):
         history = _moved(history, meta, dv, dw)
         *_, pending, _ = _update(services, sid, meta, history)
         assert pending, "a new vmin/vmax shows a live preview"
-        settled = display.settle_update(services, sid, meta, history, pending, **SEG_VIEW)
+        settled = _settle(services, sid, meta, history, pending)
     return history, _sources(settled[0])
 
 

@@ -192,26 +192,33 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
     assert meta["name"] == "coins" and meta["shape"] == [303, 384]
 
     history = None
-    seg_inputs = {"slice-axis.value": 0, "slice-index.value": 0,
-                  "overlay-style.value": "contour", "show-markers.value": ["markers"]}
+    view = {"slice-axis.value": 0, "slice-index.value": 0, "overlay-style.value": "contour",
+            "show-markers.value": ["markers"], "result-view.value": "labels"}
+    base = None
     sources = {}
     previews = 0
     moves = [None, (83, 140), (90, 140), (90, 150), (83, 140)]
     for i, move in enumerate(moves):
-        if move is None:
-            inputs = {"image-store.data": meta}
-        else:
-            inputs = {"image-store.data": meta, "thresholds-slider.value": list(move)}
-        out = _fresh(url).call("history-store.data", inputs=inputs,
-                               state={"history-store.data": history},
-                               triggered=list(inputs)[-1:])
-        history = out["history-store"]["data"]
+        page = {"image-store.data": meta, "segmentation-base-store.data": base, **state}
+        if move is None:  # a new image: the history, then the panel (routed by the page)
+            out = _fresh(url).call("history-store.data", inputs={"image-store.data": meta},
+                                   state={"history-store.data": history, **state},
+                                   triggered=["image-store.data"])
+            history = out["history-store"]["data"]
+            seg = _fresh(url).call(
+                "segmentation-graph.figure",
+                inputs={"segmentation-signal-store.data": {"rev": history["rev"]}, **view},
+                state={"history-store.data": history, **page},
+                triggered=["segmentation-signal-store.data"])
+        else:  # a move: one request pushes the history and draws the segmentation
+            seg = _fresh(url).call(
+                "history-store.data",
+                inputs={"move-request-store.data": {"pair": list(move), "seq": i}},
+                state={"history-store.data": history, **view, **page},
+                triggered=["move-request-store.data"])
+            history = seg["history-store"]["data"]
         assert history["index"] == i
-        seg = _fresh(url).call(
-            "segmentation-graph.figure",
-            inputs={"history-store.data": history, **seg_inputs},
-            state={"image-store.data": meta, **state},
-            triggered=["history-store.data"] if i else [])
+        base = seg.get("segmentation-base-store", {}).get("data", base)
         assert seg["segmentation-message"]["children"] is None, seg["segmentation-message"]
         assert "object:" in seg["segmentation-summary"]["children"]
         pending = seg.get("segmentation-pending-store", {}).get("data")
@@ -221,20 +228,20 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
             seg = _fresh(url).call(
                 "segmentation-graph.figure",
                 inputs={"segmentation-pending-store.data": pending},
-                state={"history-store.data": history, **seg_inputs,
-                       "result-view.value": "labels", "image-store.data": meta, **state},
+                state={"history-store.data": history, **view, **page},
                 triggered=["segmentation-pending-store.data"])
             assert "computed in" in seg["segmentation-summary"]["children"], seg
         figure = seg["segmentation-graph"]["figure"]
         text = json.dumps(figure)
         assert "data:image/png;base64," in text
-        sources[i] = text if i == 0 else json.dumps(figure)
+        sources[i] = text
         # Each step's download comes from the shared cache, whichever worker answers.
         labels = _fresh(url).call("download-labels.data",
                                   inputs={"download-labels-button.n_clicks": i + 1},
                                   state={"image-store.data": meta, "history-store.data": history,
                                          **state})
         assert labels["download-labels"]["data"]["filename"] == "coins_labels.tif"
+    seg_inputs = {"segmentation-signal-store.data": {"rev": history["rev"]}, **view}
     # Returning to earlier parameters gives the same overlay as the exact result shown after
     # the preview the first time (path independence, cache hit).
     assert previews >= 1, "no live preview was shown for a new vmin/vmax"
@@ -247,8 +254,9 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
     assert other_sid != sid
     denied = _fresh(url).call(
         "segmentation-graph.figure",
-        inputs={"history-store.data": history, **seg_inputs},
-        state={"image-store.data": meta, "session-store.data": other_sid}, triggered=[])
+        inputs=seg_inputs,
+        state={"history-store.data": history, "image-store.data": meta,
+               "session-store.data": other_sid}, triggered=[])
     assert "no longer on the server" in denied["segmentation-message"]["children"]["props"][
         "children"]
 
@@ -263,7 +271,9 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
             break
         again = _fresh(url).call(
             "segmentation-graph.figure",
-            inputs={"history-store.data": history, **seg_inputs},
-            state={"image-store.data": meta, **state}, triggered=["history-store.data"])
+            inputs=seg_inputs,
+            state={"history-store.data": history, "image-store.data": meta,
+                   "segmentation-base-store.data": base, **state},
+            triggered=["segmentation-signal-store.data"])
         assert json.dumps(again["segmentation-graph"]["figure"]) == sources[4]
     assert len(worker_pids()) == 2, gunicorn_process.describe()

@@ -44,9 +44,10 @@ def test_explore_hands_back_the_recipe_and_labels(served):
                       state={"session-store.data": sid}, triggered=["image-store.data"])
     history = out["history-store"]["data"]
     out = client.call("history-store.data",
-                      inputs={"image-store.data": meta, "thresholds-slider.value": [30, 210]},
-                      state={"history-store.data": history, "session-store.data": sid},
-                      triggered=["thresholds-slider.value"])
+                      inputs={"move-request-store.data": {"pair": [30, 210], "seq": 1}},
+                      state={"history-store.data": history, "session-store.data": sid,
+                             "image-store.data": meta},
+                      triggered=["move-request-store.data"])
     history = out["history-store"]["data"]
     recipe = explorer.recipe()
     assert recipe["markers"] == {"vmin": 30.0, "vmax": 210.0}

@@ -1,0 +1,357 @@
+"""A vmin / vmax move: the fast path from a key press or a drag to the pixels.
+
+What a move costs is what a person feels, so a move is choreographed (docs/architecture.md
+draws it):
+
+* In the browser, with no request: the vmin / vmax lines and shaded ranges of the histogram
+  and the text under the slider follow the handle (``GATE_JS``); a histogram click or a
+  dragged line sets the slider (``HIST_JS``); the log-counts switch patches the axis.
+* A committed value (key press, release of a drag, histogram click) sends one request,
+  :func:`move_update`: the history is pushed on the server and the same response brings
+  the segmentation overlay (a live preview, or the exact result when it is cached) as a
+  ``Patch`` of the overlay traces, never the base image.
+* While a handle is dragged, :func:`drag_update` previews the pair under the handle: at
+  most one drag request is in flight (the gate queues the latest pair and sends it when the
+  answer arrives), and the server drops a request that a later one has superseded before
+  computing it (``ArrayStore.bump``). Nothing is pushed on the history.
+* Then the settle callback (``callbacks.display``) draws the exact result, and the
+  comparison and the measurements follow it. A change the move did not draw (undo, a
+  filter, a method) is routed by ``ROUTE_JS`` to only the panels that depend on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+from dash import Input, Output, State, no_update
+from dash.exceptions import PreventUpdate
+
+from components import figures, ids
+from pipeline import recipe as recipes
+from pipeline.errors import InputError
+
+from .display import MARKER_COLORS, require_live, seg_outputs, segmentation_update
+from .params import (_with_pair, check_fits_image, control_values, current_recipe,
+                     load_history, nearby_states, recipe_action, require_current)
+
+#: The request streams share one sequence: a committed move supersedes every drag before it.
+STREAM = "thresholds"
+
+
+def _request(request):
+    """(pair, seq) of a move / drag request, or PreventUpdate if malformed."""
+    if not isinstance(request, dict):
+        raise PreventUpdate
+    pair, seq = request.get("pair"), request.get("seq")
+    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and math.isfinite(v) for v in pair)
+            or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+        raise PreventUpdate
+    return [float(pair[0]), float(pair[1])], seq
+
+
+def move_update(services, session_id, meta, history, request, axis, index, style, show, view,
+                base):
+    """A committed vmin / vmax: push it on the history and draw the segmentation.
+
+    Parameters
+    ----------
+    request : dict
+        ``{"pair": [vmin, vmax], "seq": n}`` from the page's gate.
+    history : dict
+        The page's pointer to the history.
+    axis, index, style, show, view, base
+        The segmentation panel's view (see :func:`callbacks.display.segmentation_update`).
+
+    Returns
+    -------
+    tuple
+        (history pointer, slider value, message, undo disabled, redo disabled, history text,
+        recipe text, then the 7 outputs of ``segmentation_update``). A refused pair keeps
+        the history, puts the slider back and says why; the overlays stay.
+    """
+    pair, seq = _request(request)
+    require_current(meta, history)
+    if not services.store.bump(session_id, STREAM, seq):
+        raise PreventUpdate  # a later move or drag of this page is on its way
+    pointer, full, message = recipe_action(services, session_id, ids.THRESHOLDS, history,
+                                           meta, {"thresholds": pair}, drawn=True)
+    v = control_values(full, meta)
+    controls = (v["undo_disabled"], v["redo_disabled"], v["text"])
+    if message or pointer is no_update:
+        return (no_update, v["thresholds"], message or None, *controls, no_update,
+                *(no_update,) * 7)
+    seg = segmentation_update(services, session_id, meta, pointer, axis, index, style, show,
+                              view, base=base, allow_preview=True, announce=True)
+    slider = v["thresholds"] if v["thresholds"] != pair else no_update
+    return (pointer, slider, None, *controls, recipes.dumps(current_recipe(full)), *seg)
+
+
+def drag_update(services, session_id, meta, history, request, axis, index, style, show, view,
+                base):
+    """A handle being dragged: a preview of the pair under it (nothing pushed on the history).
+
+    Returns
+    -------
+    tuple
+        (figure or Patch, summary, segmentation message, post-processing message, base,
+        acknowledgement). Only the acknowledgement is sent when the request was superseded
+        (before or while computing) or the pair is refused.
+    """
+    pair, seq = _request(request)
+    ack = {"seq": seq}
+    nothing = (no_update,) * 5 + (ack,)
+    require_current(meta, history)
+    store = services.store
+    if not store.bump(session_id, STREAM, seq):
+        return nothing  # superseded before it started: not computed
+    current = current_recipe(history)
+    try:
+        proposed = recipes.validate(_with_pair(copy.deepcopy(current), pair, meta))
+        check_fits_image(proposed, meta)
+    except InputError:
+        return nothing  # the release says why (move_update)
+
+    def nearby():
+        yield current
+        yield from nearby_states(load_history(store, session_id, history))
+
+    out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
+                              view, base=base, allow_preview=True, announce=False,
+                              recipe=proposed, nearby=nearby())
+    if store.latest(session_id, STREAM) > seq:
+        return nothing  # superseded while computing: never drawn
+    require_live(services, session_id, meta, history)
+    fig, summary, seg_message, post_message, _pending, _settled, new_base = out
+    if summary and "live preview" in summary:
+        summary = summary.replace("exact random walker running…",
+                                  "the exact result follows on release")
+    return fig, summary, seg_message, post_message, new_base, ack
+
+
+_SHAPES = json.dumps(figures.threshold_shapes(0, 1, 0, 1, MARKER_COLORS))
+
+# The gate: every slider change draws the histogram lines and the text at once; a committed
+# value different from the recipe's sends a move; a drag sends a preview request when none
+# is in flight (else it queues the pair: the acknowledgement sends it).
+GATE_JS = """
+function(value, dragValue, history, meta) {
+    const dc = window.dash_clientside, nu = dc.no_update;
+    const st = window.pipexMove = window.pipexMove ||
+        {seq: 0, dragging: false, inflight: 0, queued: null};
+    const trig = (dc.callback_context.triggered || []).map(function (t) { return t.prop_id; });
+    const committed = trig.indexOf('%(slider)s.value') >= 0;
+    const pair = committed ? value : (dragValue || value);
+    if (!pair || pair.length !== 2 || !meta) { return [nu, nu, nu, nu]; }
+    const shapes = JSON.parse('%(shapes)s');
+    const lo = meta.min, hi = meta.max;
+    shapes[0].x0 = shapes[0].x1 = pair[0];
+    shapes[1].x0 = shapes[1].x1 = pair[1];
+    shapes[2].x0 = lo; shapes[2].x1 = pair[0];
+    shapes[3].x0 = pair[1]; shapes[3].x1 = hi;
+    // patch a drawn histogram only (its figure, with these lines, is on its way otherwise)
+    const gd = document.querySelector('#%(hist)s .js-plotly-plot');
+    const hist = gd && gd.data && gd.data.length ?
+        new dc.Patch().assign(['layout', 'shapes'], shapes) : nu;
+    const g = function (v) { return String(Number(Number(v).toPrecision(6))); };
+    const text = 'background marker: pixels < ' + g(pair[0]) +
+        '   \\u00b7   object marker: pixels > ' + g(pair[1]) +
+        '   \\u00b7   image range ' + g(lo) + ' \\u2026 ' + g(hi);
+    let move = nu, drag = nu;
+    const cur = history && history.recipe && history.image_id === meta.id ?
+        history.recipe.markers : null;
+    if (cur && committed) {
+        st.queued = null;
+        if (pair[0] !== cur.vmin || pair[1] !== cur.vmax) {
+            move = {pair: pair.slice(), seq: ++st.seq};
+        }
+    } else if (cur && st.dragging) {
+        if (st.inflight && performance.now() - st.inflight < 5000) {
+            st.queued = pair.slice();
+        } else {
+            st.inflight = performance.now();
+            drag = {pair: pair.slice(), seq: ++st.seq};
+        }
+    }
+    return [move, drag, hist, text];
+}
+""" % {"slider": ids.THRESHOLDS, "shapes": _SHAPES, "hist": ids.HIST_GRAPH}
+
+# An answered drag request: send the queued pair, if the handle is still held.
+ACK_JS = """
+function(ack) {
+    const nu = window.dash_clientside.no_update;
+    const st = window.pipexMove;
+    if (!st) { return nu; }
+    st.inflight = 0;
+    if (!st.queued || !st.dragging) { st.queued = null; return nu; }
+    const pair = st.queued;
+    st.queued = null;
+    st.inflight = performance.now();
+    return {pair: pair, seq: ++st.seq};
+}
+"""
+
+# The histogram: a click moves the nearest threshold there, a dragged line or range moves
+# its threshold; both set the slider (snapped to its step), which the gate then commits.
+HIST_JS = """
+function(click, relayout, value, step, lo) {
+    const dc = window.dash_clientside, nu = dc.no_update;
+    const trig = (dc.callback_context.triggered || []).map(function (t) { return t.prop_id; });
+    if (!value || value.length !== 2) { return nu; }
+    let vmin = value[0], vmax = value[1], moved = false;
+    if (trig.indexOf('%(hist)s.clickData') >= 0) {
+        const x = click && click.points && click.points.length ? Number(click.points[0].x) : NaN;
+        if (!isFinite(x)) { return nu; }
+        if (Math.abs(x - vmin) <= Math.abs(x - vmax)) { vmin = x; } else { vmax = x; }
+        moved = true;
+    } else if (relayout) {
+        for (const key in relayout) {
+            const m = /^shapes\\[(\\d+)\\]\\.(x0|x1)$/.exec(key);
+            const v = Number(relayout[key]);
+            if (!m || !isFinite(v)) { continue; }
+            const i = Number(m[1]), end = m[2];
+            if (i === %(vmin_line)d || (i === %(bg_range)d && end === 'x1')) { vmin = v; moved = true; }
+            else if (i === %(vmax_line)d || (i === %(obj_range)d && end === 'x0')) { vmax = v; moved = true; }
+        }
+    }
+    if (!moved) { return nu; }
+    const s = step || 1, base = lo || 0;
+    const snap = function (v) { return Number((base + Math.round((v - base) / s) * s).toFixed(10)); };
+    return [snap(vmin), snap(vmax)];
+}
+""" % {"hist": ids.HIST_GRAPH, "vmin_line": figures.VMIN_LINE, "vmax_line": figures.VMAX_LINE,
+       "bg_range": figures.BG_RANGE, "obj_range": figures.OBJ_RANGE}
+
+LOG_JS = """
+function(value) {
+    const dc = window.dash_clientside;
+    const log = (value || []).indexOf('log') >= 0;
+    return new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear');
+}
+"""
+
+# The router: after a change of the recipe, fire only the panels that depend on what changed.
+ROUTE_JS = """
+function(history) {
+    const nu = window.dash_clientside.no_update;
+    if (!history || !history.rev) { return [nu, nu, nu]; }
+    const ch = history.changed || [];
+    const has = function (s) { return ch.indexOf(s) >= 0; };
+    const sig = {rev: history.rev, t: Date.now()};
+    const image = has('image');
+    const filter = image || has('filter') ? sig : nu;
+    const segStages = image || has('filter') || has('markers') || has('segmentation') ||
+        has('postprocess');
+    const seg = segStages && !history.drawn ? sig : nu;
+    const measure = has('measure') && !segStages ? sig : nu;
+    return [filter, seg, measure];
+}
+"""
+
+# A new image: every panel says it is updating until its callback has drawn the new image.
+BUSY_JS = """
+function(meta) {
+    const n = %(n)d;
+    const out = [];
+    for (let i = 0; i < n; i++) { out.push(meta ? 'panel busy' : window.dash_clientside.no_update); }
+    return out;
+}
+""" % {"n": len(ids.PANEL_IDS)}
+
+
+def register(app, services):
+    """Wire the move's fast path: the browser's gate and router, the move and the drag."""
+    app.clientside_callback(
+        GATE_JS,
+        Output(ids.MOVE_REQUEST, "data"),
+        Output(ids.DRAG_REQUEST, "data"),
+        Output(ids.HIST_GRAPH, "figure", allow_duplicate=True),
+        Output(ids.THRESHOLDS_TEXT, "children"),
+        Input(ids.THRESHOLDS, "value"),
+        Input(ids.THRESHOLDS, "drag_value"),
+        State(ids.HISTORY, "data"),
+        State(ids.IMAGE, "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        ACK_JS,
+        Output(ids.DRAG_REQUEST, "data", allow_duplicate=True),
+        Input(ids.DRAG_ACK, "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        HIST_JS,
+        Output(ids.THRESHOLDS, "value", allow_duplicate=True),
+        Input(ids.HIST_GRAPH, "clickData"),
+        Input(ids.HIST_GRAPH, "relayoutData"),
+        State(ids.THRESHOLDS, "value"),
+        State(ids.THRESHOLDS, "step"),
+        State(ids.THRESHOLDS, "min"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        LOG_JS,
+        Output(ids.HIST_GRAPH, "figure", allow_duplicate=True),
+        Input(ids.HIST_LOG, "value"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        ROUTE_JS,
+        Output(ids.FILTER_SIGNAL, "data"),
+        Output(ids.SEG_SIGNAL, "data"),
+        Output(ids.MEASURE_SIGNAL, "data"),
+        Input(ids.HISTORY, "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        BUSY_JS,
+        *[Output(panel, "className", allow_duplicate=True) for panel in ids.PANEL_IDS],
+        Input(ids.IMAGE, "data"),
+        prevent_initial_call=True,
+    )
+
+    view_states = (State(ids.SLICE_AXIS, "value"), State(ids.SLICE_INDEX, "value"),
+                   State(ids.OVERLAY_STYLE, "value"), State(ids.SHOW_MARKERS, "value"),
+                   State(ids.RESULT_VIEW, "value"), State(ids.SEG_BASE, "data"))
+
+    @app.callback(
+        Output(ids.HISTORY, "data", allow_duplicate=True),
+        Output(ids.THRESHOLDS, "value", allow_duplicate=True),
+        Output(ids.PARAM_MESSAGE, "children", allow_duplicate=True),
+        Output(ids.UNDO, "disabled", allow_duplicate=True),
+        Output(ids.REDO, "disabled", allow_duplicate=True),
+        Output(ids.HISTORY_TEXT, "children", allow_duplicate=True),
+        Output(ids.RECIPE_VIEW, "children", allow_duplicate=True),
+        *seg_outputs(duplicate=True),
+        Output(ids.SEG_PENDING, "data", allow_duplicate=True),
+        Output(ids.SEG_SETTLED, "data", allow_duplicate=True),
+        Output(ids.SEG_BASE, "data", allow_duplicate=True),
+        Input(ids.MOVE_REQUEST, "data"),
+        State(ids.HISTORY, "data"),
+        *view_states,
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _move(request, history, axis, index, style, show, view, base, meta, session_id):
+        return move_update(services, session_id, meta, history, request, axis, index, style,
+                           show, view, base)
+
+    @app.callback(
+        *seg_outputs(duplicate=True),
+        Output(ids.SEG_BASE, "data", allow_duplicate=True),
+        Output(ids.DRAG_ACK, "data"),
+        Input(ids.DRAG_REQUEST, "data"),
+        State(ids.HISTORY, "data"),
+        *view_states,
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _drag(request, history, axis, index, style, show, view, base, meta, session_id):
+        return drag_update(services, session_id, meta, history, request, axis, index, style,
+                           show, view, base)
