@@ -900,7 +900,7 @@ def _guarded(fn, item):
 
 
 def map_items(fn, items, *, backend=None, label="batch", progress=None, should_stop=None,
-              on_error="raise"):
+              on_error="raise", on_result=None, total=None):
     """``[fn(item) for item in items]``, in parallel on the backend.
 
     Parameters
@@ -908,8 +908,10 @@ def map_items(fn, items, *, backend=None, label="batch", progress=None, should_s
     fn : callable
         ``fn(item)``. With loky processes or dask it must be picklable (a module-level
         function, or a closure cloudpickle can send).
-    items : sequence
-        The items (images of a batch, cells of a sweep, ...).
+    items : iterable
+        The items (images of a batch, cells of a sweep, ...). A sequence, or any iterable
+        when `total` is given: it is then consumed lazily, a few items ahead of the workers
+        (e.g. a generator reading files one by one).
     backend : Backend, optional
     label : str, optional
         Name in the report.
@@ -922,6 +924,11 @@ def map_items(fn, items, *, backend=None, label="batch", progress=None, should_s
     on_error : {'raise', 'return'}
         ``'raise'``: the first exception propagates. ``'return'``: a failing item's slot holds
         a :class:`Failed` with the reason and the others still run.
+    on_result : callable, optional
+        ``on_result(index, value)``, called in this thread as each item finishes (in any
+        order), e.g. to write its output at once; what it raises propagates.
+    total : int, optional
+        The number of items, for an iterable without ``len``.
 
     Returns
     -------
@@ -937,22 +944,33 @@ def map_items(fn, items, *, backend=None, label="batch", progress=None, should_s
     _check_callable(should_stop, "should_stop")
     if on_error not in ("raise", "return"):
         raise InputError(f"on_error must be 'raise' or 'return', got {on_error!r}")
-    try:
-        items = list(items)
-    except TypeError:
-        raise InputError(f"items must be a sequence, got {type(items).__name__}") from None
-    n = len(items)
+    _check_callable(on_result, "on_result")
+    if total is None:
+        try:
+            items = list(items)
+        except TypeError:
+            raise InputError(f"items must be a sequence, got {type(items).__name__}") from None
+        n = len(items)
+    else:
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise InputError(f"total must be a whole number >= 0, got {total!r}")
+        if not hasattr(items, "__iter__"):
+            raise InputError(f"items must be iterable, got {type(items).__name__}")
+        n = total
     results: list[Any] = [Failed("cancelled", kind="cancelled")] * n
     t0 = time.perf_counter()
     if n == 0:
         return [], RunReport(label=label, backend="none", blocks=0, workers=0, seconds=0.0)
 
-    def on_result(index, value):
+    def store(index, value):
         results[index] = value
+        if on_result is not None:
+            on_result(index, value)
 
     call = _GuardedCall(fn) if on_error == "return" else fn
+    argsets = ((call, item) for _, item in zip(range(n), items))
     kind, workers, message, done, cancelled, pids = _run(
-        backend, _call, ((call, item) for item in items), n, on_result, progress, should_stop)
+        backend, _call, argsets, n, store, progress, should_stop)
     failed = sum(isinstance(r, Failed) and r.kind == "error" for r in results)
     return results, RunReport(label=label, backend=kind, blocks=n, workers=workers,
                               seconds=time.perf_counter() - t0, done=done, failed=failed,

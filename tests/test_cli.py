@@ -44,11 +44,19 @@ def files(tmp_path):
     return {"recipe": recipe, "png": png, "tif": tif, "dir": tmp_path}
 
 
-def _read_csv(path: Path):
+def _read_csv(path: Path, summaries=False):
+    """Comment lines, header and the object rows (label set); with `summaries`, also the
+    per-image summary rows (label empty) as dicts."""
     lines = path.read_text(encoding="utf-8").splitlines()
     comments = [line for line in lines if line.startswith("# ")]
     rows = list(csv.reader(line for line in lines if not line.startswith("# ")))
-    return comments, rows[0], rows[1:]
+    header, rows = rows[0], rows[1:]
+    objects = [row for row in rows if row[1] != ""]
+    assert rows[:len(objects)] == objects  # objects first, then the summaries
+    if summaries:
+        return comments, header, objects, [dict(zip(header, row)) for row in rows
+                                           if row[1] == ""]
+    return comments, header, objects
 
 
 def _provenance(comments):
@@ -106,10 +114,9 @@ def test_run_two_images(files, capsys):
         read_image_file(files["png"], **LIMITS).array)
     assert provenance["versions"]["numpy"] == np.__version__
     # the measurements are those of the app (to_csv) for each image
-    coins_rows = [row[1:] for row in rows if row[0] == "coins.png"]
+    coins_areas = [row[2] for row in rows if row[0] == "coins.png"]
     expected = R.run(read_image_file(files["png"], **LIMITS).array, recipe).measurements
-    np.testing.assert_allclose(np.array(coins_rows, dtype=float)[:, 1],
-                               expected.columns["area"])
+    np.testing.assert_allclose(np.array(coins_areas, dtype=float), expected.columns["area"])
 
 
 def test_run_mixed_2d_and_3d_images_share_one_table(files, capsys):
@@ -320,3 +327,204 @@ def test_python_m_pipeline(files):
     assert done.returncode == 2
     assert "recipe is not valid JSON" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# batch: parallel, summaries, failures, progress, atomic outputs, dask
+
+
+def _batch(files, n=4):
+    """`n` images: coins and variations of it (flipped, shifted), as PNG and TIFF."""
+    coins = data.coins()
+    paths = []
+    for i in range(n):
+        image = np.roll(coins if i % 2 == 0 else coins[::-1], 7 * i, axis=1)
+        path = files["dir"] / f"img{i:02d}{'.png' if i % 3 else '.tif'}"
+        if path.suffix == ".png":
+            Image.fromarray(np.ascontiguousarray(image)).save(path)
+        else:
+            tifffile.imwrite(path, np.ascontiguousarray(image))
+        paths.append(path)
+    return paths
+
+
+def _outputs(out: Path):
+    """Label arrays, TIFF provenance (without its time) and CSV rows of a batch's output."""
+    tiffs = {}
+    for tif in sorted(out.glob("*_labels.tif")):
+        with tifffile.TiffFile(tif) as t:
+            meta = json.loads(t.pages[0].description)
+            meta.pop("created")
+            tiffs[tif.name] = (t.asarray(), meta)
+    comments, header, rows, summaries = _read_csv(out / "measurements.csv", summaries=True)
+    provenance = _provenance(comments)
+    provenance.pop("created")
+    return tiffs, provenance, header, rows, summaries
+
+
+def test_batch_with_two_jobs_gives_the_same_outputs_as_one(files, capsys):
+    paths = [str(p) for p in _batch(files, 5)]
+    results = {}
+    for jobs in ("1", "2"):
+        out = files["dir"] / f"out{jobs}"
+        code = main(["run", str(files["recipe"]), *paths, "--out", str(out), "--jobs", jobs])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert captured.err == ""
+        # one line per image, in the order given, whatever order they finished in
+        lines = captured.out.splitlines()
+        assert [line.split(":")[0] for line in lines[:5]] == [Path(p).name for p in paths]
+        results[jobs] = _outputs(out)
+        assert not list(out.glob("*.part"))
+    one, two = results["1"], results["2"]
+    assert one[0].keys() == two[0].keys() and len(one[0]) == 5
+    for name in one[0]:
+        np.testing.assert_array_equal(one[0][name][0], two[0][name][0])
+        assert one[0][name][1] == two[0][name][1]
+    assert one[1:] == two[1:]
+
+
+def test_summary_rows_and_a_broken_file_among_good_ones(files, capsys):
+    good = _batch(files, 3)
+    broken = files["dir"] / "broken.tif"
+    whole = good[0].read_bytes()
+    broken.write_bytes(whole[: len(whole) // 2])
+    empty = files["dir"] / "empty.png"
+    empty.write_bytes(b"")
+    paths = [good[0], broken, good[1], empty, good[2]]
+    out = files["dir"] / "out"
+    code = main(["run", str(files["recipe"]), *map(str, paths), "--out", str(out),
+                 "--jobs", "2"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"error: {broken}: could not decode broken.tif as TIFF" in captured.err
+    assert f"error: {empty}: the file is empty (0 bytes)" in captured.err
+    assert "2 of 5 images could not be processed" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{p.stem}_labels.tif" for p in good] + ["measurements.csv"])
+
+    comments, header, rows, summaries = _read_csv(out / "measurements.csv", summaries=True)
+    assert header[-4:] == ["objects", "area_fraction", "mean_area [px²]", "error"]
+    assert [s["image"] for s in summaries] == [p.name for p in paths]
+    recipe = R.read_file(files["recipe"])
+    for path, summary in zip(paths, summaries):
+        if path in good:
+            labels = R.run(read_image_file(path, **LIMITS).array, recipe).labels
+            sizes = np.unique(labels[labels > 0], return_counts=True)[1]
+            assert int(summary["objects"]) == len(sizes) == \
+                sum(row[0] == path.name for row in rows)
+            assert float(summary["area_fraction"]) == np.count_nonzero(labels) / labels.size
+            assert float(summary["mean_area [px²]"]) == sizes.mean()
+            assert summary["error"] == ""
+        else:
+            assert summary["objects"] == "" and summary["error"]
+    assert "could not decode broken.tif" in summaries[1]["error"]
+    provenance = _provenance(comments)
+    assert [f["image"] for f in provenance["failed"]] == ["broken.tif", "empty.png"]
+    assert [i["image"] for i in provenance["inputs"]] == [p.name for p in good]
+
+
+def test_progress_bar_only_on_a_terminal(files, capsys, monkeypatch):
+    paths = [str(p) for p in _batch(files, 2)]
+    out = files["dir"] / "out"
+    main(["run", str(files["recipe"]), *paths, "--out", str(out), "--jobs", "1"])
+    assert "\r" not in capsys.readouterr().out  # captured: not a terminal
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    main(["run", str(files["recipe"]), *paths, "--out", str(out), "--jobs", "1"])
+    printed = capsys.readouterr().out
+    assert "\r[" in printed and "] 2/2 images" in printed and "] 0/2 images" in printed
+    # the bar is cleared before each result line
+    assert "\r\033[K" + Path(paths[0]).name + ": " in printed
+
+
+def test_interrupted_batch_leaves_only_complete_files(files):
+    """Ctrl-C in the middle: exit 130, every *_labels.tif present is complete, nothing else."""
+    import signal
+
+    paths = _batch(files, 30)
+    out = files["dir"] / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", str(files["recipe"]), *map(str, paths),
+         "--out", str(out), "--jobs", "1"], cwd=files["dir"], env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # the first image is done
+        assert first.startswith("img00.tif: "), first + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    written = sorted(out.iterdir())
+    assert 1 <= len(written) < 30
+    assert not (out / "measurements.csv").exists()
+    recipe = R.read_file(files["recipe"])
+    for tif in written:
+        assert tif.name.endswith("_labels.tif"), tif.name
+        source = files["dir"] / tif.name.replace("_labels.tif", ".tif")
+        if not source.exists():
+            source = source.with_suffix(".png")
+        expected = R.run(read_image_file(source, **LIMITS).array, recipe).labels
+        np.testing.assert_array_equal(tifffile.imread(tif), expected)
+
+
+def test_bad_jobs_exit_2(files, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(files["recipe"]), str(files["png"]), "--out", "x", "--jobs", "0"])
+    assert exc.value.code == 2
+    monkeypatch.setenv("PIPEX_JOBS", "lots")
+    assert main(["run", str(files["recipe"]), str(files["png"]), "--out",
+                 str(files["dir"] / "out")]) == 2
+    assert "PIPEX_JOBS must be a whole number" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as local:
+        with distributed.Client(local) as client:
+            yield local, client
+
+
+def test_batch_on_a_dask_cluster_matches_the_local_one(files, capsys, cluster):
+    from distributed import get_task_stream
+
+    local, client = cluster
+    paths = [str(p) for p in _batch(files, 4)]
+    out_local, out_dask = files["dir"] / "local", files["dir"] / "dask"
+    assert main(["run", str(files["recipe"]), *paths, "--out", str(out_local),
+                 "--jobs", "1"]) == 0
+    with get_task_stream(client) as stream:
+        code = main(["run", str(files["recipe"]), *paths, "--out", str(out_dask),
+                     "--dask", local.scheduler_address])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err == ""
+    workers = set(client.run(os.getpid))
+    ran_on = {task["worker"] for task in stream.data}
+    assert len(stream.data) >= 4 and ran_on <= workers, stream.data
+    one, two = _outputs(out_local), _outputs(out_dask)
+    for name in one[0]:
+        np.testing.assert_array_equal(one[0][name][0], two[0][name][0])
+        assert one[0][name][1] == two[0][name][1]
+    assert one[1:] == two[1:]
+
+
+def test_unreachable_scheduler_runs_the_batch_locally(files, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = files["dir"] / "out"
+    code = main(["run", str(files["recipe"]), str(files["png"]), "--out", str(out),
+                 "--dask", f"tcp://127.0.0.1:{port}", "--jobs", "2"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert f"note: dask scheduler tcp://127.0.0.1:{port} could not be reached" in captured.err
+    assert "ran locally" in captured.err
+    assert (out / "coins_labels.tif").is_file()

@@ -434,3 +434,26 @@ def test_unreachable_scheduler_runs_locally_with_a_message(caplog):
         t0 = time.perf_counter()
         _, report = P.map_items(abs, [-1, -2], backend=backend)
         assert time.perf_counter() - t0 < 1 and "could not be reached" in report.message
+
+
+def test_map_items_consumes_a_generator_lazily_and_streams_results():
+    read = []
+
+    def items():
+        for i in range(12):
+            read.append(i)
+            yield i
+
+    streamed = []
+
+    def on_result(index, value):
+        streamed.append((index, value, len(read)))
+
+    results, report = P.map_items(_slow_square, items(), total=12, backend=THREADS,
+                                  on_result=on_result)
+    assert results == [i * i for i in range(12)] and report.done == 12
+    assert sorted((i, v) for i, v, _ in streamed) == [(i, i * i) for i in range(12)]
+    # items were read a few ahead of the workers, not all at once
+    assert streamed[0][2] < 12
+    with pytest.raises(InputError, match="total must be a whole number"):
+        P.map_items(abs, iter([1]), total=-1)
