@@ -610,10 +610,26 @@ def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
 
 
 def _block_task(run, block, edges, inner):
+    if not block.flags.writeable:
+        # a read-only memory map (loky workers): some Cython filters (e.g. the bilateral)
+        # refuse read-only buffers
+        block = np.array(block)
     out = np.asarray(run(block, edges))
     if out.shape != block.shape:
         raise ValueError(f"a block of shape {block.shape} gave a result of shape {out.shape}")
     return np.ascontiguousarray(out[inner])
+
+
+def _shared_folder(nbytes: int) -> str | None:
+    """/dev/shm when it has room for twice `nbytes` (a container's is often 64 MB), else the
+    temporary folder."""
+    try:
+        stat = os.statvfs("/dev/shm")
+        if stat.f_bavail * stat.f_frsize >= 2 * nbytes:
+            return "/dev/shm"
+    except OSError:
+        pass
+    return None
 
 
 @contextlib.contextmanager
@@ -622,8 +638,7 @@ def _shared_input(array: np.ndarray, shared: bool):
     if not shared or array.nbytes < 2**20 or isinstance(array, np.memmap):
         yield array
         return
-    folder = tempfile.mkdtemp(prefix="pipex-blocks-",
-                              dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    folder = tempfile.mkdtemp(prefix="pipex-blocks-", dir=_shared_folder(array.nbytes))
     try:
         mapped = np.lib.format.open_memmap(os.path.join(folder, "input.npy"), mode="w+",
                                            dtype=array.dtype, shape=array.shape)

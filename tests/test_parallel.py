@@ -346,11 +346,13 @@ def test_workers_run_blas_on_one_thread(prefer):
 
 
 def test_processes_give_the_same_blocks():
+    """loky workers read the blocks from a read-only memory map of the input."""
     image = np.round(np.random.default_rng(5).random((1100, 1000)) * 255)
     backend = P.Backend(jobs=2, prefer="processes")
-    result, report = P.apply_step("gaussian", {"sigma": 2}, image, backend=backend)
-    assert report.backend == "processes" and os.getpid() not in report.pids
-    assert np.array_equal(result, FILTERS["gaussian"].apply(image, sigma=2.0))
+    for key, params in (("gaussian", {"sigma": 2.0}), ("bilateral", {"sigma_color": 30.0})):
+        result, report = P.apply_step(key, params, image, backend=backend)
+        assert report.backend == "processes" and os.getpid() not in report.pids
+        assert np.array_equal(result, FILTERS[key].apply(image, **FILTERS[key].check(params)))
 
 
 def test_stages_are_the_recipes():
