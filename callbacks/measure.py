@@ -124,6 +124,8 @@ def register(app, services):
         Output(ids.MEASURE_COLUMN, "options"),
         Output(ids.MEASURE_COLUMN, "value"),
         Output({"type": ids.STEP_MESSAGE, "stage": "measure"}, "children"),
+        Output(ids.MEASURE_CAPTION, "children"),
+        Output(ids.MEASURE_CAPTION, "title"),
         Input(ids.SEG_SETTLED, "data"),
         Input(ids.MEASURE_SIGNAL, "data"),
         State(ids.HISTORY, "data"),
@@ -142,11 +144,12 @@ def register(app, services):
             rows, columns, notes = table(services, session_id, meta, current_recipe(history))
         except InputError as exc:
             return (no_update,) * 5 + (message_children(f"Measurements failed: {exc}",
-                                                        "error"),)
+                                                        "error"), no_update, no_update)
         except Exception as exc:  # noqa: BLE001
             log.exception("measurements failed")
             return (no_update,) * 5 + (message_children(
-                f"Measurements failed: unexpected error ({type(exc).__name__}).", "error"),)
+                f"Measurements failed: unexpected error ({type(exc).__name__}).", "error"),
+                no_update, no_update)
         options = [{"label": c["headerName"], "value": c["field"]} for c in columns
                    if c["field"] != "label"]
         values = [o["value"] for o in options]
@@ -154,7 +157,8 @@ def register(app, services):
                                                   (values[0] if values else None))
         note = message_children(" ".join(notes), "info") if notes else None
         require_live(services, session_id, meta, history)
-        return rows, columns, [], options, column, note
+        caption = f"{len(rows):,} regions of {meta['name']}"
+        return rows, columns, [], options, column, note, caption, meta["id"]
 
     # The distribution plot and the selection run in the browser: no request per table.
     app.clientside_callback(

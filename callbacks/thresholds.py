@@ -60,7 +60,8 @@ def move_update(services, session_id, meta, history, request, axis, index, style
     Parameters
     ----------
     request : dict
-        ``{"pair": [vmin, vmax], "seq": n}`` from the page's gate.
+        ``{"pair": [vmin, vmax], "seq": n, "exact": bool}`` from the page's gate; ``exact``
+        (the release of a drag, whose preview is on the screen) skips the live preview.
     history : dict
         The page's pointer to the history.
     axis, index, style, show, view, base
@@ -85,7 +86,8 @@ def move_update(services, session_id, meta, history, request, axis, index, style
         return (no_update, v["thresholds"], message or None, *controls, no_update,
                 *(no_update,) * 7)
     seg = segmentation_update(services, session_id, meta, pointer, axis, index, style, show,
-                              view, base=base, allow_preview=True, announce=True)
+                              view, base=base, allow_preview=request.get("exact") is not True,
+                              announce=True)
     slider = v["thresholds"] if v["thresholds"] != pair else no_update
     return (pointer, slider, None, *controls, recipes.dumps(current_recipe(full)), *seg)
 
@@ -155,7 +157,7 @@ function(value, dragValue, history, meta) {
     // patch a drawn histogram only (its figure, with these lines, is on its way otherwise)
     const gd = document.querySelector('#%(hist)s .js-plotly-plot');
     const hist = gd && gd.data && gd.data.length ?
-        new dc.Patch().assign(['layout', 'shapes'], shapes) : nu;
+        new dc.Patch().assign(['layout', 'shapes'], shapes).build() : nu;
     const g = function (v) { return String(Number(Number(v).toPrecision(6))); };
     const text = 'background marker: pixels < ' + g(pair[0]) +
         '   \\u00b7   object marker: pixels > ' + g(pair[1]) +
@@ -166,9 +168,13 @@ function(value, dragValue, history, meta) {
     if (cur && committed) {
         st.queued = null;
         if (pair[0] !== cur.vmin || pair[1] !== cur.vmax) {
-            move = {pair: pair.slice(), seq: ++st.seq};
+            // the release of a drag: its preview is on the screen, go straight to the exact
+            const dragged = st.dragged && st.dragged[0] === pair[0] && st.dragged[1] === pair[1];
+            move = {pair: pair.slice(), seq: ++st.seq, exact: Boolean(dragged)};
         }
+        st.dragged = null;
     } else if (cur && st.dragging) {
+        st.dragged = pair.slice();
         if (st.inflight && performance.now() - st.inflight < 5000) {
             st.queued = pair.slice();
         } else {
@@ -180,20 +186,23 @@ function(value, dragValue, history, meta) {
 }
 """ % {"slider": ids.THRESHOLDS, "shapes": _SHAPES, "hist": ids.HIST_GRAPH}
 
-# An answered drag request: send the queued pair, if the handle is still held.
+# An answered drag request: send the queued pair, if the handle is still held. It is set
+# from a timer, as a user's change would be: dash-renderer does not re-run a callback chain
+# from inside itself (returning the request from this callback sends nothing).
 ACK_JS = """
 function(ack) {
-    const nu = window.dash_clientside.no_update;
-    const st = window.pipexMove;
-    if (!st) { return nu; }
+    const dc = window.dash_clientside, st = window.pipexMove;
+    if (!st) { return dc.no_update; }
     st.inflight = 0;
-    if (!st.queued || !st.dragging) { st.queued = null; return nu; }
+    if (!st.queued || !st.dragging) { st.queued = null; return dc.no_update; }
     const pair = st.queued;
     st.queued = null;
     st.inflight = performance.now();
-    return {pair: pair, seq: ++st.seq};
+    const request = {pair: pair, seq: ++st.seq};
+    setTimeout(function () { dc.set_props('%(drag)s', {data: request}); }, 0);
+    return dc.no_update;
 }
-"""
+""" % {"drag": ids.DRAG_REQUEST}
 
 # The histogram: a click moves the nearest threshold there, a dragged line or range moves
 # its threshold; both set the slider (snapped to its step), which the gate then commits.
@@ -230,7 +239,7 @@ LOG_JS = """
 function(value) {
     const dc = window.dash_clientside;
     const log = (value || []).indexOf('log') >= 0;
-    return new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear');
+    return new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear').build();
 }
 """
 
@@ -279,7 +288,7 @@ def register(app, services):
     )
     app.clientside_callback(
         ACK_JS,
-        Output(ids.DRAG_REQUEST, "data", allow_duplicate=True),
+        Output(ids.CLIENT_SINK, "data"),  # nothing: the request is set from a timer
         Input(ids.DRAG_ACK, "data"),
         prevent_initial_call=True,
     )

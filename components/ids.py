@@ -7,6 +7,7 @@ SESSION = "session-store"  # random session id, made when the page is served
 IMAGE = "image-store"  # metadata of the current image: id, name, shape, dtype, range, notes
 HISTORY = "history-store"  # pointer to the server-side undo history (callbacks.params)
 ZOOM_SYNC = "zoom-sync-store"  # dummy output of the client-side zoom synchronisation
+CLIENT_SINK = "client-sink-store"  # dummy output of client-side callbacks that act by side effect
 
 # Loader
 SAMPLE = "sample-dropdown"
@@ -93,6 +94,7 @@ RESULT_VIEW = "result-view"  # which array: segmentation mask or final labels
 
 # Measurements
 MEASURE_TABLE = "measure-table"
+MEASURE_CAPTION = "measure-caption"  # what the table measures; its title is the image id
 MEASURE_PROPERTIES = "measure-properties"
 PIXEL_SIZE = "pixel-size"
 PIXEL_UNIT = "pixel-unit"

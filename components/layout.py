@@ -158,6 +158,7 @@ def page(session_id, sample_names, data_files, *, default_sample, max_upload_mb,
             dcc.Store(id=ids.SEG_SIGNAL),
             dcc.Store(id=ids.MEASURE_SIGNAL),
             dcc.Store(id=ids.ZOOM_SYNC),
+            dcc.Store(id=ids.CLIENT_SINK),
             html.Header(className="app-header", children=[
                 html.H1("Pipeline Explorer"),
                 html.P("Image → Filtering → Markers (vmin / vmax on the histogram) → "

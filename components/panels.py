@@ -143,6 +143,7 @@ def measurements_panel(properties):
             dcc.Dropdown(id=ids.MEASURE_PROPERTIES, multi=True,
                          options=[{"label": p, "value": p} for p in properties])]),
         message({"type": ids.STEP_MESSAGE, "stage": "measure"}),
+        html.Div(id=ids.MEASURE_CAPTION, className="measure-caption"),
         dag.AgGrid(
             id=ids.MEASURE_TABLE, rowData=[], columnDefs=[], getRowId="params.data.label",
             defaultColDef={"sortable": True, "filter": "agNumberColumnFilter",

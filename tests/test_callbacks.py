@@ -513,3 +513,135 @@ def test_3d_default_measurements_leave_out_solidity(services):
     assert "solidity" not in _history(vol)["states"][0]["measure"]["properties"]
     assert "solidity" in _history(coins)["states"][0]["measure"]["properties"]
     assert "intensity_mean" in _history(vol)["states"][0]["measure"]["properties"]
+
+
+# --------------------------------------------------------------------------- a move (thresholds)
+
+
+def _page(services, sid, meta):
+    """The page after loading: the history pointer and the segmentation figure's base."""
+    from callbacks.params import recipe_action
+
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    out = display.segmentation_update(services, sid, meta, pointer, **SEG_VIEW, base=None,
+                                      allow_preview=True)
+    return pointer, out[6]
+
+
+def _move(services, sid, meta, pointer, base, pair, seq, **extra):
+    from callbacks import thresholds
+
+    return thresholds.move_update(services, sid, meta, pointer,
+                                  {"pair": list(pair), "seq": seq, **extra}, **SEG_VIEW,
+                                  base=base)
+
+
+def test_a_move_pushes_the_history_on_the_server_and_draws_in_one_response(services):
+    from dash import no_update
+    from dash.exceptions import PreventUpdate
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    pointer, base = _page(services, sid, meta)
+    assert "states" not in pointer and pointer["drawn"] is False
+    assert "image" in pointer["changed"]
+    m = pointer["recipe"]["markers"]
+    out = _move(services, sid, meta, pointer, base, (m["vmin"], m["vmax"] + 3), 1)
+    new, slider, message, undo_off, redo_off, text, recipe_text, fig, summary, *_ = out
+    pending, settled, new_base = out[-3:]
+    assert message is None and slider is no_update and text == "step 2 of 2"
+    assert undo_off is False and redo_off is True and '"vmax": 134.0' in recipe_text
+    assert new["changed"] == ["markers"] and new["drawn"] is True and new["index"] == 1
+    assert "live preview" in summary and pending["rev"] == new["rev"]
+    assert set(_sources(fig)) == {("data", 1, "source"), ("data", 2, "source")}
+    assert new_base is no_update  # the figure shows coins already: a Patch
+    full = services.store.get_history(sid, meta["id"], new["rev"])
+    assert [s["markers"]["vmax"] for s in full["states"]] == [m["vmax"], m["vmax"] + 3]
+    # the exact result follows; a settle for this revision is live on the server
+    settled = _settle(services, sid, meta, new, pending)
+    assert "labelled regions" in settled[1]
+
+    # The release of a drag asks for the exact result at once.
+    out = _move(services, sid, meta, new, base, (m["vmin"], m["vmax"] + 5), 2, exact=True)
+    assert "computed in" in out[8] and out[-3] is no_update and out[-2]["rev"] == out[0]["rev"]
+
+    # A refused pair: the history stays, the slider goes back, the message says why.
+    out = _move(services, sid, meta, out[0], base, (m["vmin"], 252), 3)
+    assert out[0] is no_update and out[1] == [m["vmin"], m["vmax"] + 5.0]
+    assert "No object marker" in out[2] and all(o is no_update for o in out[7:])
+
+    # A request that a later one of the page has passed is not computed.
+    with pytest.raises(PreventUpdate):
+        _move(services, sid, meta, pointer, base, (m["vmin"] + 1, m["vmax"]), 2)
+    # Nor is a malformed one.
+    for bad in ({"pair": [1, "x"], "seq": 9}, {"pair": [1, 2]}, None, {"pair": [1, 2], "seq": -1}):
+        from callbacks import thresholds
+        with pytest.raises(PreventUpdate):
+            thresholds.move_update(services, sid, meta, pointer, bad, **SEG_VIEW, base=base)
+
+
+def test_a_drag_previews_without_touching_the_history_and_drops_superseded_requests(services):
+    from dash import no_update
+
+    from callbacks import thresholds
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    pointer, base = _page(services, sid, meta)
+    m = pointer["recipe"]["markers"]
+    out = thresholds.drag_update(services, sid, meta, pointer,
+                                 {"pair": [m["vmin"], m["vmax"] + 6], "seq": 5}, **SEG_VIEW,
+                                 base=base)
+    fig, summary, seg_msg, post_msg, new_base, ack = out
+    assert ack == {"seq": 5} and new_base is no_update and seg_msg is None
+    assert "live preview" in summary and "on release" in summary
+    assert ("data", 2, "source") in _sources(fig)
+    assert services.store.get_history(sid, meta["id"], pointer["rev"])["states"] == [
+        pointer["recipe"]]
+    # superseded (a later request of the page was seen): only the acknowledgement
+    out = thresholds.drag_update(services, sid, meta, pointer,
+                                 {"pair": [m["vmin"], m["vmax"] + 7], "seq": 4}, **SEG_VIEW,
+                                 base=base)
+    assert out == (no_update,) * 5 + ({"seq": 4},)
+    # a pair that leaves a label empty: nothing drawn (the release says why)
+    out = thresholds.drag_update(services, sid, meta, pointer,
+                                 {"pair": [m["vmin"], 252], "seq": 6}, **SEG_VIEW, base=base)
+    assert out[:5] == (no_update,) * 5
+
+
+def test_the_page_state_stays_small_however_long_the_session(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    from callbacks.params import recipe_action
+
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    sizes = []
+    for i in range(300):
+        pair = [80 + i % 7, 130 + i % 11 + (i // 77)]
+        pointer, _, message = recipe_action(services, sid, ids.THRESHOLDS, pointer, meta,
+                                            {"thresholds": pair})
+        if pointer is no_update:
+            continue
+        sizes.append(len(json.dumps(pointer)))
+    assert max(sizes) <= 1.1 * min(sizes)
+    full = services.store.get_history(sid, meta["id"], pointer["rev"])
+    assert len(full["states"]) == pointer["length"] > 250
+
+
+def test_a_response_for_a_state_the_session_has_left_is_dropped(services):
+    from dash.exceptions import PreventUpdate
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    pointer, base = _page(services, sid, meta)
+    m = pointer["recipe"]["markers"]
+    out = _move(services, sid, meta, pointer, base, (m["vmin"], m["vmax"] + 3), 1)
+    pending = out[-3]
+    _move(services, sid, meta, out[0], base, (m["vmin"], m["vmax"] + 4), 2)  # moved on
+    with pytest.raises(PreventUpdate):
+        _settle(services, sid, meta, out[0], pending)
+    # another image loaded meanwhile: the comparison of the old one is not drawn
+    other = loading.load_image(services, sid, ids.SAMPLE, "camera", None, None, None).meta
+    assert other["id"] != meta["id"]
+    with pytest.raises(PreventUpdate):
+        display.compare_update(services, sid, meta, out[0], "watershed", 0, 0, None)

@@ -1,0 +1,229 @@
+"""A person moves the thresholds in headless Chromium: what a move costs the browser, a
+drag of a handle, and loading images in a row while the first is still computing.
+
+The choreography tested here is drawn in docs/architecture.md ("A move").
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+pytestmark = pytest.mark.browser
+
+# Every POST to /_dash-update-component since the last reset, with the outputs it asks for.
+FETCH_HOOK_JS = """
+if (!window.__posts) {
+    window.__posts = [];
+    const original = window.fetch;
+    window.fetch = function (url, options) {
+        if (String(url).indexOf('_dash-update-component') >= 0) {
+            let output = '';
+            try { output = JSON.parse(options.body).output; } catch (e) { output = '?'; }
+            window.__posts.push({output: output, bytes: (options.body || '').length});
+        }
+        return original.apply(this, arguments);
+    };
+}
+window.__posts.length = 0;
+"""
+POSTS_JS = "return window.__posts.slice();"
+OVERLAY_JS = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+return gd && gd.data && gd.data.length > 2 ? gd.data[2].source : null;
+"""
+SHAPES_JS = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+return gd && gd.layout && gd.layout.shapes ? gd.layout.shapes.map(s => s.x0) : null;
+"""
+# The image each figure shows (its uirevision starts with the image id).
+FIGURE_IMAGES_JS = """
+const out = {};
+for (const id of ['image-graph', 'filtered-graph', 'segmentation-graph', 'compare-graph']) {
+    const gd = document.querySelector('#' + id + ' .js-plotly-plot');
+    out[id] = gd && gd.layout && gd.layout.uirevision ?
+        String(gd.layout.uirevision).split('-')[0] : null;
+}
+return out;
+"""
+BUSY_JS = "return Array.from(document.querySelectorAll('.panel.busy')).map(p => p.id);"
+THUMB_JS = """
+arguments[0].scrollIntoView({block: 'center'});
+const b = arguments[0].getBoundingClientRect();
+return [b.x + b.width / 2, b.y + b.height / 2];
+"""
+
+
+def _until(predicate, timeout=60, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _js(dash_duo, script, *args):
+    return dash_duo.driver.execute_script(script, *args)
+
+
+def _summary(dash_duo):
+    return dash_duo.find_element("#segmentation-summary").text
+
+
+def _exact(dash_duo):
+    text = _summary(dash_duo)
+    return "labelled regions" in text and "preview" not in text
+
+
+def _idle(dash_duo, quiet=1.0, timeout=60):
+    """Wait until no new request was made for `quiet` seconds and no panel is busy."""
+    end = time.time() + timeout
+    last, since = -1, time.time()
+    while time.time() < end:
+        n = len(_js(dash_duo, POSTS_JS))
+        if n != last:
+            last, since = n, time.time()
+        elif time.time() - since >= quiet and not _js(dash_duo, BUSY_JS):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the page did not settle")
+
+
+def _handles(dash_duo):
+    return dash_duo.find_elements("#thresholds-slider [role=slider]")
+
+
+def _start(dash_duo, app_factory):
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
+    _js(dash_duo, FETCH_HOOK_JS)
+    _idle(dash_duo)
+    _js(dash_duo, FETCH_HOOK_JS)
+
+
+def test_a_key_press_costs_one_request_and_the_histogram_follows_in_the_browser(
+        dash_duo, app_factory):
+    _start(dash_duo, app_factory)
+    before = _js(dash_duo, OVERLAY_JS)
+    vmin, vmax = _js(dash_duo, SHAPES_JS)[:2]
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    # The vmax line and the text under the slider follow at once, from the browser.
+    _until(lambda: (_js(dash_duo, SHAPES_JS) or [])[:2] == [vmin, vmax + 1], timeout=5,
+           what="the vmax line to follow the slider")
+    assert f"pixels > {vmax + 1:g}" in dash_duo.find_element("#thresholds-text").text
+    _until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the exact overlay of the new pair")
+    _idle(dash_duo)
+    posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
+    # One request pushes the move and brings the overlay; then the exact result (if a
+    # preview came first), the comparison and the table. Nothing else.
+    assert "history-store.data" in posts[0] and "segmentation-graph.figure" in posts[0]
+    assert len(posts) <= 4, posts
+    for untouched in ("histogram-graph", "filtered-graph", "threshold-gallery", "image-graph",
+                      "sweep-param", "measure-plot", "selected-labels"):
+        assert not any(untouched in p for p in posts), (untouched, posts)
+    # The request of a move stays small (no undo history travels with it).
+    assert max(p["bytes"] for p in _js(dash_duo, POSTS_JS)) < 8000
+    assert dash_duo.find_element("#history-text").text == "step 2 of 2"
+
+    # The log-counts switch is applied in the browser too.
+    _js(dash_duo, FETCH_HOOK_JS)
+    dash_duo.find_element("#histogram-log input").click()
+    _until(lambda: _js(dash_duo, "return document.querySelector('#histogram-graph "
+                                 ".js-plotly-plot').layout.yaxis.type") == "log",
+           timeout=5, what="log axis")
+    time.sleep(0.5)
+    assert _js(dash_duo, POSTS_JS) == []
+
+
+def test_dragging_a_handle_previews_and_the_release_shows_the_exact_result(
+        dash_duo, app_factory):
+    _start(dash_duo, app_factory)
+    first = _js(dash_duo, OVERLAY_JS)
+    _js(dash_duo, """
+        window.__overlays = [];
+        const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+        gd.on('plotly_afterplot', function () {
+            const s = gd.data[2].source;
+            if (window.__overlays[window.__overlays.length - 1] !== s) { window.__overlays.push(s); }
+        });""")
+    x, y = _js(dash_duo, THUMB_JS, _handles(dash_duo)[1])
+    cdp = dash_duo.driver.execute_cdp_cmd
+    cdp("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
+                                     "clickCount": 1})
+    for i in range(1, 41):  # many positions in a row, about 2 s
+        cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + 2 * i, "y": y,
+                                         "button": "left", "buttons": 1})
+        time.sleep(0.03)
+    during = list(_js(dash_duo, "return window.__overlays"))
+    drag_summary = _summary(dash_duo)
+    cdp("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x + 80, "y": y,
+                                     "button": "left", "clickCount": 1})
+    assert len(during) >= 2, ("the overlay did not follow the handle while dragging",
+                              [p["output"][:40] for p in _js(dash_duo, POSTS_JS)],
+                              drag_summary, _js(dash_duo, "return window.pipexMove"))
+    assert "preview" in drag_summary or "labelled regions" in drag_summary
+    _until(lambda: dash_duo.find_element("#history-text").text == "step 2 of 2",
+           what="one history step for the whole drag")
+    _until(lambda: _exact(dash_duo), what="the exact result after the release")
+    _idle(dash_duo)
+    posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
+    drags = [p for p in posts if p.startswith("..segmentation-graph.figure")
+             and "drag-ack-store" in p]
+    assert drags, posts
+    released = _js(dash_duo, OVERLAY_JS)
+    assert released != first
+    slider = [float(h.get_attribute("aria-valuenow")) for h in _handles(dash_duo)]
+    dash_duo.driver.find_element(
+        By.XPATH, "//*[contains(@class, 'tab') and normalize-space()='Recipe']").click()
+    recipe = _until(lambda: dash_duo.find_element("#recipe-view").get_attribute("textContent"),
+                    what="the recipe view")
+    assert f'"vmax": {slider[1]}' in recipe, (slider, recipe)
+    # The shown result is the exact one for the final pair: leave it and come back (a cache
+    # hit for that pair, computed the canonical way) and the very same overlay is drawn.
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: _js(dash_duo, OVERLAY_JS) != released and _exact(dash_duo),
+           what="the next pair")
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_LEFT)
+    _until(lambda: _exact(dash_duo) and "from cache" in _summary(dash_duo), what="back")
+    _until(lambda: _js(dash_duo, OVERLAY_JS) == released, what="the same exact overlay")
+
+
+def test_loading_images_in_a_row_never_leaves_a_stale_panel(dash_duo, app_factory, tmp_path):
+    _start(dash_duo, app_factory)
+    rng = np.random.default_rng(1)
+    big = (rng.normal(100, 20, (768, 768)).clip(0, 255)).astype(np.uint8)
+    big[200:500, 200:500] += 80
+    vol = (rng.normal(1000, 200, (24, 64, 64)).clip(0, 4000)).astype(np.uint16)
+    vol[8:16, 16:48, 16:48] += 1500
+    small = np.zeros((60, 80), np.uint8)
+    small[20:40, 20:60] = 200
+    small += rng.integers(0, 30, small.shape, dtype=np.uint8)
+    paths = []
+    for name, array in (("big.tif", big), ("stack.tif", vol), ("third.tif", small)):
+        tifffile.imwrite(tmp_path / name, array)
+        paths.append(str(tmp_path / name))
+    upload = dash_duo.find_element("#upload input[type=file]")
+    upload.send_keys(paths[0])
+    dash_duo.wait_for_contains_text("#image-info", "big.tif", timeout=60)
+    assert _js(dash_duo, BUSY_JS), "the panels do not say they are updating"
+    upload.send_keys(paths[1])  # while the first is still computing
+    upload.send_keys(paths[2])
+    dash_duo.wait_for_contains_text("#image-info", "third.tif", timeout=60)
+    dash_duo.wait_for_contains_text("#measure-caption", "third.tif", timeout=120)
+    _until(lambda: _exact(dash_duo), timeout=120, what="the third image segmented")
+    _idle(dash_duo, quiet=1.5, timeout=120)
+    images = _js(dash_duo, FIGURE_IMAGES_JS)
+    shown = images["image-graph"]
+    assert shown and set(images.values()) == {shown}, images
+    assert dash_duo.find_element("#measure-caption").get_attribute("title") == shown
+    assert "60 × 80" in dash_duo.find_element("#image-info").text
+    assert not _js(dash_duo, BUSY_JS)
+    assert "Random walker" in dash_duo.find_element("#compare-text").text
