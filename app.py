@@ -75,6 +75,13 @@ def create_app(config: Config | None = None, initial=None) -> dash.Dash:
         limit = config.max_upload_mb
         return jsonify(error=f"request too large: the upload limit is {limit:g} MB"), 413
 
+    # Dash sets its server up on the first request and marks it done before its script
+    # registry is filled: the concurrent first requests of a threaded worker then answered
+    # 500 for the page's bundles, a blank page (plotly/dash#3971). Set it up now, before
+    # the worker serves anything (tests/test_deploy.py fires 41 requests at fresh workers).
+    with app.server.app_context():
+        app._setup_server()
+
     logging.basicConfig(level=logging.INFO)
     return app
 

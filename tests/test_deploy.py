@@ -5,6 +5,7 @@ Docker itself is not needed: the image's CMD is run from the repo root with the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import os
@@ -21,6 +22,7 @@ from tests.support import (
     REPO_ROOT,
     dockerfile_cmd,
     dockerfile_instructions,
+    serve_docker_cmd,
     title_of,
 )
 from tests.support.dashclient import DashClient
@@ -277,3 +279,36 @@ def test_gunicorn_two_workers_drive_session(gunicorn_process):
             triggered=["segmentation-signal-store.data"])
         assert json.dumps(again["segmentation-graph"]["figure"]) == sources[4]
     assert len(worker_pids()) == 2, gunicorn_process.describe()
+
+
+def _bundle_urls(tmp_path):
+    """The page's script URLs, as a fresh server will list them (same installed files)."""
+    from app import create_app
+    from pipeline.config import Config
+
+    app = create_app(Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data"))
+    with app.server.test_request_context("/"):
+        html = app.index()
+    urls = re.findall(r'src="(/_dash-component-suites/[^"]+)"', html)
+    assert len(urls) >= 5, html
+    return urls
+
+
+@pytest.mark.server
+def test_a_fresh_worker_serves_its_bundles_at_once(tmp_path):
+    # Dash sets up its server on the first request (Flask before_request) and marks it done
+    # before the script registry is filled: concurrent first requests of a threaded worker
+    # answered 500 ("dash" is not a registered library) and the page stayed blank
+    # (plotly/dash#3971). create_app sets the server up before any request.
+    from concurrent.futures import ThreadPoolExecutor
+
+    urls = _bundle_urls(tmp_path)
+    paths = (["/"] + urls * (40 // len(urls) + 1))[:41]
+    for start in range(3):
+        with contextlib.contextmanager(serve_docker_cmd)(workers=2, wait="port") as server:
+            def get(path, base=server.base_url):
+                return requests.get(base + path, timeout=60).status_code
+
+            with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+                codes = list(pool.map(get, paths))
+            assert set(codes) == {200}, (start, codes, server.log(tail=40))

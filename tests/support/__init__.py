@@ -141,13 +141,30 @@ def wait_for_http(url: str, timeout: float = 60.0, proc: GunicornProcess | None 
 
 
 @contextlib.contextmanager
-def serve_docker_cmd(env=None, workers: int = 2, health_timeout: float = 60.0, state_dir=None):
+def wait_for_port(host: str, port: int, timeout: float = 60.0, proc=None):
+    """Wait until `port` accepts TCP connections (gunicorn's master is listening; a request
+    then waits in the backlog until a worker takes it)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"server exited early\n{proc.describe()}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"{host}:{port} did not accept connections in {timeout} s")
+
+
+def serve_docker_cmd(env=None, workers: int = 2, health_timeout: float = 60.0, state_dir=None,
+                     wait="health"):
     """Run the Dockerfile's CMD from the repo root on a free loopback port; yield the process.
 
     The interpreter's bin directory (the venv's) comes first on PATH so that ``gunicorn`` is the
     one installed next to it. ``PIPEX_BIND`` is 127.0.0.1:<free port>, ``PIPEX_STATE_DIR`` and
-    ``PIPEX_DATA_DIR`` are fresh temporary folders unless given. Waits for ``/health``; on exit,
-    terminates the server by PID and waits for it.
+    ``PIPEX_DATA_DIR`` are fresh temporary folders unless given. Waits for ``/health`` (or,
+    with ``wait="port"``, only until the port accepts connections: the workers may still be
+    booting); on exit, terminates the server by PID and waits for it.
     """
     argv = dockerfile_cmd()
     port = free_port()
@@ -178,7 +195,10 @@ def serve_docker_cmd(env=None, workers: int = 2, health_timeout: float = 60.0, s
             )
         server = GunicornProcess(proc, f"http://127.0.0.1:{port}", log_path, argv, full_env)
         try:
-            wait_for_http(server.base_url + "/health", timeout=health_timeout, proc=server)
+            if wait == "port":
+                wait_for_port("127.0.0.1", port, timeout=health_timeout, proc=server)
+            else:
+                wait_for_http(server.base_url + "/health", timeout=health_timeout, proc=server)
             yield server
         except BaseException:
             server.stop()
