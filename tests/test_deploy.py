@@ -5,7 +5,6 @@ Docker itself is not needed: the image's CMD is run from the repo root with the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import os
@@ -305,7 +304,7 @@ def test_a_fresh_worker_serves_its_bundles_at_once(tmp_path):
     urls = _bundle_urls(tmp_path)
     paths = (["/"] + urls * (40 // len(urls) + 1))[:41]
     for start in range(3):
-        with contextlib.contextmanager(serve_docker_cmd)(workers=2, wait="port") as server:
+        with serve_docker_cmd(workers=2, wait="port") as server:
             def get(path, base=server.base_url):
                 return requests.get(base + path, timeout=60).status_code
 

@@ -140,7 +140,6 @@ def wait_for_http(url: str, timeout: float = 60.0, proc: GunicornProcess | None 
     raise TimeoutError(f"{url} did not answer 200 within {timeout}s (last: {last}){where}")
 
 
-@contextlib.contextmanager
 def wait_for_port(host: str, port: int, timeout: float = 60.0, proc=None):
     """Wait until `port` accepts TCP connections (gunicorn's master is listening; a request
     then waits in the backlog until a worker takes it)."""
@@ -156,6 +155,7 @@ def wait_for_port(host: str, port: int, timeout: float = 60.0, proc=None):
     raise TimeoutError(f"{host}:{port} did not accept connections in {timeout} s")
 
 
+@contextlib.contextmanager
 def serve_docker_cmd(env=None, workers: int = 2, health_timeout: float = 60.0, state_dir=None,
                      wait="health"):
     """Run the Dockerfile's CMD from the repo root on a free loopback port; yield the process.
