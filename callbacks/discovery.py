@@ -75,7 +75,10 @@ def gallery(services, session_id, meta, recipe, axis, index, window):
     for method in LOCAL_METHODS:
         title = [doc_link(THRESHOLD_FUNCTIONS[method])]
         try:
-            mask = local_binarization(shown, method, window_size=window)
+            # Sauvola's r: half the range of the image's type, in its own units
+            scale = float(meta.get("scale", 1.0))
+            mask = local_binarization(shown, method, window_size=window,
+                                      r=0.5 * scale if scale > 1 else None)
         except InputError as exc:
             tiles.append(_tile(title, html.Div(className="tile-message", children=str(exc)),
                                None, error=True))

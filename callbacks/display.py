@@ -23,6 +23,7 @@ from pipeline import postprocess, render
 from pipeline.compute import stage_keys
 from pipeline.errors import InputError
 from pipeline.filters import FILTERS
+from pipeline.measure import count_regions
 from pipeline.segment import make_markers
 from pipeline.segmentation import SEGMENTERS, agreement
 
@@ -180,7 +181,7 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         marker, seg = overlay_uris(shown_slice(result.filtered, meta, axis, index),
                                    shown_slice(shown, meta, axis, index).astype(np.int32),
                                    recipe, style, show_markers, gray)
-        n = int(np.max(result.labels)) if result.labels.size else 0
+        n = count_regions(result.labels)
         fraction = float(np.count_nonzero(result.mask)) / result.mask.size
         return marker, seg, n, fraction
 
@@ -194,7 +195,8 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
     seg = recipe["segmentation"]
     how = "from cache" if result.cached else f"computed in {result.seconds:.2f} s"
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
-    summary = (f"object: {100 * fraction:.1f} % of {unit} · {n} labelled regions · "
+    summary = (f"object: {100 * fraction:.1f} % of {unit} · {n:,} labelled "
+               f"region{'' if n == 1 else 's'} · "
                f"{SEGMENTERS[seg['name']].label} {how}")
     if full:
         fig = figures.segmentation_figure(render.png_data_uri(gray()), marker_uri, seg_uri,

@@ -25,6 +25,7 @@ from skimage.measure import regionprops_table
 from .errors import InputError
 
 __all__ = [
+    "count_regions",
     "DEFAULT_PROPERTIES",
     "AVAILABLE_PROPERTIES",
     "PROPERTIES_2D_ONLY",
@@ -351,3 +352,30 @@ def to_csv(measurements: Measurements, provenance: dict | None = None) -> str:
     for row in zip(*(a.tolist() for a in arrays)):
         writer.writerow([_format(v) for v in row])
     return out.getvalue()
+
+
+def count_regions(labels) -> int:
+    """Number of distinct regions (non-zero labels) of a label image.
+
+    Not the highest label: after "remove small objects" the labels keep their numbers, and
+    the highest was 898 on an image of 10 objects.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Label image (0 is the background), 2D or 3D.
+
+    Returns
+    -------
+    int
+    """
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
+        raise InputError(f"labels must be an integer array, got {labels.dtype}")
+    if labels.size == 0:
+        return 0
+    if labels.dtype == np.bool_:
+        return int(labels.any())
+    if labels.min() < 0:
+        raise InputError("labels must not be negative")
+    return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))

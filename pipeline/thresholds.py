@@ -120,7 +120,7 @@ def global_thresholds(image) -> dict:
     return result
 
 
-def local_binarization(image, method, window_size=15, k=0.2) -> np.ndarray:
+def local_binarization(image, method, window_size=15, k=0.2, r=None) -> np.ndarray:
     """Binarize with a local threshold: ``image > threshold_<method>(image, window_size, k)``.
 
     Parameters
@@ -134,6 +134,12 @@ def local_binarization(image, method, window_size=15, k=0.2) -> np.ndarray:
     k : float, optional
         Weight of the local standard deviation, in [-2, 2] (Niblack often uses a negative
         ``k`` for bright objects; Sauvola 0.2 to 0.5).
+    r : float, optional
+        Sauvola's dynamic range of the standard deviation, in the image's intensity units.
+        scikit-image's default is half the range of the array's dtype, which for an integer
+        image converted to float64 in its own units (0..255) is 1, not 127.5: every pixel
+        fell below its threshold. Give half the range of the image's original type (e.g.
+        127.5 for 8-bit); ignored by Niblack.
 
     Returns
     -------
@@ -167,8 +173,18 @@ def local_binarization(image, method, window_size=15, k=0.2) -> np.ndarray:
     if not -2 <= k <= 2:
         raise InputError(f"{where}: k must be between -2 and 2, got {k!r}")
     image = _check_image(image, where)
-    function = getattr(filters, f"threshold_{method}")
-    return image > function(image, window_size=window_size, k=k)
+    if method == "sauvola":
+        if r is not None:
+            if isinstance(r, (bool, np.bool_)):
+                raise InputError(f"{where}: r must be a number, got {r!r}")
+            try:
+                r = float(r)
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: r must be a number, got {r!r}") from None
+            if not (math.isfinite(r) and r > 0):
+                raise InputError(f"{where}: r must be a positive number, got {r!r}")
+        return image > filters.threshold_sauvola(image, window_size=window_size, k=k, r=r)
+    return image > filters.threshold_niblack(image, window_size=window_size, k=k)
 
 
 def binarize(image, threshold) -> np.ndarray:

@@ -223,3 +223,16 @@ def test_a_whole_exported_script_reproduces_the_app(tmp_path):
     assert list(table.keys()) == list(expected.columns)
     for name, values in expected.columns.items():
         np.testing.assert_array_equal(table[name], values)
+
+
+def test_count_regions_counts_objects_not_the_highest_label():
+    from pipeline.measure import count_regions
+
+    labels = np.zeros((10, 10), np.int32)
+    labels[1, 1], labels[5, 5], labels[8, 8] = 3, 898, 3
+    assert count_regions(labels) == 2
+    assert count_regions(np.zeros((4, 4), np.uint16)) == 0
+    assert count_regions(np.zeros((0, 3), np.int32)) == 0
+    assert count_regions(np.ones((2, 2), bool)) == 1
+    with pytest.raises(InputError, match="integer"):
+        count_regions(np.zeros((2, 2), float))

@@ -114,3 +114,24 @@ def test_binarize(coins):
     for bad in (math.nan, "high", None, True):
         with pytest.raises(InputError, match=r"threshold: threshold must be"):
             binarize(coins, bad)
+
+
+def test_sauvola_on_an_integer_image_in_its_own_units():
+    # The app thresholds the image converted to float64 in its own units (0..255): with
+    # skimage's default r (half the float dtype's range, 1) every pixel fell below its
+    # threshold; r = half the 8-bit range gives the objects.
+    from skimage import data
+
+    blobs = data.binary_blobs(256, rng=1).astype(np.uint8) * 160 + 40
+    image = blobs.astype(np.float64)
+    got = local_binarization(image, "sauvola", window_size=25, r=127.5)
+    np.testing.assert_array_equal(
+        got, image > filters.threshold_sauvola(image, window_size=25, r=127.5))
+    assert 0.2 < got.mean() < 0.9
+    assert (got == (blobs > 100)).mean() > 0.8  # the blobs, not noise
+
+
+@pytest.mark.parametrize("r", [0, -1, float("nan"), "x", True])
+def test_sauvola_r_is_checked(coins, r):
+    with pytest.raises(InputError, match=r"sauvola: r must be"):
+        local_binarization(coins, "sauvola", r=r)

@@ -79,7 +79,7 @@ def _summary(dash_duo):
 
 def _exact(dash_duo):
     text = _summary(dash_duo)
-    return "labelled regions" in text and "preview" not in text
+    return "labelled region" in text and "preview" not in text
 
 
 def _idle(dash_duo, quiet=1.0, timeout=60):
