@@ -227,3 +227,17 @@ def test_loading_images_in_a_row_never_leaves_a_stale_panel(dash_duo, app_factor
     assert "60 × 80" in dash_duo.find_element("#image-info").text
     assert not _js(dash_duo, BUSY_JS)
     assert "Random walker" in dash_duo.find_element("#compare-text").text
+
+
+def test_enter_in_a_threshold_box_applies_the_value(dash_duo, app_factory):
+    # dash's RangeSlider applies a typed value on blur only; Enter now applies it too
+    _start(dash_duo, app_factory)
+    before = _js(dash_duo, OVERLAY_JS)
+    box = dash_duo.find_element("#thresholds-slider input.dash-range-slider-max-input")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("140", Keys.ENTER)
+    _until(lambda: dash_duo.find_element("#history-text").text == "step 2 of 2",
+           what="the typed value applied by Enter")
+    assert "pixels > 140" in dash_duo.find_element("#thresholds-text").text
+    _until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the segmentation of the typed value")
