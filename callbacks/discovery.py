@@ -111,11 +111,22 @@ def sweepable(recipe) -> list[dict]:
     return options
 
 
+#: Longest text of sweep values read (a few numbers; refused before splitting it).
+MAX_VALUES_TEXT = 2000
+
+
 def parse_values(text, name="values") -> list[float]:
-    """Comma- or space-separated numbers."""
-    parts = [p for p in str(text or "").replace(",", " ").split() if p]
+    """Comma- or space-separated numbers (at most :data:`MAX_SWEEP` of them)."""
+    text = str(text or "")
+    if len(text) > MAX_VALUES_TEXT:
+        raise InputError(f"{name}: at most {MAX_SWEEP} numbers; this text has "
+                         f"{len(text):,} characters")
+    parts = [p for p in text.replace(",", " ").split() if p]
     if not parts:
         raise InputError(f"{name}: give a few numbers, e.g. 70, 80, 90")
+    if len(parts) > MAX_SWEEP:
+        raise InputError(f"{name}: a sweep has at most {MAX_SWEEP} combinations; "
+                         f"{len(parts)} values given")
     try:
         values = [float(p) for p in parts]
     except ValueError:
@@ -134,7 +145,13 @@ def _set(recipe, path, value):
 
 
 def sweep_recipes(recipe, param_a, values_a, param_b=None, values_b=None):
-    """The grid of recipes of a sweep, row-major (A varies along rows)."""
+    """The grid of recipes of a sweep, row-major (A varies along rows).
+
+    The number of cells is checked before any is built."""
+    cells = len(values_a) * (len(values_b) if param_b else 1)
+    if cells > MAX_SWEEP:
+        raise InputError(f"a sweep has at most {MAX_SWEEP} combinations; this one has "
+                         f"{cells:,}")
     grid = []
     for a in values_a:
         for b in (values_b if param_b else [None]):
@@ -145,9 +162,6 @@ def sweep_recipes(recipe, param_a, values_a, param_b=None, values_b=None):
                 _set(r, param_b, b)
                 label += f", {param_b.split('.')[-1]} = {b:g}"
             grid.append({"recipe": r, "label": label})
-    if len(grid) > MAX_SWEEP:
-        raise InputError(f"a sweep has at most {MAX_SWEEP} combinations; this one has "
-                         f"{len(grid)}")
     return grid
 
 

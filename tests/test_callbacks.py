@@ -266,6 +266,14 @@ def test_sweep_grid_and_adopt(services):
         discovery.parse_values("a, b")
     with pytest.raises(InputError, match="at most"):
         discovery.sweep_recipes(recipe, "markers.vmin", list(range(40)))
+    # a 1000 x 1000 grid is refused before one cell is built (or the values even split)
+    with pytest.raises(InputError, match="at most 36 combinations; this one has 1,000,000"):
+        discovery.sweep_recipes(recipe, "markers.vmin", list(range(1000)),
+                                "segmentation.params.beta", list(range(1000)))
+    with pytest.raises(InputError, match="at most 36"):
+        discovery.parse_values(", ".join(map(str, range(1000))), "values A")
+    with pytest.raises(InputError, match="at most 36"):
+        discovery.parse_values("1 " * 50, "values A")
 
 
 def test_measurements_table_csv_and_region_lookup(services):
