@@ -117,7 +117,12 @@ def default_thresholds(image) -> tuple[float, float]:
     sample = image.ravel()
     if sample.size > 2_000_000:  # a deterministic subsample is plenty for a histogram threshold
         sample = sample[:: sample.size // 1_000_000]
-    t = float(filters.threshold_otsu(sample))
+    if sample.dtype.kind in "iu" and int(sample.max()) - int(sample.min()) >= 2**16:
+        # skimage's histogram of an integer image has a bin per possible value: an int32
+        # image holding 10**8 took 4.8 GB; 256 bins over the range are plenty for Otsu
+        t = float(filters.threshold_otsu(sample.astype(np.float64), nbins=256))
+    else:
+        t = float(filters.threshold_otsu(sample))
     low_mean = float(sample[sample <= t].mean())
     high = sample[sample > t]
     high_mean = float(high.mean()) if high.size else float(sample.max())

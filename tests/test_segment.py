@@ -52,3 +52,26 @@ def test_default_thresholds_bracket_otsu_on_coins():
 def test_threshold_step_integer_and_float():
     assert threshold_step(np.array([0, 255], dtype=np.uint8)) == 1
     assert threshold_step(np.array([0.0, 2.0])) == pytest.approx(0.002)
+
+
+def test_default_thresholds_of_a_wide_integer_range_stay_bounded():
+    # skimage's Otsu histograms an integer image with a bin per possible value: an int32
+    # image holding 10**8 needed 4.8 GB. 256 bins over the range are used instead.
+    import tracemalloc
+
+    image = np.zeros((4, 4), np.int32)
+    image[0, 0], image[1, 1] = 10**8, 5
+    tracemalloc.start()
+    try:
+        vmin, vmax = default_thresholds(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+    assert 0 <= vmin < vmax <= 10**8
+    # 8- and 16-bit images keep skimage's exact integer histogram
+    u16 = (np.arange(4096, dtype=np.uint16).reshape(64, 64) * 16)
+    from skimage import filters
+    t = filters.threshold_otsu(u16.ravel())
+    lo, hi = default_thresholds(u16)
+    assert lo <= t <= hi
