@@ -147,6 +147,9 @@ def _check_unit(unit):
     if any(c in unit for c in ",\n\r[]\"#"):
         raise InputError(f"measure: unit must not contain commas, brackets, quotes, '#' or "
                          f"line breaks, got {unit!r}")
+    if not unit.isprintable() or any(0xD800 <= ord(c) <= 0xDFFF for c in unit):
+        # a NUL or a lone surrogate passed here, then broke the script export (500)
+        raise InputError(f"measure: unit must be printable text, got {unit!r}")
     return unit
 
 

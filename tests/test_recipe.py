@@ -490,3 +490,12 @@ def test_run_validates_the_recipe(coins):
 def test_run_refuses_a_text_image():
     with pytest.raises(InputError, match=r"filter: the image must hold real numbers"):
         R.run(np.array([["a", "b"], ["c", "d"]]), R.default_recipe(1, 2))
+
+
+@pytest.mark.parametrize("unit", ["px\x00", "µm\ud800", "a\tb", "\x7f"])
+def test_a_unit_that_is_not_printable_text_is_refused(unit):
+    # a NUL or a lone surrogate passed validation, then the script export answered 500
+    recipe = R.default_recipe(10.0, 100.0)
+    recipe["measure"]["unit"] = unit
+    with pytest.raises(InputError, match="unit must be printable text"):
+        R.validate(recipe)
