@@ -217,7 +217,10 @@ class Server:
         return out[:limit]
 
 
-def start_app_server(state_dir, data_dir, workers, threads, log_dir, max_upload_mb):
+def start_app_server(state_dir, data_dir, workers, threads, log_dir, max_upload_mb,
+                     app_dir=REPO_ROOT, name="app"):
+    """This app's server: the Dockerfile's CMD of `app_dir` (a checkout), run from `app_dir`."""
+    app_dir = Path(app_dir)
     env = {
         "PIPEX_BIND": "127.0.0.1:{PORT}",
         "PIPEX_WORKERS": str(workers),
@@ -226,7 +229,7 @@ def start_app_server(state_dir, data_dir, workers, threads, log_dir, max_upload_
         "PIPEX_DATA_DIR": str(data_dir),
         "PIPEX_MAX_UPLOAD_MB": str(max_upload_mb),
     }
-    return Server("app", dockerfile_cmd(), REPO_ROOT, env, log_dir)
+    return Server(name, dockerfile_cmd(app_dir / "Dockerfile"), app_dir, env, log_dir)
 
 
 def start_baseline_server(image_arg, threads, log_dir, name):
@@ -1138,6 +1141,21 @@ def machine_info():
 # --------------------------------------------------------------------------- main
 
 
+def prepare_data_dir(data_dir, cases, size):
+    """The app's data folder for `cases`: the 1024x1024 TIFF (``CAMERA_FILE``) for ``1024``,
+    ``blobs3d_SIZE.tif`` (``pipeline.io.blobs_3d(size)``, float32) for ``3d``.
+    Returns (path of the volume TIFF, upload limit in MB large enough for the files)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if "1024" in cases:
+        shutil.copyfile(baseline_app.camera_1024_tiff(), data_dir / CAMERA_FILE)
+    volume_path = data_dir / f"blobs3d_{size}.tif"
+    if "3d" in cases:
+        tifffile.imwrite(volume_path, pio.blobs_3d(size).astype(np.float32))
+    max_mb = max(64, int(sum(f.stat().st_size for f in data_dir.iterdir()) / 2**20) + 16)
+    return volume_path, max_mb
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(CASES),
@@ -1196,13 +1214,7 @@ def main(argv=None):
     app_server = None
     try:
         data_dir = tmp / "data"
-        data_dir.mkdir()
-        if "1024" in cases:
-            shutil.copyfile(baseline_app.camera_1024_tiff(), data_dir / CAMERA_FILE)
-        volume_path = data_dir / f"blobs3d_{args.size}.tif"
-        if "3d" in cases:
-            tifffile.imwrite(volume_path, pio.blobs_3d(args.size).astype(np.float32))
-        max_mb = max(64, int(sum(f.stat().st_size for f in data_dir.iterdir()) / 2**20) + 16)
+        volume_path, max_mb = prepare_data_dir(data_dir, cases, args.size)
         log("starting this app's server (Dockerfile CMD)")
         app_server = start_app_server(tmp / "state", data_dir, args.workers, args.threads,
                                       log_dir, max_mb)
