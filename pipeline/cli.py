@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
                      help="images processed at once (default: PIPEX_JOBS, or the CPUs this "
                           "process may use)")
+    run.add_argument("--prefer", choices=("processes", "threads"), default="processes",
+                     help="local workers: processes (default: the recipe's Python parts hold "
+                          "the GIL, see bench/README.md) or threads (no start-up cost)")
     run.add_argument("--dask", metavar="ADDRESS", default=None,
                      help="run on the workers of this dask.distributed scheduler, e.g. "
                           "tcp://10.0.0.5:8786 (default: PIPEX_DASK_ADDRESS; local workers "
@@ -328,7 +331,7 @@ def _run(args) -> int:
         jobs = args.jobs if args.jobs is not None else _parallel.default_jobs()
         address = args.dask if args.dask is not None else \
             (os.environ.get("PIPEX_DASK_ADDRESS") or "").strip() or None
-        backend = _parallel.Backend(jobs=jobs, prefer="threads", dask_address=address)
+        backend = _parallel.Backend(jobs=jobs, prefer=args.prefer, dask_address=address)
     except InputError as exc:
         _error(str(exc))
         return EXIT_USAGE

@@ -609,7 +609,7 @@ def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
     return tuple(math.ceil(n / c) for n, c in zip(shape, counts))
 
 
-def _block_task(run, block, edges, inner):
+def _compute_block(run, block, edges):
     if not block.flags.writeable:
         # a read-only memory map (loky workers): some Cython filters (e.g. the bilateral)
         # refuse read-only buffers
@@ -617,7 +617,31 @@ def _block_task(run, block, edges, inner):
     out = np.asarray(run(block, edges))
     if out.shape != block.shape:
         raise ValueError(f"a block of shape {block.shape} gave a result of shape {out.shape}")
-    return np.ascontiguousarray(out[inner])
+    return out
+
+
+def _block_task(run, block, edges, inner):
+    """A block's core, returned (dask workers: the result travels back)."""
+    return np.ascontiguousarray(_compute_block(run, block, edges)[inner])
+
+
+def _block_into(run, block, edges, inner, out, core):
+    """A block's core written into the output (threads: the array itself; loky: a memory map
+    of it), so that no result travels back: returns its dtype only."""
+    result = _compute_block(run, block, edges)
+    if result.dtype != out.dtype:
+        raise ValueError(f"a block gave {result.dtype}, the first one {out.dtype}")
+    out[core] = result[inner]
+    return None
+
+
+def _probe_dtype(run, array, reach):
+    """The dtype of ``run``'s result, from a small corner of the array (the steps' result
+    types do not depend on the values)."""
+    corner = tuple(slice(0, min(n, 2 * (r or 4) + 3)) for n, r in zip(array.shape, reach))
+    block = np.array(array[corner])
+    edges = tuple((True, c.stop == n) for c, n in zip(corner, array.shape))
+    return _compute_block(run, block, edges).dtype
 
 
 def _shared_folder(nbytes: int) -> str | None:
@@ -633,18 +657,32 @@ def _shared_folder(nbytes: int) -> str | None:
 
 
 @contextlib.contextmanager
-def _shared_input(array: np.ndarray, shared: bool):
-    """The input as loky workers should see it: memory-mapped (views pickle by reference)."""
-    if not shared or array.nbytes < 2**20 or isinstance(array, np.memmap):
-        yield array
+def _shared_arrays(array: np.ndarray, dtype, shared: bool):
+    """(input, output) as the local workers see them.
+
+    Threads share this process's memory: the input itself and a new output array. loky
+    workers get memory maps of a copy of the input and of the output (joblib pickles a memory
+    map, and any view of one, as a reference to its file), so that neither blocks nor results
+    are copied through pipes; the output is copied out of its map at the end.
+    """
+    if not shared:
+        yield array, np.empty(array.shape, dtype=dtype)
         return
-    folder = tempfile.mkdtemp(prefix="pipex-blocks-", dir=_shared_folder(array.nbytes))
+    folder = tempfile.mkdtemp(prefix="pipex-blocks-",
+                              dir=_shared_folder(array.nbytes + array.size * dtype.itemsize))
     try:
-        mapped = np.lib.format.open_memmap(os.path.join(folder, "input.npy"), mode="w+",
-                                           dtype=array.dtype, shape=array.shape)
-        mapped[...] = array
-        mapped.flush()
-        yield np.load(os.path.join(folder, "input.npy"), mmap_mode="r")
+        source = array
+        if not isinstance(array, np.memmap):
+            mapped = np.lib.format.open_memmap(os.path.join(folder, "input.npy"), mode="w+",
+                                               dtype=array.dtype, shape=array.shape)
+            mapped[...] = array
+            mapped.flush()
+            del mapped
+            source = np.load(os.path.join(folder, "input.npy"), mmap_mode="r")
+        out = np.lib.format.open_memmap(os.path.join(folder, "output.npy"), mode="w+",
+                                        dtype=dtype, shape=array.shape)
+        del out
+        yield source, np.load(os.path.join(folder, "output.npy"), mmap_mode="r+")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -693,25 +731,37 @@ def apply_blocks(run, array, reach, chunks=None, *, backend=None, label="blocks"
         chunks = auto_chunks(array.shape, reach, workers, array.dtype.itemsize)
     blocks = plan_blocks(array.shape, reach, chunks)
     chunks = _normalize_chunks(chunks, array.shape, reach)
-    # loky workers read the blocks from a memory-mapped copy of the input (no pickling)
-    shared = client is None and backend.prefer == "processes" and backend.jobs > 1
-    result = {}
+    if client is not None:
+        # dask workers may be on other machines: blocks go there, cores come back
+        result = {}
 
-    def on_result(index, value):
-        out = result.get("out")
-        if out is None:
-            out = result["out"] = np.empty(array.shape, dtype=value.dtype)
-        elif value.dtype != out.dtype:
-            raise ValueError(f"blocks gave different dtypes ({out.dtype}, {value.dtype})")
-        out[blocks[index].core] = value
+        def on_result(index, value):
+            out = result.get("out")
+            if out is None:
+                out = result["out"] = np.empty(array.shape, dtype=value.dtype)
+            elif value.dtype != out.dtype:
+                raise ValueError(f"blocks gave different dtypes ({out.dtype}, {value.dtype})")
+            out[blocks[index].core] = value
 
-    with _shared_input(array, shared) as source:
-        argsets = ((run, source[b.outer], b.edges, b.inner) for b in blocks)
+        argsets = ((run, array[b.outer], b.edges, b.inner) for b in blocks)
         kind, workers, message, done, cancelled, pids = _run(
             backend, _block_task, argsets, len(blocks), on_result, progress, should_stop)
+        out = result.get("out")
+    else:
+        # local workers write their cores into the output: no result is held or copied, the
+        # memory is the output plus one block (and the step's scratch) per worker
+        dtype = _probe_dtype(run, array, reach)
+        shared = backend.prefer == "processes" and backend.jobs > 1 and len(blocks) > 1
+        with _shared_arrays(array, dtype, shared) as (source, target):
+            argsets = ((run, source[b.outer], b.edges, b.inner, target, b.core)
+                       for b in blocks)
+            kind, workers, message, done, cancelled, pids = _run(
+                backend, _block_into, argsets, len(blocks), lambda i, v: None, progress,
+                should_stop)
+            out = np.array(target) if shared and not cancelled else target
     if cancelled:
         raise Cancelled(f"{label}: cancelled after {done} of {len(blocks)} blocks")
-    return result["out"], RunReport(
+    return out, RunReport(
         label=label, backend=kind, blocks=len(blocks), workers=workers,
         seconds=time.perf_counter() - t0, chunks=chunks, reach=reach, done=done, pids=pids,
         message=message)

@@ -365,9 +365,10 @@ def _outputs(out: Path):
 def test_batch_with_two_jobs_gives_the_same_outputs_as_one(files, capsys):
     paths = [str(p) for p in _batch(files, 5)]
     results = {}
-    for jobs in ("1", "2"):
+    for jobs, extra in (("1", []), ("2", []), ("2t", ["--prefer", "threads"])):
         out = files["dir"] / f"out{jobs}"
-        code = main(["run", str(files["recipe"]), *paths, "--out", str(out), "--jobs", jobs])
+        code = main(["run", str(files["recipe"]), *paths, "--out", str(out),
+                     "--jobs", jobs[0], *extra])
         captured = capsys.readouterr()
         assert code == 0, captured.err
         assert captured.err == ""
@@ -376,12 +377,13 @@ def test_batch_with_two_jobs_gives_the_same_outputs_as_one(files, capsys):
         assert [line.split(":")[0] for line in lines[:5]] == [Path(p).name for p in paths]
         results[jobs] = _outputs(out)
         assert not list(out.glob("*.part"))
-    one, two = results["1"], results["2"]
-    assert one[0].keys() == two[0].keys() and len(one[0]) == 5
-    for name in one[0]:
-        np.testing.assert_array_equal(one[0][name][0], two[0][name][0])
-        assert one[0][name][1] == two[0][name][1]
-    assert one[1:] == two[1:]
+    one = results["1"]
+    for two in (results["2"], results["2t"]):  # loky processes (the default), threads
+        assert one[0].keys() == two[0].keys() and len(one[0]) == 5
+        for name in one[0]:
+            np.testing.assert_array_equal(one[0][name][0], two[0][name][0])
+            assert one[0][name][1] == two[0][name][1]
+        assert one[1:] == two[1:]
 
 
 def test_summary_rows_and_a_broken_file_among_good_ones(files, capsys):
