@@ -12,12 +12,12 @@ Both apps run as real gunicorn servers on 127.0.0.1 (free ports), one worker eac
   Contour figure, no cache), ``gunicorn -w 1 -k gthread --threads 2 baseline_app:server``.
 
 Callbacks are driven with ``tests.support.dashclient.DashClient``, which POSTs to
-``/_dash-update-component`` the bodies dash-renderer sends. A **move** of this app is the POST
-of the parameters callback (``thresholds-slider.value`` -> ``history-store.data``), then the
-two callbacks that the new history triggers: the segmentation (``segmentation-graph.figure``)
-and the histogram (``histogram-graph.figure``). Its latency is the sum of the three POSTs as
-timed by the client (request sent -> whole answer read), its size the sum of the three
-answers' bytes. A move of the baseline is the one POST of its slider callback.
+``/_dash-update-component`` the bodies dash-renderer sends. A **move** of this app is the one
+POST of the move callback (``move-request-store.data`` -> ``history-store.data`` and the
+segmentation overlay, ``callbacks.thresholds``; the histogram's lines follow the slider in the
+browser). Its latency is that POST as timed by the client (request sent -> whole answer read),
+its size the answer's bytes. A move of the baseline is the one POST of its slider callback.
+(Before the move's fast path, a move was three POSTs: parameters, segmentation, histogram.)
 
 For a new (vmin, vmax) the segmentation answer is a live preview (warm-started approximate
 solve) that triggers a settle callback (``segmentation-graph.figure (settle)``) with the exact
@@ -29,12 +29,13 @@ its answer).
 * repeat: the same pairs again, in the same order (this app: cache hit; the baseline has no
   cache and recomputes).
 
-A browser does more than those three POSTs: the new history triggers every callback that has
-it as an Input (comparison, measurements, gallery, ...). The page is emulated like
-dash-renderer does it (props of the layout, updated by each answer; each changed prop
-requests the server callbacks it is an Input of), and two more numbers are reported:
+A browser does more than that POST: the exact result, the comparison and the measurements
+follow it. The page is emulated like dash-renderer does it (props of the layout, updated by
+each answer; each changed prop requests the server callbacks it is an Input of; the page's
+clientside router, which turns a new history into the signals of the panels that depend on
+the changed stages, is emulated too), and two more numbers are reported:
 
-* all N callbacks, in sequence: the three above first, then every other callback the move
+* all N callbacks, in sequence: the move first, then every other callback the move
   triggers (and those they trigger), one after the other; summed latency and bytes;
 * browser-like: the callbacks a move triggers scheduled as dash-renderer schedules them:
   concurrent POSTs, one connection each, and a callback waits while an active one may still
@@ -389,8 +390,9 @@ class AppSession:
     DataTable's ``derived_virtual_data``) are not emulated.
     """
 
-    #: Callbacks of a move as the issue defines it: parameters, segmentation, histogram.
-    CORE = ("history-store.data", "segmentation-graph.figure", "histogram-graph.figure")
+    #: The callback of a move: one request pushes the thresholds on the history and draws
+    #: the segmentation (callbacks.thresholds; the histogram's lines follow in the browser).
+    CORE = ("history-store.data",)
 
     def __init__(self, server, max_depth=4):
         self.server = server
@@ -405,8 +407,11 @@ class AppSession:
             for prop, value in props.items():
                 self.props[prop_key(cid, prop)] = value
         self.session_id = self.props["session-store.data"]
-        self.core = {key: self._dep_writing(key) for key in self.CORE}
-        self.params_dep = self._dep_writing("history-store.data", "thresholds-slider.value")
+        self.params_dep = self._dep_writing("history-store.data", "move-request-store.data")
+        self.core = {"history-store.data": self.params_dep}
+        self.seg_dep = self._dep_writing("segmentation-graph.figure",
+                                         "segmentation-signal-store.data")
+        self.seq = 0
         # after a live preview, the exact segmentation replaces it (a second POST)
         self.settle_dep = self._dep_writing("segmentation-graph.figure",
                                             "segmentation-pending-store.data")
@@ -427,6 +432,15 @@ class AppSession:
     def history(self):
         return self.props.get("history-store.data")
 
+    def recipe(self):
+        """The current recipe (the page's history pointer holds it)."""
+        return self.history["recipe"]
+
+    def move_request(self, vmin, vmax):
+        """What the page's gate sends for a committed pair."""
+        self.seq += 1
+        return {"move-request-store.data": {"pair": [vmin, vmax], "seq": self.seq}}
+
     def _apply(self, out):
         changed = set()
         for cid, props in out.items():
@@ -436,7 +450,26 @@ class AppSession:
                 if isinstance(value, dict) and "__dash_patch_update" in value:
                     continue  # a Patch of a figure: not an input of anything here
                 self.props[key] = value
+        if "history-store.data" in changed:
+            changed |= self._route()
         return changed
+
+    def _route(self):
+        """The page's router (ROUTE_JS in callbacks/thresholds.py, a clientside callback):
+        the signal stores of the panels that depend on the stages the change touched."""
+        h = self.history or {}
+        ch = set(h.get("changed") or ())
+        sig = {"rev": h.get("rev"), "t": time.time()}
+        seg_stages = bool(ch & {"image", "filter", "markers", "segmentation", "postprocess"})
+        out = {}
+        if ch & {"image", "filter"}:
+            out["filter-signal-store.data"] = sig
+        if seg_stages and not h.get("drawn"):
+            out["segmentation-signal-store.data"] = sig
+        if "measure" in ch and not seg_stages:
+            out["measure-signal-store.data"] = sig
+        self.props.update(out)
+        return set(out)
 
     def run(self, dep, triggered, overrides=None):
         """POST one callback with the page's current values; record its timing."""
@@ -450,6 +483,8 @@ class AppSession:
                 rec["callback"], rec["core"] = key, True
         if dep is self.settle_dep:
             rec["callback"], rec["settle"] = SETTLE, True
+        if dep is self.params_dep or dep is self.seg_dep:
+            rec["seg"] = True
         summary = out.get("segmentation-summary", {}).get("children")
         if isinstance(summary, str):
             rec["summary"] = summary
@@ -515,7 +550,7 @@ class AppSession:
         return records
 
     def _check_segmentation(self, records):
-        seg = [r for r in records if r["callback"] == "segmentation-graph.figure"]
+        seg = [r for r in records if r.get("seg")]
         if not seg:
             raise RuntimeError("app: the segmentation callback did not run")
         message = self.props.get("segmentation-message.children")
@@ -535,19 +570,19 @@ class AppSession:
     def _step_away(self, vmin, vmax):
         """If (vmin, vmax) is already the current setting (the slider would not move), move
         to the image's default thresholds first, untimed (a single-pair run needs it)."""
-        p = params_of(self.history["states"][self.history["index"]])
+        p = params_of(self.recipe())
         if math.isclose(p["vmin"], vmin, rel_tol=1e-6) and math.isclose(p["vmax"], vmax,
                                                                            rel_tol=1e-6):
-            out, _ = self.run(self.params_dep, ["thresholds-slider.value"],
-                              {"thresholds-slider.value": [self.meta["vmin"], self.meta["vmax"]]})
+            out, _ = self.run(self.params_dep, ["move-request-store.data"],
+                              self.move_request(self.meta["vmin"], self.meta["vmax"]))
             self.cascade(self.params_dep, self._apply(out))
 
     def move(self, vmin, vmax):
         """A slider move: the parameters callback, then every callback it triggers."""
         self._step_away(vmin, vmax)
         before = self.history
-        out, prec = self.run(self.params_dep, ["thresholds-slider.value"],
-                             {"thresholds-slider.value": [vmin, vmax]})
+        out, prec = self.run(self.params_dep, ["move-request-store.data"],
+                             self.move_request(vmin, vmax))
         if "history-store" not in out:
             message = out.get("param-message", {}).get("children")
             raise RuntimeError(f"app: thresholds {vmin}/{vmax} refused: {message}")
@@ -564,7 +599,7 @@ class AppSession:
             values = [r[field] for r in recs]
             return None if any(v is None for v in values) else sum(values)
 
-        state = self.history["states"][self.history["index"]]
+        state = self.recipe()
         exact = core + [r for r in records if r.get("settle")]
         return {
             "vmin": vmin, "vmax": vmax, "params": params_of(state),
@@ -613,8 +648,8 @@ class AppSession:
         from the slider change: to the (last) segmentation answer and to the last answer."""
         self._step_away(vmin, vmax)
         t0 = time.perf_counter()
-        out, prec = self.run(self.params_dep, ["thresholds-slider.value"],
-                             {"thresholds-slider.value": [vmin, vmax]})
+        out, prec = self.run(self.params_dep, ["move-request-store.data"],
+                             self.move_request(vmin, vmax))
         if "history-store" not in out:
             message = out.get("param-message", {}).get("children")
             raise RuntimeError(f"app: thresholds {vmin}/{vmax} refused: {message}")
@@ -642,7 +677,10 @@ class AppSession:
 
         request(self._apply(out), self.params_dep)
         executing = {}  # future -> dep
-        to_seg = to_exact = None
+        # the move's own answer brings the first overlay (a preview, or the cached exact)
+        to_seg = prec["client_s"]
+        first = out.get("segmentation-summary", {}).get("children")
+        to_exact = to_seg if isinstance(first, str) and "live preview" not in first else None
         with ThreadPoolExecutor(max_workers=16) as pool:
             while requested or executing:
                 active = [d for d, _ in requested.values()] + list(executing.values())
@@ -667,10 +705,8 @@ class AppSession:
                     timeline.append({"callback": _short(dep), "start_s": fut.start_s,
                                      "end_s": t_done})
                     summary = res.get("segmentation-summary", {}).get("children")
-                    if dep is self.core["segmentation-graph.figure"]:
-                        to_seg = t_done
                     if isinstance(summary, str) and "live preview" not in summary \
-                            and dep in (self.core["segmentation-graph.figure"], self.settle_dep):
+                            and dep in (self.seg_dep, self.settle_dep):
                         to_exact = t_done
                     request(self._apply(res), dep)
         self.server.post_times(n_posts - 1)  # consume their access-log lines

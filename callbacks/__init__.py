@@ -4,12 +4,12 @@ Each module has a ``register(app, services)`` that wires thin callbacks; their b
 module-level functions taking plain values, so tests call them directly.
 """
 
-from . import (discovery, display, downloads, loading, measure, params, recipe_io, thresholds,
-               zoom)
+from . import (discovery, display, downloads, fastpath, loading, measure, params, recipe_io,
+               thresholds, zoom)
 
 
 def register_all(app, services):
     """Register every callback of the app."""
-    for module in (loading, params, display, thresholds, measure, discovery, recipe_io,
-                   downloads, zoom):
+    for module in (loading, params, display, thresholds, fastpath, measure, discovery,
+                   recipe_io, downloads, zoom):
         module.register(app, services)

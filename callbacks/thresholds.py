@@ -140,7 +140,7 @@ _SHAPES = json.dumps(figures.threshold_shapes(0, 1, 0, 1, MARKER_COLORS))
 # value different from the recipe's sends a move; a drag sends a preview request when none
 # is in flight (else it queues the pair: the acknowledgement sends it).
 GATE_JS = """
-function(value, dragValue, history, meta) {
+function(value, dragValue, history, meta, session, axis, index, style, show, view, base) {
     const dc = window.dash_clientside, nu = dc.no_update;
     const st = window.pipexMove = window.pipexMove ||
         {seq: 0, dragging: false, inflight: 0, queued: null};
@@ -165,12 +165,18 @@ function(value, dragValue, history, meta) {
     let move = nu, drag = nu;
     const cur = history && history.recipe && history.image_id === meta.id ?
         history.recipe.markers : null;
+    // the fast path (assets/fastmove.js) draws the answer itself; the Dash callbacks
+    // (MOVE_REQUEST, DRAG_REQUEST) are the fallback
+    const fast = window.pipexFast && window.fetch ? window.pipexFast : null;
+    const ctx = {session: session, image: meta.id, history: history, base: base,
+                 view: {axis: axis, index: index, style: style, show: show, view: view}};
     if (cur && committed) {
         st.queued = null;
         if (pair[0] !== cur.vmin || pair[1] !== cur.vmax) {
             // the release of a drag: its preview is on the screen, go straight to the exact
             const dragged = st.dragged && st.dragged[0] === pair[0] && st.dragged[1] === pair[1];
-            move = {pair: pair.slice(), seq: ++st.seq, exact: Boolean(dragged)};
+            const request = {pair: pair.slice(), seq: ++st.seq, exact: Boolean(dragged)};
+            if (fast) { fast.move(request, ctx); } else { move = request; }
         }
         st.dragged = null;
     } else if (cur && st.dragging) {
@@ -178,8 +184,11 @@ function(value, dragValue, history, meta) {
         if (st.inflight && performance.now() - st.inflight < 5000) {
             st.queued = pair.slice();
         } else {
-            st.inflight = performance.now();
-            drag = {pair: pair.slice(), seq: ++st.seq};
+            const request = {pair: pair.slice(), seq: ++st.seq};
+            if (fast) { fast.drag(request, ctx); } else {
+                st.inflight = performance.now();
+                drag = request;
+            }
         }
     }
     return [move, drag, hist, text];
@@ -284,6 +293,13 @@ def register(app, services):
         Input(ids.THRESHOLDS, "drag_value"),
         State(ids.HISTORY, "data"),
         State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.SLICE_INDEX, "value"),
+        State(ids.OVERLAY_STYLE, "value"),
+        State(ids.SHOW_MARKERS, "value"),
+        State(ids.RESULT_VIEW, "value"),
+        State(ids.SEG_BASE, "data"),
         prevent_initial_call=True,
     )
     app.clientside_callback(

@@ -22,10 +22,14 @@ if (!window.__posts) {
     window.__posts = [];
     const original = window.fetch;
     window.fetch = function (url, options) {
-        if (String(url).indexOf('_dash-update-component') >= 0) {
+        const u = String(url);
+        if (u.indexOf('_dash-update-component') >= 0) {
             let output = '';
             try { output = JSON.parse(options.body).output; } catch (e) { output = '?'; }
             window.__posts.push({output: output, bytes: (options.body || '').length});
+        } else if (u.indexOf('/_pipex/') >= 0) {  // the fast path (callbacks/fastpath.py)
+            window.__posts.push({output: 'fast:' + u.split('/_pipex/')[1],
+                                 bytes: (options.body || '').length});
         }
         return original.apply(this, arguments);
     };
@@ -122,9 +126,10 @@ def test_a_key_press_costs_one_request_and_the_histogram_follows_in_the_browser(
            what="the exact overlay of the new pair")
     _idle(dash_duo)
     posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
-    # One request pushes the move and brings the overlay; then the exact result (if a
-    # preview came first), the comparison and the table. Nothing else.
-    assert "history-store.data" in posts[0] and "segmentation-graph.figure" in posts[0]
+    # One request pushes the move and brings the overlay (the fast path, drawn without
+    # dash-renderer); then the exact result (if a preview came first), the comparison and
+    # the table. Nothing else.
+    assert posts[0] == "fast:move", posts
     assert len(posts) <= 4, posts
     for untouched in ("histogram-graph", "filtered-graph", "threshold-gallery", "image-graph",
                       "sweep-param", "measure-plot", "selected-labels"):
@@ -175,8 +180,7 @@ def test_dragging_a_handle_previews_and_the_release_shows_the_exact_result(
     _until(lambda: _exact(dash_duo), what="the exact result after the release")
     _idle(dash_duo)
     posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
-    drags = [p for p in posts if p.startswith("..segmentation-graph.figure")
-             and "drag-ack-store" in p]
+    drags = [p for p in posts if p == "fast:drag"]
     assert drags, posts
     released = _js(dash_duo, OVERLAY_JS)
     assert released != first

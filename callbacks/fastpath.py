@@ -1,0 +1,149 @@
+"""The pixels of a move without dash-renderer's round trip.
+
+A Dash callback's answer goes through dash-renderer's bookkeeping (request queue, one store
+update per output, every mounted component's selectors) before plotly draws it: on coins
+that cost ≈ 150 ms of a key press's ≈ 200 ms to the first overlay, on a server answering in
+25 ms. The page's gate (``callbacks.thresholds.GATE_JS``) therefore asks these routes
+directly with ``fetch`` and draws the overlays itself (``Plotly.restyle`` of the two
+overlay traces, ``assets/fastmove.js``); then it hands the other outputs to Dash with
+``dash_clientside.set_props`` (history pointer, undo / redo, summary, the signals the
+comparison and the measurements follow), so the page's state is the one the callbacks would
+have set. Any failure falls back to the Dash callbacks (``MOVE_REQUEST``, ``SEG_PENDING``,
+``DRAG_REQUEST``).
+
+The routes run exactly the bodies of those callbacks (:func:`move_update`,
+:func:`settle_update`, :func:`drag_update`), with the same checks; the session's image
+metadata is read from the server's store, not from the request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from dash import Patch, no_update
+from dash.exceptions import PreventUpdate
+from flask import Response, request
+from plotly.io.json import to_json_plotly
+
+from components import ids
+from pipeline.errors import InputError
+
+from .display import settle_update
+from .thresholds import drag_update, move_update
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted (a pointer, a recipe and a few ids: a few kB).
+MAX_BODY = 64 * 1024
+
+_SEG = ((ids.SEG_GRAPH, "figure"), (ids.SEG_SUMMARY, "children"), (ids.SEG_MESSAGE, "children"),
+        ('{"stage":"postprocess","type":"step-message"}', "children"))
+MOVE_OUTPUTS = ((ids.HISTORY, "data"), (ids.THRESHOLDS, "value"), (ids.PARAM_MESSAGE, "children"),
+                (ids.UNDO, "disabled"), (ids.REDO, "disabled"), (ids.HISTORY_TEXT, "children"),
+                (ids.RECIPE_VIEW, "children"), *_SEG, (ids.SEG_PENDING, "data"),
+                (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"))
+SETTLE_OUTPUTS = (*_SEG, (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"))
+DRAG_OUTPUTS = (*_SEG, (ids.SEG_BASE, "data"), (ids.DRAG_ACK, "data"))
+
+
+class BadRequest(Exception):
+    """A request the routes cannot take (answered 400)."""
+
+
+def _view(body):
+    view = body.get("view")
+    if not isinstance(view, dict):
+        raise BadRequest("view is missing")
+    return (view.get("axis"), view.get("index"), view.get("style"), view.get("show"),
+            view.get("view"))
+
+
+def _context(services, body):
+    """(session id, image metadata from the store, history pointer) of a request body."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    session_id, image_id, history = body.get("session"), body.get("image"), body.get("history")
+    if not isinstance(history, dict) or history.get("image_id") != image_id:
+        raise BadRequest("history does not belong to this image")
+    try:
+        meta = services.store.get_meta(session_id, image_id)
+    except InputError as exc:
+        raise BadRequest(str(exc)) from None
+    if not meta:
+        raise BadRequest("This image is no longer on the server (expired or evicted). "
+                         "Load it again.")
+    return session_id, meta, history
+
+
+def outputs_dict(names, values) -> dict:
+    """``{id: {prop: value}}`` of the outputs that are not ``no_update``; a Patch of the
+    segmentation figure is also given as the overlay sources it sets (``overlays``)."""
+    out, overlays = {}, {}
+    for (cid, prop), value in zip(names, values):
+        if value is no_update:
+            continue
+        if isinstance(value, Patch):
+            value = value.to_plotly_json()
+            if cid == ids.SEG_GRAPH:
+                for op in value["operations"]:
+                    loc = op["location"]
+                    if (op["operation"] == "Assign" and len(loc) == 3 and loc[0] == "data"
+                            and loc[2] == "source"):
+                        overlays[str(loc[1])] = op["params"]["value"]
+        out.setdefault(cid, {})[prop] = value
+    return {"outputs": out, "overlays": overlays,
+            "full": ids.SEG_GRAPH in out and not overlays}
+
+
+def fast_move(services, body) -> dict:
+    """The move callback's outputs for a request body (see the module docstring)."""
+    session_id, meta, history = _context(services, body)
+    values = move_update(services, session_id, meta, history, body.get("request"),
+                         *_view(body), body.get("base"))
+    return outputs_dict(MOVE_OUTPUTS, values)
+
+
+def fast_settle(services, body) -> dict:
+    """The settle callback's outputs (the exact result after a live preview)."""
+    session_id, meta, history = _context(services, body)
+    values = settle_update(services, session_id, meta, history, body.get("pending"),
+                           *_view(body), body.get("base"))
+    return outputs_dict(SETTLE_OUTPUTS, values)
+
+
+def fast_drag(services, body) -> dict:
+    """The drag callback's outputs (a preview of the pair under the handle)."""
+    session_id, meta, history = _context(services, body)
+    values = drag_update(services, session_id, meta, history, body.get("request"),
+                         *_view(body), body.get("base"))
+    return outputs_dict(DRAG_OUTPUTS, values)
+
+
+ROUTES = {"move": fast_move, "settle": fast_settle, "drag": fast_drag}
+
+
+def register(app, services):
+    """Add the routes ``POST /_pipex/<move|settle|drag>``."""
+
+    @app.server.route("/_pipex/<name>", methods=["POST"])
+    def _fast(name):
+        handler = ROUTES.get(name)
+        if handler is None:
+            return Response('{"error": "unknown route"}', 404, mimetype="application/json")
+        if (request.content_length or 0) > MAX_BODY:
+            return Response('{"error": "request too large"}', 413,
+                            mimetype="application/json")
+        try:
+            body = json.loads(request.get_data(cache=False, as_text=True) or "null")
+            result = handler(services, body)
+        except PreventUpdate:
+            return Response(status=204)  # superseded, or nothing to do: the page keeps its state
+        except (BadRequest, InputError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            return Response(json.dumps({"error": str(exc)[:300]}), 400,
+                            mimetype="application/json")
+        return Response(to_json_plotly(result), 200, mimetype="application/json")
+
+
+__all__ = ["fast_move", "fast_settle", "fast_drag", "outputs_dict", "register",
+           "MOVE_OUTPUTS", "SETTLE_OUTPUTS", "DRAG_OUTPUTS"]

@@ -1,0 +1,89 @@
+"""The fast path of a move (callbacks/fastpath.py): the routes the page's gate fetches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app import create_app
+from callbacks import loading
+from callbacks.params import recipe_action
+from components import ids
+from pipeline.config import Config
+from pipeline.store import new_session_id
+
+VIEW = {"axis": 0, "index": 0, "style": "contour", "show": ["markers"], "view": "labels"}
+
+
+@pytest.fixture
+def page(tmp_path):
+    app = create_app(Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data"))
+    services = app._pipex_services
+    sid = new_session_id()
+    meta = loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None).meta
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    client = app.server.test_client()
+    # the first drawing of the segmentation: its exact result is the preview's warm start
+    services.run(sid, meta["id"], pointer["recipe"])
+    return client, sid, meta, pointer
+
+
+def _post(client, name, body):
+    return client.post(f"/_pipex/{name}", data=json.dumps(body),
+                       content_type="application/json")
+
+
+def test_a_move_answers_the_overlays_and_the_page_state(page):
+    client, sid, meta, pointer = page
+    m = pointer["recipe"]["markers"]
+    body = {"session": sid, "image": meta["id"], "history": pointer, "base": meta["id"],
+            "view": VIEW, "request": {"pair": [m["vmin"], m["vmax"] + 2], "seq": 1}}
+    res = _post(client, "move", body)
+    assert res.status_code == 200
+    data = res.get_json()
+    assert set(data["overlays"]) == {"1", "2"} and not data["full"]
+    assert all(v.startswith("data:image/png;base64,") for v in data["overlays"].values())
+    out = data["outputs"]
+    new = out["history-store"]["data"]
+    assert new["index"] == 1 and new["drawn"] is True
+    assert "live preview" in out["segmentation-summary"]["children"]
+    pending = out["segmentation-pending-store"]["data"]
+    # then the exact result, for the new history
+    res = _post(client, "settle", {**body, "history": new, "pending": pending})
+    assert res.status_code == 200
+    settled = res.get_json()
+    assert "labelled region" in settled["outputs"]["segmentation-summary"]["children"]
+    assert settled["outputs"]["segmentation-settled-store"]["data"]["key"] == pending["key"]
+    # a request that a later one has passed: 204, nothing drawn
+    assert _post(client, "move", {**body, "request": {"pair": [80, 140], "seq": 0}}
+                 ).status_code == 204
+    # a drag: overlays, the history untouched
+    res = _post(client, "drag", {**body, "history": new,
+                                 "request": {"pair": [m["vmin"], m["vmax"] + 9], "seq": 5}})
+    assert res.status_code == 200 and res.get_json()["overlays"]
+    assert "history-store" not in res.get_json()["outputs"]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: {**b, "session": "f" * 32},  # another session: it does not hold the image
+    lambda b: {**b, "image": "0" * 32},
+    lambda b: {**b, "history": {**b["history"], "image_id": "1" * 32}},
+    lambda b: {**b, "view": None},
+    lambda b: [1, 2],
+])
+def test_bad_requests_get_a_4xx(page, mutate):
+    client, sid, meta, pointer = page
+    body = {"session": sid, "image": meta["id"], "history": pointer, "base": meta["id"],
+            "view": VIEW, "request": {"pair": [80, 140], "seq": 1}}
+    res = _post(client, "move", mutate(body))
+    assert res.status_code == 400, res.data
+    assert "error" in res.get_json()
+
+
+def test_unknown_route_malformed_body_and_size(page):
+    client, sid, meta, pointer = page
+    assert client.post("/_pipex/nothing", data="{}").status_code == 404
+    assert client.post("/_pipex/move", data="{not json").status_code == 400
+    big = "x" * (70 * 1024)
+    assert client.post("/_pipex/move", data=big).status_code == 413
