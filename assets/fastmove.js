@@ -29,12 +29,14 @@ window.pipexFast = (function () {
         });
     }
 
-    function draw(overlays) {
+    function draw(overlays, summary) {
         const holder = document.getElementById(SEG);
         const gd = holder && holder.querySelector('.js-plotly-plot');
         const traces = Object.keys(overlays || {}).map(Number);
         if (!gd || !gd.data || !window.Plotly || !traces.length) { return false; }
         if (traces.some(function (i) { return !gd.data[i]; })) { return false; }
+        // what is drawn, until Dash sets the summary text (read by bench/bench_browser.py)
+        if (typeof summary === 'string') { holder.dataset.summary = summary; }
         window.Plotly.restyle(gd, {source: traces.map(function (i) { return overlays[i]; })},
                               traces);
         return true;
@@ -42,6 +44,8 @@ window.pipexFast = (function () {
 
     function hand(outputs, skip) {
         const dc = window.dash_clientside;
+        const holder = document.getElementById(SEG);
+        if (holder) { delete holder.dataset.summary; }
         Object.keys(outputs || {}).forEach(function (id) {
             if (skip && skip.indexOf(id) >= 0) { return; }
             let target = id;
@@ -55,7 +59,8 @@ window.pipexFast = (function () {
     }
 
     function apply(res, skip) {
-        const drawn = !res.full && draw(res.overlays);
+        const s = res.outputs && res.outputs['segmentation-summary'];
+        const drawn = !res.full && draw(res.overlays, s ? s.children : undefined);
         if (!drawn) { hand(res.outputs, skip); return; }
         later(function () { hand(res.outputs, skip); });
     }
@@ -81,6 +86,7 @@ window.pipexFast = (function () {
             const pending = out[PENDING] && out[PENDING].data;
             const history = out['history-store'] && out['history-store'].data;
             st.shown = pending ? pending.key : null;
+            if (history && st.ctx) { st.ctx = Object.assign({}, st.ctx, {history: history}); }
             apply(res, [PENDING]);
             if (pending && history) {
                 const base = out['segmentation-base-store'] ?
@@ -112,6 +118,45 @@ window.pipexFast = (function () {
             st.inflight = 0;
         });
     }
+
+    // A key press on a handle: start the move at once, from the thumbs' aria-valuenow (React
+    // renders it in the key's own event), instead of after dash-renderer has processed the
+    // slider's new value and run the gate; the gate then sees the pair was sent already.
+    // The page's context (history pointer, view) is mirrored by a clientside callback
+    // (callbacks/thresholds.py, CONTEXT_JS).
+    function early() {
+        const st = state();
+        const ctx = st.ctx;
+        const active = document.activeElement;
+        if (!ctx || !ctx.history || st.dragging || !active || !active.matches ||
+                !active.matches('#thresholds-slider [role=slider]')) { return; }
+        const thumbs = document.querySelectorAll('#thresholds-slider [role=slider]');
+        if (thumbs.length !== 2) { return; }
+        const pair = [Number(thumbs[0].getAttribute('aria-valuenow')),
+                      Number(thumbs[1].getAttribute('aria-valuenow'))];
+        if (!isFinite(pair[0]) || !isFinite(pair[1])) { return; }
+        const cur = ctx.history.recipe && ctx.history.recipe.markers;
+        const same = function (a, b) { return a && b && a[0] === b[0] && a[1] === b[1]; };
+        if (!cur || same(pair, [cur.vmin, cur.vmax])) { return; }
+        if (same(pair, st.sent) && performance.now() - st.sentAt < 1000) { return; }
+        st.sent = pair;
+        st.sentAt = performance.now();
+        move({pair: pair, seq: ++st.seq, exact: false}, ctx);
+    }
+    const observer = new MutationObserver(function (records) {
+        if (records.some(function (r) { return r.attributeName === 'aria-valuenow'; })) {
+            early();
+        }
+    });
+    function watch() {
+        const slider = document.getElementById('thresholds-slider');
+        if (!slider) { setTimeout(watch, 200); return; }
+        observer.observe(slider, {subtree: true, attributes: true,
+                                  attributeFilter: ['aria-valuenow']});
+    }
+    if (document.readyState === 'loading') {
+        document.addEventListener('DOMContentLoaded', watch);
+    } else { watch(); }
 
     return {move: move, drag: drag, draw: draw};
 })();

@@ -30,7 +30,8 @@ graph; a ``MutationObserver`` on the body (last change per panel). Per move:
   happened for 500 ms (``--quiet-ms``) with no request in flight and no redraw pending;
 * **main-thread busy**: the difference of CDP ``Performance.getMetrics`` (TaskDuration,
   ScriptDuration, LayoutDuration, RecalcStyleDuration) from before the key press to settled;
-* requests to ``/_dash-update-component`` per move, their request and response bytes.
+* requests to ``/_dash-update-component`` (and to the app's fast path, ``/_pipex/…``) per
+  move, their request and response bytes.
 
 ``--drag``: press the mouse on the vmax handle, move it right in small steps (every
 ``--drag-interval`` s) for ``--drag-seconds``, release (CDP ``Input.dispatchMouseEvent``):
@@ -168,10 +169,15 @@ INSTRUMENT_JS = r"""
   var origFetch = window.fetch;
   window.fetch = function (input, init) {
     var url = typeof input === 'string' ? input : (input && input.url) || '';
-    if (url.indexOf('_dash-update-component') < 0) { return origFetch.apply(this, arguments); }
+    // Dash callbacks, and the app's fast path of a move (POST /_pipex/<move|settle|drag>)
+    var fast = url.indexOf('/_pipex/') >= 0;
+    if (url.indexOf('_dash-update-component') < 0 && !fast) {
+      return origFetch.apply(this, arguments);
+    }
     var body = init && typeof init.body === 'string' ? init.body : '';
     var m = /"output":"((?:[^"\\]|\\.)*)"/.exec(body.slice(0, 4000));
-    var rec = {start: now(), output: m ? m[1] : null, req_bytes: enc.encode(body).length,
+    var output = fast ? 'fast:' + url.split('/_pipex/')[1] : (m ? m[1] : null);
+    var rec = {start: now(), output: output, req_bytes: enc.encode(body).length,
                headers: null, end: null, resp_bytes: null, status: null};
     B.fetches.push(rec); B.openFetches.add(rec); touch(rec.start);
     var p;
@@ -225,6 +231,12 @@ INSTRUMENT_JS = r"""
     return B.cfg.seg ? document.querySelector('#' + B.cfg.seg + ' .js-plotly-plot') : null;
   }
   function summary() {
+    // the app's fast path draws the overlays before Dash sets the summary text: it puts the
+    // summary of what it drew on the graph's holder (data-summary) until then
+    var holder = B.cfg.seg && document.getElementById(B.cfg.seg);
+    if (holder && holder.dataset && holder.dataset.summary !== undefined) {
+      return holder.dataset.summary;
+    }
     var s = B.cfg.summary && document.getElementById(B.cfg.summary);
     return s ? s.textContent : null;
   }
@@ -823,7 +835,7 @@ MOVE_METRICS = (
     ("busy_style_s", "  of which style recalc", "time"),
     ("main_cpu_s", "browser main-thread CPU time (ThreadTime)", "time"),
     ("renderer_cpu_s", "renderer process CPU time (ProcessTime)", "time"),
-    ("requests", "requests to /_dash-update-component", "count"),
+    ("requests", "requests (Dash callbacks and /_pipex fetches)", "count"),
     ("req_bytes", "request bytes", "bytes"),
     ("resp_bytes", "response bytes", "bytes"),
 )

@@ -175,8 +175,18 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
         if (pair[0] !== cur.vmin || pair[1] !== cur.vmax) {
             // the release of a drag: its preview is on the screen, go straight to the exact
             const dragged = st.dragged && st.dragged[0] === pair[0] && st.dragged[1] === pair[1];
+            // sent by the key-press trigger of assets/fastmove.js within the last second
+            const sent = st.sent && st.sent[0] === pair[0] && st.sent[1] === pair[1] &&
+                performance.now() - st.sentAt < 1000;
             const request = {pair: pair.slice(), seq: ++st.seq, exact: Boolean(dragged)};
-            if (fast) { fast.move(request, ctx); } else { move = request; }
+            if (sent && !dragged) {
+                // already on its way: a key press starts the move before this gate runs
+            } else if (fast) {
+                st.sent = pair.slice();
+                st.sentAt = performance.now();
+                fast.move(request, ctx);
+            }
+            else { move = request; }
         }
         st.dragged = null;
     } else if (cur && st.dragging) {
@@ -194,6 +204,19 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
     return [move, drag, hist, text];
 }
 """ % {"slider": ids.THRESHOLDS, "shapes": _SHAPES, "hist": ids.HIST_GRAPH}
+
+# The page's context of a move, mirrored for the fast path's key-press trigger
+# (assets/fastmove.js starts a move before dash-renderer runs the gate).
+CONTEXT_JS = """
+function(history, meta, session, axis, index, style, show, view, base) {
+    const st = window.pipexMove = window.pipexMove ||
+        {seq: 0, dragging: false, inflight: 0, queued: null};
+    st.ctx = meta && history && history.image_id === meta.id ?
+        {session: session, image: meta.id, history: history, base: base,
+         view: {axis: axis, index: index, style: style, show: show, view: view}} : null;
+    return window.dash_clientside.no_update;
+}
+"""
 
 # An answered drag request: send the queued pair, if the handle is still held. It is set
 # from a timer, as a user's change would be: dash-renderer does not re-run a callback chain
@@ -303,8 +326,22 @@ def register(app, services):
         prevent_initial_call=True,
     )
     app.clientside_callback(
+        CONTEXT_JS,
+        Output(ids.CLIENT_SINK, "data", allow_duplicate=True),
+        Input(ids.HISTORY, "data"),
+        Input(ids.IMAGE, "data"),
+        Input(ids.SESSION, "data"),
+        Input(ids.SLICE_AXIS, "value"),
+        Input(ids.SLICE_INDEX, "value"),
+        Input(ids.OVERLAY_STYLE, "value"),
+        Input(ids.SHOW_MARKERS, "value"),
+        Input(ids.RESULT_VIEW, "value"),
+        Input(ids.SEG_BASE, "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
         ACK_JS,
-        Output(ids.CLIENT_SINK, "data"),  # nothing: the request is set from a timer
+        Output(ids.CLIENT_SINK, "data", allow_duplicate=True),  # the request is set from a timer
         Input(ids.DRAG_ACK, "data"),
         prevent_initial_call=True,
     )
