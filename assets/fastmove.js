@@ -42,15 +42,38 @@ window.pipexFast = (function () {
         return true;
     }
 
-    function hand(outputs, skip) {
+    // Whether setting `props` on the element `id` would change what it shows: every
+    // set_props is a whole dash-renderer cycle, so unchanged texts, empty messages and
+    // buttons already in that state are not handed over.
+    function changes(id, props) {
+        const el = document.getElementById(id);
+        if (!el) { return true; }
+        return Object.keys(props).some(function (prop) {
+            const v = props[prop];
+            if (prop === 'disabled') { return el.disabled !== Boolean(v); }
+            if (prop === 'children' && (v === null || typeof v === 'string')) {
+                return el.textContent !== (v || '');
+            }
+            return true;
+        });
+    }
+
+    function hand(outputs, skip, overlays) {
         const dc = window.dash_clientside;
         const holder = document.getElementById(SEG);
         if (holder) { delete holder.dataset.summary; }
+        const traces = Object.keys(overlays || {});
+        if (traces.length) {  // the figure's state: the overlays drawn by draw()
+            const patch = new dc.Patch();
+            traces.forEach(function (i) {
+                patch.assign(['data', Number(i), 'source'], overlays[i]);
+            });
+            dc.set_props(SEG, {figure: patch.build()});
+        }
         Object.keys(outputs || {}).forEach(function (id) {
             if (skip && skip.indexOf(id) >= 0) { return; }
-            let target = id;
-            if (id.charAt(0) === '{') { target = JSON.parse(id); }
-            dc.set_props(target, outputs[id]);
+            if (id.charAt(0) !== '{' && !changes(id, outputs[id])) { return; }
+            dc.set_props(id.charAt(0) === '{' ? JSON.parse(id) : id, outputs[id]);
         });
     }
 
@@ -61,8 +84,8 @@ window.pipexFast = (function () {
     function apply(res, skip) {
         const s = res.outputs && res.outputs['segmentation-summary'];
         const drawn = !res.full && draw(res.overlays, s ? s.children : undefined);
-        if (!drawn) { hand(res.outputs, skip); return; }
-        later(function () { hand(res.outputs, skip); });
+        if (!drawn) { hand(res.outputs, skip, res.overlays); return; }
+        later(function () { hand(res.outputs, skip, res.overlays); });
     }
 
     function settle(pending, ctx) {

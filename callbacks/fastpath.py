@@ -78,7 +78,8 @@ def _context(services, body):
 
 def outputs_dict(names, values) -> dict:
     """``{id: {prop: value}}`` of the outputs that are not ``no_update``; a Patch of the
-    segmentation figure is also given as the overlay sources it sets (``overlays``)."""
+    segmentation figure that only sets overlay sources is given as those sources instead
+    (``overlays``: ``{trace index: PNG data URI}``)."""
     out, overlays = {}, {}
     for (cid, prop), value in zip(names, values):
         if value is no_update:
@@ -86,11 +87,15 @@ def outputs_dict(names, values) -> dict:
         if isinstance(value, Patch):
             value = value.to_plotly_json()
             if cid == ids.SEG_GRAPH:
-                for op in value["operations"]:
-                    loc = op["location"]
-                    if (op["operation"] == "Assign" and len(loc) == 3 and loc[0] == "data"
-                            and loc[2] == "source"):
-                        overlays[str(loc[1])] = op["params"]["value"]
+                ops = value["operations"]
+                sources = {str(op["location"][1]): op["params"]["value"] for op in ops
+                           if op["operation"] == "Assign" and len(op["location"]) == 3
+                           and op["location"][0] == "data" and op["location"][2] == "source"}
+                if len(sources) == len(ops):
+                    # only overlay sources: sent once, as `overlays` (the page builds the
+                    # figure's Patch from them)
+                    overlays.update(sources)
+                    continue
         out.setdefault(cid, {})[prop] = value
     return {"outputs": out, "overlays": overlays,
             "full": ids.SEG_GRAPH in out and not overlays}

@@ -45,6 +45,7 @@ def test_a_move_answers_the_overlays_and_the_page_state(page):
     assert set(data["overlays"]) == {"1", "2"} and not data["full"]
     assert all(v.startswith("data:image/png;base64,") for v in data["overlays"].values())
     out = data["outputs"]
+    assert "segmentation-graph" not in out  # the overlays are sent once
     new = out["history-store"]["data"]
     assert new["index"] == 1 and new["drawn"] is True
     assert "live preview" in out["segmentation-summary"]["children"]
