@@ -16,14 +16,23 @@ joblib (``Parallel`` and ``parallel_config``); it schedules nothing itself.
 * :func:`filter_stage` and :func:`postprocess_stage` are :func:`pipeline.recipe.filter_stage`
   and :func:`pipeline.recipe.postprocess_stage` through :func:`apply_step`.
 
-Where the work runs is a :class:`Backend`: local threads (the default: scipy.ndimage and the
-scikit-image filters release the GIL, and threads share the array without copies; see
-``bench/README.md`` for threads against loky processes), local loky processes, or a
-dask.distributed scheduler (``PIPEX_DASK_ADDRESS``, ``--dask``) through joblib's ``"dask"``
-backend. An unreachable scheduler is reported (in the :class:`RunReport` and the log) and the
-work runs locally. The number of local workers is ``PIPEX_JOBS`` when set, otherwise the CPUs
-this process may use (:func:`cpu_limit`: affinity and cgroup quota). BLAS libraries are kept
-at one thread inside the workers.
+Where the work runs is a :class:`Backend`: local threads (the default for blocks: the filters
+release the GIL for most of their run, and threads read the input and write their cores into
+the output without copies), local loky processes (blocks through memory maps of the input and
+the output; the better choice for a batch of whole recipes, whose Python parts hold the GIL:
+``python -m pipeline run`` uses them), or a dask.distributed scheduler
+(``PIPEX_DASK_ADDRESS``, ``--dask``) through joblib's ``"dask"`` backend, where blocks are sent
+to the workers and their cores come back. See ``bench/README.md`` for the measurements. An
+unreachable scheduler is reported (in the :class:`RunReport` and the log) and the work runs
+locally. The number of local workers is ``PIPEX_JOBS`` when set, otherwise the CPUs this
+process may use (:func:`cpu_limit`: affinity and cgroup quota). BLAS libraries are kept at
+one thread inside the workers (threadpoolctl in this process for threads, loky's
+``inner_max_num_threads`` for processes; dask's nanny sets them to one in its workers).
+
+Memory: the output plus, per worker, one block with its overlap and the step's scratch for
+it (never the whole array's scratch). A dask worker needs this package installed (functions
+travel by reference), not access to this machine's files (blocks and items travel with the
+tasks).
 
 Every call returns a :class:`RunReport` saying how it ran, e.g. ``Gaussian: 16 blocks on 2
 workers (threads), 0.80 s``.
@@ -52,6 +61,7 @@ from .errors import InputError
 __all__ = [
     "MIN_PIXELS",
     "Backend",
+    "apply_blocks",
     "Block",
     "Cancelled",
     "Failed",
@@ -383,7 +393,7 @@ class Backend:
         message = self.message
         jobs = min(self.jobs, max(1, n_tasks))
         if jobs == 1:
-            with parallel_config(backend="sequential", n_jobs=1), _one_blas_thread():
+            with parallel_config(backend="sequential", n_jobs=1):
                 yield "sequential", 1, message
         elif self.prefer == "threads":
             with parallel_config(backend="threading", n_jobs=jobs), _one_blas_thread():
