@@ -304,6 +304,14 @@ function(meta) {
 """ % {"n": len(ids.PANEL_IDS)}
 
 
+#: What a move needs of the page besides the pair: the history pointer, the image, the
+#: session and the segmentation panel's view (arguments of GATE_JS and CONTEXT_JS, in order).
+CONTEXT_PROPS = ((ids.HISTORY, "data"), (ids.IMAGE, "data"), (ids.SESSION, "data"),
+                 (ids.SLICE_AXIS, "value"), (ids.SLICE_INDEX, "value"),
+                 (ids.OVERLAY_STYLE, "value"), (ids.SHOW_MARKERS, "value"),
+                 (ids.RESULT_VIEW, "value"), (ids.SEG_BASE, "data"))
+
+
 def register(app, services):
     """Wire the move's fast path: the browser's gate and router, the move and the drag."""
     app.clientside_callback(
@@ -314,29 +322,13 @@ def register(app, services):
         Output(ids.THRESHOLDS_TEXT, "children"),
         Input(ids.THRESHOLDS, "value"),
         Input(ids.THRESHOLDS, "drag_value"),
-        State(ids.HISTORY, "data"),
-        State(ids.IMAGE, "data"),
-        State(ids.SESSION, "data"),
-        State(ids.SLICE_AXIS, "value"),
-        State(ids.SLICE_INDEX, "value"),
-        State(ids.OVERLAY_STYLE, "value"),
-        State(ids.SHOW_MARKERS, "value"),
-        State(ids.RESULT_VIEW, "value"),
-        State(ids.SEG_BASE, "data"),
+        *(State(*p) for p in CONTEXT_PROPS),
         prevent_initial_call=True,
     )
     app.clientside_callback(
         CONTEXT_JS,
         Output(ids.CLIENT_SINK, "data", allow_duplicate=True),
-        Input(ids.HISTORY, "data"),
-        Input(ids.IMAGE, "data"),
-        Input(ids.SESSION, "data"),
-        Input(ids.SLICE_AXIS, "value"),
-        Input(ids.SLICE_INDEX, "value"),
-        Input(ids.OVERLAY_STYLE, "value"),
-        Input(ids.SHOW_MARKERS, "value"),
-        Input(ids.RESULT_VIEW, "value"),
-        Input(ids.SEG_BASE, "data"),
+        *(Input(*p) for p in CONTEXT_PROPS),
         prevent_initial_call=True,
     )
     app.clientside_callback(

@@ -16,14 +16,12 @@ import tifffile
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
+from tests.e2e.helpers import OVERLAY_JS, until
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 
-OVERLAY_JS = """
-const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
-return gd && gd.data && gd.data.length > 2 ? gd.data[2].source : null;
-"""
 RANGES_JS = """
 const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
 return [gd._fullLayout.xaxis.range.slice(), gd._fullLayout.yaxis.range.slice()];
@@ -35,14 +33,9 @@ return [xa.l2p(arguments[0]), ya._length / 2];
 """
 
 
+
 def _until(predicate, timeout=60, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return until(predicate, timeout=timeout, what=what)
 
 
 def _overlay(dash_duo):

@@ -14,6 +14,8 @@ import tifffile
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from tests.e2e.helpers import OVERLAY_JS, until
+
 pytestmark = pytest.mark.browser
 
 # Every POST to /_dash-update-component since the last reset, with the outputs it asks for.
@@ -37,10 +39,6 @@ if (!window.__posts) {
 window.__posts.length = 0;
 """
 POSTS_JS = "return window.__posts.slice();"
-OVERLAY_JS = """
-const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
-return gd && gd.data && gd.data.length > 2 ? gd.data[2].source : null;
-"""
 SHAPES_JS = """
 const gd = document.querySelector('#histogram-graph .js-plotly-plot');
 return gd && gd.layout && gd.layout.shapes ? gd.layout.shapes.map(s => s.x0) : null;
@@ -63,14 +61,9 @@ return [b.x + b.width / 2, b.y + b.height / 2];
 """
 
 
+
 def _until(predicate, timeout=60, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return until(predicate, timeout=timeout, what=what)
 
 
 def _js(dash_duo, script, *args):

@@ -20,6 +20,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from skimage import data, io
 
+from tests.e2e.helpers import until
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,17 +36,9 @@ return [fl.xaxis.l2p(arguments[0]), fl.yaxis.l2p(arguments[1])];
 """
 
 
+
 def _until(predicate, timeout=90, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - element being re-rendered
-            value = None
-        if value:
-            return value
-        time.sleep(0.15)
-    raise AssertionError(f"timed out waiting for {what}")
+    return until(predicate, timeout=timeout, what=what)
 
 
 def _step(dash_duo):
