@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import uuid
+from typing import Any, NamedTuple
 
 import numpy as np
 from dash import Input, Output, Patch, State, ctx, no_update
@@ -85,11 +86,41 @@ def image_panel(services, session_id, meta, axis, index):
     return figures.image_figure(uri, uirevision=uirevision(meta, axis))
 
 
-def filtered_panel(services, session_id, meta, recipe, axis, index):
-    """Figure of the filtered image (same display range as the original)."""
-    filtered = services.filtered(session_id, meta["id"], recipe)
+def filtered_figure(filtered, meta, axis, index):
+    """Figure of a filtered image (same display range as the original)."""
     uri = _gray_uri(shown_slice(filtered, meta, axis, index), *meta["display"])
     return figures.image_figure(uri, uirevision=uirevision(meta, axis))
+
+
+def filtered_panel(services, session_id, meta, recipe, axis, index):
+    """Figure of the filtered image (same display range as the original)."""
+    return filtered_figure(services.filtered(session_id, meta["id"], recipe), meta, axis, index)
+
+
+def filter_run_text(recipe, result, backend_message="") -> str:
+    """The line under the filtered image: how the filter stage ran.
+
+    E.g. ``Gaussian: 16 blocks on 2 workers (threads), 0.80 s``, ``Gaussian: whole array,
+    0.02 s``, or for a cache hit ``from cache · computed as Gaussian: whole array, 0.02 s``.
+
+    Parameters
+    ----------
+    recipe : dict
+        The validated recipe shown.
+    result : pipeline.compute.FilterResult
+    backend_message : str, optional
+        The backend's :attr:`pipeline.parallel.Backend.message` (the dask scheduler could not
+        be reached: the work runs locally), added when this run does not say it already.
+    """
+    if recipe["filter"]["name"] == "none":
+        text = "no filter"
+    else:
+        text = result.report.summary()
+        if result.cached:
+            text = f"from cache · computed as {text}"
+    if backend_message and backend_message not in text:
+        text += f" ({backend_message})"
+    return text
 
 
 def histogram_panel(services, session_id, meta, recipe, log_scale):
@@ -490,6 +521,7 @@ def register(app, services):
     @app.callback(
         Output(ids.FILTERED_GRAPH, "figure"),
         Output(ids.HIST_GRAPH, "figure"),
+        Output(ids.FILTER_RUN, "children"),
         Output({"type": ids.STEP_MESSAGE, "stage": "filter"}, "children"),
         Input(ids.FILTER_SIGNAL, "data"),
         Input(ids.SLICE_AXIS, "value"),
@@ -615,20 +647,37 @@ def seg_outputs(duplicate=False):
             Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children", **kw))
 
 
+class FilterOutputs(NamedTuple):
+    """The outputs of the filter callback, in the order of its ``Output``s."""
+
+    figure: Any  # the filtered image's figure
+    histogram: Any  # the histogram's figure, or no_update (a slice change)
+    run: Any  # how the filter stage ran (:func:`filter_run_text`), or no_update
+    message: Any  # the Filtering panel's message: None, or why the filter failed
+
+
 def filter_update(services, session_id, meta, history, axis, index, log_value, *, histogram):
-    """(filtered figure, histogram figure or no_update, filter message) for the current recipe."""
+    """:class:`FilterOutputs` of the current recipe.
+
+    `histogram` is true when the filter stage (or the image) changed: the histogram and the
+    line saying how the filter ran are drawn too; false for a new slice (the filtered image
+    only). On a failure the figures stay, the line is emptied and the message says why.
+    """
     require_current(meta, history)
     recipe = current_recipe(history)
     log_scale = "log" in (log_value or [])
     try:
-        filtered_fig = filtered_panel(services, session_id, meta, recipe, axis, index)
+        result = services.filter_run(session_id, meta["id"], recipe)
+        filtered_fig = filtered_figure(result.filtered, meta, axis, index)
         hist = (histogram_panel(services, session_id, meta, recipe, log_scale) if histogram
                 else no_update)
     except Exception as exc:  # noqa: BLE001 - the page stays usable
-        return no_update, no_update, message_children(
-            f"Filtering failed: {_errors(exc)}", "error")
+        return FilterOutputs(no_update, no_update, "", message_children(
+            f"Filtering failed: {_errors(exc)}", "error"))
     require_live(services, session_id, meta, history)
-    return filtered_fig, hist, None
+    run = (filter_run_text(recipe, result, services.compute.backend.message) if histogram
+           else no_update)
+    return FilterOutputs(filtered_fig, hist, run, None)
 
 
 def compare_update(services, session_id, meta, history, method, axis, index, base):

@@ -13,6 +13,7 @@ from pipeline import recipe as recipes
 from pipeline.compute import Compute
 from pipeline.config import Config
 from pipeline.errors import InputError
+from pipeline.parallel import Backend
 from pipeline.store import ArrayStore
 
 
@@ -26,11 +27,18 @@ class Services:
     initial: object = None  # a pipeline.io.LoadedImage offered as the sample "array"
 
     @classmethod
-    def create(cls, config: Config, initial=None) -> "Services":
-        """Open (creating if needed) the store and cache named by `config`."""
+    def create(cls, config: Config, initial=None, backend=None) -> "Services":
+        """Open (creating if needed) the store and cache named by `config`.
+
+        `backend` (a :class:`pipeline.parallel.Backend`) runs the filter stage; default
+        ``Backend.from_config(config)``: local threads (``PIPEX_JOBS`` or the CPU limit), or
+        the dask scheduler of ``PIPEX_DASK_ADDRESS``. It is connected on first use.
+        """
         config.state_dir.mkdir(parents=True, exist_ok=True)
         store = ArrayStore(config.store_dir, size_limit=int(config.store_size_gb * 1024**3))
-        compute = Compute(config.cache_dir, bytes_limit=int(2 * config.store_size_gb * 1024**3))
+        backend = Backend.from_config(config) if backend is None else backend
+        compute = Compute(config.cache_dir, bytes_limit=int(2 * config.store_size_gb * 1024**3),
+                          backend=backend)
         return cls(config=config, store=store, compute=compute, initial=initial)
 
     def loader(self, session_id, image_id):
@@ -72,6 +80,12 @@ class Services:
         self._check_access(session_id, image_id)
         return self.compute.filtered(image_id, self.loader(session_id, image_id),
                                      recipes.validate(recipe))
+
+    def filter_run(self, session_id, image_id, recipe):
+        """Cached filtered image with how it was computed (see :meth:`Compute.filter_run`)."""
+        self._check_access(session_id, image_id)
+        return self.compute.filter_run(image_id, self.loader(session_id, image_id),
+                                       recipes.validate(recipe))
 
     def mask(self, session_id, image_id, recipe):
         """Cached segmentation mask (before post-processing) of this session's image."""

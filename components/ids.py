@@ -68,6 +68,7 @@ DOWNLOAD_OVERLAY = "download-overlay"
 FILTER_METHOD = "filter-method"
 FILTER_DOC = "filter-doc"
 FILTERED_GRAPH = "filtered-graph"
+FILTER_RUN = "filter-run"  # how the filter stage ran: blocks, workers, seconds, or from cache
 SEG_METHOD = "segmentation-method"
 SEG_DOC = "segmentation-doc"
 POST_OPS = "postprocess-ops"

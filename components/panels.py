@@ -21,6 +21,7 @@ def filter_panel(filters):
     """Filtering: the filtered image (zoom synchronised with the original) and its method."""
     return panel("1 · Filtering", None, [
         dcc.Graph(id=ids.FILTERED_GRAPH, className="image-graph", config=graph_config()),
+        html.Div(id=ids.FILTER_RUN, className="summary"),
         html.Div(id=ids.FILTER_DOC),
         html.Div(id={"type": ids.PARAM_FORM, "stage": "filter"}, className="param-form"),
         message({"type": ids.STEP_MESSAGE, "stage": "filter"}),

@@ -9,25 +9,30 @@ is a cache hit all along. Results are stored on disk, shared by all worker proce
 reloaded memory-mapped.
 
 Every stage runs the functions of :mod:`pipeline.recipe`, which are also what the CLI and the
-exported script run; the one shortcut is random walker, whose graph Laplacian is cached per
-(filtered image, beta) and solved per markers with :func:`pipeline.randomwalker.solve`, which
-gives bit-identical labels to :func:`pipeline.randomwalker.random_walker`.
+exported script run, with two shortcuts that give identical results. The filter stage runs
+through :func:`pipeline.parallel.filter_stage` on the app's :class:`pipeline.parallel.Backend`
+(over overlapping blocks when the image is large enough for that to pay, whole otherwise); the
+backend is an ignored argument, so the key does not depend on it, and the stage stores how it
+ran (a :class:`pipeline.parallel.RunReport`) next to its result. Random walker's graph
+Laplacian is cached per (filtered image, beta) and solved per markers with
+:func:`pipeline.randomwalker.solve`, which gives bit-identical labels to
+:func:`pipeline.randomwalker.random_walker`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from joblib import Memory
 
-from . import randomwalker, thresholds
+from . import parallel, randomwalker, thresholds
 from . import recipe as recipes
 from .render import histogram as _histogram_of
 
-__all__ = ["Compute", "PipelineResult", "PreviewResult", "stage_keys"]
+__all__ = ["Compute", "FilterResult", "PipelineResult", "PreviewResult", "stage_keys"]
 
 
 def stage_keys(recipe: dict) -> dict:
@@ -42,8 +47,17 @@ def stage_keys(recipe: dict) -> dict:
     }
 
 
-def _filtered(image_id, filter_key, recipe, load_image):
-    return recipes.filter_stage(load_image(), recipe)
+def _filtered(image_id, filter_key, recipe, load_image, backend):
+    """(filtered image, the filter's RunReport as a dict): the report travels with the result
+    in the cache, so every worker can say how the cached image was computed."""
+    filtered, reports = parallel.filter_stage(load_image(), recipe, backend=backend)
+    return filtered, asdict(reports[0])
+
+
+def _report(saved: dict) -> parallel.RunReport:
+    """The RunReport of a saved dict (fields a later version does not know are dropped)."""
+    known = {f.name for f in fields(parallel.RunReport)}
+    return parallel.RunReport(**{k: v for k, v in saved.items() if k in known})
 
 
 def _graph(image_id, filter_key, beta, intensity_scale, load_filtered):
@@ -91,6 +105,25 @@ def _thresholds(image_id, filter_key, load_filtered):
 
 
 @dataclass(frozen=True)
+class FilterResult:
+    """The filtered image of a recipe and how it was obtained.
+
+    Attributes
+    ----------
+    filtered : ndarray of float64
+        Memory-mapped from the cache.
+    report : pipeline.parallel.RunReport
+        How the filter ran when it was last computed (blocks, workers, seconds).
+    cached : bool
+        Whether this call found it in the cache (then `report` describes an earlier run).
+    """
+
+    filtered: np.ndarray
+    report: parallel.RunReport
+    cached: bool
+
+
+@dataclass(frozen=True)
 class PipelineResult:
     """Arrays of one pipeline run (memory-mapped from the cache) and how they were obtained."""
 
@@ -123,12 +156,18 @@ class Compute:
         Folder of the joblib cache (shared by all workers).
     bytes_limit : int, optional
         Size the cache is trimmed to by :meth:`trim`.
+    backend : pipeline.parallel.Backend, optional
+        Where the filter stage runs (default: local threads, as many as
+        :func:`pipeline.parallel.default_jobs`). Not part of any cache key: the results are
+        identical on every backend.
     """
 
-    def __init__(self, cache_dir, bytes_limit: int = 8 * 1024**3):
+    def __init__(self, cache_dir, bytes_limit: int = 8 * 1024**3, backend=None):
         self.memory = Memory(location=str(cache_dir), verbose=0, mmap_mode="r")
         self.bytes_limit = int(bytes_limit)
-        self._filtered = self.memory.cache(_filtered, ignore=["recipe", "load_image"])
+        self.backend = parallel.Backend() if backend is None else backend
+        self._filtered = self.memory.cache(_filtered,
+                                           ignore=["recipe", "load_image", "backend"])
         self._graph = self.memory.cache(_graph, ignore=["load_filtered"])
         self._segment = self.memory.cache(
             _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn"])
@@ -139,8 +178,11 @@ class Compute:
         self._rendered = self.memory.cache(_rendered, ignore=["make"])
 
     # Each stage call passes the functions of the stages before it, bound to this cache.
+    def _filtered_fn(self, image_id, fk, recipe, load_image):
+        return self._filtered(image_id, fk, recipe, load_image, self.backend)[0]
+
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image):
-        return self._segment(image_id, fk, mk, sk, recipe, load_image, self._filtered,
+        return self._segment(image_id, fk, mk, sk, recipe, load_image, self._filtered_fn,
                              self._graph)[0]
 
     def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
@@ -149,7 +191,14 @@ class Compute:
     def filtered(self, image_id: str, load_image, recipe: dict) -> np.ndarray:
         """The filtered image (float64) of a recipe."""
         k = stage_keys(recipe)
-        return self._filtered(image_id, k["filter"], recipe, load_image)
+        return self._filtered_fn(image_id, k["filter"], recipe, load_image)
+
+    def filter_run(self, image_id: str, load_image, recipe: dict) -> FilterResult:
+        """The filtered image of a recipe, with how it was computed and whether it was cached."""
+        args = (image_id, stage_keys(recipe)["filter"], recipe, load_image, self.backend)
+        cached = self._filtered.check_call_in_cache(*args)
+        filtered, saved = self._filtered(*args)
+        return FilterResult(filtered=filtered, report=_report(saved), cached=cached)
 
     def run(self, image_id: str, load_image, recipe: dict) -> PipelineResult:
         """Filtered image, object mask and label image of a (validated) recipe.
@@ -167,7 +216,7 @@ class Compute:
         args = (image_id, k["filter"], k["markers"], k["segmentation"], k["postprocess"])
         cached = {
             "filter": self._filtered.check_call_in_cache(image_id, k["filter"], recipe,
-                                                         load_image),
+                                                         load_image, self.backend),
             "segmentation": self._segment.check_call_in_cache(
                 *self._segment_args(image_id, load_image, recipe)),
             "postprocess": self._labels.check_call_in_cache(*args, recipe, load_image,
@@ -176,7 +225,7 @@ class Compute:
         t0 = time.perf_counter()
         labels = self._labels(*args, recipe, load_image, self._mask_fn)
         mask = self._mask_fn(*args[:4], recipe, load_image)
-        filtered = self._filtered(image_id, k["filter"], recipe, load_image)
+        filtered = self._filtered_fn(image_id, k["filter"], recipe, load_image)
         return PipelineResult(filtered=filtered, mask=mask, labels=labels,
                               seconds=time.perf_counter() - t0, cached=all(cached.values()),
                               stages_cached=cached)
@@ -184,7 +233,7 @@ class Compute:
     def _segment_args(self, image_id: str, load_image, recipe: dict) -> tuple:
         k = stage_keys(recipe)
         return (image_id, k["filter"], k["markers"], k["segmentation"], recipe, load_image,
-                self._filtered, self._graph)
+                self._filtered_fn, self._graph)
 
     def _cached_probability(self, image_id: str, load_image, recipe: dict):
         args = self._segment_args(image_id, load_image, recipe)
@@ -241,7 +290,7 @@ class Compute:
                 break
         if x0 is None:
             return None
-        filtered = self._filtered(image_id, k["filter"], recipe, load_image)
+        filtered = self._filtered_fn(image_id, k["filter"], recipe, load_image)
         markers = recipes.marker_stage(filtered, recipe)
         mask = randomwalker.preview(graph, markers, x0) == 2
         return PreviewResult(filtered=filtered, mask=mask, seconds=time.perf_counter() - t0)

@@ -189,6 +189,61 @@ def test_every_filter_and_method_runs_on_coins(services):
     assert [op["location"] for op in hl.to_plotly_json()["operations"]] == [["data", 3, "source"]]
 
 
+def _filter_page(services, sid, meta, method="gaussian"):
+    """The page's pointer after loading `meta` and choosing a filter."""
+    from callbacks.params import recipe_action
+
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    if method != "none":
+        pointer, _, _ = recipe_action(services, sid, ids.FILTER_METHOD, pointer, meta,
+                                      {"filter_method": method})
+    return pointer
+
+
+def test_the_filtering_panel_says_how_the_filter_ran(services):
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    out = display.filter_update(services, sid, meta, _filter_page(services, sid, meta, "none"),
+                                0, 0, [], histogram=True)
+    assert out.run == "no filter" and out.message is None
+    pointer = _filter_page(services, sid, meta)
+    out = display.filter_update(services, sid, meta, pointer, 0, 0, [], histogram=True)
+    assert out.figure.data[0].source.startswith("data:image/png")
+    assert out.histogram is not no_update and out.message is None
+    # coins are too small to be worth cutting into blocks
+    assert re.fullmatch(r"Gaussian: whole array, \d+\.\d\d s", out.run), out.run
+    again = display.filter_update(services, sid, meta, pointer, 0, 0, [], histogram=True)
+    assert again.run == f"from cache · computed as {out.run}"
+    # a new slice redraws the filtered image only
+    sliced = display.filter_update(services, sid, meta, pointer, 0, 0, [], histogram=False)
+    assert sliced.histogram is no_update and sliced.run is no_update
+    assert sliced.figure.data[0].source == out.figure.data[0].source
+
+
+def test_the_filtering_panel_names_blocks_and_an_unreachable_scheduler(tmp_path):
+    import socket
+
+    from pipeline import parallel
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data",
+                 dask_address=f"tcp://127.0.0.1:{port}")
+    # min_pixels=0: cut even coins into blocks (the app's default leaves them whole)
+    backend = parallel.Backend.from_config(cfg, jobs=2, connect_timeout=1.0, min_pixels=0)
+    services = Services.create(cfg, backend=backend)
+    assert services.compute.backend is backend
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    out = display.filter_update(services, sid, meta, _filter_page(services, sid, meta), 0, 0,
+                                [], histogram=True)
+    assert re.fullmatch(r"Gaussian: \d+ blocks on 2 workers \(threads\), \d+\.\d\d s "
+                        rf"\(dask scheduler tcp://127\.0\.0\.1:{port} could not be reached "
+                        r"\(.*\); ran locally\)", out.run), out.run
+    assert out.run.count("could not be reached") == 1
+
+
 @pytest.mark.parametrize("vmin, vmax, message", [
     (100, 252, "No object marker"),  # coins' brightest pixel is 252
     (1, 100, "No background marker"),  # and its darkest 1

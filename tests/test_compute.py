@@ -1,0 +1,89 @@
+"""pipeline.compute: the filter stage through the parallel backend, its report, its cache key."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+from skimage import data
+
+from pipeline import parallel as P
+from pipeline import recipe as R
+from pipeline.compute import Compute
+
+GAUSSIAN = {"name": "gaussian", "params": {"sigma": 2.0}}
+
+
+def _recipe(filter_section):
+    recipe = R.default_recipe(50, 200)
+    recipe["filter"] = filter_section
+    return R.validate(recipe)
+
+
+@pytest.fixture(scope="module")
+def large():
+    """1500 x 1500 uint8 (2.25 Mpx, above MIN_PIXELS): the default backend cuts it."""
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 256, (1500, 1500), dtype=np.uint8)
+
+
+def _never():
+    raise AssertionError("the image was read although the result is cached")
+
+
+def test_a_chunked_filter_stage_is_identical_to_the_recipe_s(tmp_path, large):
+    recipe = _recipe(GAUSSIAN)
+    compute = Compute(tmp_path, backend=P.Backend(jobs=2))
+    out = compute.filter_run("big", lambda: large, recipe)
+    assert not out.cached
+    report = out.report
+    assert report.backend == "threads" and report.blocks > 1 and report.workers == 2
+    assert report.label == "Gaussian" and report.chunks is not None
+    expected = R.filter_stage(large, recipe)
+    assert out.filtered.dtype == expected.dtype == np.float64
+    assert np.array_equal(out.filtered, expected)
+    assert np.array_equal(compute.filtered("big", _never, recipe), expected)
+
+
+def test_the_cache_key_does_not_depend_on_the_backend(tmp_path, large):
+    recipe = _recipe(GAUSSIAN)
+    first = Compute(tmp_path, backend=P.Backend(jobs=2)).filter_run("big", lambda: large,
+                                                                     recipe)
+    # another worker process with another backend: same key, a cache hit, the saved report
+    other = Compute(tmp_path, backend=P.Backend(jobs=1, min_pixels=0))
+    again = other.filter_run("big", _never, recipe)
+    assert again.cached
+    assert again.report == first.report and again.report.blocks > 1
+    assert np.array_equal(again.filtered, first.filtered)
+    # the later stages read the same cached filtered image
+    counts, _ = other.histogram("big", _never, recipe)
+    assert counts.sum() == large.size
+
+
+def test_coins_are_not_chunked(tmp_path):
+    coins = data.coins()
+    recipe = _recipe(GAUSSIAN)
+    compute = Compute(tmp_path, backend=P.Backend(jobs=2))
+    out = compute.filter_run("coins", lambda: coins, recipe)
+    assert out.report.backend == "whole" and out.report.blocks == 1
+    assert out.report.summary().startswith("Gaussian: whole array, ")
+    assert np.array_equal(out.filtered, R.filter_stage(coins, recipe))
+    assert compute.filter_run("coins", _never, recipe).cached
+
+
+def test_an_unreachable_scheduler_is_reported_and_the_stage_runs_locally(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    image = data.camera()
+    recipe = _recipe(GAUSSIAN)
+    backend = P.Backend(jobs=2, dask_address=address, connect_timeout=1.0, min_pixels=0)
+    with backend:
+        out = Compute(tmp_path, backend=backend).filter_run("camera", lambda: image, recipe)
+    assert out.report.backend == "threads" and out.report.blocks > 1
+    assert "could not be reached" in out.report.message
+    assert out.report.summary().endswith("ran locally)")
+    assert backend.message == out.report.message
+    assert np.array_equal(out.filtered, R.filter_stage(image, recipe))
