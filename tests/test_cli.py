@@ -448,7 +448,10 @@ def test_interrupted_batch_leaves_only_complete_files(files):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "run", str(files["recipe"]), *map(str, paths),
          "--out", str(out), "--jobs", "1"], cwd=files["dir"], env=_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a test run in the background (nohup, `cmd &` in a script) inherits an ignored
+        # SIGINT, and Python then installs no KeyboardInterrupt handler: restore it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stdout.readline()  # the first image is done
         assert first.startswith("img00.tif: "), first + proc.stderr.read()
