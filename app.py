@@ -156,6 +156,7 @@ def explore(image, *, name="array", state_dir=None, serve=True, mode="inline",
     loaded = LoadedImage(array=array, name=name, notes=("Array handed over from Python.",))
     state = state_dir or tempfile.mkdtemp(prefix="pipex-explore-")
     app = create_app(Config(state_dir=state), initial=loaded)
+    app.server.config["PIPEX_ALLOW_FRAMING"] = True  # shown inline in the notebook's page
     explorer = Explorer(app, array, content_hash(array))
     if serve:
         app.run(jupyter_mode=mode, host=host, port=port)

@@ -115,9 +115,49 @@ def _bad(message, status=400):
     return Response(json.dumps({"error": message}), status, mimetype="application/json")
 
 
+def content_security_policy(app) -> str:
+    """A Content-Security-Policy that Dash works with: scripts from this server and the
+    page's own inline scripts (Dash's config and renderer, the clientside callbacks) by their
+    hashes; plotly.js builds some functions at run time ('unsafe-eval'); React and plotly
+    set inline styles; images are PNG data URIs; no framing."""
+    hashes = " ".join(app.csp_hashes())  # quoted already: 'sha256-...'
+    return ("default-src 'self'; "
+            f"script-src 'self' 'unsafe-eval' {hashes}; "
+            "style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; "
+            "font-src 'self' data:; "
+            "connect-src 'self'; "
+            "worker-src 'self' blob:; "
+            "object-src 'none'; base-uri 'self'; form-action 'self'; "
+            "frame-ancestors 'none'")
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
 def register(app, services):
-    """Install the checks on the app's Flask server."""
+    """Install the checks and the security headers on the app's Flask server."""
     del services
+    policy = {}  # built on the first response (the inline scripts are known by then)
+
+    @app.server.after_request
+    def _headers(response):
+        # app.explore() shows the app inline in a notebook, i.e. in a frame of another port
+        framed = app.server.config.get("PIPEX_ALLOW_FRAMING", False)
+        for name, value in SECURITY_HEADERS.items():
+            if not (framed and name == "X-Frame-Options"):
+                response.headers.setdefault(name, value)
+        if "csp" not in policy:
+            policy["csp"] = content_security_policy(app)
+        csp = policy["csp"]
+        if framed:
+            csp = csp.replace("frame-ancestors 'none'", "frame-ancestors *")
+        response.headers.setdefault("Content-Security-Policy", csp)
+        return response
 
     @app.server.before_request
     def _check():

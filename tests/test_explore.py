@@ -62,3 +62,11 @@ def test_explore_hands_back_the_recipe_and_labels(served):
     np.testing.assert_array_equal(tifffile.imread(_io.BytesIO(data)), labels)
     table = explorer.measurements()
     assert list(table.columns["label"]) == [1]
+
+
+def test_explore_can_be_framed_by_the_notebook(served):
+    # explore() shows the app inline in Jupyter: an iframe of another port's page
+    _, url, _ = served
+    res = requests.get(url, timeout=30)
+    assert "X-Frame-Options" not in res.headers
+    assert "frame-ancestors *" in res.headers["Content-Security-Policy"]

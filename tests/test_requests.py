@@ -71,3 +71,16 @@ def test_well_formed_requests_still_work(client):
         "state": [{"id": "session-store", "property": "data", "value": "a" * 32}],
         "changedPropIds": []}))
     assert res.status_code == 204  # no image yet: nothing to draw
+
+
+def test_security_headers(client):
+    res = client.get("/")
+    assert res.headers["X-Content-Type-Options"] == "nosniff"
+    assert res.headers["X-Frame-Options"] == "DENY"
+    assert res.headers["Referrer-Policy"] == "same-origin"
+    csp = res.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp.split(
+        "script-src")[1].split(";")[0]
+    assert "'sha256-" in csp and "''" not in csp
+    # every response carries them, the callbacks' too
+    assert client.get("/health").headers["X-Frame-Options"] == "DENY"
