@@ -159,6 +159,8 @@ def register(app, services):
         Output(ids.IMAGE_INFO, "children"),
         Output(ids.LOAD_MESSAGE, "children"),
         Output(ids.UPLOAD, "contents"),
+        Output(ids.SAMPLE, "value"),
+        Output(ids.DATA_FILE, "value"),
         Input(ids.SAMPLE, "value"),
         Input(ids.UPLOAD, "contents"),
         Input(ids.DATA_FILE, "value"),
@@ -168,12 +170,24 @@ def register(app, services):
     )
     def _load(sample, contents, data_file, filename, session_id):
         source = ctx.triggered_id or ids.SAMPLE
-        if (source == ids.UPLOAD and contents is None) or (source == ids.DATA_FILE and not data_file):
-            return no_update, no_update, no_update, no_update
-        outcome = load_image(services, session_id, source, sample, contents, filename, data_file)
-        # Clear the upload so that choosing the same file again triggers a new load.
-        cleared = None if source == ids.UPLOAD else no_update
-        if outcome.meta is None:
-            return no_update, no_update, message_children(outcome.message, "error"), cleared
-        return (outcome.meta, describe(outcome.meta), message_children(outcome.message, "info"),
-                cleared)
+        return load_outputs(services, session_id, source, sample, contents, filename, data_file)
+
+
+def load_outputs(services, session_id, source, sample, contents, filename, data_file):
+    """Outputs of the loader for one load: image metadata, info, message, cleared upload, and
+    the sample / data-file dropdowns showing what is loaded (the others emptied, so that
+    choosing the same sample again loads it)."""
+    skip = (no_update,) * 6
+    if ((source == ids.UPLOAD and contents is None) or (source == ids.DATA_FILE and not data_file)
+            or (source == ids.SAMPLE and not sample)):
+        return skip
+    outcome = load_image(services, session_id, source, sample, contents, filename, data_file)
+    # Clear the upload so that choosing the same file again triggers a new load.
+    cleared = None if source == ids.UPLOAD else no_update
+    if outcome.meta is None:
+        return (no_update, no_update, message_children(outcome.message, "error"), cleared,
+                no_update, no_update)
+    shown_sample = no_update if source == ids.SAMPLE else None
+    shown_file = no_update if source == ids.DATA_FILE else (None if data_file else no_update)
+    return (outcome.meta, describe(outcome.meta), message_children(outcome.message, "info"),
+            cleared, shown_sample, shown_file)

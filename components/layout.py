@@ -25,6 +25,7 @@ def loader(sample_names, data_files, *, default_sample, max_upload_mb):
                         options=[{"label": n, "value": n} for n in sample_names],
                         value=default_sample,
                         clearable=False,
+                        placeholder="a bundled sample",
                     ),
                 ],
             ),

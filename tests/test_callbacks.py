@@ -708,3 +708,24 @@ def test_a_response_for_a_state_the_session_has_left_is_dropped(services):
     assert other["id"] != meta["id"]
     with pytest.raises(PreventUpdate):
         display.compare_update(services, sid, meta, out[0], "watershed", 0, 0, None)
+
+
+def test_the_loader_dropdowns_show_what_is_loaded(services, tmp_path):
+    from dash import no_update
+
+    sid = new_session_id()
+    out = loading.load_outputs(services, sid, ids.SAMPLE, "coins", None, None, None)
+    assert out[0]["name"] == "coins" and out[4] is no_update and out[5] is no_update
+    buf = _io.BytesIO()
+    tifffile.imwrite(buf, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    contents = "data:image/tiff;base64," + base64.b64encode(buf.getvalue()).decode()
+    out = loading.load_outputs(services, sid, ids.UPLOAD, "coins", contents, "ramp.tif", None)
+    assert out[0]["name"] == "ramp.tif"
+    assert out[3] is None and out[4] is None  # upload cleared, sample emptied: coins loads again
+    # choosing no sample (the emptied dropdown) loads nothing
+    assert loading.load_outputs(services, sid, ids.SAMPLE, None, None, None, None) == (
+        no_update,) * 6
+    # a failed load keeps the dropdowns as they are
+    out = loading.load_outputs(services, sid, ids.UPLOAD, None, "data:x;base64,AAAA", "x.tif",
+                               None)
+    assert out[0] is no_update and out[4] is no_update and "Could not load" in str(out[2])
