@@ -20,6 +20,7 @@ from dash.exceptions import PreventUpdate
 from components import ids
 from pipeline import recipe as recipes
 from pipeline.compute import stage_keys
+from pipeline.measure import PROPERTIES_2D_ONLY
 from pipeline.errors import InputError
 
 MAX_HISTORY = 500
@@ -35,6 +36,12 @@ def initial_history(meta, previous=None) -> dict:
     if previous and previous.get("states"):
         recipe = copy.deepcopy(current_recipe(previous))
         recipe["markers"] = {"vmin": meta["vmin"], "vmax": meta["vmax"]}
+        if meta.get("ndim") == 3:
+            # a volume keeps no 2D-only measurement (skimage refuses them; solidity's convex
+            # hull per region wrote thousands of qhull warnings and took seconds)
+            dropped = set(PROPERTIES_2D_ONLY) | {"solidity"}
+            recipe["measure"]["properties"] = [
+                p for p in recipe["measure"]["properties"] if p not in dropped]
         try:
             recipe = recipes.validate(recipe)
         except InputError:

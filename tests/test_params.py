@@ -193,3 +193,14 @@ def test_random_walker_gets_the_image_types_scale():
     float_meta = dict(META, id="c" * 32, scale=1.0)
     h2 = next_state(ids.IMAGE, h, float_meta, {})[0]
     assert _recipe(h2)["segmentation"]["params"]["intensity_scale"] == 1.0
+
+
+def test_a_volume_after_a_2d_image_keeps_no_2d_only_measurements():
+    h = _start()
+    props = _recipe(h)["measure"]["properties"]
+    assert "perimeter" in props and "solidity" in props
+    volume = dict(META, id="b" * 32, ndim=3, shape=[16, 32, 32])
+    h3 = next_state(ids.IMAGE, h, volume, {})[0]
+    kept = _recipe(h3)["measure"]["properties"]
+    assert not {"perimeter", "eccentricity", "orientation", "solidity"} & set(kept)
+    assert "area" in kept and "label" in kept
