@@ -97,6 +97,25 @@ def label_at(services, session_id, meta, recipe, axis, index, point):
     return int(labels[y, x])
 
 
+def hover_text(services, session_id, meta, recipe, axis, index, point):
+    """What the pointer is on in the segmentation view: "x 120, y 45 · intensity 131 ·
+    region 7" (intensity in the image's own units; region 0 is the background)."""
+    try:
+        x, y = int(round(point["x"])), int(round(point["y"]))
+    except (TypeError, KeyError, ValueError):
+        return ""
+    image = shown_slice(services.image(session_id, meta["id"]), meta, axis, index)
+    if not (0 <= y < image.shape[0] and 0 <= x < image.shape[1]):
+        return ""
+    label = label_at(services, session_id, meta, recipe, axis, index, point)
+    value = image[y, x]
+    shown = (", ".join(f"{float(v):.6g}" for v in np.ravel(value)) if np.ndim(value)
+             else f"{float(value):.6g}")
+    where = f"x {x}, y {y}" + (f", slice {int(index or 0)}" if meta["ndim"] == 3 else "")
+    region = f"region {label}" if label else "background"
+    return f"{where} · intensity {shown} · {region}"
+
+
 def row_highlight(label):
     """Row style rules highlighting the row of `label` (AG Grid ``getRowStyle``)."""
     conditions = []
@@ -177,6 +196,7 @@ def register(app, services):
     @app.callback(
         Output(ids.MEASURE_TABLE, "getRowStyle"),
         Output(ids.MEASURE_TABLE, "scrollTo"),
+        Output(ids.SEG_HOVER, "children"),
         Input(ids.SEG_GRAPH, "clickData"),
         Input(ids.SEG_GRAPH, "hoverData"),
         State(ids.HISTORY, "data"),
@@ -189,13 +209,15 @@ def register(app, services):
         data = click if ctx.triggered_id and "clickData" in ctx.triggered[0]["prop_id"] else hover
         if not meta or not history or not data or not data.get("points"):
             raise PreventUpdate
+        recipe = current_recipe(history)
+        point = data["points"][0]
         try:
-            label = label_at(services, session_id, meta, current_recipe(history), axis, index,
-                             data["points"][0])
+            label = label_at(services, session_id, meta, recipe, axis, index, point)
+            text = hover_text(services, session_id, meta, recipe, axis, index, point)
         except InputError:
             raise PreventUpdate from None
         scroll = {"rowId": str(label), "rowPosition": "middle"} if label else no_update
-        return row_highlight(label), scroll
+        return row_highlight(label), scroll, text
 
     @app.callback(
         Output(ids.DOWNLOAD_CSV, "data"),

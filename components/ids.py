@@ -34,6 +34,7 @@ SEG_GRAPH = "segmentation-graph"
 OVERLAY_STYLE = "overlay-style"
 SHOW_MARKERS = "show-markers"
 SEG_SUMMARY = "segmentation-summary"
+SEG_HOVER = "segmentation-hover"  # the pixel under the pointer: position, intensity, label
 SEG_PENDING = "segmentation-pending-store"  # a live preview is shown: {"key", "token"} to settle
 SEG_SETTLED = "segmentation-settled-store"  # the exact segmentation is shown: {"key", "token"}
 SEG_BASE = "segmentation-base-store"  # which image / slice the segmentation figure shows

@@ -89,6 +89,7 @@ def binarization_panel(segmenters):
     """Segmentation and post-processing: markers and result drawn over the image."""
     return panel("3 · Segmentation", None, [
         dcc.Graph(id=ids.SEG_GRAPH, className="image-graph", config=graph_config()),
+        html.Div(id=ids.SEG_HOVER, className="summary hover-line"),
         html.Div(className="overlay-row", children=[
             dcc.RadioItems(id=ids.RESULT_VIEW, inline=True, value="labels", options=[
                 {"label": " after post-processing", "value": "labels"},

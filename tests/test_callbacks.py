@@ -349,6 +349,15 @@ def test_measurements_table_csv_and_region_lookup(services):
     assert first["area"] == 4 * np.count_nonzero(np.asarray(labels) == first["label"])
     r, c = np.argwhere(np.asarray(labels) == first["label"])[0]
     assert measure.label_at(services, sid, meta, recipe, 0, 0, {"x": c, "y": r}) == first["label"]
+    # hovering the segmentation names the pixel, its intensity and its region
+    from skimage import data as skdata
+    text = measure.hover_text(services, sid, meta, recipe, 0, 0, {"x": c, "y": r})
+    assert text == (f"x {c}, y {r} · intensity {skdata.coins()[r, c]} · "
+                    f"region {first['label']}")
+    assert measure.hover_text(services, sid, meta, recipe, 0, 0, {"x": 0, "y": 0}).endswith(
+        "background") or "region" in measure.hover_text(services, sid, meta, recipe, 0, 0,
+                                                        {"x": 0, "y": 0})
+    assert measure.hover_text(services, sid, meta, recipe, 0, 0, {"x": 9999, "y": 0}) == ""
     history = {"image_id": meta["id"], "states": [recipe], "index": 0}
     text, name = measure.csv_file(services, sid, meta, history)
     assert name == "coins_measurements.csv"

@@ -117,6 +117,10 @@ def test_whole_pipeline(dash_duo, app_factory, tmp_path):
     highlighted = _until(lambda: [r for r in dash_duo.find_elements("#measure-table .ag-row")
                                   if "255, 243, 176" in (r.get_attribute("style") or "")],
                          what="highlighted row")
+    # the line under the image names the pixel, its intensity and its region
+    _until(lambda: f"region {target}" in dash_duo.find_element("#segmentation-hover").text
+           and "intensity" in dash_duo.find_element("#segmentation-hover").text,
+           what="the pixel's line under the image")
     assert {r.get_attribute("row-id") for r in highlighted} == {str(target)}
 
     # Select a row: its region is highlighted in the image.
