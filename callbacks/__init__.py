@@ -5,11 +5,11 @@ module-level functions taking plain values, so tests call them directly.
 """
 
 from . import (discovery, display, downloads, fastpath, loading, measure, params, recipe_io,
-               requests, thresholds, zoom)
+               guard, thresholds, zoom)
 
 
 def register_all(app, services):
     """Register every callback of the app."""
-    for module in (requests, loading, params, display, thresholds, fastpath, measure,
+    for module in (guard, loading, params, display, thresholds, fastpath, measure,
                    discovery, recipe_io, downloads, zoom):
         module.register(app, services)

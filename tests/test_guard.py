@@ -1,4 +1,4 @@
-"""Malformed requests get a 4xx, never a 500 (callbacks/requests.py)."""
+"""Malformed requests get a 4xx, never a 500 (callbacks/guard.py)."""
 
 from __future__ import annotations
 
