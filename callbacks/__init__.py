@@ -4,8 +4,8 @@ Each module has a ``register(app, services)`` that wires thin callbacks; their b
 module-level functions taking plain values, so tests call them directly.
 """
 
-from . import (discovery, display, downloads, fastpath, loading, measure, params, recipe_io,
-               guard, thresholds, zoom)
+from . import (discovery, display, downloads, fastpath, guard, loading, measure, params,
+               recipe_io, thresholds, zoom)
 
 
 def register_all(app, services):
