@@ -120,6 +120,16 @@ def global_thresholds(image) -> dict:
     return result
 
 
+def _number(value, label) -> float:
+    """`value` as a float, or InputError "<label> must be a number, got ..." (booleans too)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{label} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{label} must be a number, got {value!r}") from None
+
+
 def local_binarization(image, method, window_size=15, k=0.2, r=None) -> np.ndarray:
     """Binarize with a local threshold: ``image > threshold_<method>(image, window_size, k)``.
 
@@ -164,23 +174,13 @@ def local_binarization(image, method, window_size=15, k=0.2, r=None) -> np.ndarr
                          f"got {window_size}")
     if window_size > MAX_WINDOW:
         raise InputError(f"{where}: window_size must be at most {MAX_WINDOW}, got {window_size}")
-    if isinstance(k, (bool, np.bool_)):
-        raise InputError(f"{where}: k must be a number, got {k!r}")
-    try:
-        k = float(k)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: k must be a number, got {k!r}") from None
+    k = _number(k, f"{where}: k")
     if not -2 <= k <= 2:
         raise InputError(f"{where}: k must be between -2 and 2, got {k!r}")
     image = _check_image(image, where)
     if method == "sauvola":
         if r is not None:
-            if isinstance(r, (bool, np.bool_)):
-                raise InputError(f"{where}: r must be a number, got {r!r}")
-            try:
-                r = float(r)
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: r must be a number, got {r!r}") from None
+            r = _number(r, f"{where}: r")
             if not (math.isfinite(r) and r > 0):
                 raise InputError(f"{where}: r must be a positive number, got {r!r}")
         return image > filters.threshold_sauvola(image, window_size=window_size, k=k, r=r)
@@ -201,12 +201,7 @@ def binarize(image, threshold) -> np.ndarray:
     -------
     ndarray of bool
     """
-    if isinstance(threshold, (bool, np.bool_)):
-        raise InputError(f"threshold: threshold must be a number, got {threshold!r}")
-    try:
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        raise InputError(f"threshold: threshold must be a number, got {threshold!r}") from None
+    threshold = _number(threshold, "threshold: threshold")
     if not math.isfinite(threshold):
         raise InputError(f"threshold: threshold must be finite, got {threshold!r}")
     return _check_image(image, "threshold") > threshold

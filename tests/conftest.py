@@ -23,3 +23,15 @@ def gunicorn_process():
 def gunicorn_server(gunicorn_process):
     """Base URL (``http://127.0.0.1:PORT``) of `gunicorn_process`, for DashClient."""
     return gunicorn_process.base_url
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real dask.distributed scheduler and two worker processes on 127.0.0.1, started once
+    for the session: (LocalCluster, Client)."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as local:
+        with distributed.Client(local) as client:
+            yield local, client

@@ -486,15 +486,6 @@ def test_bad_jobs_exit_2(files, capsys, monkeypatch):
     assert "PIPEX_JOBS must be a whole number" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as local:
-        with distributed.Client(local) as client:
-            yield local, client
-
-
 def test_batch_on_a_dask_cluster_matches_the_local_one(files, capsys, cluster):
     from distributed import get_task_stream
 

@@ -378,15 +378,6 @@ def test_stages_are_the_recipes():
 # dask.distributed: a real scheduler and two worker processes on 127.0.0.1
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as local:
-        with distributed.Client(local) as client:
-            yield local, client
-
-
 def test_dask_blocks_are_identical_and_ran_on_the_workers(cluster):
     local, client = cluster
     worker_pids = set(client.run(os.getpid).values())
