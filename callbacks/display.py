@@ -30,7 +30,7 @@ from pipeline.segmentation import SEGMENTERS, agreement
 
 from .loading import message_children
 from .params import (current_recipe, load_history, nearby_states, require_current,
-                     set_intensity_scale)
+                     resolve_state, set_intensity_scale)
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +297,12 @@ def _signal(recipe, history=None) -> dict:
     return out
 
 
-def _nearby(services, session_id, history):
+def nearby_recipes(services, session_id, history):
     """Warm starts of a preview: the states around the current one, read from the server's
     history only if a preview is attempted (a lazy iterable)."""
-    yield from nearby_states(load_history(services.store, session_id, history))
+    full = load_history(services.store, session_id, history)
+    for state in nearby_states(full):
+        yield resolve_state(services.store, session_id, full["image_id"], state)
 
 
 def segmentation_update(services, session_id, meta, history, axis, index, style, show, view,
@@ -343,7 +345,7 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
     try:
         if allow_preview and not full:
             if nearby is None:
-                nearby = _nearby(services, session_id, history)
+                nearby = nearby_recipes(services, session_id, history)
             shown = preview_panel(services, session_id, meta, recipe, axis, index, style,
                                   show_markers, view, nearby)
             if shown is not None:
@@ -540,13 +542,8 @@ def register(app, services):
         return filter_update(services, session_id, meta, history, axis, index, log_value,
                              histogram=fired(ids.FILTER_SIGNAL))
 
-    seg_states = (State(ids.SLICE_AXIS, "value"), State(ids.SLICE_INDEX, "value"),
-                  State(ids.OVERLAY_STYLE, "value"), State(ids.SHOW_MARKERS, "value"),
-                  State(ids.RESULT_VIEW, "value"), State(ids.SEG_BASE, "data"),
-                  State(ids.IMAGE, "data"), State(ids.SESSION, "data"))
-
     @app.callback(
-        *seg_outputs(),
+        *outputs(SEG_PROPS),
         Output(ids.SEG_PENDING, "data"),
         Output(ids.SEG_SETTLED, "data"),
         Output(ids.SEG_BASE, "data"),
@@ -576,12 +573,10 @@ def register(app, services):
         return out
 
     @app.callback(
-        *seg_outputs(duplicate=True),
-        Output(ids.SEG_SETTLED, "data", allow_duplicate=True),
-        Output(ids.SEG_BASE, "data", allow_duplicate=True),
+        *outputs(SETTLE_PROPS, duplicate=True),
         Input(ids.SEG_PENDING, "data"),
         State(ids.HISTORY, "data"),
-        *seg_states,
+        *states(VIEW_PROPS),
         prevent_initial_call=True,
         running=[(Output("binarization-panel", "className"), "panel busy", "panel")],
     )
@@ -638,13 +633,29 @@ def fired(component_id) -> bool:
     return any(t["prop_id"].split(".")[0] == component_id for t in ctx.triggered)
 
 
-def seg_outputs(duplicate=False):
-    """The segmentation panel's outputs written by every callback that draws it."""
+#: The segmentation panel's outputs, written by every callback that draws it (and by the
+#: fast path, callbacks.fastpath, from the same lists).
+SEG_PROPS = ((ids.SEG_GRAPH, "figure"), (ids.SEG_SUMMARY, "children"),
+             (ids.SEG_MESSAGE, "children"),
+             ({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children"))
+#: Outputs of the settle callback (:func:`settle_update`), in order.
+SETTLE_PROPS = (*SEG_PROPS, (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"))
+#: The segmentation panel's view and the page: States of the callbacks that draw it.
+VIEW_PROPS = ((ids.SLICE_AXIS, "value"), (ids.SLICE_INDEX, "value"),
+              (ids.OVERLAY_STYLE, "value"), (ids.SHOW_MARKERS, "value"),
+              (ids.RESULT_VIEW, "value"), (ids.SEG_BASE, "data"), (ids.IMAGE, "data"),
+              (ids.SESSION, "data"))
+
+
+def outputs(props, duplicate=False):
+    """Dash Outputs of ``(id, property)`` pairs."""
     kw = {"allow_duplicate": True} if duplicate else {}
-    return (Output(ids.SEG_GRAPH, "figure", **kw),
-            Output(ids.SEG_SUMMARY, "children", **kw),
-            Output(ids.SEG_MESSAGE, "children", **kw),
-            Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children", **kw))
+    return tuple(Output(cid, prop, **kw) for cid, prop in props)
+
+
+def states(props):
+    """Dash States of ``(id, property)`` pairs."""
+    return tuple(State(cid, prop) for cid, prop in props)
 
 
 class FilterOutputs(NamedTuple):

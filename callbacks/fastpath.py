@@ -29,22 +29,27 @@ from plotly.io.json import to_json_plotly
 from components import ids
 from pipeline.errors import InputError
 
-from .display import settle_update
-from .thresholds import drag_update, move_update
+from .display import SETTLE_PROPS, settle_update
+from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update
 
 log = logging.getLogger(__name__)
 
 #: Largest request body accepted (a pointer, a recipe and a few ids: a few kB).
 MAX_BODY = 64 * 1024
 
-_SEG = ((ids.SEG_GRAPH, "figure"), (ids.SEG_SUMMARY, "children"), (ids.SEG_MESSAGE, "children"),
-        ('{"stage":"postprocess","type":"step-message"}', "children"))
-MOVE_OUTPUTS = ((ids.HISTORY, "data"), (ids.THRESHOLDS, "value"), (ids.PARAM_MESSAGE, "children"),
-                (ids.UNDO, "disabled"), (ids.REDO, "disabled"), (ids.HISTORY_TEXT, "children"),
-                (ids.RECIPE_VIEW, "children"), *_SEG, (ids.SEG_PENDING, "data"),
-                (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"))
-SETTLE_OUTPUTS = (*_SEG, (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"))
-DRAG_OUTPUTS = (*_SEG, (ids.SEG_BASE, "data"), (ids.DRAG_ACK, "data"))
+
+
+def _keyed(props):
+    """``(id, property)`` pairs with pattern-matching ids as the page's set_props takes them
+    (the JSON of the id dict, keys sorted)."""
+    return tuple((json.dumps(cid, sort_keys=True, separators=(",", ":"))
+                  if isinstance(cid, dict) else cid, prop) for cid, prop in props)
+
+
+# The outputs of the callbacks whose bodies the routes run: the same lists as the callbacks'.
+MOVE_OUTPUTS = _keyed(MOVE_PROPS)
+SETTLE_OUTPUTS = _keyed(SETTLE_PROPS)
+DRAG_OUTPUTS = _keyed(DRAG_PROPS)
 
 
 class BadRequest(Exception):

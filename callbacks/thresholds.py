@@ -32,9 +32,18 @@ from components import figures, ids
 from pipeline import recipe as recipes
 from pipeline.errors import InputError
 
-from .display import MARKER_COLORS, require_live, seg_outputs, segmentation_update
+from .display import (MARKER_COLORS, SEG_PROPS, VIEW_PROPS, nearby_recipes, outputs,
+                      require_live, segmentation_update, states)
 from .params import (_with_pair, check_fits_image, control_values, current_recipe,
-                     load_history, nearby_states, recipe_action, require_current)
+                     recipe_action, require_current)
+
+#: Outputs of :func:`move_update`, in order (the Dash callback and the fast path).
+MOVE_PROPS = ((ids.HISTORY, "data"), (ids.THRESHOLDS, "value"), (ids.PARAM_MESSAGE, "children"),
+              (ids.UNDO, "disabled"), (ids.REDO, "disabled"), (ids.HISTORY_TEXT, "children"),
+              (ids.RECIPE_VIEW, "children"), *SEG_PROPS, (ids.SEG_PENDING, "data"),
+              (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"))
+#: Outputs of :func:`drag_update`, in order.
+DRAG_PROPS = (*SEG_PROPS, (ids.SEG_BASE, "data"), (ids.DRAG_ACK, "data"))
 
 #: The request streams share one sequence: a committed move supersedes every drag before it.
 STREAM = "thresholds"
@@ -119,7 +128,7 @@ def drag_update(services, session_id, meta, history, request, axis, index, style
 
     def nearby():
         yield current
-        yield from nearby_states(load_history(store, session_id, history))
+        yield from nearby_recipes(services, session_id, history)
 
     out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
                               view, base=base, allow_preview=True, announce=False,
@@ -368,27 +377,11 @@ def register(app, services):
         prevent_initial_call=True,
     )
 
-    view_states = (State(ids.SLICE_AXIS, "value"), State(ids.SLICE_INDEX, "value"),
-                   State(ids.OVERLAY_STYLE, "value"), State(ids.SHOW_MARKERS, "value"),
-                   State(ids.RESULT_VIEW, "value"), State(ids.SEG_BASE, "data"))
-
     @app.callback(
-        Output(ids.HISTORY, "data", allow_duplicate=True),
-        Output(ids.THRESHOLDS, "value", allow_duplicate=True),
-        Output(ids.PARAM_MESSAGE, "children", allow_duplicate=True),
-        Output(ids.UNDO, "disabled", allow_duplicate=True),
-        Output(ids.REDO, "disabled", allow_duplicate=True),
-        Output(ids.HISTORY_TEXT, "children", allow_duplicate=True),
-        Output(ids.RECIPE_VIEW, "children", allow_duplicate=True),
-        *seg_outputs(duplicate=True),
-        Output(ids.SEG_PENDING, "data", allow_duplicate=True),
-        Output(ids.SEG_SETTLED, "data", allow_duplicate=True),
-        Output(ids.SEG_BASE, "data", allow_duplicate=True),
+        *outputs(MOVE_PROPS, duplicate=True),
         Input(ids.MOVE_REQUEST, "data"),
         State(ids.HISTORY, "data"),
-        *view_states,
-        State(ids.IMAGE, "data"),
-        State(ids.SESSION, "data"),
+        *states(VIEW_PROPS),
         prevent_initial_call=True,
     )
     def _move(request, history, axis, index, style, show, view, base, meta, session_id):
@@ -396,14 +389,11 @@ def register(app, services):
                            show, view, base)
 
     @app.callback(
-        *seg_outputs(duplicate=True),
-        Output(ids.SEG_BASE, "data", allow_duplicate=True),
-        Output(ids.DRAG_ACK, "data"),
+        *outputs(DRAG_PROPS[:-1], duplicate=True),
+        *outputs(DRAG_PROPS[-1:]),  # DRAG_ACK: written by this callback only
         Input(ids.DRAG_REQUEST, "data"),
         State(ids.HISTORY, "data"),
-        *view_states,
-        State(ids.IMAGE, "data"),
-        State(ids.SESSION, "data"),
+        *states(VIEW_PROPS),
         prevent_initial_call=True,
     )
     def _drag(request, history, axis, index, style, show, view, base, meta, session_id):

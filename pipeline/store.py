@@ -24,6 +24,7 @@ __all__ = ["ArrayStore", "new_session_id", "check_session_id"]
 
 _SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_RE = re.compile(r"^[0-9a-f]{8,64}$")
+_DIGEST_RE = re.compile(r"^[0-9a-f]{24}$")  # a stored recipe's hash (blake2b, 12 bytes)
 
 
 def new_session_id() -> str:
@@ -154,8 +155,10 @@ class ArrayStore:
         Parameters
         ----------
         session_id, image_id : str
-        states : sequence of dict
-            The recipes of the history, oldest first.
+        states : sequence of dict or str
+            The recipes of the history, oldest first; a str is the hash of a recipe stored
+            already (as :meth:`get_history` gives them with ``current_only=True``), so that a
+            push costs the same whatever the history's length.
         index : int
             Position of the current recipe in `states`.
         """
@@ -163,6 +166,11 @@ class ArrayStore:
             raise InputError(f"index {index} is outside the history (0..{len(states) - 1})")
         hashes = []
         for recipe in states:
+            if isinstance(recipe, str):
+                if not _DIGEST_RE.match(recipe):
+                    raise InputError("a history state must be a recipe or a stored hash")
+                hashes.append(recipe)
+                continue
             text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
             digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
             key = self._key(session_id, image_id, f"recipe/{digest}")
@@ -173,10 +181,13 @@ class ArrayStore:
         self.put(session_id, image_id, f"history/{rev}", {"states": hashes, "index": int(index)})
         return rev
 
-    def get_history(self, session_id: str, image_id: str, rev: str, *, states=True):
+    def get_history(self, session_id: str, image_id: str, rev: str, *, states=True,
+                    current_only=False):
         """A version of the undo history: ``{"image_id", "states", "index", "rev"}``.
 
-        With ``states=False`` the recipes are not read (``"states"`` holds their hashes).
+        With ``states=False`` the recipes are not read (``"states"`` holds their hashes); with
+        ``current_only=True`` only the current one is (the others stay hashes: read them with
+        :meth:`get_recipe` when needed), so reading a version costs the same at any length.
 
         Raises
         ------
@@ -189,25 +200,21 @@ class ArrayStore:
         if record is None:
             raise InputError("This image's undo history is no longer on the server. "
                              "Load the image again.")
-        hashes = record["states"]
-        if states:
-            recipes = []
-            for digest in hashes:
-                text = self.get(session_id, image_id, f"recipe/{digest}")
-                if text is None:
-                    raise InputError("This image's undo history is no longer on the server. "
-                                     "Load the image again.")
-                recipes.append(json.loads(text))
-            hashes = recipes
+        hashes = list(record["states"])
+        if current_only:
+            i = record["index"]
+            hashes[i] = self.get_recipe(session_id, image_id, hashes[i])
+        elif states:
+            hashes = [self.get_recipe(session_id, image_id, digest) for digest in hashes]
         return {"image_id": image_id, "states": hashes, "index": record["index"], "rev": rev}
 
-    def get_state(self, session_id: str, image_id: str, rev: str, index: int):
-        """One recipe of a history version (None if outside it or gone)."""
-        record = self.get(session_id, image_id, f"history/{rev}")
-        if record is None or not 0 <= index < len(record["states"]):
-            return None
-        text = self.get(session_id, image_id, f"recipe/{record['states'][index]}")
-        return None if text is None else json.loads(text)
+    def get_recipe(self, session_id: str, image_id: str, digest: str) -> dict:
+        """A recipe of the session's histories by its hash (InputError if it is gone)."""
+        text = self.get(session_id, image_id, f"recipe/{digest}")
+        if text is None:
+            raise InputError("This image's undo history is no longer on the server. "
+                             "Load the image again.")
+        return json.loads(text)
 
     # --- what the session shows now (responses for a state the user has left are dropped) -
 

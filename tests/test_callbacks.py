@@ -698,6 +698,19 @@ def test_the_page_state_stays_small_however_long_the_session(services):
     assert max(sizes) <= 1.1 * min(sizes)
     full = services.store.get_history(sid, meta["id"], pointer["rev"])
     assert len(full["states"]) == pointer["length"] > 250
+    # a push, an undo and a redo read one recipe each from the store, whatever the length
+    reads = []
+    original = services.store.get_recipe
+    services.store.get_recipe = lambda *a: reads.append(a) or original(*a)
+    try:
+        pointer, _, _ = recipe_action(services, sid, ids.THRESHOLDS, pointer, meta,
+                                      {"thresholds": [70, 150]})
+        pointer, _, _ = recipe_action(services, sid, ids.UNDO, pointer, meta, {})
+        pointer, _, _ = recipe_action(services, sid, ids.REDO, pointer, meta, {})
+    finally:
+        services.store.get_recipe = original
+    assert len(reads) <= 5, len(reads)
+    assert pointer["recipe"]["markers"] == {"vmin": 70.0, "vmax": 150.0}
 
 
 def test_a_response_for_a_state_the_session_has_left_is_dropped(services):
