@@ -38,6 +38,19 @@ def _env_jobs(env, name):
     return value
 
 
+def _env_count(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InputError(f"{name} must be a whole number (1 or more), got {raw!r}") from None
+    if value < 1:
+        raise InputError(f"{name} must be at least 1, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of one app instance.
@@ -64,6 +77,12 @@ class Config:
     dask_address : str or None
         Address of a dask.distributed scheduler that runs blocks and batches
         (``PIPEX_DASK_ADDRESS``, e.g. ``tcp://scheduler:8786``); None: local only.
+    max_batch_files : int
+        Most files one run of the Batch tab takes (``PIPEX_MAX_BATCH_FILES``).
+    celery_broker : str or None
+        Redis URL of a Celery broker and result backend for the app's background jobs
+        (``PIPEX_CELERY_BROKER``, e.g. ``redis://redis:6379/0``); None: the jobs run in
+        processes of the web workers, tracked in a diskcache folder of `state_dir`.
     """
 
     state_dir: Path = Path("var")
@@ -75,6 +94,8 @@ class Config:
     default_sample: str = "coins"
     jobs: int | None = None
     dask_address: str | None = None
+    max_batch_files: int = 500
+    celery_broker: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -114,5 +135,7 @@ class Config:
             store_size_gb=_env_float(env, "PIPEX_STORE_SIZE_GB", 4),
             jobs=_env_jobs(env, "PIPEX_JOBS"),
             dask_address=(env.get("PIPEX_DASK_ADDRESS") or "").strip() or None,
+            max_batch_files=_env_count(env, "PIPEX_MAX_BATCH_FILES", 500),
+            celery_broker=(env.get("PIPEX_CELERY_BROKER") or "").strip() or None,
         )
         return replace(cfg, **overrides) if overrides else cfg
