@@ -13,7 +13,9 @@ from pathlib import Path
 import dash
 from flask import jsonify
 
+from callbacks import batch as batch_callbacks
 from callbacks import register_all
+from callbacks.jobs import background_manager
 from callbacks.loading import ARRAY_SAMPLE
 from callbacks.services import Services
 from components.layout import page
@@ -46,6 +48,8 @@ def create_app(config: Config | None = None, initial=None) -> dash.Dash:
         assets_folder=str(HERE / "assets"),
         update_title=None,
         serve_locally=True,
+        # the one job runner (callbacks.jobs): diskcache in the state folder, or Celery
+        background_callback_manager=background_manager(config),
     )
     # HTTP-level limit: an upload arrives base64-encoded (4/3) inside a JSON body.
     app.server.config["MAX_CONTENT_LENGTH"] = int(config.max_bytes * 4 / 3) + 2**20
@@ -65,6 +69,7 @@ def create_app(config: Config | None = None, initial=None) -> dash.Dash:
     app.layout = layout
     app._pipex_services = services  # for explore(); callbacks get it through register()
     register_all(app, services)
+    batch_callbacks.register(app, services)  # the Batch tab (a background job)
 
     @app.server.route("/health")
     def health():
@@ -167,6 +172,8 @@ def __getattr__(name):
     # PEP 562: `app.server` builds the app on first access (gunicorn), not at import.
     if name == "server":
         return create_app().server
+    if name == "celery_app":  # `celery -A app:celery_app worker` (PIPEX_CELERY_BROKER set)
+        return create_app()._background_manager.handle
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -124,3 +124,18 @@ SWEEP_RUN = "sweep-run"
 SWEEP_GRID = "sweep-grid"
 SWEEP_ADOPT = "sweep-adopt"  # pattern: {"type": SWEEP_ADOPT, "index": i}
 SWEEP_STORE = "sweep-store"
+
+# Batch
+BATCH_SOURCE = "batch-source"  # dropdown: "data:" (all files), "data:<folder>", "uploads"
+BATCH_REFRESH = "batch-refresh"  # list the data folder again
+BATCH_UPLOAD = "batch-upload"  # dcc.Upload(multiple=True)
+BATCH_UPLOADS = "batch-uploads-store"  # names of this session's staged uploads
+BATCH_CLEAR_UPLOADS = "batch-clear-uploads"
+BATCH_RUN = "batch-run"
+BATCH_CANCEL = "batch-cancel"
+BATCH_PROGRESS = "batch-progress"  # html.Progress: value = files done, max = files
+BATCH_PROGRESS_TEXT = "batch-progress-text"  # files done / total, current files, time left
+BATCH_MESSAGE = "batch-message"
+BATCH_SUMMARY = "batch-summary"
+BATCH_TABLE = "batch-table"  # per-file results: file, regions, status / reason
+BATCH_DOWNLOAD = "batch-download"  # the link to the results zip

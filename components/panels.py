@@ -7,6 +7,7 @@ import dash_ag_grid as dag
 from dash import dcc, html
 
 from . import ids
+from .batch import batch_tab_body
 from .common import graph_config, message, panel
 from .docs import doc_link
 
@@ -216,4 +217,5 @@ def discovery_tabs():
                 message(ids.RECIPE_MESSAGE),
                 html.Pre(id=ids.RECIPE_VIEW, className="recipe-view"),
             ])),
+        dcc.Tab(label="Batch", value="batch", children=batch_tab_body()),
     ], value="thresholds")

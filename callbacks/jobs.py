@@ -1,0 +1,102 @@
+"""The app's one runner of background jobs: Dash background callbacks and their manager.
+
+A callback registered with ``background=True`` (the Batch tab's run; later any step expected
+to take long) runs outside the request that started it; the page polls for its progress
+(``progress=`` outputs, ``set_progress``) and can cancel it (``cancel=``: the job's process
+is killed). Every gunicorn worker must see the same jobs: the poll, the cancel and the
+result may reach another worker than the one that started the job. So the manager keeps its
+state in a place all workers share:
+
+* locally (default), :class:`dash.DiskcacheManager` on a diskcache folder of the state
+  folder (``PIPEX_STATE_DIR/jobs``): a job runs in a process forked from the worker that
+  received the request; a cancel kills that process and its children (any worker can: the
+  process id is in the request, the machine is the same);
+* with ``PIPEX_CELERY_BROKER`` (a Redis URL), :class:`dash.CeleryManager` on a Celery app
+  whose broker and result backend are that Redis: jobs run in Celery workers started with
+  ``celery -A app:celery_app worker`` (which build the same app, so the same callbacks are
+  registered as tasks). Celery (with its Redis client) is imported only then; it is not a
+  dependency of the app: ``pip install 'celery[redis]'``. The workers must see the same
+  ``PIPEX_STATE_DIR`` (the Batch tab writes its results there).
+
+Nothing is kept at module level: :func:`background_manager` builds one manager per app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+__all__ = ["JOBS_FOLDER", "background_manager", "celery_app", "jobs_dir"]
+
+#: Folder of the diskcache of the local job runner, inside the state folder.
+JOBS_FOLDER = "jobs"
+
+
+def jobs_dir(config) -> Path:
+    """The diskcache folder of the local job runner (``<state_dir>/jobs``)."""
+    return Path(config.state_dir) / JOBS_FOLDER
+
+
+def celery_app(broker: str, name: str = "pipex"):
+    """A Celery app using the Redis URL `broker` as broker and result backend.
+
+    Parameters
+    ----------
+    broker : str
+        ``redis://host:6379/0`` (or ``rediss://``).
+    name : str, optional
+        The Celery app's name.
+
+    Raises
+    ------
+    InputError
+        If `broker` is not a Redis URL, or Celery is not installed.
+    """
+    if not isinstance(broker, str) or not broker.strip().startswith(("redis://", "rediss://")):
+        raise InputError(f"PIPEX_CELERY_BROKER must be a Redis URL such as "
+                         f"'redis://redis:6379/0', got {broker!r}")
+    try:
+        from celery import Celery
+    except ImportError:
+        raise InputError("PIPEX_CELERY_BROKER is set but Celery is not installed: "
+                         "pip install 'celery[redis]' (or unset PIPEX_CELERY_BROKER to run "
+                         "jobs locally)") from None
+    broker = broker.strip()
+    app = Celery(name, broker=broker, backend=broker)
+    # a job's result is read once by the page; keep it a day at most
+    app.conf.result_expires = 24 * 3600
+    return app
+
+
+def background_manager(config):
+    """The background-callback manager of an app built on `config`.
+
+    Parameters
+    ----------
+    config : pipeline.config.Config
+        ``celery_broker`` set: a :class:`dash.CeleryManager`; otherwise a
+        :class:`dash.DiskcacheManager` on :func:`jobs_dir` (created if needed).
+
+    Returns
+    -------
+    dash.DiskcacheManager or dash.CeleryManager
+        Pass it as ``dash.Dash(background_callback_manager=...)``; the Celery app is its
+        ``handle``.
+
+    Raises
+    ------
+    InputError
+        If a Celery broker is configured but cannot be used (see :func:`celery_app`).
+    """
+    import dash
+
+    if getattr(config, "celery_broker", None):
+        return dash.CeleryManager(celery_app(config.celery_broker))
+    import diskcache
+
+    folder = jobs_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    # results and progress are small and read once; a job killed mid-write leaves nothing
+    # another job reads (keys are per job)
+    return dash.DiskcacheManager(diskcache.Cache(str(folder)))

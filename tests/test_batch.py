@@ -1,0 +1,319 @@
+"""The Batch tab's bodies (callbacks.batch) and the app's job runner (callbacks.jobs)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io as _io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+from dash.exceptions import PreventUpdate
+from PIL import Image
+from skimage import data as skdata
+
+from callbacks import batch, jobs, loading
+from callbacks.params import initial_history, save_history
+from callbacks.services import Services
+from components import ids
+from pipeline import parallel
+from pipeline import recipe as recipes
+from pipeline.config import Config
+from pipeline.errors import InputError
+from pipeline.store import new_session_id
+
+
+def _png(array) -> bytes:
+    buf = _io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _data_url(raw: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(raw).decode()
+
+
+COINS = skdata.coins()
+GOOD_A = COINS[:120, :150]
+GOOD_B = COINS[150:280, 200:360]
+
+
+@pytest.fixture
+def services(tmp_path):
+    cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_upload_mb=1,
+                 max_pixels=4_000_000, max_batch_files=10)
+    (tmp_path / "data").mkdir()
+    return Services.create(cfg)
+
+
+@pytest.fixture
+def session(services):
+    """A session with coins loaded and its history on the server: (session id, pointer)."""
+    sid = new_session_id()
+    outcome = loading.load_image(services, sid, None, "coins", None, None, None)
+    full = initial_history(outcome.meta)
+    return sid, save_history(services.store, sid, full, None)
+
+
+@pytest.fixture
+def data(services):
+    """Three images in the data folder: two good ones (one in a subfolder), one broken."""
+    root = services.config.data_dir
+    (root / "sub").mkdir()
+    (root / "a.png").write_bytes(_png(GOOD_A))
+    (root / "sub" / "b.png").write_bytes(_png(GOOD_B))
+    (root / "broken.png").write_bytes(_png(GOOD_A)[:200])  # truncated
+    return root
+
+
+def _local():
+    return parallel.Backend(jobs=1)
+
+
+def test_a_batch_runs_every_file_lists_the_broken_one_and_packs_a_zip(services, session, data):
+    sid, pointer = session
+    seen = []
+    result = batch.run_batch(services, sid, pointer, batch.ALL_FILES, set_progress=seen.append,
+                             backend=_local())
+    assert result["state"] == "done", result
+    rows = {r["file"]: r for r in result["rows"]}
+    assert set(rows) == {"a.png", "broken.png", "sub/b.png"}
+    assert rows["broken.png"]["status"] == "failed"
+    assert "broken.png" in rows["broken.png"]["message"] and rows["broken.png"]["regions"] is None
+    recipe = recipes.validate(pointer["recipe"])
+    for name, image in (("a.png", GOOD_A), ("sub/b.png", GOOD_B)):
+        assert rows[name]["status"] == "ok"
+        assert rows[name]["regions"] == int(recipes.run(image, recipe).labels.max())
+    # progress: from 0 to every file, with the time left while files remain
+    assert seen[0][:2] == (0, 3) and seen[-1][:2] == (3, 3)
+    assert [s[0] for s in seen] == sorted(s[0] for s in seen)
+    assert any("left" in s[2] for s in seen if 0 < s[0] < 3)
+    assert "1 failed" in result["message"]
+
+    with zipfile.ZipFile(result["zip"]) as archive:
+        names = set(archive.namelist())
+        assert names == {"a_labels.tif", "a_measurements.csv", "b_labels.tif",
+                         "b_measurements.csv", "measurements.csv", "recipe.json", "pipeline.py"}
+        labels = tifffile.imread(_io.BytesIO(archive.read("a_labels.tif")))
+        np.testing.assert_array_equal(labels, recipes.run(GOOD_A, recipe).labels)
+        assert recipes.validate(json.loads(archive.read("recipe.json"))) == recipe
+        compile(archive.read("pipeline.py").decode(), "pipeline.py", "exec")
+        combined = archive.read("measurements.csv").decode()
+        per_file = archive.read("b_measurements.csv").decode()
+    assert "# provenance:" in combined and "# provenance:" in per_file
+    table = list(csv.reader(line for line in combined.splitlines() if not line.startswith("#")))
+    header, body = table[0], table[1:]
+    image_col, error_col = header.index("image"), header.index("error")
+    assert {row[image_col] for row in body} == {"a.png", "sub/b.png", "broken.png"}
+    broken = [row for row in body if row[image_col] == "broken.png"]
+    assert len(broken) == 1 and broken[0][error_col]  # its summary row says why
+    # packed files are not left beside the zip; the status says done
+    folder = batch.job_dir(services.config, sid, result["job"])
+    assert sorted(p.name for p in folder.iterdir()) == ["results.zip", "status.json"]
+    status = batch.read_status(services.config, sid)
+    assert status["state"] == "done" and status["done"] == 3 and status["pid"] == os.getpid()
+
+
+def test_a_folder_of_the_data_folder(services, session, data):
+    sid, pointer = session
+    assert batch.data_folders(data) == ["sub"]
+    options = batch.source_options(services.config, sid)
+    assert [o["value"] for o in options] == ["data:", "data:sub", "uploads"]
+    assert options[0]["label"].endswith("(3)") and options[1]["label"] == "sub/ (1)"
+    result = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
+    assert [r["file"] for r in result["rows"]] == ["sub/b.png"]
+    assert result["state"] == "done"
+
+
+@pytest.mark.parametrize("folder", ["..", "../data", "sub/../..", "/etc", "a\\b", ".hidden",
+                                    "~root", "x\x00y"])
+def test_folders_outside_the_data_folder_are_refused(services, data, folder):
+    with pytest.raises(InputError, match="not a folder of the data folder"):
+        batch.folder_files(data, folder, 10)
+
+
+def test_a_link_out_of_the_data_folder_is_refused(services, data, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(_png(GOOD_A))
+    (data / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InputError, match="outside"):
+        batch.folder_files(data, "link", 10)
+    # and the whole folder's listing does not follow it
+    assert "link/secret.png" not in [n for n, _ in batch.folder_files(data, "", 10)]
+
+
+def test_too_many_files_are_refused_before_any_work(services, session, data):
+    sid, pointer = session
+    small = Services.create(Config(state_dir=services.config.state_dir, data_dir=data,
+                                   max_batch_files=2))
+    with pytest.raises(InputError, match="PIPEX_MAX_BATCH_FILES"):
+        batch.run_batch(small, sid, pointer, batch.ALL_FILES, backend=_local())
+    assert not batch.session_dir(services.config, sid).exists()
+
+
+def test_a_file_over_the_size_limit_gets_its_reason(services, session, data):
+    sid, pointer = session
+    big = np.random.default_rng(0).integers(0, 255, (800, 800), dtype=np.uint8)
+    (data / "sub" / "big.png").write_bytes(_png(big))  # > 0.5 MB, incompressible
+    tight = Services.create(Config(state_dir=services.config.state_dir, data_dir=data,
+                                   max_upload_mb=0.5))
+    result = batch.run_batch(tight, sid, pointer, "data:sub", backend=_local())
+    rows = {r["file"]: r for r in result["rows"]}
+    assert rows["sub/big.png"]["status"] == "failed"
+    assert "the limit is" in rows["sub/big.png"]["message"]
+    assert rows["sub/b.png"]["status"] == "ok"
+
+
+def test_cancel_stops_the_batch_between_files_and_packs_nothing(services, session, data):
+    sid, pointer = session
+    for i in range(4):
+        (data / f"c{i}.png").write_bytes(_png(GOOD_B))
+    asked = []
+
+    def progress(value):
+        if value[0] == 1 and not asked:  # the first file is done: press Cancel
+            asked.append(batch.cancel_batch(services.config, sid))
+
+    result = batch.run_batch(services, sid, pointer, batch.ALL_FILES, set_progress=progress,
+                             backend=_local())
+    assert asked[0]["state"] == "cancelled" and "Cancelled after" in asked[0]["message"]
+    assert result["state"] == "cancelled" and result["zip"] is None
+    states = [r["status"] for r in result["rows"]]
+    assert states.count("cancelled") == len(states) - 1, states
+    folder = batch.job_dir(services.config, sid, result["job"])
+    assert not (folder / batch.ZIP_NAME).exists()
+    assert batch.read_status(services.config, sid)["state"] == "cancelled"
+    # after the batch, Cancel says so and changes nothing
+    message, *rest = batch.cancel_outputs(services.config, sid)
+    assert "already finished" in message.children
+
+
+def test_a_new_run_removes_the_sessions_earlier_jobs(services, session, data):
+    sid, pointer = session
+    first = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
+    second = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
+    assert not batch.job_dir(services.config, sid, first["job"]).exists()
+    assert (batch.job_dir(services.config, sid, second["job"]) / batch.ZIP_NAME).is_file()
+
+
+def test_uploads_are_staged_and_run(services, session):
+    sid, pointer = session
+    too_big = np.random.default_rng(1).integers(0, 255, (1100, 1100), dtype=np.uint8)
+    names, problems = batch.stage_uploads(
+        services.config, sid,
+        [_data_url(_png(GOOD_A)), _data_url(_png(too_big)), _data_url(b"not an image"),
+         "garbage"],
+        ["C:\\fakepath\\one.png", "../../big.png", "three.png", "four.png"])
+    assert names == ["one.png", "three.png"]
+    assert len(problems) == 2
+    assert problems[0].startswith("big.png: file is") and "four.png: " in problems[1]
+    assert not (services.config.state_dir / "big.png").exists()
+    with pytest.raises(PreventUpdate):  # an emptied upload (after staging) does nothing
+        batch.upload_outputs(services.config, sid, ids.BATCH_UPLOAD, None, None)
+    result = batch.run_batch(services, sid, pointer, batch.UPLOADS_SOURCE, backend=_local())
+    rows = {r["file"]: r for r in result["rows"]}
+    assert rows["one.png"]["status"] == "ok"
+    assert rows["three.png"]["status"] == "failed" and "three.png" in rows["three.png"]["message"]
+    names, message, cleared = batch.upload_outputs(services.config, sid,
+                                                   ids.BATCH_CLEAR_UPLOADS, None, None)
+    assert names == [] and batch.staged_uploads(services.config, sid) == []
+    table, summary, link, message = batch.run_outputs(services, sid, pointer,
+                                                      batch.UPLOADS_SOURCE, backend=_local())
+    assert table is None and "No uploaded files" in message.children
+
+
+def test_the_upload_count_is_capped(services, session):
+    sid, _ = session
+    urls = [_data_url(_png(GOOD_A))] * 12
+    names, problems = batch.stage_uploads(services.config, sid, urls,
+                                          [f"f{i:02d}.png" for i in range(12)])
+    assert len(names) == 10 and len(problems) == 2
+    assert "at most 10 files" in problems[0]
+
+
+def test_bad_requests_start_nothing(services, session, data):
+    sid, pointer = session
+    for source, history, expected in ((None, pointer, "Choose the images"),
+                                      ("data:..", pointer, "'..'"),
+                                      (batch.ALL_FILES, None, "No recipe yet"),
+                                      (batch.ALL_FILES, {"rev": "0" * 32, "image_id": "f" * 32},
+                                       "no longer on the server")):
+        table, summary, link, message = batch.run_outputs(services, sid, history, source,
+                                                          backend=_local())
+        assert (table, summary, link) == (None, None, None)
+        assert "Batch not started" in message.children and expected in message.children
+    with pytest.raises(InputError, match="session_id"):
+        batch.run_batch(services, "../x", pointer, batch.ALL_FILES, backend=_local())
+    with pytest.raises(InputError, match="job_id"):
+        batch.job_dir(services.config, sid, "../../etc")
+
+
+def test_progress_text():
+    assert batch.progress_text(0, 40, 0.0, ["a.tif", "b.tif"]) == \
+        "0 of 40 files done · working on a.tif, b.tif"
+    text = batch.progress_text(10, 40, 20.0, ["a", "b", "c", "d", "e"])
+    assert text == "10 of 40 files done · working on a, b, c and 2 more · about 1 min 00 s left"
+    assert batch.progress_text(1, 1, 3.0, []) == "1 of 1 file done"
+
+
+def test_the_zip_route_serves_only_a_finished_job_of_the_session(services, session, data,
+                                                                tmp_path):
+    from app import create_app
+
+    sid, pointer = session
+    app = create_app(services.config)
+    result = batch.run_batch(app._pipex_services, sid, pointer, batch.ALL_FILES,
+                             backend=_local())
+    client = app.server.test_client()
+    answer = client.get(batch.zip_url(sid, result["job"]))
+    assert answer.status_code == 200 and answer.mimetype == "application/zip"
+    assert "recipe.json" in zipfile.ZipFile(_io.BytesIO(answer.data)).namelist()
+    for url in (batch.zip_url(new_session_id(), result["job"]),
+                batch.zip_url(sid, "0" * 32), batch.zip_url("..", result["job"])):
+        assert client.get(url).status_code == 404, url
+    # an encoded path is not the route (Dash's catch-all answers its page): no file is served
+    answer = client.get(f"/_pipex/batch/{sid}/..%2F..%2Fstatus.json/results.zip")
+    assert answer.mimetype != "application/zip" and b'"state"' not in answer.data
+
+
+def test_the_run_is_a_background_callback_with_progress_and_cancel(services):
+    from app import create_app
+
+    app = create_app(services.config)
+    entry = next(v for k, v in app.callback_map.items() if k.startswith("..batch-table.children"))
+    background = entry["background"]
+    assert background["cancel"] == [{"id": ids.BATCH_CANCEL, "property": "n_clicks"}]
+    assert [str(o) for o in background["progress"]] == [
+        "batch-progress.value", "batch-progress.max", "batch-progress-text.children"]
+    assert isinstance(app._background_manager, __import__("dash").DiskcacheManager)
+    assert (services.config.state_dir / jobs.JOBS_FOLDER).is_dir()
+
+
+def test_the_job_runner_is_celery_only_when_configured(tmp_path):
+    cfg = Config(state_dir=tmp_path / "s", celery_broker="redis://127.0.0.1:1/0")
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        with pytest.raises(InputError, match="PIPEX_CELERY_BROKER is set but Celery"):
+            jobs.background_manager(cfg)
+    else:  # pragma: no cover - not installed here
+        import dash
+        assert isinstance(jobs.background_manager(cfg), dash.CeleryManager)
+    with pytest.raises(InputError, match="Redis URL"):
+        jobs.celery_app("amqp://x")
+
+
+def test_config_reads_the_batch_settings():
+    cfg = Config.from_env({"PIPEX_MAX_BATCH_FILES": "20",
+                           "PIPEX_CELERY_BROKER": " redis://r:6379/0 "})
+    assert cfg.max_batch_files == 20 and cfg.celery_broker == "redis://r:6379/0"
+    default = Config.from_env({})
+    assert default.max_batch_files == 500 and default.celery_broker is None
+    for bad in ("0", "many", "2.5"):
+        with pytest.raises(InputError, match="PIPEX_MAX_BATCH_FILES"):
+            Config.from_env({"PIPEX_MAX_BATCH_FILES": bad})
