@@ -26,6 +26,7 @@ import io as _io
 import json
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -50,6 +51,8 @@ __all__ = [
     "content_hash",
     "labels_to_tiff_bytes",
     "png_bytes",
+    "VoxelSize",
+    "voxel_size",
 ]
 
 #: Samples offered in the loader. All ship with scikit-image (no download) except
@@ -997,3 +1000,137 @@ def _palette(array):
         rest = rest[rest != color]
     table = np.array(colors, dtype=np.uint32).view(np.uint8).reshape(-1, 4)[:, :channels]
     return index.reshape(array.shape[:2]), table
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata: the voxel size of a TIFF / OME-TIFF
+
+
+@dataclass(frozen=True)
+class VoxelSize:
+    """The physical size of a voxel, as a file's metadata gives it.
+
+    Parameters
+    ----------
+    z, y, x : float or None
+        Size along each axis in `unit`; None where the file does not say.
+    unit : str
+        Length unit (``"µm"`` for microns, however the file spells it).
+    source : str
+        Where it was read: ``"OME"``, ``"ImageJ"`` or ``"TIFF resolution"``.
+    """
+
+    z: float | None
+    y: float | None
+    x: float | None
+    unit: str
+    source: str
+
+    def spacing(self) -> tuple:
+        """``(z, y, x)`` with a missing size replaced by a known one (x for y and the
+        reverse; the in-plane size for z)."""
+        y = self.y if self.y is not None else self.x
+        x = self.x if self.x is not None else self.y
+        z = self.z if self.z is not None else x
+        return tuple(float(v) if v is not None else 1.0 for v in (z, y, x))
+
+
+_MICRONS = ("µm", "um", "micron", "microns", "micrometer", "micrometre", "\\u00b5m", "\u03bcm")
+_OME_PIXELS = re.compile(r"<(?:\w+:)?Pixels\b([^>]*)>")
+_XML_ATTRIBUTE = re.compile(r'([A-Za-z_][\w.-]*)\s*=\s*"([^"]*)"')
+_CENTIMETER = 3  # ResolutionUnit
+
+
+def _unit_name(unit) -> str:
+    text = str(unit or "").strip()
+    return "µm" if text.lower() in _MICRONS else text
+
+
+def _positive(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _ome_voxel_size(xml: str):
+    match = _OME_PIXELS.search(xml or "")
+    if not match:
+        return None
+    attrs = dict(_XML_ATTRIBUTE.findall(match.group(1)))
+    sizes = {a: _positive(attrs.get(f"PhysicalSize{a.upper()}")) for a in "zyx"}
+    if not any(sizes.values()):
+        return None
+    units = {_unit_name(attrs.get(f"PhysicalSize{a.upper()}Unit", "µm")) for a in "zyx"
+             if sizes[a] is not None}
+    if len(units) != 1:
+        return None  # mixed units: rather none than a wrong one
+    return VoxelSize(sizes["z"], sizes["y"], sizes["x"], units.pop(), "OME")
+
+
+def _resolution(page, name):
+    tag = page.tags.get(name)
+    if tag is None:
+        return None
+    value = tag.value
+    try:
+        pixels_per_unit = value[0] / value[1] if isinstance(value, tuple) else float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return 1.0 / pixels_per_unit if _positive(pixels_per_unit) else None
+
+
+def voxel_size(source) -> VoxelSize | None:
+    """The voxel size a TIFF file's metadata gives, if any.
+
+    Read, in this order: OME-XML (``Pixels`` ``PhysicalSizeX/Y/Z`` and their units, microns
+    when no unit is given); ImageJ metadata (``spacing``: the z step; ``unit``; the
+    ``XResolution`` / ``YResolution`` tags: pixels per unit); the TIFF resolution tags with
+    ``ResolutionUnit`` centimetre (converted to µm). Resolution in inches (or with no unit,
+    outside ImageJ) is ignored: it is a print resolution (72 dpi), not a pixel size.
+
+    Parameters
+    ----------
+    source : bytes or str or Path
+        The file's content, or its path (only the headers are read).
+
+    Returns
+    -------
+    VoxelSize or None
+        None for a file that is not a TIFF, has no such metadata or cannot be parsed: the
+        metadata is optional and never stops a load.
+    """
+    import tifffile
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if bytes(source[:4]) not in _TIFF_MAGICS:
+            return None
+        handle = _io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        handle = os.fspath(source)
+    else:
+        raise InputError(f"voxel_size: source must be the bytes or the path of a file, got "
+                         f"{type(source).__name__}")
+    try:
+        with tifffile.TiffFile(handle) as tif:
+            if tif.is_ome:
+                found = _ome_voxel_size(tif.ome_metadata)
+                if found is not None:
+                    return found
+            page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+            x, y = _resolution(page, "XResolution"), _resolution(page, "YResolution")
+            if tif.is_imagej:
+                meta = tif.imagej_metadata or {}
+                z = _positive(meta.get("spacing"))
+                unit = _unit_name(meta.get("unit", ""))
+                if (x or y or z) and unit:
+                    return VoxelSize(z, y, x, unit, "ImageJ")
+                return None
+            unit_tag = page.tags.get("ResolutionUnit")
+            if (x or y) and unit_tag is not None and int(unit_tag.value) == _CENTIMETER:
+                return VoxelSize(None, y and y * 1e4, x and x * 1e4, "µm", "TIFF resolution")
+    except Exception:  # noqa: BLE001 - metadata is optional: a file we cannot parse has none
+        return None
+    return None
+

@@ -6,8 +6,11 @@ loaded image as intensity image) and converts pixel units to physical ones: leng
 ``pixel_size``, areas by ``pixel_size ** 2``; on a 3D label image regionprops' ``area`` is a
 volume (number of voxels), so it and the other ``area_*`` properties are multiplied by
 ``pixel_size ** 3``. Dimensionless properties (eccentricity, solidity, ...) and intensities
-are unchanged. :func:`code_lines` writes the same computation for the exported script, and
-:func:`to_csv` writes the table with its units and provenance.
+are unchanged. With a voxel size (``spacing``, ``(z, y, x)`` in `unit`: anisotropic volumes)
+the physical scaling is regionprops' own (``regionprops_table(..., spacing=...)``, scikit-image
+>= 0.20) and ``pixel_size`` is not used: see :data:`SPACING_SUPPORT`. :func:`code_lines` writes
+the same computation for the exported script, and :func:`to_csv` writes the table with its
+units and provenance.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ __all__ = [
     "DEFAULT_PROPERTIES",
     "AVAILABLE_PROPERTIES",
     "PROPERTIES_2D_ONLY",
+    "SPACING_SUPPORT",
+    "check_spacing",
     "Measurements",
     "measure",
     "to_csv",
@@ -76,6 +81,16 @@ PROPERTIES_2D_ONLY = ("perimeter", "perimeter_crofton", "eccentricity", "orienta
 _LENGTHS = tuple(p for p, kind in _KINDS.items() if kind == _LENGTH)
 _AREAS = tuple(p for p, kind in _KINDS.items() if kind == _AREA)
 _INTENSITIES = tuple(p for p, kind in _KINDS.items() if kind == _INTENSITY)
+#: How each property takes a voxel size (``regionprops_table(spacing=...)``, scikit-image
+#: 0.26): lengths, areas and volumes are scaled by regionprops itself; ``bbox`` stays in voxel
+#: indices and is scaled here (each coordinate by its axis' size); ``perimeter`` and
+#: ``perimeter_crofton`` raise NotImplementedError for anisotropic pixels (they are then not
+#: measured, with a note); ratios, counts and intensities do not depend on it.
+SPACING_SUPPORT = types.MappingProxyType({
+    **{p: "regionprops" for p, kind in _KINDS.items() if kind in (_LENGTH, _AREA)},
+    "bbox": "scaled here", "perimeter": "isotropic only", "perimeter_crofton": "isotropic only",
+})
+_ISOTROPIC_ONLY = ("perimeter", "perimeter_crofton")
 _SUPERSCRIPT = types.MappingProxyType({2: "²", 3: "³"})
 _MAX_UNIT = 16
 
@@ -138,6 +153,51 @@ def _check_pixel_size(pixel_size):
     return value
 
 
+def check_spacing(spacing):
+    """A voxel size ``(z, y, x)`` checked, as a tuple of 3 floats (None stays None).
+
+    Raises
+    ------
+    InputError
+        Naming ``spacing``, if it is not 3 positive finite numbers.
+    """
+    if spacing is None:
+        return None
+    if isinstance(spacing, (str, bytes, dict)) or not isinstance(spacing, (list, tuple,
+                                                                         np.ndarray)):
+        raise InputError(f"measure: spacing must be the voxel size (z, y, x): 3 positive "
+                         f"numbers, got {spacing!r}")
+    values = list(spacing)
+    if len(values) != 3:
+        raise InputError(f"measure: spacing must be the voxel size (z, y, x): 3 numbers, got "
+                         f"{len(values)}: {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)) \
+                or not math.isfinite(float(v)) or float(v) <= 0:
+            raise InputError(f"measure: spacing must be the voxel size (z, y, x): 3 positive "
+                             f"finite numbers, got {values!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def _spacing_of(spacing, ndim):
+    """The voxel size of `ndim` axes: ``(z, y, x)`` for a volume, ``(y, x)`` for an image."""
+    return spacing[-ndim:]
+
+
+def _spacing_notes(spacing, unit, ndim, dropped):
+    shown = " × ".join(f"{v:g}" for v in _spacing_of(spacing, ndim))
+    notes = [f"voxel size (z, y, x) {shown} {unit} (regionprops spacing; pixel size not used)"
+             if ndim == 3 else
+             f"pixel size (y, x) {shown} {unit}, from the voxel size (regionprops spacing; "
+             "pixel size not used)"]
+    if dropped:
+        notes.append(f"{', '.join(dropped)}: measured by scikit-image for square pixels only, "
+                     f"not measured with pixel size (y, x) {shown} {unit}")
+    return notes
+
+
 def _check_unit(unit):
     if not isinstance(unit, str) or not unit.strip():
         raise InputError(f"measure: unit must be a non-empty text such as 'µm', got {unit!r}")
@@ -165,7 +225,7 @@ def _unit_of(prop, unit, ndim):
 
 
 def measure(labels, intensity_image=None, properties=DEFAULT_PROPERTIES, pixel_size=1.0,
-            unit="px") -> Measurements:
+            unit="px", spacing=None) -> Measurements:
     """Measure every labelled object.
 
     Parameters
@@ -181,12 +241,17 @@ def measure(labels, intensity_image=None, properties=DEFAULT_PROPERTIES, pixel_s
         Size of a pixel (voxel side) in `unit`, > 0.
     unit : str, optional
         Length unit, e.g. ``"µm"`` (at most 16 characters).
+    spacing : sequence of 3 float, optional
+        Voxel size ``(z, y, x)`` in `unit` (``(y, x)`` of it is used for a 2D image). When
+        given, regionprops scales the properties itself (``regionprops_table(...,
+        spacing=...)``), ``bbox`` is scaled per axis and `pixel_size` is not used; perimeters
+        of anisotropic 2D pixels are not measured (scikit-image refuses them), with a note.
 
     Returns
     -------
     Measurements
         Columns scaled to `unit`: lengths times `pixel_size`, areas times ``pixel_size**2``
-        (volumes, for 3D labels, times ``pixel_size**3``).
+        (volumes, for 3D labels, times ``pixel_size**3``); or by `spacing`.
 
     Raises
     ------
@@ -202,6 +267,7 @@ def measure(labels, intensity_image=None, properties=DEFAULT_PROPERTIES, pixel_s
     properties = _check_properties(properties)
     pixel_size = _check_pixel_size(pixel_size)
     unit = _check_unit(unit)
+    spacing = check_spacing(spacing)
     labels = np.asarray(labels)
     if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
         raise InputError(f"measure: labels must be an integer label image (run 'label' on a "
@@ -231,13 +297,23 @@ def measure(labels, intensity_image=None, properties=DEFAULT_PROPERTIES, pixel_s
             properties = tuple(p for p in properties if p not in dropped)
         if any(_KINDS[p] == _AREA for p in properties):
             notes.append(f"3D: area (and area_*) is a volume, in {unit}³")
+    sizes = None
+    if spacing is not None:
+        sizes = _spacing_of(spacing, ndim)
+        dropped = [p for p in properties if p in _ISOTROPIC_ONLY] if len(set(sizes)) > 1 else []
+        properties = tuple(p for p in properties if p not in dropped)
+        notes += _spacing_notes(spacing, unit, ndim, dropped)
     if not properties:
         raise InputError("measure: none of the chosen properties can be measured here")
-    table = regionprops_table(labels, intensity_image=intensity_image, properties=properties)
+    table = regionprops_table(labels, intensity_image=intensity_image, properties=properties,
+                              **({} if sizes is None else {"spacing": sizes}))
     columns, units = {}, {}
     for column, values in table.items():
         prop = _property_of(column)
-        if prop in _LENGTHS:
+        if sizes is not None:
+            if prop == "bbox":  # voxel indices: each coordinate times its axis' size
+                values = values * sizes[int(column.split("-")[1]) % ndim]
+        elif prop in _LENGTHS:
             values = values * pixel_size
         elif prop in _AREAS:
             values = values * pixel_size ** ndim
@@ -247,7 +323,7 @@ def measure(labels, intensity_image=None, properties=DEFAULT_PROPERTIES, pixel_s
 
 
 def code_lines(properties, pixel_size, unit, *, labels="labels", image="image",
-               dst="table") -> list:
+               dst="table", spacing=None) -> list:
     """Lines of Python computing the same columns as :func:`measure`.
 
     The lines use ``from skimage.measure import regionprops_table`` (see :data:`IMPORTS`)
@@ -265,6 +341,8 @@ def code_lines(properties, pixel_size, unit, *, labels="labels", image="image",
         Length unit (used in the comments).
     labels, image, dst : str, optional
         Variable names.
+    spacing : sequence of 3 float, optional
+        Voxel size ``(z, y, x)``, as for :func:`measure`.
 
     Returns
     -------
@@ -273,6 +351,9 @@ def code_lines(properties, pixel_size, unit, *, labels="labels", image="image",
     properties = _check_properties(properties)
     pixel_size = _check_pixel_size(pixel_size)
     unit = _check_unit(unit)
+    spacing = check_spacing(spacing)
+    if spacing is not None:
+        return _spacing_code_lines(properties, spacing, unit, labels, image, dst)
     two_d = tuple(p for p in properties if p in PROPERTIES_2D_ONLY)
     lengths = tuple(p for p in _LENGTHS if p in properties)
     areas = tuple(p for p in _AREAS if p in properties)
@@ -302,6 +383,37 @@ def code_lines(properties, pixel_size, unit, *, labels="labels", image="image",
                 f"    {branch} column.split('-', 1)[0] in {areas!r}:  # areas (volumes in 3D)",
                 f"        {dst}[column] = {dst}[column] * {pixel_size!r} ** {labels}.ndim",
             ]
+    return lines
+
+
+def _spacing_code_lines(properties, spacing, unit, labels, image, dst):
+    two_d = tuple(p for p in properties if p in PROPERTIES_2D_ONLY)
+    lines = [
+        f"# measurements (skimage.measure.regionprops_table), in {unit}: voxel size (z, y, x) "
+        f"{spacing!r} {unit}",
+        f"properties = {list(properties)!r}",
+        f"spacing = {spacing!r}[-{labels}.ndim:]  # (y, x) of it for a 2D image",
+    ]
+    if two_d:
+        lines += [
+            f"if {labels}.ndim == 3:  # defined for 2D images only",
+            f"    properties = [p for p in properties if p not in {two_d!r}]",
+        ]
+    isotropic = tuple(p for p in properties if p in _ISOTROPIC_ONLY)
+    if isotropic and len(set(spacing[1:])) > 1:
+        lines += [
+            f"if {labels}.ndim == 2:  # skimage measures perimeters of square pixels only",
+            f"    properties = [p for p in properties if p not in {isotropic!r}]",
+        ]
+    lines.append(f"{dst} = regionprops_table({labels}, intensity_image={image}, "
+                 "properties=properties, spacing=spacing)")
+    if "bbox" in properties:
+        lines += [
+            f"for column in {dst}:",
+            "    if column.split('-', 1)[0] == 'bbox':  # voxel indices, times the voxel size",
+            f"        {dst}[column] = {dst}[column] * spacing[int(column.split('-')[1]) % "
+            f"{labels}.ndim]",
+        ]
     return lines
 
 

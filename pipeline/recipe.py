@@ -69,7 +69,7 @@ SECTIONS = ("filter", "markers", "segmentation", "postprocess", "measure")
 
 _KEYS = ("format", "version") + SECTIONS
 _STEP_KEYS = ("name", "params")
-_MEASURE_KEYS = ("properties", "pixel_size", "unit")
+_MEASURE_KEYS = ("properties", "pixel_size", "unit", "spacing")
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,13 +222,17 @@ def _measure_options(section) -> dict:
         if bad:
             raise InputError(f"recipe measure: properties must be names (text), got "
                              f"{_kind(bad[0])}")
+    spacing = section.get("spacing")  # the voxel size (z, y, x); absent in older recipes
     # code_lines checks the options exactly as measure() does (same messages), without data.
     try:
-        _measure.code_lines(properties, pixel_size, unit)
+        _measure.code_lines(properties, pixel_size, unit, spacing=spacing)
     except InputError as exc:
         raise InputError(f"recipe {exc}") from None
-    return {"properties": list(properties), "pixel_size": float(pixel_size),
-            "unit": unit.strip()}
+    options = {"properties": list(properties), "pixel_size": float(pixel_size),
+               "unit": unit.strip()}
+    if spacing is not None:  # kept out when unset: older recipes normalise as before
+        options["spacing"] = list(_measure.check_spacing(spacing))
+    return options
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,8 +465,9 @@ def describe(recipe) -> str:
     parts.append(_call(recipe["segmentation"]["name"], recipe["segmentation"]["params"]))
     parts += [_call(op["name"], op["params"]) for op in recipe["postprocess"]]
     m = recipe["measure"]
-    parts.append(f"measure({len(m['properties'])} properties, pixel {m['pixel_size']!r} "
-                 f"{m['unit']})")
+    size = (f"voxel {' × '.join(f'{v:g}' for v in m['spacing'])}" if m.get("spacing")
+            else f"pixel {m['pixel_size']!r}")
+    parts.append(f"measure({len(m['properties'])} properties, {size} {m['unit']})")
     return " → ".join(parts)
 
 
@@ -577,7 +582,8 @@ def measure_stage(labels, image, recipe) -> _measure.Measurements:
     recipe = validate(recipe)
     options = recipe["measure"]
     return _measure.measure(labels, intensity_image=image, properties=options["properties"],
-                            pixel_size=options["pixel_size"], unit=options["unit"])
+                            pixel_size=options["pixel_size"], unit=options["unit"],
+                            spacing=options.get("spacing"))
 
 
 def run(image, recipe) -> RecipeResult:

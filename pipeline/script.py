@@ -132,7 +132,8 @@ def _table_layout(options: dict) -> tuple[dict, dict]:
         labels[(slice(2, 5),) * ndim] = 1
         table = _measure.measure(labels, intensity_image=labels.astype(np.float64),
                                  properties=options["properties"],
-                                 pixel_size=options["pixel_size"], unit=options["unit"])
+                                 pixel_size=options["pixel_size"], unit=options["unit"],
+                                 spacing=options.get("spacing"))
         units[ndim], notes[ndim] = dict(table.units), list(table.notes)
     return units, notes
 
@@ -195,7 +196,7 @@ def _pipeline_lines(recipe: dict) -> tuple[list, list]:
 
     m = recipe["measure"]
     lines += _measure.code_lines(m["properties"], m["pixel_size"], m["unit"], labels="labels",
-                                 image="image", dst="table")
+                                 image="image", dst="table", spacing=m.get("spacing"))
     lines.append("return labels, table")
     return lines, imports
 
