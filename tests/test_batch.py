@@ -317,3 +317,22 @@ def test_config_reads_the_batch_settings():
     for bad in ("0", "many", "2.5"):
         with pytest.raises(InputError, match="PIPEX_MAX_BATCH_FILES"):
             Config.from_env({"PIPEX_MAX_BATCH_FILES": bad})
+
+
+def test_the_dask_compose_example_is_valid_and_points_the_app_at_its_scheduler():
+    yaml = pytest.importorskip("yaml")
+    from tests.support import REPO_ROOT, dockerfile_cmd
+
+    compose = yaml.safe_load((REPO_ROOT / "docs" / "compose-dask.yml").read_text())
+    services = compose["services"]
+    app = services["app"]
+    assert app["command"] == dockerfile_cmd()
+    assert app["build"]["context"] == ".." and app["build"]["dockerfile"] == "Dockerfile"
+    address = app["environment"]["PIPEX_DASK_ADDRESS"]
+    scheduler = services["scheduler"]["command"]
+    assert scheduler[:2] == ["dask", "scheduler"]
+    assert address == f"tcp://scheduler:{scheduler[scheduler.index('--port') + 1]}"
+    workers = [s for s in services.values() if s["command"][:2] == ["dask", "worker"]]
+    assert len(workers) == 2 and all(w["command"][2] == address for w in workers)
+    assert all(s["image"] == app["image"] for s in services.values())  # the package inside
+    assert "pipex-state" in compose["volumes"]
