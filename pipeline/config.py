@@ -24,6 +24,19 @@ def _env_float(env, name, default):
     return value
 
 
+def _env_seconds(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value < 3600:
+        raise InputError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
+    return value
+
+
 def _env_jobs(env, name):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -49,6 +62,45 @@ def _env_count(env, name, default):
     if value < 1:
         raise InputError(f"{name} must be at least 1, got {raw!r}")
     return value
+
+
+def _env_flag(env, name):
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InputError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _env_slots(env, name, default):
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a whole number (1 or more), got {raw!r}") from None
+    if value < 1:
+        raise InputError(f"{name} must be at least 1, got {raw!r}")
+    return value
+
+
+def _env_wait(env, name, default):
+    raw = (env.get(name) or "").strip()
+    try:
+        value = float(raw) if raw else float(default)
+    except ValueError:
+        raise InputError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= 600:
+        raise InputError(f"{name} must be between 0 and 600 seconds, got {raw!r}")
+    return value
+
+
+def _default_max_jobs(env):
+    """Heavy jobs at a time on the whole server: one request thread fewer than gunicorn has
+    (``PIPEX_WORKERS`` x ``PIPEX_THREADS``), so that pages and /health always find one."""
+    return max(2, _env_slots(env, "PIPEX_WORKERS", 2) * _env_slots(env, "PIPEX_THREADS", 2) - 1)
 
 
 @dataclass(frozen=True)
@@ -83,6 +135,36 @@ class Config:
         Redis URL of a Celery broker and result backend for the app's background jobs
         (``PIPEX_CELERY_BROKER``, e.g. ``redis://redis:6379/0``); None: the jobs run in
         processes of the web workers, tracked in a diskcache folder of `state_dir`.
+    quick_exact_s : float
+        A committed vmin / vmax move draws the exact segmentation at once, without a live
+        preview first, when the last exact result with the same filter and method took at
+        most this many seconds (``PIPEX_QUICK_EXACT_S``; 0: always preview first).
+    users_file : Path or None
+        File of ``user:password-hash`` lines (``PIPEX_USERS_FILE``, written by
+        ``python -m callbacks.auth adduser NAME``); None: no sign-in (local mode).
+    secret_key : str or None
+        Key signing the sign-in cookie and the session ids (``PIPEX_SECRET_KEY``); None: one
+        generated once and kept in `state_dir` (shared by all workers).
+    trust_remote_user : bool
+        Accept the user named by a reverse proxy (``REMOTE_USER`` or ``X-Forwarded-User``)
+        from `trusted_proxies` (``PIPEX_TRUST_REMOTE_USER=1``).
+    trusted_proxies : tuple of str
+        Addresses whose user header is trusted (``PIPEX_TRUSTED_PROXIES``, comma-separated).
+    user_quota_gb : float or None
+        Images one user (one session in local mode) may keep in the store
+        (``PIPEX_USER_QUOTA_GB``); None: a quarter of `store_size_gb`.
+    user_jobs : int
+        Heavy computations one user (session in local mode) may run at a time
+        (``PIPEX_USER_JOBS``).
+    max_jobs : int
+        Heavy computations at a time on the whole server (``PIPEX_MAX_JOBS``; default one
+        fewer than ``PIPEX_WORKERS`` x ``PIPEX_THREADS``, at least 2).
+    job_wait_s : float
+        How long a heavy request may wait for a free slot before it is refused
+        (``PIPEX_JOB_WAIT_S``; 0: refused at once).
+    bind : str
+        Address the server listens on (``PIPEX_BIND``): without `users_file` a warning is
+        logged when it is not a loopback address.
     """
 
     state_dir: Path = Path("var")
@@ -96,6 +178,16 @@ class Config:
     dask_address: str | None = None
     max_batch_files: int = 500
     celery_broker: str | None = None
+    quick_exact_s: float = 0.25
+    users_file: Path | None = None
+    secret_key: str | None = None
+    trust_remote_user: bool = False
+    trusted_proxies: tuple = ("127.0.0.1", "::1")
+    user_quota_gb: float | None = None
+    user_jobs: int = 2
+    max_jobs: int = 3
+    job_wait_s: float = 10.0
+    bind: str = "127.0.0.1:8050"
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -137,5 +229,17 @@ class Config:
             dask_address=(env.get("PIPEX_DASK_ADDRESS") or "").strip() or None,
             max_batch_files=_env_count(env, "PIPEX_MAX_BATCH_FILES", 500),
             celery_broker=(env.get("PIPEX_CELERY_BROKER") or "").strip() or None,
+            quick_exact_s=_env_seconds(env, "PIPEX_QUICK_EXACT_S", 0.25),
+            users_file=Path(env["PIPEX_USERS_FILE"]) if env.get("PIPEX_USERS_FILE") else None,
+            secret_key=env.get("PIPEX_SECRET_KEY") or None,
+            trust_remote_user=_env_flag(env, "PIPEX_TRUST_REMOTE_USER"),
+            trusted_proxies=tuple(a.strip() for a in (
+                env.get("PIPEX_TRUSTED_PROXIES") or "127.0.0.1,::1").split(",") if a.strip()),
+            user_quota_gb=(_env_float(env, "PIPEX_USER_QUOTA_GB", 1)
+                           if env.get("PIPEX_USER_QUOTA_GB") else None),
+            user_jobs=_env_slots(env, "PIPEX_USER_JOBS", 2),
+            max_jobs=_env_slots(env, "PIPEX_MAX_JOBS", _default_max_jobs(env)),
+            job_wait_s=_env_wait(env, "PIPEX_JOB_WAIT_S", 10),
+            bind=(env.get("PIPEX_BIND") or "127.0.0.1:8050").strip(),
         )
         return replace(cfg, **overrides) if overrides else cfg

@@ -15,7 +15,9 @@ def gunicorn_process():
     ``/health`` answers; afterwards SIGTERMs it by PID, waits, and fails if it did not exit 0.
     State and data dirs are fresh temporary folders. One server per test module.
     """
-    with serve_docker_cmd(workers=2) as server:
+    # PIPEX_QUICK_EXACT_S=0: a move always shows a live preview, then the page asks for the
+    # exact result, possibly from the other worker (the path test_deploy drives)
+    with serve_docker_cmd(workers=2, env={"PIPEX_QUICK_EXACT_S": "0"}) as server:
         yield server
 
 

@@ -23,8 +23,10 @@ from pipeline.store import new_session_id
 
 @pytest.fixture
 def services(tmp_path):
+    # quick_exact_s=0: a move always shows the live preview first (the path tested here;
+    # test_a_quick_exact_result_is_drawn_at_once covers the other)
     cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_upload_mb=1,
-                 max_pixels=4_000_000)
+                 max_pixels=4_000_000, quick_exact_s=0)
     (tmp_path / "data").mkdir()
     return Services.create(cfg)
 
@@ -606,6 +608,34 @@ def _move(services, sid, meta, pointer, base, pair, seq, **extra):
     return thresholds.move_update(services, sid, meta, pointer,
                                   {"pair": list(pair), "seq": seq, **extra}, **SEG_VIEW,
                                   base=base)
+
+
+def test_a_quick_exact_result_is_drawn_at_once(tmp_path):
+    """When the last exact result with this filter and method was quick, a move draws the
+    exact result in its own response: no preview, nothing pending, the panels announced."""
+    from dash import no_update
+
+    from callbacks import display
+
+    quick = Services.create(Config(state_dir=tmp_path / "q", data_dir=tmp_path,
+                                   quick_exact_s=60))
+    sid = new_session_id()
+    meta = _good_meta(quick, sid)
+    pointer, base = _page(quick, sid, meta)  # the first exact result: its time is recorded
+    assert display.exact_is_quick(quick, sid, meta, pointer["recipe"])
+    m = pointer["recipe"]["markers"]
+    out = _move(quick, sid, meta, pointer, base, (m["vmin"], m["vmax"] + 3), 1)
+    summary, pending, settled = out[8], out[-3], out[-2]
+    assert "labelled region" in summary and "live preview" not in summary
+    assert pending is no_update and settled["rev"] == out[0]["rev"]
+    assert set(_sources(out[7])) == {("data", 1, "source"), ("data", 2, "source")}
+    # another method has no recorded time yet: a preview is allowed for it
+    other = {**pointer["recipe"], "filter": {"name": "gaussian", "params": {"sigma": 2.0}}}
+    assert not display.exact_is_quick(quick, sid, meta, other)
+    # and with the setting at 0 nothing is ever quick
+    slow = Services.create(Config(state_dir=tmp_path / "q", data_dir=tmp_path,
+                                  quick_exact_s=0))
+    assert not display.exact_is_quick(slow, sid, meta, pointer["recipe"])
 
 
 def test_a_move_pushes_the_history_on_the_server_and_draws_in_one_response(services):

@@ -18,7 +18,9 @@ VIEW = {"axis": 0, "index": 0, "style": "contour", "show": ["markers"], "view": 
 
 @pytest.fixture
 def page(tmp_path):
-    app = create_app(Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data"))
+    # quick_exact_s=0: a move shows a live preview first, then the page asks to settle it
+    app = create_app(Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data",
+                            quick_exact_s=0))
     services = app._pipex_services
     sid = new_session_id()
     meta = loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None).meta
