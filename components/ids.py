@@ -139,3 +139,20 @@ BATCH_MESSAGE = "batch-message"
 BATCH_SUMMARY = "batch-summary"
 BATCH_TABLE = "batch-table"  # per-file results: file, regions, status / reason
 BATCH_DOWNLOAD = "batch-download"  # the link to the results zip
+
+# 3D view
+DISCOVERY_TABS = "discovery-tabs"  # the tabs under the panels; value: the open tab
+VOLUME_TAB = "volume"  # value of the 3D view tab
+VOLUME_SIGNAL = "volume-signal-store"  # the 3D tab is open and the labels changed: redraw
+VOLUME_CURSOR = "volume-cursor-store"  # {"image": id, "point": [z, y, x]}: where planes cross
+VOLUME_GRAPHS = {"zy": "volume-zy-graph", "zx": "volume-zx-graph", "yx": "volume-yx-graph"}
+VOLUME_STYLE = "volume-overlay-style"  # the regions' outlines, or outlines and fill
+VOLUME_INFO = "volume-info"  # cursor, voxel size, downsampling
+VOLUME_MESSAGE = "volume-message"
+VOXEL_SIZE = {"z": "voxel-size-z", "y": "voxel-size-y", "x": "voxel-size-x"}  # number inputs
+VOXEL_APPLY = "voxel-size-apply"  # put the voxel size in the recipe (measurements)
+VOXEL_SOURCE = "voxel-size-source"  # where the voxel size shown comes from, and its unit
+SURFACE_BUTTON = "surface-button"
+SURFACE_REGIONS = "surface-max-regions"
+SURFACE_GRAPH = "surface-graph"
+SURFACE_COST = "surface-cost"  # triangles, step, time; title: which labels it shows

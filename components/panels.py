@@ -10,6 +10,7 @@ from . import ids
 from .batch import batch_tab_body
 from .common import graph_config, message, panel
 from .docs import doc_link
+from .volume import volume_tab
 
 
 def _method_dropdown(component_id, steps, value):
@@ -218,4 +219,5 @@ def discovery_tabs():
                 html.Pre(id=ids.RECIPE_VIEW, className="recipe-view"),
             ])),
         dcc.Tab(label="Batch", value="batch", children=batch_tab_body()),
-    ], value="thresholds")
+        volume_tab(),
+    ], id=ids.DISCOVERY_TABS, value="thresholds")

@@ -175,3 +175,192 @@ def test_the_exported_script_reproduces_the_spacing(stack, tmp_path):
     data = [line for line in got.splitlines() if not line.startswith("# provenance")]
     assert data == expected.splitlines()
     assert "area [µm³]" in got and "voxel size (z, y, x) 2 × 0.5 × 0.25 µm" in got
+
+
+# --- the 3D tab's callbacks -------------------------------------------------------------------
+
+import base64  # noqa: E402
+
+from callbacks import loading, volume  # noqa: E402
+from callbacks.params import recipe_action  # noqa: E402
+from callbacks.services import Services  # noqa: E402
+from components import ids  # noqa: E402
+from pipeline import mesh  # noqa: E402
+from pipeline.config import Config  # noqa: E402
+from pipeline.store import new_session_id  # noqa: E402
+from dash import no_update  # noqa: E402
+
+
+@pytest.fixture
+def services(tmp_path):
+    cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    return Services.create(cfg)
+
+
+def _load(services, array, name="stack.tif"):
+    sid = new_session_id()
+    url = "data:image/tiff;base64," + base64.b64encode(_tiff(array)).decode()
+    out = loading.load_image(services, sid, ids.UPLOAD, None, url, name, None)
+    assert out.meta is not None, out.message
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, out.meta, {})
+    return sid, out.meta, pointer
+
+
+def _sources(fig):
+    return [t["source"] for t in fig.to_plotly_json()["data"]]
+
+
+def _title(fig):
+    return fig.layout.title.text
+
+
+def test_three_planes_through_the_centre_as_pngs(services, stack):
+    sid, meta, pointer = _load(services, stack)
+    zy, zx, yx, cursor, info, message, note = volume.views_update(
+        services, sid, meta, pointer, None, "outline")
+    assert message is None
+    assert cursor == {"image": meta["id"], "point": [10, 24, 24]}
+    assert "at x = 24" in _title(zy) and "at y = 24" in _title(zx) and "at z = 10" in _title(yx)
+    for fig in (zy, zx, yx):
+        sources = _sources(fig)
+        assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+        assert "shown at" not in _title(fig)  # small planes: full resolution
+    assert "voxel size (z, y, x) 1 × 1 × 1 voxels (none given: 1 voxel)" in info
+    # the overlay shows the settled labels: the outlines of the YX plane's regions
+    labels = services.run(sid, meta["id"], pointer["recipe"]).labels
+    overlay = mesh.contour_overlay(labels[10])
+    from PIL import Image
+    png = Image.open(_io.BytesIO(base64.b64decode(_sources(yx)[1].split(",")[1])))
+    drawn = np.asarray(png.convert("RGBA"))  # a palette PNG (few colours)
+    np.testing.assert_array_equal(drawn, overlay)
+
+
+def test_a_click_in_one_plane_moves_the_other_two(services, stack):
+    sid, meta, pointer = _load(services, stack)
+    before = volume.views_update(services, sid, meta, pointer, None, "outline")
+    # click the YX plane (at z = 10) at x = 5, y = 30: the ZY plane moves to x = 5, ZX to y = 30
+    after = volume.views_update(services, sid, meta, pointer, before[3], "outline",
+                                click=("yx", {"x": 5.2, "y": 29.6}))
+    assert after[3]["point"] == [10, 30, 5]
+    assert "at x = 5" in _title(after[0]) and "at y = 30" in _title(after[1])
+    assert "at z = 10" in _title(after[2])
+    assert _sources(after[0])[0] != _sources(before[0])[0]  # another plane of the image
+    assert _sources(after[2])[0] == _sources(before[2])[0]  # the clicked plane stays
+    # the cursor lines of the YX plane are at the click
+    shapes = after[2].layout.shapes
+    assert (shapes[0].x0, shapes[1].y0) == (5, 30)
+    # a click in the ZX plane moves z and x; clicks outside the volume are clipped
+    again = volume.views_update(services, sid, meta, pointer, after[3], "fill",
+                                click=("zx", {"x": 500, "y": -3}))
+    assert again[3]["point"] == [0, 30, 47]
+
+
+def test_a_cursor_of_another_image_starts_at_the_centre(services, stack):
+    sid, meta, pointer = _load(services, stack)
+    out = volume.views_update(services, sid, meta, pointer,
+                              {"image": "another", "point": [1, 2, 3]}, "outline")
+    assert out[3]["point"] == [10, 24, 24]
+
+
+def test_large_planes_are_downsampled_and_say_so(services, stack, monkeypatch):
+    sid, meta, pointer = _load(services, stack)
+    monkeypatch.setattr(mesh, "MAX_PLANE_PIXELS", 600)  # 48 × 48 = 2304 pixels: stride 2
+    zy, zx, yx, *_ = volume.views_update(services, sid, meta, pointer, None, "outline")
+    assert "shown at 1/2 (48×48 → 24×24 pixels)" in _title(yx)
+    assert "shown at 1/2 (20×48 → 10×24 pixels)" in _title(zx)
+    image = yx.to_plotly_json()["data"][0]
+    assert image["dx"] == 2 and image["dy"] == 2
+
+
+def test_the_voxel_size_is_applied_to_the_recipe_and_used_everywhere(services, stack):
+    sid, meta, pointer = _load(services, stack)
+    new, message = volume.apply_spacing(services, sid, meta, pointer, (2, 0.5, 0.25))
+    assert message == "" and new["changed"] == ["measure"]
+    assert new["recipe"]["measure"]["spacing"] == SPACING
+    assert new["length"] == pointer["length"] + 1  # one undoable step
+    # the views: true aspect (pixel size = voxel size), clicks read back in voxels
+    zy, zx, yx, cursor, info, *_ = volume.views_update(services, sid, meta, new, None,
+                                                        "outline")
+    image = zx.to_plotly_json()["data"][0]
+    assert (image["dx"], image["dy"]) == (0.25, 2.0)  # columns x, rows z
+    assert "voxel size (z, y, x) 2 × 0.5 × 0.25 px (the recipe's)" in info
+    moved = volume.views_update(services, sid, meta, new, cursor, "outline",
+                                click=("zx", {"x": 2.5, "y": 8.0}))
+    assert moved[3]["point"] == [4, 24, 10]
+    # the measurements use it
+    m = services.measurements(sid, meta["id"], new["recipe"])
+    labels = services.run(sid, meta["id"], new["recipe"]).labels
+    np.testing.assert_array_equal(
+        m.columns["area"], regionprops_table(labels, properties=["area"],
+                                             spacing=SPACING)["area"])
+    # the same values again: nothing to push; bad values are named
+    assert volume.apply_spacing(services, sid, meta, new, (2, 0.5, 0.25)) == (no_update, "")
+    assert volume.apply_spacing(services, sid, meta, new, (2, 0, 1))[1].startswith(
+        "voxel size (z, y, x) must be 3 positive finite numbers")
+    # all empty: the voxel size is removed again
+    back, _ = volume.apply_spacing(services, sid, meta, new, (None, None, ""))
+    assert "spacing" not in back["recipe"]["measure"]
+
+
+def test_the_files_voxel_size_sets_the_views_until_one_is_applied(services, stack):
+    sid, meta, pointer = _load(services, stack)
+    meta = {**meta, "voxel_size": {"z": 3.0, "y": 0.5, "x": 0.5, "unit": "µm",
+                                   "source": "ImageJ"}}
+    assert volume.effective_spacing(pointer["recipe"], meta) == ((3.0, 0.5, 0.5), "metadata")
+    zy, *_, info, _message, _note = volume.views_update(services, sid, meta, pointer, None,
+                                                        "outline")
+    assert "3 × 0.5 × 0.5 µm (the file's metadata)" in info
+    assert zy.layout.xaxis.title.text == "y (µm)"
+
+
+def test_a_2d_image_has_no_3d_view(services):
+    sid, meta, pointer = _load(services, (np.arange(40 * 50).reshape(40, 50) % 251)
+                               .astype(np.uint8), "flat.tif")
+    out = volume.views_update(services, sid, meta, pointer, None, "outline")
+    assert "load a 3D stack" in str(out[0].layout.annotations[0].text)
+    assert volume.apply_spacing(services, sid, meta, pointer, (1, 1, 1))[1].startswith(
+        "The voxel size is for 3D stacks")
+
+
+def test_the_surface_is_drawn_on_request_bounded_and_cached(services, stack):
+    sid, meta, pointer = _load(services, stack)
+    fig, cost, token = volume.surface_update(services, sid, meta, pointer, 5)
+    data = fig.to_plotly_json()["data"]
+    assert 1 <= len(data) <= 5 and all(t["type"] == "mesh3d" for t in data)
+    assert all(isinstance(t["x"], dict) and "bdata" in t["x"] for t in data)  # binary arrays
+    labels = services.run(sid, meta["id"], pointer["recipe"]).labels
+    n = len(np.unique(labels)) - 1
+    assert f"of {n:,} regions shown" in cost or f"all {n:,} regions" in cost
+    assert "triangles" in cost and "marching cubes" in cost
+    assert token == volume.surface_token(pointer["recipe"], (1.0, 1.0, 1.0))
+    again = volume.surface_update(services, sid, meta, pointer, 5)
+    assert again[1].endswith("(from cache)") or "(from cache)" in again[1]
+    # the colours of the 2D label overlay's cycle
+    expected = mesh.label_hex(int(data[0]["name"].split()[-1]))
+    assert data[0]["color"] == expected
+    # the views say when the drawn surface no longer matches the labels
+    new, _ = volume.apply_spacing(services, sid, meta, pointer, (2, 1, 1))
+    note = volume.views_update(services, sid, meta, new, None, "outline",
+                               surface_shown=token)[-1]
+    assert note.startswith("The labels or the voxel size changed")
+    current = volume.surface_token(new["recipe"], (2.0, 1.0, 1.0))
+    assert volume.views_update(services, sid, meta, new, None, "outline",
+                               surface_shown=current)[-1] is no_update
+    # a bad count is a message on the tab, not a crash
+    assert "largest regions must be from 1 to 500" in str(
+        volume.surface_update(services, sid, meta, new, 0)[1])
+
+
+def test_the_tab_is_registered_and_gated_in_the_browser(tmp_path):
+    from app import create_app
+
+    app = create_app(Config(state_dir=tmp_path / "s", data_dir=tmp_path / "d"))
+    layout = str(app.layout() if callable(app.layout) else app.layout)
+    assert ids.DISCOVERY_TABS in layout and ids.VOLUME_GRAPHS["yx"] in layout
+    # the planes' server callback is fed only by the gate's store and the plane clicks
+    views = [k for k in app.callback_map if ids.VOLUME_GRAPHS["zy"] + ".figure" in k]
+    inputs = {i["id"] for i in app.callback_map[views[0]]["inputs"]}
+    assert ids.SEG_SETTLED not in inputs and ids.HISTORY not in inputs
+    assert ids.VOLUME_SIGNAL in inputs
+    assert "tab !== 'volume'" in volume.GATE_JS
