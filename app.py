@@ -14,7 +14,7 @@ import dash
 from flask import jsonify
 
 from callbacks import batch as batch_callbacks
-from callbacks import register_all
+from callbacks import auth, register_all
 from callbacks.jobs import background_manager
 from callbacks.loading import ARRAY_SAMPLE
 from callbacks.services import Services
@@ -24,12 +24,11 @@ from pipeline.config import Config
 from pipeline.filters import FILTERS
 from pipeline.measure import AVAILABLE_PROPERTIES
 from pipeline.segmentation import SEGMENTERS
-from pipeline.store import new_session_id
 
 HERE = Path(__file__).resolve().parent
 
 
-def create_app(config: Config | None = None, initial=None) -> dash.Dash:
+def create_app(config: Config | None = None, initial=None, session_id=None) -> dash.Dash:
     """Build the app.
 
     Parameters
@@ -38,6 +37,9 @@ def create_app(config: Config | None = None, initial=None) -> dash.Dash:
         Settings; read from ``PIPEX_*`` environment variables by default.
     initial : pipeline.io.LoadedImage, optional
         An image offered (and loaded first) as the sample "array" (see :func:`explore`).
+    session_id : str, optional
+        The session of every page (:func:`explore`: the notebook's one user); by default
+        each page gets a new one, bound to the signed-in user (``callbacks.auth``).
     """
     config = config or Config.from_env()
     services = Services.create(config, initial=initial)
@@ -55,8 +57,8 @@ def create_app(config: Config | None = None, initial=None) -> dash.Dash:
     app.server.config["MAX_CONTENT_LENGTH"] = int(config.max_bytes * 4 / 3) + 2**20
 
     def layout():
-        return page(
-            new_session_id(),
+        return auth.with_sign_out(app, page(
+            session_id or auth.page_session_id(app),
             samples,
             io.list_data_files(config.data_dir),
             default_sample=ARRAY_SAMPLE if initial is not None else config.default_sample,
@@ -64,12 +66,13 @@ def create_app(config: Config | None = None, initial=None) -> dash.Dash:
             filters=FILTERS,
             segmenters=SEGMENTERS,
             properties=AVAILABLE_PROPERTIES,
-        )
+        ))
 
     app.layout = layout
     app._pipex_services = services  # for explore(); callbacks get it through register()
     register_all(app, services)
     batch_callbacks.register(app, services)  # the Batch tab (a background job)
+    auth.register(app, services)  # sign-in (PIPEX_USERS_FILE); last: its hooks go around all
 
     @app.server.route("/health")
     def health():
@@ -94,10 +97,11 @@ def create_app(config: Config | None = None, initial=None) -> dash.Dash:
 class Explorer:
     """Handle on an app opened by :func:`explore`: the recipe and labels, back in Python."""
 
-    def __init__(self, app, image, image_id):
+    def __init__(self, app, image, image_id, session_id):
         self.app = app
         self.image = image
         self.image_id = image_id
+        self.session_id = session_id  # the pages of explore()'s app all use this session
 
     @property
     def _store(self):
@@ -108,7 +112,7 @@ class Explorer:
         from pipeline import recipe as recipes
         from pipeline.segment import default_thresholds, intensity_scale
 
-        found = self._store.latest_recipe(self.image_id)
+        found = self._store.latest_recipe(self.session_id, self.image_id)
         if found is not None:
             return found
         recipe = recipes.default_recipe(*default_thresholds(self.image))
@@ -160,9 +164,12 @@ def explore(image, *, name="array", state_dir=None, serve=True, mode="inline",
     array = validate_image(np.asarray(image))
     loaded = LoadedImage(array=array, name=name, notes=("Array handed over from Python.",))
     state = state_dir or tempfile.mkdtemp(prefix="pipex-explore-")
-    app = create_app(Config(state_dir=state), initial=loaded)
+    from pipeline.store import new_session_id
+
+    session_id = new_session_id()  # one user: every page shows the recipe .recipe() reads
+    app = create_app(Config(state_dir=state), initial=loaded, session_id=session_id)
     app.server.config["PIPEX_ALLOW_FRAMING"] = True  # shown inline in the notebook's page
-    explorer = Explorer(app, array, content_hash(array))
+    explorer = Explorer(app, array, content_hash(array), session_id)
     if serve:
         app.run(jupyter_mode=mode, host=host, port=port)
     return explorer
@@ -178,4 +185,8 @@ def __getattr__(name):
 
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["adduser"]:  # python -m app adduser NAME: see callbacks.auth.main
+        sys.exit(auth.main(sys.argv[1:]))
     create_app().run(host="127.0.0.1", port=8050)

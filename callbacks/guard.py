@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Response, request
+from flask import Response, g, request
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,9 @@ def register(app, services):
             return _bad("not found", 404)
         if path == UPDATE_PATH and request.method == "POST":
             try:
-                check_update_body(request.get_data(cache=True, as_text=True), app.callback_map)
+                # kept for callbacks.auth, which checks the session ids it names
+                g.pipex_update_body = check_update_body(
+                    request.get_data(cache=True, as_text=True), app.callback_map)
             except BadBody as exc:
                 return _bad(f"malformed callback request: {exc}")
         return None

@@ -87,7 +87,10 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         array = loaded.array
         image_id = io.content_hash(array)
         meta = image_meta(array, loaded, image_id)
-        services.store.put_image(session_id, image_id, array, meta)
+        # within the quota of the session's owner (its user): room is made from that
+        # owner's oldest images, never from another user's current one
+        removed = services.store.put_image(session_id, image_id, array, meta,
+                                           owner=services.owner(session_id))
         services.store.set_current(session_id, image_id)
     except InputError as exc:
         return LoadOutcome(None, f"Could not load {what}: {exc}", "error")
@@ -103,6 +106,9 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
     except OSError:  # a concurrent trim removed the same entries
         log.warning("cache trim failed", exc_info=True)
     notes = " ".join(loaded.notes)
+    if removed:
+        notes += (" To stay within your storage quota, your oldest images were removed from "
+                  f"the server: {', '.join(removed)}.")
     return LoadOutcome(meta, f"Loaded {loaded.name}. {notes}".strip(), "info")
 
 

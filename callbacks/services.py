@@ -7,10 +7,12 @@ The store and the cache are on disk and shared between workers.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pipeline import recipe as recipes
-from pipeline.compute import Compute
+from pipeline.admission import Admission
+from pipeline.compute import Compute, stage_keys
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.parallel import Backend
@@ -19,12 +21,18 @@ from pipeline.store import ArrayStore
 
 @dataclass(frozen=True)
 class Services:
-    """Configuration, shared array store and cached compute of one app."""
+    """Configuration, shared array store and cached compute of one app.
+
+    Every computation that can be heavy (all but the bounded live preview) runs in a slot of
+    `admission`, of the session's owner: one user can never take every request thread
+    (:meth:`_admitted`; a cached result needs no slot).
+    """
 
     config: Config
     store: ArrayStore
     compute: Compute
     initial: object = None  # a pipeline.io.LoadedImage offered as the sample "array"
+    admission: Admission = None
 
     @classmethod
     def create(cls, config: Config, initial=None, backend=None) -> "Services":
@@ -35,11 +43,52 @@ class Services:
         the dask scheduler of ``PIPEX_DASK_ADDRESS``. It is connected on first use.
         """
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        store = ArrayStore(config.store_dir, size_limit=int(config.store_size_gb * 1024**3))
+        quota = (None if config.user_quota_gb is None
+                 else int(config.user_quota_gb * 1024**3))
+        store = ArrayStore(config.store_dir, size_limit=int(config.store_size_gb * 1024**3),
+                           quota=quota)
         backend = Backend.from_config(config) if backend is None else backend
         compute = Compute(config.cache_dir, bytes_limit=int(2 * config.store_size_gb * 1024**3),
                           backend=backend)
-        return cls(config=config, store=store, compute=compute, initial=initial)
+        admission = Admission(config.state_dir / "admission", per_owner=config.user_jobs,
+                              total=config.max_jobs, wait_s=config.job_wait_s)
+        return cls(config=config, store=store, compute=compute, initial=initial,
+                   admission=admission)
+
+    def owner(self, session_id) -> str:
+        """Whose quota and job slots this session uses: its signed-in user, or the session."""
+        return self.store.owner(session_id)
+
+    def _cached(self, stage, image_id, recipe) -> bool:
+        """Whether `stage` of this recipe is in the compute cache (nothing to compute)."""
+        c, k = self.compute, stage_keys(recipe)
+        fk, mk, sk, pk = k["filter"], k["markers"], k["segmentation"], k["postprocess"]
+        checks = {
+            "filtered": [(c._filtered, (image_id, fk, recipe, None, c.backend))],
+            "histogram": [(c._histogram, (image_id, fk, 256, None))],
+            "thresholds": [(c._thresholds, (image_id, fk, None))],
+            "mask": [(c._segment, (image_id, fk, mk, sk, recipe, None, None, None))],
+            "labels": [(c._labels, (image_id, fk, mk, sk, pk, recipe, None, None))],
+            "measurements": [(c._measure, (image_id, fk, mk, sk, pk, k["measure"], recipe,
+                                           None, None))],
+        }
+        needed = {"run": ("filtered", "mask", "labels")}.get(stage, (stage,))
+        try:
+            return all(fn.check_call_in_cache(*args) for name in needed
+                       for fn, args in checks[name])
+        except Exception:  # noqa: BLE001 - unknown: count it as a computation
+            return False
+
+    @contextmanager
+    def _admitted(self, stage, session_id, image_id, recipe):
+        """Hold a job slot of the session's owner (Busy if none frees up in time) unless the
+        result is cached."""
+        if self.admission is None:
+            yield
+            return
+        with self.admission.slot(self.owner(session_id),
+                                 cached=lambda: self._cached(stage, image_id, recipe)):
+            yield
 
     def loader(self, session_id, image_id):
         """A callable returning this session's image, for cache misses only."""
@@ -65,8 +114,10 @@ class Services:
     def run(self, session_id, image_id, recipe):
         """Cached pipeline result (filtered, mask, labels) of this session's image."""
         self._check_access(session_id, image_id)
-        return self.compute.run(image_id, self.loader(session_id, image_id),
-                                recipes.validate(recipe))
+        recipe = recipes.validate(recipe)
+        with self._admitted("run", session_id, image_id, recipe):
+            return self.compute.run(image_id, self.loader(session_id, image_id),
+                                    recipe)
 
     def preview(self, session_id, image_id, recipe, nearby):
         """Live preview of a random-walker segmentation (see :meth:`Compute.preview`), or None."""
@@ -78,38 +129,57 @@ class Services:
     def filtered(self, session_id, image_id, recipe):
         """Cached filtered image of this session's image."""
         self._check_access(session_id, image_id)
-        return self.compute.filtered(image_id, self.loader(session_id, image_id),
-                                     recipes.validate(recipe))
+        recipe = recipes.validate(recipe)
+        with self._admitted("filtered", session_id, image_id, recipe):
+            return self.compute.filtered(image_id, self.loader(session_id, image_id),
+                                         recipe)
+
+    def cached_filtered(self, session_id, image_id, recipe):
+        """This session's filtered image if it is in the cache already, else None (it is
+        never computed here: for views that must not start heavy work)."""
+        self._check_access(session_id, image_id)
+        return self.compute.cached_filtered(image_id, self.loader(session_id, image_id),
+                                            recipes.validate(recipe))
 
     def filter_run(self, session_id, image_id, recipe):
         """Cached filtered image with how it was computed (see :meth:`Compute.filter_run`)."""
         self._check_access(session_id, image_id)
-        return self.compute.filter_run(image_id, self.loader(session_id, image_id),
-                                       recipes.validate(recipe))
+        recipe = recipes.validate(recipe)
+        with self._admitted("filtered", session_id, image_id, recipe):
+            return self.compute.filter_run(image_id, self.loader(session_id, image_id),
+                                           recipe)
 
     def mask(self, session_id, image_id, recipe):
         """Cached segmentation mask (before post-processing) of this session's image."""
         self._check_access(session_id, image_id)
-        return self.compute.mask(image_id, self.loader(session_id, image_id),
-                                 recipes.validate(recipe))
+        recipe = recipes.validate(recipe)
+        with self._admitted("mask", session_id, image_id, recipe):
+            return self.compute.mask(image_id, self.loader(session_id, image_id),
+                                     recipe)
 
     def measurements(self, session_id, image_id, recipe):
         """Cached measurements of this session's image."""
         self._check_access(session_id, image_id)
-        return self.compute.measurements(image_id, self.loader(session_id, image_id),
-                                         recipes.validate(recipe))
+        recipe = recipes.validate(recipe)
+        with self._admitted("measurements", session_id, image_id, recipe):
+            return self.compute.measurements(image_id, self.loader(session_id, image_id),
+                                             recipe)
 
     def histogram(self, session_id, image_id, recipe):
         """Cached histogram (counts, edges) of the filtered image."""
         self._check_access(session_id, image_id)
-        return self.compute.histogram(image_id, self.loader(session_id, image_id),
-                                      recipes.validate(recipe))
+        recipe = recipes.validate(recipe)
+        with self._admitted("histogram", session_id, image_id, recipe):
+            return self.compute.histogram(image_id, self.loader(session_id, image_id),
+                                          recipe)
 
     def thresholds(self, session_id, image_id, recipe):
         """Cached automatic thresholds {method: value or 'failed: ...'} of the filtered image."""
         self._check_access(session_id, image_id)
-        return self.compute.thresholds(image_id, self.loader(session_id, image_id),
-                                       recipes.validate(recipe))
+        recipe = recipes.validate(recipe)
+        with self._admitted("thresholds", session_id, image_id, recipe):
+            return self.compute.thresholds(image_id, self.loader(session_id, image_id),
+                                           recipe)
 
     def image(self, session_id, image_id):
         """This session's image (raises InputError if it is not in the store)."""

@@ -4,14 +4,21 @@ The browser only ever holds a session id and an image id. The arrays behind them
 in a :class:`diskcache.Cache` on disk: several gunicorn workers (and several machines sharing a
 volume) see the same store, so a session works whichever worker answers. Entries are keyed by
 session id *and* content hash, so one user can never read another user's image, even when both
-loaded the same file. Least recently used entries are evicted past the size limit.
+loaded the same file.
+
+Images are accounted per *owner* (a signed-in user, or the session in local mode): an owner's
+images never exceed its quota (its own oldest are removed first to make room), and an upload
+never removes another owner's current image (see :meth:`ArrayStore.put_image`). Past the size
+limit diskcache still evicts the least recently used entries (small records, mostly).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -20,16 +27,44 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["ArrayStore", "new_session_id", "check_session_id"]
+__all__ = ["ArrayStore", "new_session_id", "check_session_id", "session_belongs_to"]
 
 _SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _DIGEST_RE = re.compile(r"^[0-9a-f]{24}$")  # a stored recipe's hash (blake2b, 12 bytes)
 
 
-def new_session_id() -> str:
-    """Return a new random session id (128 random bits, hex)."""
-    return uuid.uuid4().hex
+def _session_mac(nonce: str, user: str, secret) -> str:
+    if not secret:
+        raise InputError("secret must be given to bind a session id to a user")
+    key = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return hmac.new(key, f"{user}\0{nonce}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def new_session_id(user: str | None = None, secret=None) -> str:
+    """Return a new session id: 32 hex digits.
+
+    Parameters
+    ----------
+    user : str, optional
+        The signed-in user the session belongs to. Without it the id is 128 random bits
+        (local mode); with it, 64 random bits followed by a 64-bit HMAC of the user and those
+        bits under `secret`, so that :func:`session_belongs_to` can tell, without any record,
+        whether a request's session id was issued to its user.
+    secret : str or bytes, optional
+        The server's secret key (required with `user`).
+    """
+    if user is None:
+        return uuid.uuid4().hex
+    nonce = uuid.uuid4().hex[:16]
+    return nonce + _session_mac(nonce, str(user), secret)
+
+
+def session_belongs_to(session_id, user: str, secret) -> bool:
+    """Whether `session_id` was issued to `user` by :func:`new_session_id` under `secret`."""
+    if not isinstance(session_id, str) or not _SESSION_RE.match(session_id):
+        return False
+    return hmac.compare_digest(session_id[16:], _session_mac(session_id[:16], str(user), secret))
 
 
 def check_session_id(session_id) -> str:
@@ -59,13 +94,29 @@ class ArrayStore:
     directory : str or Path
         Folder of the store; created if missing.
     size_limit : int
-        Size limit in bytes; least recently used entries are evicted beyond it.
+        Size limit in bytes; least recently used entries are evicted beyond it. Images may
+        use 80 % of it (the rest is for histories and other small records).
+    quota : int, optional
+        Bytes of images one owner may hold (default: a quarter of `size_limit`).
+    protect_s : float
+        An image another owner's session showed within this many seconds is never removed
+        to make room for an upload (default one hour).
     """
 
-    def __init__(self, directory, size_limit: int = 4 * 1024**3):
+    #: Key of the record of who holds which image (see :meth:`put_image`).
+    LEDGER = "quota/ledger"
+
+    def __init__(self, directory, size_limit: int = 4 * 1024**3, quota: int | None = None,
+                 protect_s: float = 3600.0):
         if size_limit <= 0:
             raise InputError(f"size_limit must be positive, got {size_limit}")
+        quota = int(size_limit // 4) if quota is None else int(quota)
+        if quota <= 0:
+            raise InputError(f"quota must be positive, got {quota}")
         self.directory = Path(directory)
+        self.size_limit = int(size_limit)
+        self.quota = quota
+        self.protect_s = float(protect_s)
         self._cache = diskcache.Cache(
             str(self.directory),
             size_limit=int(size_limit),
@@ -82,8 +133,13 @@ class ArrayStore:
     def _key(session_id, image_id, name):
         return f"{check_session_id(session_id)}/{_check_image_id(image_id)}/{name}"
 
-    def put_image(self, session_id: str, image_id: str, array: np.ndarray, meta: dict) -> None:
-        """Store an image and its metadata for one session.
+    def put_image(self, session_id: str, image_id: str, array: np.ndarray, meta: dict,
+                  owner: str | None = None) -> list:
+        """Store an image and its metadata for one session, within its owner's quota.
+
+        Room is made first from the owner's own images, oldest first; then, if the store's
+        images would exceed 80 % of its size limit, from other owners' images that no session
+        has shown for `protect_s` seconds. Another owner's current image is never removed.
 
         Parameters
         ----------
@@ -95,11 +151,125 @@ class ArrayStore:
             The validated image.
         meta : dict
             Small JSON-able description (name, shape, dtype, notes...).
+        owner : str, optional
+            Whose quota the image counts against (the signed-in user); default the session.
+
+        Returns
+        -------
+        list of str
+            Names of the owner's images removed to make room (oldest first).
+
+        Raises
+        ------
+        InputError
+            If the image is larger than the quota, or the store is full of other owners'
+            current images.
         """
         array = np.ascontiguousarray(array)
         array.setflags(write=False)
-        self._cache.set(self._key(session_id, image_id, "array"), array)
-        self._cache.set(self._key(session_id, image_id, "meta"), dict(meta))
+        key = self._key(session_id, image_id, "array")
+        owner = str(owner) if owner else session_id
+        removed = self._reserve(owner, session_id, image_id, int(array.nbytes))
+        try:
+            self._cache.set(key, array)
+            self._cache.set(self._key(session_id, image_id, "meta"), dict(meta))
+        except BaseException:
+            self._account(lambda ledger: self._drop(ledger, session_id, image_id))
+            raise
+        self._account(lambda ledger: self._mark_written(ledger, owner, session_id, image_id))
+        return removed
+
+    # --- quota accounting: {owner: [{"s", "i", "b", "t", "w"}...]} under one record --------
+
+    def _account(self, change):
+        """Apply `change(ledger)` to the ledger atomically (all workers); return its result."""
+        with self._cache.transact():
+            ledger = self._cache.get(self.LEDGER) or {}
+            result = change(ledger)
+            self._cache.set(self.LEDGER, ledger)
+        return result
+
+    @staticmethod
+    def _drop(ledger, session_id, image_id):
+        for owner in list(ledger):
+            ledger[owner] = [e for e in ledger[owner]
+                             if (e["s"], e["i"]) != (session_id, image_id)]
+            if not ledger[owner]:
+                del ledger[owner]
+
+    @staticmethod
+    def _mark_written(ledger, owner, session_id, image_id):
+        for entry in ledger.get(owner, []):
+            if (entry["s"], entry["i"]) == (session_id, image_id):
+                entry["w"] = True
+
+    def _remove(self, entry) -> str:
+        """Delete an accounted image; return its name."""
+        meta = self._cache.get(self._key(entry["s"], entry["i"], "meta")) or {}
+        self._cache.delete(self._key(entry["s"], entry["i"], "array"))
+        self._cache.delete(self._key(entry["s"], entry["i"], "meta"))
+        return str(meta.get("name") or entry["i"][:12])
+
+    def _protected(self, entry, now) -> bool:
+        found = self._cache.get(f"{entry['s']}/current")
+        return bool(found and found.get("image_id") == entry["i"]
+                    and now - found.get("t", 0) < self.protect_s)
+
+    def _reserve(self, owner, session_id, image_id, nbytes) -> list:
+        mb = 1024**2
+        if nbytes > self.quota:
+            raise InputError(f"this image needs {nbytes / mb:,.1f} MB on the server, more than "
+                             f"your quota of {self.quota / mb:,.0f} MB (PIPEX_USER_QUOTA_GB)")
+
+        def reserve(ledger):
+            now = time.time()
+            self._drop(ledger, session_id, image_id)  # a reload replaces its own entry
+            for who in list(ledger):  # forget images diskcache evicted, and dead reservations
+                ledger[who] = [e for e in ledger[who] if (
+                    self._key(e["s"], e["i"], "array") in self._cache if e.get("w")
+                    else now - e["t"] < 3600)]
+                if not ledger[who]:
+                    del ledger[who]
+            mine = ledger.setdefault(owner, [])
+            removed = []
+            while sum(e["b"] for e in mine) + nbytes > self.quota:
+                oldest = next((e for e in mine if e.get("w")), None)
+                if oldest is None:
+                    raise InputError("your other uploads still in progress fill your quota; "
+                                     "wait for them to finish")
+                mine.remove(oldest)
+                removed.append(self._remove(oldest))
+            budget = int(0.8 * self.size_limit)
+            total = sum(e["b"] for entries in ledger.values() for e in entries)
+            if total + nbytes > budget:
+                others = sorted((e for who, entries in ledger.items() if who != owner
+                                 for e in entries if e.get("w") and not self._protected(e, now)),
+                                key=lambda e: e["t"])
+                for entry in others:
+                    if total + nbytes <= budget:
+                        break
+                    self._drop(ledger, entry["s"], entry["i"])
+                    self._remove(entry)
+                    total -= entry["b"]
+                while total + nbytes > budget and any(e.get("w") for e in mine):
+                    oldest = next(e for e in mine if e.get("w"))
+                    mine.remove(oldest)
+                    removed.append(self._remove(oldest))
+                    total -= oldest["b"]
+                if total + nbytes > budget:
+                    raise InputError("the server's image store is full of other users' images "
+                                     "in use; try again later (or ask for a larger "
+                                     "PIPEX_STORE_SIZE_GB)")
+            ledger.setdefault(owner, mine).append(
+                {"s": session_id, "i": image_id, "b": int(nbytes), "t": now, "w": False})
+            return removed
+
+        return self._account(reserve)
+
+    def usage(self, owner: str) -> int:
+        """Bytes of images accounted to `owner` (see :meth:`put_image`)."""
+        ledger = self._cache.get(self.LEDGER) or {}
+        return sum(e["b"] for e in ledger.get(str(owner), []))
 
     def has_image(self, session_id: str, image_id: str) -> bool:
         """Whether this session holds this image."""
@@ -135,11 +305,13 @@ class ArrayStore:
     def put_recipe(self, session_id: str, image_id: str, recipe: dict) -> None:
         """Remember the current recipe of a session's image (for notebooks and batch runs)."""
         self.put(session_id, image_id, "recipe", recipe)
-        self._cache.set(f"latest-recipe/{_check_image_id(image_id)}", recipe)
 
-    def latest_recipe(self, image_id: str):
-        """The recipe most recently set on this image by any session, or None."""
-        return self._cache.get(f"latest-recipe/{_check_image_id(image_id)}")
+    def latest_recipe(self, session_id: str, image_id: str):
+        """The recipe this session most recently set on this image, or None.
+
+        Per session: image ids are content hashes (a sample's is public), so a recipe kept
+        per image would be overwritten by whoever works on the same image."""
+        return self.get(session_id, image_id, "recipe")
 
     # --- undo history (kept here, not in the browser: a move sends no history) ---------------
 
@@ -221,7 +393,7 @@ class ArrayStore:
     def set_current(self, session_id: str, image_id: str, rev=None) -> None:
         """Record the image (and history revision) the session's page shows now."""
         self._cache.set(f"{check_session_id(session_id)}/current",
-                        {"image_id": _check_image_id(image_id), "rev": rev})
+                        {"image_id": _check_image_id(image_id), "rev": rev, "t": time.time()})
 
     def is_current(self, session_id: str, image_id: str, rev=None) -> bool:
         """Whether the session still shows this image (and this revision, if given).
@@ -233,6 +405,17 @@ class ArrayStore:
         if found["image_id"] != image_id:
             return False
         return rev is None or found["rev"] is None or found["rev"] == rev
+
+    def set_owner(self, session_id: str, owner: str) -> None:
+        """Record who a session belongs to (the signed-in user), for its quota and job slots
+        where no request tells (e.g. computations in background processes)."""
+        key = f"{check_session_id(session_id)}/owner"
+        if self._cache.get(key) != owner:
+            self._cache.set(key, str(owner))
+
+    def owner(self, session_id: str) -> str:
+        """Whose quota and job slots a session uses: its recorded owner, or itself."""
+        return self._cache.get(f"{check_session_id(session_id)}/owner") or session_id
 
     def bump(self, session_id: str, name: str, seq: int) -> bool:
         """Record request number `seq` of a stream `name` (e.g. the drag previews); return

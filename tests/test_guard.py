@@ -84,3 +84,161 @@ def test_security_headers(client):
     assert "'sha256-" in csp and "''" not in csp
     # every response carries them, the callbacks' too
     assert client.get("/health").headers["X-Frame-Options"] == "DENY"
+
+
+# --- admission control: one user never takes every request thread (pipeline/admission.py) --
+
+import copy  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+
+from callbacks import discovery, loading  # noqa: E402
+from callbacks.params import next_state  # noqa: E402
+from callbacks.services import Services  # noqa: E402
+from components import ids  # noqa: E402
+from pipeline.admission import Admission, Busy  # noqa: E402
+from pipeline.errors import InputError  # noqa: E402
+from pipeline.store import new_session_id  # noqa: E402
+
+
+def _hold_slots(directory, owner, ready, release):
+    """In another process (another gunicorn worker): hold a slot of `owner` until told."""
+    admission = Admission(directory, per_owner=1, total=2)
+    with admission.slot(owner):
+        ready.set()
+        release.wait(120)
+
+
+def test_a_slot_held_by_another_process_refuses_the_same_owner(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold_slots, args=(str(tmp_path), "user:alice", ready, release))
+    other.start()
+    try:
+        assert ready.wait(60)
+        here = Admission(tmp_path, per_owner=1, total=2)
+        assert here.running("user:alice") == 1 and here.running() == 1
+        with pytest.raises(Busy, match="you already have 1 computations running"):
+            with here.slot("user:alice"):
+                pass
+        with here.slot("user:bob"):  # another user is not held back
+            # ... but the server's cap (2) is reached now: a third user waits or is refused
+            with pytest.raises(Busy, match="the server is busy"):
+                with here.slot("user:carol"):
+                    pass
+    finally:
+        release.set()
+        other.join(60)
+    with Admission(tmp_path, per_owner=1, total=2).slot("user:alice"):
+        pass  # free again once the other process let go
+
+
+def test_a_killed_worker_leaves_no_slot_taken(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold_slots, args=(str(tmp_path), "user:alice", ready, release))
+    other.start()
+    assert ready.wait(60)
+    os.kill(other.pid, signal.SIGKILL)
+    other.join(60)
+    admission = Admission(tmp_path, per_owner=1, total=2)
+    assert admission.running("user:alice") == 0
+    with admission.slot("user:alice"):
+        pass
+
+
+def test_a_waiting_request_gets_the_slot_when_it_frees(tmp_path):
+    holder = Admission(tmp_path, per_owner=1, total=4)
+    waiter = Admission(tmp_path, per_owner=1, total=4, wait_s=60, poll_s=0.01)
+    started, done = threading.Event(), []
+
+    def wait_for_slot():
+        started.set()
+        with waiter.slot("s1"):
+            done.append(True)
+
+    with holder.slot("s1"):
+        thread = threading.Thread(target=wait_for_slot)
+        thread.start()
+        assert started.wait(30)
+        assert not done
+    thread.join(60)
+    assert done == [True]
+    # the same thread asking again (nested) does not need a second slot
+    with holder.slot("s1"), holder.slot("s1"):
+        pass
+
+
+def test_no_more_waiters_than_slots_per_owner(tmp_path):
+    a = Admission(tmp_path, per_owner=1, total=4, wait_s=60, poll_s=0.01)
+    with a.slot("s1"):
+        entered = threading.Event()
+
+        def first_waiter():
+            entered.set()
+            try:
+                with Admission(tmp_path, per_owner=1, total=4, wait_s=1, poll_s=0.01).slot("s1"):
+                    pass
+            except Busy:
+                pass
+
+        thread = threading.Thread(target=first_waiter)
+        thread.start()
+        assert entered.wait(30)
+        # a second waiter: refused at once, or after the first waiter gave up
+        with pytest.raises(Busy):
+            with Admission(tmp_path, per_owner=1, total=4, wait_s=0).slot("s1"):
+                pass
+        thread.join(60)
+
+
+@pytest.mark.parametrize("bad", [dict(per_owner=0), dict(total="2"), dict(wait_s=-1)])
+def test_admission_settings_are_checked(tmp_path, bad):
+    with pytest.raises(Exception, match=next(iter(bad))):
+        Admission(tmp_path, **bad)
+
+
+def _services(state, **more):
+    cfg = Config(state_dir=state, data_dir=state.parent / "data", user_jobs=1, max_jobs=4,
+                 job_wait_s=0, **more)
+    return Services.create(cfg)
+
+
+def _recipe(meta, **filter_):
+    recipe = copy.deepcopy(next_state(ids.IMAGE, None, meta, {})[0]["states"][0])
+    recipe["filter"] = {"name": "gaussian", "params": {"sigma": 1.0}, **filter_}
+    return recipe
+
+
+def test_two_app_instances_share_the_per_user_limit(tmp_path):
+    # two workers: two Services on one state folder; a heavy job of the session in one
+    # refuses a second in the other, with a message; a cached result needs no slot
+    worker1, worker2 = _services(tmp_path / "state"), _services(tmp_path / "state")
+    sid = new_session_id()
+    meta = loading.load_image(worker1, sid, None, "coins", None, None, None).meta
+    cached = _recipe(meta)
+    worker1.run(sid, meta["id"], cached)
+    heavy = _recipe(meta, params={"sigma": 2.5})
+    with worker1.admission.slot(worker1.owner(sid)):  # a job of this session runs in worker 1
+        with pytest.raises(Busy, match="you already have 1 computations running"):
+            worker2.run(sid, meta["id"], heavy)
+        assert worker2.run(sid, meta["id"], cached).cached  # a cache hit is served
+        # another session (another user) is not held back
+        other = new_session_id()
+        meta2 = loading.load_image(worker2, other, None, "coins", None, None, None).meta
+        worker2.filtered(other, meta2["id"], heavy)
+        # a panel's computation is refused the same way: an InputError, which every
+        # callback shows as the step's message
+        with pytest.raises(InputError, match="computations running"):
+            discovery.gallery(worker2, sid, meta, _recipe(meta, params={"sigma": 3.0}), 0, 0, 25)
+    worker2.run(sid, meta["id"], heavy)  # free again
+
+
+def test_the_owner_of_a_signed_in_session_is_its_user(tmp_path):
+    services = _services(tmp_path / "state")
+    sid = new_session_id()
+    assert services.owner(sid) == sid  # local mode: the session
+    services.store.set_owner(sid, "user:alice")
+    assert services.owner(sid) == "user:alice"

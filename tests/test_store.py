@@ -56,10 +56,121 @@ def test_another_process_sees_the_same_store(tmp_path):
 
 
 def test_size_limit_evicts(tmp_path):
-    store = ArrayStore(tmp_path, size_limit=3 * 2**20)
+    store = ArrayStore(tmp_path, size_limit=3 * 2**20, quota=3 * 2**20)
     sid = new_session_id()
     for i in range(8):
         store.put_image(sid, f"{i:032x}", np.zeros(2**20, dtype=np.uint8) + i, {})
     assert store.volume() < 6 * 2**20
     assert store.has_image(sid, f"{7:032x}")
     assert not store.has_image(sid, f"{0:032x}")
+
+
+MB = 2**20
+
+
+def _image(i, mb=1):
+    return np.full(mb * MB, i, dtype=np.uint8)
+
+
+def test_an_upload_over_quota_evicts_only_the_uploaders_own_oldest_images(tmp_path):
+    # issue 11 item 6: six big uploads of one user filled the store and evicted everyone's
+    store = ArrayStore(tmp_path, size_limit=40 * MB, quota=3 * MB)
+    alice, bob = new_session_id(), new_session_id()
+    store.put_image(bob, "b0" * 16, _image(9), {"name": "bob.tif"}, owner="bob")
+    store.set_current(bob, "b0" * 16)
+    removed = []
+    for i in range(6):
+        removed += store.put_image(alice, f"{i:032x}", _image(i), {"name": f"a{i}.tif"},
+                                   owner="alice")
+    assert removed == ["a0.tif", "a1.tif", "a2.tif"]  # her own, oldest first
+    assert [store.has_image(alice, f"{i:032x}") for i in range(6)] == [False] * 3 + [True] * 3
+    assert store.has_image(bob, "b0" * 16)
+    assert store.get_image(bob, "b0" * 16)[0] == 9
+    assert store.usage("alice") == 3 * MB and store.usage("bob") == MB
+
+
+def test_an_image_larger_than_the_quota_is_refused_and_nothing_is_removed(tmp_path):
+    store = ArrayStore(tmp_path, size_limit=40 * MB, quota=2 * MB)
+    sid = new_session_id()
+    store.put_image(sid, "a1" * 16, _image(1), {}, owner="alice")
+    with pytest.raises(InputError, match="quota of 2 MB"):
+        store.put_image(sid, "a2" * 16, _image(2, mb=3), {}, owner="alice")
+    assert store.has_image(sid, "a1" * 16)
+    assert store.usage("alice") == MB
+
+
+def test_the_quota_is_per_owner_not_per_session(tmp_path):
+    store = ArrayStore(tmp_path, size_limit=40 * MB, quota=2 * MB)
+    tab1, tab2 = new_session_id(), new_session_id()
+    store.put_image(tab1, "a1" * 16, _image(1), {}, owner="alice")
+    store.put_image(tab2, "a2" * 16, _image(2), {}, owner="alice")
+    store.put_image(tab2, "a3" * 16, _image(3), {}, owner="alice")
+    assert not store.has_image(tab1, "a1" * 16)
+    assert store.has_image(tab2, "a2" * 16) and store.has_image(tab2, "a3" * 16)
+    # reloading the same image replaces its entry, it is not counted twice
+    store.put_image(tab2, "a3" * 16, _image(3), {}, owner="alice")
+    assert store.usage("alice") == 2 * MB and store.has_image(tab2, "a2" * 16)
+
+
+def test_a_full_store_never_evicts_another_owners_current_image(tmp_path):
+    # images may use 80 % of 10 MB: 8 MB; four owners of 2 MB each fill it
+    store = ArrayStore(tmp_path, size_limit=10 * MB, quota=2 * MB)
+    sessions = {}
+    for k, owner in enumerate(["a", "b", "c", "d"]):
+        sid = sessions[owner] = new_session_id()
+        store.put_image(sid, f"{k:02x}" * 16, _image(k, mb=2), {}, owner=owner)
+        store.set_current(sid, f"{k:02x}" * 16)
+    late = new_session_id()
+    with pytest.raises(InputError, match="store is full"):
+        store.put_image(late, "ee" * 16, _image(5), {}, owner="e")
+    assert all(store.has_image(sessions[o], f"{k:02x}" * 16) for k, o in enumerate("abcd"))
+    # an owner whose image nobody shows any more (idle past protect_s) makes room
+    idle = ArrayStore(tmp_path, size_limit=10 * MB, quota=2 * MB, protect_s=0)
+    assert idle.put_image(late, "ee" * 16, _image(5), {}, owner="e") == []
+    assert idle.has_image(late, "ee" * 16)
+    assert not idle.has_image(sessions["a"], "00" * 16)  # the oldest went
+    assert idle.has_image(sessions["d"], "03" * 16)
+
+
+def test_two_processes_share_the_quota(tmp_path):
+    store = ArrayStore(tmp_path, size_limit=40 * MB, quota=2 * MB)
+    sid = new_session_id()
+    proc = mp.get_context("spawn").Process(target=_put_as_alice, args=(str(tmp_path), sid))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    store.put_image(sid, "cc" * 16, _image(3), {}, owner="alice")
+    assert store.usage("alice") == 2 * MB
+    assert not store.has_image(sid, "aa" * 16) and store.has_image(sid, "bb" * 16)
+
+
+def _put_as_alice(directory, sid):
+    store = ArrayStore(directory, size_limit=40 * MB, quota=2 * MB)
+    store.put_image(sid, "aa" * 16, _image(1), {}, owner="alice")
+    store.put_image(sid, "bb" * 16, _image(2), {}, owner="alice")
+
+
+def test_the_latest_recipe_is_kept_per_session(tmp_path):
+    # issue 11 item 7: image ids are content hashes, so a recipe kept per image was shared
+    store = ArrayStore(tmp_path)
+    mine, theirs = new_session_id(), new_session_id()
+    store.put_recipe(mine, "ab" * 16, {"v": "mine"})
+    store.put_recipe(theirs, "ab" * 16, {"v": "theirs"})
+    assert store.latest_recipe(mine, "ab" * 16) == {"v": "mine"}
+    assert store.latest_recipe(theirs, "ab" * 16) == {"v": "theirs"}
+    assert store.latest_recipe(new_session_id(), "ab" * 16) is None
+
+
+def test_a_session_id_bound_to_a_user_is_refused_for_another(tmp_path):
+    from pipeline.store import session_belongs_to
+
+    sid = new_session_id("alice", "s3cret")
+    check_session_id(sid)  # the same shape as a local session id
+    assert session_belongs_to(sid, "alice", "s3cret")
+    assert not session_belongs_to(sid, "bob", "s3cret")
+    assert not session_belongs_to(sid, "alice", "another secret")
+    assert not session_belongs_to(new_session_id(), "alice", "s3cret")
+    assert not session_belongs_to(sid[:16] + "0" * 16, "alice", "s3cret")
+    assert not session_belongs_to(None, "alice", "s3cret")
+    with pytest.raises(InputError, match="secret"):
+        new_session_id("alice", None)

@@ -1,0 +1,204 @@
+"""Admission control: a bounded number of heavy computations at a time, per owner and in all.
+
+One user (or session) must never take every request thread of the server with long
+computations: each heavy computation takes a slot of its owner (``per_owner`` of them) and a
+slot of the server (``total``). A slot is a file of a folder shared by every worker process,
+held with ``flock(2)``: the kernel releases it when its holder closes it or dies, so a killed
+worker never leaves a slot taken, and nothing has to expire.
+
+A request that finds no free slot waits at most ``wait_s`` (a page starts several panels at
+once: they take turns), with at most ``per_owner`` requests of one owner waiting; then it is
+refused with :class:`Busy`, a message for the user. A computation whose result is cached
+already needs no slot (see the ``cached`` argument of :meth:`Admission.slot`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["Admission", "Busy"]
+
+
+class Busy(InputError):
+    """No slot for a heavy computation: the message says whose jobs fill them."""
+
+
+def _lock(path: Path):
+    """An open descriptor holding an exclusive flock on `path`, or None if it is taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # the file may have been pruned (unlinked) between our open and our lock
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _first_free(paths):
+    for path in paths:
+        fd = _lock(path)
+        if fd is not None:
+            return fd
+    return None
+
+
+class Admission:
+    """Slots for heavy computations, shared by every process that uses `directory`.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Folder of the slot files (created if missing), e.g. in the state folder.
+    per_owner : int
+        Computations one owner (a user; a session in local mode) may run at a time.
+    total : int
+        Computations the whole server may run at a time.
+    wait_s : float
+        Longest wait for a slot before :class:`Busy` is raised (0: refused at once).
+    poll_s : float
+        Interval between two attempts while waiting.
+    """
+
+    def __init__(self, directory, per_owner: int = 2, total: int = 3, wait_s: float = 0.0,
+                 poll_s: float = 0.05):
+        for name, value in (("per_owner", per_owner), ("total", total)):
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not 0 <= wait_s <= 600:
+            raise InputError(f"wait_s must be between 0 and 600 seconds, got {wait_s!r}")
+        self.directory = Path(directory)
+        (self.directory / "owners").mkdir(parents=True, exist_ok=True)
+        self.per_owner = per_owner
+        self.total = total
+        self.wait_s = float(wait_s)
+        self.poll_s = float(poll_s)
+        self._held = threading.local()  # owners whose slot this thread holds (re-entrant)
+
+    def _owner_paths(self, owner, kind="run"):
+        digest = hashlib.sha256(str(owner).encode()).hexdigest()[:24]
+        return [self.directory / "owners" / f"{digest}-{kind}-{i}" for i in range(self.per_owner)]
+
+    def _server_paths(self):
+        return [self.directory / f"server-{i}" for i in range(self.total)]
+
+    def _try(self, owner):
+        """(owner fd, server fd), or the reason there is none: 'owner' or 'server'."""
+        mine = _first_free(self._owner_paths(owner))
+        if mine is None:
+            return "owner"
+        server = _first_free(self._server_paths())
+        if server is None:
+            os.close(mine)
+            return "server"
+        return mine, server
+
+    def _refusal(self, reason) -> Busy:
+        if reason == "owner":
+            return Busy(f"you already have {self.per_owner} computations running: wait for "
+                        "them to finish (or cancel one), then try again")
+        return Busy(f"the server is busy ({self.total} computations running for all users): "
+                    "try again in a moment")
+
+    def running(self, owner=None) -> int:
+        """How many slots are taken (of `owner`, or of the whole server)."""
+        paths = self._server_paths() if owner is None else self._owner_paths(owner)
+        taken = 0
+        for path in paths:
+            fd = _lock(path)
+            if fd is None:
+                taken += 1
+            else:
+                os.close(fd)
+        return taken
+
+    @contextmanager
+    def slot(self, owner: str, cached=None):
+        """Hold a slot of `owner` and of the server while the block runs.
+
+        Parameters
+        ----------
+        owner : str
+            Whose computation it is (a user name; a session id in local mode).
+        cached : callable, optional
+            Returns True if the result is cached already: asked only when no slot is free,
+            and then the block runs without one (a cache hit costs nothing).
+
+        Raises
+        ------
+        Busy
+            If no slot frees up within `wait_s`, or `per_owner` requests of this owner are
+            waiting already.
+        """
+        if not owner:
+            raise InputError("owner must be given")
+        held = self._held.__dict__.setdefault("owners", set())
+        if owner in held:  # a computation of this thread's slot asking for more: no new slot
+            yield
+            return
+        got = self._try(owner)
+        if isinstance(got, str) and cached is not None and cached():
+            yield
+            return
+        if isinstance(got, str):
+            got = self._wait(owner, got)
+        held.add(owner)
+        try:
+            yield
+        finally:
+            held.discard(owner)
+            for fd in got:
+                os.close(fd)
+
+    def _wait(self, owner, reason):
+        if self.wait_s <= 0:
+            raise self._refusal(reason)
+        waiting = _first_free(self._owner_paths(owner, "wait"))
+        if waiting is None:  # this owner has as many requests waiting as running
+            raise self._refusal(reason)
+        try:
+            deadline = time.monotonic() + self.wait_s
+            while time.monotonic() < deadline:
+                time.sleep(self.poll_s)
+                got = self._try(owner)
+                if not isinstance(got, str):
+                    return got
+                reason = got
+            raise self._refusal(reason)
+        finally:
+            os.close(waiting)
+
+    def prune(self, older_than_s: float = 86400.0) -> int:
+        """Remove the slot files of owners idle for `older_than_s` seconds; return how many.
+
+        A file is removed only while locked, and a holder checks that the file it locked is
+        still the one of its path, so pruning never lets two holders share a slot."""
+        now = time.time()
+        removed = 0
+        for path in (self.directory / "owners").iterdir():
+            try:
+                if now - path.stat().st_mtime < older_than_s:
+                    continue
+            except FileNotFoundError:
+                continue
+            fd = _lock(path)
+            if fd is None:
+                continue
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        return removed

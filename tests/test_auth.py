@@ -1,0 +1,245 @@
+"""Sign-in (callbacks/auth.py): every route needs it when a users file is configured,
+sessions belong to their user, and local mode (no users file) is unchanged."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+from werkzeug.security import check_password_hash
+
+from app import create_app
+from callbacks import auth
+from pipeline.config import Config
+from pipeline.errors import InputError
+from pipeline.store import session_belongs_to
+from tests.support.dashclient import DashCallbackError, DashClient
+
+PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
+DATA_FILE = "confidential_scan_42.tif"
+
+
+def _config(tmp, **more):
+    users = tmp / "users"
+    if not users.exists():
+        for name, password in PASSWORDS.items():
+            auth.add_user(users, name, password)
+    data = tmp / "data"
+    data.mkdir(exist_ok=True)
+    (data / DATA_FILE).write_bytes(b"not really a tiff")
+    return Config(state_dir=tmp / "state", data_dir=data, users_file=users, **more)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The app with a users file, on a real loopback server (cookies over HTTP)."""
+    tmp = tmp_path_factory.mktemp("auth")
+    app = create_app(_config(tmp))
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, f"http://127.0.0.1:{server.server_port}/", tmp
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def _signed_in(url, name, password=None):
+    session = requests.Session()
+    res = session.post(url + "login", data={"user": name, "password": password or PASSWORDS[name],
+                                            "next": "/"}, allow_redirects=False, timeout=30)
+    assert res.status_code == 303, res.text[:300]
+    return session
+
+
+def _load_body(client, sid):
+    """The loader's callback body (load the coins sample) naming session `sid`."""
+    _, body = client.build_request("image-store.data", inputs={"sample-dropdown.value": "coins"},
+                                   state={"session-store.data": sid}, triggered=[])
+    return body
+
+
+def test_nothing_is_served_without_signing_in(served):
+    app, url, tmp = served
+    anonymous = requests.Session()
+    page = anonymous.get(url, headers={"Accept": "text/html"}, allow_redirects=False, timeout=30)
+    assert page.status_code == 302 and page.headers["Location"].startswith("/login?next=/")
+    layout = anonymous.get(url + "_dash-layout", timeout=30)
+    assert layout.status_code == 401
+    assert DATA_FILE not in layout.text  # issue 11 item 12: the data folder's names
+    for path in ("_dash-dependencies", "assets/fastmove.js", "_dash-component-suites/dash/"
+                 "deps/react@18.3.1.min.js", "some/dash/page"):
+        assert anonymous.get(url + path, timeout=30).status_code == 401, path
+    # a callback (loading, a download...) and the fast path
+    alice = DashClient(url, session=_signed_in(url, "alice"))
+    body = _load_body(alice, alice.find_component("session-store")["data"])
+    res = anonymous.post(url + "_dash-update-component", json=body, timeout=30)
+    assert res.status_code == 401
+    _, download = alice.build_request("download-labels.data",
+                                      inputs={"download-labels-button.n_clicks": 1})
+    assert anonymous.post(url + "_dash-update-component", json=download,
+                          timeout=30).status_code == 401
+    res = anonymous.post(url + "_pipex/move", json={"session": "0" * 32}, timeout=30)
+    assert res.status_code == 401
+    # what stays open: the sign-in page, its stylesheet, the health check
+    login = anonymous.get(url + "login", timeout=30)
+    assert login.status_code == 200 and 'action="/login"' in login.text
+    assert '<link rel="stylesheet" href="/assets/style.css">' in login.text
+    assert anonymous.get(url + "assets/style.css", timeout=30).status_code == 200
+    assert anonymous.get(url + "health", timeout=30).json() == {"status": "ok"}
+
+
+def test_a_wrong_password_or_unknown_user_does_not_sign_in(served):
+    _, url, _ = served
+    for name, password in (("alice", "bob-password"), ("mallory", "alice-password"),
+                           ("alice", "")):
+        session = requests.Session()
+        res = session.post(url + "login", data={"user": name, "password": password},
+                           allow_redirects=False, timeout=30)
+        assert res.status_code == 401 and "Wrong user name or password" in res.text
+        assert session.get(url + "_dash-layout", timeout=30).status_code == 401
+
+
+def test_signed_in_the_page_works_and_lists_the_data_folder(served):
+    app, url, _ = served
+    session = _signed_in(url, "alice")
+    layout = session.get(url + "_dash-layout", timeout=30)
+    assert layout.status_code == 200 and DATA_FILE in layout.text
+    assert "Signed in as alice" in layout.text
+    client = DashClient(url, session=session)
+    sid = client.find_component("session-store")["data"]
+    secret = app.server.extensions["pipex_auth"].session_secret
+    assert session_belongs_to(sid, "alice", secret) and not session_belongs_to(sid, "bob", secret)
+    out = client.call("image-store.data", inputs={"sample-dropdown.value": "coins"},
+                      state={"session-store.data": sid}, triggered=[])
+    assert out["image-store"]["data"]["name"] == "coins"
+    # its images count against alice's quota, whichever session she uses
+    assert app._pipex_services.store.owner(sid) == "user:alice"
+    assert app._pipex_services.store.usage("user:alice") > 0
+    # the page's own routes: a redirect after sign-in lands on the page
+    assert session.get(url, timeout=30).status_code == 200
+
+
+def test_a_session_of_one_user_is_refused_to_another(served):
+    app, url, _ = served
+    alice = DashClient(url, session=_signed_in(url, "alice"))
+    sid = alice.find_component("session-store")["data"]
+    meta = alice.call("image-store.data", inputs={"sample-dropdown.value": "coins"},
+                      state={"session-store.data": sid}, triggered=[])["image-store"]["data"]
+    bob = DashClient(url, session=_signed_in(url, "bob"))
+    with pytest.raises(DashCallbackError) as refused:
+        bob.call("image-store.data", inputs={"sample-dropdown.value": "coins"},
+                 state={"session-store.data": sid}, triggered=[])
+    assert refused.value.status_code == 403
+    res = bob.session.post(url + "_pipex/move", timeout=30, json={
+        "session": sid, "image": meta["id"], "history": {"image_id": meta["id"]}})
+    assert res.status_code == 403 and "another sign-in" in res.json()["error"]
+    # a made-up session id is refused too (any 32-hex value was accepted before)
+    with pytest.raises(DashCallbackError) as forged:
+        bob.call("image-store.data", inputs={"sample-dropdown.value": "coins"},
+                 state={"session-store.data": "0123456789abcdef" * 2}, triggered=[])
+    assert forged.value.status_code == 403
+    # alice's own request with it passes the check (it reaches the route: 400 = bad body)
+    res = alice.session.post(url + "_pipex/move", timeout=30, json={"session": sid})
+    assert res.status_code == 400
+
+
+def test_sign_out_and_a_changed_password_end_the_sign_in(served):
+    _, url, tmp = served
+    session = _signed_in(url, "alice")
+    assert session.post(url + "logout", allow_redirects=False, timeout=30).status_code == 303
+    assert session.get(url + "_dash-layout", timeout=30).status_code == 401
+    session = _signed_in(url, "bob")
+    auth.add_user(tmp / "users", "bob", "a-new-password")
+    try:
+        assert session.get(url + "_dash-layout", timeout=30).status_code == 401
+        _signed_in(url, "bob", "a-new-password")
+    finally:
+        auth.add_user(tmp / "users", "bob", PASSWORDS["bob"])
+
+
+def test_the_redirect_after_sign_in_stays_on_this_server(served):
+    _, url, _ = served
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil"):
+        res = requests.post(url + "login", data={"user": "alice", "password": PASSWORDS["alice"],
+                                                 "next": target},
+                            allow_redirects=False, timeout=30)
+        assert res.status_code == 303 and res.headers["Location"] == "/"
+
+
+def test_two_workers_share_the_secret_key(tmp_path):
+    # gunicorn workers are separate processes: a cookie signed by one is accepted by another
+    cfg = _config(tmp_path)
+    one, two = create_app(cfg).server, create_app(cfg).server
+    assert one.secret_key == two.secret_key and len(one.secret_key) == 64
+    assert (tmp_path / "state" / "secret_key").stat().st_mode & 0o777 == 0o600
+    c1, c2 = one.test_client(), two.test_client()
+    c1.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]})
+    cookie = c1.get_cookie("pipex_session")
+    c2.set_cookie("pipex_session", cookie.value)
+    assert c2.get("/_dash-layout").status_code == 200
+    # PIPEX_SECRET_KEY wins over the generated one
+    three = create_app(_config(tmp_path, secret_key="from the environment")).server
+    assert three.secret_key == "from the environment"
+
+
+def test_a_trusted_proxy_names_the_user(tmp_path):
+    cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path, trust_remote_user=True,
+                 trusted_proxies=("127.0.0.1",))
+    client = create_app(cfg).server.test_client()
+    assert client.get("/_dash-layout").status_code == 401
+    assert client.get("/_dash-layout", headers={"X-Forwarded-User": "carol"}).status_code == 200
+    # from an address that is not the proxy, the header is ignored
+    res = client.get("/_dash-layout", headers={"X-Forwarded-User": "carol"},
+                     environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert res.status_code == 401
+
+
+def test_local_mode_needs_no_sign_in_and_warns_off_loopback(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="callbacks.auth"):
+        client = create_app(Config(state_dir=tmp_path / "s1", data_dir=tmp_path)).server
+        assert client.test_client().get("/_dash-layout").status_code == 200
+    assert "without sign-in" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="callbacks.auth"):
+        create_app(Config(state_dir=tmp_path / "s2", data_dir=tmp_path, bind="0.0.0.0:8050"))
+    assert "serving 0.0.0.0:8050 without sign-in" in caplog.text
+
+
+def test_adduser_writes_a_password_hash(tmp_path, monkeypatch, capsys):
+    users = tmp_path / "users"
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert auth.main(["adduser", "carol", "--users-file", str(users), "--password-stdin"]) == 0
+    line = users.read_text().strip()
+    name, _, hashed = line.partition(":")
+    assert name == "carol" and "correct horse" not in line
+    assert check_password_hash(hashed, "correct horse")
+    assert users.stat().st_mode & 0o777 == 0o600
+    # again: the password is replaced, not added
+    monkeypatch.setattr("sys.stdin", io.StringIO("battery staple\n"))
+    assert auth.main(["adduser", "carol", "--users-file", str(users), "--password-stdin"]) == 0
+    assert list(auth.read_users(users)) == ["carol"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert auth.main(["adduser", "dave", "--users-file", str(users), "--password-stdin"]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    with pytest.raises(InputError, match="user name"):
+        auth.add_user(users, "../x", "long enough password")
+
+
+def test_a_malformed_users_file_names_the_line(tmp_path):
+    users = tmp_path / "users"
+    users.write_text("# the lab\nalice:scrypt:32768:8:1$abc$def\nno hash here\n")
+    with pytest.raises(InputError, match="line 3"):
+        auth.read_users(users)
+
+
+def test_json_body_helpers_find_the_session_ids():
+    body = {"inputs": [{"id": "session-store", "property": "data", "value": "a" * 32}],
+            "state": [[{"id": "x", "property": "y"}],
+                      {"id": "session-store", "property": "data", "value": "b" * 32}]}
+    assert auth._session_ids(json.loads(json.dumps(body))) == ["a" * 32, "b" * 32]
