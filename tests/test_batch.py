@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io as _io
 import json
 import os
+import re
+import socket
+import subprocess
+import sys
+import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import tifffile
 from dash.exceptions import PreventUpdate
 from PIL import Image
@@ -336,3 +344,120 @@ def test_the_dask_compose_example_is_valid_and_points_the_app_at_its_scheduler()
     assert len(workers) == 2 and all(w["command"][2] == address for w in workers)
     assert all(s["image"] == app["image"] for s in services.values())  # the package inside
     assert "pipex-state" in compose["volumes"]
+
+
+# --------------------------------------------------------------------------------------------
+# A background job under gunicorn with two workers
+
+RUN_OUTPUT = ("..batch-table.children...batch-summary.children...batch-download.children"
+              "...batch-message.children..")
+
+
+@contextlib.contextmanager
+def _gunicorn(tmp_path, **env):
+    """The Dockerfile's CMD with 2 workers on the first free port of 127.0.0.1:8071-8079."""
+    from tests.support import REPO_ROOT, GunicornProcess, dockerfile_cmd, wait_for_http
+
+    for port in range(8071, 8080):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        break
+    else:
+        pytest.fail("no free port in 8071-8079")
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PIPEX_")}
+    full.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), full.get("PATH", "")]),
+                PIPEX_BIND=f"127.0.0.1:{port}", PIPEX_WORKERS="2",
+                PIPEX_STATE_DIR=str(tmp_path / "state"), PIPEX_DATA_DIR=str(tmp_path / "data"),
+                PYTHONUNBUFFERED="1", **env)
+    argv = dockerfile_cmd()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=full, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+    server = GunicornProcess(proc, f"http://127.0.0.1:{port}", log_path, argv, full)
+    try:
+        wait_for_http(server.base_url + "/health", timeout=120, proc=server)
+        yield server
+    finally:
+        server.stop()
+
+
+def _fresh_session():
+    session = requests.Session()
+    session.headers["Connection"] = "close"  # gunicorn hands each request to any worker
+    return session
+
+
+@pytest.mark.server
+def test_a_batch_job_is_shared_by_two_gunicorn_workers(tmp_path):
+    from tests.support.dashclient import DashClient
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(6):
+        (data / f"coins{i}.png").write_bytes(_png(COINS[:200, :250]))
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with _gunicorn(tmp_path, PIPEX_JOBS="1") as server:
+        url = server.base_url
+        page = _fresh_session().get(url + "/", timeout=60).text
+        config = json.loads(re.search(r'<script id="_dash-config"[^>]*>(.*?)</script>', page,
+                                      re.S).group(1))
+        end = {"endId": config["end_id"]}  # the page's handle, signed by the shared secret
+        client = DashClient(url, session=_fresh_session())
+        sid = client.find_component("session-store")["data"]
+        state = {"session-store.data": sid}
+        meta = DashClient(url, session=_fresh_session()).call(
+            "image-store.data", inputs={"sample-dropdown.value": "coins"}, state=state,
+            triggered=[])["image-store"]["data"]
+        history = DashClient(url, session=_fresh_session()).call(
+            "history-store.data", inputs={"image-store.data": meta},
+            state={"history-store.data": None, **state},
+            triggered=["image-store.data"])["history-store"]["data"]
+
+        _, body = client.build_request(
+            RUN_OUTPUT, inputs={"batch-run.n_clicks": 1},
+            state={**state, "history-store.data": history, "batch-source.value": "data:"})
+
+        def poll_pids():
+            return set(re.findall(r'"POST /_dash-update-component\?[^"]*cacheKey=[^"]*" 200 '
+                                  r'.* pid=<?(\d+)', server.log(tail=100_000)))
+
+        # Batches until both workers have answered a job's polls (gunicorn gives each new
+        # connection to either worker; a short batch may see one only): each worker finds
+        # the job, its progress and its result in the shared manager.
+        for attempt in range(12):
+            started = _fresh_session().post(url + "/_dash-update-component", params=end,
+                                            json=body, timeout=60)
+            assert started.status_code == 200, server.describe()
+            handles = started.json()
+            assert handles.get("cacheKey") and handles.get("job"), handles
+            polls = {**end, "cacheKey": handles["cacheKey"], "job": handles["job"]}
+            progress, result = [], None
+            for _ in range(2000):
+                answer = _fresh_session().post(url + "/_dash-update-component", params=polls,
+                                               json=body, timeout=60)
+                assert answer.status_code in (200, 204), (answer.status_code,
+                                                          answer.text[:500])
+                reply = answer.json() if answer.status_code == 200 else {}
+                if reply.get("progress"):
+                    progress.append(json.dumps(reply["progress"]))
+                if "response" in reply:
+                    result = reply["response"]
+                    break
+                time.sleep(0.1)
+            assert result is not None, server.describe()
+            table = json.dumps(result["batch-table"]["children"])
+            assert table.count("batch-row") == 7 and table.count("batch-failed") == 1
+            assert "6 done, 1 failed" in result["batch-summary"]["children"]
+            assert any("of 7 files done" in text for text in progress), progress
+            href = result["batch-download"]["children"]["props"]["href"]
+            archive = _fresh_session().get(url + href, timeout=60)
+            assert archive.status_code == 200
+            assert len(zipfile.ZipFile(_io.BytesIO(archive.content)).namelist()) == 6 * 2 + 3
+            if len(poll_pids()) == 2:
+                break
+        assert len(poll_pids()) == 2, server.describe()
