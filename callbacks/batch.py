@@ -392,6 +392,39 @@ def _forget_old_jobs(config, session_id, keep=()) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+#: A job or upload folder (of any session) untouched this long is removed when a batch starts.
+KEEP_SECONDS = 7 * 24 * 3600
+
+
+def sweep_old(config, keep_seconds: float = KEEP_SECONDS, now: float | None = None) -> int:
+    """Remove job and upload folders of any session untouched for `keep_seconds`.
+
+    A running job rewrites its status after every file, so only abandoned folders go (a
+    session whose page was closed). Returns the number of folders removed.
+    """
+    root = Path(config.state_dir) / BATCH_FOLDER
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        sessions = [p for p in root.iterdir() if p.is_dir()]
+    except OSError:
+        return 0
+    for session in sessions:
+        try:
+            entries = list(session.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                old = entry.is_dir() and now - entry.stat().st_mtime > keep_seconds
+            except OSError:
+                continue
+            if old and (entry.name == UPLOADS_FOLDER or _JOB_RE.fullmatch(entry.name)):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+    return removed
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -434,6 +467,7 @@ def run_batch(services, session_id, history, source, *, set_progress=None, backe
     job_id = job_id or uuid.uuid4().hex
     folder = job_dir(config, session_id, job_id)
     _forget_old_jobs(config, session_id)
+    sweep_old(config)
     folder.mkdir(parents=True, exist_ok=True)
     _cli._write_atomic(session_dir(config, session_id) / "latest", job_id)
 

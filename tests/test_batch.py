@@ -209,6 +209,33 @@ def test_a_new_run_removes_the_sessions_earlier_jobs(services, session, data):
     assert (batch.job_dir(services.config, sid, second["job"]) / batch.ZIP_NAME).is_file()
 
 
+def test_abandoned_jobs_and_uploads_of_any_session_are_swept(services, session, data):
+    sid, pointer = session
+    other = new_session_id()
+    batch.stage_uploads(services.config, other, [_data_url(_png(GOOD_A))], ["x.png"])
+    stale_job = batch.job_dir(services.config, other, "a" * 32)
+    stale_job.mkdir(parents=True)
+    week_ago = time.time() - batch.KEEP_SECONDS - 60
+    for folder in (stale_job, batch.upload_dir(services.config, other)):
+        os.utime(folder, (week_ago, week_ago))
+    fresh = batch.job_dir(services.config, other, "b" * 32)
+    fresh.mkdir()
+    result = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
+    assert not stale_job.exists() and batch.staged_uploads(services.config, other) == []
+    assert fresh.is_dir()
+    assert (batch.job_dir(services.config, sid, result["job"]) / batch.ZIP_NAME).is_file()
+
+
+def test_the_job_runner_needs_are_declared():
+    import tomllib
+
+    from tests.support import REPO_ROOT
+
+    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.replace(" ", "").startswith("dash[diskcache]") for d in deps), deps
+    assert not any(d.startswith("celery") for d in deps)  # optional: PIPEX_CELERY_BROKER
+
+
 def test_uploads_are_staged_and_run(services, session):
     sid, pointer = session
     too_big = np.random.default_rng(1).integers(0, 255, (1100, 1100), dtype=np.uint8)
