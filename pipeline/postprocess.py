@@ -5,7 +5,8 @@ The recipe's ``postprocess`` is an ordered list of operations from :data:`POSTPR
 * mask operations (:data:`MASK_OPS`, bool -> bool): ``closing``, ``opening``, ``fill_holes``;
 * exactly one ``label`` (bool -> int32 labels, 0 = background);
 * label operations (:data:`LABEL_OPS`, labels -> labels): ``remove_small_objects``,
-  ``clear_border``, ``relabel_sequential``.
+  ``split_touching`` (:func:`split_touching`: a distance-transform watershed that separates
+  touching objects), ``clear_border``, ``relabel_sequential``.
 
 :func:`run_postprocess` checks that order and runs the list. As for every step, ``apply`` and
 ``code(src, dst, **params)`` write the same expression, so that an exported script gives the
@@ -15,7 +16,8 @@ same labels bit for bit.
 then an erosion or the reverse): :mod:`pipeline.parallel` may run them over overlapping blocks,
 with a result identical to the whole call. ``fill_holes`` (a hole is decided by its connection
 to the border), ``label``, ``remove_small_objects`` (object sizes), ``clear_border`` and
-``relabel_sequential`` are not local and always run on the whole array.
+``relabel_sequential`` and ``split_touching`` are not local and always run on the whole
+array.
 
 The overlay helpers (:func:`label_overlay`, :func:`boundaries_overlay`,
 :func:`bounding_boxes`) turn a 2D label image (one slice of a volume) into RGBA layers and
@@ -29,7 +31,7 @@ import warnings
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import color, measure, morphology, segmentation
+from skimage import color, feature, measure, morphology, segmentation
 
 from .errors import InputError
 from .steps import Param, Step
@@ -39,6 +41,12 @@ __all__ = [
     "MASK_OPS",
     "LABEL_OPS",
     "run_postprocess",
+    "split_touching",
+    "split_cost",
+    "bind_split_connectivity",
+    "check_split_connectivity",
+    "MAX_SPLIT_OBJECTS",
+    "MAX_SPLIT_CANDIDATES",
     "label_overlay",
     "boundaries_overlay",
     "bounding_boxes",
@@ -47,7 +55,14 @@ __all__ = [
 #: Operations on the boolean mask, before ``label``.
 MASK_OPS = ("closing", "opening", "fill_holes")
 #: Operations on the label image, after ``label``.
-LABEL_OPS = ("remove_small_objects", "clear_border", "relabel_sequential")
+LABEL_OPS = ("remove_small_objects", "split_touching", "clear_border", "relabel_sequential")
+
+#: Most objects :func:`split_touching` takes (peak_local_max looks for centres one object at a
+#: time, in a Python loop).
+MAX_SPLIT_OBJECTS = 100_000
+#: Most candidate centres (local maxima of the distance map) :func:`split_touching` takes:
+#: spacing them by ``min_distance`` builds a k-d tree of them.
+MAX_SPLIT_CANDIDATES = 1_000_000
 
 
 def _footprint_code(src, radius):
@@ -165,6 +180,169 @@ def _relabel_sequential_code(src, dst):
     return [f"{dst} = segmentation.relabel_sequential({src})[0]"]
 
 
+# --------------------------------------------------------------------------- split touching
+
+
+def _check_int(name, value, low, high):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"split_touching: {name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise InputError(f"split_touching: {name} must be between {low} and {high}, "
+                         f"got {value}")
+    return int(value)
+
+
+def _check_split_args(labels, min_distance, sigma, connectivity):
+    if not isinstance(labels, np.ndarray):
+        raise InputError(f"split_touching: labels must be a numpy array, "
+                         f"got {type(labels).__name__}")
+    if labels.ndim not in (2, 3) or labels.size == 0:
+        raise InputError(f"split_touching: labels must be a 2D image or a 3D volume, "
+                         f"got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"split_touching: labels must be integers (0 = background), "
+                         f"got {labels.dtype}")
+    if labels.min() < 0:
+        raise InputError("split_touching: labels must not be negative")
+    min_distance = _check_int("min_distance", min_distance, 1, 100)
+    connectivity = _check_int("connectivity", connectivity, 1, 3)
+    if connectivity > labels.ndim:
+        raise InputError(f"split_touching: connectivity must be at most {labels.ndim} for a "
+                         f"{labels.ndim}D image, got {connectivity}")
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.number)) \
+            or not np.isfinite(sigma) or not 0 <= sigma <= 20:
+        raise InputError(f"split_touching: sigma must be a number between 0 and 20, "
+                         f"got {sigma!r}")
+    return min_distance, float(sigma), connectivity
+
+
+def _distance_map(labels, sigma):
+    distance = ndi.distance_transform_edt(labels > 0)
+    if sigma > 0:
+        distance = ndi.gaussian_filter(distance, sigma=sigma)
+    return distance
+
+
+def split_cost(labels, min_distance, sigma=0.0):
+    """What :func:`split_touching` would work on: objects and candidate centres.
+
+    Parameters
+    ----------
+    labels : ndarray of int, 2D or 3D
+        Label image (0 = background).
+    min_distance : int
+        As in :func:`split_touching`.
+    sigma : float, optional
+        As in :func:`split_touching`.
+
+    Returns
+    -------
+    objects : int
+        Number of objects (distinct non-zero labels).
+    candidates : int
+        Pixels of objects that are the maximum of the distance map within
+        ``2 * min_distance + 1`` pixels (the local maxima ``peak_local_max`` then spaces
+        out): an upper estimate of its work.
+    """
+    min_distance, sigma, _ = _check_split_args(labels, min_distance, sigma, 1)
+    return _split_cost(labels, _distance_map(labels, sigma), min_distance)
+
+
+def _split_cost(labels, distance, min_distance):
+    objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:])) if labels.any() else 0
+    peaks = ndi.maximum_filter(distance, size=2 * min_distance + 1, mode="nearest")
+    candidates = int(np.count_nonzero((distance == peaks) & (labels > 0)))
+    return objects, candidates
+
+
+def split_touching(labels, min_distance=5, sigma=0.0, connectivity=1) -> np.ndarray:
+    """Separate touching objects with a distance-transform watershed.
+
+    Each object's distance to the background (:func:`scipy.ndimage.distance_transform_edt`,
+    optionally smoothed by :func:`scipy.ndimage.gaussian_filter`) has a maximum near the
+    centre of each round part; :func:`skimage.feature.peak_local_max` finds those centres
+    (at least `min_distance` pixels apart, searched object by object, so every object keeps
+    at least one) and :func:`skimage.segmentation.watershed` floods ``-distance`` from them
+    inside the objects: two disks that overlap become two objects, cut along their neck.
+
+    Parameters
+    ----------
+    labels : ndarray of int, 2D or 3D
+        Label image (0 = background), e.g. the output of the ``label`` step.
+    min_distance : int, optional
+        Smallest distance between two centres, in pixels (1 to 100): larger values split
+        less.
+    sigma : float, optional
+        Standard deviation of a Gaussian smoothing of the distance map, in pixels (0 to 20;
+        0 = none): smoothing merges the centres of bumpy objects.
+    connectivity : int, optional
+        Neighbours through which a centre floods its object (1 = faces, up to the number of
+        dimensions); use the ``label`` step's connectivity, so that a flood stays within its
+        object and reaches all of it.
+
+    Returns
+    -------
+    ndarray of int32
+        New labels 1..N, one per centre (0 = background); every object pixel keeps a label.
+
+    Raises
+    ------
+    InputError
+        Naming the argument, for labels that are not a 2D or 3D non-negative integer array or
+        a parameter out of range; and, before the work starts, for more than
+        :data:`MAX_SPLIT_OBJECTS` objects or :data:`MAX_SPLIT_CANDIDATES` candidate centres
+        (see :func:`split_cost`).
+    """
+    min_distance, sigma, connectivity = _check_split_args(labels, min_distance, sigma,
+                                                          connectivity)
+    if not labels.any():
+        return labels.astype(np.int32)
+    distance = _distance_map(labels, sigma)
+    objects, candidates = _split_cost(labels, distance, min_distance)
+    if objects > MAX_SPLIT_OBJECTS:
+        raise InputError(
+            f"Split touching objects: {objects:,} objects, more than {MAX_SPLIT_OBJECTS:,} "
+            "this step takes: remove small objects first, or smooth the image.")
+    if candidates > MAX_SPLIT_CANDIDATES:
+        raise InputError(
+            f"Split touching objects: {candidates:,} candidate centres, more than "
+            f"{MAX_SPLIT_CANDIDATES:,}: raise min distance ({min_distance}) or smooth the "
+            "distance map (sigma).")
+    centres = feature.peak_local_max(distance, min_distance=min_distance, labels=labels,
+                                     exclude_border=False)
+    split_markers = np.zeros(labels.shape, dtype=np.int32)
+    split_markers[tuple(centres.T)] = np.arange(1, len(centres) + 1, dtype=np.int32)
+    return segmentation.watershed(-distance, split_markers, mask=labels > 0,
+                                  connectivity=connectivity).astype(np.int32)
+
+
+def _split_touching(labels, *, min_distance, sigma, connectivity):
+    try:
+        return split_touching(labels, min_distance, sigma, connectivity)
+    except InputError as exc:
+        text = str(exc)
+        if text.startswith("split_touching: "):
+            text = "Split touching objects: " + text[len("split_touching: "):]
+        raise InputError(text) from None
+
+
+def _split_touching_code(src, dst, *, min_distance, sigma, connectivity):
+    lines = [f"distance = ndi.distance_transform_edt({src} > 0)"]
+    if sigma > 0:
+        lines.append(f"distance = ndi.gaussian_filter(distance, sigma={float(sigma)!r})")
+    lines += [
+        f"centres = feature.peak_local_max(distance, min_distance={int(min_distance)}, "
+        f"labels={src}, exclude_border=False)",
+        f"split_markers = np.zeros({src}.shape, dtype=np.int32)",
+        "split_markers[tuple(centres.T)] = np.arange(1, len(centres) + 1, dtype=np.int32)",
+        f"{dst} = segmentation.watershed(-distance, split_markers, mask={src} > 0, "
+        f"connectivity={int(connectivity)}).astype(np.int32)",
+    ]
+    # as split_touching: labels without any object stay as they are
+    return [f"if {src}.any():  # split touching objects"] + ["    " + line for line in lines] + [
+        "else:", f"    {dst} = {src}.astype(np.int32)"]
+
+
 # --------------------------------------------------------------------------- registry
 
 _MORPHOLOGY = "from skimage import morphology"
@@ -210,6 +388,22 @@ POSTPROCESS = types.MappingProxyType({
             imports=("import warnings", _MORPHOLOGY),
         ),
         Step(
+            key="split_touching", stage="postprocess", label="Split touching objects",
+            function="skimage.segmentation.watershed",
+            params=(
+                Param("min_distance", "int", 5, min=1, max=100,
+                      doc="Smallest distance between two object centres, in pixels "
+                          "(skimage.feature.peak_local_max)"),
+                Param("sigma", "float", 0.0, min=0, max=20,
+                      doc="Gaussian smoothing of the distance map, in pixels (0: none)"),
+                Param("connectivity", "int", 1, min=1, max=3,
+                      doc="Neighbours that flood an object: the label step's connectivity"),
+            ),
+            apply=_split_touching, code=_split_touching_code,
+            imports=("import numpy as np", "from scipy import ndimage as ndi",
+                     "from skimage import feature, segmentation"),
+        ),
+        Step(
             key="clear_border", stage="postprocess", label="Clear border",
             function="skimage.segmentation.clear_border",
             apply=_clear_border, code=_clear_border_code,
@@ -241,11 +435,66 @@ def _check_mask(mask):
     raise InputError(f"postprocess: mask must be boolean (True = object), got {mask.dtype}")
 
 
+def bind_split_connectivity(ops):
+    """`ops` with the label step's connectivity given to ``split_touching`` where it has none.
+
+    A split floods each object through the neighbours that define it: its connectivity is
+    the ``label`` step's. Entries that are not well-formed are left for the checks.
+
+    Parameters
+    ----------
+    ops : list
+        Post-processing operations as given (``{"name": ..., "params": {...}}``).
+
+    Returns
+    -------
+    list
+        A new list (the other entries as they were).
+    """
+    if not isinstance(ops, (list, tuple)):
+        return ops
+    connectivity = 1
+    for op in ops:
+        if isinstance(op, dict) and op.get("name") == "label" and isinstance(
+                op.get("params"), dict) and "connectivity" in op["params"]:
+            connectivity = op["params"]["connectivity"]
+    out = []
+    for op in ops:
+        if isinstance(op, dict) and op.get("name") == "split_touching":
+            params = op.get("params")
+            if params is None:
+                params = {}
+            if isinstance(params, dict) and "connectivity" not in params:
+                op = {**op, "params": {**params, "connectivity": connectivity}}
+        out.append(op)
+    return out
+
+
+def check_split_connectivity(names_params, where="postprocess"):
+    """Refuse a ``split_touching`` whose connectivity differs from the ``label`` step's.
+
+    Parameters
+    ----------
+    names_params : list of (str, dict)
+        Checked operations: name and complete parameters.
+    where : str
+        Prefix of the message.
+    """
+    label = [p["connectivity"] for name, p in names_params if name == "label"]
+    for name, params in names_params:
+        if name == "split_touching" and label and params["connectivity"] != label[0]:
+            raise InputError(
+                f"{where}: split_touching's connectivity ({params['connectivity']}) must be "
+                f"the label step's ({label[0]}): a split floods each object through the "
+                "neighbours that define it")
+
+
 def _check_ops(ops):
     """Return ``[(step, checked params), ...]`` or raise InputError."""
     if not isinstance(ops, (list, tuple)):
         raise InputError("postprocess: operations must be a list of "
                          "{'name': ..., 'params': {...}}")
+    ops = bind_split_connectivity(ops)
     steps = []
     for i, op in enumerate(ops, 1):
         if not isinstance(op, dict) or "name" not in op:
@@ -271,6 +520,7 @@ def _check_ops(ops):
     for name in names[:at]:
         if name in LABEL_OPS:
             raise InputError(f"postprocess: '{name}' works on labels: put it after 'label'")
+    check_split_connectivity([(step.key, params) for step, params in steps])
     return steps
 
 

@@ -191,6 +191,7 @@ def _postprocess_list(section) -> list:
     if not isinstance(section, (list, tuple)):
         raise InputError(f'recipe postprocess must be a list of {{"name": ..., "params": '
                          f"{{...}}}} operations, got {_kind(section)}")
+    section = _postprocess.bind_split_connectivity(section)
     ops = [_step(f"postprocess operation {i}", op, _postprocess.POSTPROCESS, "operation")
            for i, op in enumerate(section, 1)]
     names = [op["name"] for op in ops]
@@ -206,6 +207,8 @@ def _postprocess_list(section) -> list:
         if i - 1 < at and name in _postprocess.LABEL_OPS:
             raise InputError(f"recipe postprocess operation {i}: '{name}' works on labels: "
                              "put it after 'label'")
+    _postprocess.check_split_connectivity([(op["name"], op["params"]) for op in ops],
+                                          "recipe postprocess")
     return ops
 
 

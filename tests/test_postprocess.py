@@ -8,8 +8,9 @@ import pytest
 from skimage import data, filters, measure
 
 from pipeline.errors import InputError
-from pipeline.postprocess import (LABEL_OPS, MASK_OPS, POSTPROCESS, boundaries_overlay,
-                                  bounding_boxes, label_overlay, run_postprocess)
+from pipeline.postprocess import (LABEL_OPS, MASK_OPS, MAX_SPLIT_CANDIDATES, POSTPROCESS,
+                                  boundaries_overlay, bounding_boxes, label_overlay,
+                                  run_postprocess, split_cost, split_touching)
 
 RECIPE_OPS = [
     {"name": "closing", "params": {"radius": 1}},
@@ -44,6 +45,8 @@ CASES = [
     ("label", {"connectivity": 1}), ("label", {"connectivity": 2}),
     ("remove_small_objects", {"min_size": 64}), ("remove_small_objects", {"min_size": 0}),
     ("clear_border", {}), ("relabel_sequential", {}),
+    ("split_touching", {"min_distance": 3}),
+    ("split_touching", {"min_distance": 5, "sigma": 1.5}),
 ]
 
 
@@ -231,3 +234,132 @@ def test_boundaries_overlay_and_bounding_boxes():
 def test_parameters_must_be_a_mapping(coins_mask):
     with pytest.raises(InputError, match=r"Closing: parameters must be a mapping"):
         run_postprocess(coins_mask, [{"name": "closing", "params": [1]}, {"name": "label"}])
+
+
+# --------------------------------------------------------------------------- split touching
+
+
+def _two_disks(shape=(80, 120), centres=((40, 40), (40, 72)), radius=20):
+    """Two overlapping disks: one object for ``label``, two once split."""
+    yy, xx = np.indices(shape)
+    mask = np.zeros(shape, dtype=bool)
+    for cy, cx in centres:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
+    return mask
+
+
+def _two_balls(shape=(40, 40, 64), radius=12):
+    zz, yy, xx = np.indices(shape)
+    mask = np.zeros(shape, dtype=bool)
+    for cx in (20, 42):
+        mask |= (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - cx) ** 2 < radius ** 2
+    return mask
+
+
+def _count(labels):
+    return len(np.unique(labels[labels > 0]))
+
+
+def test_split_touching_separates_two_overlapping_disks():
+    mask = _two_disks()
+    label_only = run_postprocess(mask, [{"name": "label"}])
+    assert _count(label_only) == 1
+    split = run_postprocess(mask, [{"name": "label"},
+                                   {"name": "split_touching", "params": {"min_distance": 5}}])
+    assert split.dtype == np.int32
+    assert sorted(np.unique(split)) == [0, 1, 2]
+    # every object pixel keeps a label, nothing outside the objects gets one
+    np.testing.assert_array_equal(split > 0, mask)
+    # the cut is along the neck, between the two centres: each disk's centre has its own label
+    assert split[40, 40] != split[40, 72]
+    left, right = (np.count_nonzero(split == k) for k in (1, 2))
+    assert abs(left - right) <= 0.02 * mask.sum()
+
+
+def test_split_touching_separates_two_overlapping_balls_in_3d():
+    mask = _two_balls()
+    assert _count(run_postprocess(mask, [{"name": "label"}])) == 1
+    split = run_postprocess(mask, [{"name": "label"},
+                                   {"name": "split_touching", "params": {"min_distance": 5}}])
+    assert _count(split) == 2
+    np.testing.assert_array_equal(split > 0, mask)
+    assert split[20, 20, 20] != split[20, 20, 42]
+
+
+def test_split_touching_min_distance_decides():
+    mask = _two_disks()
+    labels = measure.label(mask).astype(np.int32)
+    # centres 32 pixels apart: a min distance above that keeps one object
+    assert _count(split_touching(labels, min_distance=5)) == 2
+    assert _count(split_touching(labels, min_distance=40)) == 1
+
+
+def test_split_touching_keeps_separate_objects_and_round_ones_whole():
+    mask = _two_disks()
+    yy, xx = np.indices(mask.shape)
+    mask |= (yy - 10) ** 2 + (xx - 110) ** 2 < 5 ** 2  # a small disk of its own, at the border
+    labels = measure.label(mask).astype(np.int32)
+    assert _count(labels) == 2
+    split = split_touching(labels, min_distance=5)
+    assert _count(split) == 3
+    np.testing.assert_array_equal(split > 0, mask)
+    # no label spans two objects of the input
+    for k in np.unique(split[split > 0]):
+        assert len(np.unique(labels[split == k])) == 1
+
+
+def test_split_touching_with_diagonal_connectivity_keeps_every_pixel():
+    # an object whose two halves touch only diagonally: connectivity 2 makes it one object
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[2:8, 2:8] = True
+    mask[8:14, 8:14] = True
+    ops = [{"name": "label", "params": {"connectivity": 2}},
+           {"name": "split_touching", "params": {"min_distance": 2}}]
+    split = run_postprocess(mask, ops)
+    np.testing.assert_array_equal(split > 0, mask)  # the split took the label's connectivity
+    with pytest.raises(InputError, match="must be the label step's"):
+        run_postprocess(mask, [ops[0], {"name": "split_touching",
+                                        "params": {"connectivity": 1}}])
+
+
+def test_split_touching_without_objects_and_sigma():
+    empty = np.zeros((10, 12), dtype=np.int32)
+    out = split_touching(empty)
+    assert out.dtype == np.int32 and not out.any()
+    labels = measure.label(_two_disks()).astype(np.int32)
+    assert _count(split_touching(labels, min_distance=5, sigma=2.0)) == 2
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(labels=[[0, 1]]), "labels must be a numpy array"),
+    (dict(labels=np.zeros(5, np.int32)), "labels must be a 2D image or a 3D volume"),
+    (dict(labels=np.zeros((4, 4))), "labels must be integers"),
+    (dict(labels=-np.ones((4, 4), np.int32)), "labels must not be negative"),
+    (dict(min_distance=0), "min_distance must be between 1 and 100"),
+    (dict(min_distance=2.5), "min_distance must be a whole number"),
+    (dict(sigma=-1), "sigma must be a number between 0 and 20"),
+    (dict(sigma=float("nan")), "sigma must be a number"),
+    (dict(connectivity=3), "connectivity must be at most 2"),
+])
+def test_split_touching_checks_its_arguments(kwargs, pattern):
+    args = {"labels": np.ones((4, 4), np.int32), **kwargs}
+    with pytest.raises(InputError, match=pattern):
+        split_touching(**args)
+
+
+def test_split_touching_is_bounded(monkeypatch):
+    labels = measure.label(_two_disks()).astype(np.int32)
+    objects, candidates = split_cost(labels, min_distance=5)
+    assert objects == 1 and 1 <= candidates < 50
+    # noise-like labels: many candidate centres
+    rng = np.random.default_rng(0)
+    speckle = measure.label(rng.random((64, 64)) > 0.5).astype(np.int32)
+    many = split_cost(speckle, min_distance=1)[1]
+    assert many > 100
+    monkeypatch.setattr("pipeline.postprocess.MAX_SPLIT_CANDIDATES", 100)
+    with pytest.raises(InputError, match=r"candidate centres, more than 100: raise min "):
+        split_touching(speckle, min_distance=1)
+    monkeypatch.setattr("pipeline.postprocess.MAX_SPLIT_OBJECTS", 10)
+    with pytest.raises(InputError, match=r"objects, more than 10 this step takes"):
+        run_postprocess(speckle > 0, [{"name": "label"}, {"name": "split_touching"}])
+    assert MAX_SPLIT_CANDIDATES >= 100_000

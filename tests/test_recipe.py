@@ -499,3 +499,47 @@ def test_a_unit_that_is_not_printable_text_is_refused(unit):
     recipe["measure"]["unit"] = unit
     with pytest.raises(InputError, match="unit must be printable text"):
         R.validate(recipe)
+
+
+# --- split touching objects ----------------------------------------------------------------
+
+
+def test_split_touching_in_a_recipe_takes_the_label_connectivity():
+    recipe = coins_recipe(postprocess=[
+        {"name": "label", "params": {"connectivity": 2}},
+        {"name": "remove_small_objects", "params": {"min_size": 64}},
+        {"name": "split_touching", "params": {"min_distance": 7}},
+        {"name": "clear_border"}])
+    ops = R.validate(recipe)["postprocess"]
+    assert ops[2] == {"name": "split_touching",
+                      "params": {"min_distance": 7, "sigma": 0.0, "connectivity": 2}}
+    assert R.validate(R.loads(R.dumps(recipe))) == R.validate(recipe)
+    # an older recipe (no split) normalises as before
+    old = coins_recipe()
+    assert [op["name"] for op in R.validate(old)["postprocess"]] == [
+        "label", "remove_small_objects"]
+
+
+@pytest.mark.parametrize("post, message", [
+    ([{"name": "split_touching"}, {"name": "label"}],
+     "'split_touching' works on labels: put it after 'label'"),
+    ([{"name": "label"}, {"name": "split_touching", "params": {"min_distance": 0}}],
+     "min_distance must be at least 1"),
+    ([{"name": "label"}, {"name": "split_touching", "params": {"sigma": 25}}],
+     "sigma must be at most 20"),
+    ([{"name": "label"}, {"name": "split_touching", "params": {"connectivity": 2}}],
+     r"split_touching's connectivity \(2\) must be the label step's \(1\)"),
+    ([{"name": "label"}, {"name": "split_touchng"}], "did you mean 'split_touching'"),
+])
+def test_split_touching_rejections(post, message):
+    with pytest.raises(InputError, match=message):
+        R.validate(coins_recipe(postprocess=post))
+
+
+def test_split_touching_changes_the_coins_count(coins):
+    plain = R.run(coins, coins_recipe())
+    split = R.run(coins, coins_recipe(postprocess=[
+        {"name": "fill_holes"}, {"name": "label"},
+        {"name": "remove_small_objects", "params": {"min_size": 64}},
+        {"name": "split_touching", "params": {"min_distance": 3}}]))
+    assert split.measurements.n_objects > plain.measurements.n_objects

@@ -61,6 +61,14 @@ def images(tmp_path_factory):
     rgb = data.astronaut()[80:240, 150:330]  # colour: converted to grayscale float on loading
     paths["rgb_png"] = folder / "astronaut.png"
     Image.fromarray(rgb).save(paths["rgb_png"])
+    # touching disks (pairs that overlap): one object each pair until split
+    yy, xx = np.indices((120, 160))
+    disks = np.zeros((120, 160), dtype=bool)
+    for cy, cx in ((30, 30), (30, 58), (85, 40), (85, 66), (60, 125)):
+        disks |= (yy - cy) ** 2 + (xx - cx) ** 2 < 16 ** 2
+    touching = np.clip(disks * 150.0 + 50 + rng.normal(0, 12, disks.shape), 0, 255)
+    paths["touching_png"] = folder / "touching.png"
+    Image.fromarray(touching.astype(np.uint8)).save(paths["touching_png"])
     volume = blobs_3d(48)[:24]
     volume = ((volume - volume.min()) / (volume.max() - volume.min()) * 65535).astype(np.uint16)
     paths["stack_tif"] = folder / "stack.tif"
@@ -129,6 +137,23 @@ CASES = {
         postprocess=[{"name": "label", "params": {"connectivity": 3}},
                      {"name": "remove_small_objects", "params": {"min_size": 27}},
                      {"name": "clear_border"}, {"name": "relabel_sequential"}])),
+    "touching-gaussian-threshold-split": ("touching_png", dict(
+        filter={"name": "gaussian", "params": {"sigma": 1.0}},
+        segmentation={"name": "threshold"},
+        postprocess=[{"name": "fill_holes"}, {"name": "label"},
+                     {"name": "remove_small_objects", "params": {"min_size": 20}},
+                     {"name": "split_touching", "params": {"min_distance": 7}},
+                     {"name": "relabel_sequential"}])),
+    "touching-none-rw-split_sigma": ("touching_png", dict(
+        postprocess=[{"name": "label", "params": {"connectivity": 2}},
+                     {"name": "split_touching", "params": {"min_distance": 5, "sigma": 1.5}},
+                     {"name": "clear_border"}])),
+    "stack-gaussian-watershed-split": ("stack_tif", dict(
+        filter={"name": "gaussian", "params": {"sigma": 1}},
+        segmentation={"name": "watershed"},
+        postprocess=[{"name": "label"},
+                     {"name": "remove_small_objects", "params": {"min_size": 27}},
+                     {"name": "split_touching", "params": {"min_distance": 3}}])),
     "stack-none-watershed": ("stack_tif", dict(
         segmentation={"name": "watershed"},
         postprocess=[{"name": "fill_holes"}, {"name": "label", "params": {"connectivity": 2}},
