@@ -7,8 +7,8 @@ held with ``flock(2)``: the kernel releases it when its holder closes it or dies
 worker never leaves a slot taken, and nothing has to expire.
 
 A request that finds no free slot waits at most ``wait_s`` (a page starts several panels at
-once: they take turns), with at most ``per_owner`` requests of one owner waiting; then it is
-refused with :class:`Busy`, a message for the user. A computation whose result is cached
+once: they take turns), with at most ``max_waiting`` requests of one owner waiting; then it
+is refused with :class:`Busy`, a message for the user. A computation whose result is cached
 already needs no slot (see the ``cached`` argument of :meth:`Admission.slot`).
 """
 
@@ -68,11 +68,15 @@ class Admission:
         Longest wait for a slot before :class:`Busy` is raised (0: refused at once).
     poll_s : float
         Interval between two attempts while waiting.
+    max_waiting : int
+        Requests of one owner that may wait at once (a page starts up to four heavy panels
+        together); more are refused at once.
     """
 
     def __init__(self, directory, per_owner: int = 2, total: int = 3, wait_s: float = 0.0,
-                 poll_s: float = 0.05):
-        for name, value in (("per_owner", per_owner), ("total", total)):
+                 poll_s: float = 0.05, max_waiting: int = 4):
+        for name, value in (("per_owner", per_owner), ("total", total),
+                            ("max_waiting", max_waiting)):
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
         if not 0 <= wait_s <= 600:
@@ -83,11 +87,13 @@ class Admission:
         self.total = total
         self.wait_s = float(wait_s)
         self.poll_s = float(poll_s)
+        self.max_waiting = max_waiting
         self._held = threading.local()  # owners whose slot this thread holds (re-entrant)
 
     def _owner_paths(self, owner, kind="run"):
         digest = hashlib.sha256(str(owner).encode()).hexdigest()[:24]
-        return [self.directory / "owners" / f"{digest}-{kind}-{i}" for i in range(self.per_owner)]
+        count = self.per_owner if kind == "run" else self.max_waiting
+        return [self.directory / "owners" / f"{digest}-{kind}-{i}" for i in range(count)]
 
     def _server_paths(self):
         return [self.directory / f"server-{i}" for i in range(self.total)]
@@ -137,7 +143,7 @@ class Admission:
         Raises
         ------
         Busy
-            If no slot frees up within `wait_s`, or `per_owner` requests of this owner are
+            If no slot frees up within `wait_s`, or `max_waiting` requests of this owner are
             waiting already.
         """
         if not owner:
@@ -164,7 +170,7 @@ class Admission:
         if self.wait_s <= 0:
             raise self._refusal(reason)
         waiting = _first_free(self._owner_paths(owner, "wait"))
-        if waiting is None:  # this owner has as many requests waiting as running
+        if waiting is None:  # max_waiting requests of this owner are waiting already
             raise self._refusal(reason)
         try:
             deadline = time.monotonic() + self.wait_s

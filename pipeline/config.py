@@ -186,7 +186,7 @@ class Config:
     user_quota_gb: float | None = None
     user_jobs: int = 2
     max_jobs: int = 3
-    job_wait_s: float = 10.0
+    job_wait_s: float = 30.0
     bind: str = "127.0.0.1:8050"
 
     def __post_init__(self):
@@ -239,7 +239,7 @@ class Config:
                            if env.get("PIPEX_USER_QUOTA_GB") else None),
             user_jobs=_env_slots(env, "PIPEX_USER_JOBS", 2),
             max_jobs=_env_slots(env, "PIPEX_MAX_JOBS", _default_max_jobs(env)),
-            job_wait_s=_env_wait(env, "PIPEX_JOB_WAIT_S", 10),
+            job_wait_s=_env_wait(env, "PIPEX_JOB_WAIT_S", 30),
             bind=(env.get("PIPEX_BIND") or "127.0.0.1:8050").strip(),
         )
         return replace(cfg, **overrides) if overrides else cfg

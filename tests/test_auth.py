@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 
 import pytest
@@ -243,3 +244,39 @@ def test_json_body_helpers_find_the_session_ids():
             "state": [[{"id": "x", "property": "y"}],
                       {"id": "session-store", "property": "data", "value": "b" * 32}]}
     assert auth._session_ids(json.loads(json.dumps(body))) == ["a" * 32, "b" * 32]
+
+
+def test_gunicorn_with_two_workers_and_a_users_file(tmp_path):
+    # the Dockerfile's command, 2 workers started at once: both make or read the same secret
+    # key, so a sign-in made by one worker is honoured by the other
+    from tests.support import serve_docker_cmd
+
+    users = tmp_path / "users"
+    auth.add_user(users, "alice", PASSWORDS["alice"])
+    auth.add_user(users, "bob", PASSWORDS["bob"])
+    env = {"PIPEX_USERS_FILE": str(users)}
+    with serve_docker_cmd(workers=2, env=env, state_dir=tmp_path / "state") as server:
+        url = server.base_url + "/"
+        assert requests.get(url + "_dash-layout", timeout=30).status_code == 401
+        assert requests.get(url + "health", timeout=30).status_code == 200
+        alice = _signed_in(url, "alice")
+        cookie = alice.cookies.get("pipex_session")
+        pids = set()
+        for _ in range(80):  # a new connection each time, until both workers have answered
+            res = requests.get(url + "_dash-layout", cookies={"pipex_session": cookie},
+                               timeout=60)
+            assert res.status_code == 200
+            pids = set(re.findall(r'"GET /_dash-layout HTTP/1.1" 200 .* pid=<?(\d+)',
+                                  server.log()))
+            if len(pids) == 2:
+                break
+        client = DashClient(url, session=alice)
+        sid = client.find_component("session-store")["data"]
+        bob = _signed_in(url, "bob")
+        _, body = client.build_request("image-store.data",
+                                       inputs={"sample-dropdown.value": "coins"},
+                                       state={"session-store.data": sid}, triggered=[])
+        assert bob.post(url + "_dash-update-component", json=body, timeout=60).status_code == 403
+        res = alice.post(url + "_dash-update-component", json=body, timeout=120)
+        assert res.status_code == 200 and '"coins"' in res.text
+    assert len(pids) == 2, "both workers answered a signed-in request"

@@ -93,6 +93,7 @@ import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
 from callbacks import discovery, loading  # noqa: E402
 from callbacks.params import next_state  # noqa: E402
@@ -171,27 +172,48 @@ def test_a_waiting_request_gets_the_slot_when_it_frees(tmp_path):
         pass
 
 
-def test_no_more_waiters_than_slots_per_owner(tmp_path):
-    a = Admission(tmp_path, per_owner=1, total=4, wait_s=60, poll_s=0.01)
-    with a.slot("s1"):
-        entered = threading.Event()
+def _taken(path):
+    from pipeline.admission import _lock
+
+    fd = _lock(path)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def test_no_more_waiters_than_max_waiting(tmp_path):
+    def admission(wait_s):
+        return Admission(tmp_path, per_owner=1, total=4, wait_s=wait_s, poll_s=0.01,
+                         max_waiting=1)
+
+    with admission(0).slot("s1"):
+        waiting, give_up = threading.Event(), threading.Event()
+
+        def cached():  # asked when no slot is free: the waiter is about to wait
+            waiting.set()
+            return False
 
         def first_waiter():
-            entered.set()
             try:
-                with Admission(tmp_path, per_owner=1, total=4, wait_s=1, poll_s=0.01).slot("s1"):
+                with admission(60).slot("s1", cached=cached):
                     pass
             except Busy:
                 pass
 
         thread = threading.Thread(target=first_waiter)
         thread.start()
-        assert entered.wait(30)
-        # a second waiter: refused at once, or after the first waiter gave up
-        with pytest.raises(Busy):
-            with Admission(tmp_path, per_owner=1, total=4, wait_s=0).slot("s1"):
+        assert waiting.wait(30)
+        place = admission(0)._owner_paths("s1", "wait")[0]
+        for _ in range(3000):  # until the waiter holds its place in the queue
+            if place.exists() and admission(0).running("s1") == 1 and _taken(place):
+                break
+            time.sleep(0.01)
+        # the first waiter holds the one waiting place: a second is refused at once
+        with pytest.raises(Busy, match="you already have 1 computations running"):
+            with admission(60).slot("s1"):
                 pass
-        thread.join(60)
+    thread.join(60)
 
 
 @pytest.mark.parametrize("bad", [dict(per_owner=0), dict(total="2"), dict(wait_s=-1)])
