@@ -637,16 +637,22 @@ def cancel_batch(config, session_id) -> dict | None:
 
 def run_outputs(services, session_id, history, source, *, set_progress=None, prefix="/",
                 backend=None):
-    """Outputs of the run callback: (table, summary, download link, message)."""
+    """Outputs of the run callback: (table, summary, download link, message).
+
+    A batch that cannot start leaves the previous batch's table and zip link as they were.
+    """
     try:
         result = run_batch(services, session_id, history, source, set_progress=set_progress,
                            backend=backend)
-    except InputError as exc:
-        return None, None, None, message_children(f"Batch not started: {exc}", "error")
     except Exception as exc:  # noqa: BLE001 - the page must stay usable
-        log.exception("batch failed")
-        return None, None, None, message_children(
-            f"Batch failed: unexpected error ({type(exc).__name__}).", "error")
+        if isinstance(exc, InputError):
+            text = f"Batch not started: {exc}"
+        else:
+            log.exception("batch failed")
+            text = f"Batch failed: unexpected error ({type(exc).__name__})."
+        if set_progress is not None:
+            set_progress((0, 1, ""))
+        return no_update, no_update, no_update, message_children(text, "error")
     link = None
     if result["zip"]:
         link = html.A("Download the results (zip)", id="batch-zip-link",
@@ -688,10 +694,36 @@ def upload_outputs(config, session_id, trigger, contents, filenames):
     return names, message_children(text, "info"), None
 
 
+TOO_LARGE_JS = """
+function(contents, filenames) {
+    if (!contents || !contents.length) { return window.dash_clientside.no_update; }
+    let bytes = 0;
+    for (const c of contents) { bytes += Math.floor((c.length - c.indexOf(',') - 1) * 3 / 4); }
+    const limit = %(limit)d;
+    if (bytes <= limit) { return window.dash_clientside.no_update; }
+    const mb = function (b) { return (b / 1048576).toFixed(1); };
+    return {namespace: 'dash_html_components', type: 'Div', props: {className: 'message-error',
+        children: 'Upload refused: these ' + contents.length + ' files are ' + mb(bytes) +
+                  ' MB together, one upload takes at most ' + mb(limit) + ' MB: upload ' +
+                  'fewer files at a time, or put them in the data folder.'}};
+}
+"""
+
+
 def register(app, services):
     """Wire the Batch tab, its background run and the route of the results zip."""
     config = services.config
     prefix = app.config.requests_pathname_prefix or "/"
+
+    # One upload request carries every file dropped at once: over the app's HTTP limit it
+    # is refused (413) before any callback; say so in the browser.
+    app.clientside_callback(
+        TOO_LARGE_JS % {"limit": config.max_bytes},
+        Output(ids.BATCH_MESSAGE, "children", allow_duplicate=True),
+        Input(ids.BATCH_UPLOAD, "contents"),
+        State(ids.BATCH_UPLOAD, "filename"),
+        prevent_initial_call=True,
+    )
 
     @app.callback(
         Output(ids.BATCH_SOURCE, "options"),

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import requests
 import tifffile
+from dash import no_update
 from dash.exceptions import PreventUpdate
 from PIL import Image
 from skimage import data as skdata
@@ -259,7 +260,7 @@ def test_uploads_are_staged_and_run(services, session):
     assert names == [] and batch.staged_uploads(services.config, sid) == []
     table, summary, link, message = batch.run_outputs(services, sid, pointer,
                                                       batch.UPLOADS_SOURCE, backend=_local())
-    assert table is None and "No uploaded files" in message.children
+    assert table is no_update and "No uploaded files" in message.children
 
 
 def test_the_upload_count_is_capped(services, session):
@@ -278,10 +279,13 @@ def test_bad_requests_start_nothing(services, session, data):
                                       (batch.ALL_FILES, None, "No recipe yet"),
                                       (batch.ALL_FILES, {"rev": "0" * 32, "image_id": "f" * 32},
                                        "no longer on the server")):
+        seen = []
         table, summary, link, message = batch.run_outputs(services, sid, history, source,
+                                                          set_progress=seen.append,
                                                           backend=_local())
-        assert (table, summary, link) == (None, None, None)
+        assert (table, summary, link) == (no_update,) * 3  # the last batch's results stay
         assert "Batch not started" in message.children and expected in message.children
+        assert seen == [(0, 1, "")]
     with pytest.raises(InputError, match="session_id"):
         batch.run_batch(services, "../x", pointer, batch.ALL_FILES, backend=_local())
     with pytest.raises(InputError, match="job_id"):

@@ -98,6 +98,14 @@ def test_batch_over_the_data_folder(dash_duo, app_factory, tmp_path):
                      "second_measurements.csv", "measurements.csv", "recipe.json",
                      "pipeline.py"}
 
+    # a batch that cannot start says why and leaves the last results as they were
+    dash_duo.select_dcc_dropdown("#batch-source", value="Uploaded files (0)")
+    dash_duo.find_element("#batch-run").click()
+    until(lambda: "No uploaded files" in dash_duo.find_element("#batch-message").text,
+          what="the reason the batch did not start")
+    assert len(dash_duo.find_elements("#batch-table tr.batch-row")) == 3
+    assert dash_duo.find_element("#batch-zip-link").get_attribute("href") == href
+
 
 def test_cancel_stops_a_running_batch(dash_duo, app_factory, tmp_path):
     data = tmp_path / "data"
