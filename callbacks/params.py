@@ -26,7 +26,7 @@ from pipeline.errors import InputError
 MAX_HISTORY = 500
 #: Post-processing operations in pipeline order; "label" is always there.
 POST_ORDER = ("closing", "opening", "fill_holes", "label", "remove_small_objects",
-              "clear_border", "relabel_sequential")
+              "split_touching", "clear_border", "relabel_sequential")
 _POST_PARAM = {"closing": "radius", "opening": "radius", "remove_small_objects": "min_size",
                "label": "connectivity"}
 
@@ -225,6 +225,11 @@ def postprocess_from_controls(ops, values) -> list:
     for name in POST_ORDER:
         if name not in chosen:
             continue
+        if name == "split_touching":  # two inputs; its connectivity is the label step's
+            split = values.get(name) or {}
+            out.append({"name": name, "params": {"min_distance": split.get("min_distance"),
+                                                 "sigma": split.get("sigma")}})
+            continue
         param = _POST_PARAM.get(name)
         out.append({"name": name, "params": {param: values.get(name)} if param else {}})
     return out
@@ -253,7 +258,7 @@ def _proposal(trigger, current, meta, c):
             return None  # a form of another method, being replaced
         proposed[stage]["params"] = {**current[stage]["params"], **c["params"].get(stage, {})}
     elif trigger in (ids.POST_OPS, ids.POST_CLOSING, ids.POST_OPENING, ids.POST_MIN_SIZE,
-                     ids.POST_CONNECTIVITY):
+                     ids.POST_CONNECTIVITY, ids.POST_SPLIT_DISTANCE, ids.POST_SPLIT_SIGMA):
         proposed["postprocess"] = postprocess_from_controls(c.get("post_ops"), c.get("post", {}))
     elif trigger in (ids.MEASURE_PROPERTIES, ids.PIXEL_SIZE, ids.PIXEL_UNIT):
         proposed["measure"] = {**current["measure"], "properties": c.get("properties"),
@@ -341,6 +346,8 @@ def control_values(history, meta) -> dict:
         "opening": post.get("opening", {}).get("radius", no_update),
         "min_size": post.get("remove_small_objects", {}).get("min_size", no_update),
         "connectivity": post["label"]["connectivity"],
+        "split_distance": post.get("split_touching", {}).get("min_distance", no_update),
+        "split_sigma": post.get("split_touching", {}).get("sigma", no_update),
         "properties": list(r["measure"]["properties"]),
         "pixel_size": r["measure"]["pixel_size"],
         "unit": r["measure"]["unit"],
@@ -392,6 +399,8 @@ def register(app, services):
         Output(ids.PARAM_MESSAGE, "children"),
         Output(ids.LOAD_RECIPE, "contents"),
         Output(ids.RECIPE_VIEW, "children"),
+        Output(ids.POST_SPLIT_DISTANCE, "value"),
+        Output(ids.POST_SPLIT_SIGMA, "value"),
         Input(ids.IMAGE, "data"),
         Input({"type": ids.ADOPT, "method": ALL, "as": ALL, "value": ALL}, "n_clicks"),
         Input(ids.FILTER_METHOD, "value"),
@@ -409,13 +418,16 @@ def register(app, services):
         Input({"type": ids.SWEEP_ADOPT, "index": ALL}, "n_clicks"),
         Input(ids.UNDO, "n_clicks"),
         Input(ids.REDO, "n_clicks"),
+        Input(ids.POST_SPLIT_DISTANCE, "value"),
+        Input(ids.POST_SPLIT_SIGMA, "value"),
         State(ids.HISTORY, "data"),
         State(ids.SWEEP_STORE, "data"),
         State(ids.SESSION, "data"),
     )
     def _recipe(meta, adopt_clicks, filter_method, seg_method, param_vals, post_ops, closing,
                 opening, min_size, connectivity, properties, pixel_size, unit, recipe_contents,
-                sweep_clicks, _undo, _redo, history, sweep, session_id):
+                sweep_clicks, _undo, _redo, split_distance, split_sigma, history, sweep,
+                session_id):
         # Every recipe control but the vmin / vmax slider (callbacks.thresholds: the fast
         # path of a move). The slider's value is an output only: undo sets it.
         trigger = ctx.triggered_id
@@ -431,7 +443,8 @@ def register(app, services):
             "filter_method": filter_method, "seg_method": seg_method, "params": params,
             "post_ops": post_ops,
             "post": {"closing": closing, "opening": opening, "remove_small_objects": min_size,
-                     "label": connectivity},
+                     "label": connectivity,
+                     "split_touching": {"min_distance": split_distance, "sigma": split_sigma}},
             "properties": properties, "pixel_size": pixel_size, "unit": unit,
             "recipe_text": _recipe_text(recipe_contents), "sweep": sweep,
         }
@@ -452,6 +465,7 @@ def register(app, services):
             message or None,
             None if trigger == ids.LOAD_RECIPE else no_update,
             no_update if pointer is no_update else recipes.dumps(current_recipe(full)),
+            v["split_distance"], v["split_sigma"],
         )
 
 

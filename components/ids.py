@@ -156,3 +156,13 @@ SURFACE_BUTTON = "surface-button"
 SURFACE_REGIONS = "surface-max-regions"
 SURFACE_GRAPH = "surface-graph"
 SURFACE_COST = "surface-cost"  # triangles, step, time; title: which labels it shows
+
+# Split touching objects (post-processing: distance-transform watershed)
+POST_SPLIT_DISTANCE = "postprocess-split-min-distance"  # peak_local_max min_distance, pixels
+POST_SPLIT_SIGMA = "postprocess-split-sigma"  # smoothing of the distance map (0: none)
+
+# Channel of a colour image (the recipe's "image" stage)
+CHANNEL_CONTROLS = "channel-controls"  # shown only for a colour image
+CHANNEL = "channel-dropdown"  # luminance, red, green, blue or weighted
+CHANNEL_WEIGHTS = {"red": "channel-weight-red", "green": "channel-weight-green",
+                   "blue": "channel-weight-blue"}  # number inputs of the weighted combination

@@ -57,6 +57,7 @@ _POST_OPS = (
     ("opening", "opening", "skimage.morphology.opening"),
     ("fill_holes", "fill holes", "scipy.ndimage.binary_fill_holes"),
     ("remove_small_objects", "remove small objects", "skimage.morphology.remove_small_objects"),
+    ("split_touching", "split touching objects", "skimage.segmentation.watershed"),
     ("clear_border", "clear border", "skimage.segmentation.clear_border"),
     ("relabel_sequential", "relabel sequential", "skimage.segmentation.relabel_sequential"),
 )
@@ -81,8 +82,16 @@ def post_controls():
             _number("opening radius", ids.POST_OPENING, 1, min=1, max=25, step=1),
             _number("min size (px)", ids.POST_MIN_SIZE, 64, min=0, step=1),
             _number("label connectivity", ids.POST_CONNECTIVITY, 1, min=1, max=3, step=1),
+            _number("split min distance (px)", ids.POST_SPLIT_DISTANCE, 5, min=1, max=100,
+                    step=1),
+            _number("split smoothing σ (px)", ids.POST_SPLIT_SIGMA, 0, min=0, max=20,
+                    step="any"),
         ]),
         html.Div(className="doc-line", children=["labels: ", doc_link("skimage.measure.label")]),
+        html.Div(className="doc-line", children=[
+            "split touching objects: ", doc_link("scipy.ndimage.distance_transform_edt"), " ",
+            doc_link("skimage.feature.peak_local_max"), " ",
+            doc_link("skimage.segmentation.watershed")]),
         message({"type": ids.STEP_MESSAGE, "stage": "postprocess"}),
     ])
 

@@ -204,3 +204,28 @@ def test_a_volume_after_a_2d_image_keeps_no_2d_only_measurements():
     kept = _recipe(h3)["measure"]["properties"]
     assert not {"perimeter", "eccentricity", "orientation", "solidity"} & set(kept)
     assert "area" in kept and "label" in kept
+
+
+def test_split_touching_from_the_checklist_takes_its_inputs_and_the_label_connectivity():
+    h = _start()
+    controls = {"post_ops": ["remove_small_objects", "split_touching", "clear_border"],
+                "post": {"label": 2, "remove_small_objects": 30,
+                         "split_touching": {"min_distance": 7, "sigma": 1.5}}}
+    h, message = next_state(ids.POST_OPS, h, META, controls)
+    assert message == ""
+    ops = _recipe(h)["postprocess"]
+    assert [o["name"] for o in ops] == ["label", "remove_small_objects", "split_touching",
+                                        "clear_border"]
+    assert ops[2]["params"] == {"min_distance": 7, "sigma": 1.5, "connectivity": 2}
+    v = control_values(h, META)
+    assert v["post_ops"] == ["remove_small_objects", "split_touching", "clear_border"]
+    assert (v["split_distance"], v["split_sigma"]) == (7, 1.5)
+    # a new min distance typed in its box: one more state; a bad one is refused with a message
+    h2, _ = next_state(ids.POST_SPLIT_DISTANCE, h, META, {
+        **controls, "post": {**controls["post"],
+                             "split_touching": {"min_distance": 12, "sigma": 1.5}}})
+    assert len(h2["states"]) == 3 and _recipe(h2)["postprocess"][2]["params"]["min_distance"] == 12
+    h3, message = next_state(ids.POST_SPLIT_DISTANCE, h2, META, {
+        **controls, "post": {**controls["post"],
+                             "split_touching": {"min_distance": 0, "sigma": 1.5}}})
+    assert h3 is h2 and "min_distance must be at least 1" in message
