@@ -227,6 +227,7 @@ def _login_page(message="", next_url="/", status=200):
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sign in · Pipeline Explorer</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/style.css">
 <style>
 .signin {{ max-width: 360px; margin: 12vh auto; background: var(--panel);
@@ -273,7 +274,11 @@ def _session_ids(body) -> list:
 
 
 def _request_session_ids(app):
-    """Session ids named by this request (Dash callback or fast-path body), or []."""
+    """Session ids named by this request: a route's ``<session_id>`` (e.g. the Batch tab's
+    zip), a Dash callback's or a fast-path body's; [] if none."""
+    in_path = (request.view_args or {}).get("session_id")
+    if in_path is not None:
+        return [in_path]
     if request.method != "POST":
         return []
     if request.path == UPDATE_PATH:
@@ -383,9 +388,12 @@ def with_sign_out(app, layout):
         return layout
     from dash import html
 
-    bar = html.Form(className="signed-in", action="/logout", method="POST", children=[
-        html.Span(f"Signed in as {user} · "),
-        html.Button("Sign out", type="submit", className="sign-out")])
+    bar = html.Form(className="signed-in", action="/logout", method="POST",
+                    style={"display": "flex", "justifyContent": "flex-end", "gap": "6px",
+                           "alignItems": "baseline", "padding": "6px 16px 0",
+                           "color": "var(--muted)", "fontSize": "12px"},
+                    children=[html.Span(f"Signed in as {user}"),
+                              html.Button("Sign out", type="submit", className="sign-out")])
     return html.Div([bar, layout])
 
 

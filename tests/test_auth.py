@@ -149,6 +149,10 @@ def test_a_session_of_one_user_is_refused_to_another(served):
     # alice's own request with it passes the check (it reaches the route: 400 = bad body)
     res = alice.session.post(url + "_pipex/move", timeout=30, json={"session": sid})
     assert res.status_code == 400
+    # a route naming the session in its path (the Batch tab's zip): the same rule
+    zip_path = f"_pipex/batch/{sid}/{'ab' * 16}/results.zip"
+    assert bob.session.get(url + zip_path, timeout=30).status_code == 403
+    assert alice.session.get(url + zip_path, timeout=30).status_code == 404  # no such job
 
 
 def test_sign_out_and_a_changed_password_end_the_sign_in(served):
