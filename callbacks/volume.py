@@ -27,6 +27,7 @@ from components import ids
 from components.figures import empty_figure
 from components.volume import PLANE_TITLES, VIEW_HEIGHT, plane_figure, surface_figure
 from pipeline import mesh, render
+from pipeline import recipe as recipes
 from pipeline.compute import stage_keys
 from pipeline.errors import InputError
 
@@ -121,6 +122,17 @@ def apply_spacing(services, session_id, meta, history, values):
     except InputError as exc:
         return no_update, str(exc)
     return pointer, ""
+
+
+def history_controls(pointer):
+    """(undo disabled, redo disabled, history text, recipe view) after a new history pointer,
+    as the recipe callback sets them (``callbacks.params.control_values``); ``no_update``
+    for each when nothing changed."""
+    if pointer is no_update or not pointer:
+        return (no_update,) * 4
+    index, length = pointer["index"], pointer["length"]
+    return (index == 0, index >= length - 1, f"step {index + 1} of {length}",
+            recipes.dumps(pointer["recipe"]))
 
 
 # --- orthogonal planes -----------------------------------------------------------------------
@@ -423,6 +435,10 @@ def register(app, services):
 
     @app.callback(
         Output(ids.HISTORY, "data", allow_duplicate=True),
+        Output(ids.UNDO, "disabled", allow_duplicate=True),
+        Output(ids.REDO, "disabled", allow_duplicate=True),
+        Output(ids.HISTORY_TEXT, "children", allow_duplicate=True),
+        Output(ids.RECIPE_VIEW, "children", allow_duplicate=True),
         Output(ids.VOLUME_MESSAGE, "children", allow_duplicate=True),
         Input(ids.VOXEL_APPLY, "n_clicks"),
         *(State(ids.VOXEL_SIZE[a], "value") for a in "zyx"),
@@ -435,4 +451,5 @@ def register(app, services):
         if not n_clicks:
             raise PreventUpdate
         pointer, message = apply_spacing(services, session_id, meta, history, (z, y, x))
-        return pointer, message_children(message, "error") if message else None
+        return (pointer, *history_controls(pointer),
+                message_children(message, "error") if message else None)

@@ -279,6 +279,10 @@ def test_the_voxel_size_is_applied_to_the_recipe_and_used_everywhere(services, s
     assert message == "" and new["changed"] == ["measure"]
     assert new["recipe"]["measure"]["spacing"] == SPACING
     assert new["length"] == pointer["length"] + 1  # one undoable step
+    undo_disabled, redo_disabled, text, shown = volume.history_controls(new)
+    assert (undo_disabled, redo_disabled, text) == (False, True, "step 2 of 2")
+    assert '"spacing": [\n      2.0,' in shown
+    assert volume.history_controls(no_update) == (no_update,) * 4
     # the views: true aspect (pixel size = voxel size), clicks read back in voxels
     zy, zx, yx, cursor, info, *_ = volume.views_update(services, sid, meta, new, None,
                                                         "outline")

@@ -105,3 +105,11 @@ def test_orthogonal_views_follow_a_click_and_the_surface_renders(dash_duo, app_f
         "return !!(s && s._scene && s._scene.glplot);")
     assert drawn  # plotly made its WebGL scene
     assert "regions" in dash_duo.find_element("#surface-cost").text
+
+    # Undo the voxel size: the open tab redraws (the measure stage changed), back to 1 voxel,
+    # and says the surface shows labels of another voxel size.
+    dash_duo.find_element("#undo-button").click()
+    dash_duo.wait_for_contains_text("#volume-info", "1 × 1 × 1 voxels", timeout=60)
+    dash_duo.wait_for_contains_text("#surface-cost", "changed since this surface was drawn",
+                                    timeout=30)
+    assert dash_duo.find_element("#voxel-size-z").get_attribute("value") == "1"
