@@ -111,8 +111,9 @@ class Admission:
 
     def _refusal(self, reason) -> Busy:
         if reason == "owner":
-            return Busy(f"you already have {self.per_owner} computations running: wait for "
-                        "them to finish (or cancel one), then try again")
+            n = self.per_owner
+            return Busy(f"you already have {n} computation{'s' * (n > 1)} running (in this "
+                        "or another tab): wait for it to finish, then try again")
         return Busy(f"the server is busy ({self.total} computations running for all users): "
                     "try again in a moment")
 

@@ -121,7 +121,7 @@ def test_a_slot_held_by_another_process_refuses_the_same_owner(tmp_path):
         assert ready.wait(60)
         here = Admission(tmp_path, per_owner=1, total=2)
         assert here.running("user:alice") == 1 and here.running() == 1
-        with pytest.raises(Busy, match="you already have 1 computations running"):
+        with pytest.raises(Busy, match="you already have 1 computation running"):
             with here.slot("user:alice"):
                 pass
         with here.slot("user:bob"):  # another user is not held back
@@ -210,7 +210,7 @@ def test_no_more_waiters_than_max_waiting(tmp_path):
                 break
             time.sleep(0.01)
         # the first waiter holds the one waiting place: a second is refused at once
-        with pytest.raises(Busy, match="you already have 1 computations running"):
+        with pytest.raises(Busy, match="you already have 1 computation running"):
             with admission(60).slot("s1"):
                 pass
     thread.join(60)
@@ -244,7 +244,7 @@ def test_two_app_instances_share_the_per_user_limit(tmp_path):
     worker1.run(sid, meta["id"], cached)
     heavy = _recipe(meta, params={"sigma": 2.5})
     with worker1.admission.slot(worker1.owner(sid)):  # a job of this session runs in worker 1
-        with pytest.raises(Busy, match="you already have 1 computations running"):
+        with pytest.raises(Busy, match="you already have 1 computation running"):
             worker2.run(sid, meta["id"], heavy)
         assert worker2.run(sid, meta["id"], cached).cached  # a cache hit is served
         # another session (another user) is not held back
@@ -253,7 +253,7 @@ def test_two_app_instances_share_the_per_user_limit(tmp_path):
         worker2.filtered(other, meta2["id"], heavy)
         # a panel's computation is refused the same way: an InputError, which every
         # callback shows as the step's message
-        with pytest.raises(InputError, match="computations running"):
+        with pytest.raises(InputError, match="computation running"):
             discovery.gallery(worker2, sid, meta, _recipe(meta, params={"sigma": 3.0}), 0, 0, 25)
     worker2.run(sid, meta["id"], heavy)  # free again
 

@@ -174,3 +174,24 @@ def test_a_session_id_bound_to_a_user_is_refused_for_another(tmp_path):
     assert not session_belongs_to(None, "alice", "s3cret")
     with pytest.raises(InputError, match="secret"):
         new_session_id("alice", None)
+
+
+def test_the_loader_makes_room_from_the_uploaders_own_images_and_says_so(tmp_path):
+    from callbacks import loading
+    from callbacks.services import Services
+    from pipeline.config import Config
+
+    # coins 116 kB, camera and moon 262 kB each (uint8): two fit in 430 kB, not three
+    services = Services.create(Config(state_dir=tmp_path / "state", data_dir=tmp_path,
+                                      user_quota_gb=430e3 / 1024**3))
+    mine, theirs = new_session_id(), new_session_id()
+    other = loading.load_image(services, theirs, None, "coins", None, None, None).meta
+    coins = loading.load_image(services, mine, None, "coins", None, None, None).meta
+    loading.load_image(services, mine, None, "camera", None, None, None)
+    out = loading.load_image(services, mine, None, "moon", None, None, None)
+    assert out.level == "info"
+    assert "your oldest images were removed from the server: coins" in out.message
+    assert not services.store.has_image(mine, coins["id"])
+    assert services.store.has_image(theirs, other["id"])  # the same image, another owner
+    with pytest.raises(InputError, match="no longer on the server"):
+        services.run(mine, coins["id"], {})
