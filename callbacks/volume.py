@@ -317,7 +317,8 @@ def surface_update(services, session_id, meta, history, max_regions):
     shown = (f"largest {found.n_shown} of {found.n_regions:,} regions shown"
              if found.n_shown < found.n_regions else f"all {found.n_regions:,} regions")
     step = ("every voxel" if found.step == 1 else
-            f"step {found.step} (every {found.step}th voxel; finer for small regions)")
+            f"step {found.step} (1 voxel in {found.step} along each axis; finer for small "
+            "regions)")
     cost = (f"{shown} · {found.triangles:,} triangles (estimated "
             f"{found.estimated_triangles:,} at full resolution, cap "
             f"{mesh.DEFAULT_MAX_TRIANGLES:,}) · {step} · marching cubes "
