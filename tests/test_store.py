@@ -195,3 +195,22 @@ def test_the_loader_makes_room_from_the_uploaders_own_images_and_says_so(tmp_pat
     assert services.store.has_image(theirs, other["id"])  # the same image, another owner
     with pytest.raises(InputError, match="no longer on the server"):
         services.run(mine, coins["id"], {})
+
+
+def test_explore_reads_its_own_sessions_recipe_not_anothers(tmp_path):
+    # issue 11 item 7: the notebook's Explorer read a recipe any session could overwrite
+    from app import explore
+
+    image = np.zeros((32, 40), np.uint8)
+    image[8:24, 10:30] = 200
+    explorer = explore(image, state_dir=tmp_path, serve=False)
+    store = explorer.app._pipex_services.store
+    mine = dict(explorer.recipe(), markers={"vmin": 50.0, "vmax": 150.0})
+    store.put_recipe(explorer.session_id, explorer.image_id, mine)
+    # someone else on the same image (its id is a content hash: anyone can name it)
+    store.put_recipe(new_session_id(), explorer.image_id,
+                     dict(mine, markers={"vmin": 1.0, "vmax": 2.0}))
+    assert explorer.recipe()["markers"] == {"vmin": 50.0, "vmax": 150.0}
+    # every page of explore()'s app uses the Explorer's session
+    layout = explorer.app.server.test_client().get("/_dash-layout").get_data(as_text=True)
+    assert explorer.session_id in layout
