@@ -77,6 +77,101 @@ window.pipexFast = (function () {
         });
     }
 
+    // ---- the markers, drawn by the page itself
+    // A vmin / vmax move changes the markers at once: pixels < vmin are background, > vmax
+    // object (pipeline.segment.make_markers). The page keeps the shown slice of the filtered
+    // image (POST /_pipex/values: 16-bit packed PNG, render.pack_values16) and redraws the
+    // markers overlay itself on a key press or while a handle is dragged, before the
+    // server's answer (which then replaces it with its own, identical for integer images).
+    const VAL = {key: null, data: null, loading: null, retryAt: 0, want: null, drawn: null,
+                 frame: 0};
+
+    function valuesKey(ctx) {
+        const r = ctx && ctx.history && ctx.history.recipe;
+        const v = (ctx && ctx.view) || {};
+        return JSON.stringify([ctx && ctx.image, r && r.filter, v.axis, v.index]);
+    }
+
+    function unpack(res, key) {
+        const raw = atob(res.values.slice(res.values.indexOf(',') + 1));
+        const bytes = new Uint8Array(raw.length);
+        for (let i = 0; i < raw.length; i++) { bytes[i] = raw.charCodeAt(i); }
+        return window.createImageBitmap(new Blob([bytes], {type: 'image/png'}),
+            {premultiplyAlpha: 'none', colorSpaceConversion: 'none'}).then(function (bmp) {
+            const canvas = document.createElement('canvas');
+            canvas.width = bmp.width;
+            canvas.height = bmp.height;
+            const g = canvas.getContext('2d', {willReadFrequently: true});
+            g.drawImage(bmp, 0, 0);
+            const px = g.getImageData(0, 0, bmp.width, bmp.height).data;
+            const n = bmp.width * bmp.height, v = new Float64Array(n);
+            for (let i = 0; i < n; i++) {
+                v[i] = res.lo + (px[4 * i] * 256 + px[4 * i + 1]) * res.scale;
+            }
+            return {key: key, v: v, canvas: canvas, g: g, image: g.createImageData(bmp.width,
+                    bmp.height), trace: res.trace, colors: res.colors};
+        });
+    }
+
+    // Fetch the values of the page's context (once per image, filter and slice).
+    function prefetch(ctx) {
+        if (!ctx || !ctx.history || !window.createImageBitmap || !window.atob) { return; }
+        const key = valuesKey(ctx);
+        if (VAL.key === key && (VAL.data || VAL.loading)) { return; }
+        if (VAL.key === key && performance.now() < VAL.retryAt) { return; }
+        VAL.key = key;
+        VAL.data = null;
+        const loading = VAL.loading = post('values', ctx).then(function (res) {
+            if (!res) { VAL.retryAt = performance.now() + 1000; return null; }  // not ready
+            return unpack(res, key);
+        }).then(function (data) {
+            if (VAL.loading !== loading) { return; }
+            VAL.loading = null;
+            if (data && VAL.key === key) { VAL.data = data; }
+        }).catch(function () {
+            if (VAL.loading === loading) { VAL.loading = null; }
+            VAL.retryAt = performance.now() + 5000;
+        });
+    }
+
+    function paintMarkers() {
+        const want = VAL.want, d = VAL.data;
+        VAL.drawn = want;
+        if (!want || !d || d.key !== valuesKey(want.ctx)) { return; }
+        const holder = document.getElementById(SEG);
+        const gd = holder && holder.querySelector('.js-plotly-plot');
+        if (!gd || !gd.data || !gd.data[d.trace] || !window.Plotly) { return; }
+        const vmin = want.pair[0], vmax = want.pair[1];
+        const out = d.image.data, v = d.v, n = v.length;
+        const bg = d.colors['1'], ob = d.colors['2'];
+        for (let i = 0, o = 0; i < n; i++, o += 4) {
+            const c = v[i] < vmin ? bg : (v[i] > vmax ? ob : null);
+            if (c) { out[o] = c[0]; out[o + 1] = c[1]; out[o + 2] = c[2]; out[o + 3] = c[3]; }
+            else { out[o + 3] = 0; }
+        }
+        d.g.putImageData(d.image, 0, 0);
+        holder.dataset.markers = vmin + ',' + vmax;  // what is drawn (read by tests)
+        window.Plotly.restyle(gd, {source: [d.canvas.toDataURL('image/png')]}, [d.trace]);
+    }
+
+    // Draw the markers of `pair` now, or at the next frame if some were drawn in this one
+    // (a drag: the latest pair wins); false if the values of this context are not at hand
+    // (the server's markers come with its answer).
+    function markers(pair, ctx) {
+        if (!ctx || !ctx.view || (ctx.view.show || []).indexOf('markers') < 0) { return false; }
+        prefetch(ctx);
+        if (!VAL.data || VAL.data.key !== valuesKey(ctx)) { return false; }
+        VAL.want = {pair: pair.slice(), ctx: ctx};
+        if (!VAL.frame) {
+            paintMarkers();
+            VAL.frame = window.requestAnimationFrame(function () {
+                VAL.frame = 0;
+                if (VAL.want !== VAL.drawn) { paintMarkers(); }
+            });
+        }
+        return true;
+    }
+
     function later(fn) {  // after the browser has painted the overlays
         window.requestAnimationFrame(function () { setTimeout(fn, 0); });
     }
@@ -102,10 +197,17 @@ window.pipexFast = (function () {
 
     function move(request, ctx) {
         const st = state();
-        post('move', Object.assign({}, ctx, {request: request})).then(function (res) {
+        const sent = post('move', Object.assign({}, ctx, {request: request}));
+        markers(request.pair, ctx);  // drawn while the request is on its way
+        sent.then(function (res) {
             if (!res || request.seq < (st.applied || 0)) { return; }
             st.applied = request.seq;
             const out = res.outputs || {};
+            if (!res.full && !Object.keys(res.overlays || {}).length) {
+                // refused (the slider goes back): the markers of the kept pair again
+                const m = ctx.history && ctx.history.recipe && ctx.history.recipe.markers;
+                if (m) { markers([m.vmin, m.vmax], ctx); }
+            }
             const pending = out[PENDING] && out[PENDING].data;
             const history = out['history-store'] && out['history-store'].data;
             st.shown = pending ? pending.key : null;
@@ -124,10 +226,18 @@ window.pipexFast = (function () {
     function drag(request, ctx) {
         const st = state();
         st.inflight = performance.now();
-        post('drag', Object.assign({}, ctx, {request: request})).then(function (res) {
+        const sent = post('drag', Object.assign({}, ctx, {request: request}));
+        markers(request.pair, ctx);
+        sent.then(function (res) {
             st.inflight = 0;
             if (res && request.seq >= (st.applied || 0)) {
                 st.applied = request.seq;
+                const w = VAL.want, d = VAL.data;
+                if (w && d && res.overlays && (w.pair[0] !== request.pair[0] ||
+                                               w.pair[1] !== request.pair[1])) {
+                    // the page draws the markers of a newer pair already: keep them
+                    delete res.overlays[String(d.trace)];
+                }
                 apply(res, ['drag-ack-store']);
             }
             if (st.queued && st.dragging) {
@@ -181,5 +291,8 @@ window.pipexFast = (function () {
         document.addEventListener('DOMContentLoaded', watch);
     } else { watch(); }
 
-    return {move: move, drag: drag, draw: draw};
+    function hasValues() { return Boolean(VAL.data); }
+
+    return {move: move, drag: drag, draw: draw, markers: markers, prefetch: prefetch,
+            hasValues: hasValues};
 })();

@@ -148,8 +148,8 @@ INSTRUMENT_JS = r"""
   var now = function () { return performance.now(); };
   var enc = new TextEncoder();
   var B = window.__bench = {
-    cfg: {seg: null, overlay: 'source', summary: null},
-    keys: [], pointers: [], fetches: [], draws: [], afterplots: [],
+    cfg: {seg: null, overlay: 'source', summary: null, markers: null},
+    keys: [], pointers: [], fetches: [], draws: [], afterplots: [], marks: [], mk: undefined,
     muts: {n: 0, last: 0, panels: {}},
     openFetches: new Set(), openDraws: new Set(),
     lastActivity: 0, ov: {version: 0, key: undefined}, before: null, segReacts: 0
@@ -257,6 +257,17 @@ INSTRUMENT_JS = r"""
     gd.on('plotly_afterplot', function () {
       var t = now(), id = graphOf(gd);
       B.afterplots.push({graph: id, t: t}); touch(t);
+      // the markers overlay (the app draws it in the page on a key press, before the
+      // server's answer): when its source changed, and when that was painted
+      if (id === B.cfg.seg && B.cfg.markers !== null && gd.data && gd.data[B.cfg.markers]) {
+        var mk = gd.data[B.cfg.markers].source;
+        if (mk !== B.mk) {
+          B.mk = mk;
+          var m = {t: t, paint: null};
+          B.marks.push(m);
+          requestAnimationFrame(function () { setTimeout(function () { m.paint = now(); }, 0); });
+        }
+      }
       // A segmentation redraw that did not go through Plotly.react / newPlot (e.g. a
       // clientside Plotly.restyle): a redraw record of its own, if its overlay changed.
       if (id === B.cfg.seg && !B.segReacts) {
@@ -357,7 +368,10 @@ INSTRUMENT_JS = r"""
   B.reset = function () {
     var gd = segGd();
     if (gd) { noteOverlay(overlayKey(gd)); }
-    B.keys = []; B.pointers = []; B.fetches = []; B.afterplots = [];
+    B.keys = []; B.pointers = []; B.fetches = []; B.afterplots = []; B.marks = [];
+    if (gd && B.cfg.markers !== null && gd.data && gd.data[B.cfg.markers]) {
+      B.mk = gd.data[B.cfg.markers].source;
+    }
     B.draws = B.draws.filter(function (d) { return d.paint === null; });
     B.muts = {n: 0, last: 0, panels: {}};
     B.before = {t: now(), ov: B.ov.version, summary: summary(),
@@ -367,6 +381,7 @@ INSTRUMENT_JS = r"""
   B.collect = function () {
     return {before: B.before, now: now(), keys: B.keys, pointers: B.pointers,
             fetches: B.fetches, draws: B.draws, afterplots: B.afterplots, muts: B.muts,
+            marks: B.marks,
             open_fetches: B.openFetches.size, open_draws: B.openDraws.size};
   };
 })();
@@ -419,8 +434,10 @@ return document.activeElement === el;
 class Kind:
     """How to read one app's page: graph ids, overlay, summary, slider handles."""
 
-    def __init__(self, name, seg, overlay, summary, vmin_handle, vmax_handle, track):
+    def __init__(self, name, seg, overlay, summary, vmin_handle, vmax_handle, track,
+                 markers=None):
         self.name = name
+        self.markers = markers  # trace index of a markers overlay, if the page has one
         self.seg = seg
         self.overlay = overlay
         self.summary = summary
@@ -428,12 +445,13 @@ class Kind:
         self.track = track
 
     def config(self):
-        return {"seg": self.seg, "overlay": self.overlay, "summary": self.summary}
+        return {"seg": self.seg, "overlay": self.overlay, "summary": self.summary,
+                "markers": self.markers}
 
 
 APP = Kind("app", "segmentation-graph", "source", "segmentation-summary",
            ("#thresholds-slider [role=slider]", 0), ("#thresholds-slider [role=slider]", 1),
-           "#thresholds-slider .dash-slider-root")
+           "#thresholds-slider .dash-slider-root", markers=1)
 BASELINE = Kind("baseline", "graph", "data", None, ("#vmin-slider [role=slider]", 0),
                 ("#vmax-slider [role=slider]", 0), "#vmax-slider .dash-slider-root")
 
@@ -752,7 +770,9 @@ def analyse(raw, kind, idle):
             return None
         return _s((d[field] if d[field] is not None else d["end"]) - t0)
 
+    marks = [m for m in raw.get("marks", []) if m["t"] >= t0]
     rec = {
+        "markers_s": _s((marks[0]["paint"] or marks[0]["t"]) - t0) if marks else None,
         "first_redraw_s": at(first), "exact_s": at(exact),
         "first_redraw_promise_s": at(first, "end"), "exact_promise_s": at(exact, "end"),
         "settled_s": _s(_settled(raw, t0)),
@@ -826,6 +846,7 @@ def analyse_drag(raw, kind, idle):
 
 
 MOVE_METRICS = (
+    ("markers_s", "markers drawn (key → markers overlay painted; app: by the page)", "time"),
     ("first_redraw_s", "first redraw (key → changed overlay painted)", "time"),
     ("exact_s", "exact drawn", "time"),
     ("settled_s", "all settled (last request / redraw / DOM change)", "time"),

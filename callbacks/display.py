@@ -35,6 +35,8 @@ from .params import (current_recipe, load_history, nearby_states, require_curren
 log = logging.getLogger(__name__)
 
 MARKER_COLORS = {"background": render.MARKER_HEX[1], "object": render.MARKER_HEX[2]}
+#: Opacity of the markers overlay (the server's PNG and the page's own drawing alike).
+MARKER_ALPHA = 0.45
 
 
 def blank_uri():
@@ -179,7 +181,7 @@ def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray):
     if show_markers:
         markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
                                  recipe["markers"]["vmax"], check=False)
-        marker = render.png_data_uri(render.marker_overlay(markers2d))
+        marker = render.png_data_uri(render.marker_overlay(markers2d, alpha=MARKER_ALPHA))
     else:
         marker = blank_uri()
     image2d = gray() if style == "labels" else None

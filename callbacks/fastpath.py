@@ -26,10 +26,12 @@ from dash.exceptions import PreventUpdate
 from flask import Response, request
 from plotly.io.json import to_json_plotly
 
-from components import ids
+from components import figures, ids
+from pipeline import render
 from pipeline.errors import InputError
 
-from .display import SETTLE_PROPS, settle_update
+from .display import MARKER_ALPHA, SETTLE_PROPS, settle_update, shown_slice
+from .params import current_recipe, require_current
 from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update
 
 log = logging.getLogger(__name__)
@@ -130,11 +132,40 @@ def fast_drag(services, body) -> dict:
     return outputs_dict(DRAG_OUTPUTS, values)
 
 
-ROUTES = {"move": fast_move, "settle": fast_settle, "drag": fast_drag}
+#: Largest slice whose values the page thresholds itself (larger ones: the server's markers).
+MAX_VALUE_PIXELS = 4 * 1024 * 1024
+
+
+def fast_values(services, body) -> dict:
+    """The shown slice of the filtered image, packed in a PNG (``render.pack_values16``),
+    for the page to draw the markers of a vmin / vmax itself while the server segments.
+
+    Only a filtered image already in the cache is sent (this never starts a filter);
+    PreventUpdate (204) otherwise, or when the slice is larger than
+    :data:`MAX_VALUE_PIXELS`.
+    """
+    session_id, meta, history = _context(services, body)
+    require_current(meta, history)
+    recipe = current_recipe(history)
+    axis, index, *_ = _view(body)
+    filtered = services.cached_filtered(session_id, meta["id"], recipe)
+    if filtered is None:
+        raise PreventUpdate
+    values2d = shown_slice(filtered, meta, axis, index)
+    if values2d.size > MAX_VALUE_PIXELS:
+        raise PreventUpdate
+    rgb, lo, scale = render.pack_values16(values2d)
+    alpha = round(255 * MARKER_ALPHA)
+    return {"values": render.png_data_uri(rgb), "lo": lo, "scale": scale,
+            "shape": list(values2d.shape), "trace": figures.MARKER_TRACE,
+            "colors": {str(k): [*rgb_, alpha] for k, rgb_ in render.MARKER_COLORS.items()}}
+
+
+ROUTES = {"move": fast_move, "settle": fast_settle, "drag": fast_drag, "values": fast_values}
 
 
 def register(app, services):
-    """Add the routes ``POST /_pipex/<move|settle|drag>``."""
+    """Add the routes ``POST /_pipex/<move|settle|drag|values>``."""
 
     @app.server.route("/_pipex/<name>", methods=["POST"])
     def _fast(name):
@@ -155,5 +186,5 @@ def register(app, services):
         return Response(to_json_plotly(result), 200, mimetype="application/json")
 
 
-__all__ = ["fast_move", "fast_settle", "fast_drag", "outputs_dict", "register",
+__all__ = ["fast_move", "fast_settle", "fast_drag", "fast_values", "outputs_dict", "register",
            "MOVE_OUTPUTS", "SETTLE_OUTPUTS", "DRAG_OUTPUTS"]

@@ -200,6 +200,7 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
         st.dragged = null;
     } else if (cur && st.dragging) {
         st.dragged = pair.slice();
+        if (fast) { fast.markers(pair, ctx); }  // at once, drawn by the page itself
         if (st.inflight && performance.now() - st.inflight < 5000) {
             st.queued = pair.slice();
         } else {
@@ -223,6 +224,8 @@ function(history, meta, session, axis, index, style, show, view, base) {
     st.ctx = meta && history && history.image_id === meta.id ?
         {session: session, image: meta.id, history: history, base: base,
          view: {axis: axis, index: index, style: style, show: show, view: view}} : null;
+    // the values the page draws the markers from (assets/fastmove.js)
+    if (st.ctx && window.pipexFast) { window.pipexFast.prefetch(st.ctx); }
     return window.dash_clientside.no_update;
 }
 """

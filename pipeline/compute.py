@@ -36,10 +36,16 @@ __all__ = ["Compute", "FilterResult", "PipelineResult", "PreviewResult", "stage_
 
 
 def stage_keys(recipe: dict) -> dict:
-    """JSON keys of each stage: a stage's key includes the keys of the stages before it."""
+    """JSON keys of each stage: a stage's key includes the keys of the stages before it.
+
+    The filter's key carries the recipe's ``image`` section (a channel of a colour file) when
+    there is one; without it (the luminance) the key is what it always was.
+    """
     dump = lambda obj: json.dumps(obj, sort_keys=True, separators=(",", ":"))  # noqa: E731
+    image = recipe.get("image")
     return {
-        "filter": dump(recipe["filter"]),
+        "filter": dump(recipe["filter"] if image is None
+                       else {"image": image, "filter": recipe["filter"]}),
         "markers": dump(recipe["markers"]),
         "segmentation": dump(recipe["segmentation"]),
         "postprocess": dump(recipe["postprocess"]),
@@ -192,6 +198,13 @@ class Compute:
         """The filtered image (float64) of a recipe."""
         k = stage_keys(recipe)
         return self._filtered_fn(image_id, k["filter"], recipe, load_image)
+
+    def cached_filtered(self, image_id: str, load_image, recipe: dict):
+        """The filtered image (float64) of a recipe if it is cached, else None (not computed)."""
+        args = (image_id, stage_keys(recipe)["filter"], recipe, load_image, self.backend)
+        if not self._filtered.check_call_in_cache(*args):
+            return None
+        return self._filtered(*args)[0]
 
     def filter_run(self, image_id: str, load_image, recipe: dict) -> FilterResult:
         """The filtered image of a recipe, with how it was computed and whether it was cached."""

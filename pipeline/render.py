@@ -34,6 +34,7 @@ __all__ = [
     "to_uint8",
     "png_data_uri",
     "marker_overlay",
+    "pack_values16",
     "segmentation_overlay",
     "histogram",
 ]
@@ -262,6 +263,53 @@ def marker_overlay(markers2d, alpha: float = 0.45) -> np.ndarray:
         known = np.isin(markers, tuple(MARKER_COLORS))
         markers = np.where(known, markers, 0).astype(np.uint8)
     return np.take(lut, markers, axis=0)
+
+
+def pack_values16(values2d) -> tuple[np.ndarray, float, float]:
+    """Pack a 2D image's values into the red and green bytes of an RGB image (16 bits).
+
+    So that a browser can threshold the values itself (the markers of a vmin / vmax move
+    are drawn in the page before the server answers): a value is
+    ``lo + (256 * red + green) * scale``. Integer-valued images whose range fits in 16 bits
+    are packed exactly (``scale == 1``); others to 1/65535 of their range.
+
+    Parameters
+    ----------
+    values2d : ndarray
+        2D real image with finite values.
+
+    Returns
+    -------
+    rgb : ndarray of uint8, shape (H, W, 3)
+        High byte in red, low byte in green, blue zero.
+    lo, scale : float
+        Offset and step of the packed values.
+
+    Raises
+    ------
+    InputError
+        If `values2d` is not 2D, not real, or has non-finite values.
+    """
+    values = _check_2d("values2d", values2d)
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+            or values.dtype == bool):
+        raise InputError(f"values2d must be real numbers, got dtype {values.dtype}")
+    values = values.astype(np.float64, copy=False)
+    if values.size == 0 or not np.isfinite(values).all():
+        raise InputError("values2d must be non-empty with finite values")
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo
+    if span <= 65535 and np.array_equal(values, np.round(values)):
+        scale = 1.0
+        q = values - lo
+    else:
+        scale = span / 65535 if span > 0 else 1.0
+        q = np.round((values - lo) / scale)
+    q = np.clip(q, 0, 65535).astype(np.uint16)
+    rgb = np.zeros(values.shape + (3,), dtype=np.uint8)
+    rgb[..., 0] = q >> 8
+    rgb[..., 1] = q & 0xFF
+    return rgb, lo, scale
 
 
 def segmentation_overlay(labels2d, style: str = "contour", alpha: float = 0.35) -> np.ndarray:

@@ -90,3 +90,33 @@ def test_unknown_route_malformed_body_and_size(page):
     assert client.post("/_pipex/move", data="{not json").status_code == 400
     big = "x" * (70 * 1024)
     assert client.post("/_pipex/move", data=big).status_code == 413
+
+
+def test_the_values_of_the_shown_slice_come_packed_for_the_page_to_draw_markers(page):
+    """POST /_pipex/values: the filtered slice, 16-bit packed in a PNG, exact for coins."""
+    import base64
+    import io as stdio
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline import io
+
+    client, sid, meta, pointer = page
+    body = {"session": sid, "image": meta["id"], "history": pointer, "base": meta["id"],
+            "view": VIEW}
+    res = _post(client, "values", body)
+    assert res.status_code == 200
+    data = res.get_json()
+    png = base64.b64decode(data["values"].split(",", 1)[1])
+    rgb = np.asarray(Image.open(stdio.BytesIO(png)).convert("RGB")).astype(np.int64)
+    values = data["lo"] + (rgb[..., 0] * 256 + rgb[..., 1]) * data["scale"]
+    assert data["scale"] == 1.0 and data["shape"] == [303, 384] and data["trace"] == 1
+    np.testing.assert_array_equal(values, io.load_sample("coins").array)
+    assert set(data["colors"]) == {"1", "2"} and all(len(c) == 4 for c in data["colors"].values())
+    # a filter not computed yet: nothing is computed for this route, 204
+    other = {**pointer, "recipe": {**pointer["recipe"],
+                                   "filter": {"name": "gaussian", "params": {"sigma": 3.0}}}}
+    assert _post(client, "values", {**body, "history": other}).status_code == 204
+    # another session does not hold the image
+    assert _post(client, "values", {**body, "session": "f" * 32}).status_code == 400

@@ -301,3 +301,23 @@ def test_composite_blends_layers_in_order():
     assert tuple(out[0, 0]) == (127, 0, 128)
     with pytest.raises(InputError, match="layers must be RGBA"):
         composite(gray, [np.zeros((3, 3, 4), np.uint8)])
+
+
+def test_pack_values16_is_exact_for_integer_images_and_within_half_a_step_otherwise():
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-300, 4000, (17, 23)).astype(np.int32)
+    rgb, lo, scale = render.pack_values16(ints)
+    assert rgb.dtype == np.uint8 and rgb.shape == (17, 23, 3) and scale == 1.0
+    back = lo + (rgb[..., 0].astype(np.int64) * 256 + rgb[..., 1]) * scale
+    np.testing.assert_array_equal(back, ints)
+    floats = rng.normal(0.5, 1e-3, (9, 11))
+    rgb, lo, scale = render.pack_values16(floats)
+    back = lo + (rgb[..., 0].astype(np.int64) * 256 + rgb[..., 1]) * scale
+    assert np.abs(back - floats).max() <= scale / 2 + 1e-15
+    flat = np.full((3, 3), 7.25)
+    rgb, lo, scale = render.pack_values16(flat)
+    assert lo == 7.25 and not rgb.any()
+    with pytest.raises(InputError, match="values2d"):
+        render.pack_values16(np.zeros((2, 2, 2)))
+    with pytest.raises(InputError, match="finite"):
+        render.pack_values16(np.array([[1.0, np.nan]]))

@@ -141,6 +141,66 @@ def test_a_key_press_costs_one_request_and_the_histogram_follows_in_the_browser(
     assert _js(dash_duo, POSTS_JS) == []
 
 
+# The markers overlay as the page shows it, decoded: {colour (r, g, b): pixel count}.
+MARKER_PIXELS_JS = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+const done = arguments[arguments.length - 1];
+const img = new Image();
+img.onload = function () {
+    const c = document.createElement('canvas');
+    c.width = img.width; c.height = img.height;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const px = g.getImageData(0, 0, img.width, img.height).data;
+    const counts = {};
+    for (let i = 0; i < px.length; i += 4) {
+        if (px[i + 3] === 0) { continue; }
+        const k = px[i] + ',' + px[i + 1] + ',' + px[i + 2];
+        counts[k] = (counts[k] || 0) + 1;
+    }
+    done(counts);
+};
+img.src = gd.data[1].source;
+"""
+# Hold the server's answers to moves: only what the page draws itself changes.
+HOLD_MOVES_JS = """
+const original = window.fetch;
+window.fetch = function (url, options) {
+    if (String(url).indexOf('/_pipex/move') >= 0) { return new Promise(function () {}); }
+    return original.apply(this, arguments);
+};
+"""
+
+
+def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_factory):
+    from pipeline import io, render
+    from pipeline.segment import make_markers
+
+    _start(dash_duo, app_factory)
+    _until(lambda: _js(dash_duo, "return window.pipexFast.hasValues()"), timeout=30,
+           what="the filtered values in the page")
+    vmin, vmax = _js(dash_duo, SHAPES_JS)[:2]
+    _js(dash_duo, HOLD_MOVES_JS)
+    seg_before = _js(dash_duo, OVERLAY_JS)
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: _js(dash_duo, "return document.getElementById('segmentation-graph')"
+                                 ".dataset.markers") == f"{vmin:g},{vmax + 1:g}",
+           timeout=5, what="the page to draw the markers of the new pair")
+    counts = dash_duo.driver.execute_async_script(MARKER_PIXELS_JS)
+    # exactly the server's markers for that pair (coins, no filter: integer values)
+    coins = io.load_sample("coins").array
+    expected = make_markers(coins.astype(float), vmin, vmax + 1, check=False)
+    shown = {}
+    for key, n in counts.items():  # colours within the canvas's alpha rounding
+        rgb = np.array([int(v) for v in key.split(",")])
+        label = next(lab for lab, ref in render.MARKER_COLORS.items()
+                     if np.abs(rgb - ref).max() <= 3)
+        shown[label] = shown.get(label, 0) + n
+    assert shown == {1: int((expected == 1).sum()), 2: int((expected == 2).sum())}
+    # the segmentation waits for the server (held here): unchanged
+    assert _js(dash_duo, OVERLAY_JS) == seg_before
+
+
 def test_dragging_a_handle_previews_and_the_release_shows_the_exact_result(
         dash_duo, app_factory):
     _start(dash_duo, app_factory)
