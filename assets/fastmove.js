@@ -89,7 +89,8 @@ window.pipexFast = (function () {
     function valuesKey(ctx) {
         const r = ctx && ctx.history && ctx.history.recipe;
         const v = (ctx && ctx.view) || {};
-        return JSON.stringify([ctx && ctx.image, r && r.filter, v.axis, v.index]);
+        // what the filtered slice depends on: the image (and its channel), filter, slice
+        return JSON.stringify([ctx && ctx.image, r && r.image, r && r.filter, v.axis, v.index]);
     }
 
     function unpack(res, key) {
