@@ -48,6 +48,7 @@ __all__ = [
     "list_data_files",
     "resolve_data_file",
     "validate_image",
+    "color_channels",
     "content_hash",
     "labels_to_tiff_bytes",
     "png_bytes",
@@ -113,11 +114,16 @@ class LoadedImage:
         File or sample name, for display.
     notes : tuple of str
         User-facing notes on what was converted, e.g. colour to grayscale.
+    channels : ndarray or None
+        For a colour image, its red, green and blue channels before the conversion to gray
+        (``(H, W, 3)`` or ``(Z, Y, X, 3)``, see :func:`color_channels`): a recipe may pick
+        one, or a weighted combination, instead of the luminance. None for a gray image.
     """
 
     array: np.ndarray
     name: str
     notes: tuple[str, ...] = ()
+    channels: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +345,47 @@ def validate_image(array: np.ndarray) -> np.ndarray:
     return _standardize(array)[0]
 
 
+def color_channels(array) -> np.ndarray | None:
+    """The red, green and blue channels of a decoded colour image, or None.
+
+    What a channel choice (``pipeline.channels``) picks from instead of the luminance: the
+    decoded values, before any conversion to gray (alpha dropped, axes of length 1 removed,
+    native byte order, booleans as 0 / 255, float16 as float32).
+
+    Parameters
+    ----------
+    array : ndarray
+        A decoded image whose last axis may hold colour channels.
+
+    Returns
+    -------
+    ndarray or None
+        C-contiguous ``(H, W, 3)`` or ``(Z, Y, X, 3)``; None if `array` is not a 2D or 3D
+        image with 3 or 4 channels last, or if its three channels are identical (a gray image
+        stored as colour: nothing to choose).
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf" or array.ndim not in (3, 4) \
+            or array.shape[-1] not in (3, 4):
+        return None
+    rgb = array[..., :3]
+    spatial = tuple(s for s in rgb.shape[:-1] if s != 1)
+    if len(spatial) not in (2, 3):
+        return None
+    rgb = rgb.reshape(spatial + (3,))
+    if rgb.dtype.kind == "b":
+        rgb = rgb.astype(np.uint8) * np.uint8(255)
+    elif rgb.dtype.kind == "f" and rgb.dtype.itemsize < 4:
+        rgb = rgb.astype(np.float32)
+    elif rgb.dtype.kind == "f" and rgb.dtype.itemsize > 8:
+        rgb = rgb.astype(np.float64)
+    if not rgb.dtype.isnative:
+        rgb = rgb.astype(rgb.dtype.newbyteorder("="))
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return None
+    return np.ascontiguousarray(rgb)
+
+
 # --------------------------------------------------------------------------------------------
 # Samples
 
@@ -404,8 +451,9 @@ def load_sample(name: str) -> LoadedImage:
 
         array = getattr(data, name)()
         source = f"Sample skimage.data.{name}()."
+    channels = color_channels(array)
     array, notes = _standardize(array)
-    return LoadedImage(array, name, (source, *notes))
+    return LoadedImage(array, name, (source, *notes), channels=channels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,8 +681,9 @@ def read_image_bytes(data: bytes, filename: str, *, max_bytes: int,
         array, color, notes = _read_tiff(data, name, max_pixels)
     else:
         array, color, notes = _read_pillow(data, name, kind, max_pixels)
+    channels = color_channels(array) if color else None
     array, more = _standardize(array, color=color)
-    return LoadedImage(array, name, tuple(notes) + more)
+    return LoadedImage(array, name, tuple(notes) + more, channels=channels)
 
 
 def decode_upload(contents: str, filename: str, *, max_bytes: int,
