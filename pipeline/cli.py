@@ -252,12 +252,14 @@ class _ProcessImage:
         try:
             loaded = _io.read_image_bytes(data, name, max_bytes=self.max_bytes,
                                           max_pixels=self.max_pixels)
-            result = _recipe.run(loaded.array, self.recipe)
+            # a recipe that picks a channel of a colour file takes it from its channels
+            result = _recipe.run(loaded.array, self.recipe, channels=loaded.channels)
         except MemoryError:
             raise InputError("not enough memory to process this image") from None
         labels = result.labels
-        meta = {"name": loaded.name, "id": _io.content_hash(loaded.array),
-                "shape": list(loaded.array.shape), "dtype": str(loaded.array.dtype)}
+        image = result.image  # the image segmented: the app's (and the script's) input hash
+        meta = {"name": loaded.name, "id": _io.content_hash(image),
+                "shape": list(image.shape), "dtype": str(image.dtype)}
         provenance = record(meta, _recipe.step_names(self.recipe), recipe=self.recipe,
                             notes=list(loaded.notes), command="python -m pipeline run")
         options = self.recipe["measure"]

@@ -1,6 +1,8 @@
 """Recipes: the whole pipeline as a JSON document, checked, saved, loaded and run.
 
-A recipe (format version 1, see ``docs/recipe.md``) names a filter, the two marker thresholds,
+A recipe (format version 1, see ``docs/recipe.md``) names, optionally, the image of a colour
+file to segment (``image``: a channel or a weighted combination instead of the luminance;
+absent = the luminance, as in older recipes), a filter, the two marker thresholds,
 a segmentation method, an ordered list of post-processing operations and the measurement
 options. :func:`validate` checks one and returns it *normalised* (every parameter present,
 converted to its type), so that equal pipelines give equal recipes: the app's undo history,
@@ -9,7 +11,9 @@ its cache keys, "Save recipe", the CLI and the exported script all work on norma
 Running a recipe is a chain of pure stage functions, which are the only code path from an
 image to labels and measurements (the app caches each of them separately):
 
-* :func:`filter_stage`: loaded image → ``image.astype(np.float64)`` → filter → *filtered*;
+* :func:`image_stage`: loaded image (and its colour channels) → the image segmented
+  (:mod:`pipeline.channels`; the loaded image itself without an ``image`` section);
+* :func:`filter_stage`: image → ``image.astype(np.float64)`` → filter → *filtered*;
 * :func:`marker_stage`: filtered → markers (1 below ``vmin``, 2 above ``vmax``, else 0);
 * :func:`segment_stage`: (filtered, markers) → boolean object mask;
 * :func:`postprocess_stage`: mask → mask operations → ``label`` → label operations → int32
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import channels as _channels
 from . import filters as _filters
 from . import measure as _measure
 from . import postprocess as _postprocess
@@ -49,6 +54,7 @@ __all__ = [
     "read_file",
     "describe",
     "step_names",
+    "image_stage",
     "filter_stage",
     "marker_stage",
     "segment_stage",
@@ -67,7 +73,10 @@ MAX_BYTES = 1_000_000
 #: The sections of a recipe, in pipeline order (after ``format`` and ``version``).
 SECTIONS = ("filter", "markers", "segmentation", "postprocess", "measure")
 
-_KEYS = ("format", "version") + SECTIONS
+#: The optional first section: which image of a colour file (``pipeline.channels``).
+IMAGE_SECTION = "image"
+
+_KEYS = ("format", "version", IMAGE_SECTION) + SECTIONS
 _STEP_KEYS = ("name", "params")
 _MEASURE_KEYS = ("properties", "pixel_size", "unit", "spacing")
 
@@ -281,14 +290,17 @@ def validate(recipe) -> dict:
     ----------
     recipe : dict
         A recipe, e.g. from :func:`loads`. ``format``, ``version`` and ``markers`` are
-        required; a missing ``filter`` means no filter, a missing ``segmentation`` the random
+        required; a missing ``image`` means the luminance (the loaded image), a missing
+        ``filter`` means no filter, a missing ``segmentation`` the random
         walker with default parameters, a missing ``postprocess`` ``[label]``, a missing
         ``measure`` (or a missing key of it) the defaults of :func:`default_recipe`.
 
     Returns
     -------
     dict
-        A new recipe with every section present; every step's ``params`` complete (defaults
+        A new recipe with every section present (``image`` only when it is not the
+        luminance, so that older recipes normalise as before); every step's ``params``
+        complete (defaults
         filled in) and converted to the parameter's type; ``vmin``, ``vmax`` and
         ``pixel_size`` as floats. ``validate(validate(r)) == validate(r)``.
 
@@ -309,9 +321,13 @@ def validate(recipe) -> dict:
                          f"version {VERSION} recipe has {', '.join(_KEYS)}")
     if "markers" not in recipe:
         raise InputError('recipe has no markers: add "markers": {"vmin": ..., "vmax": ...}')
+    image = _step("image", recipe.get(IMAGE_SECTION, dict(_channels.DEFAULT)),
+                  _channels.CHANNELS, "image stage")
+    head = {"format": FORMAT, "version": VERSION}
+    if not _channels.is_default(image):  # kept out for the luminance: older recipes (and
+        head[IMAGE_SECTION] = image      # their cache keys) normalise as before
     return {
-        "format": FORMAT,
-        "version": VERSION,
+        **head,
         "filter": _step("filter", recipe.get("filter", {"name": "none"}), _filters.FILTERS,
                         "filter"),
         "markers": _markers(recipe["markers"]),
@@ -462,6 +478,8 @@ def describe(recipe) -> str:
     """
     recipe = validate(recipe)
     parts = []
+    if IMAGE_SECTION in recipe:
+        parts.append(_channels.describe(recipe[IMAGE_SECTION]))
     if recipe["filter"]["name"] != "none":
         parts.append(_call(recipe["filter"]["name"], recipe["filter"]["params"]))
     parts.append(_call("markers", recipe["markers"]))
@@ -485,14 +503,18 @@ def step_names(recipe) -> dict:
     Returns
     -------
     dict
-        ``{"filter": name, "segmentation": name, "postprocess": [names]}``.
+        ``{"filter": name, "segmentation": name, "postprocess": [names]}``, with
+        ``"image"`` first when the recipe picks a channel or a weighted combination.
     """
     recipe = validate(recipe)
-    return {
+    names = {
         "filter": recipe["filter"]["name"],
         "segmentation": recipe["segmentation"]["name"],
         "postprocess": [op["name"] for op in recipe["postprocess"]],
     }
+    if IMAGE_SECTION in recipe:
+        names = {"image": recipe[IMAGE_SECTION]["name"], **names}
+    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,7 +536,10 @@ class RecipeResult:
     labels : ndarray of int32
         The post-processed label image (0 = background).
     measurements : pipeline.measure.Measurements
-        The measurement table of the labels, intensities read from the loaded image.
+        The measurement table of the labels, intensities read from the segmented image.
+    image : ndarray or None
+        The image segmented (:func:`image_stage`): the loaded image, or the channel (or
+        weighted combination) the recipe picks.
     """
 
     filtered: np.ndarray
@@ -522,6 +547,39 @@ class RecipeResult:
     mask: np.ndarray
     labels: np.ndarray
     measurements: _measure.Measurements
+    image: np.ndarray | None = None
+
+
+def image_stage(image, recipe, channels=None) -> np.ndarray:
+    """The image the pipeline segments: the loaded image, or a channel of its colour file.
+
+    Parameters
+    ----------
+    image : ndarray, 2D or 3D
+        The loaded image (grayscale: a colour file's luminance).
+    recipe : dict
+        A recipe (validated here).
+    channels : ndarray, optional
+        The colour channels of the file (``pipeline.io.LoadedImage.channels``); needed only
+        when the recipe's ``image`` section picks a channel or weighted combination.
+
+    Returns
+    -------
+    ndarray
+        `image` itself without an ``image`` section (the luminance); else
+        :func:`pipeline.channels.select`'s result.
+
+    Raises
+    ------
+    InputError
+        If the recipe picks a channel of an image without channels, or the chosen image is
+        constant or not finite.
+    """
+    recipe = validate(recipe)
+    section = recipe.get(IMAGE_SECTION)
+    if section is None:
+        return image
+    return _channels.select(image, channels, section["name"], section["params"])
 
 
 def filter_stage(image, recipe) -> np.ndarray:
@@ -589,7 +647,7 @@ def measure_stage(labels, image, recipe) -> _measure.Measurements:
                             spacing=options.get("spacing"))
 
 
-def run(image, recipe) -> RecipeResult:
+def run(image, recipe, *, channels=None) -> RecipeResult:
     """Run a whole recipe on an image.
 
     Parameters
@@ -598,6 +656,9 @@ def run(image, recipe) -> RecipeResult:
         The loaded image (e.g. ``pipeline.io.read_image_file(...).array``).
     recipe : dict
         A recipe (validated here).
+    channels : ndarray, optional
+        The colour channels of the image's file (``LoadedImage.channels``), for a recipe
+        whose ``image`` section picks a channel (:func:`image_stage`).
 
     Returns
     -------
@@ -610,11 +671,11 @@ def run(image, recipe) -> RecipeResult:
         vmin).
     """
     recipe = validate(recipe)
-    image = np.asarray(image)
+    image = np.asarray(image_stage(np.asarray(image), recipe, channels))
     filtered = filter_stage(image, recipe)
     markers = marker_stage(filtered, recipe)
     mask = segment_stage(filtered, markers, recipe)
     labels = postprocess_stage(mask, recipe)
     measurements = measure_stage(labels, image, recipe)
     return RecipeResult(filtered=filtered, markers=markers, mask=mask, labels=labels,
-                        measurements=measurements)
+                        measurements=measurements, image=image)

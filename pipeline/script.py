@@ -11,7 +11,8 @@ Three things come from the ``pipeline`` package rather than being written out:
 
 * reading the image (:func:`pipeline.io.read_image_file`): detection of the format from the
   file's content, colour / palette / alpha to grayscale, 16-bit PNG, byte order and axis
-  squeezing have too many cases for a few plain lines to match the app in every one of them;
+  squeezing have too many cases for a few plain lines to match the app in every one of them
+  (a recipe that picks a channel takes it from the reader's ``channels``, as the app does);
 * the fast random walker (:mod:`pipeline.randomwalker`), when the recipe uses it (the script
   shows the equivalent :func:`skimage.segmentation.random_walker` call in a comment);
 * writing the label TIFF (:func:`pipeline.io.labels_to_tiff_bytes`) and the provenance record
@@ -27,6 +28,7 @@ import textwrap
 
 import numpy as np
 
+from . import channels as _channels
 from . import filters as _filters
 from . import measure as _measure
 from . import postprocess as _postprocess
@@ -150,6 +152,26 @@ def _check_docstring_safe(text: str) -> str:
 # The pipeline's lines
 
 
+def _load_lines(recipe: dict) -> list:
+    """The end of ``load_image(path)``: the loaded image, or the channel the recipe picks."""
+    read = "read_image_file(path, max_bytes=max(size, 1), max_pixels=MAX_PIXELS)"
+    section = recipe.get("image")
+    if section is None:
+        return [f"return {read}.array"]
+    step = _channels.CHANNELS[section["name"]]
+    what = _channels.describe(section)
+    return [
+        f"loaded = {read}",
+        f"# image: {what} of the colour file instead of its luminance ({step.label})",
+        "channels = loaded.channels  # red, green, blue, as decoded",
+        "if channels is None:",
+        f"    raise InputError(f\"{{path.name}} has no colour channels (it is grayscale): the "
+        f"recipe uses the {what}\")",
+        *step.code("loaded.array", "image", **section["params"]),
+        "return image",
+    ]
+
+
 def _pipeline_lines(recipe: dict) -> tuple[list, list]:
     """Body lines of ``run_pipeline(image)`` and the import lines they need."""
     imports = list(_measure.IMPORTS)
@@ -264,7 +286,7 @@ def load_image(path):
     """
     path = Path(path)
     size = path.stat().st_size if path.is_file() else 1
-    return read_image_file(path, max_bytes=max(size, 1), max_pixels=MAX_PIXELS).array
+{load_return}
 
 
 def check_markers(markers):
@@ -383,6 +405,7 @@ def to_script(recipe, provenance: dict | None = None) -> str:
         notes_literal=_literal(notes, len("NOTES = ")),
         body="\n".join(_INDENT + line if line else "" for line in body),
         steps_literal=_literal(step_names(recipe), len("STEPS = ")),
+        load_return="\n".join(_INDENT + line for line in _load_lines(recipe)),
     )
     compile(source, "<exported script>", "exec")  # a bug here must never ship a broken script
     return source

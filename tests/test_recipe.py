@@ -204,7 +204,7 @@ REJECTED = [
     (_with(version=1.5), r"recipe version must be a whole number"),
     # top level
     (_with(filters={"name": "none"}), r"recipe: unknown key 'filters'; a version 1 recipe has "
-                                      r"format, version, filter, markers"),
+                                      r"format, version, image, filter, markers"),
     (_without("markers"), r"recipe has no markers"),
     # unknown step names, listing the valid ones
     (_with(filter={"name": "gausian"}),
