@@ -4,7 +4,9 @@ One user (or session) must never take every request thread of the server with lo
 computations: each heavy computation takes a slot of its owner (``per_owner`` of them) and a
 slot of the server (``total``). A slot is a file of a folder shared by every worker process,
 held with ``flock(2)``: the kernel releases it when its holder closes it or dies, so a killed
-worker never leaves a slot taken, and nothing has to expire.
+worker never leaves a slot taken, and nothing has to expire. A process forked while a slot is
+held (a background job) closes its inherited copy at once, so the slot is freed when the
+computation that took it ends, not when the job does.
 
 A request that finds no free slot waits at most ``wait_s`` (a page starts several panels at
 once: they take turns), with at most ``max_waiting`` requests of one owner waiting; then it
@@ -19,6 +21,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,6 +92,39 @@ class Admission:
         self.poll_s = float(poll_s)
         self.max_waiting = max_waiting
         self._held = threading.local()  # owners whose slot this thread holds (re-entrant)
+        self._open = set()  # descriptors of the slots this process holds
+        self._open_lock = threading.Lock()
+        # a fork waits until no thread is between locking a slot and noting it down
+        ref = weakref.ref(self)
+        os.register_at_fork(
+            before=lambda: ref() is not None and ref()._open_lock.acquire(),
+            after_in_parent=lambda: ref() is not None and ref()._open_lock.release(),
+            after_in_child=lambda: ref() is not None and ref()._forked())
+
+    def _forked(self):
+        # in a child process: its copies of the parent's locked descriptors would keep the
+        # parent's slots taken as long as the child lives (flock belongs to the open file)
+        for fd in self._open:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._open = set()
+        self._open_lock = threading.Lock()
+        self._held = threading.local()
+
+    def _take(self, paths):
+        """The descriptor of the first free slot of `paths` (kept track of), or None."""
+        with self._open_lock:
+            fd = _first_free(paths)
+            if fd is not None:
+                self._open.add(fd)
+        return fd
+
+    def _give_back(self, fd):
+        with self._open_lock:
+            self._open.discard(fd)
+            os.close(fd)
 
     def _owner_paths(self, owner, kind="run"):
         digest = hashlib.sha256(str(owner).encode()).hexdigest()[:24]
@@ -100,12 +136,12 @@ class Admission:
 
     def _try(self, owner):
         """(owner fd, server fd), or the reason there is none: 'owner' or 'server'."""
-        mine = _first_free(self._owner_paths(owner))
+        mine = self._take(self._owner_paths(owner))
         if mine is None:
             return "owner"
-        server = _first_free(self._server_paths())
+        server = self._take(self._server_paths())
         if server is None:
-            os.close(mine)
+            self._give_back(mine)
             return "server"
         return mine, server
 
@@ -165,12 +201,12 @@ class Admission:
         finally:
             held.discard(owner)
             for fd in got:
-                os.close(fd)
+                self._give_back(fd)
 
     def _wait(self, owner, reason):
         if self.wait_s <= 0:
             raise self._refusal(reason)
-        waiting = _first_free(self._owner_paths(owner, "wait"))
+        waiting = self._take(self._owner_paths(owner, "wait"))
         if waiting is None:  # max_waiting requests of this owner are waiting already
             raise self._refusal(reason)
         try:
@@ -183,7 +219,7 @@ class Admission:
                 reason = got
             raise self._refusal(reason)
         finally:
-            os.close(waiting)
+            self._give_back(waiting)
 
     def prune(self, older_than_s: float = 86400.0) -> int:
         """Remove the slot files of owners idle for `older_than_s` seconds; return how many.

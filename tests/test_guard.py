@@ -264,3 +264,28 @@ def test_the_owner_of_a_signed_in_session_is_its_user(tmp_path):
     assert services.owner(sid) == sid  # local mode: the session
     services.store.set_owner(sid, "user:alice")
     assert services.owner(sid) == "user:alice"
+
+
+def _sleep_until(started, release):
+    started.set()  # after the fork's handlers ran
+    release.wait(120)
+
+
+def test_a_process_forked_while_a_slot_is_held_does_not_keep_it(tmp_path):
+    # Dash's background jobs are forked from the worker: the child's copy of a locked
+    # descriptor kept the slot taken for as long as the job ran
+    admission = Admission(tmp_path, per_owner=1, total=2)
+    ctx = mp.get_context("fork")
+    started, release = ctx.Event(), ctx.Event()
+    with admission.slot("user:alice"):
+        child = ctx.Process(target=_sleep_until, args=(started, release))
+        child.start()
+        assert started.wait(60)
+    try:
+        assert child.is_alive()
+        assert admission.running("user:alice") == 0 and admission.running() == 0
+        with Admission(tmp_path, per_owner=1, total=2).slot("user:alice"):
+            pass
+    finally:
+        release.set()
+        child.join(60)
