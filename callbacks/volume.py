@@ -25,7 +25,8 @@ from dash.exceptions import PreventUpdate
 
 from components import ids
 from components.figures import empty_figure
-from components.volume import PLANE_TITLES, VIEW_HEIGHT, plane_figure, surface_figure
+from components.volume import (PLANE_TITLES, UNSELECTED_OPACITY, VIEW_HEIGHT, plane_figure,
+                               surface_figure)
 from pipeline import mesh, render
 from pipeline import recipe as recipes
 from pipeline.compute import stage_keys
@@ -284,8 +285,9 @@ def _max_regions(value):
     return value
 
 
-def surface_update(services, session_id, meta, history, max_regions):
-    """(surface figure, cost line, token) of the current labels.
+def surface_update(services, session_id, meta, history, max_regions, selected=()):
+    """(surface figure, cost line, token) of the current labels (the `selected` regions
+    highlighted: the others faded).
 
     The mesh is :func:`pipeline.mesh.surface_mesh` of the settled labels (at most
     :data:`pipeline.mesh.DEFAULT_MAX_TRIANGLES` triangles), cached per labels, voxel size
@@ -313,7 +315,8 @@ def surface_update(services, session_id, meta, history, max_regions):
     if not found.regions:
         return (empty_figure("no region to draw", height=120), "No labelled region: nothing "
                 "to draw.", token)
-    fig = surface_figure(found.regions, unit=unit, uirevision=f"{meta['id']}-surface")
+    fig = surface_figure(found.regions, unit=unit, uirevision=f"{meta['id']}-surface",
+                         selected=selected)
     shown = (f"largest {found.n_shown} of {found.n_regions:,} regions shown"
              if found.n_shown < found.n_regions else f"all {found.n_regions:,} regions")
     step = ("every voxel" if found.step == 1 else
@@ -365,6 +368,22 @@ function(history, meta, z, y, x) {
     return same ? [nu, nu, nu, text] : [values[0], values[1], values[2], text];
 }
 """
+
+
+#: Rows selected in the measurements table: their regions stay opaque in the surface, the
+#: others fade (in the browser: the mesh is not sent again).
+HIGHLIGHT_JS = """
+function(selected, figure) {
+    const nu = window.dash_clientside.no_update;
+    if (!figure || !figure.data || !figure.data.length) { return nu; }
+    const chosen = new Set((selected || []).map(Number));
+    const data = figure.data.map(function (t) {
+        const faded = chosen.size > 0 && !chosen.has(Number(t.meta));
+        return Object.assign({}, t, {opacity: faded ? %(faded)s : 1});
+    });
+    return Object.assign({}, figure, {data: data});
+}
+""" % {"faded": UNSELECTED_OPACITY}
 
 
 def register(app, services):
@@ -423,16 +442,25 @@ def register(app, services):
         Output(ids.SURFACE_COST, "title"),
         Input(ids.SURFACE_BUTTON, "n_clicks"),
         State(ids.SURFACE_REGIONS, "value"),
+        State(ids.SELECTED_LABELS, "data"),
         State(ids.HISTORY, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SESSION, "data"),
         prevent_initial_call=True,
         running=[(Output(ids.SURFACE_BUTTON, "disabled"), True, False)],
     )
-    def _surface(n_clicks, max_regions, history, meta, session_id):
+    def _surface(n_clicks, max_regions, selected, history, meta, session_id):
         if not n_clicks:
             raise PreventUpdate
-        return surface_update(services, session_id, meta, history, max_regions)
+        return surface_update(services, session_id, meta, history, max_regions, selected)
+
+    app.clientside_callback(
+        HIGHLIGHT_JS,
+        Output(ids.SURFACE_GRAPH, "figure", allow_duplicate=True),
+        Input(ids.SELECTED_LABELS, "data"),
+        State(ids.SURFACE_GRAPH, "figure"),
+        prevent_initial_call=True,
+    )
 
     @app.callback(
         Output(ids.HISTORY, "data", allow_duplicate=True),

@@ -121,8 +121,13 @@ def plane_figure(gray_uri, overlay_uri, *, name, dx, dy, cross, title, unit, uir
     return fig
 
 
-def surface_figure(regions, *, unit, uirevision, height=520):
-    """A Mesh3d trace per region, in its colour, axes in physical units (true aspect).
+#: Opacity of the regions not selected in the measurements table, while some are.
+UNSELECTED_OPACITY = 0.2
+
+
+def surface_figure(regions, *, unit, uirevision, selected=(), height=520):
+    """A Mesh3d trace per region, in its colour, axes in physical units (true aspect); while
+    regions are selected (rows of the measurements table) the others are faded.
 
     Parameters
     ----------
@@ -132,7 +137,10 @@ def surface_figure(regions, *, unit, uirevision, height=520):
     unit : str
     uirevision : str
         The camera is kept while it is the same.
+    selected : sequence of int, optional
+        Labels of the selected regions.
     """
+    selected = {int(v) for v in selected or ()}
     fig = go.Figure(layout=go.Layout(
         height=height, margin=dict(l=0, r=0, t=0, b=0), uirevision=uirevision,
         scene=dict(aspectmode="data", xaxis_title=f"x ({unit})", yaxis_title=f"y ({unit})",
@@ -142,7 +150,8 @@ def surface_figure(regions, *, unit, uirevision, height=520):
         v, f = r.vertices, r.faces
         fig.add_trace(go.Mesh3d(
             x=v[:, 2], y=v[:, 1], z=v[:, 0], i=f[:, 0], j=f[:, 1], k=f[:, 2],
-            color=r.color, name=f"region {r.label}", flatshading=False,
+            color=r.color, name=f"region {r.label}", meta=int(r.label), flatshading=False,
+            opacity=UNSELECTED_OPACITY if selected and r.label not in selected else 1.0,
             hovertemplate=f"region {r.label} · {r.voxels:,} voxels<extra></extra>",
             lighting=dict(ambient=0.45, diffuse=0.8, specular=0.15)))
     return fig

@@ -351,6 +351,12 @@ def test_the_surface_is_drawn_on_request_bounded_and_cached(services, stack):
     current = volume.surface_token(new["recipe"], (2.0, 1.0, 1.0))
     assert volume.views_update(services, sid, meta, new, None, "outline",
                                surface_shown=current)[-1] is no_update
+    # regions selected in the table stay opaque, the others fade
+    labels_shown = [t["meta"] for t in data]
+    chosen = volume.surface_update(services, sid, meta, new, 5, [labels_shown[0]])[0]
+    opacity = [t["opacity"] for t in chosen.to_plotly_json()["data"]]
+    assert opacity[0] == 1 and all(o < 1 for o in opacity[1:])
+    assert "chosen.has(Number(t.meta))" in volume.HIGHLIGHT_JS
     # a bad count is a message on the tab, not a crash
     assert "largest regions must be from 1 to 500" in str(
         volume.surface_update(services, sid, meta, new, 0)[1])

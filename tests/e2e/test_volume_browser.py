@@ -106,6 +106,23 @@ def test_orthogonal_views_follow_a_click_and_the_surface_renders(dash_duo, app_f
     assert drawn  # plotly made its WebGL scene
     assert "regions" in dash_duo.find_element("#surface-cost").text
 
+    # Select a row of the measurements table: its region stays opaque, the others fade.
+    opacities = ("return document.querySelector('#surface-graph .js-plotly-plot').data"
+                 ".map(function (t) { return [t.meta, t.opacity]; });")
+
+    def select_first_row():
+        box = dash_duo.find_element(
+            "#measure-table .ag-row[row-index='0'] .ag-selection-checkbox input")
+        if not box.is_selected():
+            box.click()
+        shown = dash_duo.driver.execute_script(opacities)
+        return shown if any(o is not None and o < 1 for _, o in shown) else None
+
+    shown = until(select_first_row, 60, "the other regions faded")
+    label = int(dash_duo.find_element("#measure-table .ag-row[row-index='0']")
+                .get_attribute("row-id"))
+    assert {m for m, o in shown if o == 1} <= {label}
+
     # Undo the voxel size: the open tab redraws (the measure stage changed), back to 1 voxel,
     # and says the surface shows labels of another voxel size.
     dash_duo.find_element("#undo-button").click()
