@@ -103,6 +103,8 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
                            "error")
     try:
         services.compute.trim()
+        if services.admission is not None:
+            services.admission.prune()  # job-slot files of owners idle for a day
     except OSError:  # a concurrent trim removed the same entries
         log.warning("cache trim failed", exc_info=True)
     notes = " ".join(loaded.notes)

@@ -289,3 +289,13 @@ def test_a_process_forked_while_a_slot_is_held_does_not_keep_it(tmp_path):
     finally:
         release.set()
         child.join(60)
+
+
+def test_idle_owners_slot_files_are_pruned_but_never_a_held_one(tmp_path):
+    admission = Admission(tmp_path, per_owner=1, total=2)
+    with admission.slot("idle"):
+        pass
+    with admission.slot("busy"):
+        assert admission.prune(older_than_s=0) == 1  # the idle owner's file, not the held one
+        assert admission.running("busy") == 1
+    assert admission.prune(older_than_s=3600) == 0
