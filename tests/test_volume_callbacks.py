@@ -3,7 +3,7 @@ callback bodies of callbacks.volume, on a real store and cache in a temporary fo
 
 from __future__ import annotations
 
-import copy
+import base64
 import io as _io
 import subprocess
 import sys
@@ -12,14 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from dash import no_update
 from skimage.measure import regionprops_table
 
+from callbacks import loading, volume
+from callbacks.params import recipe_action
+from callbacks.services import Services
+from components import ids
+from pipeline import mesh
 from pipeline import recipe as R
+from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.io import VoxelSize, blobs_3d, read_image_file, voxel_size
-from pipeline.measure import DEFAULT_PROPERTIES, measure, to_csv
+from pipeline.measure import measure, to_csv
 from pipeline.script import to_script
 from pipeline.segment import default_thresholds
+from pipeline.store import new_session_id
 
 REPO = Path(__file__).resolve().parents[1]
 SPACING = [2.0, 0.5, 0.25]
@@ -178,18 +186,6 @@ def test_the_exported_script_reproduces_the_spacing(stack, tmp_path):
 
 
 # --- the 3D tab's callbacks -------------------------------------------------------------------
-
-import base64  # noqa: E402
-
-from callbacks import loading, volume  # noqa: E402
-from callbacks.params import recipe_action  # noqa: E402
-from callbacks.services import Services  # noqa: E402
-from components import ids  # noqa: E402
-from pipeline import mesh  # noqa: E402
-from pipeline.config import Config  # noqa: E402
-from pipeline.store import new_session_id  # noqa: E402
-from dash import no_update  # noqa: E402
-
 
 @pytest.fixture
 def services(tmp_path):
