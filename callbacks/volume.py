@@ -207,12 +207,12 @@ def plane_view(image, labels, meta, name, point, spacing, style, unit):
         uirevision=f"{meta['id']}-{name}-{spacing}")
 
 
-def surface_token(recipe, spacing) -> str:
-    """A short id of what a surface shows: the labels' stages and the voxel size."""
+def surface_token(image_id, recipe, spacing) -> str:
+    """What a surface shows: ``"<image id>:<hash of the labels' stages and voxel size>"``."""
     keys = stage_keys(recipe)
     text = json.dumps([keys["filter"], keys["markers"], keys["segmentation"],
-                       keys["postprocess"], list(spacing)])
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+                       keys["postprocess"], [float(v) for v in spacing]])
+    return f"{image_id}:{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}"
 
 
 def views_update(services, session_id, meta, history, cursor, style, click=None,
@@ -233,13 +233,17 @@ def views_update(services, session_id, meta, history, cursor, style, click=None,
     Returns
     -------
     tuple
-        (ZY figure, ZX figure, YX figure, cursor, info line, message, surface note).
+        (ZY figure, ZX figure, YX figure, cursor, info line, message, surface note, surface
+        figure). The surface of another image is removed (its figure emptied, its note
+        cleared); one of other labels or voxel size stays, with a note saying so.
     """
     if not meta:
         raise PreventUpdate
+    other_image = bool(surface_shown) and not surface_shown.startswith(f"{meta['id']}:")
+    cleared = ("", empty_figure("", height=60)) if other_image else (no_update, no_update)
     if meta.get("ndim") != 3:
         blank = empty_figure("3D view: load a 3D stack (this image is 2D)", height=VIEW_HEIGHT)
-        return blank, blank, blank, no_update, "", None, no_update
+        return blank, blank, blank, no_update, "", None, *cleared
     recipe = require_current(meta, history)
     spacing, source = effective_spacing(recipe, meta)
     point = cursor_point(meta, cursor)
@@ -264,11 +268,12 @@ def views_update(services, session_id, meta, history, cursor, style, click=None,
              "none given: 1 voxel"}[source]
     info = (f"cursor z {point[0]}, y {point[1]}, x {point[2]} · voxel size (z, y, x) {shown} "
             f"{unit} ({where})")
-    note = no_update
-    if surface_shown and surface_shown != surface_token(recipe, spacing):
+    note, surface = cleared
+    if (surface_shown and not other_image
+            and surface_shown != surface_token(meta["id"], recipe, spacing)):
         note = ("The labels or the voxel size changed since this surface was drawn: "
                 "Show surface to draw it again.")
-    return (*figures, {"image": meta["id"], "point": point}, info, message, note)
+    return (*figures, {"image": meta["id"], "point": point}, info, message, note, surface)
 
 
 # --- the surface -----------------------------------------------------------------------------
@@ -301,7 +306,7 @@ def surface_update(services, session_id, meta, history, max_regions, selected=()
     try:
         max_regions = _max_regions(max_regions)
         labels = services.run(session_id, meta["id"], recipe).labels
-        token = surface_token(recipe, spacing)
+        token = surface_token(meta["id"], recipe, spacing)
         key = json.dumps(["surface", meta["id"], token, max_regions,
                           mesh.DEFAULT_MAX_TRIANGLES])
         t0 = time.perf_counter()
@@ -410,6 +415,7 @@ def register(app, services):
         Output(ids.VOLUME_INFO, "children"),
         Output(ids.VOLUME_MESSAGE, "children"),
         Output(ids.SURFACE_COST, "children", allow_duplicate=True),
+        Output(ids.SURFACE_GRAPH, "figure", allow_duplicate=True),
         Input(ids.VOLUME_SIGNAL, "data"),
         *(Input(ids.VOLUME_GRAPHS[name], "clickData") for name in PLANE_NAMES),
         Input(ids.VOLUME_STYLE, "value"),
@@ -434,7 +440,7 @@ def register(app, services):
                                 surface_shown)
         except InputError as exc:  # the image left the store
             return (no_update,) * 5 + (message_children(f"3D view: {exc}", "error"),
-                                       no_update)
+                                       no_update, no_update)
 
     @app.callback(
         Output(ids.SURFACE_GRAPH, "figure"),

@@ -213,8 +213,9 @@ def _title(fig):
 
 def test_three_planes_through_the_centre_as_pngs(services, stack):
     sid, meta, pointer = _load(services, stack)
-    zy, zx, yx, cursor, info, message, note = volume.views_update(
+    zy, zx, yx, cursor, info, message, note, surface = volume.views_update(
         services, sid, meta, pointer, None, "outline")
+    assert note is no_update and surface is no_update
     assert message is None
     assert cursor == {"image": meta["id"], "point": [10, 24, 24]}
     assert "at x = 24" in _title(zy) and "at y = 24" in _title(zx) and "at z = 10" in _title(yx)
@@ -308,7 +309,7 @@ def test_the_files_voxel_size_sets_the_views_until_one_is_applied(services, stac
     meta = {**meta, "voxel_size": {"z": 3.0, "y": 0.5, "x": 0.5, "unit": "µm",
                                    "source": "ImageJ"}}
     assert volume.effective_spacing(pointer["recipe"], meta) == ((3.0, 0.5, 0.5), "metadata")
-    zy, *_, info, _message, _note = volume.views_update(services, sid, meta, pointer, None,
+    zy, *_, info, _message, _note, _surface = volume.views_update(services, sid, meta, pointer, None,
                                                         "outline")
     assert "3 × 0.5 × 0.5 µm (the file's metadata)" in info
     assert zy.layout.xaxis.title.text == "y (µm)"
@@ -333,7 +334,7 @@ def test_the_surface_is_drawn_on_request_bounded_and_cached(services, stack):
     n = len(np.unique(labels)) - 1
     assert f"of {n:,} regions shown" in cost or f"all {n:,} regions" in cost
     assert "triangles" in cost and "marching cubes" in cost
-    assert token == volume.surface_token(pointer["recipe"], (1.0, 1.0, 1.0))
+    assert token == volume.surface_token(meta["id"], pointer["recipe"], (1.0, 1.0, 1.0))
     again = volume.surface_update(services, sid, meta, pointer, 5)
     assert again[1].endswith("(from cache)") or "(from cache)" in again[1]
     # the colours of the 2D label overlay's cycle
@@ -341,12 +342,17 @@ def test_the_surface_is_drawn_on_request_bounded_and_cached(services, stack):
     assert data[0]["color"] == expected
     # the views say when the drawn surface no longer matches the labels
     new, _ = volume.apply_spacing(services, sid, meta, pointer, (2, 1, 1))
-    note = volume.views_update(services, sid, meta, new, None, "outline",
-                               surface_shown=token)[-1]
+    note, surface = volume.views_update(services, sid, meta, new, None, "outline",
+                                        surface_shown=token)[-2:]
+    assert surface is no_update  # the surface stays, with the note
     assert note.startswith("The labels or the voxel size changed")
-    current = volume.surface_token(new["recipe"], (2.0, 1.0, 1.0))
+    current = volume.surface_token(meta["id"], new["recipe"], (2, 1, 1))
     assert volume.views_update(services, sid, meta, new, None, "outline",
-                               surface_shown=current)[-1] is no_update
+                               surface_shown=current)[-2:] == (no_update, no_update)
+    # the surface of another image is removed
+    note, surface = volume.views_update(services, sid, meta, new, None, "outline",
+                                        surface_shown="another:0123")[-2:]
+    assert note == "" and surface.data == ()
     # regions selected in the table stay opaque, the others fade
     labels_shown = [t["meta"] for t in data]
     chosen = volume.surface_update(services, sid, meta, new, 5, [labels_shown[0]])[0]
