@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["ArrayStore", "new_session_id", "check_session_id", "session_belongs_to"]
+__all__ = ["ArrayStore", "check_session_id", "new_session_id", "session_belongs_to"]
 
 _SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_RE = re.compile(r"^[0-9a-f]{8,64}$")

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 from werkzeug.security import check_password_hash
+from werkzeug.serving import make_server
 
 from app import create_app
 from callbacks import auth
@@ -67,15 +67,15 @@ def _load_body(client, sid):
 
 
 def test_nothing_is_served_without_signing_in(served):
-    app, url, tmp = served
+    _, url, _ = served
     anonymous = requests.Session()
     page = anonymous.get(url, headers={"Accept": "text/html"}, allow_redirects=False, timeout=30)
     assert page.status_code == 302 and page.headers["Location"].startswith("/login?next=/")
     layout = anonymous.get(url + "_dash-layout", timeout=30)
     assert layout.status_code == 401
     assert DATA_FILE not in layout.text  # issue 11 item 12: the data folder's names
-    for path in ("_dash-dependencies", "assets/fastmove.js", "_dash-component-suites/dash/"
-                 "deps/react@18.3.1.min.js", "some/dash/page"):
+    for path in ("_dash-dependencies", "assets/fastmove.js",
+                 "_dash-component-suites/dash/deps/react@18.3.1.min.js", "some/dash/page"):
         assert anonymous.get(url + path, timeout=30).status_code == 401, path
     # a callback (loading, a download...) and the fast path
     alice = DashClient(url, session=_signed_in(url, "alice"))
@@ -128,7 +128,7 @@ def test_signed_in_the_page_works_and_lists_the_data_folder(served):
 
 
 def test_a_session_of_one_user_is_refused_to_another(served):
-    app, url, _ = served
+    _, url, _ = served
     alice = DashClient(url, session=_signed_in(url, "alice"))
     sid = alice.find_component("session-store")["data"]
     meta = alice.call("image-store.data", inputs={"sample-dropdown.value": "coins"},

@@ -1,13 +1,27 @@
-"""Malformed requests get a 4xx, never a 500 (callbacks/guard.py)."""
+"""Malformed requests get a 4xx, never a 500 (callbacks/guard.py); admission control keeps
+one user from taking every request thread (pipeline/admission.py)."""
 
 from __future__ import annotations
 
+import copy
 import json
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
 
 import pytest
 
 from app import create_app
+from callbacks import discovery, loading
+from callbacks.params import next_state
+from callbacks.services import Services
+from components import ids
+from pipeline.admission import Admission, Busy
 from pipeline.config import Config
+from pipeline.errors import InputError
+from pipeline.store import new_session_id
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +101,6 @@ def test_security_headers(client):
 
 
 # --- admission control: one user never takes every request thread (pipeline/admission.py) --
-
-import copy  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-from callbacks import discovery, loading  # noqa: E402
-from callbacks.params import next_state  # noqa: E402
-from callbacks.services import Services  # noqa: E402
-from components import ids  # noqa: E402
-from pipeline.admission import Admission, Busy  # noqa: E402
-from pipeline.errors import InputError  # noqa: E402
-from pipeline.store import new_session_id  # noqa: E402
 
 
 def _hold_slots(directory, owner, ready, release):
@@ -188,7 +187,7 @@ def test_no_more_waiters_than_max_waiting(tmp_path):
                          max_waiting=1)
 
     with admission(0).slot("s1"):
-        waiting, give_up = threading.Event(), threading.Event()
+        waiting = threading.Event()
 
         def cached():  # asked when no slot is free: the waiter is about to wait
             waiting.set()
@@ -216,7 +215,7 @@ def test_no_more_waiters_than_max_waiting(tmp_path):
     thread.join(60)
 
 
-@pytest.mark.parametrize("bad", [dict(per_owner=0), dict(total="2"), dict(wait_s=-1)])
+@pytest.mark.parametrize("bad", [{"per_owner": 0}, {"total": "2"}, {"wait_s": -1}])
 def test_admission_settings_are_checked(tmp_path, bad):
     with pytest.raises(Exception, match=next(iter(bad))):
         Admission(tmp_path, **bad)
