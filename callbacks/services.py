@@ -24,7 +24,7 @@ class Services:
     """Configuration, shared array store and cached compute of one app.
 
     Every computation that can be heavy (all but the bounded live preview) runs in a slot of
-    `admission`, of the session's owner: one user can never take every request thread
+    `admission`, of the session's owner: one user never takes all the server's compute slots
     (:meth:`_admitted`; a cached result needs no slot).
     """
 

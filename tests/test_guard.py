@@ -298,3 +298,24 @@ def test_idle_owners_slot_files_are_pruned_but_never_a_held_one(tmp_path):
         assert admission.prune(older_than_s=0) == 1  # the idle owner's file, not the held one
         assert admission.running("busy") == 1
     assert admission.prune(older_than_s=3600) == 0
+
+
+def test_every_stage_is_known_cached_once_computed(tmp_path):
+    # a cache hit must never be refused: _cached has to recognise each stage's cache entry
+    services = _services(tmp_path / "state")
+    sid = new_session_id()
+    meta = loading.load_image(services, sid, None, "coins", None, None, None).meta
+    from pipeline import recipe as recipes
+
+    recipe = recipes.validate(_recipe(meta))
+    stages = ("filtered", "histogram", "thresholds", "mask", "run", "measurements")
+    assert not any(services._cached(stage, meta["id"], recipe) for stage in stages)
+    for call in (services.filtered, services.histogram, services.thresholds, services.mask,
+                 services.run, services.measurements):
+        call(sid, meta["id"], recipe)
+    assert all(services._cached(stage, meta["id"], recipe) for stage in stages)
+    # so with every slot of this session taken elsewhere, each of them is still answered
+    with Admission(tmp_path / "state" / "admission", per_owner=1, total=4).slot(sid):
+        for call in (services.filtered, services.histogram, services.thresholds,
+                     services.mask, services.run, services.measurements):
+            call(sid, meta["id"], recipe)
