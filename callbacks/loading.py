@@ -87,10 +87,13 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         array = loaded.array
         image_id = io.content_hash(array)
         meta = image_meta(array, loaded, image_id)
+        # a colour file's channels, kept for the Channel menu (callbacks.channels)
+        from .channels import store_channels
+        kept = store_channels(services, session_id, loaded, meta)
         # within the quota of the session's owner (its user): room is made from that
         # owner's oldest images, never from another user's current one
-        removed = services.store.put_image(session_id, image_id, array, meta,
-                                           owner=services.owner(session_id))
+        removed = kept + services.store.put_image(session_id, image_id, array, meta,
+                                                  owner=services.owner(session_id))
         services.store.set_current(session_id, image_id)
     except InputError as exc:
         return LoadOutcome(None, f"Could not load {what}: {exc}", "error")

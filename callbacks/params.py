@@ -19,6 +19,7 @@ from dash.exceptions import PreventUpdate
 
 from components import ids
 from pipeline import recipe as recipes
+from pipeline.channels import describe as channels_describe
 from pipeline.compute import stage_keys
 from pipeline.measure import PROPERTIES_2D_ONLY
 from pipeline.errors import InputError
@@ -56,6 +57,9 @@ def initial_history(meta, previous=None) -> dict:
             # the table's 2.8 s. Offered in the properties list, not measured by default.
             recipe["measure"]["properties"] = [
                 p for p in recipe["measure"]["properties"] if p != "solidity"]
+    recipe.pop("image", None)
+    if meta.get("channel"):  # a channel of a colour file (callbacks.channels): the recipe says so
+        recipe = recipes.validate({**recipe, "image": meta["channel"]})
     set_intensity_scale(recipe, meta)
     return {"image_id": meta["id"], "states": [recipe], "index": 0}
 
@@ -193,10 +197,21 @@ def _snap(value, meta):
 def check_fits_image(recipe, meta):
     """Raise if the recipe cannot work on this image, before computing anything.
 
-    A minimum object size larger than the image; thresholds that leave a marker label empty
+    A recipe whose image stage (channel) is not the one of the image shown (a recipe loaded
+    for another channel: the Channel menu makes that image first); a minimum object size
+    larger than the image; thresholds that leave a marker label empty
     (checked on the loaded image's range for the unfiltered image: a filter narrows the
     range, and the segmentation step reports the remaining cases).
     """
+    wanted, shown = recipe.get("image"), meta.get("channel")
+    if wanted != shown:
+        what = channels_describe(wanted)
+        if not meta.get("channels"):
+            raise InputError(f"This recipe segments the {what} of a colour image; this image "
+                             "has no colour channels: load a colour image first.")
+        raise InputError(f"This recipe segments the {what}; the page shows the "
+                         f"{channels_describe(shown)}: choose the {what} in the Channel menu "
+                         "(by the image's name), then load the recipe again.")
     pixels = 1
     for n in meta.get("shape", ()):
         pixels *= n

@@ -166,3 +166,4 @@ CHANNEL_CONTROLS = "channel-controls"  # shown only for a colour image
 CHANNEL = "channel-dropdown"  # luminance, red, green, blue or weighted
 CHANNEL_WEIGHTS = {"red": "channel-weight-red", "green": "channel-weight-green",
                    "blue": "channel-weight-blue"}  # number inputs of the weighted combination
+CHANNEL_WEIGHTS_ROW = "channel-weights"  # the weight inputs, shown for "weighted"

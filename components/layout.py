@@ -6,8 +6,8 @@ from dash import dcc, html
 
 from . import ids
 from .common import graph_config, message, panel
-from .panels import (binarization_panel, compare_panel, discovery_tabs, filter_panel,
-                     histogram_panel, measurements_panel)
+from .panels import (binarization_panel, channel_controls, compare_panel, discovery_tabs,
+                     filter_panel, histogram_panel, measurements_panel)
 
 
 def loader(sample_names, data_files, *, default_sample, max_upload_mb):
@@ -63,7 +63,10 @@ def loader(sample_names, data_files, *, default_sample, max_upload_mb):
                     ),
                 ],
             ),
-            html.Div(className="loader-item loader-info", children=[html.Div(id=ids.IMAGE_INFO)]),
+            html.Div(className="loader-item loader-info", children=[
+                html.Div(id=ids.IMAGE_INFO),
+                channel_controls(),  # a colour image: which channel to segment
+            ]),
             message(ids.LOAD_MESSAGE),
         ],
     )

@@ -70,6 +70,27 @@ def _number(label, component_id, value, **kwargs):
                   className="number-input", **kwargs)])
 
 
+def channel_controls():
+    """Which image of a colour file the pipeline segments (hidden for a gray image): its
+    luminance, one channel or a weighted combination of the three."""
+    weights = (("red", 0.2125), ("green", 0.7154), ("blue", 0.0721))
+    return html.Div(id=ids.CHANNEL_CONTROLS, className="channel-controls",
+                    style={"display": "none"}, children=[
+        html.Div(className="param param-wide", children=[
+            html.Label("Channel", htmlFor=ids.CHANNEL),
+            dcc.Dropdown(id=ids.CHANNEL, clearable=False, value="luminance", options=[
+                {"label": "luminance (rgb2gray)", "value": "luminance"},
+                {"label": "red", "value": "red"}, {"label": "green", "value": "green"},
+                {"label": "blue", "value": "blue"},
+                {"label": "weighted channels", "value": "weighted"}]),
+        ]),
+        html.Div(id=ids.CHANNEL_WEIGHTS_ROW, className="param-form", style={"display": "none"},
+                 children=[_number(f"{name} ×", ids.CHANNEL_WEIGHTS[name], value, step="any",
+                                   min=-1000, max=1000) for name, value in weights]),
+        html.Div(className="doc-line", children=["luminance: ", doc_link("skimage.color.rgb2gray")]),
+    ])
+
+
 def post_controls():
     """Post-processing operations (in pipeline order) and their parameters."""
     return html.Div(className="post-controls", children=[
