@@ -42,6 +42,8 @@ from pipeline.store import new_session_id, session_belongs_to
 log = logging.getLogger(__name__)
 
 USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+#: Failed sign-ins of one user name from one address allowed per window (then 429).
+MAX_FAILURES, FAILURE_WINDOW_S = 5, 300.0
 #: Routes open without signing in.
 OPEN_PATHS = ("/login", "/logout", "/health", "/assets/style.css")
 UPDATE_PATH = "/_dash-update-component"
@@ -350,7 +352,12 @@ def register(app, services):
             return _login_page(next_url=_safe_next(request.args.get("next")))
         name, password = request.form.get("user", ""), request.form.get("password", "")
         next_url = _safe_next(request.form.get("next"))
+        attempts = f"sign-in/{name[:64]}/{request.remote_addr}"
+        if services.store.recent(attempts, FAILURE_WINDOW_S) >= MAX_FAILURES:
+            return _login_page(f"Too many failed sign-ins: wait {FAILURE_WINDOW_S / 60:g} "
+                               "minutes, then try again.", next_url, status=429)
         if not auth.check_password(name, password):
+            services.store.recent(attempts, FAILURE_WINDOW_S, add=True)
             log.warning("failed sign-in for %r from %s", name[:64], request.remote_addr)
             return _login_page("Wrong user name or password.", next_url, status=401)
         auth.sign_in(name)

@@ -432,6 +432,20 @@ class ArrayStore:
         """The latest request number recorded by :meth:`bump` (-1 if none)."""
         return self._cache.get(f"{check_session_id(session_id)}/seq/{name}", -1)
 
+    def recent(self, name: str, window_s: float, add: bool = False) -> int:
+        """How many events `name` (e.g. failed sign-ins of a user from an address) had in the
+        last `window_s` seconds, in every worker; with ``add=True`` this call is one more."""
+        if window_s <= 0:
+            raise InputError(f"window_s must be positive, got {window_s!r}")
+        key = "events/" + hashlib.blake2b(str(name).encode(), digest_size=16).hexdigest()
+        now = time.time()
+        with self._cache.transact():
+            times = [t for t in self._cache.get(key, []) if now - t < window_s]
+            if add:
+                times.append(now)
+                self._cache.set(key, times, expire=window_s)
+        return len(times)
+
     def volume(self) -> int:
         """Bytes used on disk."""
         return self._cache.volume()

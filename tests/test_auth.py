@@ -284,3 +284,18 @@ def test_gunicorn_with_two_workers_and_a_users_file(tmp_path):
         res = alice.post(url + "_dash-update-component", json=body, timeout=120)
         assert res.status_code == 200 and '"coins"' in res.text
     assert len(pids) == 2, "both workers answered a signed-in request"
+
+
+def test_repeated_failed_sign_ins_are_slowed_down(tmp_path):
+    client = create_app(_config(tmp_path)).server.test_client()
+    for _ in range(auth.MAX_FAILURES):
+        assert client.post("/login", data={"user": "alice", "password": "guess"}
+                           ).status_code == 401
+    # from now on even the right password waits (shared by every worker: in the store)
+    res = client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]})
+    assert res.status_code == 429 and "Too many failed sign-ins" in res.get_data(as_text=True)
+    # another user, or the same user from another address, is not held back
+    assert client.post("/login", data={"user": "bob", "password": PASSWORDS["bob"]}
+                       ).status_code == 303
+    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
+                       environ_base={"REMOTE_ADDR": "10.0.0.7"}).status_code == 303
