@@ -130,3 +130,13 @@ def test_orthogonal_views_follow_a_click_and_the_surface_renders(dash_duo, app_f
     dash_duo.wait_for_contains_text("#surface-cost", "changed since this surface was drawn",
                                     timeout=30)
     assert dash_duo.find_element("#voxel-size-z").get_attribute("value") == "1"
+
+    # A change of the segmentation while the tab is open (clear border) redraws the planes'
+    # outlines once the exact segmentation is shown.
+    overlay = ("return document.querySelector('#volume-yx-graph .js-plotly-plot')"
+               ".data[1].source;")
+    before = dash_duo.driver.execute_script(overlay)
+    dash_duo.driver.find_element(
+        By.XPATH, "//*[@id='postprocess-ops']//label[contains(., 'clear border')]//input").click()
+    until(lambda: dash_duo.driver.execute_script(overlay) != before, 60,
+          "the planes' outlines redrawn")
