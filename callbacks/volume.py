@@ -391,8 +391,66 @@ function(selected, figure) {
 """ % {"faded": UNSELECTED_OPACITY}
 
 
+#: Which physical axis each plane graph shows on its x and y axes (columns, rows).
+PLANE_AXES = {ids.VOLUME_GRAPHS[name]: {"xaxis": name[1], "yaxis": name[0]}
+              for name in PLANE_NAMES}
+
+#: Zoom and pan follow across the planes along the axes they share (ZY and ZX share z, ZX
+#: and YX x, ZY and YX y: the planes are drawn in physical units). In the browser, as
+#: ``callbacks.zoom``: ``Plotly.relayout`` of the other planes, skipped when they show the
+#: range already (no ping-pong).
+ZOOM_JS = """
+function() {
+    const nu = window.dash_clientside.no_update;
+    const cc = window.dash_clientside.callback_context;
+    if (!cc.triggered || !cc.triggered.length || !window.Plotly) { return nu; }
+    const axes = %(axes)s;
+    const source = cc.triggered[0].prop_id.split('.')[0];
+    const rel = cc.triggered[0].value;
+    if (!rel || !axes[source]) { return nu; }
+    const moved = {};  // physical axis -> [lo, hi], or 'auto'
+    for (const ax of ['xaxis', 'yaxis']) {
+        let r = null;
+        if ((ax + '.range[0]') in rel) { r = [rel[ax + '.range[0]'], rel[ax + '.range[1]']]; }
+        else if ((ax + '.range') in rel) { r = rel[ax + '.range']; }
+        if (r) { moved[axes[source][ax]] = [Math.min(r[0], r[1]), Math.max(r[0], r[1])]; }
+        else if (rel[ax + '.autorange']) { moved[axes[source][ax]] = 'auto'; }
+    }
+    for (const target in axes) {
+        if (target === source) { continue; }
+        const holder = document.getElementById(target);
+        const gd = holder && holder.querySelector('.js-plotly-plot');
+        if (!gd || !gd.layout) { continue; }
+        const update = {};
+        for (const ax of ['xaxis', 'yaxis']) {
+            const m = moved[axes[target][ax]];
+            if (m === undefined) { continue; }
+            const cur = gd.layout[ax] || {};
+            if (m === 'auto') {
+                const auto = ax === 'yaxis' ? 'reversed' : true;
+                if (cur.autorange !== auto) { update[ax + '.autorange'] = auto; }
+                continue;
+            }
+            const want = ax === 'yaxis' ? [m[1], m[0]] : m;  // the rows' axis is reversed
+            const r = cur.range || [];
+            if (!(r.length === 2 && Math.abs(r[0] - want[0]) < 1e-6 &&
+                  Math.abs(r[1] - want[1]) < 1e-6)) { update[ax + '.range'] = want; }
+        }
+        if (Object.keys(update).length) { window.Plotly.relayout(gd, update); }
+    }
+    return nu;
+}
+""" % {"axes": json.dumps(PLANE_AXES)}
+
+
 def register(app, services):
     """Wire the 3D view tab."""
+    app.clientside_callback(
+        ZOOM_JS,
+        Output(ids.CLIENT_SINK, "data", allow_duplicate=True),
+        *(Input(ids.VOLUME_GRAPHS[name], "relayoutData") for name in PLANE_NAMES),
+        prevent_initial_call=True,
+    )
     app.clientside_callback(
         GATE_JS,
         Output(ids.VOLUME_SIGNAL, "data"),

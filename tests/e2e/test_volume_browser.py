@@ -77,6 +77,20 @@ def test_orthogonal_views_follow_a_click_and_the_surface_renders(dash_duo, app_f
     assert "at z = 12" in _title(dash_duo, "#volume-yx-graph")
     dash_duo.wait_for_contains_text("#volume-info", "cursor z 12, y 30, x 8")
 
+    # Zoom the YX plane: the ZX plane (x shared) and the ZY plane (y shared) follow.
+    dash_duo.driver.execute_script(
+        "const gd = document.querySelector('#volume-yx-graph .js-plotly-plot');"
+        "window.Plotly.relayout(gd, {'xaxis.range': [10, 20], 'yaxis.range': [40, 30]});")
+    ranges = ("const g = function (id) { return document.querySelector(id + ' .js-plotly-plot')"
+              "._fullLayout; };"
+              "return [g('#volume-zx-graph').xaxis.range, g('#volume-zy-graph').xaxis.range];")
+    zx_x, zy_x = until(lambda: (lambda r: r if r[0] == [10, 20] and r[1] == [30, 40] else None)(
+        dash_duo.driver.execute_script(ranges)), 30, "the other planes zoomed")
+    dash_duo.driver.execute_script(
+        "const gd = document.querySelector('#volume-zx-graph .js-plotly-plot');"
+        "window.Plotly.relayout(gd, {'xaxis.autorange': true, 'yaxis.autorange': 'reversed'});")
+    until(lambda: dash_duo.driver.execute_script(ranges)[0] != [10, 20], 30, "zoom reset")
+
     # Type a voxel size (z 2, y / x 0.5) and apply it: the planes' aspect follows.
     dash_duo.wait_for_contains_text("#voxel-size-source", "Apply", timeout=30)
     for axis, value in (("z", "2"), ("y", "0.5"), ("x", "0.5")):
