@@ -87,7 +87,8 @@ def channel_controls():
         html.Div(id=ids.CHANNEL_WEIGHTS_ROW, className="param-form", style={"display": "none"},
                  children=[_number(f"{name} ×", ids.CHANNEL_WEIGHTS[name], value, step="any",
                                    min=-1000, max=1000) for name, value in weights]),
-        html.Div(className="doc-line", children=["luminance: ", doc_link("skimage.color.rgb2gray")]),
+        html.Div(className="doc-line",
+                 children=["luminance: ", doc_link("skimage.color.rgb2gray")]),
     ])
 
 

@@ -5,6 +5,10 @@ command line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from pipeline import recipe as R
 from pipeline.cli import main
 from pipeline.compute import stage_keys
 from pipeline.errors import InputError
+from pipeline.script import to_script
 from pipeline.segment import default_thresholds
 
 LIMITS = dict(max_bytes=64 * 2**20, max_pixels=2**27)
@@ -217,3 +222,18 @@ def test_the_command_line_runs_a_channel_recipe(rgb_file, tmp_path, capsys):
     with tifffile.TiffFile(tmp_path / "out" / "colour_labels.tif") as t:
         meta = json.loads(t.pages[0].description)
     assert meta["input_hash"] == io.content_hash(green)
+
+
+def test_the_exported_script_refuses_a_gray_file_for_a_channel_recipe(tmp_path):
+    recipe = _recipe(image={"name": "channel", "params": {"index": 0}})
+    script = tmp_path / "script.py"
+    script.write_text(to_script(recipe), encoding="utf-8")
+    gray = tmp_path / "gray.png"
+    Image.fromarray(data.coins()).save(gray)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, str(script), str(gray), "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert "gray.png has no colour channels (it is grayscale): the recipe uses the red " \
+           "channel" in done.stderr
