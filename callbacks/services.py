@@ -49,7 +49,8 @@ class Services:
                            quota=quota)
         backend = Backend.from_config(config) if backend is None else backend
         compute = Compute(config.cache_dir, bytes_limit=int(2 * config.store_size_gb * 1024**3),
-                          backend=backend)
+                          backend=backend,
+                          max_job_bytes=int(config.max_job_gb * 1024**3))
         admission = Admission(config.state_dir / "admission", per_owner=config.user_jobs,
                               total=config.max_jobs, wait_s=config.job_wait_s)
         return cls(config=config, store=store, compute=compute, initial=initial,

@@ -168,9 +168,11 @@ class Compute:
         identical on every backend.
     """
 
-    def __init__(self, cache_dir, bytes_limit: int = 8 * 1024**3, backend=None):
+    def __init__(self, cache_dir, bytes_limit: int = 8 * 1024**3, backend=None,
+                 max_job_bytes=None):
         self.memory = Memory(location=str(cache_dir), verbose=0, mmap_mode="r")
         self.bytes_limit = int(bytes_limit)
+        self.max_job_bytes = None if max_job_bytes is None else int(max_job_bytes)
         self.backend = parallel.Backend() if backend is None else backend
         self._filtered = self.memory.cache(_filtered,
                                            ignore=["recipe", "load_image", "backend"])
@@ -188,8 +190,10 @@ class Compute:
         return self._filtered(image_id, fk, recipe, load_image, self.backend)[0]
 
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image):
-        return self._segment(image_id, fk, mk, sk, recipe, load_image, self._filtered_fn,
-                             self._graph)[0]
+        args = (image_id, fk, mk, sk, recipe, load_image, self._filtered_fn, self._graph)
+        if self.max_job_bytes is not None and not self._segment.check_call_in_cache(*args):
+            self.check_memory(image_id, load_image, recipe)  # before any of the work
+        return self._segment(*args)[0]
 
     def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
         return self._labels(image_id, fk, mk, sk, pk, recipe, load_image, self._mask_fn)
@@ -242,6 +246,16 @@ class Compute:
         return PipelineResult(filtered=filtered, mask=mask, labels=labels,
                               seconds=time.perf_counter() - t0, cached=all(cached.values()),
                               stages_cached=cached)
+
+    def check_memory(self, image_id: str, load_image, recipe: dict) -> None:
+        """Refuse a random-walker segmentation over ``max_job_bytes`` before it runs
+        (:func:`pipeline.randomwalker.check_memory`: the message says what fits)."""
+        seg = recipe["segmentation"]
+        if self.max_job_bytes is None or seg["name"] != "random_walker":
+            return
+        shape = self._filtered_fn(image_id, stage_keys(recipe)["filter"], recipe,
+                                  load_image).shape
+        randomwalker.check_memory(shape, seg["params"]["mode"], self.max_job_bytes)
 
     def _segment_args(self, image_id: str, load_image, recipe: dict) -> tuple:
         k = stage_keys(recipe)

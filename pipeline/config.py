@@ -139,6 +139,10 @@ class Config:
         A committed vmin / vmax move draws the exact segmentation at once, without a live
         preview first, when the last exact result with the same filter and method took at
         most this many seconds (``PIPEX_QUICK_EXACT_S``; 0: always preview first).
+    max_job_gb : float
+        Memory one segmentation may take (``PIPEX_MAX_JOB_GB``, default 4): a random walker
+        estimated above it (:func:`pipeline.randomwalker.estimate_bytes`) is refused before
+        it runs, with what fits (a crop, a downsampling factor, another solver).
     users_file : Path or None
         File of ``user:password-hash`` lines (``PIPEX_USERS_FILE``, written by
         ``python -m callbacks.auth adduser NAME``); None: no sign-in (local mode).
@@ -179,6 +183,7 @@ class Config:
     max_batch_files: int = 500
     celery_broker: str | None = None
     quick_exact_s: float = 0.25
+    max_job_gb: float = 4.0
     users_file: Path | None = None
     secret_key: str | None = None
     trust_remote_user: bool = False
@@ -230,6 +235,7 @@ class Config:
             max_batch_files=_env_count(env, "PIPEX_MAX_BATCH_FILES", 500),
             celery_broker=(env.get("PIPEX_CELERY_BROKER") or "").strip() or None,
             quick_exact_s=_env_seconds(env, "PIPEX_QUICK_EXACT_S", 0.25),
+            max_job_gb=_env_float(env, "PIPEX_MAX_JOB_GB", 4),
             users_file=Path(env["PIPEX_USERS_FILE"]) if env.get("PIPEX_USERS_FILE") else None,
             secret_key=env.get("PIPEX_SECRET_KEY") or None,
             trust_remote_user=_env_flag(env, "PIPEX_TRUST_REMOTE_USER"),

@@ -537,7 +537,8 @@ def test_settled_result_does_not_depend_on_the_path(tmp_path):
     # downloads are identical.
     results = []
     for name, moves in (("a", [(5, -5), (3, -3)]), ("b", [(-6, 6), (4, 10), (10, -24)])):
-        cfg = Config(state_dir=tmp_path / name, data_dir=tmp_path / "data")
+        # quick_exact_s=0: every move shows a (path-dependent) preview, then settles
+        cfg = Config(state_dir=tmp_path / name, data_dir=tmp_path / "data", quick_exact_s=0)
         svc = Services.create(cfg)
         sid = new_session_id()
         meta = _good_meta(svc, sid)
@@ -781,3 +782,25 @@ def test_the_loader_dropdowns_show_what_is_loaded(services, tmp_path):
     out = loading.load_outputs(services, sid, ids.UPLOAD, None, "data:x;base64,AAAA", "x.tif",
                                None)
     assert out[0] is no_update and out[4] is no_update and "Could not load" in str(out[2])
+
+
+def test_a_segmentation_over_the_memory_budget_says_what_fits_and_keeps_the_page(tmp_path):
+    """PIPEX_MAX_JOB_GB: the random walker is refused before it runs; the message names the
+    estimate, the limit and a downsampling factor; a threshold method still runs."""
+    from dash import no_update
+
+    small = Services.create(Config(state_dir=tmp_path / "s", data_dir=tmp_path,
+                                   max_job_gb=0.01))  # 10 MB: coins needs ≈ 33 MB
+    sid = new_session_id()
+    from callbacks.params import recipe_action
+
+    meta = _good_meta(small, sid)
+    pointer, _, _ = recipe_action(small, sid, ids.IMAGE, None, meta, {})
+    out = display.segmentation_update(small, sid, meta, pointer, **SEG_VIEW, base=meta["id"],
+                                      allow_preview=True)
+    fig, summary, message = out[:3]
+    assert fig is no_update and summary == ""  # the previous overlays stay
+    text = str(message)
+    assert "message-error" in text
+    assert "Segmentation failed: Random walker (cg_mg) on 303 × 384 pixels" in text
+    assert "needs ≈ 33 MB" in text and "limit of 10 MB" in text and "downsample it by 2" in text

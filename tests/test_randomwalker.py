@@ -472,3 +472,26 @@ def test_missing_pyamg(small, monkeypatch):
 
 def test_input_error_is_value_error():
     assert issubclass(InputError, ValueError)
+
+
+def test_memory_is_estimated_and_a_solve_over_the_budget_is_refused_with_what_fits():
+    assert rw.estimate_bytes((1024, 1024), "cg_mg") == 1024 * 1024 * rw.BYTES_PER_PIXEL["cg_mg"]
+    assert rw.estimate_bytes((64, 64, 64), "bf") > rw.estimate_bytes((64, 64, 64), "cg_mg")
+    # 'bf' in 3D costs more per voxel as the volume grows (fill-in)
+    assert (rw.estimate_bytes((128,) * 3, "bf") / 128**3
+            > rw.estimate_bytes((64,) * 3, "bf") / 64**3)
+    assert rw.check_memory((100, 100), "cg_mg", None) == 100 * 100 * 300
+    budget = 1024**3
+    with pytest.raises(InputError) as err:
+        rw.check_memory((4096, 4096), "cg_mg", budget)
+    text = str(err.value)
+    assert "needs ≈ 4.7 GB" in text and "limit of 1.0 GB" in text and "PIPEX_MAX_JOB_GB" in text
+    assert "downsample it by 3 along each axis (1366 × 1366" in text
+    assert rw.estimate_bytes((1366, 1366), "cg_mg") <= budget
+    # another solver is offered when it fits
+    with pytest.raises(InputError, match="the solver 'cg_mg'"):
+        rw.check_memory((200, 200, 200), "bf", 3 * 1024**3)
+    with pytest.raises(InputError, match="mode"):
+        rw.estimate_bytes((10, 10), "lu")
+    with pytest.raises(InputError, match="shape"):
+        rw.estimate_bytes((10,), "cg_mg")
