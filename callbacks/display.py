@@ -264,7 +264,7 @@ def recipe_token(recipe) -> str:
 
 
 def preview_panel(services, session_id, meta, recipe, axis, index, style, show_markers, view,
-                  nearby):
+                  nearby, full=False):
     """Patch of the overlays from a live preview (see :meth:`Compute.preview`), or None.
 
     The preview is the object mask of a warm-started approximate solve: it is drawn with
@@ -272,7 +272,7 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
     result follows (:func:`segmentation_update` with ``allow_preview=False``).
     """
     found = services.preview(session_id, meta["id"], recipe, nearby)
-    if found is None:
+    if found is None or (full and found.factor == 1):
         return None
     mask2d = shown_slice(found.mask, meta, axis, index)
     if view == "labels":
@@ -283,13 +283,20 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
     marker_uri, seg_uri = overlay_uris(
         shown_slice(found.filtered, meta, axis, index), shown2d, recipe, style, show_markers,
         lambda: base_gray(services, session_id, meta, axis, index))
+    unit = "voxels" if meta["ndim"] == 3 else "pixels"
+    fraction = float(np.count_nonzero(found.mask)) / found.mask.size
+    how = (f"at 1/{found.factor} resolution" if found.factor > 1 else "warm-started")
+    summary = (f"object: {100 * fraction:.1f} % of {unit} · live preview "
+               f"({how}, {found.seconds:.3f} s) · exact random walker running…")
+    if full:  # a new image or slice: the whole figure, the preview's overlays on it
+        fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
+                                          marker_uri, seg_uri,
+                                          uirevision=uirevision(meta, axis),
+                                          highlight=blank_uri())
+        return fig, summary
     patch = Patch()
     patch["data"][figures.MARKER_TRACE]["source"] = marker_uri
     patch["data"][figures.SEG_TRACE]["source"] = seg_uri
-    unit = "voxels" if meta["ndim"] == 3 else "pixels"
-    fraction = float(np.count_nonzero(found.mask)) / found.mask.size
-    summary = (f"object: {100 * fraction:.1f} % of {unit} · live preview "
-               f"({found.seconds:.3f} s, warm-started) · exact random walker running…")
     return patch, summary
 
 
@@ -390,15 +397,16 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
     new_base = key if full else no_update
     settled = _signal(recipe, history) if announce else no_update
     try:
-        if allow_preview and not full and not (
+        if allow_preview and not (
                 announce and exact_is_quick(services, session_id, meta, recipe)):
+            # a new image or slice (full) has a preview only on a reduced grid
             if nearby is None:
-                nearby = nearby_recipes(services, session_id, history)
+                nearby = () if full else nearby_recipes(services, session_id, history)
             shown = preview_panel(services, session_id, meta, recipe, axis, index, style,
-                                  show_markers, view, nearby)
+                                  show_markers, view, nearby, full=full)
             if shown is not None:
                 pending = _signal(recipe, history) if announce else no_update
-                return (*shown, None, None, pending, no_update, no_update)
+                return (*shown, None, None, pending, no_update, new_base)
         fig, summary = segmentation_panel(services, session_id, meta, recipe, axis, index,
                                           style, show_markers, view, None, full)
     except Exception as exc:  # noqa: BLE001 - keep the page and the server usable

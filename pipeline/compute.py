@@ -70,6 +70,12 @@ def _graph(image_id, filter_key, beta, intensity_scale, load_filtered):
     return randomwalker.build_graph(load_filtered() / intensity_scale, beta=beta)
 
 
+def _coarse_graph(image_id, filter_key, beta, intensity_scale, factor, load_filtered):
+    """Graph of the filtered image's `factor`-wide block means (a reduced-grid preview)."""
+    reduced = randomwalker.block_mean(load_filtered() / intensity_scale, factor)
+    return randomwalker.build_graph(reduced, beta=beta)
+
+
 def _segment(image_id, filter_key, markers_key, seg_key, recipe, load_image, filtered_fn,
              graph_fn):
     """(object mask, P(object) or None): random walker keeps its probability map, the warm
@@ -145,12 +151,14 @@ class PipelineResult:
 class PreviewResult:
     """An approximate object mask shown while the canonical segmentation runs.
 
-    Path dependent (warm-started from another solution): never cached or exported.
+    Path dependent (warm-started from another solution) or on a reduced grid (`factor` > 1,
+    :func:`pipeline.randomwalker.coarse_preview`): never cached or exported.
     """
 
     filtered: np.ndarray
     mask: np.ndarray
     seconds: float
+    factor: int = 1
 
 
 class Compute:
@@ -177,6 +185,7 @@ class Compute:
         self._filtered = self.memory.cache(_filtered,
                                            ignore=["recipe", "load_image", "backend"])
         self._graph = self.memory.cache(_graph, ignore=["load_filtered"])
+        self._coarse_graph = self.memory.cache(_coarse_graph, ignore=["load_filtered"])
         self._segment = self.memory.cache(
             _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn"])
         self._labels = self.memory.cache(_labels, ignore=["recipe", "load_image", "mask_fn"])
@@ -278,6 +287,9 @@ class Compute:
         cached already, the graph is not cached yet, no such solution exists, or the
         canonical solve is a 3D ``'cg_j'`` one (it converges in ~20 Jacobi-CG iterations,
         faster than the preview's 40): then the canonical solve is the only answer.
+        An image of more than twice :data:`~pipeline.randomwalker.COARSE_PREVIEW_PIXELS`
+        is previewed on a reduced grid instead (``factor`` > 1; no warm start needed, so a
+        new image has a preview too).
 
         Parameters
         ----------
@@ -297,6 +309,9 @@ class Compute:
         k = stage_keys(recipe)
         if self._segment.check_call_in_cache(*self._segment_args(image_id, load_image, recipe)):
             return None  # the exact answer is at hand
+        coarse = self._coarse_preview(image_id, load_image, recipe)
+        if coarse is not False:
+            return coarse
         graph_args = (image_id, k["filter"], p["beta"], p["intensity_scale"],
                       lambda: self.filtered(image_id, load_image, recipe))
         if not self._graph.check_call_in_cache(*graph_args):
@@ -321,6 +336,26 @@ class Compute:
         markers = recipes.marker_stage(filtered, recipe)
         mask = randomwalker.preview(graph, markers, x0) == 2
         return PreviewResult(filtered=filtered, mask=mask, seconds=time.perf_counter() - t0)
+
+    def _coarse_preview(self, image_id: str, load_image, recipe: dict):
+        """A reduced-grid preview of an image above twice
+        :data:`~pipeline.randomwalker.COARSE_PREVIEW_PIXELS` (None if its blocks keep no
+        markers of both labels), or False for a smaller image (warm-started instead)."""
+        k = stage_keys(recipe)
+        filtered = self._filtered_fn(image_id, k["filter"], recipe, load_image)
+        if filtered.size <= 2 * randomwalker.COARSE_PREVIEW_PIXELS:
+            return False
+        t0 = time.perf_counter()
+        p = recipe["segmentation"]["params"]
+        factor = randomwalker.reduction_factor(filtered.shape)
+        graph = self._coarse_graph(image_id, k["filter"], p["beta"], p["intensity_scale"],
+                                   factor, lambda: np.asarray(filtered))
+        markers = recipes.marker_stage(filtered, recipe)
+        labels = randomwalker.coarse_preview(graph, markers, factor)
+        if labels is None:
+            return None
+        return PreviewResult(filtered=filtered, mask=labels == 2,
+                             seconds=time.perf_counter() - t0, factor=factor)
 
     def mask(self, image_id: str, load_image, recipe: dict) -> np.ndarray:
         """Object mask of the segmentation stage of a recipe."""

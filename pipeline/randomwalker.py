@@ -76,6 +76,10 @@ __all__ = [
     "OBJECT",
     "MODES",
     "BYTES_PER_PIXEL",
+    "COARSE_PREVIEW_PIXELS",
+    "block_mean",
+    "coarse_preview",
+    "reduction_factor",
     "estimate_bytes",
     "check_memory",
     "RandomWalkerGraph",
@@ -96,6 +100,9 @@ _CASCADE_NDIMS = (2,)  # image dimensions for which cg_j uses the cascadic initi
 _CG_J_TOL_FACTOR = {2: 0.1, 3: 1.0}  # cg_j stops at tol * this, by ndim (module docstring)
 _MG_MAXITER = 30  # as skimage's cg_mg
 PREVIEW_ITERATIONS = 40  # Jacobi-CG iterations of a live preview (see :func:`preview`)
+#: Images above this many pixels are previewed on a reduced grid of at most this many
+#: (:func:`coarse_preview`): a solve of ~0.05 s, whatever the image's size.
+COARSE_PREVIEW_PIXELS = 131072
 #: Peak memory of a segmentation (graph + solver), bytes per pixel, measured as the growth
 #: of the process's maximum resident size (ru_maxrss) on 2D images of 512² to 1024² and
 #: volumes of 64³ to 64×128²: 'cg_mg' ≈ 270 (2D and 3D), 'cg_j' ≈ 220, 'bf' ≈ 480 in 2D;
@@ -451,14 +458,15 @@ def _cg_amg(a, b, rtol, x0, ndim):
     return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m, maxiter=_MG_MAXITER)
 
 
-def _coarsen_markers(lab):
-    """Markers of 2x2(x2) blocks: a label where the block holds markers of one label only."""
-    pad = [(0, s % 2) for s in lab.shape]
+def _coarsen_markers(lab, factor=2):
+    """Markers of `factor`-wide blocks: a label where the block holds markers of one label
+    only."""
+    pad = [(0, -s % factor) for s in lab.shape]
     if any(p for _, p in pad):
         lab = np.pad(lab, pad)  # padded pixels are undecided
     split = []
     for s in lab.shape:
-        split += [s // 2, 2]
+        split += [s // factor, factor]
     axes = tuple(range(1, 2 * lab.ndim, 2))
     has_bg = (lab == BACKGROUND).reshape(split).any(axis=axes)
     has_obj = (lab == OBJECT).reshape(split).any(axis=axes)
@@ -468,12 +476,98 @@ def _coarsen_markers(lab):
     return out
 
 
-def _prolong(coarse, shape):
+def _prolong(coarse, shape, factor=2):
     """Piecewise-constant prolongation of a coarse grid array onto `shape`."""
     fine = coarse
     for axis in range(coarse.ndim):
-        fine = np.repeat(fine, 2, axis=axis)
+        fine = np.repeat(fine, factor, axis=axis)
     return fine[tuple(slice(0, s) for s in shape)]
+
+
+def block_mean(image, factor):
+    """Mean of `factor`-wide blocks (the last, partial blocks: of their pixels), for a
+    reduced-grid preview.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D or 3D image.
+    factor : int
+        Block width along every axis (>= 1).
+
+    Returns
+    -------
+    ndarray of float64, shape ``ceil(image.shape / factor)``
+    """
+    image = np.asarray(image, dtype=np.float64)
+    factor = _reduction_factor(factor)
+    if factor == 1:
+        return image.copy()
+    pad = [(0, -s % factor) for s in image.shape]
+    padded = np.pad(image, pad, mode="edge")  # partial blocks: their own pixels repeated
+    split = []
+    for s in padded.shape:
+        split += [s // factor, factor]
+    return padded.reshape(split).mean(axis=tuple(range(1, 2 * image.ndim, 2)))
+
+
+def _reduction_factor(factor):
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise InputError(f"factor must be a positive integer, got {factor!r}")
+    return int(factor)
+
+
+def reduction_factor(shape, max_pixels=COARSE_PREVIEW_PIXELS) -> int:
+    """The smallest block width that brings an image of `shape` to at most `max_pixels`."""
+    n = math.prod(int(s) for s in shape)
+    factor = 1
+    while math.prod(-(-int(s) // factor) for s in shape) > max_pixels:
+        factor += 1
+    return factor if n > max_pixels else 1
+
+
+def coarse_preview(coarse_graph, markers, factor, *, tol=1e-2):
+    """A preview on a reduced grid: solve on `factor`-wide blocks, back on the full grid.
+
+    For images too large for an interactive full-resolution solve: the graph of the
+    block means (:func:`block_mean`, then :func:`build_graph`) is solved with the markers
+    of the blocks that hold markers of one label only, the probability is spread back over
+    each block, and the full-resolution markers keep their labels. Deterministic (no warm
+    start), but an approximation: show it as a preview, never cache or export it.
+
+    Parameters
+    ----------
+    coarse_graph : RandomWalkerGraph
+        Graph of ``block_mean(image, factor)``.
+    markers : ndarray of int
+        Full-resolution markers (0, 1 background, 2 object).
+    factor : int
+        Block width used for `coarse_graph`.
+    tol : float, optional
+        Conjugate gradient tolerance of the coarse solve.
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape ``markers.shape``
+        1 (background) or 2 (object); None if no block keeps markers of both labels.
+    """
+    _check_graph(coarse_graph)
+    factor = _reduction_factor(factor)
+    markers = np.asarray(markers)
+    cshape = tuple(-(-s // factor) for s in markers.shape)
+    if cshape != coarse_graph.shape:
+        raise InputError(f"markers of shape {markers.shape} reduced by {factor} give "
+                         f"{cshape}, not the graph's {coarse_graph.shape}")
+    coarse = _coarsen_markers(markers.astype(np.uint8, copy=False), factor)
+    if not ((coarse == BACKGROUND).any() and (coarse == OBJECT).any()):
+        return None
+    _, probability = solve(coarse_graph, coarse, mode="cg_mg", tol=tol,
+                           return_probability=True)
+    labels = np.where(_prolong(probability, markers.shape, factor) > 0.5, OBJECT,
+                      BACKGROUND).astype(np.uint8)
+    labels[markers == BACKGROUND] = BACKGROUND
+    labels[markers == OBJECT] = OBJECT
+    return labels
 
 
 def _cascadic_guess(graph, lab, unknown, tol):

@@ -552,14 +552,32 @@ def test_settled_result_does_not_depend_on_the_path(tmp_path):
     np.testing.assert_array_equal(la, lb)
 
 
-def test_no_preview_for_a_3d_jacobi_solve(services):
+def test_a_3d_jacobi_solve_has_no_warm_started_preview_only_a_reduced_grid_one(services):
+    """A 3D 'cg_j' solve converges faster than a warm-started preview: none is drawn. A
+    volume above twice COARSE_PREVIEW_PIXELS is previewed on a reduced grid instead, and a
+    small one is solved at once."""
+    from dash import no_update
+
+    from pipeline import randomwalker
+
     sid = new_session_id()
     meta = loading.load_image(services, sid, ids.SAMPLE, "blobs3d", None, None, None).meta
     h0 = _history(meta)
     assert h0["states"][0]["segmentation"]["params"]["mode"] == "cg_j"
     _update(services, sid, meta, h0, full=True)
     _, summary, *_, pending, _ = _update(services, sid, meta, _moved(h0, meta, 3, -3))
-    from dash import no_update
+    assert np.prod(meta["shape"]) > 2 * randomwalker.COARSE_PREVIEW_PIXELS
+    factor = randomwalker.reduction_factor(meta["shape"])
+    assert f"live preview (at 1/{factor} resolution" in summary and pending is not no_update
+    small = np.zeros((40, 50, 60), dtype=np.uint8)
+    small[10:30, 15:35, 20:40] = 200
+    small += np.random.default_rng(0).integers(0, 40, small.shape, dtype=np.uint8)
+    buf = _io.BytesIO()
+    tifffile.imwrite(buf, small)
+    meta = _load_upload(services, sid, buf.getvalue(), "small.tif").meta
+    h0 = _history(meta)
+    _update(services, sid, meta, h0, full=True)
+    _, summary, *_, pending, _ = _update(services, sid, meta, _moved(h0, meta, 3, -3))
     assert "computed in" in summary and pending is no_update
 
 
@@ -804,3 +822,29 @@ def test_a_segmentation_over_the_memory_budget_says_what_fits_and_keeps_the_page
     assert "message-error" in text
     assert "Segmentation failed: Random walker (cg_mg) on 303 × 384 pixels" in text
     assert "needs ≈ 33 MB" in text and "limit of 10 MB" in text and "downsample it by 2" in text
+
+
+def test_a_large_new_image_shows_a_reduced_grid_preview_first_then_the_exact_result(tmp_path):
+    """Issue 9: the first view of a large image comes from a solve on a reduced grid,
+    labelled with its resolution, on the whole figure; the exact result follows as a Patch."""
+    from dash import Patch
+
+    svc = Services.create(Config(state_dir=tmp_path / "s", data_dir=tmp_path))
+    sid = new_session_id()
+    rng = np.random.default_rng(2)
+    big = rng.normal(90, 15, (800, 700)).clip(0, 255).astype(np.uint8)
+    big[200:600, 150:500] += 90
+    buf = _io.BytesIO()
+    tifffile.imwrite(buf, big)
+    meta = _load_upload(svc, sid, buf.getvalue(), "big.tif").meta
+    from callbacks.params import recipe_action
+
+    pointer, _, _ = recipe_action(svc, sid, ids.IMAGE, None, meta, {})
+    out = display.segmentation_update(svc, sid, meta, pointer, **SEG_VIEW, base=None,
+                                      allow_preview=True)
+    fig, summary, _, _, pending, settled, new_base = out
+    assert isinstance(fig, dict) or hasattr(fig, "to_plotly_json")  # the whole figure
+    assert "live preview (at 1/3 resolution" in summary and pending["key"]
+    assert new_base == meta["id"]
+    exact = display.settle_update(svc, sid, meta, pointer, pending, **SEG_VIEW, base=new_base)
+    assert isinstance(exact[0], Patch) and "labelled region" in exact[1]

@@ -495,3 +495,53 @@ def test_memory_is_estimated_and_a_solve_over_the_budget_is_refused_with_what_fi
         rw.estimate_bytes((10, 10), "lu")
     with pytest.raises(InputError, match="shape"):
         rw.estimate_bytes((10,), "cg_mg")
+
+
+def _blobs_image(shape, seed=0):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    image = ndi.gaussian_filter(rng.normal(0, 1, shape), 8)
+    image = (image - image.min()) / (image.max() - image.min())
+    return image + rng.normal(0, 0.03, shape)
+
+
+def test_block_mean_and_the_reduction_factor():
+    a = np.arange(35, dtype=float).reshape(5, 7)
+    m = rw.block_mean(a, 2)
+    assert m.shape == (3, 4)
+    assert m[0, 0] == a[:2, :2].mean() and m[2, 3] == a[4, 6]  # a partial block: its pixel
+    assert m[0, 3] == a[:2, 6].mean()
+    assert rw.reduction_factor((300, 400)) == 1
+    assert rw.reduction_factor((1024, 1024)) == 3  # 342² <= 131072
+    assert rw.reduction_factor((4096, 4096)) == 12
+    f = rw.reduction_factor((128, 128, 128))
+    assert np.prod([-(-128 // f)] * 3) <= rw.COARSE_PREVIEW_PIXELS
+    with pytest.raises(InputError, match="factor"):
+        rw.block_mean(a, 0)
+
+
+@pytest.mark.parametrize("shape", [(700, 650), (90, 100, 110)])
+def test_a_reduced_grid_preview_agrees_with_the_exact_solve(shape):
+    from pipeline.segment import make_markers
+
+    image = _blobs_image(shape)
+    markers = make_markers(image, 0.35, 0.65)
+    exact = rw.solve(rw.build_graph(image, beta=130), markers, mode="cg_j" if len(shape) == 3
+                     else "cg_mg")
+    factor = rw.reduction_factor(shape)
+    assert factor > 1
+    coarse = rw.build_graph(rw.block_mean(image, factor), beta=130)
+    preview = rw.coarse_preview(coarse, markers, factor)
+    assert preview.shape == shape and preview.dtype == np.uint8
+    # measured: 98.1 % in 2D here, 99.5 % on the 1024² camera bench image; in 3D the
+    # blocks' staircase costs more (96.1 % here, 94.8 % on the blobs3d sample)
+    assert np.mean(preview == exact) >= (0.97 if len(shape) == 2 else 0.95)
+    # the full-resolution markers keep their labels
+    assert (preview[markers == 1] == 1).all() and (preview[markers == 2] == 2).all()
+    # no block keeps object markers only: nothing to preview
+    lonely = np.ones(shape, dtype=np.uint8)
+    lonely[(0,) * len(shape)] = 2
+    assert rw.coarse_preview(coarse, lonely, factor) is None
+    with pytest.raises(InputError, match="reduced by"):
+        rw.coarse_preview(coarse, markers[:-factor], factor)
