@@ -376,3 +376,30 @@ def test_the_tab_is_registered_and_gated_in_the_browser(tmp_path):
     assert ids.SEG_SETTLED not in inputs and ids.HISTORY not in inputs
     assert ids.VOLUME_SIGNAL in inputs
     assert "tab !== 'volume'" in volume.GATE_JS
+
+
+def test_the_loaded_files_voxel_size_reaches_the_page(tmp_path):
+    """An upload and a data-folder file with ImageJ spacing: meta["voxel_size"] carries it
+    (the 3D view's aspect and the voxel-size inputs read it); a PNG has none."""
+    import base64
+
+    from callbacks import loading
+    from callbacks.services import Services
+    from components import ids
+    from pipeline.config import Config
+    from pipeline.store import new_session_id
+
+    data = tmp_path / "data"
+    data.mkdir()
+    svc = Services.create(Config(state_dir=tmp_path / "state", data_dir=data))
+    sid = new_session_id()
+    raw = _tiff(np.random.default_rng(0).integers(0, 200, (6, 20, 30), dtype=np.uint8),
+                imagej=True, resolution=(4.0, 2.0), metadata={"spacing": 1.5, "unit": "um"})
+    url = "data:image/tiff;base64," + base64.b64encode(raw).decode()
+    meta = loading.load_image(svc, sid, ids.UPLOAD, "coins", url, "stack.tif", None).meta
+    assert meta["voxel_size"]["z"] == 1.5 and meta["voxel_size"]["x"] == 0.25
+    (data / "stack.tif").write_bytes(raw)
+    meta = loading.load_image(svc, sid, ids.DATA_FILE, "coins", None, None, "stack.tif").meta
+    assert meta["voxel_size"]["y"] == 0.5
+    meta = loading.load_image(svc, sid, ids.SAMPLE, "coins", None, None, None).meta
+    assert "voxel_size" not in meta
