@@ -83,6 +83,7 @@ window.pipexFast = (function () {
     // image (POST /_pipex/values: 16-bit packed PNG, render.pack_values16) and redraws the
     // markers overlay itself on a key press or while a handle is dragged, before the
     // server's answer (which then replaces it with its own, identical for integer images).
+    const KEY_MARKERS_MIN_PIXELS = 262144;  // as pipeline.randomwalker's reduced-grid previews
     const VAL = {key: null, data: null, loading: null, retryAt: 0, want: null, drawn: null,
                  frame: 0};
 
@@ -199,7 +200,12 @@ window.pipexFast = (function () {
     function move(request, ctx) {
         const st = state();
         const sent = post('move', Object.assign({}, ctx, {request: request}));
-        markers(request.pair, ctx);  // drawn while the request is on its way
+        // drawn while the request is on its way, on images whose answer takes a while; on
+        // small ones (coins) the answer comes sooner than the page's drawing would be
+        // painted, and drawing it would only delay that answer on the main thread
+        if (VAL.data && VAL.data.v.length > KEY_MARKERS_MIN_PIXELS) {
+            markers(request.pair, ctx);
+        }
         sent.then(function (res) {
             if (!res || request.seq < (st.applied || 0)) { return; }
             st.applied = request.seq;

@@ -172,11 +172,22 @@ window.fetch = function (url, options) {
 """
 
 
-def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_factory):
-    from pipeline import io, render
+def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_factory,
+                                                                  tmp_path):
+    """On an image whose answer takes a while (above 262,144 pixels) the page draws the
+    markers of a key press itself, before the server's answer."""
+    from pipeline import render
     from pipeline.segment import make_markers
 
     _start(dash_duo, app_factory)
+    rng = np.random.default_rng(3)
+    image = rng.normal(100, 20, (600, 560)).clip(0, 255).astype(np.uint8)
+    image[150:450, 120:400] += 80
+    tifffile.imwrite(tmp_path / "large.tif", image)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(tmp_path / "large.tif"))
+    dash_duo.wait_for_contains_text("#image-info", "large.tif", timeout=60)
+    _until(lambda: _exact(dash_duo), timeout=120, what="the image segmented")
+    _idle(dash_duo, quiet=1.0, timeout=120)
     _until(lambda: _js(dash_duo, "return window.pipexFast.hasValues()"), timeout=30,
            what="the filtered values in the page")
     vmin, vmax = _js(dash_duo, SHAPES_JS)[:2]
@@ -187,9 +198,8 @@ def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_
                                  ".dataset.markers") == f"{vmin:g},{vmax + 1:g}",
            timeout=5, what="the page to draw the markers of the new pair")
     counts = dash_duo.driver.execute_async_script(MARKER_PIXELS_JS)
-    # exactly the server's markers for that pair (coins, no filter: integer values)
-    coins = io.load_sample("coins").array
-    expected = make_markers(coins.astype(float), vmin, vmax + 1, check=False)
+    # exactly the server's markers for that pair (no filter: integer values)
+    expected = make_markers(image.astype(float), vmin, vmax + 1, check=False)
     shown = {}
     for key, n in counts.items():  # colours within the canvas's alpha rounding
         rgb = np.array([int(v) for v in key.split(",")])
