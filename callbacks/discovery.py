@@ -105,6 +105,8 @@ def sweepable(recipe) -> list[dict]:
                                 "value": f"{stage}.params.{name}"})
     for i, op in enumerate(recipe["postprocess"]):
         for name, value in op["params"].items():
+            if op["name"] == "split_touching" and name == "connectivity":
+                continue  # it must be the label step's (the recipe refuses another)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 options.append({"label": f"post-processing ({op['name']}): {name}",
                                 "value": f"postprocess.{i}.params.{name}"})

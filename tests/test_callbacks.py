@@ -309,6 +309,14 @@ def test_sweep_grid_and_adopt(services):
     recipe = _recipe(meta)
     options = [o["value"] for o in discovery.sweepable(recipe)]
     assert "markers.vmin" in options and "segmentation.params.beta" in options
+    # the split's connectivity is the label step's: not offered
+    split = {**recipe, "postprocess": recipe["postprocess"] + [
+        {"name": "split_touching", "params": {"min_distance": 5, "sigma": 0.0,
+                                              "connectivity": 1}}]}
+    offered = [o["value"] for o in discovery.sweepable(split)]
+    n = len(recipe["postprocess"])
+    assert f"postprocess.{n}.params.min_distance" in offered
+    assert f"postprocess.{n}.params.connectivity" not in offered
     grid = discovery.sweep_recipes(recipe, "markers.vmin", [70, 80], "segmentation.params.beta",
                                    [50, 130])
     cells = discovery.run_sweep(services, sid, meta, grid, 0, 0)
