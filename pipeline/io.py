@@ -7,7 +7,12 @@ Every way an image enters the app goes through this module: the bundled samples
 * detect the format from the file's first bytes (PNG, JPEG or TIFF), never from its name;
 * refuse files larger than ``max_bytes`` before reading or decoding them;
 * refuse images with more than ``max_pixels`` pixels from the header, *before* any pixel
-  data is decoded (decompression bombs are rejected without allocating);
+  data is decoded (decompression bombs are rejected without allocating), and images whose
+  decoding and conversion would take more than 8 bytes per allowed pixel (colour files
+  count their copies);
+* check every compressed TIFF strip or tile that could expand beyond 16 MB with a bounded
+  decompressor before tifffile decodes it (compression bombs: a strip that expands beyond
+  what its page needs is refused), and refuse TIFFs of more than 65536 pages;
 * convert colour images to grayscale, squeeze singleton axes and check the result with
   :func:`validate_image`;
 * raise :class:`~pipeline.errors.InputError`, with a message meant for the user, for anything
@@ -95,6 +100,37 @@ _OTHER_MAGICS = MappingProxyType({
 _ACCEPTED = "PNG, JPEG or TIFF image"
 
 _MIB = 1024 * 1024
+
+#: Pixels converted at a time (colour to gray, checks): bounds the temporary copies.
+_BLOCK_PIXELS = 2**20
+
+#: Memory a decode may take, in bytes per pixel allowed by ``max_pixels``: what a float64
+#: image at the pixel limit takes (1 GB at the default 2**27 pixels). Checked from the header
+#: before decoding, with the copies and conversions counted (:func:`_check_decoded_bytes`).
+_BYTES_PER_ALLOWED_PIXEL = 8
+
+#: A compressed TIFF strip or tile that could expand beyond this many bytes (its size times
+#: the codec's largest expansion) is decoded once with a bounded decompressor before
+#: tifffile decodes it, to prove it holds no more than its page needs.
+_UNCHECKED_SEGMENT_BYTES = 16 * 1024 * 1024
+
+#: Largest expansion of each TIFF compression we can bound: deflate ≈ 1032:1, PackBits 64:1
+#: (2 bytes → 128). LZMA and zstd have no useful bound: always checked.
+_SEGMENT_RATIO = MappingProxyType({8: 1032, 32946: 1032, 32773: 64})
+
+#: Memory an LZMA stream may ask for (its dictionary), in bytes.
+_LZMA_MEMLIMIT = 256 * 1024 * 1024
+
+#: Most image directories (pages) a TIFF may have: each becomes a Python object in tifffile.
+_MAX_TIFF_PAGES = 65536
+
+#: Largest magnitude of a floating-point pixel value: beyond it, squared differences
+#: (variances, random-walker weights) overflow float64 (1e302 gave "Factor is exactly
+#: singular").
+MAX_FLOAT_MAGNITUDE = 1e100
+#: Smallest range of a floating-point image: below it, squared differences underflow (an
+#: image spanning 1e-200 segmented as constant).
+MIN_FLOAT_RANGE = 1e-100
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,36 +242,81 @@ def _decode_error(name: str, kind: str, exc: BaseException) -> InputError:
     return InputError(f"could not decode {name} as {kind} (file truncated or corrupt): {detail}")
 
 
+def _decode_budget(max_pixels: int) -> int:
+    return max(_BYTES_PER_ALLOWED_PIXEL * int(max_pixels), 64 * _MIB)
+
+
+def _check_decoded_bytes(n_bytes: int, shape, max_pixels: int) -> None:
+    """Refuse a decode whose estimated peak memory (decoded data, copies, conversions) is over
+    the budget that `max_pixels` implies, before anything is decoded."""
+    budget = _decode_budget(max_pixels)
+    if n_bytes > budget:
+        raise InputError(
+            f"decoding this {_format_shape(shape)} image would take about "
+            f"{_format_size(n_bytes)} of memory, the limit is {_format_limit(budget)}: crop or "
+            "downsample it, or save it as grayscale (colour, 16-bit colour and 64-bit pixels "
+            "take more memory per pixel)."
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Validation and conversions
 
 
+def _row_blocks(array: np.ndarray, channels_last: bool = True):
+    """Views of `array` covering it in blocks of whole rows, about ``_BLOCK_PIXELS`` each.
+
+    The leading axes (a stack's planes) are walked one plane at a time; each view keeps the
+    trailing axes (columns, and the channels when `channels_last`).
+    """
+    spatial = array.shape[:-1] if channels_last else array.shape
+    width = spatial[-1]
+    rows = max(1, _BLOCK_PIXELS // max(1, width))
+    for lead in np.ndindex(spatial[:-2]):
+        plane = array[lead]
+        for start in range(0, spatial[-2], rows):
+            yield lead + (slice(start, start + rows),), plane[start:start + rows]
+
+
 def _rgb_to_gray(array: np.ndarray, notes: list) -> np.ndarray:
-    """Grayscale from an RGB(A) array whose last axis holds the channels."""
+    """Grayscale from an RGB(A) array whose last axis holds the channels.
+
+    Converted in blocks of rows, so that the temporary float copies (four channels in
+    float32 or float64, then three) stay small: the peak is the input plus the output, not
+    seven times the input (an 11000 × 11000 RGBA PNG took 5.2 GB, now about 1 GB).
+    """
     from skimage import color, util
 
     channels = array.shape[-1]
     kind = "RGBA" if channels == 4 else "RGB"
-    rgb = array[..., :3]
-    opaque = True
-    if channels == 4:
-        alpha = array[..., 3]
-        top = 1.0 if np.issubdtype(array.dtype, np.floating) else np.iinfo(array.dtype).max
-        opaque = bool(np.all(alpha == top))
-    if opaque and np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0],
-                                                                               rgb[..., 2]):
+    top = 1.0 if np.issubdtype(array.dtype, np.floating) else np.iinfo(array.dtype).max
+    gray_channels = True
+    for _, block in _row_blocks(array):
+        rgb = block[..., :3]
+        if (channels == 4 and not np.all(block[..., 3] == top)) or not (
+                np.array_equal(rgb[..., 0], rgb[..., 1])
+                and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            gray_channels = False
+            break
+    if gray_channels:
         notes.append(f"{kind} image with identical colour channels: the gray values are used "
                      "as they are.")
-        return np.ascontiguousarray(rgb[..., 0])
-    as_float = util.img_as_float32(array) if array.dtype.kind in "ui" else array.astype(
-        np.float32 if array.dtype.itemsize <= 4 else np.float64, copy=False)
+        return np.ascontiguousarray(array[..., 0])
+    as_integer = array.dtype.kind in "ui"
+    float_type = np.float32 if as_integer or array.dtype.itemsize <= 4 else np.float64
+    gray = np.empty(array.shape[:-1], dtype=float_type)
+    for index, block in _row_blocks(array):
+        as_float = util.img_as_float32(block) if as_integer else block.astype(float_type,
+                                                                               copy=False)
+        if channels == 4:
+            as_float = color.rgba2rgb(as_float)
+        gray[index] = color.rgb2gray(as_float)
     if channels == 4:
-        as_float = color.rgba2rgb(as_float)
         notes.append("RGBA image: transparency blended onto white (skimage.color.rgba2rgb), "
                      "then converted to grayscale (skimage.color.rgb2gray), values 0…1.")
     else:
         notes.append("RGB image converted to grayscale (skimage.color.rgb2gray), values 0…1.")
-    return color.rgb2gray(as_float)
+    return gray
 
 
 def _standardize(array, *, color=None) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -309,6 +390,21 @@ def _standardize(array, *, color=None) -> tuple[np.ndarray, tuple[str, ...]]:
             f"the image contains NaN or infinite values ({bad:,} of {array.size:,} pixels): "
             "replace them (e.g. with 0) before loading; only finite values can be segmented."
         )
+    if array.dtype.kind == "f" and max(-float(lo), float(hi)) > MAX_FLOAT_MAGNITUDE:
+        big = max(-float(lo), float(hi))
+        raise InputError(
+            f"the image's values reach {big:.3g}: values beyond ±{MAX_FLOAT_MAGNITUDE:g} "
+            "cannot be segmented (their squared differences overflow). Rescale the image "
+            f"before loading it, e.g. divide it by 1e{math.floor(math.log10(big)) - 3}."
+        )
+    if array.dtype.kind == "f" and 0 < float(hi) - float(lo) < MIN_FLOAT_RANGE:
+        span = float(hi) - float(lo)
+        raise InputError(
+            f"the image's values span only {span:.3g} (from {float(lo):.6g}): differences "
+            f"below {MIN_FLOAT_RANGE:g} cannot be segmented (they vanish when squared). "
+            f"Rescale the image before loading it, e.g. multiply it by "
+            f"1e{-math.floor(math.log10(span))}."
+        )
     if lo == hi:
         value = str(int(lo)) if array.dtype.kind in "ui" else f"{float(lo):g}"
         raise InputError(f"every pixel has the value {value}: nothing to segment.")
@@ -339,8 +435,10 @@ def validate_image(array: np.ndarray) -> np.ndarray:
     InputError
         If the array is empty; has a complex, object or text dtype; is not 2D or 3D after the
         conversions ("4D images are not supported …"); has an axis shorter than 2; contains
-        NaN or infinite values; or is constant ("every pixel has the value 7: nothing to
-        segment").
+        NaN or infinite values; holds floating-point values beyond ±1e100
+        (:data:`MAX_FLOAT_MAGNITUDE`) or spans less than 1e-100 (:data:`MIN_FLOAT_RANGE`),
+        where squared differences overflow or vanish; or is constant ("every pixel has the
+        value 7: nothing to segment").
     """
     return _standardize(array)[0]
 
@@ -501,6 +599,8 @@ def _read_pillow(data: bytes, name: str, kind: str, max_pixels: int):
         im = factory(_io.BytesIO(data))
         width, height = im.size
         _check_pixels(width * height, (height, width), max_pixels)
+        _check_decoded_bytes(width * height * _pillow_bytes_per_pixel(im.mode),
+                             (height, width), max_pixels)
         if getattr(im, "n_frames", 1) > 1:
             notes.append(f"Animated {kind} with {im.n_frames} frames: only the first is used.")
         mode = im.mode
@@ -511,14 +611,15 @@ def _read_pillow(data: bytes, name: str, kind: str, max_pixels: int):
             im = im.convert("RGB")
             mode = "RGB"
         if mode == "LA":
-            array = np.asarray(im)[..., 0]
+            array = _pillow_array(im)[..., 0]
             notes.append("Gray + alpha image: the alpha channel is ignored.")
         elif mode in ("RGB", "RGBA"):
-            array = np.asarray(im)
+            array = _pillow_array(im)
             color = True
         else:  # "1", "L", "I", "I;16", "I;16B", "F"
-            array = np.asarray(im)
+            array = _pillow_array(im)
         im.close()
+        del im  # Pillow's copy of the pixels goes before the conversions
     except InputError:
         raise
     except MemoryError:
@@ -534,6 +635,50 @@ def _read_pillow(data: bytes, name: str, kind: str, max_pixels: int):
         if bit_depth == 16 and color_type == 0 and array.dtype.kind in "iu":
             array = array.astype(np.uint16)  # older Pillow reads 16-bit gray as int32
     return array, color, notes
+
+
+#: Bytes per pixel of each Pillow mode: in Pillow's own storage (its "RGB" takes 4), and
+#: once copied into numpy.
+_PILLOW_CORE_BYTES = MappingProxyType({"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2,
+                                       "I;16L": 2, "I;16N": 2, "I": 4, "F": 4})
+_NUMPY_BYTES = MappingProxyType({"1": 1, "L": 1, "LA": 2, "P": 1, "RGB": 3, "RGBA": 4,
+                                 "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4,
+                                 "F": 4})
+
+
+def _pillow_array(im) -> np.ndarray:
+    """The pixels of a Pillow image as a numpy array, copied a block of rows at a time.
+
+    ``np.asarray(im)`` goes through ``im.tobytes()``, which joins the encoded chunks into
+    one bytes object: twice the image in memory on top of Pillow's own copy.
+    """
+    width, height = im.size
+    rows = max(1, _BLOCK_PIXELS // max(1, width))
+    first = np.asarray(im.crop((0, 0, width, min(rows, height))))
+    array = np.empty((height,) + first.shape[1:], dtype=first.dtype)
+    array[:first.shape[0]] = first
+    for start in range(first.shape[0], height, rows):
+        array[start:start + rows] = np.asarray(im.crop((0, start, width,
+                                                        min(start + rows, height))))
+    return array
+
+
+def _pillow_bytes_per_pixel(mode: str) -> int:
+    """Peak bytes per pixel of :func:`_read_pillow` for an image of `mode`, from its header.
+
+    The phases: Pillow's decoded image (plus a converted one for palette, CMYK, YCbCr…), the
+    numpy copy of it, then for colour the red, green and blue channels kept
+    (:func:`color_channels`) and the float32 gray image (the Pillow image closed by then).
+    """
+    core = _PILLOW_CORE_BYTES.get(mode, 4)
+    if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        target = "RGBA"  # the largest a conversion gives
+        core += 4
+    else:
+        target = mode
+    copy = _NUMPY_BYTES.get(target, 4)
+    colour = 3 + 4 if target in ("RGB", "RGBA") else 0
+    return max(core + copy, copy + colour)
 
 
 def _from_palette(im, notes: list):
@@ -554,6 +699,14 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
     import tifffile
 
     notes: list[str] = []
+    n_pages = _tiff_directory_count(data)
+    if n_pages is None:
+        raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
+                         "its chain of image directories is broken.")
+    if n_pages > _MAX_TIFF_PAGES:
+        raise InputError(f"{name} has {n_pages:,} TIFF pages, the limit is "
+                         f"{_MAX_TIFF_PAGES:,}: split the file, or save the stack with fewer, "
+                         "larger pages.")
     try:
         with tifffile.TiffFile(_io.BytesIO(data)) as tif:
             all_series = tif.series
@@ -563,9 +716,6 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
             if len(all_series) > 1:
                 notes.append(f"TIFF with {len(all_series)} image series: only the first is "
                              "used.")
-            if not _tiff_directories_complete(data):
-                raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
-                                 "its chain of image directories is broken.")
             shape = tuple(int(s) for s in series.shape)
             axes = series.axes
             page = series.keyframe
@@ -576,6 +726,9 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
             spatial = tuple(s for i, s in enumerate(shape) if not (color and i == s_axis))
             _check_pixels(math.prod(spatial), spatial, max_pixels)
             _check_squeezed_ndim(spatial)
+            _check_decoded_bytes(_tiff_peak_bytes(series, spatial, color, photometric),
+                                 spatial, max_pixels)
+            _check_tiff_segments(tif, series, data, name)
             array = series.asarray()
             colormap = page.colormap if photometric == 3 else None
     except InputError:
@@ -596,11 +749,13 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
     return array, color, notes
 
 
-def _tiff_directories_complete(data: bytes) -> bool:
-    """Whether the chain of image file directories (IFDs) of a TIFF lies within the file.
+def _tiff_directory_count(data: bytes) -> int | None:
+    """Number of image file directories (IFDs, pages) of a TIFF, or None if their chain
+    leaves the file or loops.
 
     tifffile silently stops at a broken link, which would load a truncated stack as fewer
-    slices; this walk catches it.
+    slices; this walk catches it, and counts the pages before tifffile makes an object of
+    each (the walk stops one past :data:`_MAX_TIFF_PAGES`).
     """
     order = "<" if data[:2] == b"II" else ">"
     if data[2:4] in (b"+\x00", b"\x00+"):  # BigTIFF
@@ -612,18 +767,130 @@ def _tiff_directories_complete(data: bytes) -> bool:
     seen = set()
     try:
         offset = struct.unpack_from(order + offset_fmt, data, first)[0]
-        while offset:
+        while offset and len(seen) <= _MAX_TIFF_PAGES:
             if offset in seen or offset + count_size > n:
-                return False
+                return None
             seen.add(offset)
             count = struct.unpack_from(order + count_fmt, data, offset)[0]
             end = offset + count_size + count * entry_size + offset_size
             if end > n:
-                return False
+                return None
             offset = struct.unpack_from(order + offset_fmt, data, end - offset_size)[0]
     except struct.error:
-        return False
-    return bool(seen)
+        return None
+    return len(seen) or None
+
+
+def _tiff_peak_bytes(series, spatial, color: bool, photometric: int) -> int:
+    """Peak bytes of reading a TIFF series: the decoded array, then its conversion."""
+    decoded = math.prod(int(s) for s in series.shape) * np.dtype(series.dtype).itemsize
+    pixels = math.prod(spatial)
+    if photometric == 3:  # palette: indices → uint16 colours → gray
+        return decoded + pixels * (3 * 2 + 4)
+    if color:  # the red, green and blue channels kept, and the gray image
+        itemsize = np.dtype(series.dtype).itemsize
+        return decoded + pixels * (3 * itemsize + (4 if itemsize <= 4 else 8))
+    return decoded
+
+
+def _segment_bytes(page) -> int:
+    """Bytes one decoded strip or tile of `page` holds at most (tifffile's segment shape)."""
+    itemsize = max(1, -(-int(page.bitspersample) // 8))
+    if page.is_tiled:
+        count = int(page.tiledepth or 1) * int(page.tilelength) * int(page.tilewidth)
+    else:
+        count = int(page.imagedepth or 1) * min(int(page.rowsperstrip), int(page.imagelength)) \
+            * int(page.imagewidth)
+    if int(page.planarconfig) == 1:  # contiguous samples
+        count *= int(page.samplesperpixel)
+    return count * itemsize
+
+
+def _inflated_size(compression: int, raw: bytes, limit: int) -> int | None:
+    """Bytes `raw` decodes to with `compression`, counting no further than ``limit + 1``.
+
+    The output is produced a megabyte at a time and dropped, so memory stays small whatever
+    the stream claims. None for a compression this cannot decode (tifffile decides).
+    """
+    import lzma
+    import zlib
+
+    chunk = 8 * _MIB
+    total = 0
+    if compression in (8, 32946):  # deflate / zlib
+        inflater = zlib.decompressobj()
+        pending = raw
+        while total <= limit:
+            total += len(inflater.decompress(pending, min(chunk, limit + 1 - total)))
+            pending = inflater.unconsumed_tail
+            if inflater.eof or not pending:
+                break
+        return total
+    if compression == 34925:  # LZMA (xz or legacy .lzma container)
+        inflater = lzma.LZMADecompressor(memlimit=_LZMA_MEMLIMIT)
+        pending = raw
+        while total <= limit and not inflater.eof:
+            total += len(inflater.decompress(pending, min(chunk, limit + 1 - total)))
+            pending = b""
+            if inflater.needs_input:
+                break
+        return total
+    if compression == 32773:  # PackBits: the headers give the length, nothing to inflate
+        position, size = 0, len(raw)
+        while position < size and total <= limit:
+            header = raw[position]
+            if header < 128:  # a literal run of header + 1 bytes
+                total += header + 1
+                position += header + 2
+            elif header > 128:  # one byte repeated 257 - header times
+                total += 257 - header
+                position += 2
+            else:  # 128: no operation
+                position += 1
+        return total
+    return None
+
+
+def _check_tiff_segments(tif, series, data: bytes, name: str) -> None:
+    """Refuse a TIFF whose compressed strips or tiles expand beyond what their page needs.
+
+    tifffile inflates each strip or tile whole (its fallback decoders ignore the expected
+    size), so a 2 MB deflate strip of a 64 × 64 image took 4.2 GB. Every page of `series`
+    is checked before decoding: a segment that could expand beyond
+    :data:`_UNCHECKED_SEGMENT_BYTES` (its size times the codec's largest ratio, see
+    :data:`_SEGMENT_RATIO`) is inflated once by a bounded decompressor that stops one byte past
+    the segment's declared size.
+    """
+    keyframe = series.keyframe
+    compression = int(keyframe.compression)
+    if compression == 1:
+        return
+    limit = _segment_bytes(keyframe)
+    ratio = _SEGMENT_RATIO.get(compression)
+    view = memoryview(data)
+    for number, page in enumerate(series.pages, 1):
+        if page is None:
+            continue
+        if page.parent is not tif:  # e.g. another file of a multi-file OME series
+            raise InputError(f"{name} refers to image data in other files: load a single, "
+                             "self-contained TIFF file.")
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            offset, count = int(offset), int(count)
+            if count == 0 or (ratio is not None and count * ratio <= max(
+                    limit, _UNCHECKED_SEGMENT_BYTES)):
+                continue
+            try:
+                size = _inflated_size(compression, view[offset:offset + count], limit)
+            except Exception as exc:  # noqa: BLE001 - zlib.error, lzma.LZMAError: corrupt data
+                raise _decode_error(name, "TIFF", exc) from None
+            if size is not None and size > limit:
+                where = f" on page {number}" if len(series.pages) > 1 else ""
+                raise InputError(
+                    f"{name} is refused: a compressed {'tile' if keyframe.is_tiled else 'strip'}"
+                    f"{where} expands beyond the {_format_size(limit)} its image needs "
+                    f"({_format_size(count)} compressed; a decompression bomb?). Save the "
+                    "image again, uncompressed or with deflate compression."
+                )
 
 
 def _apply_tiff_colormap(indices, colormap, notes):

@@ -61,6 +61,11 @@ __all__ = [
     "postprocess_stage",
     "measure_stage",
     "run",
+    "MAX_STEPS",
+    "MAX_TEXT",
+    "MAX_COST",
+    "estimate_cost",
+    "check_cost",
 ]
 
 #: Value of the ``format`` key of every recipe.
@@ -72,6 +77,18 @@ VERSION = 1
 MAX_BYTES = 1_000_000
 #: The sections of a recipe, in pipeline order (after ``format`` and ``version``).
 SECTIONS = ("filter", "markers", "segmentation", "postprocess", "measure")
+#: Most post-processing operations a recipe may list (the app offers 8 kinds, each once).
+MAX_STEPS = 20
+#: Longest text a recipe may hold (a name, a unit, a key), in characters.
+MAX_TEXT = 200
+#: Deepest nesting of mappings and lists in a recipe (a valid one is 4 levels deep).
+MAX_DEPTH = 8
+#: Most values (texts, numbers, mappings, lists, keys) a recipe may hold (a valid one ~100).
+MAX_ITEMS = 5000
+#: Largest estimated cost of a recipe's filter and post-processing on an image, in
+#: pixel-neighbour operations (:func:`estimate_cost`). One closing of radius 25 on a 2048²
+#: image is 2.2e10 and took ~35 s on one core; radius 5 on the same image 2 s.
+MAX_COST = 2.5e10
 
 #: The optional first section: which image of a colour file (``pipeline.channels``).
 IMAGE_SECTION = "image"
@@ -154,6 +171,83 @@ def _step(where: str, entry, registry, what: str) -> dict:
     return {"name": name, "params": checked}
 
 
+def _path(path) -> str:
+    """``("postprocess", 2, "params", "mode")`` → ``postprocess operation 3 → params → mode``."""
+    parts = []
+    for i, key in enumerate(path):
+        if isinstance(key, int):
+            if i and path[i - 1] == "postprocess":
+                parts[-1] = f"postprocess operation {key + 1}"
+            else:
+                parts.append(f"item {key + 1}")
+        else:
+            shown = str(key) if _plain(key) else repr(key)
+            parts.append(shown if len(shown) <= 40 else shown[:39] + "…")
+    return " → ".join(parts) or "recipe"
+
+
+def _plain(text) -> bool:
+    return isinstance(text, str) and len(text) <= MAX_TEXT and text.isprintable()
+
+
+def _check_text(where: str, text: str) -> None:
+    surrogate = next((c for c in text if 0xD800 <= ord(c) <= 0xDFFF), None)
+    if surrogate is not None:
+        raise InputError(f"recipe {where}: text holds {surrogate!r}, half of a character pair "
+                         "(a lone surrogate), which is not valid Unicode: retype the text")
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        raise InputError(f"recipe {where}: text must be printable, got {bad!r} (control "
+                         "characters such as NUL, tabs or line breaks are not accepted)")
+    if len(text) > MAX_TEXT:
+        raise InputError(f"recipe {where}: text is {len(text):,} characters long, the limit "
+                         f"is {MAX_TEXT}")
+
+
+def _structure_ok(value, depth: int, budget: list) -> bool:
+    """Fast walk: True if every text is plain and the nesting and size are within bounds."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        return False
+    if isinstance(value, str):
+        return len(value) <= MAX_TEXT and value.isprintable()  # no lone surrogate either
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and len(k) <= MAX_TEXT and k.isprintable()
+                   and _structure_ok(v, depth + 1, budget) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_structure_ok(v, depth + 1, budget) for v in value)
+    return True
+
+
+def _check_structure(recipe) -> None:
+    """Every text of a recipe (keys too) printable, valid Unicode and short; the nesting and
+    the number of values bounded. Runs before any section is read; a second, slower walk
+    names the problem."""
+    if _structure_ok(recipe, 0, [MAX_ITEMS]):
+        return
+    stack = [((), recipe)]
+    count = 0
+    while stack:
+        path, value = stack.pop()
+        count += 1
+        if count > MAX_ITEMS:
+            raise InputError(f"recipe holds more than {MAX_ITEMS:,} values: a recipe is a "
+                             "small JSON file, is this one?")
+        if len(path) > MAX_DEPTH:
+            raise InputError(f"recipe {_path(path[:MAX_DEPTH])}: nested more than "
+                             f"{MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            _check_text(_path(path), value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InputError(f"recipe {_path(path)}: keys must be text, got {key!r}")
+                _check_text(f"key {_path(path + (key,))}", key)
+                stack.append((path + (key,), item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((path + (i,), item) for i, item in enumerate(value))
+
+
 # --------------------------------------------------------------------------------------------
 # Sections
 
@@ -200,6 +294,9 @@ def _postprocess_list(section) -> list:
     if not isinstance(section, (list, tuple)):
         raise InputError(f'recipe postprocess must be a list of {{"name": ..., "params": '
                          f"{{...}}}} operations, got {_kind(section)}")
+    if len(section) > MAX_STEPS:
+        raise InputError(f"recipe postprocess has {len(section):,} operations, the limit is "
+                         f"{MAX_STEPS}: each kind of operation is needed once at most")
     section = _postprocess.bind_split_connectivity(section)
     ops = [_step(f"postprocess operation {i}", op, _postprocess.POSTPROCESS, "operation")
            for i, op in enumerate(section, 1)]
@@ -312,9 +409,13 @@ def validate(recipe) -> dict:
         an unknown top-level key; an unknown filter, segmentation method or post-processing
         operation (listing the valid names); a bad parameter (naming the step and the
         parameter); vmin / vmax not finite or not ``vmin < vmax``; post-processing operations
-        in the wrong order; bad measurement options.
+        in the wrong order; bad measurement options; a text (value or key) that is not
+        printable, holds a lone surrogate or is longer than :data:`MAX_TEXT` characters
+        (naming where it is); more than :data:`MAX_STEPS` post-processing operations; a
+        recipe nested deeper than 8 levels or holding more than 5000 values.
     """
     _check_format_and_version(recipe)
+    _check_structure(recipe)
     unknown = [k for k in recipe if k not in _KEYS]
     if unknown:
         raise InputError(f"recipe: unknown key {', '.join(repr(k) for k in unknown)}; a "
@@ -517,6 +618,76 @@ def step_names(recipe) -> dict:
     return names
 
 
+def _neighbours(name: str, params: dict, ndim: int) -> float:
+    """Pixel-neighbour operations per pixel of one filter or post-processing step."""
+    if name == "gaussian":  # separable: one pass per axis over 2 ceil(4 sigma) + 1 pixels
+        return ndim * (2 * math.ceil(4 * params["sigma"]) + 1)
+    if name == "median":
+        return (2 * params["radius"] + 1) ** ndim
+    if name == "tv":  # Chambolle's iterations (at most 200), a few operations each
+        return 200 * 4 * ndim
+    if name == "bilateral":  # skimage's window: max(5, 2 ceil(3 sigma_spatial) + 1)
+        return max(5, 2 * math.ceil(3 * params["sigma_spatial"]) + 1) ** ndim
+    if name == "nl_means":  # fast mode: the search window, a few operations per offset
+        return 4 * (2 * params["patch_distance"] + 1) ** ndim
+    if name in ("closing", "opening"):  # a dilation and an erosion by the footprint
+        return 2 * (2 * params["radius"] + 1) ** ndim
+    if name == "split_touching":  # distance transform, smoothing, peaks, watershed
+        return 50 + ndim * (2 * math.ceil(4 * params["sigma"]) + 1) \
+            + ndim * (2 * params["min_distance"] + 1)
+    return 10  # linear steps: label, fill holes, remove small objects, ...
+
+
+def estimate_cost(recipe, shape) -> float:
+    """Estimated work of a recipe's filter and post-processing on an image of `shape`.
+
+    Parameters
+    ----------
+    recipe : dict
+        A recipe (validated here).
+    shape : tuple of int
+        The image's shape (2D or 3D).
+
+    Returns
+    -------
+    float
+        Pixel-neighbour operations: for each step, the number of pixels times the
+        neighbourhood it reads per pixel (e.g. ``2 (2 r + 1)**ndim`` for a closing of
+        radius ``r``). The segmentation is not counted (its cost depends on the data).
+    """
+    recipe = validate(recipe)
+    shape = tuple(int(s) for s in shape)
+    pixels, ndim = math.prod(shape), len(shape)
+    steps = [recipe["filter"]] + list(recipe["postprocess"])
+    return float(sum(pixels * _neighbours(step["name"], step["params"], ndim)
+                     for step in steps))
+
+
+def check_cost(recipe, shape) -> None:
+    """Refuse a recipe whose estimated cost on an image of `shape` exceeds :data:`MAX_COST`.
+
+    Raises
+    ------
+    InputError
+        Naming the costliest step, e.g. "this recipe would take about 2.2e+10 pixel
+        operations on a 2048 × 2048 image (closing(radius=25) most), the limit is 2.5e+10:
+        use smaller radii or a smaller image".
+    """
+    cost = estimate_cost(recipe, shape)
+    if cost <= MAX_COST:
+        return
+    recipe = validate(recipe)
+    ndim = len(tuple(shape))
+    steps = [recipe["filter"]] + list(recipe["postprocess"])
+    worst = max(steps, key=lambda step: _neighbours(step["name"], step["params"], ndim))
+    size = " × ".join(str(int(s)) for s in shape)
+    raise InputError(
+        f"this recipe would take about {cost:.2g} pixel operations on a {size} image "
+        f"({_call(worst['name'], worst['params'])} most), the limit is {MAX_COST:.2g}: use "
+        "smaller radii, windows or sigmas, fewer operations, or a smaller image (crop it)"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Running a recipe
 
@@ -596,11 +767,19 @@ def filter_stage(image, recipe) -> np.ndarray:
     -------
     ndarray of float64
         Same shape, in the image's intensity units.
+
+    Raises
+    ------
+    InputError
+        If the image does not hold real numbers, or the recipe's filter and post-processing
+        would cost more than :data:`MAX_COST` on it (:func:`check_cost`), checked before
+        anything runs.
     """
     recipe = validate(recipe)
     image = np.asarray(image)
     if image.dtype.kind not in "biuf":
         raise InputError(f"filter: the image must hold real numbers, got {image.dtype}")
+    check_cost(recipe, image.shape)
     section = recipe["filter"]
     return _filters.apply_filter(image.astype(np.float64), section["name"], section["params"])
 
@@ -634,7 +813,9 @@ def segment_stage(filtered, markers, recipe) -> np.ndarray:
 def postprocess_stage(mask, recipe) -> np.ndarray:
     """int32 label image from the mask (:func:`pipeline.postprocess.run_postprocess`)."""
     recipe = validate(recipe)
-    return _postprocess.run_postprocess(np.asarray(mask), recipe["postprocess"])
+    mask = np.asarray(mask)
+    check_cost(recipe, mask.shape)
+    return _postprocess.run_postprocess(mask, recipe["postprocess"])
 
 
 def measure_stage(labels, image, recipe) -> _measure.Measurements:

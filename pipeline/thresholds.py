@@ -40,6 +40,9 @@ THRESHOLD_FUNCTIONS = types.MappingProxyType(
 MAX_SAMPLE = 2_000_000
 #: Largest window of the local methods, in pixels.
 MAX_WINDOW = 1001
+#: Integer images whose range holds more values than this are thresholded as floats (256
+#: histogram bins) instead of with one bin per value.
+MAX_INTEGER_BINS = 2**16
 
 
 def _check_image(image, where):
@@ -94,7 +97,9 @@ def global_thresholds(image) -> dict:
     Images of more than :data:`MAX_SAMPLE` (2 million) pixels are thresholded on a
     deterministic subsample: every ``k``-th pixel in C order, ``k = ceil(size / 2e6)``.
     Histogram thresholds hardly change, and the result is the same on every call. Smaller
-    images give exactly ``float(skimage.filters.threshold_<method>(image))``.
+    images give exactly ``float(skimage.filters.threshold_<method>(image))``, except integer
+    images whose range exceeds :data:`MAX_INTEGER_BINS` values: these are thresholded as
+    float64 (256 bins), as skimage would otherwise allocate a bin per possible value.
 
     Raises
     ------
@@ -106,6 +111,10 @@ def global_thresholds(image) -> dict:
     if low == high:
         reason = f"failed: the image is constant (every pixel is {float(low):g})"
         return {name: reason for name in GLOBAL_METHODS}
+    if values.dtype.kind in "iu" and int(high) - int(low) >= MAX_INTEGER_BINS:
+        # skimage's histogram of an integer image has one bin per possible value: a 4x4
+        # int32 image holding 10**8 took 4.9 GB. As floats, the methods use 256 bins.
+        values = values.astype(np.float64)
     result = {}
     for name in GLOBAL_METHODS:
         function = getattr(filters, f"threshold_{name}")
