@@ -156,6 +156,17 @@ INSTRUMENT_JS = r"""
   };
   function touch(t) { if (t > B.lastActivity) { B.lastActivity = t; } }
 
+  // the app draws the markers of a move on a canvas of its own and names the pair it drew
+  // in the segmentation graph's data-markers attribute
+  new MutationObserver(function (records) {
+    records.forEach(function (r) {
+      if (r.attributeName !== 'data-markers' || !B.cfg.seg || r.target.id !== B.cfg.seg) { return; }
+      var m = {t: now(), paint: null};
+      B.marks.push(m);
+      requestAnimationFrame(function () { setTimeout(function () { m.paint = now(); }, 0); });
+    });
+  }).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-markers']});
+
   addEventListener('keydown', function (e) {
     var t = now(); B.keys.push({t: t, ts: e.timeStamp, key: e.key}); touch(t);
   }, true);

@@ -160,11 +160,11 @@ img.onload = function () {
     }
     done(counts);
 };
-img.src = gd.data[1].source;
+img.src = arguments[0] || gd.data[1].source;
 """
 # Hold the server's answers to moves: only what the page draws itself changes.
 HOLD_MOVES_JS = """
-const original = window.fetch;
+const original = window.__unheld = window.fetch;
 window.fetch = function (url, options) {
     if (String(url).indexOf('/_pipex/move') >= 0) { return new Promise(function () {}); }
     return original.apply(this, arguments);
@@ -197,7 +197,13 @@ def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_
     _until(lambda: _js(dash_duo, "return document.getElementById('segmentation-graph')"
                                  ".dataset.markers") == f"{vmin:g},{vmax + 1:g}",
            timeout=5, what="the page to draw the markers of the new pair")
-    counts = dash_duo.driver.execute_async_script(MARKER_PIXELS_JS)
+    # drawn on the page's canvas over the plot, the graph's own markers image hidden
+    assert _js(dash_duo, "const c = document.querySelector('#segmentation-graph "
+                         "canvas.pipex-markers'); return c && c.style.display") == "block"
+    assert _js(dash_duo, "return document.querySelectorAll('#segmentation-graph "
+                         "image[data-pipex-hidden]').length") == 1
+    counts = dash_duo.driver.execute_async_script(
+        MARKER_PIXELS_JS, _js(dash_duo, "return window.pipexFast.markersImage()"))
     # exactly the server's markers for that pair (no filter: integer values)
     expected = make_markers(image.astype(float), vmin, vmax + 1, check=False)
     shown = {}
@@ -209,6 +215,16 @@ def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_
     assert shown == {1: int((expected == 1).sum()), 2: int((expected == 2).sum())}
     # the segmentation waits for the server (held here): unchanged
     assert _js(dash_duo, OVERLAY_JS) == seg_before
+    # answered, the graph's own overlays are drawn and the page's canvas goes away
+    _js(dash_duo, "window.fetch = window.__unheld;")
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != seg_before,
+           timeout=60, what="the server's answer")
+    _until(lambda: _js(dash_duo, "return document.querySelector('#segmentation-graph "
+                                 "canvas.pipex-markers').style.display") == "none",
+           timeout=10, what="the page's markers to give way to the graph's")
+    assert _js(dash_duo, "return document.querySelectorAll('#segmentation-graph "
+                         "image[data-pipex-hidden]').length") == 0
 
 
 def test_dragging_a_handle_previews_and_the_release_shows_the_exact_result(
