@@ -728,8 +728,10 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
             _check_squeezed_ndim(spatial)
             _check_decoded_bytes(_tiff_peak_bytes(series, spatial, color, photometric),
                                  spatial, max_pixels)
-            _check_tiff_segments(tif, series, data, name)
-            array = series.asarray()
+            array = _decode_tiff_series(tif, series, data, name)
+            if array is None:
+                _check_tiff_segments(tif, series, data, name)
+                array = series.asarray()
             colormap = page.colormap if photometric == 3 else None
     except InputError:
         raise
@@ -851,6 +853,92 @@ def _inflated_size(compression: int, raw: bytes, limit: int) -> int | None:
     return None
 
 
+def _bounded_inflate(compression: int, raw, limit: int) -> bytes:
+    """The decoded bytes of a deflate or LZMA segment, at most ``limit + 1`` of them."""
+    import lzma
+    import zlib
+
+    if compression == 34925:
+        return lzma.LZMADecompressor(memlimit=_LZMA_MEMLIMIT).decompress(raw, limit + 1)
+    return zlib.decompressobj().decompress(raw, limit + 1)
+
+
+def _decode_tiff_series(tif, series, data: bytes, name: str):
+    """Decode a deflate or LZMA TIFF series in one bounded pass, or None to let tifffile do it.
+
+    Each strip or tile is inflated once by a decompressor that stops one byte past the
+    segment's size (a longer one is a bomb, refused), undone from the horizontal predictor,
+    and copied to its place: the same array as ``series.asarray()``, without inflating the
+    data twice (once to check it, once in tifffile). Layouts beyond the common ones
+    (floating-point or other predictors, bit orders, sizes not a whole number of bytes,
+    volumes, short segments) return None.
+    """
+    page = series.keyframe
+    compression = int(page.compression)
+    dtype = np.dtype(page.dtype) if page.dtype is not None else None
+    spp = int(page.samplesperpixel)
+    if (compression not in (8, 32946, 34925) or dtype is None or dtype.kind not in "iuf"
+            or int(page.bitspersample) != 8 * dtype.itemsize
+            or int(page.predictor) not in (1, 2) or int(page.fillorder) != 1
+            or int(page.planarconfig) not in (1, 2) or int(page.imagedepth or 1) != 1
+            or (page.is_tiled and int(page.tiledepth or 1) != 1)
+            or (int(page.predictor) == 2 and dtype.kind == "f")
+            or any(p is None or p.parent is not tif for p in series.pages)):
+        return None
+    height, width = int(page.imagelength), int(page.imagewidth)
+    if page.is_tiled:
+        seg_rows, seg_cols = int(page.tilelength), int(page.tilewidth)
+    else:
+        seg_rows, seg_cols = min(int(page.rowsperstrip), height), width
+    planes = spp if int(page.planarconfig) == 2 else 1  # samples stored plane by plane
+    per_segment = spp // planes
+    across = -(-width // seg_cols)
+    per_plane = -(-height // seg_rows) * across
+    n_segments = per_plane * planes
+    limit = seg_rows * seg_cols * per_segment * dtype.itemsize
+    stored = dtype.newbyteorder(tif.byteorder)
+    pages = list(series.pages)
+    if math.prod(series.shape) != len(pages) * height * width * spp:
+        return None
+    # tifffile's page shape: (samples, rows, columns) for planes, (rows, columns, samples)
+    out = np.empty((len(pages), planes, height, width, per_segment), dtype=dtype)
+    view = memoryview(data)
+    for number, frame in enumerate(pages):
+        offsets, counts = frame.dataoffsets, frame.databytecounts
+        if len(offsets) != n_segments:
+            return None
+        for index, (offset, count) in enumerate(zip(offsets, counts)):
+            plane, index = divmod(index, per_plane)
+            top, left = (index // across) * seg_rows, (index % across) * seg_cols
+            rows, cols = min(seg_rows, height - top), min(seg_cols, width - left)
+            try:
+                raw = _bounded_inflate(compression, view[int(offset):int(offset) + int(count)],
+                                       limit)
+            except Exception as exc:  # noqa: BLE001 - zlib.error, lzma.LZMAError: corrupt
+                raise _decode_error(name, "TIFF", exc) from None
+            if len(raw) > limit:
+                where = f" on page {number + 1}" if len(pages) > 1 else ""
+                raise _bomb(name, page, where, limit, int(count))
+            full = seg_rows if page.is_tiled else rows
+            if len(raw) < full * seg_cols * per_segment * dtype.itemsize:
+                return None  # a short segment: tifffile knows how to read it
+            segment = np.frombuffer(raw, stored, count=full * seg_cols * per_segment).reshape(
+                full, seg_cols, per_segment)
+            if int(page.predictor) == 2:
+                segment = np.cumsum(segment, axis=1, dtype=stored)
+            out[number, plane, top:top + rows, left:left + cols] = segment[:rows, :cols]
+    return out.reshape(series.shape)
+
+
+def _bomb(name, page, where, limit, count) -> InputError:
+    return InputError(
+        f"{name} is refused: a compressed {'tile' if page.is_tiled else 'strip'}{where} "
+        f"expands beyond the {_format_size(limit)} its image needs ({_format_size(count)} "
+        "compressed; a decompression bomb?). Save the image again, uncompressed or with "
+        "deflate compression."
+    )
+
+
 def _check_tiff_segments(tif, series, data: bytes, name: str) -> None:
     """Refuse a TIFF whose compressed strips or tiles expand beyond what their page needs.
 
@@ -885,12 +973,7 @@ def _check_tiff_segments(tif, series, data: bytes, name: str) -> None:
                 raise _decode_error(name, "TIFF", exc) from None
             if size is not None and size > limit:
                 where = f" on page {number}" if len(series.pages) > 1 else ""
-                raise InputError(
-                    f"{name} is refused: a compressed {'tile' if keyframe.is_tiled else 'strip'}"
-                    f"{where} expands beyond the {_format_size(limit)} its image needs "
-                    f"({_format_size(count)} compressed; a decompression bomb?). Save the "
-                    "image again, uncompressed or with deflate compression."
-                )
+                raise _bomb(name, keyframe, where, limit, count)
 
 
 def _apply_tiff_colormap(indices, colormap, notes):

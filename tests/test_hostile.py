@@ -547,3 +547,49 @@ def test_random_walker_accepts_the_scale_of_64_bit_images(dtype):
     r["segmentation"] = {"name": "random_walker",
                          "params": {"intensity_scale": segment.intensity_scale(dtype)}}
     recipe.validate(r)
+
+
+LAYOUTS = {
+    "strips": dict(compression="zlib", rowsperstrip=7),
+    "predictor": dict(compression="zlib", predictor=2),
+    "lzma": dict(compression="lzma"),
+    "tiles": dict(compression="adobe_deflate", tile=(16, 32), predictor=2),
+    "big-endian": dict(compression="zlib", byteorder=">", predictor=2),
+    "separate planes": dict(compression="zlib", planarconfig="separate"),
+    "ome": dict(compression="zlib", ome=True),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(37, 53), (4, 70, 45), (33, 41, 3)])
+def test_single_pass_tiff_decode_equals_tifffile(layout, dtype, shape):
+    kwargs = LAYOUTS[layout]
+    if kwargs.get("predictor") == 2 and np.dtype(dtype).kind == "f":
+        pytest.skip("tifffile writes the horizontal predictor for integers")
+    rng = np.random.default_rng(13)
+    image = (rng.random(shape) * 200).astype(dtype)
+    buffer = _io.BytesIO()
+    tifffile.imwrite(buffer, image, photometric="rgb" if shape[-1] == 3 else "minisblack",
+                     **kwargs)
+    data = buffer.getvalue()
+    with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+        series = tif.series[0]
+        expected = series.asarray()
+        got = io._decode_tiff_series(tif, series, data, "x.tif")
+    assert got is not None and got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_short_strip_falls_back_to_tifffile():
+    """A strip shorter than declared is left to tifffile (after the bounded check)."""
+    rows = np.arange(64 * 40, dtype=np.uint8)
+    data = tiff_with_strip(64, 64, 8, zlib.compress(rows.tobytes()))  # 40 of 64 rows
+    with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+        assert io._decode_tiff_series(tif, tif.series[0], data, "x.tif") is None
+    try:
+        loaded = read(data)
+    except InputError as exc:
+        assert "could not decode" in str(exc)
+    else:
+        np.testing.assert_array_equal(loaded.array.reshape(-1)[:rows.size], rows)
