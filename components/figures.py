@@ -45,13 +45,52 @@ def segmentation_figure(base_uri, marker_uri, seg_uri, *, uirevision, highlight=
     return fig
 
 
-def add_threshold_markers(fig, values):
-    """Dotted labelled lines at automatic thresholds ({method: value}) on the histogram."""
-    for i, (name, value) in enumerate(sorted(values.items(), key=lambda kv: kv[1])):
+#: Rows of threshold labels on the histogram (heights on its 0–1 overlay axis).
+LABEL_ROWS = (1.0, 0.9, 0.8, 0.7)
+
+
+def label_rows(values, x_range, width_px=380.0, char_px=5.6, gap_px=4.0):
+    """Where each threshold's label goes so that no two overlap: ``{name: (row, side)}``.
+
+    Labels are placed left to right in the lowest row (of :data:`LABEL_ROWS`) where they
+    clear the previous label; `side` is ``"center"``, or ``"right"`` / ``"left"`` (the text
+    starts / ends at the line) near the plot's edges so that it is never clipped. When every
+    row is taken the label goes to the row whose last label ends first.
+    """
+    lo, hi = float(x_range[0]), float(x_range[1])
+    span = hi - lo if hi > lo else 1.0
+    ends = [-np.inf] * len(LABEL_ROWS)
+    out = {}
+    for name, value in sorted(values.items(), key=lambda kv: kv[1]):
+        x = (float(value) - lo) / span * width_px
+        w = len(name) * char_px
+        if x - w / 2 < 0:
+            side, start = "right", x
+        elif x + w / 2 > width_px:
+            side, start = "left", x - w
+        else:
+            side, start = "center", x - w / 2
+        free = [r for r, end in enumerate(ends) if end + gap_px <= start]
+        row = free[0] if free else int(np.argmin(ends))
+        ends[row] = start + w
+        out[name] = (row, side)
+    return out
+
+
+def add_threshold_markers(fig, values, x_range=None):
+    """Dotted labelled lines at automatic thresholds ({method: value}) on the histogram;
+    labels staggered so that they never overlap (:func:`label_rows`)."""
+    if x_range is None:
+        x_range = fig.layout.xaxis.range or (min(values.values(), default=0),
+                                             max(values.values(), default=1))
+    rows = label_rows(values, x_range)
+    for name, value in sorted(values.items(), key=lambda kv: kv[1]):
+        row, side = rows[name]
+        top = LABEL_ROWS[row]
         fig.add_trace(go.Scatter(
-            x=[value, value], y=[0, 1], yaxis="y2", mode="lines+text",
+            x=[value, value], y=[0, top], yaxis="y2", mode="lines+text",
             line=dict(color="#555", width=1, dash="dot"), text=["", name],
-            textposition="top center", textfont=dict(size=9), name=name,
+            textposition=f"top {side}", textfont=dict(size=9), name=name,
             hoverinfo="skip", showlegend=False))  # clicks go to the histogram bars
     fig.update_layout(yaxis2=dict(overlaying="y", range=[0, 1.12], visible=False,
                                   fixedrange=True))

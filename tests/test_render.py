@@ -321,3 +321,26 @@ def test_pack_values16_is_exact_for_integer_images_and_within_half_a_step_otherw
         render.pack_values16(np.zeros((2, 2, 2)))
     with pytest.raises(InputError, match="finite"):
         render.pack_values16(np.array([[1.0, np.nan]]))
+
+
+def test_threshold_labels_on_the_histogram_never_overlap_nor_leave_the_plot():
+    from components import figures
+
+    # coins' automatic thresholds: four within 15 grey levels, one near the left edge
+    values = {"triangle": 3.0, "mean": 97.0, "otsu": 103.0, "yen": 107.0, "isodata": 110.0,
+              "li": 94.0, "minimum": 150.0}
+    rows = figures.label_rows(values, (0, 255), width_px=380)
+    assert rows["triangle"][1] == "right"  # near the left edge: the text starts at its line
+    placed = {}
+    for name, (row, side) in rows.items():
+        x = values[name] / 255 * 380
+        w = len(name) * 5.6
+        start = {"center": x - w / 2, "right": x, "left": x - w}[side]
+        assert start >= 0 and start + w <= 380
+        placed.setdefault(row, []).append((start, start + w))
+    for spans in placed.values():
+        spans.sort()
+        assert all(a[1] + 4 <= b[0] for a, b in zip(spans, spans[1:]))
+    fig = figures.add_threshold_markers(figures.go.Figure(), values, x_range=(0, 255))
+    tops = {t.name: t.y[1] for t in fig.data}
+    assert len(set(tops.values())) > 1  # staggered
