@@ -905,9 +905,9 @@ def _decode_tiff_series(tif, series, data: bytes, name: str):
     view = memoryview(data)
     for number, frame in enumerate(pages):
         offsets, counts = frame.dataoffsets, frame.databytecounts
-        if len(offsets) != n_segments:
+        if len(offsets) != n_segments or len(counts) != n_segments:
             return None
-        for index, (offset, count) in enumerate(zip(offsets, counts)):
+        for index, (offset, count) in enumerate(zip(offsets, counts, strict=True)):
             plane, index = divmod(index, per_plane)
             top, left = (index // across) * seg_rows, (index % across) * seg_cols
             rows, cols = min(seg_rows, height - top), min(seg_cols, width - left)
@@ -962,7 +962,10 @@ def _check_tiff_segments(tif, series, data: bytes, name: str) -> None:
         if page.parent is not tif:  # e.g. another file of a multi-file OME series
             raise InputError(f"{name} refers to image data in other files: load a single, "
                              "self-contained TIFF file.")
-        for offset, count in zip(page.dataoffsets, page.databytecounts):
+        if len(page.dataoffsets) != len(page.databytecounts):
+            raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
+                             "its strip or tile offsets and byte counts disagree.")
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
             offset, count = int(offset), int(count)
             if count == 0 or (ratio is not None and count * ratio <= max(
                     limit, _UNCHECKED_SEGMENT_BYTES)):

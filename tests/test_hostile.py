@@ -593,3 +593,17 @@ def test_short_strip_falls_back_to_tifffile():
         assert "could not decode" in str(exc)
     else:
         np.testing.assert_array_equal(loaded.array.reshape(-1)[:rows.size], rows)
+
+
+@pytest.mark.parametrize("tag,head", [(b"zTXt", b"comment\x00\x00"), (b"iCCP", b"icc\x00\x00")])
+def test_png_compressed_text_and_profile_bombs_stay_small(tmp_path, tag, head):
+    """Pillow caps decompressed text and ICC chunks (PngImagePlugin.MAX_TEXT_CHUNK, 1 MB)."""
+    def chunk(kind, payload):
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    png = png_bytes(Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)))
+    data = png[:33] + chunk(tag, head + zlib_zeros(256 * MB)) + png[33:]
+    outcome, peak = peak_of_read(tmp_path, data)
+    assert outcome[0] == "refused" and "too large" in outcome[1], outcome
+    assert peak < 48
