@@ -918,7 +918,7 @@ def _decode_tiff_series(tif, series, data: bytes, name: str):
                 raise _decode_error(name, "TIFF", exc) from None
             if len(raw) > limit:
                 where = f" on page {number + 1}" if len(pages) > 1 else ""
-                raise _bomb(name, page, where, limit, int(count))
+                raise _bomb(page, where, limit, int(count))
             full = seg_rows if page.is_tiled else rows
             if len(raw) < full * seg_cols * per_segment * dtype.itemsize:
                 return None  # a short segment: tifffile knows how to read it
@@ -930,12 +930,13 @@ def _decode_tiff_series(tif, series, data: bytes, name: str):
     return out.reshape(series.shape)
 
 
-def _bomb(name, page, where, limit, count) -> InputError:
+def _bomb(page, where, limit, count) -> InputError:
+    """The refusal of a segment that expands too far (the caller names the file)."""
     return InputError(
-        f"{name} is refused: a compressed {'tile' if page.is_tiled else 'strip'}{where} "
-        f"expands beyond the {_format_size(limit)} its image needs ({_format_size(count)} "
-        "compressed; a decompression bomb?). Save the image again, uncompressed or with "
-        "deflate compression."
+        f"a compressed {'tile' if page.is_tiled else 'strip'}{where} expands beyond the "
+        f"{_format_size(limit)} its image needs ({_format_size(count)} compressed): refused "
+        "as a decompression bomb. Save the image again, uncompressed or with deflate "
+        "compression."
     )
 
 
@@ -976,7 +977,7 @@ def _check_tiff_segments(tif, series, data: bytes, name: str) -> None:
                 raise _decode_error(name, "TIFF", exc) from None
             if size is not None and size > limit:
                 where = f" on page {number}" if len(series.pages) > 1 else ""
-                raise _bomb(name, keyframe, where, limit, count)
+                raise _bomb(keyframe, where, limit, count)
 
 
 def _apply_tiff_colormap(indices, colormap, notes):
