@@ -324,3 +324,24 @@ def test_enter_in_a_threshold_box_applies_the_value(dash_duo, app_factory):
     assert "pixels > 140" in dash_duo.find_element("#thresholds-text").text
     _until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
            what="the segmentation of the typed value")
+
+
+def test_threshold_tooltips_read_as_numbers_on_a_float_image(dash_duo, app_factory, tmp_path):
+    """Issue 10: the slider's tooltips show 4 significant digits (not a float's raw digits)."""
+    _start(dash_duo, app_factory)
+    rng = np.random.default_rng(4)
+    image = rng.normal(0.3, 0.07, (120, 140)).astype(np.float32)
+    image[30:90, 40:100] += 0.4
+    tifffile.imwrite(tmp_path / "float.tif", image)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(tmp_path / "float.tif"))
+    dash_duo.wait_for_contains_text("#image-info", "float.tif", timeout=60)
+    _until(lambda: _exact(dash_duo), timeout=120, what="the image segmented")
+    tips = lambda: [t.text for t in dash_duo.find_elements(  # noqa: E731
+        "#thresholds-slider [class*=tooltip]") if t.text.strip()]
+    _until(lambda: len(tips()) == 2, timeout=10, what="two tooltips")
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)  # a step of range / 1000
+    _until(lambda: _exact(dash_duo), timeout=60, what="the move")
+    for text in tips():
+        digits = text.replace("-", "").replace(".", "").lstrip("0")
+        assert len(digits) <= 4, tips()
+        float(text.replace(",", ""))
