@@ -80,6 +80,10 @@ def register(app, services):
             data, name = labels_file(services, session_id, meta, history)
         except InputError as exc:
             return no_update, message_children(f"Download failed: {exc}", "error")
+        except Exception as exc:  # noqa: BLE001 - a download never answers 500
+            log.exception("labels download failed")
+            return no_update, message_children(
+                f"Download failed: unexpected error ({type(exc).__name__}).", "error")
         return dcc.send_bytes(data, name), no_update
 
     @app.callback(
@@ -104,4 +108,8 @@ def register(app, services):
                                       "markers" in (show or []), view or "labels")
         except InputError as exc:
             return no_update, message_children(f"Download failed: {exc}", "error")
+        except Exception as exc:  # noqa: BLE001 - a download never answers 500
+            log.exception("overlay download failed")
+            return no_update, message_children(
+                f"Download failed: unexpected error ({type(exc).__name__}).", "error")
         return dcc.send_bytes(data, name), no_update

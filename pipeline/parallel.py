@@ -926,6 +926,7 @@ def filter_stage(image, recipe, *, backend=None, progress=None, should_stop=None
     image = np.asarray(image)
     if image.dtype.kind not in "biuf":
         raise InputError(f"filter: the image must hold real numbers, got {image.dtype}")
+    _recipe.check_cost(recipe, image.shape)  # refused before any work (issue 11)
     section = recipe["filter"]
     result, report = apply_step(section["name"], section["params"], image.astype(np.float64),
                                 backend=backend, progress=progress, should_stop=should_stop)
@@ -950,6 +951,7 @@ def postprocess_stage(mask, recipe, *, backend=None, should_stop=None):
     recipe = _recipe.validate(recipe)
     steps = _postprocess._check_ops(recipe["postprocess"])
     array = _postprocess._check_mask(np.asarray(mask))
+    _recipe.check_cost(recipe, array.shape)
     reports = []
     for step, params in steps:
         array, report = apply_step(step, params, array, backend=backend,

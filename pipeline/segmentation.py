@@ -108,7 +108,7 @@ SEGMENTERS = types.MappingProxyType({
                       doc="Linear solver: cg_mg (multigrid), cg_j (Jacobi), bf (direct)"),
                 Param("tol", "float", 1e-3, min=1e-8, max=0.1,
                       doc="Tolerance of the iterative solvers"),
-                Param("intensity_scale", "float", 1.0, min=1e-12, max=1e12,
+                Param("intensity_scale", "float", 1.0, min=1e-12, max=2.0**64,
                       doc="The image is divided by this before the random walker, as skimage "
                           "rescales integer images to [0, 1] (255 for 8-bit, 65535 for "
                           "16-bit, 1 for float): beta then means what it means in skimage"),

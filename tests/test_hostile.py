@@ -538,9 +538,6 @@ def test_recipe_cost_is_estimated_and_refused_before_running():
     recipe.check_cost(heavy, (512, 512))
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/segmentation.py caps the random walker's "
-                   "intensity_scale at 1e12; 64-bit integer images need up to 2**64 "
-                   "(issue 11 item 10): raise that Param's max, then drop this mark")
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
 def test_random_walker_accepts_the_scale_of_64_bit_images(dtype):
     r = _base_recipe()

@@ -19,7 +19,7 @@ from pipeline.postprocess import POSTPROCESS
 
 LOCAL_STEPS = {"gaussian", "median", "bilateral", "nl_means", "closing", "opening"}
 NOT_LOCAL = {"none", "tv", "fill_holes", "label", "remove_small_objects", "clear_border",
-             "relabel_sequential"}
+             "relabel_sequential", "split_touching"}
 
 # Parameters with a reach of several pixels (the blocks below are smaller than some of them)
 PARAMS = {
