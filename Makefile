@@ -1,7 +1,7 @@
 # Pipeline Explorer: development tasks (GNU make).
 #
 #   make run          create .venv, install the project, serve it on http://127.0.0.1:8050
-#   make test         install the test extras (+ Debian chromium/chromedriver), run pytest
+#   make test         install the test extras (+ Debian chromium/chromedriver, nginx-light), run pytest
 #   make bench        run bench/run_all.py (if present)
 #   make lint-docker  hadolint the Dockerfile
 #   make clean        remove caches and build output (distclean: also .venv)
@@ -15,7 +15,9 @@ PIPEX_BIND ?= 127.0.0.1:8050
 PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
 CHROMEDRIVER ?= /usr/bin/chromedriver
-APT_PACKAGES ?= chromium chromium-driver
+# nginx: the reverse proxy of deploy/nginx.conf, started by tests/test_proxy.py
+NGINX ?= /usr/sbin/nginx
+APT_PACKAGES ?= chromium chromium-driver nginx-light
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -56,25 +58,25 @@ install: $(STAMP_RUN)  ## install the project into the virtualenv
 
 install-test: $(STAMP_TEST)  ## install the project with its test extras
 
-browser:  ## install Debian's chromium and chromium-driver if missing
-	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then exit 0; fi; \
+browser:  ## install Debian's chromium, chromium-driver and nginx-light if missing
+	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ] && [ -x "$(NGINX)" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-		echo "error: $(CHROMIUM) or $(CHROMEDRIVER) is missing and apt-get is not available;" \
-			"install Chromium and its driver, or set CHROMIUM=... CHROMEDRIVER=..." >&2; \
+		echo "error: $(CHROMIUM), $(CHROMEDRIVER) or $(NGINX) is missing and apt-get is not available;" \
+			"install Chromium, its driver and nginx, or set CHROMIUM=... CHROMEDRIVER=... NGINX=..." >&2; \
 		exit 1; \
 	fi; \
 	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
 	else \
-		echo "error: $(CHROMIUM) or $(CHROMEDRIVER) is missing; installing them needs root" \
+		echo "error: $(CHROMIUM), $(CHROMEDRIVER) or $(NGINX) is missing; installing them needs root" \
 			"(run as root, or install: apt-get install $(APT_PACKAGES))" >&2; \
 		exit 1; \
 	fi; \
 	echo "installing $(APT_PACKAGES) with apt-get"; \
 	$$sudo apt-get update; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); \
-	if ! [ -x "$(CHROMIUM)" ] || ! [ -x "$(CHROMEDRIVER)" ]; then \
-		echo "error: apt-get finished but $(CHROMIUM) or $(CHROMEDRIVER) is still missing" >&2; \
+	if ! [ -x "$(CHROMIUM)" ] || ! [ -x "$(CHROMEDRIVER)" ] || ! [ -x "$(NGINX)" ]; then \
+		echo "error: apt-get finished but $(CHROMIUM), $(CHROMEDRIVER) or $(NGINX) is still missing" >&2; \
 		exit 1; \
 	fi
 

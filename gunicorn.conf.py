@@ -66,8 +66,14 @@ timeout = _env_int("PIPEX_TIMEOUT", 300)
 # Seconds workers get to finish in-flight requests after SIGTERM/SIGHUP before being killed.
 graceful_timeout = 30
 
-# Seconds to keep an idle HTTP keep-alive connection open (e.g. behind a reverse proxy).
-keepalive = 5
+# Seconds an idle connection may wait for its next request, off the request threads. gthread
+# also uses it for a *new* connection that has sent nothing for 5 s (a fixed wait that holds a
+# thread): it is parked here, then closed. So an idle client costs a thread for 5 s and a
+# connection slot (worker_connections) for 5 + keepalive s: short, gunicorn's default. nginx
+# (deploy/nginx.conf) opens one connection per request, so a longer value buys nothing there.
+# What no gunicorn setting bounds: a client that trickles its header keeps its thread until the
+# header is complete. Serve through the buffering proxy, which holds such clients instead.
+keepalive = 2
 
 # Restart a worker after about this many requests, to bound the growth of any leak (numpy /
 # scikit-image caches, fragmentation). The jitter spreads restarts so that the workers are not

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +33,12 @@ __all__ = [
     "dockerfile_cmd",
     "dockerfile_instructions",
     "free_port",
+    "NGINX_CONF",
+    "NginxProcess",
+    "nginx_binary",
+    "nginx_test_conf",
     "serve_docker_cmd",
+    "serve_nginx",
     "title_of",
     "wait_for_http",
 ]
@@ -212,3 +218,154 @@ def title_of(html: str) -> str | None:
     """Text of the first <title> element of an HTML page."""
     match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
     return match.group(1).strip() if match else None
+
+
+# --- nginx in front (deploy/nginx.conf) ---------------------------------------------------------
+
+NGINX_CONF = REPO_ROOT / "deploy" / "nginx.conf"
+
+
+def nginx_binary() -> str | None:
+    """Path of the nginx executable (PATH, then Debian's /usr/sbin/nginx), or None."""
+    found = shutil.which("nginx")
+    if found:
+        return found
+    debian = Path("/usr/sbin/nginx")
+    return str(debian) if debian.is_file() and os.access(debian, os.X_OK) else None
+
+
+def _directive(line: str, name: str) -> bool:
+    """Whether the active (uncommented) `line` is the nginx directive `name`."""
+    return re.match(rf"\s*{name}\s", line) is not None
+
+
+def nginx_test_conf(prefix: Path, listen_port: int, upstream: str,
+                    source: Path = NGINX_CONF) -> Path:
+    """Write `source` (deploy/nginx.conf) into `prefix` for an nginx run by a normal user.
+
+    Only what ties it to a machine changes: ``listen`` becomes 127.0.0.1:`listen_port`, the
+    upstream ``server`` becomes `upstream` ("127.0.0.1:PORT"), the pid file, the error and
+    access logs and the temporary folders go into `prefix`, and ``user`` is dropped (as root, it
+    names root, so that the workers can write the temporary folders under `prefix`). Every
+    other directive is kept as written. Raises ValueError if the file no longer has the shape
+    these replacements expect (one pid, one ``http {``, one upstream server, a listen).
+    Returns the path of the written configuration.
+    """
+    prefix = Path(prefix)
+    temp = prefix / "temp"
+    temp.mkdir(parents=True, exist_ok=True)
+    counts = dict.fromkeys(("pid", "http", "upstream", "listen"), 0)
+    out = []
+    for line in Path(source).read_text(encoding="utf-8").splitlines():
+        indent = line[: len(line) - len(line.lstrip())]
+        if line.lstrip().startswith("#"):
+            out.append(line)
+        elif _directive(line, "user"):
+            if os.geteuid() == 0:
+                import pwd
+
+                out.append(f"{indent}user {pwd.getpwuid(0).pw_name};")
+        elif _directive(line, "pid"):
+            counts["pid"] += 1
+            out.append(f"{indent}pid {prefix / 'nginx.pid'};")
+        elif _directive(line, "error_log"):
+            level = line.strip().rstrip(";").split()[2:]
+            out.append(" ".join([f"{indent}error_log", str(prefix / "error.log"), *level]) + ";")
+        elif _directive(line, "access_log") and "/" in line:
+            fmt = line.strip().rstrip(";").split()[2:]
+            out.append(" ".join([f"{indent}access_log", str(prefix / "access.log"), *fmt]) + ";")
+        elif _directive(line, "listen"):
+            counts["listen"] += 1
+            out.append(f"{indent}listen 127.0.0.1:{listen_port};")
+        elif re.match(r"\s*server\s+[^\s{;]+:\d+", line):
+            counts["upstream"] += 1
+            out.append(f"{indent}server {upstream};")
+        elif re.match(r"\s*http\s*\{", line):
+            counts["http"] += 1
+            out.append(line)
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+                out.append(f"{indent}    {kind}_temp_path {temp / kind};")
+        else:
+            out.append(line)
+    expected = {"pid": 1, "http": 1, "upstream": 1}
+    wrong = {k: counts[k] for k in expected if counts[k] != expected[k]}
+    if wrong or counts["listen"] < 1:
+        raise ValueError(f"{source} does not have the expected shape: {counts}")
+    conf = prefix / "nginx.conf"
+    conf.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return conf
+
+
+class NginxProcess:
+    """An nginx master started by `serve_nginx` (``daemon off``): Popen, URL, prefix."""
+
+    def __init__(self, proc: subprocess.Popen, base_url: str, prefix: Path, conf: Path, argv):
+        self.proc = proc
+        self.pid = proc.pid
+        self.base_url = base_url
+        self.prefix = prefix
+        self.conf = conf
+        self.argv = argv
+
+    def log(self, tail: int = 40) -> str:
+        """The last `tail` lines of nginx's error log and of its output."""
+        parts = []
+        for name in ("error.log", "nginx.out"):
+            try:
+                lines = (self.prefix / name).read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            parts.append(f"--- {name} ---\n" + "\n".join(lines[-tail:]))
+        return "\n".join(parts)
+
+    def describe(self) -> str:
+        return f"$ {shlex.join(self.argv)}  (pid {self.pid})\n{self.log()}"
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM the master by PID (a fast shutdown: it stops its workers) and wait."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+                raise RuntimeError(
+                    f"nginx did not stop within {timeout}s\n{self.describe()}") from None
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def serve_nginx(upstream_url: str, prefix: Path, source: Path = NGINX_CONF, timeout: float = 30.0):
+    """Run nginx with `source` made local by `nginx_test_conf`, in front of `upstream_url`
+    (``http://127.0.0.1:PORT``), on a free loopback port; yield an `NginxProcess` once it
+    answers; SIGTERM it by PID on exit. Everything it writes stays in `prefix`."""
+    binary = nginx_binary()
+    if binary is None:
+        raise FileNotFoundError("nginx is not installed (make test installs Debian's nginx-light)")
+    prefix = Path(prefix)
+    port = free_port()
+    upstream = upstream_url.split("://", 1)[-1].rstrip("/")
+    conf = nginx_test_conf(prefix, port, upstream, source)
+    argv = [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf),
+            "-g", "daemon off;"]
+    with open(prefix / "nginx.out", "wb") as out:
+        proc = subprocess.Popen(argv, cwd=prefix, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    server = NginxProcess(proc, f"http://127.0.0.1:{port}", prefix, conf, argv)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with code {proc.returncode}\n{server.describe()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nginx did not listen within {timeout}s\n"
+                                       + server.describe()) from None
+                time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
