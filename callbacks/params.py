@@ -21,8 +21,10 @@ from components import ids
 from pipeline import recipe as recipes
 from pipeline.channels import describe as channels_describe
 from pipeline.compute import stage_keys
-from pipeline.measure import PROPERTIES_2D_ONLY
 from pipeline.errors import InputError
+from pipeline.measure import PROPERTIES_2D_ONLY
+
+from .loading import message_children
 
 MAX_HISTORY = 500
 #: Post-processing operations in pipeline order; "label" is always there.
@@ -416,6 +418,7 @@ def register(app, services):
         Output(ids.RECIPE_VIEW, "children"),
         Output(ids.POST_SPLIT_DISTANCE, "value"),
         Output(ids.POST_SPLIT_SIGMA, "value"),
+        Output(ids.RECIPE_MESSAGE, "children"),
         Input(ids.IMAGE, "data"),
         Input({"type": ids.ADOPT, "method": ALL, "as": ALL, "value": ALL}, "n_clicks"),
         Input(ids.FILTER_METHOD, "value"),
@@ -468,8 +471,7 @@ def register(app, services):
         pointer, full, message = recipe_action(services, session_id, trigger, history, meta,
                                                controls)
         v = control_values(full, meta)
-        if message and trigger == ids.LOAD_RECIPE:
-            message = f"Could not load the recipe: {message}"
+        param_message, recipe_message = placed_messages(trigger, message)
         return (
             pointer,
             v["thresholds"], v["min"], v["max"], v["step"], v["filter_method"], v["seg_method"],
@@ -477,11 +479,25 @@ def register(app, services):
             v["properties"], v["pixel_size"], v["unit"],
             param_values(full, param_ids),
             v["undo_disabled"], v["redo_disabled"], v["text"],
-            message or None,
+            param_message,
             None if trigger == ids.LOAD_RECIPE else no_update,
             no_update if pointer is no_update else recipes.dumps(current_recipe(full)),
-            v["split_distance"], v["split_sigma"],
+            v["split_distance"], v["split_sigma"], recipe_message,
         )
+
+
+def placed_messages(trigger, message):
+    """(Markers panel message, Recipe tab message) of an action: each message appears beside
+    the control that caused it, styled by severity. A recipe loaded in the Recipe tab is
+    reported there (refused: an error; loaded: a note), the other actions in the Markers
+    panel (the thresholds and steps it shows)."""
+    if trigger == ids.LOAD_RECIPE:
+        if message:
+            return None, message_children(
+                f"Could not load the recipe: {message} The current recipe is kept.", "error")
+        return None, message_children(
+            "Recipe loaded: every step is set from it (Undo goes back).", "info")
+    return (message_children(message, "error") if message else None), no_update
 
 
 def recipe_action(services, session_id, trigger, history, meta, controls, *, drawn=False):

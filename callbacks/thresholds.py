@@ -35,7 +35,7 @@ from pipeline.errors import InputError
 from .display import (MARKER_COLORS, SEG_PROPS, VIEW_PROPS, nearby_recipes, outputs,
                       require_live, segmentation_update, states)
 from .params import (_with_pair, check_fits_image, control_values, current_recipe,
-                     recipe_action, require_current)
+                     placed_messages, recipe_action, require_current)
 
 #: Outputs of :func:`move_update`, in order (the Dash callback and the fast path).
 MOVE_PROPS = ((ids.HISTORY, "data"), (ids.THRESHOLDS, "value"), (ids.PARAM_MESSAGE, "children"),
@@ -92,7 +92,8 @@ def move_update(services, session_id, meta, history, request, axis, index, style
     v = control_values(full, meta)
     controls = (v["undo_disabled"], v["redo_disabled"], v["text"])
     if message or pointer is no_update:
-        return (no_update, v["thresholds"], message or None, *controls, no_update,
+        return (no_update, v["thresholds"], placed_messages(ids.THRESHOLDS, message)[0],
+                *controls, no_update,
                 *(no_update,) * 7)
     seg = segmentation_update(services, session_id, meta, pointer, axis, index, style, show,
                               view, base=base, allow_preview=request.get("exact") is not True,

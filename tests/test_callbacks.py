@@ -697,7 +697,8 @@ def test_a_move_pushes_the_history_on_the_server_and_draws_in_one_response(servi
     # A refused pair: the history stays, the slider goes back, the message says why.
     out = _move(services, sid, meta, out[0], base, (m["vmin"], 252), 3)
     assert out[0] is no_update and out[1] == [m["vmin"], m["vmax"] + 5.0]
-    assert "No object marker" in out[2] and all(o is no_update for o in out[7:])
+    assert "No object marker" in str(out[2]) and "message-error" in str(out[2])
+    assert all(o is no_update for o in out[7:])
 
     # A request that a later one of the page has passed is not computed.
     with pytest.raises(PreventUpdate):
@@ -856,3 +857,21 @@ def test_a_large_new_image_shows_a_reduced_grid_preview_first_then_the_exact_res
     assert new_base == meta["id"]
     exact = display.settle_update(svc, sid, meta, pointer, pending, **SEG_VIEW, base=new_base)
     assert isinstance(exact[0], Patch) and "labelled region" in exact[1]
+
+
+def test_each_message_appears_beside_the_control_that_caused_it():
+    """Issue 10 item 7: a recipe loaded in the Recipe tab is reported there, styled by
+    severity; other actions report in the Markers panel; nothing is plain text."""
+    from dash import no_update
+
+    from callbacks.params import placed_messages
+
+    markers, recipe = placed_messages(ids.LOAD_RECIPE, "not JSON")
+    assert markers is None
+    assert recipe.className == "message-error" and "Could not load the recipe: not JSON" in \
+        recipe.children and "kept" in recipe.children
+    markers, recipe = placed_messages(ids.LOAD_RECIPE, None)
+    assert markers is None and recipe.className == "message-info"
+    markers, recipe = placed_messages(ids.FILTER_METHOD, "sigma must be positive")
+    assert markers.className == "message-error" and recipe is no_update
+    assert placed_messages(ids.UNDO, None) == (None, no_update)

@@ -345,3 +345,17 @@ def test_threshold_tooltips_read_as_numbers_on_a_float_image(dash_duo, app_facto
         digits = text.replace("-", "").replace(".", "").lstrip("0")
         assert len(digits) <= 4, tips()
         float(text.replace(",", ""))
+
+
+def test_a_bad_recipe_is_reported_in_the_recipe_tab(dash_duo, app_factory, tmp_path):
+    """Issue 10 item 7: the message appears beside the control that caused it, styled."""
+    _start(dash_duo, app_factory)
+    dash_duo.driver.find_element(
+        By.XPATH, "//*[contains(@class, 'tab') and normalize-space()='Recipe']").click()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    dash_duo.find_element("#load-recipe-upload input[type=file]").send_keys(str(bad))
+    dash_duo.wait_for_contains_text("#recipe-message", "Could not load the recipe", timeout=30)
+    assert dash_duo.find_elements("#recipe-message .message-error")
+    assert dash_duo.find_element("#param-message").text == ""
+    assert dash_duo.find_element("#history-text").text == "step 1 of 1"  # nothing lost
