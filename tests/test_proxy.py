@@ -143,7 +143,7 @@ def test_nginx_accepts_deploy_conf(tmp_path):
     assert str(tmp_path / "nginx.pid") in text and "/var/log" not in text.split("http {")[0]
     result = subprocess.run(
         [_nginx(), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=60, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "test is successful" in output, output
@@ -152,7 +152,7 @@ def test_nginx_accepts_deploy_conf(tmp_path):
     broken.write_text(text.replace("proxy_buffering on;", "proxy_buffering sometimes;"))
     result = subprocess.run(
         [_nginx(), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c",
-         str(broken)], capture_output=True, text=True, timeout=60)
+         str(broken)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
 
 
@@ -387,9 +387,9 @@ def _fmt(results):
 def proxied(tmp_path_factory):
     """gunicorn (the Dockerfile's command, 2 workers) with nginx (deploy/nginx.conf) in front."""
     _nginx()
-    with serve_docker_cmd(workers=2) as app:
-        with serve_nginx(app.base_url, tmp_path_factory.mktemp("nginx")) as nginx:
-            yield app, nginx
+    with serve_docker_cmd(workers=2) as app, \
+            serve_nginx(app.base_url, tmp_path_factory.mktemp("nginx")) as nginx:
+        yield app, nginx
 
 
 @pytest.mark.server
@@ -437,9 +437,9 @@ def test_held_connections_do_not_starve_the_app(proxied):
     health, moves = health + health_2, moves + moves_2
     report = [
         f"through nginx, nothing held:   /health {_fmt(quiet[0])}; move {_fmt(quiet[1])}",
-        f"through nginx, {N_IDLE} idle + {N_SLOW} slow-header connections held "
-        f"({before} -> {after} open, {reopened} closed by nginx and reopened, {sent} header "
-        f"bytes trickled): /health {_fmt(health)}; move {_fmt(moves)}",
+        (f"through nginx, {N_IDLE} idle + {N_SLOW} slow-header connections held "
+         f"({before} -> {after} open, {reopened} closed by nginx and reopened, {sent} header "
+         f"bytes trickled): /health {_fmt(health)}; move {_fmt(moves)}"),
     ]
 
     # The same straight against gunicorn, for the record (not asserted: it starves).
@@ -470,12 +470,12 @@ def test_nginx_drops_a_forged_user_header(tmp_path):
     127.0.0.1: nginx must never pass on a client's own."""
     _nginx()
     forged = [{"X-Forwarded-User": "alice"}, {"X_Forwarded_User": "alice"}]
-    with serve_docker_cmd(workers=1, env={"PIPEX_TRUST_REMOTE_USER": "1"}) as app:
-        with serve_nginx(app.base_url, tmp_path) as nginx:
-            # straight to the app from 127.0.0.1 the header signs in (so the check can fail)
-            direct = requests.get(app.base_url + "/_dash-layout", headers=forged[0], timeout=30)
-            assert direct.status_code == 200, app.describe()
-            for headers in forged:
-                via = requests.get(nginx.base_url + "/_dash-layout", headers=headers, timeout=30)
-                assert via.status_code == 401, (headers, via.status_code, via.text[:200])
-            assert requests.get(nginx.base_url + "/health", timeout=10).status_code == 200
+    with serve_docker_cmd(workers=1, env={"PIPEX_TRUST_REMOTE_USER": "1"}) as app, \
+            serve_nginx(app.base_url, tmp_path) as nginx:
+        # straight to the app from 127.0.0.1 the header signs in (so the check can fail)
+        direct = requests.get(app.base_url + "/_dash-layout", headers=forged[0], timeout=30)
+        assert direct.status_code == 200, app.describe()
+        for headers in forged:
+            via = requests.get(nginx.base_url + "/_dash-layout", headers=headers, timeout=30)
+            assert via.status_code == 401, (headers, via.status_code, via.text[:200])
+        assert requests.get(nginx.base_url + "/health", timeout=10).status_code == 200
