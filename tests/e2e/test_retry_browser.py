@@ -23,6 +23,7 @@ import psutil
 import pytest
 import tifffile
 from flask import Response, request
+from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.e2e.helpers import OVERLAY_JS, until
@@ -72,17 +73,22 @@ def _quiet(browser, seconds=1.0, timeout=90):
     raise AssertionError(f"panels still busy: {_js(browser, BUSY_JS)}")
 
 
-def _kind(path, body):
-    """'move' for a move (the fast path or its Dash fallback), else None."""
+def _kind(path, args, body):
+    """'move' for a move (the fast path or its Dash fallback), 'batch' for the start of a
+    batch run (a background callback; its polls name the job), else None."""
     if path == "/_pipex/move":
         return "move"
-    if path == "/_dash-update-component" and '"move-request-store"' in json.dumps(
-            (body or {}).get("inputs")):
+    if path != "/_dash-update-component" or not isinstance(body, dict):
+        return None
+    if '"move-request-store"' in json.dumps(body.get("inputs")):
         return "move"
+    if "batch-table" in str(body.get("output")) and not ({"cacheKey", "job"} & set(args)):
+        return "batch"
     return None
 
 
 FAST, FALLBACK = "move /_pipex/move", "move /_dash-update-component"
+BATCH = "batch /_dash-update-component"
 
 
 def _faulty(app):
@@ -97,7 +103,7 @@ def _faulty(app):
         if request.method != "POST" or not (request.path == "/_dash-update-component"
                                              or request.path.startswith("/_pipex/")):
             return None
-        kind = _kind(request.path, request.get_json(silent=True))
+        kind = _kind(request.path, request.args, request.get_json(silent=True))
         key = f"{kind or 'other'} {request.path}"
         state["attempts"][key] = state["attempts"].get(key, 0) + 1
         if state["down"]:
@@ -182,6 +188,33 @@ def test_a_server_that_does_not_answer_shows_a_banner_and_retry_fixes_the_page(
     _vmax_right(dash_duo)
     until(lambda: _history(dash_duo) == "step 3 of 3" and _exact(dash_duo),
           what="the next move")
+    until(lambda: _js(dash_duo, BANNER_JS) is None, timeout=10, what="the banner to go")
+
+
+def test_the_start_of_a_batch_run_is_not_sent_again_by_itself(dash_duo, app_factory, tmp_path):
+    """A batch run is a background callback: its first request launches a job, so a lost
+    one is not sent again (it might have started a job); the page says so and Run works."""
+    from PIL import Image
+    from skimage import data
+
+    (tmp_path / "data").mkdir()
+    Image.fromarray(data.coins()[:120, :160]).save(tmp_path / "data" / "one.png")
+    state = _start(dash_duo, app_factory)
+    dash_duo.driver.find_element(
+        By.XPATH, "//*[contains(@class, 'tab') and normalize-space()='Batch']").click()
+    until(lambda: "(1)" in dash_duo.find_element("#batch-source").text, what="the data folder")
+    state["faults"][BATCH] = {"status": 503, "left": 1}
+    dash_duo.find_element("#batch-run").click()
+    banner = until(lambda: _js(dash_duo, BANNER_JS), timeout=30, what="the banner")
+    assert "did not answer" in banner["text"] and not banner["retry"], banner
+    time.sleep(1.5)
+    assert state["attempts"][BATCH] == 1, state["attempts"]
+    until(lambda: dash_duo.find_element("#batch-run").is_enabled(), timeout=30,
+          what="Run enabled again")
+    dash_duo.find_element("#batch-run").click()
+    until(lambda: len(dash_duo.find_elements("#batch-table tr.batch-row")) == 1, timeout=120,
+          what="the batch's table")
+    assert state["attempts"][BATCH] == 2, state["attempts"]
     until(lambda: _js(dash_duo, BANNER_JS) is None, timeout=10, what="the banner to go")
 
 
