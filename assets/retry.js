@@ -23,7 +23,9 @@ window.pipexRetry = (function () {
     let banner = null;
     let again = 0;            // requests sent once more after a loss (read by tests)
 
-    function urlOf(input) { return typeof input === 'string' ? input : String(input || ''); }
+    function urlOf(input) {  // a Request object passes through (never sent so by the page)
+        return typeof input === 'string' ? input : String((input && input.url) || input || '');
+    }
 
     function watched(url, init) {
         const method = String((init && init.method) || 'GET').toUpperCase();
