@@ -146,6 +146,19 @@ def _is_loopback(bind: str) -> bool:
 
 # --- sign-in on the Flask server -----------------------------------------------------------
 
+
+def client_address(request, trusted_proxies) -> str:
+    """The person's address: behind a trusted proxy (``PIPEX_TRUSTED_PROXIES``, e.g. the
+    nginx of deploy/nginx.conf) the last address of ``X-Forwarded-For`` (the one the proxy
+    saw; earlier ones are the client's own claims), else the connection's."""
+    remote = request.remote_addr or ""
+    if remote in trusted_proxies:
+        forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",")
+                     if a.strip()]
+        if forwarded:
+            return forwarded[-1][:64]
+    return remote
+
 class Auth:
     """The sign-in of one app (kept in ``server.extensions['pipex_auth']``).
 
@@ -352,16 +365,17 @@ def register(app, services):
             return _login_page(next_url=_safe_next(request.args.get("next")))
         name, password = request.form.get("user", ""), request.form.get("password", "")
         next_url = _safe_next(request.form.get("next"))
-        attempts = f"sign-in/{name[:64]}/{request.remote_addr}"
+        address = client_address(request, config.trusted_proxies)
+        attempts = f"sign-in/{name[:64]}/{address}"
         if services.store.recent(attempts, FAILURE_WINDOW_S) >= MAX_FAILURES:
             return _login_page(f"Too many failed sign-ins: wait {FAILURE_WINDOW_S / 60:g} "
                                "minutes, then try again.", next_url, status=429)
         if not auth.check_password(name, password):
             services.store.recent(attempts, FAILURE_WINDOW_S, add=True)
-            log.warning("failed sign-in for %r from %s", name[:64], request.remote_addr)
+            log.warning("failed sign-in for %r from %s", name[:64], address)
             return _login_page("Wrong user name or password.", next_url, status=401)
         auth.sign_in(name)
-        log.info("%s signed in from %s", name, request.remote_addr)
+        log.info("%s signed in from %s", name, address)
         return redirect(next_url, 303)
 
     @server.route("/logout", methods=["POST"])

@@ -299,3 +299,25 @@ def test_repeated_failed_sign_ins_are_slowed_down(tmp_path):
                        ).status_code == 303
     assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
                        environ_base={"REMOTE_ADDR": "10.0.0.7"}).status_code == 303
+
+
+def test_behind_the_proxy_failed_sign_ins_are_counted_per_client_address(tmp_path):
+    """Behind nginx every connection comes from 127.0.0.1: the throttle reads the address
+    the proxy saw (the last X-Forwarded-For), so one client cannot lock a user out for all."""
+    client = create_app(_config(tmp_path)).server.test_client()
+    mallory = {"X-Forwarded-For": "10.0.0.66"}
+    for _ in range(auth.MAX_FAILURES):
+        assert client.post("/login", data={"user": "alice", "password": "guess"},
+                           headers=mallory).status_code == 401
+    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
+                       headers=mallory).status_code == 429
+    # alice from her own address (through the same proxy) signs in
+    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
+                       headers={"X-Forwarded-For": "10.0.0.7"}).status_code == 303
+    # a client's own claims before the proxy's entry do not change the address counted
+    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
+                       headers={"X-Forwarded-For": "10.0.0.7, 10.0.0.66"}).status_code == 429
+    # from an address that is not a trusted proxy the header is ignored
+    assert auth.client_address(type("R", (), {"remote_addr": "192.0.2.1", "headers":
+                                              {"X-Forwarded-For": "10.0.0.7"}})(),
+                               ("127.0.0.1",)) == "192.0.2.1"
