@@ -86,6 +86,21 @@ def dockerfile_cmd(dockerfile: Path = DOCKERFILE) -> list[str]:
     return argv
 
 
+def stop_by_pid(server, timeout: float, what: str) -> int:
+    """SIGTERM `server` (``.proc``, ``.pid``, ``.describe()``) by its PID and wait; SIGKILL
+    it and raise if it hangs. Returns the exit code."""
+    if server.proc.poll() is None:
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            return server.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.proc.wait(timeout=10)
+            raise RuntimeError(f"{what} did not stop within {timeout}s of SIGTERM; killed\n"
+                               f"{server.describe()}") from None
+    return server.proc.returncode
+
+
 class GunicornProcess:
     """A server process started by `serve_docker_cmd`: its Popen, URL and log file."""
 
@@ -111,17 +126,7 @@ class GunicornProcess:
 
     def stop(self, timeout: float = 45.0) -> int:
         """SIGTERM the server (by PID), wait for it; SIGKILL if it hangs. Returns the exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-                raise RuntimeError(
-                    f"server did not stop within {timeout}s of SIGTERM; killed\n{self.describe()}"
-                ) from None
-        return self.proc.returncode
+        return stop_by_pid(self, timeout, "server")
 
 
 def wait_for_http(url: str, timeout: float = 60.0, proc: GunicornProcess | None = None):
@@ -323,16 +328,7 @@ class NginxProcess:
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM the master by PID (a fast shutdown: it stops its workers) and wait."""
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-                raise RuntimeError(
-                    f"nginx did not stop within {timeout}s\n{self.describe()}") from None
-        return self.proc.returncode
+        return stop_by_pid(self, timeout, "nginx")
 
 
 @contextlib.contextmanager
