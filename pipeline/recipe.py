@@ -14,7 +14,8 @@ image to labels and measurements (the app caches each of them separately):
 * :func:`image_stage`: loaded image (and its colour channels) → the image segmented
   (:mod:`pipeline.channels`; the loaded image itself without an ``image`` section);
 * :func:`filter_stage`: image → ``image.astype(np.float64)`` → filter → *filtered*;
-* :func:`marker_stage`: filtered → markers (1 below ``vmin``, 2 above ``vmax``, else 0);
+* :func:`marker_stage`: filtered → markers (1 below ``vmin``, 2 above ``vmax``, else 0;
+  then the strokes drawn by hand, ``markers.scribbles``, painted over them);
 * :func:`segment_stage`: (filtered, markers) → boolean object mask;
 * :func:`postprocess_stage`: mask → mask operations → ``label`` → label operations → int32
   labels;
@@ -37,6 +38,7 @@ from . import channels as _channels
 from . import filters as _filters
 from . import measure as _measure
 from . import postprocess as _postprocess
+from . import scribbles as _scribbles
 from . import segmentation as _segmentation
 from .errors import InputError
 from .segment import make_markers
@@ -83,8 +85,9 @@ MAX_STEPS = 20
 MAX_TEXT = 200
 #: Deepest nesting of mappings and lists in a recipe (a valid one is 4 levels deep).
 MAX_DEPTH = 8
-#: Most values (texts, numbers, mappings, lists, keys) a recipe may hold (a valid one ~100).
-MAX_ITEMS = 5000
+#: Most values (texts, numbers, mappings, lists, keys) a recipe may hold (a valid one ~100;
+#: hand-drawn markers add 3 per point and 8 per stroke: pipeline.scribbles' limits).
+MAX_ITEMS = 5000 + 3 * _scribbles.MAX_POINTS + 8 * _scribbles.MAX_STROKES
 #: Largest estimated cost of a recipe's filter and post-processing on an image, in
 #: pixel-neighbour operations (:func:`estimate_cost`). One closing of radius 25 on a 2048²
 #: image is 2.2e10 and took ~35 s on one core; radius 5 on the same image 2 s.
@@ -278,7 +281,7 @@ def _markers(section) -> dict:
     if not isinstance(section, dict):
         raise InputError(f'recipe markers must be a mapping {{"vmin": ..., "vmax": ...}}, '
                          f"got {_kind(section)}")
-    _unknown_keys("markers", section, ("vmin", "vmax"))
+    _unknown_keys("markers", section, ("vmin", "vmax", "scribbles"))
     for key in ("vmin", "vmax"):
         if key not in section:
             raise InputError(f"recipe markers: {key} is missing")
@@ -287,7 +290,14 @@ def _markers(section) -> dict:
     if not vmin < vmax:
         raise InputError(f"recipe markers: vmin ({vmin:g}) must be below vmax ({vmax:g}): "
                          "pixels between them are the ones the segmentation decides")
-    return {"vmin": vmin, "vmax": vmax}
+    markers = {"vmin": vmin, "vmax": vmax}
+    # strokes drawn by hand (pipeline.scribbles); none = kept out, so that older recipes and
+    # their cache keys normalise as before
+    scribbles = _scribbles.check_scribbles(section.get("scribbles", []),
+                                           "recipe markers: scribbles")
+    if scribbles:
+        markers["scribbles"] = scribbles
+    return markers
 
 
 def _postprocess_list(section) -> list:
@@ -583,7 +593,12 @@ def describe(recipe) -> str:
         parts.append(_channels.describe(recipe[IMAGE_SECTION]))
     if recipe["filter"]["name"] != "none":
         parts.append(_call(recipe["filter"]["name"], recipe["filter"]["params"]))
-    parts.append(_call("markers", recipe["markers"]))
+    markers = recipe["markers"]
+    drawn = markers.get("scribbles")
+    parts.append(_call("markers", {"vmin": markers["vmin"], "vmax": markers["vmax"]})
+                 if not drawn else
+                 _call("markers", {"vmin": markers["vmin"], "vmax": markers["vmax"]})[:-1]
+                 + f", {len(drawn)} stroke{'s' if len(drawn) != 1 else ''} drawn)")
     parts.append(_call(recipe["segmentation"]["name"], recipe["segmentation"]["params"]))
     parts += [_call(op["name"], op["params"]) for op in recipe["postprocess"]]
     m = recipe["measure"]
@@ -784,17 +799,30 @@ def filter_stage(image, recipe) -> np.ndarray:
     return _filters.apply_filter(image.astype(np.float64), section["name"], section["params"])
 
 
-def marker_stage(filtered, recipe) -> np.ndarray:
-    """Markers of the filtered image: 1 below ``vmin``, 2 above ``vmax``, 0 between.
+def marker_stage(filtered, recipe, *, check=True) -> np.ndarray:
+    """Markers of the filtered image: 1 below ``vmin``, 2 above ``vmax``, 0 between, then
+    the strokes drawn by hand (``markers.scribbles``, if any) painted over them in order
+    (``skimage.draw``: :func:`pipeline.scribbles.paint_scribbles`).
+
+    Parameters
+    ----------
+    filtered : ndarray, 2D or 3D
+        The filtered image (:func:`filter_stage`).
+    recipe : dict
+        A recipe (validated here).
+    check : bool
+        Raise if a marker label is empty (False: the markers as they are, for an overlay).
 
     Raises
     ------
     InputError
-        If no pixel is below vmin, none above vmax, or none between them
-        (:func:`pipeline.segment.make_markers`).
+        If no pixel is background, none object, or none left between them
+        (:func:`pipeline.segment.make_markers`), or a stroke does not fit the image.
     """
     recipe = validate(recipe)
-    return make_markers(filtered, recipe["markers"]["vmin"], recipe["markers"]["vmax"])
+    m = recipe["markers"]
+    return make_markers(filtered, m["vmin"], m["vmax"], check=check,
+                        scribbles=m.get("scribbles"))
 
 
 def segment_stage(filtered, markers, recipe) -> np.ndarray:

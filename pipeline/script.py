@@ -21,6 +21,7 @@ Three things come from the ``pipeline`` package rather than being written out:
 
 from __future__ import annotations
 
+import inspect
 import json
 import pprint
 import sys
@@ -32,6 +33,7 @@ from . import channels as _channels
 from . import filters as _filters
 from . import measure as _measure
 from . import postprocess as _postprocess
+from . import scribbles as _scribbles
 from . import segmentation as _segmentation
 from .errors import InputError
 from .recipe import describe, step_names, validate
@@ -52,6 +54,9 @@ _BASE_IMPORTS = (
 )
 
 _INDENT = "    "
+
+# Imports of pipeline.scribbles.paint_stroke, whose source a script with strokes holds.
+_STROKE_IMPORTS = ("import math", "import numpy as np", "from skimage import draw")
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +157,16 @@ def _check_docstring_safe(text: str) -> str:
 # The pipeline's lines
 
 
+def _shown_recipe(recipe: dict) -> dict:
+    """The recipe as the docstring shows it: hand-drawn strokes counted, not listed (they
+    are in ``RECIPE``)."""
+    drawn = recipe["markers"].get("scribbles")
+    if not drawn:
+        return recipe
+    return {**recipe, "markers": {**recipe["markers"],
+                                  "scribbles": f"{len(drawn)} strokes (see RECIPE)"}}
+
+
 def _load_lines(recipe: dict) -> list:
     """The end of ``load_image(path)``: the loaded image, or the channel the recipe picks."""
     read = "read_image_file(path, max_bytes=max(size, 1), max_pixels=MAX_PIXELS)"
@@ -194,6 +209,18 @@ def _pipeline_lines(recipe: dict) -> tuple[list, list]:
         "markers = np.zeros(filtered.shape, dtype=np.uint8)",
         "markers[filtered < VMIN] = 1",
         "markers[filtered > VMAX] = 2",
+    ]
+    if recipe["markers"].get("scribbles"):
+        lines += [
+            "# hand-drawn markers: each stroke painted over them in order (the later wins),",
+            "# on its slice of a 3D image (skimage.draw.line, .polygon, .disk)",
+            'for stroke in RECIPE["markers"]["scribbles"]:',
+            '    plane = markers if "axis" not in stroke else markers[',
+            '        (slice(None),) * stroke["axis"] + (stroke["index"],)]',
+            '    paint_stroke(plane, stroke["label"], stroke["path"], stroke["width"])',
+        ]
+        imports += list(_STROKE_IMPORTS)
+    lines += [
         "check_markers(markers)",
         "",
     ]
@@ -300,7 +327,7 @@ def check_markers(markers):
     if not (markers == 0).any():
         raise InputError("Every pixel is already a marker: nothing is left for the "
                          "segmentation. Move vmin and vmax apart.")
-
+{helpers}
 
 def run_pipeline(image):
     """Labels (int32, 0 = background) and measurement table ({{column: values}}) of an image."""
@@ -394,7 +421,7 @@ def to_script(recipe, provenance: dict | None = None) -> str:
         pipeline=_check_docstring_safe("\n    ".join(textwrap.wrap(
             describe(recipe), width=88, break_long_words=False, break_on_hyphens=False))),
         rw_note=", the fast random walker (pipeline.randomwalker)" if rw else "",
-        recipe_json=_check_docstring_safe(_json_block(recipe)),
+        recipe_json=_check_docstring_safe(_json_block(_shown_recipe(recipe))),
         provenance_json=_check_docstring_safe(_json_block(provenance)),
         imports="\n".join(imports),
         recipe_literal=_literal(recipe, len("RECIPE = ")),
@@ -406,6 +433,8 @@ def to_script(recipe, provenance: dict | None = None) -> str:
         body="\n".join(_INDENT + line if line else "" for line in body),
         steps_literal=_literal(step_names(recipe), len("STEPS = ")),
         load_return="\n".join(_INDENT + line for line in _load_lines(recipe)),
+        helpers=("\n\n" + inspect.getsource(_scribbles.paint_stroke)
+                 if recipe["markers"].get("scribbles") else ""),
     )
     compile(source, "<exported script>", "exec")  # a bug here must never ship a broken script
     return source

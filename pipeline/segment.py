@@ -11,6 +11,7 @@ import numpy as np
 from skimage import filters
 
 from .errors import InputError
+from .scribbles import paint_scribbles
 
 __all__ = [
     "intensity_scale",
@@ -44,8 +45,8 @@ def _round(value, digits=6):
     return float(f"{value:.{digits}g}")
 
 
-def make_markers(image, vmin, vmax, *, check=True) -> np.ndarray:
-    """Markers for random walker from two thresholds.
+def make_markers(image, vmin, vmax, *, check=True, scribbles=None) -> np.ndarray:
+    """Markers for random walker from two thresholds (and strokes drawn by hand).
 
     Parameters
     ----------
@@ -56,6 +57,11 @@ def make_markers(image, vmin, vmax, *, check=True) -> np.ndarray:
         the rest is 0 (to be decided by the random walker).
     check : bool
         Raise if a label has no pixel.
+    scribbles : list of dict, optional
+        Strokes drawn by hand (:mod:`pipeline.scribbles`), painted over the threshold markers
+        in order with ``skimage.draw`` (:func:`pipeline.scribbles.paint_scribbles`): they
+        override the thresholds, and the later stroke wins where strokes cross. None or an
+        empty list: the threshold markers alone.
 
     Returns
     -------
@@ -64,7 +70,8 @@ def make_markers(image, vmin, vmax, *, check=True) -> np.ndarray:
     Raises
     ------
     InputError
-        If ``vmin >= vmax`` or, with `check`, if a marker label is empty.
+        If ``vmin >= vmax``, a stroke is invalid or outside the image, or, with `check`, if
+        a marker label is empty.
     """
     image = np.asarray(image)
     vmin = _finite_number("vmin", vmin)
@@ -74,13 +81,20 @@ def make_markers(image, vmin, vmax, *, check=True) -> np.ndarray:
     markers = np.zeros(image.shape, dtype=np.uint8)
     markers[image < vmin] = BACKGROUND
     markers[image > vmax] = OBJECT
+    if scribbles:
+        markers = paint_scribbles(markers, scribbles)
+    drawn = " and no background stroke is drawn" if scribbles else ""
     if check:
         if not (markers == BACKGROUND).any():
             raise InputError(
-                f"No background marker: no pixel is below vmin = {vmin:g}. Raise vmin."
+                f"No background marker: no pixel is below vmin = {vmin:g}"
+                f"{drawn}. Raise vmin{' or draw a background stroke' if scribbles else ''}."
             )
         if not (markers == OBJECT).any():
-            raise InputError(f"No object marker: no pixel is above vmax = {vmax:g}. Lower vmax.")
+            raise InputError(
+                f"No object marker: no pixel is above vmax = {vmax:g}"
+                f"{drawn.replace('background', 'object')}. Lower vmax"
+                f"{' or draw an object stroke' if scribbles else ''}.")
         if not (markers == 0).any():
             raise InputError(
                 "Every pixel is already a marker: nothing is left for the random walker. "

@@ -89,8 +89,26 @@ def _recipe(path, **sections):
     else:
         vmin, vmax = _thresholds(path)
     recipe = R.default_recipe(vmin, vmax)
+    scribbles = sections.pop("scribbles", None)  # hand-drawn markers, beside the thresholds
     recipe.update(sections)
+    if scribbles:
+        recipe["markers"] = {**recipe["markers"], "scribbles": scribbles}
     return R.validate(recipe)
+
+
+# Strokes drawn by hand (pipeline.scribbles): on coins, an object stroke across the dark gap
+# between two coins and a background stroke over a coin, crossing (the later wins there);
+# on the stack, strokes on slices of two axes.
+COINS_STROKES = [
+    {"label": 2, "path": [[40.5, 60.2], [75.3, 62.8], [110.0, 58.1]], "width": 7},
+    {"label": 1, "path": [[90.0, 30.0], [92.4, 75.6], [95.0, 110.0]], "width": 3.5},
+    {"label": 2, "path": [[250.0, 250.0]], "width": 12},
+    {"label": 1, "path": [[300.2, 20.7], [330.9, 21.1]], "width": 1},
+]
+STACK_STROKES = [
+    {"label": 2, "path": [[5.0, 5.0], [20.0, 18.0]], "width": 4, "axis": 0, "index": 12},
+    {"label": 1, "path": [[2.0, 3.0], [40.0, 3.0]], "width": 2, "axis": 2, "index": 30},
+]
 
 
 FULL_POST = [{"name": "closing", "params": {"radius": 1}}, {"name": "fill_holes"},
@@ -171,6 +189,16 @@ CASES = {
         segmentation={"name": "threshold"},
         postprocess=[{"name": "fill_holes"}, {"name": "label"},
                      {"name": "split_touching", "params": {"min_distance": 4}}])),
+    "png-scribbles-rw": ("coins_png", dict(
+        scribbles=COINS_STROKES,
+        postprocess=[{"name": "label"},
+                     {"name": "remove_small_objects", "params": {"min_size": 20}}])),
+    "tif16-scribbles-watershed": ("coins16_tif", dict(
+        scribbles=COINS_STROKES, segmentation={"name": "watershed"})),
+    "stack-scribbles-rw_cg_j": ("stack_tif", dict(
+        scribbles=STACK_STROKES,
+        segmentation={"name": "random_walker", "params": {"mode": "cg_j"}},
+        measure={"properties": ["label", "area", "centroid"]})),
     "stack-none-watershed": ("stack_tif", dict(
         segmentation={"name": "watershed"},
         postprocess=[{"name": "fill_holes"}, {"name": "label", "params": {"connectivity": 2}},
