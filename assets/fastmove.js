@@ -223,6 +223,11 @@ window.pipexFast = (function () {
     // (the server's markers come with its answer).
     function markers(pair, ctx) {
         if (!ctx || !ctx.view || (ctx.view.show || []).indexOf('markers') < 0) { return false; }
+        // strokes drawn by hand (callbacks/scribbles.py) are painted over the thresholds by
+        // the server: the page cannot draw those markers from the values alone
+        const drawn = ctx.history && ctx.history.recipe && ctx.history.recipe.markers &&
+            ctx.history.recipe.markers.scribbles;
+        if (Array.isArray(drawn) && drawn.length) { return false; }
         prefetch(ctx);
         if (!VAL.data || VAL.data.key !== valuesKey(ctx)) { return false; }
         VAL.want = {pair: pair.slice(), ctx: ctx};

@@ -172,15 +172,27 @@ def highlight_overlay(labels2d, selected):
     return out
 
 
-def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray):
+def drawn_markers(filtered, recipe, meta, axis, index):
+    """The shown slice of the markers when the recipe holds strokes drawn by hand (the
+    recipe's marker stage: vmin / vmax, then the strokes, ``skimage.draw``), else None."""
+    if not recipe["markers"].get("scribbles"):
+        return None
+    m = recipe["markers"]
+    return shown_slice(make_markers(filtered, m["vmin"], m["vmax"], check=False,
+                                    scribbles=m["scribbles"]), meta, axis, index)
+
+
+def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray, markers2d=None):
     """PNG data URIs of the markers (blank if hidden) and of the result in `style`.
 
     `gray()` gives the displayed slice; it is read only for the style that blends it
-    (label colours).
+    (label colours). `markers2d`: the shown markers when they hold strokes drawn by hand
+    (:func:`drawn_markers`); else they are made from vmin / vmax on `filtered2d`.
     """
-    if show_markers:
+    if show_markers and markers2d is None:
         markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
                                  recipe["markers"]["vmax"], check=False)
+    if show_markers:
         marker = render.png_data_uri(render.marker_overlay(markers2d, alpha=MARKER_ALPHA))
     else:
         marker = blank_uri()
@@ -215,7 +227,9 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         shown = result.labels if view == "labels" else result.mask
         marker, seg = overlay_uris(shown_slice(result.filtered, meta, axis, index),
                                    shown_slice(shown, meta, axis, index).astype(np.int32),
-                                   recipe, style, show_markers, gray)
+                                   recipe, style, show_markers, gray,
+                                   drawn_markers(result.filtered, recipe, meta, axis, index)
+                                   if show_markers else None)
         n = count_regions(result.labels)
         fraction = float(np.count_nonzero(result.mask)) / result.mask.size
         return marker, seg, n, fraction
@@ -282,7 +296,8 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
         shown2d = mask2d.astype(np.int32)
     marker_uri, seg_uri = overlay_uris(
         shown_slice(found.filtered, meta, axis, index), shown2d, recipe, style, show_markers,
-        lambda: base_gray(services, session_id, meta, axis, index))
+        lambda: base_gray(services, session_id, meta, axis, index),
+        drawn_markers(found.filtered, recipe, meta, axis, index) if show_markers else None)
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     fraction = float(np.count_nonzero(found.mask)) / found.mask.size
     how = (f"at 1/{found.factor} resolution" if found.factor > 1 else "warm-started")

@@ -14,7 +14,7 @@ from pipeline import io, provenance, render
 from pipeline.errors import InputError
 from pipeline.segment import make_markers
 
-from .display import shown_slice, result_overlay
+from .display import drawn_markers, result_overlay, shown_slice
 from .loading import message_children
 from .params import current_recipe
 
@@ -48,8 +48,11 @@ def overlay_file(services, session_id, meta, history, axis, index, style, show_m
     gray = render.to_uint8(image2d, *meta["display"])
     layers = []
     if show_markers:
-        markers = make_markers(shown_slice(result.filtered, meta, axis, index),
-                               recipe["markers"]["vmin"], recipe["markers"]["vmax"], check=False)
+        markers = drawn_markers(result.filtered, recipe, meta, axis, index)  # strokes drawn
+        if markers is None:
+            markers = make_markers(shown_slice(result.filtered, meta, axis, index),
+                                   recipe["markers"]["vmin"], recipe["markers"]["vmax"],
+                                   check=False)
         layers.append(render.marker_overlay(markers))
     shown = result.labels if view == "labels" else result.mask
     layers.append(result_overlay(shown_slice(shown, meta, axis, index).astype(np.int32), gray,

@@ -29,6 +29,7 @@ from plotly.io.json import to_json_plotly
 from components import figures, ids
 from pipeline import render
 from pipeline.errors import InputError
+from pipeline.recipe import MAX_BYTES as RECIPE_MAX_BYTES
 
 from .display import MARKER_ALPHA, SETTLE_PROPS, settle_update, shown_slice
 from .params import current_recipe, require_current
@@ -36,8 +37,9 @@ from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update
 
 log = logging.getLogger(__name__)
 
-#: Largest request body accepted (a pointer, a recipe and a few ids: a few kB).
-MAX_BODY = 64 * 1024
+#: Largest request body accepted (a pointer, a recipe and a few ids: a few kB; the recipe
+#: may hold strokes drawn by hand, up to a recipe's limit).
+MAX_BODY = 64 * 1024 + RECIPE_MAX_BYTES
 
 
 

@@ -223,13 +223,14 @@ def check_fits_image(recipe, meta):
             raise InputError(f"Remove small objects: min size {size} is larger than the image "
                              f"({pixels} pixels): every object would be removed.")
     vmin, vmax = recipe["markers"]["vmin"], recipe["markers"]["vmax"]
+    drawn = {s["label"] for s in recipe["markers"].get("scribbles", ())}  # 1, 2: by hand
     if recipe["filter"]["name"] != "none":
         return
-    if vmin <= meta["min"]:
+    if vmin <= meta["min"] and 1 not in drawn:
         raise InputError(
             f"No background marker: no pixel is below vmin = {vmin:g} (the darkest pixel is "
             f"{meta['min']:g}). Keeping the previous thresholds.")
-    if vmax >= meta["max"]:
+    if vmax >= meta["max"] and 2 not in drawn:
         raise InputError(
             f"No object marker: no pixel is above vmax = {vmax:g} (the brightest pixel is "
             f"{meta['max']:g}). Keeping the previous thresholds.")
@@ -280,6 +281,8 @@ def _proposal(trigger, current, meta, c):
     elif trigger in (ids.MEASURE_PROPERTIES, ids.PIXEL_SIZE, ids.PIXEL_UNIT):
         proposed["measure"] = {**current["measure"], "properties": c.get("properties"),
                                "pixel_size": c.get("pixel_size"), "unit": c.get("unit")}
+    elif trigger in (ids.DRAW_STROKE, ids.DRAW_CLEAR):  # drawn markers (callbacks.scribbles)
+        proposed["markers"] = c["markers"]
     elif trigger == ids.LOAD_RECIPE:
         return recipes.loads(c["recipe_text"])
     elif isinstance(trigger, dict) and trigger.get("type") == ids.SWEEP_ADOPT:
@@ -299,7 +302,7 @@ def _with_pair(recipe, pair, meta, snap=True):
     vmin, vmax = (float(v) for v in pair)
     if snap:
         vmin, vmax = _snap(vmin, meta), _snap(vmax, meta)
-    recipe["markers"] = {"vmin": vmin, "vmax": vmax}
+    recipe["markers"] = {**recipe["markers"], "vmin": vmin, "vmax": vmax}  # strokes kept
     return recipe
 
 

@@ -167,3 +167,11 @@ CHANNEL = "channel-dropdown"  # luminance, red, green, blue or weighted
 CHANNEL_WEIGHTS = {"red": "channel-weight-red", "green": "channel-weight-green",
                    "blue": "channel-weight-blue"}  # number inputs of the weighted combination
 CHANNEL_WEIGHTS_ROW = "channel-weights"  # the weight inputs, shown for "weighted"
+
+# Hand-drawn markers (callbacks.scribbles; the recipe's markers.scribbles)
+DRAW_MODE = "draw-markers-mode"  # off / object / background: the Segmentation graph draws
+DRAW_WIDTH = "draw-markers-width"  # stroke width in image pixels
+DRAW_CLEAR = "draw-markers-clear"  # remove every stroke (one undoable step)
+DRAW_STROKE = "draw-markers-stroke-store"  # a finished stroke, from the browser: {path, seq}
+DRAW_INFO = "draw-markers-info"  # how many strokes the recipe holds
+DRAW_MESSAGE = "draw-markers-message"  # why a stroke was refused

@@ -119,6 +119,29 @@ def post_controls():
     ])
 
 
+def draw_controls():
+    """Draw markers by hand on the Segmentation graph: off / object / background, the stroke
+    width, Clear (callbacks.scribbles; the strokes are the recipe's ``markers.scribbles``)."""
+    return html.Div(className="overlay-row draw-row", children=[
+        html.Span("draw markers: "),
+        dcc.RadioItems(id=ids.DRAW_MODE, value="off", inline=True, options=[
+            {"label": " off", "value": "off"}, {"label": " object", "value": "object"},
+            {"label": " background", "value": "background"}]),
+        html.Label(["width ", dcc.Input(id=ids.DRAW_WIDTH, type="number", min=1, max=50,
+                                         step=1, value=5, debounce=True, size="3",
+                                         className="number-input")],
+                   title="stroke width in image pixels (1 … 50)"),
+        html.Button("Clear scribbles", id=ids.DRAW_CLEAR, n_clicks=0,
+                    title="remove every stroke drawn (undo brings them back)"),
+        html.Span(id=ids.DRAW_INFO, className="summary"),
+        html.Span(className="doc-line", children=[
+            " ", doc_link("skimage.draw.line"), " ", doc_link("skimage.draw.polygon"), " ",
+            doc_link("skimage.draw.disk")]),
+        dcc.Store(id=ids.DRAW_STROKE),
+        message(ids.DRAW_MESSAGE),
+    ])
+
+
 def binarization_panel(segmenters):
     """Segmentation and post-processing: markers and result drawn over the image."""
     return panel("3 · Segmentation", None, [
@@ -137,6 +160,7 @@ def binarization_panel(segmenters):
             dcc.Checklist(id=ids.SHOW_MARKERS, value=["markers"], inline=True,
                           options=[{"label": " markers", "value": "markers"}]),
         ]),
+        draw_controls(),
         html.Span(className="legend", children=[
             html.Span(className="swatch swatch-bg"), " background marker (< vmin) ",
             html.Span(className="swatch swatch-obj"), " object marker (> vmax) ",

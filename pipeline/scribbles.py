@@ -201,7 +201,7 @@ def paint_stroke(plane, label, path, width):
     for i in range(len(xs) - 1):
         x0, y0, x1, y1 = xs[i], ys[i], xs[i + 1], ys[i + 1]
         # the centre line: connected whatever the width
-        rr, cc = draw.line(int(round(y0)), int(round(x0)), int(round(y1)), int(round(x1)))
+        rr, cc = draw.line(round(y0), round(x0), round(y1), round(x1))
         keep = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
         plane[rr[keep], cc[keep]] = label
         length = math.hypot(x1 - x0, y1 - y0)

@@ -8,6 +8,7 @@ import pytest
 
 from app import create_app
 from callbacks import loading
+from callbacks.fastpath import MAX_BODY
 from callbacks.params import recipe_action
 from components import ids
 from pipeline.config import Config
@@ -88,7 +89,7 @@ def test_unknown_route_malformed_body_and_size(page):
     client, sid, meta, pointer = page
     assert client.post("/_pipex/nothing", data="{}").status_code == 404
     assert client.post("/_pipex/move", data="{not json").status_code == 400
-    big = "x" * (70 * 1024)
+    big = "x" * (MAX_BODY + 1)
     assert client.post("/_pipex/move", data=big).status_code == 413
 
 
