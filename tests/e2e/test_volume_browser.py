@@ -65,8 +65,13 @@ def test_orthogonal_views_follow_a_click_and_the_surface_renders(dash_duo, app_f
         ".map(function (t) { return t.source.slice(0, 22); });")
     assert sources == ["data:image/png;base64,"] * 2
 
+    # The file's voxel size (ImageJ: z 2 µm, resolution 2 px/µm) is used from the load: the
+    # planes are drawn in µm (voxel x 8 is at 4 µm, y 30 at 15 µm).
+    assert dash_duo.driver.execute_script(
+        "const gd = document.querySelector('#volume-zx-graph .js-plotly-plot');"
+        "return [gd.data[0].dx, gd.data[0].dy];") == [0.5, 2]
     # Click the YX plane at x = 8, y = 30: the ZY plane moves to x = 8, the ZX plane to y = 30.
-    x, y = dash_duo.driver.execute_script(DATA_TO_PIXEL_JS, "#volume-yx-graph", 8.0, 30.0)
+    x, y = dash_duo.driver.execute_script(DATA_TO_PIXEL_JS, "#volume-yx-graph", 4.0, 15.0)
     drag = dash_duo.find_element("#volume-yx-graph .nsewdrag")
     # fully in view: the pointer's origin is the element's in-view centre
     dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", drag)
@@ -80,30 +85,30 @@ def test_orthogonal_views_follow_a_click_and_the_surface_renders(dash_duo, app_f
     # Zoom the YX plane: the ZX plane (x shared) and the ZY plane (y shared) follow.
     dash_duo.driver.execute_script(
         "const gd = document.querySelector('#volume-yx-graph .js-plotly-plot');"
-        "window.Plotly.relayout(gd, {'xaxis.range': [10, 20], 'yaxis.range': [40, 30]});")
+        "window.Plotly.relayout(gd, {'xaxis.range': [5, 10], 'yaxis.range': [20, 15]});")
     ranges = ("const g = function (id) { return document.querySelector(id + ' .js-plotly-plot')"
               "._fullLayout; };"
               "return [g('#volume-zx-graph').xaxis.range, g('#volume-zy-graph').xaxis.range];")
-    zx_x, zy_x = until(lambda: (lambda r: r if r[0] == [10, 20] and r[1] == [30, 40] else None)(
+    zx_x, zy_x = until(lambda: (lambda r: r if r[0] == [5, 10] and r[1] == [15, 20] else None)(
         dash_duo.driver.execute_script(ranges)), 30, "the other planes zoomed")
     dash_duo.driver.execute_script(
         "const gd = document.querySelector('#volume-zx-graph .js-plotly-plot');"
         "window.Plotly.relayout(gd, {'xaxis.autorange': true, 'yaxis.autorange': 'reversed'});")
-    until(lambda: dash_duo.driver.execute_script(ranges)[0] != [10, 20], 30, "zoom reset")
+    until(lambda: dash_duo.driver.execute_script(ranges)[0] != [5, 10], 30, "zoom reset")
 
-    # Type a voxel size (z 2, y / x 0.5) and apply it: the planes' aspect follows.
+    # Type another voxel size (z 3, y / x 0.25) and apply it: the planes' aspect follows.
     dash_duo.wait_for_contains_text("#voxel-size-source", "Apply", timeout=30)
-    for axis, value in (("z", "2"), ("y", "0.5"), ("x", "0.5")):
+    for axis, value in (("z", "3"), ("y", "0.25"), ("x", "0.25")):
         box = dash_duo.find_element(f"#voxel-size-{axis}")
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(value)
     dash_duo.find_element("#voxel-size-apply").click()
-    dash_duo.wait_for_contains_text("#volume-info", "2 × 0.5 × 0.5 px (the recipe's)",
-                                    timeout=60)
+    dash_duo.wait_for_contains_text("#volume-info", "3 × 0.25 × 0.25", timeout=60)
+    assert "(the recipe's)" in dash_duo.find_element("#volume-info").text
     dx = dash_duo.driver.execute_script(
         "const gd = document.querySelector('#volume-zx-graph .js-plotly-plot');"
         "return [gd.data[0].dx, gd.data[0].dy];")
-    assert dx == [0.5, 2]
+    assert dx == [0.25, 3]
 
     # Show surface: a Mesh3d per region, with its cost.
     dash_duo.find_element("#surface-button").click()
@@ -137,13 +142,14 @@ def test_orthogonal_views_follow_a_click_and_the_surface_renders(dash_duo, app_f
                 .get_attribute("row-id"))
     assert {m for m, o in shown if o == 1} <= {label}
 
-    # Undo the voxel size: the open tab redraws (the measure stage changed), back to 1 voxel,
-    # and says the surface shows labels of another voxel size.
+    # Undo the voxel size: the open tab redraws (the measure stage changed), back to the
+    # file's, and says the surface shows labels of another voxel size.
     dash_duo.find_element("#undo-button").click()
-    dash_duo.wait_for_contains_text("#volume-info", "1 × 1 × 1 voxels", timeout=60)
+    dash_duo.wait_for_contains_text("#volume-info", "2 × 0.5 × 0.5 µm (the file's metadata)",
+                                    timeout=60)
     dash_duo.wait_for_contains_text("#surface-cost", "changed since this surface was drawn",
                                     timeout=30)
-    assert dash_duo.find_element("#voxel-size-z").get_attribute("value") == "1"
+    assert dash_duo.find_element("#voxel-size-z").get_attribute("value") == "2"
 
     # A change of the segmentation while the tab is open (clear border) redraws the planes'
     # outlines once the exact segmentation is shown.
