@@ -76,7 +76,8 @@ def create_app(config: Config | None = None, initial=None, session_id=None) -> d
 
     @app.server.route("/health")
     def health():
-        return jsonify(status="ok")
+        # where compute runs (never connects here: /health answers at once)
+        return jsonify(status="ok", compute=services.compute.backend.status())
 
     @app.server.errorhandler(413)
     def too_large(_error):

@@ -380,6 +380,24 @@ class Backend:
         """Why work runs locally although a scheduler is configured ('' otherwise)."""
         return self._failure if self._client is None else ""
 
+    def status(self) -> dict:
+        """Where work runs, without connecting: ``{"jobs": n, "prefer": ...}`` and, with a
+        scheduler configured, its address and state ("connected", "unreachable" with the
+        reason, or "not used yet")."""
+        out = {"jobs": self.jobs, "prefer": self.prefer}
+        if self.dask_address is not None:
+            client = self._client
+            if client is not None and getattr(client, "status", "") == "running":
+                state = "connected"
+            elif self._failure:
+                state = "unreachable"
+            else:
+                state = "not used yet"
+            out["dask"] = {"address": self.dask_address, "state": state}
+            if state == "unreachable":
+                out["dask"]["reason"] = self._failure
+        return out
+
     @contextlib.contextmanager
     def _session(self, n_tasks: int):
         """joblib configuration for `n_tasks` tasks: yields (kind, workers, message)."""

@@ -46,7 +46,9 @@ def test_pipeline_never_imports_dash_flask_or_plotly():
 def test_health(app):
     client = app.server.test_client()
     resp = client.get("/health")
-    assert resp.status_code == 200 and resp.get_json() == {"status": "ok"}
+    data = resp.get_json()
+    assert resp.status_code == 200 and data["status"] == "ok"
+    assert data["compute"]["jobs"] >= 1 and "dask" not in data["compute"]  # local
 
 
 def test_each_page_load_gets_its_own_session(app):
@@ -112,3 +114,16 @@ def _find(node, component_id):
             if found:
                 return found
     return None
+
+
+def test_health_says_where_compute_runs_without_connecting(tmp_path):
+    """/health answers at once and names the compute backend; with a dask scheduler
+    configured, its state (not used yet: /health never connects)."""
+    from app import create_app
+    from pipeline.config import Config
+
+    app = create_app(Config(state_dir=tmp_path / "s", data_dir=tmp_path, jobs=2,
+                            dask_address="tcp://127.0.0.1:9"))
+    data = app.server.test_client().get("/health").get_json()
+    assert data["status"] == "ok" and data["compute"]["jobs"] == 2
+    assert data["compute"]["dask"] == {"address": "tcp://127.0.0.1:9", "state": "not used yet"}

@@ -10,7 +10,6 @@ import io as _io
 import json
 import os
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -400,16 +399,13 @@ def test_too_many_pixels():
 
 def _rejected_fast(data, name, max_pixels=2**27):
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(InputError, match="pixels, the limit is") as info:
             read(data, name, max_pixels=max_pixels)
-        elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0
-    assert peak < 16 * 2**20
+    assert peak < 16 * 2**20  # refused from the header: nothing was decoded
     return info
 
 
