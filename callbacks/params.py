@@ -23,6 +23,7 @@ from pipeline.channels import describe as channels_describe
 from pipeline.compute import stage_keys
 from pipeline.errors import InputError
 from pipeline.measure import PROPERTIES_2D_ONLY
+from pipeline.scribbles import check_fit
 
 from .loading import message_children
 
@@ -224,6 +225,8 @@ def check_fits_image(recipe, meta):
                              f"({pixels} pixels): every object would be removed.")
     vmin, vmax = recipe["markers"]["vmin"], recipe["markers"]["vmax"]
     drawn = {s["label"] for s in recipe["markers"].get("scribbles", ())}  # 1, 2: by hand
+    if drawn and meta.get("shape"):  # strokes of another image (a loaded recipe)
+        check_fit(recipe["markers"]["scribbles"], meta["shape"])
     if recipe["filter"]["name"] != "none":
         return
     if vmin <= meta["min"] and 1 not in drawn:

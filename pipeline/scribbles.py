@@ -33,13 +33,14 @@ from skimage import draw
 from .errors import InputError
 
 __all__ = [
-    "MAX_STROKES",
-    "MAX_POINTS",
-    "MAX_WIDTH",
     "LABELS",
+    "MAX_POINTS",
+    "MAX_STROKES",
+    "MAX_WIDTH",
+    "check_fit",
     "check_scribbles",
-    "paint_stroke",
     "paint_scribbles",
+    "paint_stroke",
 ]
 
 #: Most strokes a recipe may hold.
@@ -212,21 +213,58 @@ def paint_stroke(plane, label, path, width):
             plane[rr, cc] = label
 
 
-def _plane_of(markers, stroke, n):
-    """The 2D view of `markers` a stroke is painted on, and its (rows, cols)."""
-    if markers.ndim == 2:
+def _plane_shape(shape, stroke, n):
+    """(rows, cols) of the image plane a stroke is drawn on, checked against `shape`."""
+    if len(shape) == 2:
         if "axis" in stroke:
             raise InputError(f"scribbles: stroke {n} names a slice (axis {stroke['axis']}, "
                              f"index {stroke['index']}) but the image is 2D")
-        return markers
+        return tuple(shape)
     if "axis" not in stroke:
         raise InputError(f"scribbles: stroke {n} names no slice (axis, index) but the image "
                          "is 3D")
     axis, index = stroke["axis"], stroke["index"]
-    if index >= markers.shape[axis]:
+    if index >= shape[axis]:
         raise InputError(f"scribbles: stroke {n} is on slice {index} of axis {axis}, which "
-                         f"has {markers.shape[axis]} slices (0 … {markers.shape[axis] - 1})")
-    return markers[(slice(None),) * axis + (index,)]
+                         f"has {shape[axis]} slices (0 … {shape[axis] - 1})")
+    return tuple(s for i, s in enumerate(shape) if i != axis)
+
+
+def check_fit(scribbles, shape) -> list:
+    """Check that strokes fit an image of `shape`, without painting them.
+
+    Parameters
+    ----------
+    scribbles : list of dict
+        Strokes (see :func:`check_scribbles`; checked here).
+    shape : tuple of int
+        The image's shape (2D or 3D).
+
+    Returns
+    -------
+    list of dict
+        The normalised strokes.
+
+    Raises
+    ------
+    InputError
+        If a stroke names a slice on a 2D image (or none on a 3D one) or a slice out of
+        range, or a point lies outside the image by more than the stroke's width (the
+        scribbles of another image?).
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3):
+        raise InputError(f"markers must be a 2D or 3D array, got shape {shape}")
+    scribbles = check_scribbles(scribbles)
+    for n, stroke in enumerate(scribbles, 1):
+        rows, cols = _plane_shape(shape, stroke, n)
+        margin = stroke["width"] + 1
+        for i, (x, y) in enumerate(stroke["path"], 1):
+            if not (-margin <= x <= cols - 1 + margin and -margin <= y <= rows - 1 + margin):
+                raise InputError(
+                    f"scribbles: stroke {n} point {i} (x={x:g}, y={y:g}) is outside the "
+                    f"{cols} × {rows} image: were these scribbles drawn on another image?")
+    return scribbles
 
 
 def paint_scribbles(markers, scribbles) -> np.ndarray:
@@ -252,19 +290,11 @@ def paint_scribbles(markers, scribbles) -> np.ndarray:
         the image by more than the stroke's width (the scribbles of another image?).
     """
     markers = np.asarray(markers)
-    if markers.ndim not in (2, 3):
-        raise InputError(f"markers must be a 2D or 3D array, got shape {markers.shape}")
-    scribbles = check_scribbles(scribbles)
+    scribbles = check_fit(scribbles, markers.shape)
     out = markers.astype(np.uint8, copy=True)
-    for n, stroke in enumerate(scribbles, 1):
-        plane = _plane_of(out, stroke, n)
-        rows, cols = plane.shape
-        margin = stroke["width"] + 1
-        for i, (x, y) in enumerate(stroke["path"], 1):
-            if not (-margin <= x <= cols - 1 + margin and -margin <= y <= rows - 1 + margin):
-                raise InputError(
-                    f"scribbles: stroke {n} point {i} (x={x:g}, y={y:g}) is outside the "
-                    f"{cols} × {rows} image: were these scribbles drawn on another image?")
+    for stroke in scribbles:
+        plane = out if "axis" not in stroke else out[
+            (slice(None),) * stroke["axis"] + (stroke["index"],)]
         paint_stroke(plane, stroke["label"], stroke["path"], stroke["width"])
     return out
 

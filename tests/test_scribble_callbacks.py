@@ -157,9 +157,9 @@ def test_refused_strokes_say_why_and_keep_the_history(page):
 
 
 def test_points_are_clipped_to_the_image_and_simplified(page):
-    _, services, sid, meta, pointer = page
-    rows, cols = meta["shape"]
-    wiggle = "M-20,5" + "".join(f"L{x},{5 + 0.01 * (x % 2)}" for x in range(0, 200)) \
+    meta = page[3]
+    _, cols = meta["shape"]
+    wiggle = "M-20,5" + "".join(f"L{x},{5 + 0.01 * (x % 2)}" for x in range(200)) \
         + f"L{cols + 40},5"
     stroke = scribbles.stroke_from_path(wiggle, 2, 4, meta)
     assert stroke["path"] == [[-0.5, 5.0], [cols - 0.5, 5.0]]
@@ -182,3 +182,14 @@ def test_3d_strokes_name_their_slice(tmp_path):
     # the overlay of that slice shows the stroke
     shown = drawn_markers(result.filtered, new["recipe"], meta, axis, index)
     np.testing.assert_array_equal(shown, markers[:, 40, :])
+
+
+def test_a_loaded_recipe_whose_strokes_do_not_fit_the_image_is_refused(page):
+    _, services, sid, meta, pointer = page
+    recipe = current_recipe(pointer)
+    other = {**recipe, "markers": {**recipe["markers"], "scribbles": [
+        {"label": 2, "path": [[900.0, 5.0]], "width": 3.0}]}}
+    kept, _, message = recipe_action(services, sid, ids.LOAD_RECIPE, pointer, meta,
+                                     {"recipe_text": json.dumps(other)})
+    assert kept is no_update
+    assert "stroke 1 point 1 (x=900, y=5) is outside the 384 × 303 image" in message

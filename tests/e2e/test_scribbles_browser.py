@@ -5,6 +5,7 @@ undo removes it (callbacks/scribbles.py)."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -88,7 +89,7 @@ def _draw(dash_duo, points):
     cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
     cdp("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
                                      "buttons": 1, "clickCount": 1})
-    for (x0, y0), (x1, y1) in zip(screen, screen[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(screen):
         for t in (0.25, 0.5, 0.75, 1.0):
             cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x0 + t * (x1 - x0),
                                              "y": y0 + t * (y1 - y0), "button": "left",
@@ -123,10 +124,8 @@ def test_a_stroke_drawn_on_the_graph_becomes_background_markers_and_undo_removes
     until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != before_overlay,
           timeout=60, what="the segmentation with the stroke")
     # 90 x 5 pixels of the stroke, most of them object markers (coins) before
-    drawn = until(lambda: (lambda m: m if _bg(m) > _bg(before_markers) + 200
-                           else None)(_markers(dash_duo)),
-                  timeout=30, what="the stroke in the markers overlay")
-    assert drawn != before_markers
+    until(lambda: _bg(_markers(dash_duo)) > _bg(before_markers) + 200, timeout=30,
+          what="the stroke in the markers overlay")
 
     # a threshold move keeps the stroke (drawn by the server: the page cannot)
     until(lambda: _js(dash_duo, "return window.pipexFast.hasValues()"), timeout=30,
