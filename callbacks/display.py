@@ -22,7 +22,7 @@ from components import figures, ids
 from components.forms import param_form, step_doc
 from pipeline import postprocess, render
 from pipeline.compute import stage_keys
-from pipeline.errors import InputError
+from pipeline.errors import Cancelled, InputError
 from pipeline.filters import FILTERS
 from pipeline.measure import count_regions
 from pipeline.segment import make_markers
@@ -208,15 +208,17 @@ def base_key(meta, axis, index) -> str:
 
 
 def segmentation_panel(services, session_id, meta, recipe, axis, index, style, show_markers,
-                       view, selected, full):
+                       view, selected, full, should_stop=None):
     """Binarization figure (full, or a Patch of the overlays) and a summary line.
 
     Raises
     ------
     InputError
         If a step fails on this image (the page keeps its previous overlays).
+    Cancelled
+        If `should_stop` stopped the solve (a newer request superseded this one).
     """
-    result = services.run(session_id, meta["id"], recipe)
+    result = services.run(session_id, meta["id"], recipe, should_stop=should_stop)
     if not result.cached:
         remember_exact_seconds(services, session_id, meta, recipe, result.seconds)
 
@@ -373,7 +375,8 @@ def nearby_recipes(services, session_id, history):
 
 
 def segmentation_update(services, session_id, meta, history, axis, index, style, show, view,
-                        *, base, allow_preview, announce=True, recipe=None, nearby=None):
+                        *, base, allow_preview, announce=True, recipe=None, nearby=None,
+                        should_stop=None):
     """Outputs of the segmentation panel for the current state of `history`.
 
     Parameters
@@ -393,6 +396,9 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
         Draw this recipe instead of the history's current one (a handle being dragged).
     nearby : iterable of dict, optional
         Warm starts of the preview (default: the states around the current one).
+    should_stop : callable, optional
+        Asked during the exact solve: True stops it and nothing is answered
+        (PreventUpdate), e.g. when a newer move of the page has arrived.
 
     Returns
     -------
@@ -423,7 +429,10 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
                 pending = _signal(recipe, history) if announce else no_update
                 return (*shown, None, None, pending, no_update, new_base)
         fig, summary = segmentation_panel(services, session_id, meta, recipe, axis, index,
-                                          style, show_markers, view, None, full)
+                                          style, show_markers, view, None, full,
+                                          should_stop=should_stop)
+    except Cancelled:
+        raise PreventUpdate from None  # superseded: the newer request draws
     except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
         stage = failed_stage(services, session_id, meta, recipe)
         message = f"{stage.capitalize()} failed: {_errors(exc)}"

@@ -112,13 +112,14 @@ class Services:
         """A recipe checked and completed (see :func:`pipeline.recipe.validate`)."""
         return recipes.validate(recipe)
 
-    def run(self, session_id, image_id, recipe):
-        """Cached pipeline result (filtered, mask, labels) of this session's image."""
+    def run(self, session_id, image_id, recipe, should_stop=None):
+        """Cached pipeline result (filtered, mask, labels) of this session's image;
+        `should_stop` may stop the solve (see :meth:`Compute.run`)."""
         self._check_access(session_id, image_id)
         recipe = recipes.validate(recipe)
         with self._admitted("run", session_id, image_id, recipe):
             return self.compute.run(image_id, self.loader(session_id, image_id),
-                                    recipe)
+                                    recipe, should_stop=should_stop)
 
     def preview(self, session_id, image_id, recipe, nearby):
         """Live preview of a random-walker segmentation (see :meth:`Compute.preview`), or None."""

@@ -62,6 +62,20 @@ def _request(request):
     return [float(pair[0]), float(pair[1])], seq
 
 
+def superseded(services, session_id, seq):
+    """``should_stop`` of a move's or a drag's solve: a later request of this page's
+    threshold stream has arrived (checked in the shared store, so across workers)."""
+    store = services.store
+
+    def should_stop():
+        try:
+            return store.latest(session_id, STREAM) > seq
+        except InputError:
+            return False
+
+    return should_stop
+
+
 def move_update(services, session_id, meta, history, request, axis, index, style, show, view,
                 base):
     """A committed vmin / vmax: push it on the history and draw the segmentation.
@@ -97,7 +111,7 @@ def move_update(services, session_id, meta, history, request, axis, index, style
                 *(no_update,) * 7)
     seg = segmentation_update(services, session_id, meta, pointer, axis, index, style, show,
                               view, base=base, allow_preview=request.get("exact") is not True,
-                              announce=True)
+                              announce=True, should_stop=superseded(services, session_id, seq))
     slider = v["thresholds"] if v["thresholds"] != pair else no_update
     return (pointer, slider, None, *controls, recipes.dumps(current_recipe(full)), *seg)
 
@@ -131,9 +145,13 @@ def drag_update(services, session_id, meta, history, request, axis, index, style
         yield current
         yield from nearby_recipes(services, session_id, history)
 
-    out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
-                              view, base=base, allow_preview=True, announce=False,
-                              recipe=proposed, nearby=nearby())
+    try:
+        out = segmentation_update(services, session_id, meta, history, axis, index, style,
+                                  show, view, base=base, allow_preview=True, announce=False,
+                                  recipe=proposed, nearby=nearby(),
+                                  should_stop=superseded(services, session_id, seq))
+    except PreventUpdate:
+        return nothing  # superseded while solving: stopped, never drawn
     if store.latest(session_id, STREAM) > seq:
         return nothing  # superseded while computing: never drawn
     require_live(services, session_id, meta, history)

@@ -21,6 +21,7 @@ Laplacian is cached per (filtered image, beta) and solved per markers with
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -77,9 +78,10 @@ def _coarse_graph(image_id, filter_key, beta, intensity_scale, factor, load_filt
 
 
 def _segment(image_id, filter_key, markers_key, seg_key, recipe, load_image, filtered_fn,
-             graph_fn):
+             graph_fn, should_stop=None):
     """(object mask, P(object) or None): random walker keeps its probability map, the warm
-    start of the next live preview (:meth:`Compute.preview`)."""
+    start of the next live preview (:meth:`Compute.preview`). `should_stop` may stop the
+    solve (:class:`~pipeline.errors.Cancelled`: nothing is cached)."""
     filtered = filtered_fn(image_id, filter_key, recipe, load_image)
     markers = recipes.marker_stage(filtered, recipe)
     seg = recipe["segmentation"]
@@ -88,7 +90,8 @@ def _segment(image_id, filter_key, markers_key, seg_key, recipe, load_image, fil
         # the same arithmetic as SEGMENTERS["random_walker"].apply, with the graph cached
         graph = graph_fn(image_id, filter_key, p["beta"], p["intensity_scale"], lambda: filtered)
         labels, probability = randomwalker.solve(graph, markers, mode=p["mode"], tol=p["tol"],
-                                                 return_probability=True)
+                                                 return_probability=True,
+                                                 should_stop=should_stop)
         return labels == 2, probability
     return recipes.segment_stage(filtered, markers, recipe), None
 
@@ -187,7 +190,7 @@ class Compute:
         self._graph = self.memory.cache(_graph, ignore=["load_filtered"])
         self._coarse_graph = self.memory.cache(_coarse_graph, ignore=["load_filtered"])
         self._segment = self.memory.cache(
-            _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn"])
+            _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn", "should_stop"])
         self._labels = self.memory.cache(_labels, ignore=["recipe", "load_image", "mask_fn"])
         self._measure = self.memory.cache(_measure, ignore=["recipe", "load_image", "labels_fn"])
         self._histogram = self.memory.cache(_histogram, ignore=["load_filtered"])
@@ -198,11 +201,11 @@ class Compute:
     def _filtered_fn(self, image_id, fk, recipe, load_image):
         return self._filtered(image_id, fk, recipe, load_image, self.backend)[0]
 
-    def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image):
+    def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image, should_stop=None):
         args = (image_id, fk, mk, sk, recipe, load_image, self._filtered_fn, self._graph)
         if self.max_job_bytes is not None and not self._segment.check_call_in_cache(*args):
             self.check_memory(image_id, load_image, recipe)  # before any of the work
-        return self._segment(*args)[0]
+        return self._segment(*args, should_stop=should_stop)[0]
 
     def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
         return self._labels(image_id, fk, mk, sk, pk, recipe, load_image, self._mask_fn)
@@ -226,7 +229,7 @@ class Compute:
         filtered, saved = self._filtered(*args)
         return FilterResult(filtered=filtered, report=_report(saved), cached=cached)
 
-    def run(self, image_id: str, load_image, recipe: dict) -> PipelineResult:
+    def run(self, image_id: str, load_image, recipe: dict, should_stop=None) -> PipelineResult:
         """Filtered image, object mask and label image of a (validated) recipe.
 
         Parameters
@@ -237,6 +240,10 @@ class Compute:
             Returns the image; called only on a cache miss.
         recipe : dict
             A recipe normalised by :func:`pipeline.recipe.validate`.
+        should_stop : callable, optional
+            Asked during the random walker's solve; True stops it with
+            :class:`~pipeline.errors.Cancelled` (nothing cached, the same key computes
+            normally later).
         """
         k = stage_keys(recipe)
         args = (image_id, k["filter"], k["markers"], k["segmentation"], k["postprocess"])
@@ -249,8 +256,9 @@ class Compute:
                                                             self._mask_fn),
         }
         t0 = time.perf_counter()
-        labels = self._labels(*args, recipe, load_image, self._mask_fn)
-        mask = self._mask_fn(*args[:4], recipe, load_image)
+        mask_fn = functools.partial(self._mask_fn, should_stop=should_stop)
+        labels = self._labels(*args, recipe, load_image, mask_fn)
+        mask = mask_fn(*args[:4], recipe, load_image)
         filtered = self._filtered_fn(image_id, k["filter"], recipe, load_image)
         return PipelineResult(filtered=filtered, mask=mask, labels=labels,
                               seconds=time.perf_counter() - t0, cached=all(cached.values()),

@@ -69,7 +69,7 @@ from scipy import sparse
 from scipy.sparse import linalg as spla
 from skimage.util import img_as_float
 
-from .errors import InputError
+from .errors import Cancelled, InputError
 
 __all__ = [
     "BACKGROUND",
@@ -425,13 +425,29 @@ def _direct(a, b):
     return lu.solve(b)
 
 
-def _cg_jacobi(a, b, diag, rtol, x0, maxiter=None):
+def _stopper(should_stop, every=4):
+    """A CG iteration callback that raises :class:`Cancelled` when ``should_stop()`` says
+    so (asked every `every` iterations: it may read a shared store), or None."""
+    if should_stop is None:
+        return None
+    count = [0]
+
+    def callback(_xk):
+        count[0] += 1
+        if count[0] % every == 0 and should_stop():
+            raise Cancelled("the solve was superseded")
+
+    return callback
+
+
+def _cg_jacobi(a, b, diag, rtol, x0, maxiter=None, should_stop=None):
     inv = 1.0 / diag
     m = spla.LinearOperator(a.shape, matvec=lambda r: inv * r, dtype=np.float64)
-    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m, maxiter=maxiter)
+    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m, maxiter=maxiter,
+                   callback=_stopper(should_stop))
 
 
-def _cg_amg(a, b, rtol, x0, ndim):
+def _cg_amg(a, b, rtol, x0, ndim, should_stop=None):
     try:
         import pyamg
     except ImportError:  # pragma: no cover - pyamg is a dependency
@@ -455,7 +471,10 @@ def _cg_amg(a, b, rtol, x0, ndim):
             coarse_solver="splu",
         )
     m = ml.aspreconditioner(cycle="V")
-    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m, maxiter=_MG_MAXITER)
+    if should_stop is not None and should_stop():  # after the set-up, before the iterations
+        raise Cancelled("the solve was superseded")
+    return spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, M=m, maxiter=_MG_MAXITER,
+                   callback=_stopper(should_stop, every=1))
 
 
 def _coarsen_markers(lab, factor=2):
@@ -617,7 +636,8 @@ def _check_x0(x0, shape):
     return x0
 
 
-def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability=False):
+def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability=False,
+          should_stop=None):
     """Random-walker labels of the graph's image for one set of markers.
 
     Parameters
@@ -640,6 +660,10 @@ def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability
         deterministic function of (graph, markers, mode, tol) only.
     return_probability : bool, optional
         Also return P(object).
+    should_stop : callable, optional
+        Asked between conjugate-gradient iterations (not by ``'bf'``): when it returns
+        True the solve stops with :class:`~pipeline.errors.Cancelled` (a newer request
+        superseded this one). It does not change the result of a solve that finishes.
 
     Returns
     -------
@@ -686,10 +710,11 @@ def solve(graph, markers, *, mode="cg_mg", tol=1e-3, x0=None, return_probability
                 guess = np.full(unknown.size, 0.5)
             if mode == "cg_j":
                 rtol = tol * _CG_J_TOL_FACTOR[graph.ndim]
-                x, info = _cg_jacobi(a, b, np.asarray(graph.degree)[unknown], rtol, guess)
+                x, info = _cg_jacobi(a, b, np.asarray(graph.degree)[unknown], rtol, guess,
+                                     should_stop=should_stop)
             else:
                 rtol = tol
-                x, info = _cg_amg(a, b, rtol, guess, graph.ndim)
+                x, info = _cg_amg(a, b, rtol, guess, graph.ndim, should_stop=should_stop)
             if info > 0:
                 warnings.warn(
                     f"random walker ({mode}): conjugate gradient did not reach the "

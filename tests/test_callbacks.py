@@ -875,3 +875,28 @@ def test_each_message_appears_beside_the_control_that_caused_it():
     markers, recipe = placed_messages(ids.FILTER_METHOD, "sigma must be positive")
     assert markers.className == "message-error" and recipe is no_update
     assert placed_messages(ids.UNDO, None) == (None, no_update)
+
+
+def test_a_move_superseded_while_solving_stops_and_caches_nothing(tmp_path):
+    """Issue 9: a newer move of the page stops the solve it supersedes (checked between CG
+    iterations, through the shared store); nothing is drawn or cached, and the same pair
+    computes normally later."""
+    from dash.exceptions import PreventUpdate
+
+    from callbacks import thresholds
+
+    svc = Services.create(Config(state_dir=tmp_path / "s", data_dir=tmp_path, quick_exact_s=60))
+    sid = new_session_id()
+    meta = _good_meta(svc, sid)
+    pointer, base = _page(svc, sid, meta)
+    m = pointer["recipe"]["markers"]
+    pair = (m["vmin"], m["vmax"] + 7)
+    stop = thresholds.superseded(svc, sid, 1)
+    assert not stop()
+    svc.store.bump(sid, thresholds.STREAM, 2)  # a later request of the page arrived
+    assert stop()
+    recipe = {**pointer["recipe"], "markers": {**m, "vmax": pair[1]}}
+    with pytest.raises(PreventUpdate):
+        display.segmentation_update(svc, sid, meta, pointer, **SEG_VIEW, base=base,
+                                    allow_preview=False, recipe=recipe, should_stop=stop)
+    assert not svc.run(sid, meta["id"], recipe).cached  # computed now, not before

@@ -545,3 +545,20 @@ def test_a_reduced_grid_preview_agrees_with_the_exact_solve(shape):
     assert rw.coarse_preview(coarse, lonely, factor) is None
     with pytest.raises(InputError, match="reduced by"):
         rw.coarse_preview(coarse, markers[:-factor], factor)
+
+
+def test_a_superseded_solve_stops_and_a_finished_one_is_unchanged(coins, coins_graph):
+    from pipeline.errors import Cancelled
+    from pipeline.segment import make_markers
+
+    markers = make_markers(coins, 80, 140)
+    canonical = rw.solve(coins_graph, markers, mode="cg_mg")
+    asked = []
+    same = rw.solve(coins_graph, markers, mode="cg_mg",
+                    should_stop=lambda: asked.append(1) or False)
+    assert asked and np.array_equal(same, canonical)  # asked, and no effect when False
+    for mode in ("cg_mg", "cg_j"):
+        calls = []
+        with pytest.raises(Cancelled):
+            rw.solve(coins_graph, markers, mode=mode,
+                     should_stop=lambda: calls.append(1) or len(calls) >= 2)
