@@ -412,6 +412,9 @@ def _count_app_error(rec, exc):
     """An exception of one action: HTTP errors were counted by the session already."""
     if isinstance(exc, AppError):
         rec.error(f"app: {exc.kind}", "", final=True)
+    elif isinstance(exc, RuntimeError) and str(exc).startswith("app: "):
+        # AppSession's own checks (a load whose segmentation shows a message, ...)
+        rec.error(":".join(str(exc).split(":")[:2]), "", final=True)
     elif isinstance(exc, (requests.RequestException, DashCallbackError)):
         pass
     else:
