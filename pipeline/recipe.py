@@ -85,9 +85,12 @@ MAX_STEPS = 20
 MAX_TEXT = 200
 #: Deepest nesting of mappings and lists in a recipe (a valid one is 4 levels deep).
 MAX_DEPTH = 8
-#: Most values (texts, numbers, mappings, lists, keys) a recipe may hold (a valid one ~100;
-#: hand-drawn markers add 3 per point and 8 per stroke: pipeline.scribbles' limits).
-MAX_ITEMS = 5000 + 3 * _scribbles.MAX_POINTS + 8 * _scribbles.MAX_STROKES
+#: Most values (texts, numbers, mappings, lists, keys) a recipe may hold (a valid one ~100),
+#: apart from its strokes drawn by hand (``markers.scribbles``), counted on their own.
+MAX_ITEMS = 5000
+#: Most values the strokes drawn by hand may hold: 3 per point and at most 8 per stroke
+#: (pipeline.scribbles' limits), plus their list.
+MAX_SCRIBBLE_ITEMS = 3 * _scribbles.MAX_POINTS + 8 * _scribbles.MAX_STROKES + 1
 #: Largest estimated cost of a recipe's filter and post-processing on an image, in
 #: pixel-neighbour operations (:func:`estimate_cost`). One closing of radius 25 on a 2048²
 #: image is 2.2e10 and took ~35 s on one core; radius 5 on the same image 2 s.
@@ -222,19 +225,41 @@ def _structure_ok(value, depth: int, budget: list) -> bool:
     return True
 
 
+def _split_scribbles(recipe):
+    """(the recipe without ``markers.scribbles``, the scribbles or None): the strokes drawn
+    by hand are bounded by their own count of values (:data:`MAX_SCRIBBLE_ITEMS`)."""
+    markers = recipe.get("markers") if isinstance(recipe, dict) else None
+    if not isinstance(markers, dict) or "scribbles" not in markers:
+        return recipe, None
+    rest = {k: v for k, v in markers.items() if k != "scribbles"}
+    return {**recipe, "markers": rest}, markers["scribbles"]
+
+
 def _check_structure(recipe) -> None:
     """Every text of a recipe (keys too) printable, valid Unicode and short; the nesting and
-    the number of values bounded. Runs before any section is read; a second, slower walk
-    names the problem."""
-    if _structure_ok(recipe, 0, [MAX_ITEMS]):
+    the number of values bounded (:data:`MAX_ITEMS`; the strokes drawn by hand
+    :data:`MAX_SCRIBBLE_ITEMS`). Runs before any section is read; a second, slower walk names
+    the problem."""
+    rest, drawn = _split_scribbles(recipe)
+    _check_values(rest, (), MAX_ITEMS)
+    if drawn is not None:
+        _check_values(drawn, ("markers", "scribbles"), MAX_SCRIBBLE_ITEMS)
+
+
+def _check_values(recipe, start, limit) -> None:
+    """:func:`_check_structure` of the part of a recipe at path `start`, with `limit` values."""
+    if _structure_ok(recipe, len(start), [limit]):
         return
-    stack = [((), recipe)]
+    stack = [(start, recipe)]
     count = 0
     while stack:
         path, value = stack.pop()
         count += 1
-        if count > MAX_ITEMS:
-            raise InputError(f"recipe holds more than {MAX_ITEMS:,} values: a recipe is a "
+        if count > limit:
+            if start:
+                raise InputError(f"recipe {_path(start)} hold more than {limit:,} values: "
+                                 "clear some scribbles or draw shorter strokes")
+            raise InputError(f"recipe holds more than {limit:,} values: a recipe is a "
                              "small JSON file, is this one?")
         if len(path) > MAX_DEPTH:
             raise InputError(f"recipe {_path(path[:MAX_DEPTH])}: nested more than "

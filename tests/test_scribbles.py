@@ -237,3 +237,17 @@ def test_the_cli_runs_a_recipe_with_scribbles(tmp_path, capsys):
     assert not np.array_equal(labels > 0, R.run(coins, R.default_recipe(vmin, vmax)).labels > 0)
     with tifffile.TiffFile(tmp_path / "out" / "coins_labels.tif") as t:
         assert json.loads(t.pages[0].description)["recipe"]["markers"] == recipe["markers"]
+
+
+def test_the_values_of_strokes_are_bounded_apart_from_the_rest_of_a_recipe():
+    recipe = R.default_recipe(1, 2)
+    # the rest of a recipe keeps its own bound, strokes or not
+    recipe["measure"]["properties"] = ["area"] * 6000
+    recipe["markers"]["scribbles"] = [_stroke()]
+    with pytest.raises(InputError, match="recipe holds more than 5,000 values"):
+        R.validate(recipe)
+    # strokes padded with values beyond their own bound are refused before being read
+    recipe = R.default_recipe(1, 2)
+    recipe["markers"]["scribbles"] = [_stroke(path=[[1, 2, *[0] * 40_000]])]
+    with pytest.raises(InputError, match="recipe markers → scribbles hold more than"):
+        R.validate(recipe)
