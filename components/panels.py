@@ -162,8 +162,8 @@ def binarization_panel(segmenters):
         ]),
         draw_controls(),
         html.Span(className="legend", children=[
-            html.Span(className="swatch swatch-bg"), " background marker (< vmin) ",
-            html.Span(className="swatch swatch-obj"), " object marker (> vmax) ",
+            html.Span(className="swatch swatch-bg"), " background marker (< vmin, or drawn) ",
+            html.Span(className="swatch swatch-obj"), " object marker (> vmax, or drawn) ",
             html.Span(className="swatch swatch-seg"), " segmentation"]),
         html.Div(id=ids.SEG_SUMMARY, className="summary"),
         html.Div(id=ids.SEG_DOC),
