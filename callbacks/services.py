@@ -7,6 +7,8 @@ The store and the cache are on disk and shared between workers.
 
 from __future__ import annotations
 
+import logging
+
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.parallel import Backend
 from pipeline.store import ArrayStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,27 @@ class Services:
         self._check_access(session_id, image_id)
         recipe = recipes.validate(recipe)
         with self._admitted("run", session_id, image_id, recipe):
-            return self.compute.run(image_id, self.loader(session_id, image_id),
-                                    recipe, should_stop=should_stop)
+            result = self.compute.run(image_id, self.loader(session_id, image_id),
+                                      recipe, should_stop=should_stop)
+        if not result.cached:
+            self.trim_cache()
+        return result
+
+    #: The compute cache is trimmed to its limit at most this often (seconds), by whichever
+    #: worker computes something new first (also on every image load).
+    TRIM_EVERY_S = 30.0
+
+    def trim_cache(self) -> bool:
+        """Trim the compute cache to its limit if no worker did in the last
+        :data:`TRIM_EVERY_S` seconds (the cache grew by 0.2–0.4 GB a minute with 5–20 users
+        and was trimmed only when an image was loaded). Returns whether it trimmed."""
+        if self.store.recent("compute-cache-trim", self.TRIM_EVERY_S, add=True) != 1:
+            return False
+        try:
+            self.compute.trim()
+        except OSError:  # a concurrent trim removed the same entries
+            log.warning("cache trim failed", exc_info=True)
+        return True
 
     def preview(self, session_id, image_id, recipe, nearby):
         """Live preview of a random-walker segmentation (see :meth:`Compute.preview`), or None."""

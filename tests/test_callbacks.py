@@ -5,6 +5,7 @@ import copy
 import io as _io
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -900,3 +901,30 @@ def test_a_move_superseded_while_solving_stops_and_caches_nothing(tmp_path):
         display.segmentation_update(svc, sid, meta, pointer, **SEG_VIEW, base=base,
                                     allow_preview=False, recipe=recipe, should_stop=stop)
     assert not svc.run(sid, meta["id"], recipe).cached  # computed now, not before
+
+
+def test_the_compute_cache_is_trimmed_while_people_work(tmp_path):
+    """Issue 11: the joblib cache keeps to its limit between image loads too: a new result
+    trims it, at most once per TRIM_EVERY_S across workers."""
+    def size(folder):
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    svc = Services.create(Config(state_dir=tmp_path / "s", data_dir=tmp_path,
+                                 store_size_gb=0.002))  # cache limit: 4 MB
+    sid = new_session_id()
+    meta = _good_meta(svc, sid)
+    recipe = _recipe(meta)
+    for beta in (90.0, 130.0, 170.0):  # new results: graphs, masks, labels (> 4 MB)
+        recipe["segmentation"]["params"]["beta"] = beta
+        svc.compute.run(meta["id"], svc.loader(sid, meta["id"]), recipe)
+    limit = svc.compute.bytes_limit
+    assert size(svc.config.cache_dir) > limit
+    assert svc.trim_cache() is True
+    assert size(svc.config.cache_dir) <= limit
+    assert svc.trim_cache() is False  # not again within the window
+    # and a new result through Services.run trims once the window has passed
+    object.__setattr__(svc, "TRIM_EVERY_S", 0.05)
+    time.sleep(0.1)
+    recipe["segmentation"]["params"]["beta"] = 210.0
+    assert not svc.run(sid, meta["id"], recipe).cached
+    assert svc.trim_cache() is False  # the run just trimmed
