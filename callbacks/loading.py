@@ -14,7 +14,8 @@ from components import ids
 from pipeline import io
 from pipeline.errors import InputError
 from pipeline.render import display_range
-from pipeline.segment import default_thresholds, intensity_scale, threshold_step
+from pipeline.segment import (default_thresholds, intensity_scale, threshold_range,
+                              threshold_step)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def image_meta(array, loaded, image_id) -> dict:
         "min": lo,
         "max": hi,
         "step": threshold_step(array),
+        # the slider's bounds: its grid of `step` starts at a round number (threshold_range)
+        "slider": list(threshold_range(array)),
         "scale": intensity_scale(array.dtype),
         "vmin": vmin,
         "vmax": vmax,

@@ -191,9 +191,19 @@ def move(history, step) -> dict:
     return {**history, "index": index}
 
 
+def slider_bounds(meta) -> tuple[float, float]:
+    """The threshold slider's (min, max): meta's ``slider`` (round bounds of a float image,
+    :func:`pipeline.segment.threshold_range`), else the image's range (older metadata)."""
+    bounds = meta.get("slider")
+    if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+        return float(bounds[0]), float(bounds[1])
+    return float(meta["min"]), float(meta["max"])
+
+
 def _snap(value, meta):
+    """`value` on the slider's grid (round numbers stay what they are)."""
     step = meta.get("step") or 1.0
-    lo = meta["min"]
+    lo = slider_bounds(meta)[0]
     return round(lo + round((value - lo) / step) * step, 10)
 
 
@@ -359,8 +369,8 @@ def control_values(history, meta) -> dict:
     post = {op["name"]: op["params"] for op in r["postprocess"]}
     return {
         "thresholds": [r["markers"]["vmin"], r["markers"]["vmax"]],
-        "min": meta["min"],
-        "max": meta["max"],
+        "min": slider_bounds(meta)[0],
+        "max": slider_bounds(meta)[1],
         "step": meta["step"],
         "filter_method": r["filter"]["name"],
         "seg_method": r["segmentation"]["name"],

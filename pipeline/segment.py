@@ -19,6 +19,7 @@ __all__ = [
     "OBJECT",
     "make_markers",
     "default_thresholds",
+    "threshold_range",
     "threshold_step",
 ]
 
@@ -103,13 +104,36 @@ def make_markers(image, vmin, vmax, *, check=True, scribbles=None) -> np.ndarray
     return markers
 
 
+def _nice_step(span: float) -> float:
+    """The round number (1, 2 or 5 × 10**k) nearest to ``span / 1000`` on a log scale."""
+    raw = span / 1000 if span > 0 else 1.0
+    exponent = math.floor(math.log10(raw))
+    candidates = [m * 10.0 ** e for e in (exponent, exponent + 1) for m in (1, 2, 5)]
+    best = min(candidates, key=lambda c: abs(math.log10(c / raw)))
+    return _round(best, 3)
+
+
 def threshold_step(image) -> float:
-    """Slider step for thresholds: 1 for integer images, range/1000 for float images."""
+    """Slider step for thresholds: 1 for integer images; for float images a round number
+    (1, 2 or 5 × 10**k) of about range/1000, so that typed round values stay on the grid."""
     image = np.asarray(image)
     if np.issubdtype(image.dtype, np.integer):
         return 1.0
     lo, hi = float(np.min(image)), float(np.max(image))
-    return _round((hi - lo) / 1000 if hi > lo else 1.0, 3)
+    return _nice_step(hi - lo)
+
+
+def threshold_range(image) -> tuple[float, float]:
+    """Bounds of the threshold slider: the image's range for integer images; for float
+    images the range widened to multiples of ten steps (a float image in −0.00027 … 0.9987
+    gets −0.01 … 1), so that the grid of :func:`threshold_step` starts at a round number and
+    the round values a person types (0, 1) are on it and inside it."""
+    image = np.asarray(image)
+    lo, hi = float(np.min(image)), float(np.max(image))
+    if np.issubdtype(image.dtype, np.integer):
+        return lo, hi
+    unit = 10 * threshold_step(image)
+    return _round(math.floor(lo / unit) * unit, 12), _round(math.ceil(hi / unit) * unit, 12)
 
 
 def default_thresholds(image) -> tuple[float, float]:
@@ -144,8 +168,8 @@ def default_thresholds(image) -> tuple[float, float]:
     if np.issubdtype(image.dtype, np.integer):
         vmin, vmax = math.floor(vmin), math.ceil(vmax)
     else:
-        # on the slider's grid, which starts at the image minimum
-        step, lo = threshold_step(image), float(sample.min())
+        # on the slider's grid (:func:`threshold_range`, :func:`threshold_step`)
+        step, lo = threshold_step(image), threshold_range(image)[0]
         vmin, vmax = (lo + round((v - lo) / step) * step for v in (vmin, vmax))
     return _round(vmin), _round(vmax)
 

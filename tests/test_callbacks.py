@@ -928,3 +928,21 @@ def test_the_compute_cache_is_trimmed_while_people_work(tmp_path):
     recipe["segmentation"]["params"]["beta"] = 210.0
     assert not svc.run(sid, meta["id"], recipe).cached
     assert svc.trim_cache() is False  # the run just trimmed
+
+
+def test_typed_round_thresholds_are_what_the_recipe_holds(tmp_path):
+    """Issue 10 item 2: vmin 0 and vmax 1 typed on a float image are kept exactly."""
+    svc = Services.create(Config(state_dir=tmp_path / "s", data_dir=tmp_path))
+    sid = new_session_id()
+    rng = np.random.default_rng(5)
+    image = rng.uniform(-0.2003, 1.2987, (40, 50)).astype(np.float64)
+    image[0, 0], image[-1, -1] = -0.2003, 1.2987
+    buf = _io.BytesIO()
+    tifffile.imwrite(buf, image)
+    meta = _load_upload(svc, sid, buf.getvalue(), "float.tif").meta
+    # a grid of 0.002 from -0.22 (the image's minimum, -0.2003, is not on it)
+    assert meta["slider"] == [-0.22, 1.3] and meta["step"] == 0.002
+    pointer, base = _page(svc, sid, meta)
+    out = _move(svc, sid, meta, pointer, base, (0.0, 1.0), 1)
+    assert out[0]["recipe"]["markers"]["vmin"] == 0.0
+    assert out[0]["recipe"]["markers"]["vmax"] == 1.0

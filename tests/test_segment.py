@@ -75,3 +75,22 @@ def test_default_thresholds_of_a_wide_integer_range_stay_bounded():
     t = filters.threshold_otsu(u16.ravel())
     lo, hi = default_thresholds(u16)
     assert lo <= t <= hi
+
+
+def test_float_thresholds_sit_on_a_round_grid_so_typed_values_stay_exact():
+    """Issue 10 item 2: on a float image in −0.000268 … 0.99865 the slider's grid is
+    0.001 wide from −0.01 to 1, so 0 and 1 are on it (they became −0.000268178 and
+    0.998651822 when the grid started at the image's minimum)."""
+    from pipeline.segment import threshold_range, threshold_step
+
+    image = np.linspace(-0.000268178, 0.998651822, 1000).reshape(20, 50)
+    assert threshold_step(image) == 0.001
+    assert threshold_range(image) == (-0.01, 1.0)
+    for span, step in ((255.0, 0.2), (0.37, 0.0005), (5e4, 50.0), (1.0, 0.001)):
+        values = np.array([[0.0, span]])
+        assert threshold_step(values) == step
+    ints = np.array([[3, 250]], dtype=np.uint8)
+    assert threshold_step(ints) == 1.0 and threshold_range(ints) == (3.0, 250.0)
+    vmin, vmax = default_thresholds(image)
+    k = (np.array([vmin, vmax]) + 0.01) / 0.001
+    np.testing.assert_allclose(k, np.round(k), atol=1e-6)  # on the grid
