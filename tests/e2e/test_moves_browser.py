@@ -345,6 +345,17 @@ def test_threshold_tooltips_read_as_numbers_on_a_float_image(dash_duo, app_facto
         digits = text.replace("-", "").replace(".", "").lstrip("0")
         assert len(digits) <= 4, tips()
         float(text.replace(",", ""))
+    # vmin's tooltip ends at its thumb and vmax's starts at its thumb: they never overlap,
+    # however close the thumbs are
+    boxes = _js(dash_duo, """
+        const r = function (sel) {
+            const b = document.querySelector('#thresholds-slider ' + sel).getBoundingClientRect();
+            return [b.left, b.right, (b.left + b.right) / 2];
+        };
+        return [r('.dash-slider-thumb-1'), r('.dash-slider-thumb-1 .dash-slider-tooltip'),
+                r('.dash-slider-thumb-2'), r('.dash-slider-thumb-2 .dash-slider-tooltip')];""")
+    (_, _, c1), (_, right1, _), (_, _, c2), (left2, _, _) = boxes
+    assert right1 <= c1 + 1 and left2 >= c2 - 1, boxes
 
 
 def test_a_bad_recipe_is_reported_in_the_recipe_tab(dash_duo, app_factory, tmp_path):
