@@ -302,9 +302,22 @@ LOG_JS = """
 function(value) {
     const dc = window.dash_clientside;
     const log = (value || []).indexOf('log') >= 0;
-    return new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear').build();
+    // a histogram with a dominant bin is clipped on the linear axis (layout.meta.clip,
+    // components.figures.histogram_figure); log counts show every bin whole
+    const gd = document.querySelector('#%(hist)s .js-plotly-plot');
+    const clip = gd && gd.layout && gd.layout.meta && gd.layout.meta.clip;
+    const patch = new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear');
+    if (clip) {
+        if (log) {
+            patch.assign(['layout', 'yaxis', 'range'], null)
+                 .assign(['layout', 'yaxis', 'autorange'], true);
+        }
+        else { patch.assign(['layout', 'yaxis', 'range'], clip)
+                    .assign(['layout', 'yaxis', 'autorange'], false); }
+    }
+    return patch.build();
 }
-"""
+""" % {"hist": ids.HIST_GRAPH}
 
 # The router: after a change of the recipe, fire only the panels that depend on what changed.
 ROUTE_JS = """

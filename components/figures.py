@@ -169,4 +169,28 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
             plot_bgcolor="white",
         ),
     )
+    clip = dominant_bin_clip(counts)
+    if clip is not None:
+        # one bin (e.g. a black surround) dwarfs the others: the linear axis is clipped
+        # above the rest, and the clipped bin says its count; log counts show it whole
+        top, index = clip
+        fig.update_layout(meta={"clip": [0, top]})
+        if not log:
+            fig.update_layout(yaxis_range=[0, top])
+        fig.add_annotation(x=float(centers[index]), y=1, yref="paper", yanchor="top",
+                           text=f"▲ {int(counts[index]):,}", showarrow=False,
+                           font=dict(size=9, color="#555"))
     return fig
+
+
+def dominant_bin_clip(counts, ratio=10.0):
+    """``(top, index)`` when the largest bin is over `ratio` times the next largest: the
+    linear axis's top (1.15 × the next largest) and that bin's index; else None."""
+    counts = np.asarray(counts, dtype=float)
+    if counts.size < 3:
+        return None
+    order = np.argsort(counts)
+    first, second = counts[order[-1]], counts[order[-2]]
+    if second <= 0 or first <= ratio * second:
+        return None
+    return float(1.15 * second), int(order[-1])

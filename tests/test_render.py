@@ -344,3 +344,23 @@ def test_threshold_labels_on_the_histogram_never_overlap_nor_leave_the_plot():
     fig = figures.add_threshold_markers(figures.go.Figure(), values, x_range=(0, 255))
     tops = {t.name: t.y[1] for t in fig.data}
     assert len(set(tops.values())) > 1  # staggered
+
+
+def test_a_dominant_histogram_bin_is_clipped_on_the_linear_axis():
+    """Issue 10 item 6: retina's black surround made the histogram a spike and a flat
+    line: the linear axis is clipped above the other bins, the spike says its count."""
+    from components import figures
+
+    counts = np.array([90000, 300, 420, 380, 250, 100])
+    edges = np.arange(7, dtype=float)
+    fig = figures.histogram_figure(counts, edges, 1.5, 4.5, colors={"background": "#00f",
+                                                                   "object": "#f80"})
+    assert fig.layout.yaxis.range == (0, 1.15 * 420)
+    assert fig.layout.meta["clip"] == [0, 1.15 * 420]
+    assert any("90,000" in a.text for a in fig.layout.annotations)
+    log = figures.histogram_figure(counts, edges, 1.5, 4.5, log=True,
+                                   colors={"background": "#00f", "object": "#f80"})
+    assert log.layout.yaxis.range is None  # log counts: every bin whole
+    flat = figures.histogram_figure(np.array([300, 420, 380, 250]), edges[:5], 1.5, 3.5,
+                                    colors={"background": "#00f", "object": "#f80"})
+    assert flat.layout.yaxis.range is None and not flat.layout.annotations

@@ -370,3 +370,29 @@ def test_a_bad_recipe_is_reported_in_the_recipe_tab(dash_duo, app_factory, tmp_p
     assert dash_duo.find_elements("#recipe-message .message-error")
     assert dash_duo.find_element("#param-message").text == ""
     assert dash_duo.find_element("#history-text").text == "step 1 of 1"  # nothing lost
+
+
+def test_a_dominant_bin_is_clipped_and_log_counts_show_it_whole(dash_duo, app_factory,
+                                                               tmp_path):
+    """Issue 10 item 6: an image with a black surround (one bin dwarfs the others)."""
+    _start(dash_duo, app_factory)
+    rng = np.random.default_rng(6)
+    image = np.zeros((200, 200), np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    disk = (yy - 100) ** 2 + (xx - 100) ** 2 < 60 ** 2
+    image[disk] = rng.integers(60, 200, disk.sum()).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "surround.tif", image)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(tmp_path / "surround.tif"))
+    dash_duo.wait_for_contains_text("#image-info", "surround.tif", timeout=60)
+    yaxis = ("const gd = document.querySelector('#histogram-graph .js-plotly-plot');"
+             "return [gd.layout.yaxis.type, gd._fullLayout.yaxis.range,"
+             "        gd.layout.meta ? gd.layout.meta.clip : null];")
+    # the linear axis is clipped above the other bins (the spike of zeros says its count)
+    clip = _until(lambda: (lambda t, r, c: c if c and t == "linear" and r == c else None)(
+        *_js(dash_duo, yaxis)), timeout=60, what="the clipped linear axis")
+    assert clip[1] < 0.2 * int((image == 0).sum())
+    dash_duo.find_element("#histogram-log input").click()
+    _until(lambda: _js(dash_duo, yaxis)[0] == "log", timeout=10, what="log counts")
+    dash_duo.find_element("#histogram-log input").click()
+    _until(lambda: _js(dash_duo, yaxis)[:2] == ["linear", clip], timeout=10,
+           what="the clip back on the linear axis")
