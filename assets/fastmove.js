@@ -194,25 +194,31 @@ window.pipexFast = (function () {
             else { out[o + 3] = 0; }
         }
         d.g.putImageData(d.image, 0, 0);
-        const size = full._size, xa = full.xaxis, ya = full.yaxis;
+        const xa = full.xaxis, ya = full.yaxis;
+        const drag = gd.querySelector('.nsewdrag');  // plotly's layer over the plot area
+        if (!drag) { return; }
         const canvas = overlayCanvas(gd);
-        const ratio = window.devicePixelRatio || 1;
-        canvas.style.left = size.l + 'px';
-        canvas.style.top = size.t + 'px';
-        canvas.style.width = size.w + 'px';
-        canvas.style.height = size.h + 'px';
-        if (canvas.width !== Math.round(size.w * ratio)) { canvas.width = Math.round(size.w * ratio); }
-        if (canvas.height !== Math.round(size.h * ratio)) { canvas.height = Math.round(size.h * ratio); }
+        canvas.style.display = 'block';  // positioned from its offset parent, laid over it
+        const area = drag.getBoundingClientRect();
+        const parent = canvas.offsetParent || document.body;
+        const origin = parent.getBoundingClientRect();
+        const w = area.width, h = area.height, ratio = window.devicePixelRatio || 1;
+        canvas.style.left = (area.left - origin.left + parent.scrollLeft) + 'px';
+        canvas.style.top = (area.top - origin.top + parent.scrollTop) + 'px';
+        canvas.style.width = w + 'px';
+        canvas.style.height = h + 'px';
+        if (canvas.width !== Math.round(w * ratio)) { canvas.width = Math.round(w * ratio); }
+        if (canvas.height !== Math.round(h * ratio)) { canvas.height = Math.round(h * ratio); }
         const g = canvas.getContext('2d');
         g.setTransform(ratio, 0, 0, ratio, 0, 0);
-        g.clearRect(0, 0, size.w, size.h);
+        g.clearRect(0, 0, w, h);
         g.imageSmoothingEnabled = false;
-        // image pixel (row r, column c) spans [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5]
-        const w = d.canvas.width, h = d.canvas.height;
-        const x0 = xa.l2p(-0.5), x1 = xa.l2p(w - 0.5), y0 = ya.l2p(-0.5), y1 = ya.l2p(h - 0.5);
+        // image pixel (row r, column c) spans [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5];
+        // l2p: pixels from the start of the axis, i.e. of the plot area
+        const iw = d.canvas.width, ih = d.canvas.height;
+        const x0 = xa.l2p(-0.5), x1 = xa.l2p(iw - 0.5), y0 = ya.l2p(-0.5), y1 = ya.l2p(ih - 0.5);
         g.drawImage(d.canvas, Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0),
                     Math.abs(y1 - y0));
-        canvas.style.display = 'block';
         const own = markerImage(gd, d.trace);
         if (own) { own.style.visibility = 'hidden'; own.setAttribute('data-pipex-hidden', '1'); }
         holder.dataset.markers = vmin + ',' + vmax;  // what is drawn (read by tests, bench)

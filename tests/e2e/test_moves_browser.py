@@ -202,6 +202,25 @@ def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_
                          "canvas.pipex-markers'); return c && c.style.display") == "block"
     assert _js(dash_duo, "return document.querySelectorAll('#segmentation-graph "
                          "image[data-pipex-hidden]').length") == 1
+    # laid exactly over the plot area (plotly's drag layer covers it)
+    canvas, area = _js(dash_duo, """
+        const r = function (el) { const b = el.getBoundingClientRect();
+                                  return [b.left, b.top, b.width, b.height]; };
+        const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+        return [r(gd.querySelector('canvas.pipex-markers')), r(gd.querySelector('.nsewdrag'))];""")
+    assert np.allclose(canvas, area, atol=1.5), (canvas, area)
+    # and the markers drawn where the graph draws its own markers image (hidden meanwhile)
+    drawn, own = _js(dash_duo, """
+        const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const area = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        const im = gd.querySelector('image[data-pipex-hidden]').getBoundingClientRect();
+        const w = arguments[0], h = arguments[1];
+        return [[area.left + xa.l2p(-0.5), area.top + Math.min(ya.l2p(-0.5), ya.l2p(h - 0.5)),
+                 Math.abs(xa.l2p(w - 0.5) - xa.l2p(-0.5)),
+                 Math.abs(ya.l2p(h - 0.5) - ya.l2p(-0.5))],
+                [im.left, im.top, im.width, im.height]];""", image.shape[1], image.shape[0])
+    assert np.allclose(drawn, own, atol=1.5), (drawn, own)
     counts = dash_duo.driver.execute_async_script(
         MARKER_PIXELS_JS, _js(dash_duo, "return window.pipexFast.markersImage()"))
     # exactly the server's markers for that pair (no filter: integer values)
