@@ -144,6 +144,18 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
     return LoadOutcome(meta, f"Loaded {loaded.name}. {notes}".strip(), "info")
 
 
+def format_value(value, dtype) -> str:
+    """An intensity as a person reads it: integers of integer images whole with thousands
+    separators (40,000, not 4e+04), others with 4 significant digits, in exponent form only
+    when very large or very small."""
+    value = float(value)
+    if str(dtype).startswith(("int", "uint", "bool")) and value.is_integer():
+        return f"{int(value):,}"
+    if value != 0 and not 1e-3 <= abs(value) < 1e6:
+        return f"{value:.3e}"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
 def describe(meta) -> list:
     """Text of the image info box."""
     if not meta:
@@ -151,7 +163,8 @@ def describe(meta) -> list:
     shape = " × ".join(str(s) for s in meta["shape"])
     kind = "3D stack" if meta["ndim"] == 3 else "2D image"
     parts = [html.Strong(meta["name"]), f" — {kind}, {shape}, {meta['dtype']}, "
-             f"values {meta['min']:.4g} … {meta['max']:.4g}"]
+             f"values {format_value(meta['min'], meta['dtype'])} … "
+             f"{format_value(meta['max'], meta['dtype'])}"]
     for note in meta.get("notes", []):
         parts += [html.Br(), html.Em(note)]
     return parts

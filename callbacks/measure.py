@@ -33,7 +33,9 @@ def table(services, session_id, meta, recipe):
         if name == "label":
             column.update(pinned="left", checkboxSelection=False, maxWidth=110)
         elif np.issubdtype(np.asarray(m.columns[name]).dtype, np.floating):
-            column["valueFormatter"] = {"function": "d3.format('.6~g')(params.value)"}
+            # 6 significant digits with thousands separators, never an exponent for the
+            # areas of large regions (1,014,260, not 1.01426e+6)
+            column["valueFormatter"] = {"function": "d3.format(',.6~r')(params.value)"}
         columns.append(column)
     n = len(m.columns[names[0]]) if names else 0
     rows = []

@@ -946,3 +946,31 @@ def test_typed_round_thresholds_are_what_the_recipe_holds(tmp_path):
     out = _move(svc, sid, meta, pointer, base, (0.0, 1.0), 1)
     assert out[0]["recipe"]["markers"]["vmin"] == 0.0
     assert out[0]["recipe"]["markers"]["vmax"] == 1.0
+
+
+def test_numbers_are_formatted_for_a_person():
+    """Issue 10 item 3: the image info and the measurements table."""
+    from callbacks.loading import format_value
+
+    assert format_value(40000.0, "uint16") == "40,000"
+    assert format_value(100.0, "uint16") == "100"
+    assert format_value(0.29101560765411705, "float32") == "0.291"
+    assert format_value(7347.4609375, "float64") == "7347"
+    assert format_value(12345.678, "float64") == "12,346"
+    assert format_value(2.5e-5, "float32") == "2.500e-05"
+    assert format_value(0.0, "float64") == "0"
+    text = " ".join(str(p) for p in loading.describe(
+        {"name": "x", "shape": [4, 5], "ndim": 2, "dtype": "uint16", "min": 100.0,
+         "max": 40000.0, "notes": []}))
+    assert "values 100 … 40,000" in text
+
+
+def test_the_measurements_table_formats_floats_without_exponents(services):
+    from callbacks import measure
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    _, columns, _ = measure.table(services, sid, meta, _recipe(meta))
+    formatters = {c["field"]: c.get("valueFormatter") for c in columns}
+    floats = [f for f in formatters.values() if f]
+    assert floats and all(f == {"function": "d3.format(',.6~r')(params.value)"} for f in floats)
