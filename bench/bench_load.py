@@ -96,7 +96,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_http  # noqa: E402
 from bench_http import AppSession, Server, log, snap  # noqa: E402
-from tests.support import dockerfile_cmd  # noqa: E402
+from tests.support import child_pids, dockerfile_cmd  # noqa: E402
 from tests.support.dashclient import DashCallbackError  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "load.json"
@@ -450,17 +450,6 @@ def user_thread(base_url, rec, name, seed, deadline, args, image=None, holder=No
 # --------------------------------------------------------------------------- the server
 
 
-def _children(pid):
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
 
 
 def _cpu_ticks(pid):
@@ -476,14 +465,14 @@ def busy_worker(master, within=10.0):
     mid-request; waits up to `within` s for one, else any worker. (pid, busy)."""
     end = time.monotonic() + within
     while time.monotonic() < end:
-        workers = _children(master)
+        workers = child_pids(master)
         before = {p: _cpu_ticks(p) for p in workers}
         time.sleep(0.1)
         for p in workers:
             after, b = _cpu_ticks(p), before.get(p)
             if after is not None and b is not None and after - b >= 2:
                 return p, True
-    workers = _children(master)
+    workers = child_pids(master)
     return (workers[0] if workers else None), False
 
 
@@ -518,7 +507,7 @@ class Monitor(threading.Thread):
         self.cpu_start = dict(self.cpu)
 
     def sample(self):
-        for pid in _children(self.master):
+        for pid in child_pids(self.master):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 status = Path(f"/proc/{pid}/status").read_text()

@@ -19,6 +19,7 @@ import requests
 from tests.support import (
     DOCKERFILE,
     REPO_ROOT,
+    child_pids,
     dockerfile_cmd,
     dockerfile_instructions,
     serve_docker_cmd,
@@ -139,18 +140,6 @@ def test_gunicorn_conf_rejects_bad_numbers():
     assert "PIPEX_WORKERS must be an integer" in result.stderr
 
 
-def _children(pid):
-    """PIDs whose parent is `pid` (Linux /proc)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return children
 
 
 @pytest.mark.server
@@ -167,7 +156,7 @@ def test_docker_serve_command_runs(gunicorn_process, gunicorn_server):
     # PIPEX_WORKERS=2 worker processes. (That workers see OPENBLAS_NUM_THREADS=1 & co. is
     # tested on gunicorn.conf.py above: gunicorn sets raw_env in the master before forking, which
     # /proc/PID/environ does not show.)
-    workers = _children(gunicorn_process.pid)
+    workers = child_pids(gunicorn_process.pid)
     assert len(workers) == 2, f"workers {workers}\n{gunicorn_process.describe()}"
 
 

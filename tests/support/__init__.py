@@ -86,6 +86,20 @@ def dockerfile_cmd(dockerfile: Path = DOCKERFILE) -> list[str]:
     return argv
 
 
+def child_pids(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (Linux /proc): a gunicorn master's workers."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
 def stop_by_pid(server, timeout: float, what: str) -> int:
     """SIGTERM `server` (``.proc``, ``.pid``, ``.describe()``) by its PID and wait; SIGKILL
     it and raise if it hangs. Returns the exit code."""
