@@ -11,6 +11,32 @@ return gd && gd.data && gd.data.length > 2 ? gd.data[2].source : null;
 """
 
 
+# The segmentation graph's markers overlay decoded in the page, for execute_async_script:
+# {colour "r,g,b": pixel count} of its opaque pixels. An optional first argument is another
+# image's data URI to decode instead (e.g. the page's own markers drawing).
+MARKER_PIXELS_JS = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+const done = arguments[arguments.length - 1];
+const given = arguments.length > 1 ? arguments[0] : null;
+const img = new Image();
+img.onload = function () {
+    const c = document.createElement('canvas');
+    c.width = img.width; c.height = img.height;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const px = g.getImageData(0, 0, img.width, img.height).data;
+    const counts = {};
+    for (let i = 0; i < px.length; i += 4) {
+        if (px[i + 3] === 0) { continue; }
+        const k = px[i] + ',' + px[i + 1] + ',' + px[i + 2];
+        counts[k] = (counts[k] || 0) + 1;
+    }
+    done(counts);
+};
+img.src = given || gd.data[1].source;
+"""
+
+
 def until(predicate, timeout=60, what="condition", interval=0.05):
     """Poll `predicate` until it returns something true (returned) or fail after `timeout` s."""
     end = time.time() + timeout

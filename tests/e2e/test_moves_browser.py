@@ -14,7 +14,7 @@ import tifffile
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import OVERLAY_JS, until
+from tests.e2e.helpers import MARKER_PIXELS_JS, OVERLAY_JS, until
 
 pytestmark = pytest.mark.browser
 
@@ -141,27 +141,6 @@ def test_a_key_press_costs_one_request_and_the_histogram_follows_in_the_browser(
     assert _js(dash_duo, POSTS_JS) == []
 
 
-# The markers overlay as the page shows it, decoded: {colour (r, g, b): pixel count}.
-MARKER_PIXELS_JS = """
-const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
-const done = arguments[arguments.length - 1];
-const img = new Image();
-img.onload = function () {
-    const c = document.createElement('canvas');
-    c.width = img.width; c.height = img.height;
-    const g = c.getContext('2d');
-    g.drawImage(img, 0, 0);
-    const px = g.getImageData(0, 0, img.width, img.height).data;
-    const counts = {};
-    for (let i = 0; i < px.length; i += 4) {
-        if (px[i + 3] === 0) { continue; }
-        const k = px[i] + ',' + px[i + 1] + ',' + px[i + 2];
-        counts[k] = (counts[k] || 0) + 1;
-    }
-    done(counts);
-};
-img.src = arguments[0] || gd.data[1].source;
-"""
 # Hold the server's answers to moves: only what the page draws itself changes.
 HOLD_MOVES_JS = """
 const original = window.__unheld = window.fetch;

@@ -12,31 +12,10 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 
 from pipeline import render
-from tests.e2e.helpers import OVERLAY_JS, until
+from tests.e2e.helpers import MARKER_PIXELS_JS, OVERLAY_JS, until
 
 pytestmark = pytest.mark.browser
 
-# The markers overlay as the page shows it, decoded: {colour "r,g,b": pixel count}.
-MARKER_PIXELS_JS = """
-const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
-const done = arguments[arguments.length - 1];
-const img = new Image();
-img.onload = function () {
-    const c = document.createElement('canvas');
-    c.width = img.width; c.height = img.height;
-    const g = c.getContext('2d');
-    g.drawImage(img, 0, 0);
-    const px = g.getImageData(0, 0, img.width, img.height).data;
-    const counts = {};
-    for (let i = 0; i < px.length; i += 4) {
-        if (px[i + 3] === 0) { continue; }
-        const k = px[i] + ',' + px[i + 1] + ',' + px[i + 2];
-        counts[k] = (counts[k] || 0) + 1;
-    }
-    done(counts);
-};
-img.src = gd.data[1].source;
-"""
 # Screen position of image pixel (x, y) on the segmentation graph.
 TO_SCREEN_JS = """
 const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
