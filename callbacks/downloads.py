@@ -64,6 +64,21 @@ def overlay_file(services, session_id, meta, history, axis, index, style, show_m
     return io.png_bytes(rgb, metadata=info), f"{file_stem(meta)}_overlay{suffix}.png"
 
 
+def download_outputs(what, make, *args):
+    """(download data, message) of a download button: ``make(*args)`` gives (bytes, file
+    name); a failure is said on the page (a bad input as it is, anything else as an
+    unexpected error, logged), never answered 500."""
+    try:
+        data, name = make(*args)
+    except InputError as exc:
+        return no_update, message_children(f"Download failed: {exc}", "error")
+    except Exception as exc:  # noqa: BLE001 - a download never answers 500
+        log.exception("%s download failed", what)
+        return no_update, message_children(
+            f"Download failed: unexpected error ({type(exc).__name__}).", "error")
+    return dcc.send_bytes(data, name), no_update
+
+
 def register(app, services):
     """Wire the download buttons."""
 
@@ -79,15 +94,7 @@ def register(app, services):
     def _labels(n, meta, history, session_id):
         if not n or not meta or not history:
             raise PreventUpdate
-        try:
-            data, name = labels_file(services, session_id, meta, history)
-        except InputError as exc:
-            return no_update, message_children(f"Download failed: {exc}", "error")
-        except Exception as exc:  # noqa: BLE001 - a download never answers 500
-            log.exception("labels download failed")
-            return no_update, message_children(
-                f"Download failed: unexpected error ({type(exc).__name__}).", "error")
-        return dcc.send_bytes(data, name), no_update
+        return download_outputs("labels", labels_file, services, session_id, meta, history)
 
     @app.callback(
         Output(ids.DOWNLOAD_OVERLAY, "data"),
@@ -106,13 +113,6 @@ def register(app, services):
     def _overlay(n, meta, history, axis, index, style, show, view, session_id):
         if not n or not meta or not history:
             raise PreventUpdate
-        try:
-            data, name = overlay_file(services, session_id, meta, history, axis, index, style,
-                                      "markers" in (show or []), view or "labels")
-        except InputError as exc:
-            return no_update, message_children(f"Download failed: {exc}", "error")
-        except Exception as exc:  # noqa: BLE001 - a download never answers 500
-            log.exception("overlay download failed")
-            return no_update, message_children(
-                f"Download failed: unexpected error ({type(exc).__name__}).", "error")
-        return dcc.send_bytes(data, name), no_update
+        return download_outputs("overlay", overlay_file, services, session_id, meta, history,
+                                axis, index, style, "markers" in (show or []),
+                                view or "labels")

@@ -974,3 +974,22 @@ def test_the_measurements_table_formats_floats_without_exponents(services):
     formatters = {c["field"]: c.get("valueFormatter") for c in columns}
     floats = [f for f in formatters.values() if f]
     assert floats and all(f == {"function": "d3.format(',.6~r')(params.value)"} for f in floats)
+
+
+def test_a_download_that_fails_says_so_on_the_page():
+    from dash import no_update
+
+    from callbacks.downloads import download_outputs
+
+    def broken():
+        raise RuntimeError("disk gone")
+
+    def refused():
+        raise InputError("This image is no longer on the server")
+
+    data, message = download_outputs("labels", broken)
+    assert data is no_update and "unexpected error (RuntimeError)" in str(message)
+    data, message = download_outputs("labels", refused)
+    assert data is no_update and "no longer on the server" in str(message)
+    data, message = download_outputs("labels", lambda: (b"abc", "x.tif"))
+    assert data["filename"] == "x.tif" and message is no_update
