@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -69,25 +68,6 @@ def _read(services, source, sample, contents, filename, data_file):
     return io.load_sample(sample)
 
 
-def _voxel_size(services, source, contents, data_file):
-    """The voxel size a loaded TIFF's metadata gives (a dict for ``meta["voxel_size"]``), or
-    None. Only headers are parsed; an unreadable or missing size never stops a load."""
-    try:
-        if source == ids.DATA_FILE:
-            found = io.voxel_size(io.resolve_data_file(services.config.data_dir, data_file))
-        elif source == ids.UPLOAD and isinstance(contents, str) and "," in contents:
-            payload = contents.split(",", 1)[1]
-            if base64.b64decode(payload[:8] + "=" * (-len(payload[:8]) % 4))[:4] not in (
-                    b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-                return None  # not a TIFF: no voxel size to read
-            found = io.voxel_size(base64.b64decode(payload))
-        else:
-            return None
-    except (InputError, ValueError, OSError):
-        return None
-    return dataclasses.asdict(found) if found is not None else None
-
-
 def load_image(services, session_id, source, sample, contents, filename, data_file) -> LoadOutcome:
     """Read, validate and store an image for this session.
 
@@ -111,9 +91,8 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         array = loaded.array
         image_id = io.content_hash(array)
         meta = image_meta(array, loaded, image_id)
-        voxel = _voxel_size(services, source, contents, data_file)
-        if voxel is not None:  # shown and used by the 3D view (callbacks.volume)
-            meta["voxel_size"] = voxel
+        if loaded.voxel_size is not None:  # shown and used by the 3D view (callbacks.volume)
+            meta["voxel_size"] = dataclasses.asdict(loaded.voxel_size)
         # a colour file's channels, kept for the Channel menu (callbacks.channels)
         from .channels import store_channels
         kept = store_channels(services, session_id, loaded, meta)

@@ -154,12 +154,16 @@ class LoadedImage:
         For a colour image, its red, green and blue channels before the conversion to gray
         (``(H, W, 3)`` or ``(Z, Y, X, 3)``, see :func:`color_channels`): a recipe may pick
         one, or a weighted combination, instead of the luminance. None for a gray image.
+    voxel_size : VoxelSize or None
+        The size of a pixel / voxel the file's metadata gives (TIFF: :func:`voxel_size`),
+        None when it says nothing.
     """
 
     array: np.ndarray
     name: str
     notes: tuple[str, ...] = ()
     channels: np.ndarray | None = None
+    voxel_size: "VoxelSize | None" = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1037,7 +1041,8 @@ def read_image_bytes(data: bytes, filename: str, *, max_bytes: int,
         array, color, notes = _read_pillow(data, name, kind, max_pixels)
     channels = color_channels(array) if color else None
     array, more = _standardize(array, color=color)
-    return LoadedImage(array, name, tuple(notes) + more, channels=channels)
+    return LoadedImage(array, name, tuple(notes) + more, channels=channels,
+                       voxel_size=voxel_size(data) if kind == "TIFF" else None)
 
 
 def decode_upload(contents: str, filename: str, *, max_bytes: int,
