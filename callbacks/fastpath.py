@@ -32,7 +32,7 @@ from pipeline.errors import InputError
 from pipeline.recipe import MAX_BYTES as RECIPE_MAX_BYTES
 
 from .display import MARKER_ALPHA, SETTLE_PROPS, settle_update, shown_slice
-from .params import current_recipe, require_current
+from .params import require_current
 from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,7 @@ def fast_values(services, body) -> dict:
     :data:`MAX_VALUE_PIXELS`.
     """
     session_id, meta, history = _context(services, body)
-    require_current(meta, history)
-    recipe = current_recipe(history)
+    recipe = require_current(meta, history)
     axis, index, *_ = _view(body)
     filtered = services.cached_filtered(session_id, meta["id"], recipe)
     if filtered is None:
