@@ -12,6 +12,12 @@ answers 401. The sign-in lives in Flask's signed session cookie, whose key is
 Sessions belong to users: the session id a page is given carries an HMAC of its user
 (:func:`pipeline.store.new_session_id`), and a request naming a session id that was not issued
 to its user is refused (403) before any callback runs.
+
+The sign-in form carries a CSRF token: a random nonce kept in the (signed) cookie session when
+the form is served, handed to the form signed and dated (``itsdangerous``, salted for this
+form). A POST whose token is missing, forged, older than :data:`CSRF_MAX_AGE_S` or not the
+nonce of the cookie that comes with it is refused (400) and the form shown again, before the
+password is looked at: another site cannot sign a visitor in (login CSRF).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from flask import Response, g, has_app_context, redirect, request, session
+from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from components import ids
@@ -50,6 +57,11 @@ UPDATE_PATH = "/_dash-update-component"
 FAST_PREFIX = "/_pipex/"
 #: Largest fast-path body read for its session id (the route refuses larger ones itself).
 MAX_FAST_BODY = 64 * 1024
+#: Name of the sign-in form's CSRF token field, and the token's lifetime (a form left open
+#: longer is shown again with a new token).
+CSRF_FIELD, CSRF_MAX_AGE_S = "csrf_token", 2 * 3600
+#: The cookie session's key of the nonce the token signs.
+_CSRF_NONCE = "csrf"
 #: Compared against when the user is unknown, so that a wrong name takes as long as a wrong
 #: password.
 _DUMMY_HASH = generate_password_hash("not a password")
@@ -231,12 +243,36 @@ class Auth:
         """The quota and job-slot owner of a user."""
         return f"user:{user}"
 
+    def _form_signer(self) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self.secret, salt="pipex sign-in form")
+
+    def form_token(self) -> str:
+        """The CSRF token of a sign-in form served in this request: the cookie session's
+        nonce (made now if it has none), signed and dated."""
+        nonce = session.get(_CSRF_NONCE)
+        if not isinstance(nonce, str) or not nonce:
+            nonce = session[_CSRF_NONCE] = secrets.token_urlsafe(24)
+        return self._form_signer().dumps(nonce)
+
+    def check_form_token(self, token) -> bool:
+        """Whether `token` (the POSTed form's) is a token of :meth:`form_token` made for
+        this cookie session's nonce less than :data:`CSRF_MAX_AGE_S` ago."""
+        nonce = session.get(_CSRF_NONCE)
+        if not (isinstance(token, str) and 0 < len(token) <= 256 and isinstance(nonce, str)
+                and nonce):
+            return False
+        try:
+            signed = self._form_signer().loads(token, max_age=CSRF_MAX_AGE_S)
+        except BadData:
+            return False
+        return isinstance(signed, str) and hmac.compare_digest(signed, nonce)
+
 
 def _json(status, message):
     return Response(json.dumps({"error": message}), status, mimetype="application/json")
 
 
-def _login_page(message="", next_url="/", status=200):
+def _login_page(token, message="", next_url="/", status=200):
     error = f'<p class="message-error" role="alert">{html.escape(message)}</p>' if message else ""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -259,6 +295,7 @@ def _login_page(message="", next_url="/", status=200):
 <body><main class="signin">
 <h1>Pipeline Explorer</h1><p>Sign in to the lab's server.</p>{error}
 <form method="post" action="/login">
+<input type="hidden" name="{CSRF_FIELD}" value="{html.escape(token)}">
 <input type="hidden" name="next" value="{html.escape(next_url)}">
 <label for="user">User</label>
 <input id="user" name="user" autocomplete="username" required autofocus>
@@ -266,7 +303,9 @@ def _login_page(message="", next_url="/", status=200):
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
 </form></main></body></html>"""
-    return Response(body, status, mimetype="text/html")
+    response = Response(body, status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"  # its token belongs to this cookie
+    return response
 
 
 def _safe_next(url) -> str:
@@ -362,18 +401,26 @@ def register(app, services):
     @server.route("/login", methods=["GET", "POST"])
     def login():
         if request.method == "GET":
-            return _login_page(next_url=_safe_next(request.args.get("next")))
+            return _login_page(auth.form_token(), next_url=_safe_next(request.args.get("next")))
         name, password = request.form.get("user", ""), request.form.get("password", "")
         next_url = _safe_next(request.form.get("next"))
         address = client_address(request, config.trusted_proxies)
+        if not auth.check_form_token(request.form.get(CSRF_FIELD)):
+            # before the password is looked at, and not counted as a failed sign-in
+            log.warning("sign-in form without a valid CSRF token from %s: refused", address)
+            return _login_page(auth.form_token(), "This sign-in form has expired or did not "
+                               "come from this page: please sign in again.", next_url,
+                               status=400)
         attempts = f"sign-in/{name[:64]}/{address}"
         if services.store.recent(attempts, FAILURE_WINDOW_S) >= MAX_FAILURES:
-            return _login_page(f"Too many failed sign-ins: wait {FAILURE_WINDOW_S / 60:g} "
-                               "minutes, then try again.", next_url, status=429)
+            return _login_page(auth.form_token(), f"Too many failed sign-ins: wait "
+                               f"{FAILURE_WINDOW_S / 60:g} minutes, then try again.", next_url,
+                               status=429)
         if not auth.check_password(name, password):
             services.store.recent(attempts, FAILURE_WINDOW_S, add=True)
             log.warning("failed sign-in for %r from %s", name[:64], address)
-            return _login_page("Wrong user name or password.", next_url, status=401)
+            return _login_page(auth.form_token(), "Wrong user name or password.", next_url,
+                               status=401)
         auth.sign_in(name)
         log.info("%s signed in from %s", name, address)
         return redirect(next_url, 303)

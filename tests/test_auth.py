@@ -51,10 +51,35 @@ def served(tmp_path_factory):
         thread.join(10)
 
 
+TOKEN_RE = re.compile(r'<input type="hidden" name="csrf_token" value="([^"]+)">')
+
+
+def _form_token(page_html):
+    """The CSRF token of the sign-in form in `page_html`."""
+    found = TOKEN_RE.findall(page_html)
+    assert len(found) == 1, page_html[:500]
+    return found[0]
+
+
+def _login(session, url, **fields):
+    """POST the sign-in form as a browser does: GET it first (its cookie and token)."""
+    form = session.get(url + "login", timeout=30)
+    assert form.status_code == 200
+    data = {auth.CSRF_FIELD: _form_token(form.text), **fields}
+    return session.post(url + "login", data=data, allow_redirects=False, timeout=30)
+
+
+def _client_login(client, headers=None, environ_base=None, **fields):
+    """The same through a Flask test client (which keeps the cookie)."""
+    where = dict(headers=headers or {}, environ_base=environ_base or {})
+    form = client.get("/login", **where)
+    data = {auth.CSRF_FIELD: _form_token(form.get_data(as_text=True)), **fields}
+    return client.post("/login", data=data, **where)
+
+
 def _signed_in(url, name, password=None):
     session = requests.Session()
-    res = session.post(url + "login", data={"user": name, "password": password or PASSWORDS[name],
-                                            "next": "/"}, allow_redirects=False, timeout=30)
+    res = _login(session, url, user=name, password=password or PASSWORDS[name], next="/")
     assert res.status_code == 303, res.text[:300]
     return session
 
@@ -96,13 +121,87 @@ def test_nothing_is_served_without_signing_in(served):
     assert anonymous.get(url + "health", timeout=30).json()["status"] == "ok"
 
 
+def test_the_sign_in_form_carries_a_token_tied_to_its_cookie(served):
+    _, url, _ = served
+    one, two = requests.Session(), requests.Session()
+    page = one.get(url + "login", timeout=30)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    token = _form_token(page.text)
+    assert one.cookies.get("pipex_session")  # the nonce it signs is in the cookie session
+    other = _form_token(two.get(url + "login", timeout=30).text)
+    assert other != token
+    # the same cookie keeps its nonce: a second form (another tab) is valid too
+    again = _form_token(one.get(url + "login", timeout=30).text)
+    for used in (again, token):
+        res = one.post(url + "login", data={"csrf_token": used, "user": "alice",
+                                            "password": "wrong password"},
+                       allow_redirects=False, timeout=30)
+        assert res.status_code == 401  # past the token: the password was checked
+
+
+def test_a_sign_in_without_its_token_is_refused_and_the_form_shown_again(served):
+    _, url, _ = served
+    good = {"user": "alice", "password": PASSWORDS["alice"], "next": "/"}
+    session = requests.Session()
+    token = _form_token(session.get(url + "login", timeout=30).text)
+    stranger = requests.Session()
+    strangers_token = _form_token(stranger.get(url + "login", timeout=30).text)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for sent in ({}, {"csrf_token": ""}, {"csrf_token": "x" * 10_000},
+                 {"csrf_token": forged}, {"csrf_token": strangers_token}):
+        res = session.post(url + "login", data={**good, **sent}, allow_redirects=False,
+                           timeout=30)
+        assert res.status_code == 400, sent
+        assert "This sign-in form has expired or did not come from this page" in res.text
+        assert 'action="/login"' in res.text  # the form again, with a token to use
+        assert session.get(url + "_dash-layout", timeout=30).status_code == 401
+    # a token without the cookie it was made for (another site posting the form)
+    res = requests.post(url + "login", data={**good, "csrf_token": token},
+                        allow_redirects=False, timeout=30)
+    assert res.status_code == 400
+    # more refusals than MAX_FAILURES: not counted as failed sign-ins; the form's token works
+    retry = _form_token(session.get(url + "login", timeout=30).text)
+    res = session.post(url + "login", data={**good, "csrf_token": retry},
+                       allow_redirects=False, timeout=30)
+    assert res.status_code == 303 and res.headers["Location"] == "/"
+    assert session.get(url + "_dash-layout", timeout=30).status_code == 200
+    # the token was for that form: signed in, the cookie has a new nonce and it is refused
+    assert requests.Session().post(url + "login", data={**good, "csrf_token": retry},
+                                   allow_redirects=False, timeout=30).status_code == 400
+    assert session.post(url + "login", data={**good, "csrf_token": retry},
+                        allow_redirects=False, timeout=30).status_code == 400
+
+
+def test_a_refused_form_shows_a_token_that_works(tmp_path):
+    client = create_app(_config(tmp_path)).server.test_client()
+    client.get("/login")
+    res = client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]})
+    assert res.status_code == 400
+    token = _form_token(res.get_data(as_text=True))
+    res = client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"],
+                                      "csrf_token": token})
+    assert res.status_code == 303
+
+
+def test_an_old_sign_in_form_is_refused(tmp_path, monkeypatch):
+    client = create_app(_config(tmp_path)).server.test_client()
+    token = _form_token(client.get("/login").get_data(as_text=True))
+    monkeypatch.setattr(auth, "CSRF_MAX_AGE_S", -1)  # every token is older than that
+    res = client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"],
+                                      "csrf_token": token})
+    assert res.status_code == 400 and "has expired" in res.get_data(as_text=True)
+    monkeypatch.setattr(auth, "CSRF_MAX_AGE_S", 3600)
+    res = client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"],
+                                      "csrf_token": token})
+    assert res.status_code == 303
+
+
 def test_a_wrong_password_or_unknown_user_does_not_sign_in(served):
     _, url, _ = served
     for name, password in (("alice", "bob-password"), ("mallory", "alice-password"),
                            ("alice", "")):
         session = requests.Session()
-        res = session.post(url + "login", data={"user": name, "password": password},
-                           allow_redirects=False, timeout=30)
+        res = _login(session, url, user=name, password=password)
         assert res.status_code == 401 and "Wrong user name or password" in res.text
         assert session.get(url + "_dash-layout", timeout=30).status_code == 401
 
@@ -172,9 +271,8 @@ def test_sign_out_and_a_changed_password_end_the_sign_in(served):
 def test_the_redirect_after_sign_in_stays_on_this_server(served):
     _, url, _ = served
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil"):
-        res = requests.post(url + "login", data={"user": "alice", "password": PASSWORDS["alice"],
-                                                 "next": target},
-                            allow_redirects=False, timeout=30)
+        res = _login(requests.Session(), url, user="alice", password=PASSWORDS["alice"],
+                     next=target)
         assert res.status_code == 303 and res.headers["Location"] == "/"
 
 
@@ -185,7 +283,7 @@ def test_two_workers_share_the_secret_key(tmp_path):
     assert one.secret_key == two.secret_key and len(one.secret_key) == 64
     assert (tmp_path / "state" / "secret_key").stat().st_mode & 0o777 == 0o600
     c1, c2 = one.test_client(), two.test_client()
-    c1.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]})
+    assert _client_login(c1, user="alice", password=PASSWORDS["alice"]).status_code == 303
     cookie = c1.get_cookie("pipex_session")
     c2.set_cookie("pipex_session", cookie.value)
     assert c2.get("/_dash-layout").status_code == 200
@@ -289,16 +387,14 @@ def test_gunicorn_with_two_workers_and_a_users_file(tmp_path):
 def test_repeated_failed_sign_ins_are_slowed_down(tmp_path):
     client = create_app(_config(tmp_path)).server.test_client()
     for _ in range(auth.MAX_FAILURES):
-        assert client.post("/login", data={"user": "alice", "password": "guess"}
-                           ).status_code == 401
+        assert _client_login(client, user="alice", password="guess").status_code == 401
     # from now on even the right password waits (shared by every worker: in the store)
-    res = client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]})
+    res = _client_login(client, user="alice", password=PASSWORDS["alice"])
     assert res.status_code == 429 and "Too many failed sign-ins" in res.get_data(as_text=True)
     # another user, or the same user from another address, is not held back
-    assert client.post("/login", data={"user": "bob", "password": PASSWORDS["bob"]}
-                       ).status_code == 303
-    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
-                       environ_base={"REMOTE_ADDR": "10.0.0.7"}).status_code == 303
+    assert _client_login(client, user="bob", password=PASSWORDS["bob"]).status_code == 303
+    assert _client_login(client, user="alice", password=PASSWORDS["alice"],
+                         environ_base={"REMOTE_ADDR": "10.0.0.7"}).status_code == 303
 
 
 def test_behind_the_proxy_failed_sign_ins_are_counted_per_client_address(tmp_path):
@@ -307,16 +403,16 @@ def test_behind_the_proxy_failed_sign_ins_are_counted_per_client_address(tmp_pat
     client = create_app(_config(tmp_path)).server.test_client()
     mallory = {"X-Forwarded-For": "10.0.0.66"}
     for _ in range(auth.MAX_FAILURES):
-        assert client.post("/login", data={"user": "alice", "password": "guess"},
-                           headers=mallory).status_code == 401
-    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
-                       headers=mallory).status_code == 429
+        assert _client_login(client, user="alice", password="guess",
+                             headers=mallory).status_code == 401
+    assert _client_login(client, user="alice", password=PASSWORDS["alice"],
+                         headers=mallory).status_code == 429
     # alice from her own address (through the same proxy) signs in
-    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
-                       headers={"X-Forwarded-For": "10.0.0.7"}).status_code == 303
+    assert _client_login(client, user="alice", password=PASSWORDS["alice"],
+                         headers={"X-Forwarded-For": "10.0.0.7"}).status_code == 303
     # a client's own claims before the proxy's entry do not change the address counted
-    assert client.post("/login", data={"user": "alice", "password": PASSWORDS["alice"]},
-                       headers={"X-Forwarded-For": "10.0.0.7, 10.0.0.66"}).status_code == 429
+    assert _client_login(client, user="alice", password=PASSWORDS["alice"],
+                         headers={"X-Forwarded-For": "10.0.0.7, 10.0.0.66"}).status_code == 429
     # from an address that is not a trusted proxy the header is ignored
     assert auth.client_address(type("R", (), {"remote_addr": "192.0.2.1", "headers":
                                               {"X-Forwarded-For": "10.0.0.7"}})(),
