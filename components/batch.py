@@ -7,6 +7,8 @@ from dash import dcc, html
 from . import ids
 from .common import message
 
+__all__ = ["batch_stores", "batch_tab_body", "jobs_list", "results_table"]
+
 
 def batch_tab_body(max_files: int | None = None):
     """Body of the Batch tab: source, uploads, run / cancel, progress, results.
@@ -49,7 +51,46 @@ def batch_tab_body(max_files: int | None = None):
         html.Div(id=ids.BATCH_SUMMARY, className="summary"),
         html.Div(id=ids.BATCH_DOWNLOAD),
         html.Div(id=ids.BATCH_TABLE),
+        html.Div(id=ids.BATCH_JOBS, className="batch-jobs"),
     ])
+
+
+def batch_stores():
+    """The Batch tab's page-level components (mounted whatever tab is shown).
+
+    This browser's id (``storage_type="local"``: it outlives a reload or a closed tab, set by
+    the page when missing), the job the page shows, and the timer that reads the status of a
+    job the page re-attached to after a reload (off until then).
+    """
+    return [
+        dcc.Store(id=ids.BATCH_BROWSER, storage_type="local"),
+        dcc.Store(id=ids.BATCH_JOB),
+        dcc.Interval(id=ids.BATCH_POLL, interval=1000, disabled=True),
+    ]
+
+
+def jobs_list(jobs):
+    """The owner's running and recent batches, newest first.
+
+    Parameters
+    ----------
+    jobs : list of dict
+        ``{"job", "when", "source", "state", "text", "href"}`` each: ``href`` is the zip of a
+        finished job (None otherwise).
+    """
+    if not jobs:
+        return None
+    items = []
+    for job in jobs:
+        parts = [html.Span(job["when"], className="batch-job-when"), " · ",
+                 html.Span(job["source"], className="batch-job-source"), " · ",
+                 html.Span(job["text"], className="batch-job-state")]
+        if job.get("href"):
+            parts += [" · ", html.A("zip", href=job["href"], download="batch_results.zip")]
+        items.append(html.Li(parts, className=f"batch-job batch-job-{job['state']}",
+                             **{"data-job": job["job"]}))
+    return html.Div([html.Div("Your batches (running and recent)", className="caption"),
+                     html.Ul(items)])
 
 
 def results_table(rows):

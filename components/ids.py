@@ -139,6 +139,10 @@ BATCH_MESSAGE = "batch-message"
 BATCH_SUMMARY = "batch-summary"
 BATCH_TABLE = "batch-table"  # per-file results: file, regions, status / reason
 BATCH_DOWNLOAD = "batch-download"  # the link to the results zip
+BATCH_BROWSER = "batch-browser"  # dcc.Store(storage_type="local"): this browser's id (32 hex)
+BATCH_JOB = "batch-job"  # the job this page shows (started here, or re-attached after a reload)
+BATCH_POLL = "batch-poll"  # dcc.Interval: reads a re-attached job's status
+BATCH_JOBS = "batch-jobs"  # the owner's running and recent batches
 
 # 3D view
 DISCOVERY_TABS = "discovery-tabs"  # the tabs under the panels; value: the open tab

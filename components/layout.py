@@ -5,6 +5,7 @@ from __future__ import annotations
 from dash import dcc, html
 
 from . import ids
+from .batch import batch_stores
 from .common import graph_config, message, panel
 from .panels import (binarization_panel, channel_controls, compare_panel, discovery_tabs,
                      filter_panel, histogram_panel, measurements_panel)
@@ -163,6 +164,7 @@ def page(session_id, sample_names, data_files, *, default_sample, max_upload_mb,
             dcc.Store(id=ids.MEASURE_SIGNAL),
             dcc.Store(id=ids.ZOOM_SYNC),
             dcc.Store(id=ids.CLIENT_SINK),
+            *batch_stores(),  # mounted whatever the tab: the browser's id, the job polled
             html.Header(className="app-header", children=[
                 html.H1("Pipeline Explorer"),
                 html.P("Image → Filtering → Markers (vmin / vmax on the histogram) → "

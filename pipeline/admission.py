@@ -31,7 +31,15 @@ __all__ = ["Admission", "Busy"]
 
 
 class Busy(InputError):
-    """No slot for a heavy computation: the message says whose jobs fill them."""
+    """No slot for a heavy computation: the message says whose jobs fill them.
+
+    ``reason`` is ``"owner"`` (the owner's slots are taken) or ``"server"`` (every slot of
+    the server is).
+    """
+
+    def __init__(self, message, reason: str = "owner"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _lock(path: Path):
@@ -149,9 +157,9 @@ class Admission:
         if reason == "owner":
             n = self.per_owner
             return Busy(f"you already have {n} computation{'s' * (n > 1)} running (in this "
-                        "or another tab): wait for it to finish, then try again")
+                        "or another tab): wait for it to finish, then try again", "owner")
         return Busy(f"the server is busy ({self.total} computations running for all users): "
-                    "try again in a moment")
+                    "try again in a moment", "server")
 
     def running(self, owner=None) -> int:
         """How many slots are taken (of `owner`, or of the whole server)."""
@@ -166,7 +174,7 @@ class Admission:
         return taken
 
     @contextmanager
-    def slot(self, owner: str, cached=None):
+    def slot(self, owner: str, cached=None, wait_s: float | None = None):
         """Hold a slot of `owner` and of the server while the block runs.
 
         Parameters
@@ -176,6 +184,9 @@ class Admission:
         cached : callable, optional
             Returns True if the result is cached already: asked only when no slot is free,
             and then the block runs without one (a cache hit costs nothing).
+        wait_s : float, optional
+            Longest wait for this slot (default: the instance's `wait_s`); 0 refuses at once
+            (a batch that cannot start is told so rather than left waiting).
 
         Raises
         ------
@@ -185,6 +196,9 @@ class Admission:
         """
         if not owner:
             raise InputError("owner must be given")
+        if wait_s is not None and (isinstance(wait_s, bool) or not isinstance(wait_s, (int, float))
+                                   or not 0 <= wait_s <= 600):
+            raise InputError(f"wait_s must be between 0 and 600 seconds, got {wait_s!r}")
         held = self._held.__dict__.setdefault("owners", set())
         if owner in held:  # a computation of this thread's slot asking for more: no new slot
             yield
@@ -194,7 +208,7 @@ class Admission:
             yield
             return
         if isinstance(got, str):
-            got = self._wait(owner, got)
+            got = self._wait(owner, got, self.wait_s if wait_s is None else float(wait_s))
         held.add(owner)
         try:
             yield
@@ -203,14 +217,14 @@ class Admission:
             for fd in got:
                 self._give_back(fd)
 
-    def _wait(self, owner, reason):
-        if self.wait_s <= 0:
+    def _wait(self, owner, reason, wait_s):
+        if wait_s <= 0:
             raise self._refusal(reason)
         waiting = self._take(self._owner_paths(owner, "wait"))
         if waiting is None:  # max_waiting requests of this owner are waiting already
             raise self._refusal(reason)
         try:
-            deadline = time.monotonic() + self.wait_s
+            deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
                 time.sleep(self.poll_s)
                 got = self._try(owner)

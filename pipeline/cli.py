@@ -9,10 +9,12 @@
 ``run`` processes the images in parallel (:func:`pipeline.parallel.map_items`: ``--jobs``
 local workers, default ``PIPEX_JOBS`` or the CPUs this process may use; or the workers of the
 dask.distributed scheduler ``--dask`` / ``PIPEX_DASK_ADDRESS`` names, falling back to local
-workers with a message when it cannot be reached). This process reads the files and writes
-the results; workers only compute, so a cluster's workers need no access to the files.
+workers with a message when it cannot be reached), each one with
+:class:`pipeline.batch.ProcessImage`, as the app's Batch tab does. This process reads the
+files and writes the results; workers only compute, so a cluster's workers need no access to the files.
 It writes ``DIR/<stem>_labels.tif`` for each image (the label image, with the recipe,
-library versions and the input's content hash as JSON in its description) and one
+library versions, the input's content hash and ``"command": "python -m pipeline run"`` as
+JSON in its description) and one
 ``DIR/measurements.csv``: an ``image`` column first, then the measurements of every object of
 every image, one row each; then one summary row per input image, whose ``label`` is empty:
 ``objects`` (count), ``area_fraction`` (object pixels / all pixels), ``mean_area`` (in the
@@ -32,18 +34,15 @@ import datetime as _dt
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from . import io as _io
+from . import batch as _batch
 from . import measure as _measure
 from . import parallel as _parallel
 from . import recipe as _recipe
 from . import script as _script
 from .errors import InputError
-from .provenance import library_versions, record
+from .provenance import library_versions
 
 __all__ = ["main", "build_parser"]
 
@@ -141,142 +140,6 @@ def _now() -> str:
 # run
 
 
-def _output_names(paths) -> list:
-    """Display name and output stem of each image, made unique within the batch."""
-    names = [p.name for p in paths]
-    stems, used = [], set()
-    for path in paths:
-        stem = path.stem or "image"
-        candidate, n = stem, 2
-        while candidate in used:
-            candidate = f"{stem}-{n}"
-            n += 1
-        used.add(candidate)
-        stems.append(candidate)
-    duplicated = {n for n in names if names.count(n) > 1}
-    shown = [str(p) if p.name in duplicated else p.name for p in paths]
-    return list(zip(shown, stems))
-
-
-_SUMMARY = ("objects", "area_fraction", "mean_area", "error")
-
-
-def _combine(tables, summaries) -> _measure.Measurements:
-    """One table: every image's objects (``image`` column first), then one summary per image.
-
-    Images of different dimensions have different columns (e.g. ``centroid-2``): the union is
-    kept, empty where a column does not apply. A column whose unit differs between images
-    (area in px² and px³) gets both units in its header. Summary rows (empty ``label``) fill
-    only ``image`` and the :data:`_SUMMARY` columns.
-    """
-    names = ["image"]
-    units = {"image": ""}
-
-    def add(column, unit):
-        if column not in units:
-            names.append(column)
-            units[column] = unit
-        elif unit not in units[column].split(" or "):
-            units[column] = f"{units[column]} or {unit}"
-
-    for _, table in tables:
-        for column, unit in table.units.items():
-            add(column, unit)
-    for column in _SUMMARY:
-        given = [summary["units"][column] for _, summary in summaries
-                 if column in summary.get("units", {})]
-        for unit in given or [""]:
-            add(column, unit)
-    columns = {name: [] for name in names}
-    notes = []
-    for image, table in tables:
-        n = table.n_objects
-        columns["image"] += [image] * n
-        for name in names[1:]:
-            values = table.columns.get(name)
-            columns[name] += np.asarray(values).tolist() if values is not None else [""] * n
-        notes += [f"{image}: {note}" for note in table.notes]
-    for image, summary in summaries:
-        columns["image"].append(image)
-        for name in names[1:]:
-            value = summary.get(name, "")
-            columns[name].append("" if value is None else value)
-    return _measure.Measurements(
-        columns={name: np.array(values, dtype=object) for name, values in columns.items()},
-        units=units, notes=tuple(notes))
-
-
-@dataclass(frozen=True)
-class _Unreadable:
-    """An input whose file could not be read (the reason travels to the batch's results)."""
-
-    message: str
-
-
-def _read_bytes(path: Path, max_bytes: int):
-    """The file's bytes (the checks of :func:`pipeline.io.read_image_file`), or _Unreadable."""
-    name = _io._display_name(path.name)
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise InputError(f"{name} is not a regular file.")
-        _io._check_file_size(size, max_bytes)
-        with open(path, "rb") as fh:
-            return fh.read(max_bytes + 1)
-    except FileNotFoundError:
-        return _Unreadable(f"{name} was not found.")
-    except InputError as exc:
-        return _Unreadable(str(exc))
-    except OSError as exc:
-        return _Unreadable(f"could not read {name}: {exc.strerror or exc}.")
-
-
-@dataclass(frozen=True)
-class _ProcessImage:
-    """The work on one image, run by a worker: decode, run the recipe, encode the labels.
-
-    Called with ``(name, data)`` (the file's name and bytes, or :class:`_Unreadable`);
-    returns a dict with the TIFF bytes, the measurements and the image's summary. Raises
-    InputError for an image that cannot be used (the batch lists it and goes on).
-    """
-
-    recipe: dict
-    max_bytes: int
-    max_pixels: int
-
-    def __call__(self, item):
-        name, data = item
-        if isinstance(data, _Unreadable):
-            raise InputError(data.message)
-        t0 = time.perf_counter()
-        try:
-            loaded = _io.read_image_bytes(data, name, max_bytes=self.max_bytes,
-                                          max_pixels=self.max_pixels)
-            # a recipe that picks a channel of a colour file takes it from its channels
-            result = _recipe.run(loaded.array, self.recipe, channels=loaded.channels)
-        except MemoryError:
-            raise InputError("not enough memory to process this image") from None
-        labels = result.labels
-        image = result.image  # the image segmented: the app's (and the script's) input hash
-        meta = {"name": loaded.name, "id": _io.content_hash(image),
-                "shape": list(image.shape), "dtype": str(image.dtype)}
-        provenance = record(meta, _recipe.step_names(self.recipe), recipe=self.recipe,
-                            notes=list(loaded.notes), command="python -m pipeline run")
-        options = self.recipe["measure"]
-        sizes = np.unique(labels[labels > 0], return_counts=True)[1]
-        area_unit = _measure._unit_of("area", options["unit"], labels.ndim)
-        summary = {
-            "objects": int(result.measurements.n_objects),
-            "area_fraction": float(np.count_nonzero(labels)) / labels.size,
-            "mean_area": (float(sizes.mean()) * options["pixel_size"] ** labels.ndim
-                          if sizes.size else None),
-            "units": {"mean_area": area_unit},
-        }
-        return {"tiff": _io.labels_to_tiff_bytes(labels, provenance),
-                "measurements": result.measurements, "meta": meta, "summary": summary,
-                "seconds": time.perf_counter() - t0}
-
-
 class _Progress:
     """A one-line progress bar on a terminal; silent otherwise."""
 
@@ -304,25 +167,6 @@ class _Progress:
             self.stream.flush()
 
 
-def _write_atomic(path: Path, data) -> None:
-    """Write `data` (bytes or str) to `path` through ``path.part``: complete or absent."""
-    part = path.with_name(path.name + ".part")
-    try:
-        if isinstance(data, str):
-            with open(part, "w", encoding="utf-8", newline="") as fh:
-                fh.write(data)
-        else:
-            with open(part, "wb") as fh:
-                fh.write(data)
-        os.replace(part, path)
-    except BaseException:
-        try:
-            part.unlink()
-        except OSError:
-            pass
-        raise
-
-
 def _run(args) -> int:
     try:
         recipe = _recipe.read_file(args.recipe)
@@ -345,7 +189,7 @@ def _run(args) -> int:
         return EXIT_USAGE
     max_bytes = int(args.max_mb * 1024 * 1024)
     paths = [Path(p) for p in args.images]
-    names = _output_names(paths)
+    names = _batch.output_names(paths)
     n = len(paths)
     results = [None] * n  # per image: ("ok", result, tif path) or ("failed", reason)
     printed = 0
@@ -373,7 +217,7 @@ def _run(args) -> int:
         else:
             tif = out / f"{names[index][1]}_labels.tif"
             try:
-                _write_atomic(tif, value["tiff"])
+                _batch.write_atomic(tif, value["tiff"])
             except OSError as exc:
                 results[index] = ("failed",
                                   f"could not write the result: {exc.strerror or exc}")
@@ -382,13 +226,16 @@ def _run(args) -> int:
                 results[index] = ("ok", value, tif)
         report_in_order()
 
-    items = ((path.name, _read_bytes(path, max_bytes)) for path in paths)
+    items = ((path.name, _batch.read_bytes(path, max_bytes)) for path in paths)
+    versions = library_versions()  # once, for every image's provenance and the table's
     if backend.dask_address is not None and backend.client() is None:
         print(f"note: {backend.message}", file=sys.stderr, flush=True)
     try:
         with backend:
             _parallel.map_items(
-                _ProcessImage(recipe, max_bytes, args.max_pixels), items, total=n,
+                _batch.ProcessImage(recipe, max_bytes, args.max_pixels,
+                                    command=_batch.CLI_COMMAND, versions=versions),
+                items, total=n,
                 backend=backend, label="batch", progress=bar.draw, on_error="return",
                 on_result=on_result)
     except KeyboardInterrupt:
@@ -412,19 +259,19 @@ def _run(args) -> int:
     if tables:
         provenance = {
             "generator": "Pipeline Explorer",
-            "command": "python -m pipeline run",
+            "command": _batch.CLI_COMMAND,
             "created": _now(),
             "recipe": recipe,
             "inputs": inputs,
             "failed": [{"image": shown, "file": str(path), "error": entry[1]}
                        for path, (shown, _), entry in zip(paths, names, results)
                        if entry[0] != "ok"],
-            "versions": library_versions(),
+            "versions": versions,
         }
         csv_path = out / _CSV_NAME
-        text = _measure.to_csv(_combine(tables, summaries), provenance)
+        text = _measure.to_csv(_batch.combine(tables, summaries), provenance)
         try:
-            _write_atomic(csv_path, text)
+            _batch.write_atomic(csv_path, text)
         except OSError as exc:
             _error(f"could not write {csv_path}: {exc.strerror or exc}")
             return EXIT_IMAGE_FAILED

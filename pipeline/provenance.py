@@ -23,7 +23,7 @@ def library_versions() -> dict:
     return versions
 
 
-def record(meta: dict, steps: dict, **extra) -> dict:
+def record(meta: dict, steps: dict, versions: dict | None = None, **extra) -> dict:
     """A JSON-able provenance record.
 
     Parameters
@@ -32,6 +32,9 @@ def record(meta: dict, steps: dict, **extra) -> dict:
         Image metadata (``id`` = content hash, ``name``, ``shape``, ``dtype``).
     steps : dict
         The steps and their parameters, e.g. ``{"random_walker": {...}}``.
+    versions : dict, optional
+        :func:`library_versions`, when the caller has read them already (a batch reads them
+        once, not once per image); read here otherwise.
     **extra
         Further JSON-able fields.
     """
@@ -41,6 +44,6 @@ def record(meta: dict, steps: dict, **extra) -> dict:
         "input": {k: meta.get(k) for k in ("name", "id", "shape", "dtype")},
         "input_hash": meta.get("id"),
         "steps": steps,
-        "versions": library_versions(),
+        "versions": library_versions() if versions is None else versions,
         **extra,
     }

@@ -83,6 +83,11 @@ def _local():
     return parallel.Backend(jobs=1)
 
 
+def _owner(services, sid):
+    """The owner of a session's batches when the client sends no browser id."""
+    return batch.batch_owner(services, sid)
+
+
 def test_a_batch_runs_every_file_lists_the_broken_one_and_packs_a_zip(services, session, data):
     sid, pointer = session
     seen = []
@@ -121,16 +126,16 @@ def test_a_batch_runs_every_file_lists_the_broken_one_and_packs_a_zip(services, 
     broken = [row for row in body if row[image_col] == "broken.png"]
     assert len(broken) == 1 and broken[0][error_col]  # its summary row says why
     # packed files are not left beside the zip; the status says done
-    folder = batch.job_dir(services.config, sid, result["job"])
+    folder = batch.job_dir(services.config, _owner(services, sid), result["job"])
     assert sorted(p.name for p in folder.iterdir()) == ["results.zip", "status.json"]
-    status = batch.read_status(services.config, sid)
+    status = batch.read_status(services.config, _owner(services, sid))
     assert status["state"] == "done" and status["done"] == 3 and status["pid"] == os.getpid()
 
 
 def test_a_folder_of_the_data_folder(services, session, data):
     sid, pointer = session
     assert batch.data_folders(data) == ["sub"]
-    options = batch.source_options(services.config, sid)
+    options = batch.source_options(services.config, _owner(services, sid))
     assert [o["value"] for o in options] == ["data:", "data:sub", "uploads"]
     assert options[0]["label"].endswith("(3)") and options[1]["label"] == "sub/ (1)"
     result = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
@@ -162,7 +167,7 @@ def test_too_many_files_are_refused_before_any_work(services, session, data):
                                    max_batch_files=2))
     with pytest.raises(InputError, match="PIPEX_MAX_BATCH_FILES"):
         batch.run_batch(small, sid, pointer, batch.ALL_FILES, backend=_local())
-    assert not batch.session_dir(services.config, sid).exists()
+    assert not batch.owner_dir(services.config, _owner(services, sid)).exists()
 
 
 def test_a_file_over_the_size_limit_gets_its_reason(services, session, data):
@@ -186,7 +191,7 @@ def test_cancel_stops_the_batch_between_files_and_packs_nothing(services, sessio
 
     def progress(value):
         if value[0] == 1 and not asked:  # the first file is done: press Cancel
-            asked.append(batch.cancel_batch(services.config, sid))
+            asked.append(batch.cancel_batch(services.config, _owner(services, sid)))
 
     result = batch.run_batch(services, sid, pointer, batch.ALL_FILES, set_progress=progress,
                              backend=_local())
@@ -194,25 +199,28 @@ def test_cancel_stops_the_batch_between_files_and_packs_nothing(services, sessio
     assert result["state"] == "cancelled" and result["zip"] is None
     states = [r["status"] for r in result["rows"]]
     assert states.count("cancelled") == len(states) - 1, states
-    folder = batch.job_dir(services.config, sid, result["job"])
+    folder = batch.job_dir(services.config, _owner(services, sid), result["job"])
     assert not (folder / batch.ZIP_NAME).exists()
-    assert batch.read_status(services.config, sid)["state"] == "cancelled"
+    assert batch.read_status(services.config, _owner(services, sid))["state"] == "cancelled"
     # after the batch, Cancel says so and changes nothing
-    message, *rest = batch.cancel_outputs(services.config, sid)
+    message, *rest = batch.cancel_outputs(services, sid)
     assert "already finished" in message.children
 
 
-def test_a_new_run_removes_the_sessions_earlier_jobs(services, session, data):
+def test_a_new_run_keeps_only_the_owners_recent_jobs(services, session, data):
     sid, pointer = session
-    first = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
-    second = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
-    assert not batch.job_dir(services.config, sid, first["job"]).exists()
-    assert (batch.job_dir(services.config, sid, second["job"]) / batch.ZIP_NAME).is_file()
+    owner = _owner(services, sid)
+    jobs = [batch.run_batch(services, sid, pointer, "data:sub", backend=_local())["job"]
+            for _ in range(batch.KEEP_JOBS + 1)]
+    assert not batch.job_dir(services.config, owner, jobs[0]).exists()
+    for job in jobs[1:]:
+        assert (batch.job_dir(services.config, owner, job) / batch.ZIP_NAME).is_file()
+    assert [s["job"] for s in batch.list_jobs(services.config, owner)] == jobs[:0:-1]
 
 
 def test_abandoned_jobs_and_uploads_of_any_session_are_swept(services, session, data):
     sid, pointer = session
-    other = new_session_id()
+    other = f"session:{new_session_id()}"
     batch.stage_uploads(services.config, other, [_data_url(_png(GOOD_A))], ["x.png"])
     stale_job = batch.job_dir(services.config, other, "a" * 32)
     stale_job.mkdir(parents=True)
@@ -224,7 +232,8 @@ def test_abandoned_jobs_and_uploads_of_any_session_are_swept(services, session, 
     result = batch.run_batch(services, sid, pointer, "data:sub", backend=_local())
     assert not stale_job.exists() and batch.staged_uploads(services.config, other) == []
     assert fresh.is_dir()
-    assert (batch.job_dir(services.config, sid, result["job"]) / batch.ZIP_NAME).is_file()
+    assert (batch.job_dir(services.config, _owner(services, sid), result["job"]) /
+            batch.ZIP_NAME).is_file()
 
 
 def test_the_job_runner_needs_are_declared():
@@ -239,9 +248,10 @@ def test_the_job_runner_needs_are_declared():
 
 def test_uploads_are_staged_and_run(services, session):
     sid, pointer = session
+    owner = _owner(services, sid)
     too_big = np.random.default_rng(1).integers(0, 255, (1100, 1100), dtype=np.uint8)
     names, problems = batch.stage_uploads(
-        services.config, sid,
+        services.config, owner,
         [_data_url(_png(GOOD_A)), _data_url(_png(too_big)), _data_url(b"not an image"),
          "garbage"],
         ["C:\\fakepath\\one.png", "../../big.png", "three.png", "four.png"])
@@ -250,14 +260,14 @@ def test_uploads_are_staged_and_run(services, session):
     assert problems[0].startswith("big.png: file is") and "four.png: " in problems[1]
     assert not (services.config.state_dir / "big.png").exists()
     with pytest.raises(PreventUpdate):  # an emptied upload (after staging) does nothing
-        batch.upload_outputs(services.config, sid, ids.BATCH_UPLOAD, None, None)
+        batch.upload_outputs(services, sid, None, ids.BATCH_UPLOAD, None, None)
     result = batch.run_batch(services, sid, pointer, batch.UPLOADS_SOURCE, backend=_local())
     rows = {r["file"]: r for r in result["rows"]}
     assert rows["one.png"]["status"] == "ok"
     assert rows["three.png"]["status"] == "failed" and "three.png" in rows["three.png"]["message"]
-    names, message, cleared = batch.upload_outputs(services.config, sid,
+    names, message, cleared = batch.upload_outputs(services, sid, None,
                                                    ids.BATCH_CLEAR_UPLOADS, None, None)
-    assert names == [] and batch.staged_uploads(services.config, sid) == []
+    assert names == [] and batch.staged_uploads(services.config, owner) == []
     table, summary, link, message = batch.run_outputs(services, sid, pointer,
                                                       batch.UPLOADS_SOURCE, backend=_local())
     assert table is no_update and "No uploaded files" in message.children
@@ -266,7 +276,7 @@ def test_uploads_are_staged_and_run(services, session):
 def test_the_upload_count_is_capped(services, session):
     sid, _ = session
     urls = [_data_url(_png(GOOD_A))] * 12
-    names, problems = batch.stage_uploads(services.config, sid, urls,
+    names, problems = batch.stage_uploads(services.config, _owner(services, sid), urls,
                                           [f"f{i:02d}.png" for i in range(12)])
     assert len(names) == 10 and len(problems) == 2
     assert "at most 10 files" in problems[0]
@@ -289,7 +299,12 @@ def test_bad_requests_start_nothing(services, session, data):
     with pytest.raises(InputError, match="session_id"):
         batch.run_batch(services, "../x", pointer, batch.ALL_FILES, backend=_local())
     with pytest.raises(InputError, match="job_id"):
-        batch.job_dir(services.config, sid, "../../etc")
+        batch.job_dir(services.config, _owner(services, sid), "../../etc")
+    for bad in ("../x", "A" * 32, "0" * 31, 7, ""):
+        with pytest.raises(InputError, match="browser_id"):
+            batch.batch_owner(services, sid, bad)
+    with pytest.raises(InputError, match="owner"):
+        batch.owner_dir(services.config, "../../etc")
 
 
 def test_progress_text():
@@ -306,17 +321,21 @@ def test_the_zip_route_serves_only_a_finished_job_of_the_session(services, sessi
 
     sid, pointer = session
     app = create_app(services.config)
-    result = batch.run_batch(app._pipex_services, sid, pointer, batch.ALL_FILES,
+    owner = f"browser:{'ab' * 16}"
+    result = batch.run_batch(app._pipex_services, sid, pointer, batch.ALL_FILES, owner=owner,
                              backend=_local())
     client = app.server.test_client()
-    answer = client.get(batch.zip_url(sid, result["job"]))
+    answer = client.get(batch.zip_url(owner, result["job"]))
     assert answer.status_code == 200 and answer.mimetype == "application/zip"
     assert "recipe.json" in zipfile.ZipFile(_io.BytesIO(answer.data)).namelist()
-    for url in (batch.zip_url(new_session_id(), result["job"]),
-                batch.zip_url(sid, "0" * 32), batch.zip_url("..", result["job"])):
+    key = batch.owner_key(owner)
+    for url in (batch.zip_url(f"browser:{'cd' * 16}", result["job"]),
+                batch.zip_url(owner, "0" * 32),
+                f"/_pipex/batch/../{result['job']}/results.zip",
+                f"/_pipex/batch/{key}/{result['job'][:-1]}/results.zip"):
         assert client.get(url).status_code == 404, url
     # an encoded path is not the route (Dash's catch-all answers its page): no file is served
-    answer = client.get(f"/_pipex/batch/{sid}/..%2F..%2Fstatus.json/results.zip")
+    answer = client.get(f"/_pipex/batch/{key}/..%2F..%2Fstatus.json/results.zip")
     assert answer.mimetype != "application/zip" and b'"state"' not in answer.data
 
 
