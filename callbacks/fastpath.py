@@ -181,7 +181,8 @@ def register(app, services):
             result = handler(services, body)
         except PreventUpdate:
             return Response(status=204)  # superseded, or nothing to do: the page keeps its state
-        except (BadRequest, InputError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (BadRequest, InputError, ValueError, TypeError, KeyError, AttributeError,
+                RecursionError) as exc:  # RecursionError: JSON nested too deep
             return Response(json.dumps({"error": str(exc)[:300]}), 400,
                             mimetype="application/json")
         return Response(to_json_plotly(result), 200, mimetype="application/json")

@@ -182,17 +182,18 @@ def wait_for_port(host: str, port: int, timeout: float = 60.0, proc=None):
 
 @contextlib.contextmanager
 def serve_docker_cmd(env=None, workers: int = 2, health_timeout: float = 60.0, state_dir=None,
-                     wait="health"):
+                     wait="health", port: int | None = None):
     """Run the Dockerfile's CMD from the repo root on a free loopback port; yield the process.
 
     The interpreter's bin directory (the venv's) comes first on PATH so that ``gunicorn`` is the
     one installed next to it. ``PIPEX_BIND`` is 127.0.0.1:<free port>, ``PIPEX_STATE_DIR`` and
     ``PIPEX_DATA_DIR`` are fresh temporary folders unless given. Waits for ``/health`` (or,
     with ``wait="port"``, only until the port accepts connections: the workers may still be
-    booting); on exit, terminates the server by PID and waits for it.
+    booting); on exit, terminates the server by PID and waits for it. `port`: a given loopback
+    port instead of a free one.
     """
     argv = dockerfile_cmd()
-    port = free_port()
+    port = free_port() if port is None else port
     with tempfile.TemporaryDirectory(prefix="pipex-serve-") as tmp:
         tmp = Path(tmp)
         data_dir = tmp / "data"
