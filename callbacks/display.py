@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ from dash.exceptions import PreventUpdate
 from components import figures, ids
 from components.forms import param_form, step_doc
 from pipeline import postprocess, render
-from pipeline.compute import stage_keys
+from pipeline.compute import TimeLimit, stage_keys
 from pipeline.errors import Cancelled, InputError
 from pipeline.filters import FILTERS
 from pipeline.measure import count_regions
@@ -208,19 +209,29 @@ def base_key(meta, axis, index) -> str:
 
 
 def segmentation_panel(services, session_id, meta, recipe, axis, index, style, show_markers,
-                       view, selected, full, should_stop=None):
+                       view, selected, full, should_stop=None, progress=None):
     """Binarization figure (full, or a Patch of the overlays) and a summary line.
+
+    `progress` hears how a random walker being computed advances (see
+    :meth:`pipeline.compute.Compute.run`); the solve's time per undecided pixel is
+    remembered for the next estimate (:func:`exact_estimate`).
 
     Raises
     ------
     InputError
         If a step fails on this image (the page keeps its previous overlays).
     Cancelled
-        If `should_stop` stopped the solve (a newer request superseded this one).
+        If `should_stop` stopped the solve (a newer request superseded this one, or a
+        :class:`~pipeline.compute.TimeLimit` expired).
     """
-    result = services.run(session_id, meta["id"], recipe, should_stop=should_stop)
+    timer = _SolveTimer(progress)
+    result = services.run(session_id, meta["id"], recipe, should_stop=should_stop,
+                          progress=timer)
     if not result.cached:
         remember_exact_seconds(services, session_id, meta, recipe, result.seconds)
+        if timer.seconds is not None:
+            remember_solve_rate(services, session_id, meta, recipe, timer.seconds,
+                                result.filtered)
 
     def gray():  # read from the store only when a view is drawn, not on a cache hit
         return base_gray(services, session_id, meta, axis, index)
@@ -358,6 +369,87 @@ def exact_is_quick(services, session_id, meta, recipe) -> bool:
     return seconds is not None and seconds <= limit
 
 
+#: Seconds per undecided pixel of this session's last exact solves, by filter and method.
+SOLVE_RATE = "exact-solve-rate"
+
+
+class _SolveTimer:
+    """A ``progress`` hook that times a random walker's solve (from its graph to its end)
+    and passes every call on to `inner`."""
+
+    def __init__(self, inner=None, clock=time.perf_counter):
+        self.inner, self.clock = inner, clock
+        self.start = self.seconds = None
+
+    def __call__(self, stage, fraction):
+        if stage == "graph" and fraction >= 1.0:
+            self.start = self.clock()
+        elif stage == "solve" and fraction >= 1.0 and self.start is not None:
+            self.seconds = self.clock() - self.start
+        if self.inner is not None:
+            self.inner(stage, fraction)
+
+
+def remember_solve_rate(services, session_id, meta, recipe, seconds, filtered,
+                        min_seconds=0.05) -> None:
+    """Record the seconds per undecided pixel of an exact solve of `recipe` that took
+    `seconds` (solves shorter than `min_seconds` say little and are not recorded)."""
+    if seconds < min_seconds or recipe["segmentation"]["name"] != "random_walker":
+        return
+    try:
+        unknown = int(np.count_nonzero(make_markers(
+            filtered, recipe["markers"]["vmin"], recipe["markers"]["vmax"], check=False,
+            scribbles=recipe["markers"].get("scribbles")) == 0))
+        if unknown <= 0:
+            return
+        known = services.store.get(session_id, meta["id"], SOLVE_RATE) or {}
+        known = {k: v for k, v in known.items() if k != _solver_key(recipe)}
+        known[_solver_key(recipe)] = float(seconds) / unknown
+        services.store.put(session_id, meta["id"], SOLVE_RATE, dict(list(known.items())[-16:]))
+    except InputError:
+        pass  # the image was evicted meanwhile: nothing to remember
+
+
+def exact_estimate(services, session_id, meta, recipe):
+    """Expected seconds of the exact segmentation of `recipe` on this session's image, before
+    anything runs: 0.0 when it is cached, None when it is not a random walker or the image
+    is not on the server (the run says why), else
+    :meth:`pipeline.compute.Compute.exact_seconds` (image size, method and solver, the
+    undecided pixels, whether the graph is cached; the solve at this session's measured rate
+    when it solved with this filter and method before)."""
+    try:
+        if not services.store.has_image(session_id, meta["id"]):
+            return None
+        recipe = services.validate(recipe)
+        known = services.store.get(session_id, meta["id"], SOLVE_RATE) or {}
+        return services.compute.exact_seconds(meta["id"], services.loader(session_id, meta["id"]),
+                                              recipe, meta["shape"],
+                                              known.get(_solver_key(recipe)))
+    except InputError:
+        return None
+
+
+def runs_as_job(services, session_id, meta, recipe) -> bool:
+    """Whether the exact segmentation of `recipe` is expected to take longer than
+    ``Config.job_after_s``: then it runs as a background job (:mod:`callbacks.exact_job`),
+    with a progress bar and a Cancel button, not inside a request."""
+    seconds = exact_estimate(services, session_id, meta, recipe)
+    return seconds is not None and seconds > 0 and seconds > services.config.job_after_s
+
+
+def time_limited(services, should_stop=None) -> TimeLimit:
+    """``should_stop`` of an exact solve: `should_stop`, or ``Config.max_work_s`` passed."""
+    return TimeLimit(services.config.max_work_s, also=should_stop)
+
+
+def time_limit_message(services) -> str:
+    """What the page says when a segmentation ran into ``PIPEX_MAX_WORK_S``."""
+    return (f"the exact segmentation was stopped after {services.config.max_work_s:g} s, "
+            f"this server's limit for one computation (PIPEX_MAX_WORK_S). Crop or downsample "
+            f"the image, narrow the undecided range between vmin and vmax, or use a faster "
+            f"method (a threshold, watershed).")
+
+
 def _signal(recipe, history=None) -> dict:
     """Store data naming the current recipe; a new token each time, so that it always fires."""
     out = {"key": recipe_token(recipe), "token": uuid.uuid4().hex}
@@ -376,7 +468,7 @@ def nearby_recipes(services, session_id, history):
 
 def segmentation_update(services, session_id, meta, history, axis, index, style, show, view,
                         *, base, allow_preview, announce=True, recipe=None, nearby=None,
-                        should_stop=None):
+                        should_stop=None, defer_slow=True, progress=None):
     """Outputs of the segmentation panel for the current state of `history`.
 
     Parameters
@@ -398,7 +490,17 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
         Warm starts of the preview (default: the states around the current one).
     should_stop : callable, optional
         Asked during the exact solve: True stops it and nothing is answered
-        (PreventUpdate), e.g. when a newer move of the page has arrived.
+        (PreventUpdate), e.g. when a newer move of the page has arrived. The solve is
+        also stopped after ``Config.max_work_s`` (then the message says so).
+    defer_slow : bool, optional
+        When the recipe changed (`announce`, not a handle being dragged) and its exact
+        result is expected to take longer than ``Config.job_after_s``
+        (:func:`runs_as_job`), it is not computed here: `pending` is answered (the settle
+        then starts it as a background job, :mod:`callbacks.exact_job`), over the preview
+        shown, or the image with no overlays on a new figure. False: compute it here
+        (the job itself, or a settle that checked already).
+    progress : callable, optional
+        Hears how the exact solve advances (:meth:`pipeline.compute.Compute.run`).
 
     Returns
     -------
@@ -411,8 +513,10 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
         Patch is sent). On a failure the previous overlays stay and the message names the
         failed stage.
     """
+    drafted = recipe  # a handle being dragged: never deferred
     recipe = recipe or current_recipe(history)
     show_markers = "markers" in (show or [])
+    limit = None
     key = base_key(meta, axis, index)
     full = base != key
     new_base = key if full else no_update
@@ -428,11 +532,18 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
             if shown is not None:
                 pending = _signal(recipe, history) if announce else no_update
                 return (*shown, None, None, pending, no_update, new_base)
+        if defer_slow and announce and drafted is None \
+                and runs_as_job(services, session_id, meta, recipe):
+            return _deferred(services, session_id, meta, recipe, history, axis, index, full,
+                             new_base)
+        limit = time_limited(services, should_stop)
         fig, summary = segmentation_panel(services, session_id, meta, recipe, axis, index,
                                           style, show_markers, view, None, full,
-                                          should_stop=should_stop)
+                                          should_stop=limit, progress=progress)
     except Cancelled:
-        raise PreventUpdate from None  # superseded: the newer request draws
+        if limit is None or not limit.expired:
+            raise PreventUpdate from None  # superseded: the newer request draws
+        stage, message = "segmentation", f"Segmentation stopped: {time_limit_message(services)}"
     except Exception as exc:  # noqa: BLE001 - keep the page and the server usable
         stage = failed_stage(services, session_id, meta, recipe)
         message = f"{stage.capitalize()} failed: {_errors(exc)}"
@@ -454,15 +565,33 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
     return fig, "", shown, None, no_update, settled, new_base
 
 
+def _deferred(services, session_id, meta, recipe, history, axis, index, full, new_base):
+    """The answer of a recipe change whose exact result runs as a job: the preview (or the
+    drag's) stays; a new figure shows the image without overlays. `pending` is answered:
+    the settle starts the job."""
+    fig, summary = no_update, no_update
+    if full:
+        uri = base_uri(services, session_id, meta, axis, index)
+        fig = figures.segmentation_figure(uri, blank_uri(), blank_uri(),
+                                          uirevision=uirevision(meta, axis),
+                                          highlight=blank_uri())
+        summary = "exact random walker running as a background job…"
+    return fig, summary, None, None, _signal(recipe, history), no_update, new_base
+
+
 def settle_update(services, session_id, meta, history, pending, axis, index, style, show,
                   view, base):
-    """After a live preview: the exact (canonical, path-independent) segmentation.
+    """After a live preview: the exact (canonical, path-independent) segmentation, or, when
+    it is expected to take longer than ``Config.job_after_s`` (:func:`runs_as_job`), the
+    signal that starts it as a background job (``EXACT_JOB``, :mod:`callbacks.exact_job`;
+    the preview stays meanwhile).
 
     Returns
     -------
     tuple
         (figure or Patch, summary, segmentation message, post-processing message, settled,
-        base), as :func:`segmentation_update`.
+        base, job), as :func:`segmentation_update` and ``job``: the ``EXACT_JOB`` data
+        (``no_update`` when the exact result was computed here).
 
     Raises
     ------
@@ -472,10 +601,13 @@ def settle_update(services, session_id, meta, history, pending, axis, index, sty
     """
     require_signal(pending, history)
     require_live(services, session_id, meta, history)
+    recipe = current_recipe(history)
+    if runs_as_job(services, session_id, meta, recipe):
+        return (no_update,) * 6 + (_signal(recipe, history),)
     out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
-                              view, base=base, allow_preview=False)
+                              view, base=base, allow_preview=False, defer_slow=False)
     require_live(services, session_id, meta, history)
-    return out[:4] + out[5:]
+    return out[:4] + out[5:] + (no_update,)
 
 
 def require_signal(signal, history):
@@ -704,6 +836,10 @@ def register(app, services):
             require_signal(settled, history)
         return compare_update(services, session_id, meta, history, method, axis, index, base)
 
+    from . import exact_job  # the exact result as a background job (imports this module)
+
+    exact_job.register(app, services)
+
 
 def fired(component_id) -> bool:
     """Whether `component_id` is among the triggers of the running callback (or it is the
@@ -719,7 +855,8 @@ SEG_PROPS = ((ids.SEG_GRAPH, "figure"), (ids.SEG_SUMMARY, "children"),
              (ids.SEG_MESSAGE, "children"),
              ({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children"))
 #: Outputs of the settle callback (:func:`settle_update`), in order.
-SETTLE_PROPS = (*SEG_PROPS, (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"))
+SETTLE_PROPS = (*SEG_PROPS, (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"),
+                (ids.EXACT_JOB, "data"))
 #: The segmentation panel's view and the page: States of the callbacks that draw it.
 VIEW_PROPS = ((ids.SLICE_AXIS, "value"), (ids.SLICE_INDEX, "value"),
               (ids.OVERLAY_STYLE, "value"), (ids.SHOW_MARKERS, "value"),

@@ -116,14 +116,15 @@ class Services:
         """A recipe checked and completed (see :func:`pipeline.recipe.validate`)."""
         return recipes.validate(recipe)
 
-    def run(self, session_id, image_id, recipe, should_stop=None):
+    def run(self, session_id, image_id, recipe, should_stop=None, progress=None):
         """Cached pipeline result (filtered, mask, labels) of this session's image;
-        `should_stop` may stop the solve (see :meth:`Compute.run`)."""
+        `should_stop` may stop the solve, `progress` hears how it advances (see
+        :meth:`Compute.run`)."""
         self._check_access(session_id, image_id)
         recipe = recipes.validate(recipe)
         with self._admitted("run", session_id, image_id, recipe):
             result = self.compute.run(image_id, self.loader(session_id, image_id),
-                                      recipe, should_stop=should_stop)
+                                      recipe, should_stop=should_stop, progress=progress)
         if not result.cached:
             self.trim_cache()
         return result

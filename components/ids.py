@@ -179,3 +179,12 @@ DRAW_CLEAR = "draw-markers-clear"  # remove every stroke (one undoable step)
 DRAW_STROKE = "draw-markers-stroke-store"  # a finished stroke, from the browser: {path, seq}
 DRAW_INFO = "draw-markers-info"  # how many strokes the recipe holds
 DRAW_MESSAGE = "draw-markers-message"  # why a stroke was refused
+
+# The exact segmentation as a background job (callbacks.exact_job, components.progress)
+EXACT_JOB = "exact-job-store"  # {"key", "token", "rev"}: run the exact result of this state
+EXACT_BOX = "exact-job"  # the progress bar, its text and Cancel: shown while a job runs
+EXACT_PROGRESS = "exact-job-progress"  # html.Progress: value / max in thousandths
+EXACT_PROGRESS_TEXT = "exact-job-progress-text"  # stage, percent, time left
+EXACT_CANCEL = "exact-job-cancel"  # stop the running job (its process is killed)
+EXACT_RUN = "exact-job-run"  # "Compute": run the exact result of the current state again
+EXACT_MESSAGE = "exact-job-message"  # cancelled, stopped at the time limit, refused

@@ -10,6 +10,7 @@ from . import ids
 from .batch import batch_tab_body
 from .common import graph_config, message, panel
 from .docs import doc_link
+from .progress import exact_job_row
 from .volume import volume_tab
 
 
@@ -166,6 +167,7 @@ def binarization_panel(segmenters):
             html.Span(className="swatch swatch-obj"), " object marker (> vmax, or drawn) ",
             html.Span(className="swatch swatch-seg"), " segmentation"]),
         html.Div(id=ids.SEG_SUMMARY, className="summary"),
+        exact_job_row(),  # the exact result as a background job: progress, Cancel
         html.Div(id=ids.SEG_DOC),
         html.Div(className="doc-line", children=[
             "overlays: ", doc_link("skimage.segmentation.find_boundaries"), " ",

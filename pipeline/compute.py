@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -31,9 +32,11 @@ from joblib import Memory
 
 from . import parallel, randomwalker, thresholds
 from . import recipe as recipes
+from .errors import Cancelled, InputError
 from .render import histogram as _histogram_of
 
-__all__ = ["Compute", "FilterResult", "PipelineResult", "PreviewResult", "stage_keys"]
+__all__ = ["Compute", "FilterResult", "PipelineResult", "PreviewResult", "TimeLimit",
+           "stage_keys"]
 
 
 def stage_keys(recipe: dict) -> dict:
@@ -78,20 +81,28 @@ def _coarse_graph(image_id, filter_key, beta, intensity_scale, factor, load_filt
 
 
 def _segment(image_id, filter_key, markers_key, seg_key, recipe, load_image, filtered_fn,
-             graph_fn, should_stop=None):
+             graph_fn, should_stop=None, progress=None):
     """(object mask, P(object) or None): random walker keeps its probability map, the warm
     start of the next live preview (:meth:`Compute.preview`). `should_stop` may stop the
-    solve (:class:`~pipeline.errors.Cancelled`: nothing is cached)."""
+    solve (:class:`~pipeline.errors.Cancelled`: nothing is cached); `progress` is called
+    with ``("graph", 0.0)`` and ``("graph", 1.0)`` around the graph (built or read from the
+    cache), then as :func:`pipeline.randomwalker.solve` says."""
     filtered = filtered_fn(image_id, filter_key, recipe, load_image)
     markers = recipes.marker_stage(filtered, recipe)
     seg = recipe["segmentation"]
     if seg["name"] == "random_walker":
         p = seg["params"]
         # the same arithmetic as SEGMENTERS["random_walker"].apply, with the graph cached
+        if progress is not None:
+            progress("graph", 0.0)
         graph = graph_fn(image_id, filter_key, p["beta"], p["intensity_scale"], lambda: filtered)
+        if should_stop is not None and should_stop():  # between the graph and the solve
+            raise Cancelled("the solve was superseded")
+        if progress is not None:
+            progress("graph", 1.0)
         labels, probability = randomwalker.solve(graph, markers, mode=p["mode"], tol=p["tol"],
                                                  return_probability=True,
-                                                 should_stop=should_stop)
+                                                 should_stop=should_stop, progress=progress)
         return labels == 2, probability
     return recipes.segment_stage(filtered, markers, recipe), None
 
@@ -190,7 +201,8 @@ class Compute:
         self._graph = self.memory.cache(_graph, ignore=["load_filtered"])
         self._coarse_graph = self.memory.cache(_coarse_graph, ignore=["load_filtered"])
         self._segment = self.memory.cache(
-            _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn", "should_stop"])
+            _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn", "should_stop",
+                              "progress"])
         self._labels = self.memory.cache(_labels, ignore=["recipe", "load_image", "mask_fn"])
         self._measure = self.memory.cache(_measure, ignore=["recipe", "load_image", "labels_fn"])
         self._histogram = self.memory.cache(_histogram, ignore=["load_filtered"])
@@ -201,11 +213,12 @@ class Compute:
     def _filtered_fn(self, image_id, fk, recipe, load_image):
         return self._filtered(image_id, fk, recipe, load_image, self.backend)[0]
 
-    def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image, should_stop=None):
+    def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image, should_stop=None,
+                 progress=None):
         args = (image_id, fk, mk, sk, recipe, load_image, self._filtered_fn, self._graph)
         if self.max_job_bytes is not None and not self._segment.check_call_in_cache(*args):
             self.check_memory(image_id, load_image, recipe)  # before any of the work
-        return self._segment(*args, should_stop=should_stop)[0]
+        return self._segment(*args, should_stop=should_stop, progress=progress)[0]
 
     def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
         return self._labels(image_id, fk, mk, sk, pk, recipe, load_image, self._mask_fn)
@@ -229,7 +242,8 @@ class Compute:
         filtered, saved = self._filtered(*args)
         return FilterResult(filtered=filtered, report=_report(saved), cached=cached)
 
-    def run(self, image_id: str, load_image, recipe: dict, should_stop=None) -> PipelineResult:
+    def run(self, image_id: str, load_image, recipe: dict, should_stop=None,
+            progress=None) -> PipelineResult:
         """Filtered image, object mask and label image of a (validated) recipe.
 
         Parameters
@@ -244,6 +258,10 @@ class Compute:
             Asked during the random walker's solve; True stops it with
             :class:`~pipeline.errors.Cancelled` (nothing cached, the same key computes
             normally later).
+        progress : callable, optional
+            ``progress(stage, fraction)`` of a random walker being computed: ``"graph"``,
+            then :func:`pipeline.randomwalker.solve`'s ``"setup"`` and ``"solve"`` (not
+            called when the segmentation is cached or is another method).
         """
         k = stage_keys(recipe)
         args = (image_id, k["filter"], k["markers"], k["segmentation"], k["postprocess"])
@@ -256,13 +274,71 @@ class Compute:
                                                             self._mask_fn),
         }
         t0 = time.perf_counter()
-        mask_fn = functools.partial(self._mask_fn, should_stop=should_stop)
+        mask_fn = functools.partial(self._mask_fn, should_stop=should_stop, progress=progress)
         labels = self._labels(*args, recipe, load_image, mask_fn)
         mask = mask_fn(*args[:4], recipe, load_image)
         filtered = self._filtered_fn(image_id, k["filter"], recipe, load_image)
         return PipelineResult(filtered=filtered, mask=mask, labels=labels,
                               seconds=time.perf_counter() - t0, cached=all(cached.values()),
                               stages_cached=cached)
+
+    def exact_seconds(self, image_id: str, load_image, recipe: dict, shape,
+                      seconds_per_unknown=None):
+        """Expected seconds of the exact segmentation of a (validated) recipe, before it runs.
+
+        0.0 when it is cached; None for a method other than random walker (their cost is
+        not estimated here). Otherwise :func:`pipeline.randomwalker.estimate_seconds`: the
+        graph build if the graph is not cached, and the solve from the undecided pixels
+        (counted from the markers when the filtered image is cached, else 30 % of
+        `shape`); `seconds_per_unknown` (measured on an earlier solve of the same method)
+        replaces the solve's constant.
+
+        Parameters
+        ----------
+        image_id : str
+            Content hash of the image.
+        load_image : callable
+            Returns the image (never called here: nothing is computed).
+        recipe : dict
+            A recipe normalised by :func:`pipeline.recipe.validate`.
+        shape : tuple of int
+            The image's shape.
+        seconds_per_unknown : float, optional
+            Seconds per undecided pixel of an earlier solve.
+        """
+        seg = recipe["segmentation"]
+        if seg["name"] != "random_walker":
+            return None
+        args = self._segment_args(image_id, load_image, recipe)
+        if self._segment.check_call_in_cache(*args):
+            return 0.0
+        p = seg["params"]
+        graph_cached = self.graph_cached(image_id, recipe)
+        unknown = None
+        filtered = self.cached_filtered(image_id, load_image, recipe)
+        if filtered is not None:
+            try:
+                unknown = int(np.count_nonzero(recipes.marker_stage(filtered, recipe) == 0))
+            except InputError:
+                unknown = None  # the solve will say why
+        seconds = randomwalker.estimate_seconds(shape, p["mode"], unknown=unknown,
+                                                graph=not graph_cached)
+        if seconds_per_unknown is not None:
+            n = math.prod(int(s) for s in shape)
+            solve_only = randomwalker.estimate_seconds(shape, p["mode"], unknown=unknown,
+                                                       graph=False)
+            measured = float(seconds_per_unknown) * (0.3 * n if unknown is None else unknown)
+            seconds += measured - solve_only
+        return float(seconds)
+
+    def graph_cached(self, image_id: str, recipe: dict) -> bool:
+        """Whether the random-walker graph of a (validated) recipe is in the cache."""
+        seg = recipe["segmentation"]
+        if seg["name"] != "random_walker":
+            return False
+        p = seg["params"]
+        return self._graph.check_call_in_cache(image_id, stage_keys(recipe)["filter"],
+                                               p["beta"], p["intensity_scale"], None)
 
     def check_memory(self, image_id: str, load_image, recipe: dict) -> None:
         """Refuse a random-walker segmentation over ``max_job_bytes`` before it runs
@@ -400,3 +476,41 @@ class Compute:
     def trim(self) -> None:
         """Evict least recently used cache entries beyond ``bytes_limit``."""
         self.memory.reduce_size(bytes_limit=self.bytes_limit)
+
+
+class TimeLimit:
+    """A ``should_stop`` that says True once `seconds` have passed (and whatever `also`
+    says): a computation is stopped between its steps (conjugate-gradient iterations, the
+    graph and the solve) with :class:`~pipeline.errors.Cancelled`; :attr:`expired` then
+    tells a time limit from another reason.
+
+    Parameters
+    ----------
+    seconds : float
+        The limit (> 0), e.g. ``Config.max_work_s``.
+    also : callable, optional
+        Another ``should_stop`` (e.g. a newer request superseded this one).
+    clock : callable, optional
+        Monotonic seconds (``time.monotonic``).
+    """
+
+    def __init__(self, seconds, also=None, clock=time.monotonic):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                or not math.isfinite(seconds) or seconds <= 0:
+            raise InputError(f"seconds must be a positive number, got {seconds!r}")
+        self.seconds = float(seconds)
+        self.also = also
+        self.clock = clock
+        self.start = clock()
+        self.expired = False
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the limit started."""
+        return self.clock() - self.start
+
+    def __call__(self) -> bool:
+        if self.elapsed > self.seconds:
+            self.expired = True
+            return True
+        return bool(self.also is not None and self.also())

@@ -166,6 +166,14 @@ class Config:
     job_wait_s : float
         How long a heavy request may wait for a free slot before it is refused
         (``PIPEX_JOB_WAIT_S``; 0: refused at once).
+    max_work_s : float
+        Longest one computation may run (``PIPEX_MAX_WORK_S``, default 300 s): an exact
+        segmentation estimated above it is refused before it starts, and one that runs
+        longer is stopped (between its steps) with a message.
+    job_after_s : float
+        An exact segmentation expected to take longer than this (``PIPEX_JOB_AFTER_S``,
+        default 1 s; 0: every one not cached) runs as a background job with a progress bar
+        and a Cancel button instead of inside the request (:mod:`callbacks.exact_job`).
     bind : str
         Address the server listens on (``PIPEX_BIND``): without `users_file` a warning is
         logged when it is not a loopback address.
@@ -192,6 +200,8 @@ class Config:
     user_jobs: int = 2
     max_jobs: int = 3
     job_wait_s: float = 30.0
+    max_work_s: float = 300.0
+    job_after_s: float = 1.0
     bind: str = "127.0.0.1:8050"
 
     def __post_init__(self):
@@ -246,6 +256,8 @@ class Config:
             user_jobs=_env_slots(env, "PIPEX_USER_JOBS", 2),
             max_jobs=_env_slots(env, "PIPEX_MAX_JOBS", _default_max_jobs(env)),
             job_wait_s=_env_wait(env, "PIPEX_JOB_WAIT_S", 30),
+            max_work_s=_env_float(env, "PIPEX_MAX_WORK_S", 300),
+            job_after_s=_env_seconds(env, "PIPEX_JOB_AFTER_S", 1),
             bind=(env.get("PIPEX_BIND") or "127.0.0.1:8050").strip(),
         )
         return replace(cfg, **overrides) if overrides else cfg
