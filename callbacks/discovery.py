@@ -3,7 +3,9 @@
 The gallery is the talk's ``try_all_threshold``, made interactive: every global method drawn
 on the histogram and shown as a binarisation, one click adopting its value as vmin or vmax.
 The sweep computes a grid of recipes in parallel (joblib threads over the cached stages) and
-shows a thumbnail of each; a click adopts its recipe (through the undo history).
+shows them as small multiples (components.sweep: a grid with the parameters' names and values
+on its axes, the current recipe's cell marked); a click on a cell adopts its recipe (through
+the undo history).
 """
 
 from __future__ import annotations
@@ -13,19 +15,27 @@ import logging
 import math
 
 import numpy as np
-from dash import Input, Output, State, html, no_update
+from dash import ALL, Input, Output, State, html, no_update
 from dash.exceptions import PreventUpdate
 from joblib import Parallel, delayed
 
 from components import ids
+from components import sweep as sweep_components
 from components.docs import doc_link
+from components.sweep import sweep_grid
 from pipeline import postprocess, render
 from pipeline.errors import InputError
-from pipeline.thresholds import (GLOBAL_METHODS, LOCAL_METHODS, THRESHOLD_FUNCTIONS,
-                                 binarize, local_binarization)
+from pipeline.measure import count_regions
+from pipeline.thresholds import (
+    GLOBAL_METHODS,
+    LOCAL_METHODS,
+    THRESHOLD_FUNCTIONS,
+    binarize,
+    local_binarization,
+)
 
 from .display import base_gray, shown_slice
-from .loading import message_children
+from .loading import format_value, message_children
 from .params import current_recipe, require_current
 
 log = logging.getLogger(__name__)
@@ -63,7 +73,7 @@ def gallery(services, session_id, meta, recipe, axis, index, window):
                                None, error=True))
             continue
         buttons = html.Div(className="tile-buttons", children=[
-            html.Span(f"{value:.4g}", className="tile-value"),
+            html.Span(format_value(value, meta["dtype"]), className="tile-value"),
             html.Button("as vmin", id={"type": ids.ADOPT, "method": method, "as": "vmin",
                                        "value": value}, n_clicks=0),
             html.Button("as vmax", id={"type": ids.ADOPT, "method": method, "as": "vmax",
@@ -146,29 +156,32 @@ def _set(recipe, path, value):
     node[keys[-1]] = value
 
 
-def sweep_recipes(recipe, param_a, values_a, param_b=None, values_b=None):
+def sweep_recipes(recipe, param_a, values_a, param_b=None, values_b=None, fmt=None):
     """The grid of recipes of a sweep, row-major (A varies along rows).
 
-    The number of cells is checked before any is built."""
+    The number of cells is checked before any is built. `fmt(path, value)` writes a value
+    in the cells' titles (``{value:g}`` if None)."""
     cells = len(values_a) * (len(values_b) if param_b else 1)
     if cells > MAX_SWEEP:
         raise InputError(f"a sweep has at most {MAX_SWEEP} combinations; this one has "
                          f"{cells:,}")
+    fmt = fmt or (lambda _path, v: f"{v:g}")
     grid = []
     for a in values_a:
         for b in (values_b if param_b else [None]):
             r = copy.deepcopy(recipe)
             _set(r, param_a, a)
-            label = f"{param_a.split('.')[-1]} = {a:g}"
+            label = f"{param_a.split('.')[-1]} = {fmt(param_a, a)}"
             if param_b:
                 _set(r, param_b, b)
-                label += f", {param_b.split('.')[-1]} = {b:g}"
+                label += f", {param_b.split('.')[-1]} = {fmt(param_b, b)}"
             grid.append({"recipe": r, "label": label})
     return grid
 
 
 def run_sweep(services, session_id, meta, grid, axis, index, n_jobs=2):
-    """Compute every cell (in parallel, cached) and return [(cell, thumbnail uri or error)]."""
+    """Compute every cell (in parallel, cached): ``{"label", "recipe", "uri", "n"}`` (its
+    thumbnail and its number of regions) or ``{"label", "recipe", "error"}`` per cell."""
     gray = base_gray(services, session_id, meta, axis, index)
 
     def one(cell):
@@ -181,27 +194,103 @@ def run_sweep(services, session_id, meta, grid, axis, index, n_jobs=2):
         rgba = postprocess.boundaries_overlay(lab2d)
         rgb = render.composite(thumbnail(gray), [rgba])
         return {"label": cell["label"], "recipe": recipe, "uri": render.png_data_uri(rgb),
-                "n": int(lab2d.max())}
+                "n": count_regions(labels)}
 
     # Threads share this worker's memory-mapped cache; numpy / scipy release the GIL.
     return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(c) for c in grid)
 
 
-def sweep_tiles(cells):
-    """Tiles of the sweep grid; a click adopts the cell's recipe."""
-    tiles = []
+def axis_title(recipe, path) -> str:
+    """The name of a swept parameter as the sweep's menus say it ("markers: vmin")."""
+    for option in sweepable(recipe):
+        if option["value"] == path:
+            return option["label"]
+    return path
+
+
+def value_text(path, value, meta) -> str:
+    """A swept value as a person reads it: a threshold in the image's units (integers of an
+    integer image whole, with thousands separators), other parameters to 4 significant
+    digits (callbacks.loading.format_value)."""
+    if path.startswith("markers."):
+        return format_value(value, meta.get("dtype", "float64"))
+    return format_value(value, "int64" if float(value).is_integer() else "float64")
+
+
+def current_cell(cells, recipe):
+    """Index of the first cell whose recipe is `recipe` (the current one), or None."""
     for i, cell in enumerate(cells):
-        if "error" in cell:
-            tiles.append(_tile(cell["label"], html.Div(className="tile-message",
-                                                       children=cell["error"]), None, error=True))
-            continue
-        tiles.append(_tile(cell["label"], html.Img(src=cell["uri"], className="thumb",
-                                                   alt=cell["label"]),
-                           html.Div(className="tile-buttons", children=[
-                               html.Span(f"{cell['n']} regions", className="tile-value"),
-                               html.Button("adopt", id={"type": ids.SWEEP_ADOPT, "index": i},
-                                           n_clicks=0)])))
-    return tiles
+        if "error" not in cell and cell["recipe"] == recipe:
+            return i
+    return None
+
+
+def sweep_view(cells, recipe, meta, param_a, values_a, param_b=None, values_b=None):
+    """The result grid of computed `cells` (:func:`components.sweep.sweep_grid`): axes named
+    by the parameters, values formatted, the current recipe's cell marked."""
+    shown = [{**c, "title": c["label"]} for c in cells]
+    return sweep_grid(
+        shown, axis_title(recipe, param_a), [value_text(param_a, v, meta) for v in values_a],
+        axis_title(recipe, param_b) if param_b else None,
+        [value_text(param_b, v, meta) for v in values_b] if param_b else None,
+        current=current_cell(cells, recipe))
+
+
+def sweep_update(services, session_id, meta, history, param_a, text_a, param_b, text_b,
+                 axis, index):
+    """Run a sweep: (the cells' recipes for the adopt buttons, the grid, a message).
+
+    Bad input (values that are not numbers, too many combinations, B equal to A) is refused
+    before anything is computed: the previous grid stays and the message says why. A cell
+    whose recipe cannot run says why in its place.
+    """
+    if not meta or not history:
+        raise PreventUpdate
+    recipe = require_current(meta, history)
+    try:
+        values_a = parse_values(text_a, "values A")
+        values_b = parse_values(text_b, "values B") if param_b else None
+        if param_b == param_a:
+            raise InputError("parameter B must differ from parameter A")
+        valid = {o["value"] for o in sweepable(recipe)}
+        for name, path in (("parameter A", param_a), ("parameter B", param_b)):
+            if path is not None and path not in valid:
+                raise InputError(f"{name}: choose a parameter of the current recipe")
+        grid = sweep_recipes(recipe, param_a, values_a, param_b, values_b,
+                             fmt=lambda path, v: value_text(path, v, meta))
+        cells = run_sweep(services, session_id, meta, grid, axis, index)
+    except InputError as exc:
+        return no_update, no_update, message_children(f"Sweep: {exc}", "error")
+    store = [{"label": c["label"], "recipe": c["recipe"]} for c in cells]
+    return store, sweep_view(cells, recipe, meta, param_a, values_a, param_b, values_b), None
+
+
+#: Marks the cell of the current recipe when the recipe changes (an adopted cell, an undo, a
+#: move onto a swept value), in the browser: no request, the thumbnails stay.
+CURRENT_CELL_JS = """
+function (history, cells) {
+    const dc = window.dash_clientside;
+    const outputs = dc.callback_context.outputs_list || [];
+    const same = function (a, b) {
+        if (a === b) { return true; }
+        if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) {
+            return false;
+        }
+        if (Array.isArray(a) !== Array.isArray(b)) { return false; }
+        const ka = Object.keys(a), kb = Object.keys(b);
+        if (ka.length !== kb.length) { return false; }
+        return ka.every(function (k) { return same(a[k], b[k]); });
+    };
+    const recipe = history && history.recipe;
+    let found = false;
+    return outputs.map(function (o) {
+        const cell = cells && cells[o.id.index];
+        const current = Boolean(!found && recipe && cell && same(cell.recipe, recipe));
+        found = found || current;
+        return current ? '%(current)s' : '%(cell)s';
+    });
+}
+"""
 
 
 def register(app, services):
@@ -260,16 +349,14 @@ def register(app, services):
         prevent_initial_call=True,
     )
     def _sweep(n, param_a, text_a, param_b, text_b, history, axis, index, meta, session_id):
-        if not n or not meta or not history:
+        if not n:
             raise PreventUpdate
-        try:
-            values_a = parse_values(text_a, "values A")
-            values_b = parse_values(text_b, "values B") if param_b else None
-            if param_b == param_a:
-                raise InputError("parameter B must differ from parameter A")
-            grid = sweep_recipes(current_recipe(history), param_a, values_a, param_b, values_b)
-            cells = run_sweep(services, session_id, meta, grid, axis, index)
-        except InputError as exc:
-            return no_update, no_update, message_children(f"Sweep: {exc}", "error")
-        store = [{"label": c["label"], "recipe": c["recipe"]} for c in cells]
-        return store, sweep_tiles(cells), None
+        return sweep_update(services, session_id, meta, history, param_a, text_a, param_b,
+                            text_b, axis, index)
+
+    app.clientside_callback(
+        CURRENT_CELL_JS % {"current": sweep_components.CURRENT, "cell": sweep_components.CELL},
+        Output({"type": ids.SWEEP_ADOPT, "index": ALL}, "className"),
+        Input(ids.HISTORY, "data"),
+        State(ids.SWEEP_STORE, "data"),
+    )

@@ -238,7 +238,9 @@ def discovery_tabs():
             className="tab-body", children=[
                 html.P(className="hint", children=(
                     "Pick one or two parameters and a few values each: every combination is "
-                    "computed in parallel (and cached); click a result to adopt its values.")),
+                    "computed in parallel (and cached) and shown in a grid, A along the rows "
+                    "and B along the columns; the current recipe's cell is outlined. Click a "
+                    "cell to adopt its values (Undo goes back).")),
                 html.Div(className="param-form", children=[
                     html.Div(className="param param-wide", children=[
                         html.Label("parameter A"),
@@ -257,7 +259,7 @@ def discovery_tabs():
                 ]),
                 dcc.Store(id=ids.SWEEP_STORE),
                 message({"type": ids.STEP_MESSAGE, "stage": "sweep"}),
-                dcc.Loading(html.Div(id=ids.SWEEP_GRID, className="gallery")),
+                dcc.Loading(html.Div(id=ids.SWEEP_GRID, className="sweep-result")),
             ])),
         dcc.Tab(label="Recipe", value="recipe", children=html.Div(
             className="tab-body", children=[
