@@ -73,6 +73,32 @@ def set_intensity_scale(recipe, meta):
         recipe["segmentation"]["params"]["intensity_scale"] = float(meta.get("scale", 1.0))
 
 
+#: The segmentation panel's intensity-scale line (components.panels.intensity_info), in the
+#: browser from the page's history pointer and the image's metadata (no request on a move):
+#: the recipe's value, and whether it is the image type's (meta["scale"]) or a loaded
+#: recipe's. Hidden for another method than the random walker.
+INTENSITY_JS = """
+function (history, meta) {
+    const nu = window.dash_clientside.no_update;
+    const recipe = history && history.recipe;
+    if (!recipe || !meta || history.image_id !== meta.id) { return [nu, nu]; }
+    const seg = recipe.segmentation || {};
+    const scale = seg.params && seg.params.intensity_scale;
+    if (seg.name !== 'random_walker' || typeof scale !== 'number') {
+        return ['', 'intensity-info hidden'];
+    }
+    const fmt = (window.dccFunctions && window.dccFunctions.pipexNumber) || String;
+    const own = Number(meta.scale || 1);
+    const kind = meta.dtype && meta.dtype.indexOf('int') >= 0 ?
+        'the maximum of ' + meta.dtype : 'a ' + meta.dtype + ' image: used as it is';
+    const text = scale === own ? fmt(scale) + ' (' + kind + ')' :
+        fmt(scale) + ' (from the loaded recipe; this ' + meta.dtype + ' image would give ' +
+        fmt(own) + ')';
+    return [text, 'intensity-info'];
+}
+"""
+
+
 def current_recipe(history) -> dict:
     """Recipe at the current position of the history (a full history or a page pointer)."""
     if "recipe" in history:
@@ -408,6 +434,14 @@ def register(app, services):
     # The history lives in the browser (small JSON); the server remembers the current recipe
     # of each session's image, which `app.explore` hands back to Python.
     param_pattern = {"type": ids.PARAM, "stage": ALL, "method": ALL, "name": ALL}
+
+    app.clientside_callback(
+        INTENSITY_JS,
+        Output(ids.INTENSITY_VALUE, "children"),
+        Output(ids.INTENSITY_INFO, "className"),
+        Input(ids.HISTORY, "data"),
+        Input(ids.IMAGE, "data"),
+    )
 
     @app.callback(
         Output(ids.HISTORY, "data"),

@@ -22,11 +22,20 @@ def _input(stage, method, param, value):
                      className="number-input")
 
 
+#: Parameters that follow from the image, not choices: no input (the segmentation panel shows
+#: the random walker's intensity scale as information, components.panels.intensity_info);
+#: recipes and scripts keep their value.
+INFO_PARAMS = frozenset({"intensity_scale"})
+
+
 def param_form(stage, step, values=None):
-    """Labelled inputs for every parameter of `step`, filled with `values` (or defaults)."""
+    """Labelled inputs for every parameter of `step` but :data:`INFO_PARAMS`, filled with
+    `values` (or defaults)."""
     values = {**step.defaults(), **(values or {})}
     rows = []
     for p in step.params:
+        if p.name in INFO_PARAMS:
+            continue
         rows.append(html.Div(className="param", children=[
             html.Label(p.name, title=p.doc),
             _input(stage, step.key, p, values[p.name]),

@@ -80,6 +80,8 @@ POST_CONNECTIVITY = "postprocess-connectivity"
 STEP_MESSAGE = "step-message"  # pattern: {"type": STEP_MESSAGE, "stage": ...}
 PARAM = "param"  # pattern: {"type": PARAM, "stage": "filter"|"segmentation", "name": ...}
 PARAM_FORM = "param-form"  # pattern: {"type": PARAM_FORM, "stage": ...}
+INTENSITY_INFO = "intensity-scale-info"  # the random walker's intensity scale, read-only
+INTENSITY_VALUE = "intensity-scale-value"  # its value and where it comes from
 
 # Threshold discovery
 THRESHOLD_GALLERY = "threshold-gallery"

@@ -143,6 +143,21 @@ def draw_controls():
     ])
 
 
+def intensity_info():
+    """The random walker's intensity scale as information, not a control: its value and where
+    it comes from (callbacks.params.INTENSITY_JS), what it is in the expanded text."""
+    return html.Details(id=ids.INTENSITY_INFO, className="intensity-info", children=[
+        html.Summary(["intensity scale ", html.Span(id=ids.INTENSITY_VALUE),
+                      html.Span(" · read-only", className="intensity-note")]),
+        html.P(className="hint", children=[
+            "The random walker divides the image by this number before it runs, as ",
+            doc_link("skimage.util.img_as_float"), " does for integer images (255 for 8-bit, "
+            "65,535 for 16-bit; float images are used as they are), so that beta means what "
+            "it means in skimage. It follows from the image's type, not a choice; the recipe "
+            "and the exported script keep it, so that they reproduce this result exactly."]),
+    ])
+
+
 def binarization_panel(segmenters):
     """Segmentation and post-processing: markers and result drawn over the image."""
     return panel("3 · Segmentation", None, [
@@ -173,6 +188,7 @@ def binarization_panel(segmenters):
             "overlays: ", doc_link("skimage.segmentation.find_boundaries"), " ",
             doc_link("skimage.color.label2rgb")]),
         html.Div(id={"type": ids.PARAM_FORM, "stage": "segmentation"}, className="param-form"),
+        intensity_info(),
         message(ids.SEG_MESSAGE),
         post_controls(),
     ], panel_id="binarization-panel",

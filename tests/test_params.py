@@ -229,3 +229,56 @@ def test_split_touching_from_the_checklist_takes_its_inputs_and_the_label_connec
         **controls, "post": {**controls["post"],
                              "split_touching": {"min_distance": 0, "sigma": 1.5}}})
     assert h3 is h2 and "min_distance must be at least 1" in message
+
+
+# --- the random walker's intensity scale: information, not a control (issue 10 item 9) ------
+
+def test_the_segmentation_form_has_no_intensity_scale_input():
+    from components.forms import param_form
+    from pipeline.segmentation import SEGMENTERS
+
+    rows = param_form("segmentation", SEGMENTERS["random_walker"], {"intensity_scale": 255.0})
+    names = [row.children[1].id["name"] for row in rows]
+    assert "intensity_scale" not in names and {"beta", "mode", "tol"} <= set(names)
+
+
+def test_the_panel_shows_the_intensity_scale_as_information():
+    from components.panels import binarization_panel, intensity_info
+    from pipeline.segmentation import SEGMENTERS
+
+    info = intensity_info()
+    assert info.id == ids.INTENSITY_INFO and type(info).__name__ == "Details"
+    summary = info.children[0]
+    assert summary.children[1].id == ids.INTENSITY_VALUE and "read-only" in str(summary)
+    assert "img_as_float" in str(info.children[1]) and "exported script" in str(info.children[1])
+    assert ids.INTENSITY_INFO in str(binarization_panel(SEGMENTERS).to_plotly_json())
+
+
+def test_a_parameter_change_keeps_the_image_types_intensity_scale():
+    meta = dict(META, scale=255.0)
+    h = next_state(ids.IMAGE, None, meta, {})[0]
+    # the form sends its inputs: beta, mode and tol, no intensity scale
+    pid = {"type": ids.PARAM, "stage": "segmentation", "method": "random_walker", "name": "beta"}
+    h, msg = next_state(pid, h, meta, {"params": {"segmentation": {"beta": 90.0, "mode": "cg_mg",
+                                                                   "tol": 1e-3}}})
+    assert msg == "" and len(h["states"]) == 2
+    params = _recipe(h)["segmentation"]["params"]
+    assert params["beta"] == 90.0 and params["intensity_scale"] == 255.0
+
+
+def test_a_loaded_recipe_keeps_its_intensity_scale_and_its_script_too():
+    from pipeline import recipe as recipes
+    from pipeline.script import to_script
+
+    meta = dict(META, scale=255.0)
+    h = next_state(ids.IMAGE, None, meta, {})[0]
+    other = recipes.default_recipe(83, 131)
+    other["segmentation"]["params"]["intensity_scale"] = 1.0  # made on a float image
+    h, msg = next_state(ids.LOAD_RECIPE, h, meta, {"recipe_text": json.dumps(other)})
+    assert msg == ""
+    loaded = _recipe(h)
+    assert loaded["segmentation"]["params"]["intensity_scale"] == 1.0  # reproducible as saved
+    assert json.loads(recipes.dumps(loaded))["segmentation"]["params"]["intensity_scale"] == 1.0
+    assert "fast_random_walker(filtered / 1.0," in to_script(loaded)
+    own = _recipe(next_state(ids.IMAGE, None, meta, {})[0])
+    assert "fast_random_walker(filtered / 255.0," in to_script(own)
