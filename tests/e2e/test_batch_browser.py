@@ -149,3 +149,115 @@ def test_cancel_stops_a_running_batch(dash_duo, app_factory, tmp_path):
     time.sleep(3)
     assert _status(state)[0]["done"] == done
     assert sorted(folder.glob("*_labels.tif")) == labels
+
+
+def _batch_tab(driver):
+    driver.find_element(
+        By.XPATH, "//*[contains(@class, 'tab') and normalize-space()='Batch']").click()
+
+
+def _listed_jobs(driver):
+    """(job id, state class) of each batch in the Batch tab's list of the owner's batches."""
+    # read in one script: the list is redrawn at each tick of the poll
+    return [tuple(pair) for pair in driver.execute_script(
+        "return Array.from(document.querySelectorAll('#batch-jobs li.batch-job'),"
+        " li => [li.getAttribute('data-job'), li.getAttribute('class')]);")]
+
+
+def test_a_batch_survives_a_reload_and_only_its_browser_sees_it(dash_duo, app_factory,
+                                                                tmp_path):
+    from selenium import webdriver
+
+    from tests.e2e.conftest import pytest_setup_options
+
+    data = tmp_path / "data"
+    data.mkdir()
+    coins = _png(skdata.coins())
+    n = 120  # still running when the page is back
+    for i in range(n):
+        (data / f"coins{i:02d}.png").write_bytes(coins)
+    _open_batch_tab(dash_duo, app_factory())
+    driver = dash_duo.driver
+    browser_id = driver.execute_script("return JSON.parse(localStorage.getItem('batch-browser'))")
+    assert isinstance(browser_id, str) and len(browser_id) == 32
+
+    dash_duo.find_element("#batch-run").click()
+    until(lambda: _progress(dash_duo)[0] >= 1, timeout=240, what="the first file done")
+    status, folder = until(lambda: _status(tmp_path / "state"), what="the job's status")
+    job = status["job"]
+
+    # the tab is closed and opened again: a new page, a new session, the same browser
+    driver.refresh()
+    dash_duo.wait_for_contains_text("#image-info", "coins", timeout=60)
+    assert driver.execute_script(
+        "return JSON.parse(localStorage.getItem('batch-browser'))") == browser_id
+    _batch_tab(driver)
+    seen = []
+
+    def listed_running():
+        seen.append((_listed_jobs(driver), _status(tmp_path / "state")[0]["done"]))
+        return any(j == job and "batch-job-running" in c for j, c in seen[-1][0])
+
+    try:
+        until(listed_running, timeout=60, what="the running batch listed after the reload")
+    except AssertionError:
+        raise AssertionError(f"{seen[:2]} ... {seen[-2:]}") from None
+
+    def attached():
+        # its progress, and Cancel enabled while it runs
+        value, maximum, text = _progress(dash_duo)
+        return (value if maximum == n and value < n and f"of {n} files done" in text
+                and dash_duo.find_element("#batch-cancel").is_enabled() else None)
+
+    first = until(attached, timeout=60, what="the re-attached job's progress and Cancel")
+    until(lambda: _progress(dash_duo)[0] > first, timeout=120, what="the progress to move")
+
+    # it ends: its table and its zip, on the reloaded page
+    link = until(lambda: dash_duo.find_elements("#batch-zip-link"), timeout=300,
+                 what="the zip link of the re-attached job")
+    href = link[0].get_attribute("href")
+    assert job in href
+    assert _progress(dash_duo)[:2] == (n, n)
+    assert len(dash_duo.find_elements("#batch-table tr.batch-row")) == n
+    assert not dash_duo.find_element("#batch-cancel").is_enabled()
+    until(lambda: any(j == job and "batch-job-done" in c for j, c in _listed_jobs(driver)),
+          what="the list to show it done")
+    answer = requests.get(href, timeout=60)
+    assert answer.status_code == 200
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    assert len(archive.namelist()) == 2 * n + 3
+    description = json.loads(tifffile_description(archive.read("coins00_labels.tif")))
+    assert description["command"] == "Pipeline Explorer Batch tab"
+
+    # another browser profile (another owner) does not see it: a second Chromium, with its
+    # own new profile (and so its own localStorage), started as dash[testing] starts its own
+    options = pytest_setup_options()
+    for arg in ("--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'other-profile'}"):
+        options.add_argument(arg)
+    other = webdriver.Chrome(options=options)
+    try:
+        other.get(dash_duo.server_url)
+        until(lambda: other.execute_script(
+            "return JSON.parse(localStorage.getItem('batch-browser'))"), timeout=60,
+            what="the other browser's id")
+        assert other.execute_script(
+            "return JSON.parse(localStorage.getItem('batch-browser'))") != browser_id
+        _batch_tab(other)
+        until(lambda: "All files of the data folder" in other.find_element(
+            By.ID, "batch-source").text, timeout=60, what="the other page's Batch tab")
+        time.sleep(2)  # time for the list of its own batches to arrive
+        assert _listed_jobs(other) == []
+        assert other.find_elements(By.ID, "batch-zip-link") == []
+        assert other.find_element(By.ID, "batch-table").text == ""
+        # nor can it cancel it: Cancel on its page finds no batch of its own
+        assert not other.find_element(By.ID, "batch-cancel").is_enabled()
+    finally:
+        other.quit()
+
+
+def tifffile_description(raw: bytes) -> str:
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(raw)) as tif:
+        return tif.pages[0].description
