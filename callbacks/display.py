@@ -820,7 +820,7 @@ def register(app, services):
         Output(ids.COMPARE_GRAPH, "figure"),
         Output(ids.COMPARE_TEXT, "children"),
         Output(ids.COMPARE_BASE, "data"),
-        Input(ids.SEG_SETTLED, "data"),
+        Input(ids.COMPARE_SETTLED, "data"),  # SEG_SETTLED, once the panel is in view
         Input(ids.COMPARE_METHOD, "value"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
@@ -832,7 +832,7 @@ def register(app, services):
     )
     def _compare(settled, method, axis, index, history, base, meta, session_id):
         require_current(meta, history)
-        if ctx.triggered_id and fired(ids.SEG_SETTLED):
+        if ctx.triggered_id and fired(ids.COMPARE_SETTLED):
             require_signal(settled, history)
         return compare_update(services, session_id, meta, history, method, axis, index, base)
 

@@ -147,7 +147,7 @@ def register(app, services):
         Output({"type": ids.STEP_MESSAGE, "stage": "measure"}, "children"),
         Output(ids.MEASURE_CAPTION, "children"),
         Output(ids.MEASURE_CAPTION, "title"),
-        Input(ids.SEG_SETTLED, "data"),
+        Input(ids.MEASURE_SETTLED, "data"),  # SEG_SETTLED, once the panel is in view
         Input(ids.MEASURE_SIGNAL, "data"),
         State(ids.HISTORY, "data"),
         State(ids.MEASURE_COLUMN, "value"),

@@ -37,6 +37,9 @@ SEG_SUMMARY = "segmentation-summary"
 SEG_HOVER = "segmentation-hover"  # the pixel under the pointer: position, intensity, label
 SEG_PENDING = "segmentation-pending-store"  # a live preview is shown: {"key", "token"} to settle
 SEG_SETTLED = "segmentation-settled-store"  # the exact segmentation is shown: {"key", "token"}
+# SEG_SETTLED passed on to a panel below it once that panel is in view (callbacks/visibility.py)
+COMPARE_SETTLED = "compare-settled-store"
+MEASURE_SETTLED = "measure-settled-store"
 SEG_BASE = "segmentation-base-store"  # which image / slice the segmentation figure shows
 COMPARE_BASE = "compare-base-store"  # which image / slice the comparison figure shows
 

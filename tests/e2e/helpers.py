@@ -46,3 +46,19 @@ def until(predicate, timeout=60, what="condition", interval=0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+#: Panels whose callback runs (or that wait for a new image): ``.panel.busy``. A panel out
+#: of view that waits to be seen (``data-pipex-stale``, assets/visible.js) is not working.
+BUSY_JS = ("return Array.from(document.querySelectorAll('.panel.busy:not([data-pipex-stale])'))"
+           ".map(p => p.id);")
+#: Panels out of view whose update waits until they are seen (assets/visible.js).
+STALE_JS = ("return Array.from(document.querySelectorAll('.panel[data-pipex-stale]'))"
+            ".map(p => p.id);")
+
+
+def show(driver, selector):
+    """Scroll the element `selector` into the middle of the window, as a person would to
+    look at it (panels out of view catch up then: assets/visible.js)."""
+    driver.execute_script(
+        "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});", selector)

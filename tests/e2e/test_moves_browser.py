@@ -14,7 +14,7 @@ import tifffile
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import MARKER_PIXELS_JS, OVERLAY_JS, until
+from tests.e2e.helpers import BUSY_JS, MARKER_PIXELS_JS, OVERLAY_JS, STALE_JS, show, until
 
 pytestmark = pytest.mark.browser
 
@@ -53,7 +53,6 @@ for (const id of ['image-graph', 'filtered-graph', 'segmentation-graph', 'compar
 }
 return out;
 """
-BUSY_JS = "return Array.from(document.querySelectorAll('.panel.busy')).map(p => p.id);"
 THUMB_JS = """
 arguments[0].scrollIntoView({block: 'center'});
 const b = arguments[0].getBoundingClientRect();
@@ -298,8 +297,19 @@ def test_loading_images_in_a_row_never_leaves_a_stale_panel(dash_duo, app_factor
     upload.send_keys(paths[1])  # while the first is still computing
     upload.send_keys(paths[2])
     dash_duo.wait_for_contains_text("#image-info", "third.tif", timeout=60)
-    dash_duo.wait_for_contains_text("#measure-caption", "third.tif", timeout=120)
     _until(lambda: _exact(dash_duo), timeout=120, what="the third image segmented")
+    _idle(dash_duo, quiet=1.5, timeout=120)
+    # the panels below the first screen say they wait to be seen (assets/visible.js) ...
+    waiting = set(_js(dash_duo, STALE_JS))
+    assert waiting <= {"compare-panel", "measure-panel"}, waiting
+    for panel in waiting:
+        label = _js(dash_duo, "return getComputedStyle(document.getElementById(arguments[0]), "
+                              "'::after').content;", panel)
+        assert "updating" in label, (panel, label)
+    # ... and show the current image once looked at
+    show(dash_duo.driver, "#measure-panel")
+    dash_duo.wait_for_contains_text("#measure-caption", "third.tif", timeout=120)
+    _until(lambda: not _js(dash_duo, STALE_JS), timeout=60, what="the panels to catch up")
     _idle(dash_duo, quiet=1.5, timeout=120)
     images = _js(dash_duo, FIGURE_IMAGES_JS)
     shown = images["image-graph"]

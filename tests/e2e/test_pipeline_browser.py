@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -70,11 +71,14 @@ def test_whole_pipeline(dash_duo, app_factory, tmp_path):
 
     # 2. Threshold discovery: adopt Otsu's threshold as vmax from the gallery.
     def adopt_otsu():
-        tile = dash_duo.driver.find_element(
-            By.XPATH, "//div[contains(@class,'tile')]"
-                      "[.//code[text()='skimage.filters.threshold_otsu']]")
-        value = float(tile.find_element(By.CSS_SELECTOR, ".tile-value").text)
-        tile.find_element(By.XPATH, ".//button[text()='as vmax']").click()
+        try:
+            tile = dash_duo.driver.find_element(
+                By.XPATH, "//div[contains(@class,'tile')]"
+                          "[.//code[text()='skimage.filters.threshold_otsu']]")
+            value = float(tile.find_element(By.CSS_SELECTOR, ".tile-value").text)
+            tile.find_element(By.XPATH, ".//button[text()='as vmax']").click()
+        except StaleElementReferenceException:  # the gallery re-rendered meanwhile
+            return None
         return value
 
     otsu = _until(adopt_otsu, what="otsu tile")  # retried while the gallery re-renders

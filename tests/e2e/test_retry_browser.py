@@ -26,7 +26,7 @@ from flask import Response, request
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import OVERLAY_JS, until
+from tests.e2e.helpers import BUSY_JS, OVERLAY_JS, until
 from tests.support import serve_docker_cmd
 
 pytestmark = pytest.mark.browser
@@ -37,7 +37,6 @@ if (!b || b.hidden) { return null; }
 const retry = b.querySelector('.pipex-lost-retry');
 return {text: b.textContent, retry: Boolean(retry && !retry.hidden)};
 """
-BUSY_JS = "return Array.from(document.querySelectorAll('.panel.busy')).map(p => p.id);"
 FILTERED_JS = """
 const gd = document.querySelector('#filtered-graph .js-plotly-plot');
 return gd && gd.data && gd.data.length ? gd.data[0].source : null;
