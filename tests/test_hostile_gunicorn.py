@@ -18,7 +18,8 @@ at the same time. For each case:
 * session B's move, sent while the hostile request runs, is answered with its segmentation;
 * the peak RSS of each gunicorn worker over the case (``VmHWM``, reset before the case
   through ``/proc/<pid>/clear_refs``) stays under :data:`RSS_BUDGET_MB`;
-* no worker died or was replaced (the same two worker pids throughout).
+* no worker died or was replaced (the same two worker pids throughout);
+* every answer, refusals included, carries the security headers (nosniff, X-Frame-Options).
 
 The numbers (corpus size, the largest per-case peak RSS) are printed at the end (``-s``).
 """
@@ -175,6 +176,7 @@ class Outcome:
     status: int
     text: str
     outputs: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -194,9 +196,10 @@ def _outcome_of_call(page, output, **kwargs) -> Outcome:
     client = page.client
     dep, body = client.build_request(output, **kwargs)
     response = client._post(body)
+    headers = dict(response.headers)
     if response.status_code != 200:
-        return Outcome(response.status_code, response.text)
-    return Outcome(200, response.text, client._parse(response, dep["output"]))
+        return Outcome(response.status_code, response.text, headers=headers)
+    return Outcome(200, response.text, client._parse(response, dep["output"]), headers)
 
 
 def upload(data: bytes | str, filename="image.tif"):
@@ -453,7 +456,7 @@ def raw_post(path, raw, content_type="application/json"):
     def send(page):
         res = page.client.session.post(page.url + path, data=raw, timeout=120,
                                        headers={"Content-Type": content_type})
-        return Outcome(res.status_code, res.text)
+        return Outcome(res.status_code, res.text, headers=dict(res.headers))
     return send
 
 
@@ -465,7 +468,8 @@ def raw_get(path):
         try:
             connection.request("GET", path)
             res = connection.getresponse()
-            return Outcome(res.status, res.read().decode("utf-8", "replace"))
+            return Outcome(res.status, res.read().decode("utf-8", "replace"),
+                           headers=dict(res.getheaders()))
         finally:
             connection.close()
     return send
@@ -547,6 +551,9 @@ def test_the_hostile_corpus_against_gunicorn_with_two_workers(served, capsys):
             try:
                 outcome = case.send(a)
                 case.check(outcome)
+                for each in outcome.outputs.get("all", [outcome]):  # issue 11 item 12
+                    assert each.headers.get("X-Content-Type-Options") == "nosniff", each.headers
+                    assert each.headers.get("X-Frame-Options") == "DENY", each.headers
                 b_move.result(timeout=300)
                 if case.accepted:  # legitimate data loaded: the page shows it; back to coins
                     a.load_coins()
