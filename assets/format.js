@@ -17,3 +17,57 @@ window.dccFunctions.pipexNumber = (function () {
         return small.format(v);
     };
 })();
+
+// The vmin / vmax number boxes hold every value of the image's range at the slider's step
+// (issue 10): dcc.RangeSlider sizes them for at most 2 decimals (0.2910 was cut to 0.291 on a
+// float image, 5-digit 16-bit values filled the box to its edge). The width follows the
+// boxes' own min / max / step attributes (the image's range and step, set by
+// callbacks/params.py): integer digits of the widest bound, a sign, the step's decimals,
+// and room for the spin buttons. Set as a CSS variable on the slider (style.css, issue 10).
+window.pipexBoxes = (function () {
+    'use strict';
+    function decimals(step) {
+        const s = String(step);
+        const exp = s.match(/e-(\d+)$/);
+        if (exp) {
+            const mantissa = s.split('e')[0].split('.')[1] || '';
+            return Number(exp[1]) + mantissa.length;
+        }
+        return (s.split('.')[1] || '').length;
+    }
+    function chars(lo, hi, step) {
+        const digits = Math.max(String(Math.trunc(Math.abs(lo))).length,
+                                String(Math.trunc(Math.abs(hi))).length);
+        const d = decimals(step);
+        return digits + (lo < 0 ? 1 : 0) + (d ? d + 1 : 0);
+    }
+    function size() {
+        const slider = document.getElementById('thresholds-slider');
+        if (!slider) { return; }
+        const low = slider.querySelector('input.dash-range-slider-min-input');
+        const high = slider.querySelector('input.dash-range-slider-max-input');
+        if (!low || !high) { return; }
+        const lo = Number(low.getAttribute('min')), hi = Number(high.getAttribute('max'));
+        const step = high.getAttribute('step') || '1';
+        if (!isFinite(lo) || !isFinite(hi)) { return; }
+        const n = chars(lo, hi, step);
+        if (slider.getAttribute('data-pipex-box') === String(n)) { return; }
+        // the digits, the box's padding and border, and the spin buttons (about 2 ch)
+        slider.style.setProperty('--pipex-box-width', 'calc(' + (n + 1) + 'ch + 34px)');
+        slider.setAttribute('data-pipex-box', String(n));
+    }
+    let scheduled = false;
+    function schedule() {
+        if (scheduled) { return; }
+        scheduled = true;
+        window.requestAnimationFrame(function () { scheduled = false; size(); });
+    }
+    function start() {
+        new MutationObserver(schedule).observe(document.body, {
+            childList: true, subtree: true, attributes: true,
+            attributeFilter: ['min', 'max', 'step']});
+        schedule();
+    }
+    if (document.body) { start(); } else { document.addEventListener('DOMContentLoaded', start); }
+    return {chars: chars, size: size};
+})();

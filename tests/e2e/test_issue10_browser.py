@@ -1,0 +1,234 @@
+"""Issue 10's remaining items in headless Chromium: the vmin / vmax boxes hold the image's
+values (16-bit, a float image with a tiny range), the keys step the thresholds finely (one
+slider step, ten with Shift) and a typed value with Enter is what the recipe holds; the
+random walker's intensity scale is information, not an input; the parameter sweep is a grid
+with labelled axes whose current cell is marked and whose cells adopt their recipe."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import tifffile
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from tests.e2e.helpers import until
+
+pytestmark = pytest.mark.browser
+
+# For each threshold box: its text's width and the widest value of the slider's range at its
+# step, in the box's own font, against the room for digits (the box without its padding and
+# the spin buttons' 16 px).
+BOX_FIT_JS = """
+const slider = document.getElementById('thresholds-slider');
+const boxes = slider.querySelectorAll('input.dash-range-slider-input');
+const low = boxes[0], high = boxes[1];
+const step = high.getAttribute('step');
+const d = (String(step).split('.')[1] || '').length;
+const lo = Number(low.getAttribute('min')), hi = Number(high.getAttribute('max'));
+const canvas = document.createElement('canvas').getContext('2d');
+return Array.from(boxes).map(function (box) {
+    const cs = getComputedStyle(box);
+    canvas.font = cs.font;
+    const room = box.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 16;
+    const widest = Math.max(canvas.measureText(lo.toFixed(d)).width,
+                            canvas.measureText(hi.toFixed(d)).width);
+    return {value: box.value, text: canvas.measureText(box.value).width, widest: widest,
+            room: room, step: step, lo: lo, hi: hi};
+});
+"""
+
+
+def _js(dash_duo, script, *args):
+    return dash_duo.driver.execute_script(script, *args)
+
+
+def _summary(dash_duo):
+    return dash_duo.find_element("#segmentation-summary").text
+
+
+def _exact(dash_duo):
+    text = _summary(dash_duo)
+    return "labelled region" in text and "preview" not in text
+
+
+def _tab(dash_duo, label):
+    dash_duo.driver.find_element(
+        By.XPATH, f"//*[contains(@class, 'tab') and normalize-space()='{label}']").click()
+
+
+def _recipe(dash_duo):
+    """The current recipe, as the Recipe tab shows it (the tab must be open: dcc.Tabs renders
+    the open tab only)."""
+    found = dash_duo.find_elements("#recipe-view")
+    text = found[0].get_attribute("textContent") if found else ""
+    return json.loads(text) if text else None
+
+
+def _markers(dash_duo):
+    recipe = _recipe(dash_duo)
+    return recipe and (recipe["markers"]["vmin"], recipe["markers"]["vmax"])
+
+
+def _step_text(dash_duo):
+    return dash_duo.find_element("#history-text").text
+
+
+def _start(dash_duo, app_factory):
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
+    until(lambda: _exact(dash_duo), 120, "coins segmented")
+    _tab(dash_duo, "Recipe")
+    until(lambda: _markers(dash_duo) is not None, 30, "the recipe")
+
+
+def _upload(dash_duo, path):
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(path))
+    dash_duo.wait_for_contains_text("#image-info", path.name, timeout=60)
+    until(lambda: _exact(dash_duo) and _step_text(dash_duo) == "step 1 of 1", 120,
+          f"{path.name} segmented")
+    until(lambda: _markers(dash_duo) is not None, 30, "the recipe")
+
+
+def _disks(dtype, low, high, seed=0):
+    yy, xx = np.mgrid[:150, :180]
+    image = np.full((150, 180), float(low))
+    for cy, cx in ((40, 45), (100, 60), (60, 130), (115, 140)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 16 ** 2] = high
+    image += np.random.default_rng(seed).normal(0, (high - low) * 0.03, image.shape)
+    return image.astype(dtype)
+
+
+def _fits(dash_duo, what):
+    boxes = _js(dash_duo, BOX_FIT_JS)
+    for box in boxes:
+        assert box["text"] <= box["room"] and box["widest"] <= box["room"], (what, boxes)
+    return boxes
+
+
+def _key(dash_duo, handle, key, shift=False):
+    dash_duo.driver.execute_script("arguments[0].focus();", handle)
+    chain = ActionChains(dash_duo.driver)
+    if shift:
+        chain = chain.key_down(Keys.SHIFT).send_keys(key).key_up(Keys.SHIFT)
+    else:
+        chain = chain.send_keys(key)
+    chain.perform()
+
+
+def test_threshold_boxes_fit_the_values_and_the_keys_give_fine_control(dash_duo, app_factory,
+                                                                       tmp_path):
+    _start(dash_duo, app_factory)
+    # a 16-bit image: values in the tens of thousands, a slider step of 1
+    tifffile.imwrite(tmp_path / "sixteen.tif", _disks(np.uint16, 3000, 42000))
+    _upload(dash_duo, tmp_path / "sixteen.tif")
+    boxes = _fits(dash_duo, "16-bit")
+    assert boxes[1]["step"] == "1" and boxes[1]["hi"] > 40000
+    vmin, vmax = _markers(dash_duo)
+    handles = dash_duo.find_elements("#thresholds-slider [role=slider]")
+    # an arrow key moves vmax by one grey level, Shift + arrow by ten
+    _key(dash_duo, handles[1], Keys.ARROW_RIGHT)
+    until(lambda: _step_text(dash_duo) == "step 2 of 2", 60, "the arrow key's move")
+    until(lambda: _markers(dash_duo) == (vmin, vmax + 1), 30, "vmax + 1")
+    _key(dash_duo, handles[1], Keys.ARROW_RIGHT, shift=True)
+    until(lambda: _step_text(dash_duo) == "step 3 of 3", 60, "the Shift + arrow move")
+    until(lambda: _markers(dash_duo) == (vmin, vmax + 11), 30, "vmax + 11")
+    _key(dash_duo, handles[0], Keys.ARROW_LEFT, shift=True)
+    until(lambda: _markers(dash_duo) == (vmin - 10, vmax + 11), 60, "vmin - 10")
+    # a value typed in a box, with Enter, is what the recipe holds
+    box = dash_duo.find_element("#thresholds-slider input.dash-range-slider-max-input")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(vmax + 1234), Keys.ENTER)
+    until(lambda: _markers(dash_duo) == (vmin - 10, vmax + 1234), 60, "the typed vmax")
+    _fits(dash_duo, "16-bit, after the moves")
+
+    # a float image with a tiny range: the step has six decimals, the boxes hold them
+    tifffile.imwrite(tmp_path / "tiny.tif", _disks(np.float32, 0.0004, 0.0035, seed=1))
+    _upload(dash_duo, tmp_path / "tiny.tif")
+    boxes = _fits(dash_duo, "tiny float")
+    assert len(boxes[1]["step"].split(".")[1]) >= 6, boxes
+    vmin, vmax = _markers(dash_duo)
+    step = float(boxes[1]["step"])
+    handles = dash_duo.find_elements("#thresholds-slider [role=slider]")
+    _key(dash_duo, handles[1], Keys.ARROW_RIGHT)
+    until(lambda: _step_text(dash_duo) == "step 2 of 2", 60, "the arrow key's move")
+    until(lambda: _markers(dash_duo) and abs(_markers(dash_duo)[1] - (vmax + step)) < step / 100,
+          30, "vmax + one step")
+
+
+def test_the_intensity_scale_is_shown_as_information(dash_duo, app_factory, tmp_path):
+    _start(dash_duo, app_factory)
+    info = lambda: dash_duo.find_element("#intensity-scale-info")  # noqa: E731
+    until(lambda: "255 (the maximum of uint8)" in info().text, 30, "the scale of coins")
+    assert "read-only" in info().text
+    # no input for it in the random walker's form; beta is there
+    form = "[id*='\"stage\":\"segmentation\"'][id*='\"type\":\"param\"']"
+    names = {re.search(r'"name":"(\w+)"', e.get_attribute("id")).group(1)
+             for e in dash_duo.find_elements(form)}
+    assert "beta" in names and "intensity_scale" not in names
+    # what it is, one click away
+    info().find_element(By.TAG_NAME, "summary").click()
+    until(lambda: "img_as_float" in info().text, 10, "the explanation")
+    # another method: no such scale, the line is hidden; back: shown again
+    dash_duo.select_dcc_dropdown("#segmentation-method", value="Watershed")
+    until(lambda: not info().is_displayed(), 30, "the line hidden")
+    dash_duo.select_dcc_dropdown("#segmentation-method", value="Random walker")
+    until(lambda: info().is_displayed() and "255" in info().text, 30, "the line back")
+    # a recipe made on a float image keeps its own scale, and the line says so
+    recipe = _recipe(dash_duo)
+    recipe["segmentation"]["params"]["intensity_scale"] = 1.0
+    path = tmp_path / "float-made.json"
+    path.write_text(json.dumps(recipe), encoding="utf-8")
+    dash_duo.find_element("#load-recipe-upload input[type=file]").send_keys(str(path))
+    until(lambda: "from the loaded recipe" in info().text, 30, "the loaded recipe's scale")
+    assert "this uint8 image would give 255" in info().text
+    assert _recipe(dash_duo)["segmentation"]["params"]["intensity_scale"] == 1.0
+
+
+def test_the_sweep_is_a_grid_with_labelled_axes_and_a_click_adopts_a_cell(dash_duo,
+                                                                        app_factory):
+    _start(dash_duo, app_factory)
+    vmin, _ = _markers(dash_duo)
+    _tab(dash_duo, "Parameter sweep")
+    until(lambda: dash_duo.find_element("#sweep-param-a").text.strip() == "markers: vmin", 30,
+          "parameter A")
+    dash_duo.find_element("#sweep-values-a").send_keys(f"60, {vmin:g}")
+    dash_duo.select_dcc_dropdown("#sweep-param-b", value="segmentation (random_walker): beta")
+    dash_duo.find_element("#sweep-values-b").send_keys("50, 130")
+    dash_duo.find_element("#sweep-run").click()
+    cells = lambda: dash_duo.find_elements("#sweep-grid .sweep-cell")  # noqa: E731
+    until(lambda: len(cells()) == 4, 180, "the 2 x 2 grid")
+    # the axes say the parameters, the rows and columns their values
+    axes = [e.text for e in dash_duo.find_elements("#sweep-grid .sweep-axis")]
+    assert axes == ["segmentation (random_walker): beta", "markers: vmin"]
+    assert [e.text for e in dash_duo.find_elements("#sweep-grid .sweep-value-column")] == [
+        "50", "130"]
+    assert [e.text for e in dash_duo.find_elements("#sweep-grid .sweep-value-row")] == [
+        "60", f"{vmin:g}"]
+    # laid out as a grid: two rows of two, the columns aligned
+    boxes = [c.rect for c in cells()]
+    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 2 and boxes[2]["y"] > boxes[0]["y"] + 40
+    assert abs(boxes[0]["x"] - boxes[2]["x"]) < 2 and boxes[1]["x"] > boxes[0]["x"] + 40
+    current = lambda: [i for i, c in enumerate(cells())  # noqa: E731
+                       if "sweep-current" in c.get_attribute("class")]
+    until(lambda: current() == [3], 10, "the current recipe's cell marked")
+    # a click on a cell adopts it: a new step of the history, the mark follows
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cells()[0])
+    cells()[0].click()
+    until(lambda: _step_text(dash_duo) == "step 2 of 2", 60, "the cell adopted")
+    until(lambda: current() == [0], 10, "the adopted cell marked")
+    dash_duo.find_element("#undo-button").click()
+    until(lambda: current() == [3], 30, "undo: the first cell marked again")
+    dash_duo.find_element("#redo-button").click()
+    until(lambda: current() == [0], 30, "redo: the adopted cell marked again")
+    _tab(dash_duo, "Recipe")
+    until(lambda: _markers(dash_duo) == (60, _markers(dash_duo)[1]), 30, "vmin 60")
+    assert _recipe(dash_duo)["segmentation"]["params"]["beta"] == 50
+    # (the measurements table's own console messages are its tests' business)
+    severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"
+              and "dash_ag_grid" not in e.get("message", "")]
+    assert not severe, severe
