@@ -717,9 +717,9 @@ def _run_job(services, recipe, inputs, owner, source, job_id, folder, *, set_pro
         with lock:
             running = [shown[i] for i in sorted(in_progress)]
         text = progress_text(done, n, time.monotonic() - t0, running)
+        save_status(done=done, text=text)  # first: a page re-attached reads it
         if set_progress is not None:
             set_progress((done, n, text))
-        save_status(done=done, text=text)
 
     def items():
         for i, (_, path) in enumerate(inputs):

@@ -114,6 +114,10 @@ def test_a_batch_runs_every_file_lists_the_broken_one_and_packs_a_zip(services, 
                          "b_measurements.csv", "measurements.csv", "recipe.json", "pipeline.py"}
         labels = tifffile.imread(_io.BytesIO(archive.read("a_labels.tif")))
         np.testing.assert_array_equal(labels, recipes.run(GOOD_A, recipe).labels)
+        with tifffile.TiffFile(_io.BytesIO(archive.read("a_labels.tif"))) as tif:
+            provenance = json.loads(tif.pages[0].description)
+        assert provenance["command"] == "Pipeline Explorer Batch tab"  # not the CLI
+        assert provenance["recipe"] == recipe and provenance["versions"]["numpy"]
         assert recipes.validate(json.loads(archive.read("recipe.json"))) == recipe
         compile(archive.read("pipeline.py").decode(), "pipeline.py", "exec")
         combined = archive.read("measurements.csv").decode()
@@ -305,6 +309,200 @@ def test_bad_requests_start_nothing(services, session, data):
             batch.batch_owner(services, sid, bad)
     with pytest.raises(InputError, match="owner"):
         batch.owner_dir(services.config, "../../etc")
+
+
+# --------------------------------------------------------------------------------------------
+# Whose batches: a browser (local mode) or a signed-in user; re-attached after a reload
+
+BROWSER_A, BROWSER_B = "a1" * 16, "b2" * 16
+
+
+def _new_page(services):
+    """A new page (a reload, or a tab opened again): a new session, coins loaded."""
+    sid = new_session_id()
+    outcome = loading.load_image(services, sid, None, "coins", None, None, None)
+    return sid, save_history(services.store, sid, initial_history(outcome.meta), None)
+
+
+def test_a_reloaded_page_finds_its_browsers_running_batch_and_another_browser_does_not(
+        services, session, data):
+    sid, pointer = session
+    for i in range(3):
+        (data / f"c{i}.png").write_bytes(_png(GOOD_B))
+    owner = batch.batch_owner(services, sid, BROWSER_A)
+    assert owner == f"browser:{BROWSER_A}"
+    seen = {}
+
+    def progress(value):
+        if value[0] == 2 and not seen:  # mid-batch: the page is reloaded, another browser looks
+            reloaded, _ = _new_page(services)
+            seen["same"] = batch.attach_outputs(services, reloaded, BROWSER_A, prefix="/app/")
+            seen["other"] = batch.attach_outputs(services, reloaded, BROWSER_B)
+            seen["cancel_other"] = batch.cancel_outputs(services, reloaded, BROWSER_B)
+            seen["slots"] = services.admission.running(owner)
+
+    result = batch.run_batch(services, sid, pointer, batch.ALL_FILES, owner=owner,
+                             set_progress=progress, backend=_local())
+    assert result["state"] == "done"
+    out = dict(zip([f"{i}.{p}" for i, p in batch.ATTACH_OUTPUTS], seen["same"]))
+    assert out["batch-job.data"] == result["job"]
+    assert out["batch-poll.disabled"] is False  # the poll follows it
+    assert (out["batch-progress.value"], out["batch-progress.max"]) == (2, 6)
+    assert "2 of 6 files done" in out["batch-progress-text.children"]
+    assert out["batch-cancel.disabled"] is False and out["batch-download.children"] is None
+    assert "running" in out["batch-summary.children"]
+    listed = str(out["batch-jobs.children"])
+    assert result["job"] in listed and "batch-job-running" in listed
+    # another browser: no job of its own, nothing of this one
+    other = dict(zip([f"{i}.{p}" for i, p in batch.ATTACH_OUTPUTS], seen["other"]))
+    assert other["batch-jobs.children"] is None and other["batch-job.data"] is None
+    assert other["batch-poll.disabled"] is True
+    assert "No batch is running" in seen["cancel_other"][0].children
+    assert seen["slots"] == 1  # the batch held a job slot of its owner while it ran
+    assert services.admission.running(owner) == 0
+
+    # the poll of the reloaded page: the job ended, its table and zip are shown, poll stops
+    reloaded, _ = _new_page(services)
+    out = dict(zip([f"{i}.{p}" for i, p in batch.ATTACH_OUTPUTS],
+                   batch.attach_outputs(services, reloaded, BROWSER_A, result["job"],
+                                        prefix="/app/")))
+    assert out["batch-poll.disabled"] is True and out["batch-cancel.disabled"] is True
+    assert out["batch-download.children"].href == batch.zip_url(owner, result["job"], "/app/")
+    assert "batch-row" in str(out["batch-table.children"])
+    assert (out["batch-progress.value"], out["batch-progress.max"]) == (6, 6)
+    assert "href" in str(out["batch-jobs.children"])  # the list links its zip
+    # nothing is found without the browser's id, and a forged one is refused
+    with pytest.raises(PreventUpdate):
+        batch.attach_outputs(services, reloaded, None)
+    refused = batch.attach_outputs(services, reloaded, "../" + BROWSER_A)
+    assert "browser_id" in refused[9].children and refused[0] is no_update
+
+
+def test_cancel_on_a_reloaded_page_stops_the_job_it_shows(services, session, data):
+    sid, pointer = session
+    for i in range(4):
+        (data / f"c{i}.png").write_bytes(_png(GOOD_B))
+    owner = batch.batch_owner(services, sid, BROWSER_A)
+    asked = []
+
+    def progress(value):
+        if value[0] == 1 and not asked:
+            reloaded, _ = _new_page(services)
+            shown = batch.attach_outputs(services, reloaded, BROWSER_A)[1]
+            asked.append(batch.cancel_outputs(services, reloaded, BROWSER_A, shown))
+
+    result = batch.run_batch(services, sid, pointer, batch.ALL_FILES, owner=owner,
+                             set_progress=progress, backend=_local())
+    assert "Cancelled after 1 of 7" in asked[0][0].children
+    assert result["state"] == "cancelled" and result["zip"] is None
+    assert batch.read_status(services.config, owner, result["job"])["state"] == "cancelled"
+
+
+def test_a_job_whose_process_died_reads_interrupted(services, session, data):
+    owner = f"browser:{BROWSER_A}"
+    folder = batch.job_dir(services.config, owner, "c" * 32)
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    status = {"job": "c" * 32, "state": "running", "pid": dead.pid, "host": socket.gethostname(),
+              "total": 9, "done": 3, "source": "data:", "started_at": time.time(), "rows": []}
+    (folder / batch.STATUS_NAME).write_text(json.dumps(status))
+    read = batch.read_status(services.config, owner, "c" * 32)
+    assert read["state"] == "interrupted" and "3 of 9" in read["message"]
+    (folder / batch.CANCEL_FLAG).touch()  # Cancel on the page that started it killed it
+    assert batch.read_status(services.config, owner, "c" * 32)["state"] == "cancelled"
+    # a live process of this machine keeps it running
+    status["pid"] = os.getpid()
+    (folder / batch.STATUS_NAME).write_text(json.dumps(status))
+    assert batch.read_status(services.config, owner, "c" * 32)["state"] == "running"
+
+
+def test_with_sign_in_a_batch_belongs_to_its_user_only(services, session, data, tmp_path):
+    from app import create_app
+    from callbacks import auth
+
+    users = tmp_path / "users"
+    auth.add_user(users, "alice", "alice-password")
+    auth.add_user(users, "bob", "bob-password")
+    config = Config(state_dir=services.config.state_dir, data_dir=data, users_file=users)
+    app = create_app(config)
+    signed = app._pipex_services
+    sid, pointer = session
+    signed.store.set_owner(sid, "user:alice")  # as the sign-in records it for each request
+    # the browser's id plays no part: the user owns the batch, from any browser
+    assert batch.batch_owner(signed, sid, BROWSER_A) == "user:alice"
+    assert batch.batch_owner(signed, sid, None) == "user:alice"
+    result = batch.run_batch(signed, sid, pointer, "data:sub", backend=_local())
+    assert result["state"] == "done"
+    alice_page, bob_page = new_session_id(), new_session_id()
+    signed.store.set_owner(alice_page, "user:alice")
+    signed.store.set_owner(bob_page, "user:bob")
+    assert batch.attach_outputs(signed, alice_page, BROWSER_B)[1] == result["job"]
+    assert batch.attach_outputs(signed, bob_page, BROWSER_A)[1] is None  # same browser, bob
+    with pytest.raises(InputError, match="no signed-in user"):
+        batch.batch_owner(signed, new_session_id(), BROWSER_A)
+
+    # the zip is served to alice only
+    url = batch.zip_url("user:alice", result["job"])
+    signin = app.server.extensions["pipex_auth"]
+    for name, expected in (("alice", 200), ("bob", 404)):
+        client = app.server.test_client()
+        with client.session_transaction() as cookie:
+            cookie["user"] = name
+            cookie["pw"] = signin._fingerprint(signin.users()[name])
+        assert client.get(url).status_code == expected, name
+    assert app.server.test_client().get(url).status_code == 401  # not signed in
+
+
+def test_a_batch_that_finds_no_job_slot_says_why_and_when_it_can_start(services, session, data):
+    from pipeline.admission import Admission
+
+    sid, pointer = session
+    one = Services.create(Config(state_dir=services.config.state_dir, data_dir=data,
+                                 user_jobs=1, max_jobs=3))
+    owner = batch.batch_owner(one, sid, BROWSER_A)
+    elsewhere = Admission(services.config.state_dir / "admission", per_owner=1, total=3)
+    with elsewhere.slot(owner):  # e.g. a computation of the page, in another worker
+        table, summary, link, message = batch.run_outputs(one, sid, pointer, "data:sub",
+                                                          browser_id=BROWSER_A,
+                                                          backend=_local())
+    assert (table, summary, link) == (no_update,) * 3
+    text = message.children
+    assert text.startswith("Batch not started: you already have 1 heavy job running")
+    assert "PIPEX_USER_JOBS = 1" in text and "try again in a moment" in text
+    assert batch.list_jobs(services.config, owner) == []  # nothing was started
+
+    # a running batch of the owner: its progress says when the next one can start
+    running = batch.job_dir(services.config, owner, "d" * 32)
+    running.mkdir(parents=True)
+    (running / batch.STATUS_NAME).write_text(json.dumps({
+        "job": "d" * 32, "state": "running", "pid": os.getpid(), "host": socket.gethostname(),
+        "source": "data:sub", "total": 40, "done": 10, "started_at": time.time() - 60,
+        "rows": []}))
+    with elsewhere.slot(owner):
+        text = batch.run_outputs(one, sid, pointer, "data:sub", browser_id=BROWSER_A,
+                                 backend=_local())[3].children
+    assert "the batch of folder sub/ started at" in text and "10 of 40 files done" in text
+    # 60 s for 10 files: 30 more take about 3 min (a few seconds more as this test runs)
+    assert re.search(r"It can start in about 3 min 0\d s, when the first of them ends", text), text
+    # the whole server full: the other reason
+    full = Admission(services.config.state_dir / "admission", per_owner=3, total=3)
+    with full.slot("user:x"), full.slot("user:y"), full.slot("user:z"):
+        text = batch.run_outputs(one, sid, pointer, "data:sub", browser_id=BROWSER_A,
+                                 backend=_local())[3].children
+    assert "the server is running 3 heavy jobs for all users" in text and "PIPEX_MAX_JOBS" in text
+    # with a slot free, it runs
+    assert batch.run_batch(one, sid, pointer, "data:sub", owner=owner,
+                           backend=_local())["state"] == "done"
+
+
+def test_busy_message_and_time_left():
+    status = {"done": 5, "total": 20, "started_at": 1000.0}
+    assert batch.time_left(status, now=1010.0) == 30.0
+    assert batch.time_left({**status, "done": 0}, now=1010.0) is None
+    assert batch.source_label("data:") == "the data folder"
+    assert batch.source_label("data:a/b") == "folder a/b/"
+    assert batch.source_label("uploads") == "uploaded files"
 
 
 def test_progress_text():

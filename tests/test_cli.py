@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import stat
@@ -18,6 +19,7 @@ from skimage import data
 
 from pipeline import recipe as R
 from pipeline.cli import main
+from pipeline.errors import InputError
 from pipeline.io import blobs_3d, content_hash, read_image_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +101,7 @@ def test_run_two_images(files, capsys):
         assert meta["input"]["name"] == path.name
         assert meta["versions"]["scikit-image"]
         assert meta["steps"]["segmentation"] == "random_walker"
+        assert meta["command"] == "python -m pipeline run"  # how it was made: not the tab
         counts[path.name] = expected.measurements.n_objects
         assert f"{path.name}: {counts[path.name]} objects in " in captured.out
 
@@ -524,3 +527,60 @@ def test_unreachable_scheduler_runs_the_batch_locally(files, capsys):
     assert f"note: dask scheduler tcp://127.0.0.1:{port} could not be reached" in captured.err
     assert "ran locally" in captured.err
     assert (out / "coins_labels.tif").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline.batch: the pieces the command line and the Batch tab share
+
+
+def test_the_batch_pieces_are_public_and_check_their_input(files, tmp_path):
+    from pipeline import batch
+
+    recipe = _recipe()
+    raw = files["png"].read_bytes()
+    cli = batch.ProcessImage(recipe, **LIMITS)
+    tab = batch.ProcessImage(recipe, **LIMITS, command=batch.TAB_COMMAND)
+    a, b = cli(("coins.png", raw)), tab(("coins.png", raw))
+    np.testing.assert_array_equal(tifffile.imread(io.BytesIO(a["tiff"])),
+                                  tifffile.imread(io.BytesIO(b["tiff"])))
+    for value, command in ((a, batch.CLI_COMMAND), (b, batch.TAB_COMMAND)):
+        with tifffile.TiffFile(io.BytesIO(value["tiff"])) as tif:
+            assert json.loads(tif.pages[0].description)["command"] == command
+    assert a["summary"] == b["summary"] and a["summary"]["objects"] > 0
+    # the versions are read once, when the work is made, and written as given
+    given = batch.ProcessImage(recipe, **LIMITS, versions={"numpy": "x"})(("coins.png", raw))
+    with tifffile.TiffFile(io.BytesIO(given["tiff"])) as tif:
+        assert json.loads(tif.pages[0].description)["versions"] == {"numpy": "x"}
+
+    for kwargs, name in (({"max_bytes": 0}, "max_bytes"), ({"max_pixels": -1}, "max_pixels"),
+                         ({"max_bytes": True}, "max_bytes"), ({"command": " "}, "command"),
+                         ({"versions": []}, "versions")):
+        with pytest.raises(InputError, match=name):
+            batch.ProcessImage(recipe, **{**LIMITS, **kwargs})
+    with pytest.raises(InputError, match="recipe"):
+        batch.ProcessImage("recipe.json", **LIMITS)
+    with pytest.raises(InputError):
+        batch.ProcessImage({**recipe, "filter": {"name": "nope"}}, **LIMITS)
+    unreadable = batch.read_bytes(tmp_path / "missing.png", 100)
+    assert isinstance(unreadable, batch.Unreadable) and "was not found" in unreadable.message
+    with pytest.raises(InputError, match="not found"):
+        cli(("missing.png", unreadable))
+    assert isinstance(batch.read_bytes(files["png"], 10), batch.Unreadable)  # over the limit
+    assert batch.read_bytes(files["png"], 2**20) == raw
+    with pytest.raises(InputError, match="path"):
+        batch.read_bytes(3, 100)
+    with pytest.raises(InputError, match="max_bytes"):
+        batch.read_bytes(files["png"], 0)
+    assert batch.output_names(["a/x.png", "b/x.png", "y.tif"]) == [
+        ("a/x.png", "x"), ("b/x.png", "x-2"), ("y.tif", "y")]
+    with pytest.raises(InputError, match="paths"):
+        batch.output_names("x.png")
+    with pytest.raises(InputError, match=r"paths\[1\]"):
+        batch.output_names(["x.png", None])
+    with pytest.raises(InputError, match="tables"):
+        batch.combine([("a", {})], [])
+    with pytest.raises(InputError, match="data"):
+        batch.write_atomic(tmp_path / "x", 3)
+    batch.write_atomic(tmp_path / "x.txt", "é\n")
+    assert (tmp_path / "x.txt").read_bytes() == "é\n".encode()
+    assert not (tmp_path / "x.txt.part").exists()

@@ -183,8 +183,7 @@ def test_a_batch_survives_a_reload_and_only_its_browser_sees_it(dash_duo, app_fa
 
     dash_duo.find_element("#batch-run").click()
     until(lambda: _progress(dash_duo)[0] >= 1, timeout=240, what="the first file done")
-    status, folder = until(lambda: _status(tmp_path / "state"), what="the job's status")
-    job = status["job"]
+    job = until(lambda: _status(tmp_path / "state"), what="the job's status")[0]["job"]
 
     # the tab is closed and opened again: a new page, a new session, the same browser
     driver.refresh()
