@@ -227,7 +227,7 @@ def test_signed_in_the_page_works_and_lists_the_data_folder(served):
 
 
 def test_a_session_of_one_user_is_refused_to_another(served):
-    _, url, _ = served
+    _, url, tmp = served
     alice = DashClient(url, session=_signed_in(url, "alice"))
     sid = alice.find_component("session-store")["data"]
     meta = alice.call("image-store.data", inputs={"sample-dropdown.value": "coins"},
@@ -248,10 +248,18 @@ def test_a_session_of_one_user_is_refused_to_another(served):
     # alice's own request with it passes the check (it reaches the route: 400 = bad body)
     res = alice.session.post(url + "_pipex/move", timeout=30, json={"session": sid})
     assert res.status_code == 400
-    # a route naming the session in its path (the Batch tab's zip): the same rule
-    zip_path = f"_pipex/batch/{sid}/{'ab' * 16}/results.zip"
-    assert bob.session.get(url + zip_path, timeout=30).status_code == 403
-    assert alice.session.get(url + zip_path, timeout=30).status_code == 404  # no such job
+    # the Batch tab's zip (its address names the owner, not the session): alice's only
+    from callbacks import batch
+
+    job = "ab" * 16
+    zip_file = tmp / "state" / batch.BATCH_FOLDER / batch.owner_key("user:alice") / job / \
+        batch.ZIP_NAME
+    zip_file.parent.mkdir(parents=True, exist_ok=True)
+    zip_file.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    zip_path = batch.zip_url("user:alice", job).lstrip("/")
+    assert alice.session.get(url + zip_path, timeout=30).status_code == 200
+    assert bob.session.get(url + zip_path, timeout=30).status_code == 404
+    assert requests.get(url + zip_path, timeout=30).status_code == 401
 
 
 def test_sign_out_and_a_changed_password_end_the_sign_in(served):
