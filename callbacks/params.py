@@ -25,7 +25,7 @@ from pipeline.errors import InputError
 from pipeline.measure import PROPERTIES_2D_ONLY
 from pipeline.scribbles import check_fit
 
-from .loading import message_children
+from .loading import format_value, message_children
 
 MAX_HISTORY = 500
 #: Post-processing operations in pipeline order; "label" is always there.
@@ -265,14 +265,17 @@ def check_fits_image(recipe, meta):
         check_fit(recipe["markers"]["scribbles"], meta["shape"])
     if recipe["filter"]["name"] != "none":
         return
+    dtype = meta.get("dtype", "float64")
     if vmin <= meta["min"] and 1 not in drawn:
         raise InputError(
-            f"No background marker: no pixel is below vmin = {vmin:g} (the darkest pixel is "
-            f"{meta['min']:g}). Keeping the previous thresholds.")
+            f"No background marker: no pixel is below vmin = {format_value(vmin, dtype)} (the "
+            f"darkest pixel is {format_value(meta['min'], dtype)}). Keeping the previous "
+            "thresholds.")
     if vmax >= meta["max"] and 2 not in drawn:
         raise InputError(
-            f"No object marker: no pixel is above vmax = {vmax:g} (the brightest pixel is "
-            f"{meta['max']:g}). Keeping the previous thresholds.")
+            f"No object marker: no pixel is above vmax = {format_value(vmax, dtype)} (the "
+            f"brightest pixel is {format_value(meta['max'], dtype)}). Keeping the previous "
+            "thresholds.")
 
 
 def postprocess_from_controls(ops, values) -> list:

@@ -153,12 +153,13 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
     fig = go.Figure(
         go.Bar(x=centers.tolist(), y=np.asarray(counts).tolist(), width=widths.tolist(),
                marker=dict(color="#777", line=dict(width=0)), name="pixels",
-               hovertemplate="intensity %{x:.4g}<br>%{y} pixels<extra></extra>"),
+               hovertemplate="intensity %{x:,.5~r}<br>%{y:,} pixels<extra></extra>"),
         layout=go.Layout(
             margin=dict(l=50, r=10, t=10, b=40),
             height=height,
             bargap=0,
-            xaxis=dict(title="intensity", range=[float(edges[0]), float(edges[-1])]),
+            xaxis=dict(title="intensity", range=[float(edges[0]), float(edges[-1])],
+                       hoverformat=",.5~r"),  # 11,905, not 11.90464k
             yaxis=dict(title="pixels", type="log" if log else "linear", fixedrange=True),
             shapes=threshold_shapes(vmin, vmax, float(edges[0]), float(edges[-1]), colors),
             uirevision=uirevision,

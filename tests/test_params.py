@@ -282,3 +282,12 @@ def test_a_loaded_recipe_keeps_its_intensity_scale_and_its_script_too():
     assert "fast_random_walker(filtered / 1.0," in to_script(loaded)
     own = _recipe(next_state(ids.IMAGE, None, meta, {})[0])
     assert "fast_random_walker(filtered / 255.0," in to_script(own)
+
+
+def test_refused_thresholds_are_written_for_a_person():
+    """Issue 10 item 3: 65,535 and 58,985 on a 16-bit image, not 65535 / 58985."""
+    meta = dict(META, min=0.0, max=58985.0, dtype="uint16", vmin=8715, vmax=19811, scale=65535.0)
+    h = next_state(ids.IMAGE, None, meta, {})[0]
+    h2, msg = next_state(ids.THRESHOLDS, h, meta, {"thresholds": [8715, 65535]})
+    assert h2 is h
+    assert "no pixel is above vmax = 65,535 (the brightest pixel is 58,985)" in msg

@@ -42,6 +42,13 @@ return Array.from(boxes).map(function (box) {
 });
 """
 
+HOVER_JS = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+window.Plotly.Fx.hover(gd, {xval: arguments[0]}, 'xy');
+const layer = gd.querySelector('.hoverlayer');
+return layer ? layer.textContent : '';
+"""
+
 
 def _js(dash_duo, script, *args):
     return dash_duo.driver.execute_script(script, *args)
@@ -128,6 +135,11 @@ def test_threshold_boxes_fit_the_values_and_the_keys_give_fine_control(dash_duo,
     _upload(dash_duo, tmp_path / "sixteen.tif")
     boxes = _fits(dash_duo, "16-bit")
     assert boxes[1]["step"] == "1" and boxes[1]["hi"] > 40000
+    # the histogram's hover says an intensity as a person reads it (no 1.235e+4)
+    for x in (12000, 25000, 40000):
+        text = until(lambda: _js(dash_duo, HOVER_JS, x), 10, "the histogram's hover")
+        # the axis's label, the bar's intensity and its count: 11,905 intensity 11,905 ...
+        assert re.match(r"(\d{1,2},\d{3})intensity \1[\d,]+ pixels$", text), text
     vmin, vmax = _markers(dash_duo)
     handles = dash_duo.find_elements("#thresholds-slider [role=slider]")
     # an arrow key moves vmax by one grey level, Shift + arrow by ten
