@@ -11,7 +11,9 @@ tests/test_guard.py, fast-path bodies and path tricks — while session B moves 
 at the same time. For each case:
 
 * the answer is a 4xx, or a 200 carrying the user-facing message of the control (never a
-  500, never a traceback);
+  500, never a traceback); a body over the size limits is answered 413 before it is read,
+  and gunicorn then closes the connection, so a client still sending it may see the
+  connection closed instead (both are accepted there, and only there);
 * session A's previous image and history still answer (its segmentation is drawn from its
   history pointer; a refused upload or recipe leaves the page's image and history as they
   were);
@@ -195,7 +197,10 @@ def _outcome_of_call(page, output, **kwargs) -> Outcome:
     200) its outputs ``{id: {prop: value}}``."""
     client = page.client
     dep, body = client.build_request(output, **kwargs)
-    response = client._post(body)
+    try:
+        response = client._post(body)
+    except requests.ConnectionError as exc:
+        return Outcome(CLOSED, str(exc))
     headers = dict(response.headers)
     if response.status_code != 200:
         return Outcome(response.status_code, response.text, headers=headers)
@@ -232,6 +237,17 @@ def loaded(o: Outcome):
     message = text_of(o.outputs["load-message"]["children"])
     assert message.startswith("Loaded"), message
     assert o.outputs["image-store"]["data"]["shape"]
+
+
+#: The status of an answer the client could not read: the server answered a too-large body
+#: (413) before reading it and closed the connection while the client was still sending it
+#: (gunicorn does; which one the client sees depends on timing).
+CLOSED = 0
+
+
+def too_large(o: Outcome):
+    assert o.status in (413, CLOSED), (o.status, o.text[:300])
+    assert "Traceback" not in o.text
 
 
 def http_refusal(*codes):
@@ -307,7 +323,7 @@ def upload_cases():
         Case(f"upload just over {UPLOAD_MB} MB", upload(
             b"\0" * (UPLOAD_MB * MB + 300 * 1024)), refused_load("the limit is")),
         Case("upload far over the HTTP body limit", upload(b"\0" * (UPLOAD_MB * 3 // 2 * MB)),
-             http_refusal(413)),
+             too_large),
     ]
     for name, make in sorted(hostile.WIDE.items()):
         cases.append(Case(f"legitimate {name}", upload(_tiff(make(np.random.default_rng(11)))),
@@ -454,8 +470,11 @@ def sweep_cases():
 
 def raw_post(path, raw, content_type="application/json"):
     def send(page):
-        res = page.client.session.post(page.url + path, data=raw, timeout=120,
-                                       headers={"Content-Type": content_type})
+        try:
+            res = page.client.session.post(page.url + path, data=raw, timeout=120,
+                                           headers={"Content-Type": content_type})
+        except requests.ConnectionError as exc:
+            return Outcome(CLOSED, str(exc))
         return Outcome(res.status_code, res.text, headers=dict(res.headers))
     return send
 
@@ -505,7 +524,7 @@ def request_cases():
         Case("fast path: JSON array", raw_post("/_pipex/move", "[1, 2]"), four_xx),
         Case("fast path: null", raw_post("/_pipex/move", "null"), four_xx),
         Case("fast path: 2 MB body", raw_post("/_pipex/move", '{"a": "' + "x" * 2 * MB + '"}'),
-             four_xx),
+             too_large),
         Case("fast path: deep nesting", raw_post("/_pipex/settle", "[" * 200_000), four_xx),
         Case("fast path: unknown route", raw_post("/_pipex/nope", "{}"), four_xx),
         Case("path trick: ..%2f", raw_get("/_dash-component-suites/..%2f..%2fapp.py"),
@@ -552,6 +571,8 @@ def test_the_hostile_corpus_against_gunicorn_with_two_workers(served, capsys):
                 outcome = case.send(a)
                 case.check(outcome)
                 for each in outcome.outputs.get("all", [outcome]):  # issue 11 item 12
+                    if each.status == CLOSED:
+                        continue
                     assert each.headers.get("X-Content-Type-Options") == "nosniff", each.headers
                     assert each.headers.get("X-Frame-Options") == "DENY", each.headers
                 b_move.result(timeout=300)
