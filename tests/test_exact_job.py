@@ -326,3 +326,19 @@ def test_the_solve_rate_measured_replaces_the_constant(services):
     moved["markers"]["vmax"] += 3
     later = display.exact_estimate(services, sid, meta, moved)
     assert 0 < later < first  # the graph is cached now
+
+
+def test_the_fast_path_settle_hands_the_job_to_the_page(services):
+    """/_pipex/settle answers the job's store (the page sets it: the background callback
+    starts) and nothing else, so the preview stays."""
+    from callbacks import fastpath
+
+    services, sid, meta, pointer = _large(services, job_after_s=0.001)
+    pending, base = _preview(services, sid, meta, pointer)
+    body = {"session": sid, "image": meta["id"], "history": pointer, "pending": pending,
+            "base": base, "view": {"axis": 0, "index": 0, "style": "contour",
+                                   "show": ["markers"], "view": "labels"}}
+    out = fastpath.fast_settle(services, body)
+    assert list(out["outputs"]) == [ids.EXACT_JOB] and out["overlays"] == {}
+    assert out["outputs"][ids.EXACT_JOB]["data"]["key"] == pending["key"]
+    assert not out["full"]
