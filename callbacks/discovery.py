@@ -41,6 +41,7 @@ from .params import current_recipe, require_current
 log = logging.getLogger(__name__)
 
 THUMB = 180  # thumbnail size, pixels
+SWEEP_THUMB = 240  # a sweep cell's thumbnail (a grid of at most 6 columns fits the page)
 MAX_SWEEP = 36  # combinations at most
 
 
@@ -190,9 +191,9 @@ def run_sweep(services, session_id, meta, grid, axis, index, n_jobs=2):
             labels = services.run(session_id, meta["id"], recipe).labels
         except InputError as exc:
             return {"label": cell["label"], "recipe": cell["recipe"], "error": str(exc)}
-        lab2d = thumbnail(shown_slice(labels, meta, axis, index)).astype(np.int32)
+        lab2d = thumbnail(shown_slice(labels, meta, axis, index), SWEEP_THUMB).astype(np.int32)
         rgba = postprocess.boundaries_overlay(lab2d)
-        rgb = render.composite(thumbnail(gray), [rgba])
+        rgb = render.composite(thumbnail(gray, SWEEP_THUMB), [rgba])
         return {"label": cell["label"], "recipe": recipe, "uri": render.png_data_uri(rgb),
                 "n": count_regions(labels)}
 

@@ -83,4 +83,4 @@ def sweep_grid(cells, axis_a, values_a, axis_b=None, values_b=None, current=None
             i = r * n_columns + j
             children.append(_cell(i, cells[i], 3 + r, first + j, i == current))
     return html.Div(className="sweep-grid", children=children, style={
-        "gridTemplateColumns": f"auto auto repeat({n_columns}, minmax(72px, 180px))"})
+        "gridTemplateColumns": f"auto auto repeat({n_columns}, minmax(72px, 240px))"})
