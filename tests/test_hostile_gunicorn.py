@@ -1,14 +1,17 @@
 """The hostile corpus against the Dockerfile's gunicorn with 2 workers (issue 11).
 
 The server is started exactly as the image starts it (``serve_docker_cmd``: the Dockerfile's
-CMD, gunicorn.conf.py, 2 workers x 2 gthread threads) with two settings of its own: a 16 MB
-upload limit (``PIPEX_MAX_UPLOAD_MB``, so that "too large" is cheap to send) and a 0.25 GB
-store (``PIPEX_STORE_SIZE_GB``: a 64 MB quota per session, so that filling it takes a few
-uploads). Two sessions, as two browser pages: session A loads coins and draws its
-segmentation; then every input of the corpus is sent from session A — image uploads built by
+CMD, gunicorn.conf.py, 2 workers x 2 gthread threads) as a shared lab server: sign-in on (a
+users file with alice and bob, ``PIPEX_USERS_FILE``), a data folder holding a file whose name
+must not leak, a 16 MB upload limit (``PIPEX_MAX_UPLOAD_MB``, so that "too large" is cheap to
+send) and a 0.25 GB store (``PIPEX_STORE_SIZE_GB``: a 64 MB quota per user, so that filling
+it takes a few uploads). Two sessions, as two browser pages signed in through the form (its
+CSRF token): alice's session A loads coins and draws its segmentation, so does bob's B; then
+every input of the corpus is sent from session A — image uploads built by
 tests/test_hostile.py's builders, recipe files, sweep requests, raw callback bodies from
-tests/test_guard.py, fast-path bodies and path tricks — while session B moves its thresholds
-at the same time. For each case:
+tests/test_guard.py, fast-path bodies, path tricks, another user's or a made-up session id,
+requests without signing in, forged sign-ins — while session B moves its thresholds at the
+same time. For each case:
 
 * the answer is a 4xx, or a 200 carrying the user-facing message of the control (never a
   500, never a traceback); a body over the size limits is answered 413 before it is read,
@@ -31,6 +34,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import os
 import time
 import zlib
@@ -60,6 +64,8 @@ RSS_BUDGET_MB = 512
 UPLOAD_MB = 16
 SERVER_ENV = {"PIPEX_MAX_UPLOAD_MB": str(UPLOAD_MB), "PIPEX_STORE_SIZE_GB": "0.25"}
 MB = 2**20
+PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
+DATA_FILE = "confidential_scan_42.tif"
 
 VIEW = {"slice-axis.value": 0, "slice-index.value": 0, "overlay-style.value": "contour",
         "show-markers.value": ["markers"], "result-view.value": "labels"}
@@ -109,16 +115,34 @@ def peaks_mb(pids) -> dict:
 # The two pages
 
 
-class Page:
-    """One browser page of the app (its own connection pool and session id)."""
+TOKEN_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
-    def __init__(self, url):
-        self.client = DashClient(url, timeout=120)
+
+def sign_in(url, user) -> requests.Session:
+    """A browser's sign-in: the form (its cookie and CSRF token), then the POST."""
+    session = requests.Session()
+    form = session.get(url + "/login", timeout=60)
+    token = TOKEN_RE.search(form.text).group(1)
+    res = session.post(url + "/login", data={"csrf_token": token, "user": user,
+                                             "password": PASSWORDS[user], "next": "/"},
+                       allow_redirects=False, timeout=60)
+    assert res.status_code == 303, res.text[:300]
+    return session
+
+
+class Page:
+    """One browser page of the app, signed in as `user` (its own connection pool, cookie
+    and session id)."""
+
+    def __init__(self, url, user):
+        self.user = user
+        self.client = DashClient(url, session=sign_in(url, user), timeout=120)
         self.url = url
         self.sid = self.client.find_component("session-store")["data"]
         self.state = {"session-store.data": self.sid}
         self.meta = self.history = self.base = None
         self.moves = 0
+        self.other_sid = None  # the other page's session id (another user's)
 
     def call(self, output, **kwargs):
         return self.client.call(output, **kwargs)
@@ -468,24 +492,30 @@ def sweep_cases():
 
 # raw requests
 
-def raw_post(path, raw, content_type="application/json"):
+def raw_post(path, raw, content_type="application/json", anonymous=False):
     def send(page):
+        http = requests.Session() if anonymous else page.client.session
         try:
-            res = page.client.session.post(page.url + path, data=raw, timeout=120,
-                                           headers={"Content-Type": content_type})
+            res = http.post(page.url + path, data=raw, timeout=120,
+                            headers={"Content-Type": content_type})
         except requests.ConnectionError as exc:
             return Outcome(CLOSED, str(exc))
         return Outcome(res.status_code, res.text, headers=dict(res.headers))
     return send
 
 
-def raw_get(path):
-    """GET `path` as written (requests would resolve its dot segments before sending)."""
+def raw_get(path, anonymous=False, headers=None):
+    """GET `path` as written (requests would resolve its dot segments before sending), with
+    the page's cookie unless `anonymous`."""
     def send(page):
         host, port = page.url.split("://", 1)[1].rstrip("/").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        sent = dict(headers or {})
+        if not anonymous:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in
+                                       page.client.session.cookies.items())
         try:
-            connection.request("GET", path)
+            connection.request("GET", path, headers=sent)
             res = connection.getresponse()
             return Outcome(res.status, res.read().decode("utf-8", "replace"),
                            headers=dict(res.getheaders()))
@@ -537,8 +567,83 @@ def request_cases():
     return cases
 
 
+def load_naming(sid_of):
+    """The loader's request (coins) naming the session id `sid_of(page)`."""
+    def send(page):
+        return _outcome_of_call(page, "image-store.data",
+                                inputs={"sample-dropdown.value": "coins"},
+                                state={"session-store.data": sid_of(page)}, triggered=[])
+    return send
+
+
+def anonymous_load(page):
+    _, body = page.client.build_request("image-store.data",
+                                        inputs={"sample-dropdown.value": "coins"},
+                                        state=page.state, triggered=[])
+    return raw_post("/_dash-update-component", json.dumps(body), anonymous=True)(page)
+
+
+def login_post(fields, with_token):
+    """A POST of the sign-in form from a new visitor (with the token of its form or not)."""
+    def send(page):
+        http = requests.Session()
+        data = dict(fields)
+        if with_token:
+            form = http.get(page.url + "/login", timeout=60)
+            data["csrf_token"] = TOKEN_RE.search(form.text).group(1)
+        res = http.post(page.url + "/login", data=data, allow_redirects=False, timeout=60)
+        return Outcome(res.status_code, res.text, headers=dict(res.headers))
+    return send
+
+
+def forbidden(o: Outcome):
+    assert o.status == 403, (o.status, o.text[:300])
+    assert "another sign-in" in o.text
+
+
+def unauthorized(o: Outcome):
+    assert o.status == 401, (o.status, o.text[:300])
+    assert DATA_FILE not in o.text  # issue 11 item 12: the data folder's names
+
+
+def login_refused(status, message):
+    def check(o: Outcome):
+        assert o.status == status, (o.status, o.text[:300])
+        assert message in o.text and 'action="/login"' in o.text  # the form, shown again
+    return check
+
+
+def redirected_to_login(o: Outcome):
+    assert o.status == 302 and o.headers["Location"].startswith("/login?next="), o.status
+
+
+def signin_cases():
+    """Issue 11 item 12 on a server with sign-in: nothing without it, sessions per user."""
+    good = {"user": "alice", "password": PASSWORDS["alice"], "next": "/"}
+    return [
+        Case("another user's session id", load_naming(lambda page: page.other_sid),
+             forbidden),
+        Case("a made-up session id", load_naming(lambda page: "0123456789abcdef" * 2),
+             forbidden),
+        Case("a callback without signing in", anonymous_load, unauthorized),
+        Case("the layout without signing in", raw_get("/_dash-layout", anonymous=True),
+             unauthorized),
+        Case("a forged sign-in cookie", raw_get("/_dash-layout", anonymous=True, headers={
+            "Cookie": "pipex_session=eyJ1c2VyIjoiYWxpY2UifQ.forged.signature"}),
+             unauthorized),
+        Case("the page without signing in", raw_get("/", anonymous=True, headers={
+            "Accept": "text/html"}), redirected_to_login),
+        Case("sign-in without its CSRF token", login_post(good, with_token=False),
+             login_refused(400, "did not come from this page")),
+        Case("sign-in with a wrong password", login_post(
+            {**good, "user": "mallory", "password": "guess"}, with_token=True),
+            login_refused(401, "Wrong user name or password")),
+    ]
+
+
 def corpus():
-    return upload_cases() + recipe_cases() + sweep_cases() + request_cases()
+    return (upload_cases() + recipe_cases() + sweep_cases() + request_cases()
+            + signin_cases())
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,8 +651,20 @@ def corpus():
 
 
 @pytest.fixture(scope="module")
-def served():
-    with serve_docker_cmd(workers=2, port=PORT, env=SERVER_ENV) as server:
+def served(tmp_path_factory):
+    """The Dockerfile's command with sign-in on (a users file: alice and bob) and a data
+    folder holding one file whose name must not leak."""
+    from callbacks.auth import add_user
+
+    tmp = tmp_path_factory.mktemp("hostile")
+    users, data = tmp / "users", tmp / "data"
+    for name, password in PASSWORDS.items():
+        add_user(users, name, password)
+    data.mkdir()
+    (data / DATA_FILE).write_bytes(hostile.tiff_bytes(np.arange(64 * 64, dtype=np.uint8)
+                                                      .reshape(64, 64)))
+    env = {**SERVER_ENV, "PIPEX_USERS_FILE": str(users), "PIPEX_DATA_DIR": str(data)}
+    with serve_docker_cmd(workers=2, port=PORT, env=env) as server:
         yield server
 
 
@@ -556,8 +673,9 @@ def test_the_hostile_corpus_against_gunicorn_with_two_workers(served, capsys):
     cases = corpus()
     assert len(cases) >= 40
     url = served.base_url
-    a, b = Page(url), Page(url)
+    a, b = Page(url, "alice"), Page(url, "bob")
     assert a.sid != b.sid
+    a.other_sid, b.other_sid = b.sid, a.sid
     a.load_coins()
     b.load_coins()
     workers = sorted(child_pids(served.pid))
