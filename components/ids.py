@@ -110,6 +110,9 @@ MEASURE_COLUMN = "measure-column"
 DOWNLOAD_CSV_BUTTON = "download-csv-button"
 DOWNLOAD_CSV = "download-csv"
 SELECTED_LABELS = "selected-labels-store"
+MEASURE_BINS = "measure-bins-store"  # the distributions, binned on the server
+MEASURE_WARNING = "measure-warning"  # implausibly many regions (noise?)
+MEASURE_RELOAD = "measure-reload-store"  # when the grid last dropped its rows (a new table)
 
 # Recipe
 SAVE_RECIPE_BUTTON = "save-recipe-button"

@@ -3,13 +3,13 @@ comparison, measurements, and the discovery tabs (thresholds, sweep, recipe)."""
 
 from __future__ import annotations
 
-import dash_ag_grid as dag
 from dash import dcc, html
 
 from . import ids
 from .batch import batch_tab_body
 from .common import graph_config, message, panel
 from .docs import doc_link
+from .measurements import measurements_panel  # noqa: F401  (moved; kept importable here)
 from .progress import exact_job_row
 from .volume import volume_tab
 
@@ -202,40 +202,6 @@ def compare_panel(segmenters):
         html.Div(id=ids.COMPARE_TEXT, className="summary"),
     ], panel_id="compare-panel",
         header_extra=_method_dropdown(ids.COMPARE_METHOD, segmenters, "watershed"))
-
-
-def measurements_panel(properties):
-    """Measurements: a regionprops table linked with the image, a distribution, CSV."""
-    return panel("5 · Measurements", "skimage.measure.regionprops_table", [
-        html.Div(className="param-form", children=[
-            _number("pixel size", ids.PIXEL_SIZE, 1, min=0, step="any"),
-            html.Div(className="param", children=[
-                html.Label("unit", htmlFor=ids.PIXEL_UNIT),
-                dcc.Input(id=ids.PIXEL_UNIT, type="text", value="px", debounce=True,
-                          maxLength=16, className="number-input")]),
-            html.Button("Download CSV", id=ids.DOWNLOAD_CSV_BUTTON, n_clicks=0),
-            dcc.Download(id=ids.DOWNLOAD_CSV),
-        ]),
-        html.Div(className="param param-wide", children=[
-            html.Label("properties", htmlFor=ids.MEASURE_PROPERTIES),
-            dcc.Dropdown(id=ids.MEASURE_PROPERTIES, multi=True,
-                         options=[{"label": p, "value": p} for p in properties])]),
-        message({"type": ids.STEP_MESSAGE, "stage": "measure"}),
-        html.Div(id=ids.MEASURE_CAPTION, className="measure-caption"),
-        dag.AgGrid(
-            id=ids.MEASURE_TABLE, rowData=[], columnDefs=[], getRowId="params.data.label",
-            defaultColDef={"sortable": True, "filter": "agNumberColumnFilter",
-                           "floatingFilter": True, "resizable": True, "minWidth": 90},
-            dashGridOptions={"rowSelection": {"mode": "multiRow"}, "animateRows": False},
-            selectedRows=[], style={"height": "330px"}, className="measure-table"),
-        html.Div(className="measure-plot", children=[
-            html.Label("distribution of", htmlFor=ids.MEASURE_COLUMN),
-            dcc.Dropdown(id=ids.MEASURE_COLUMN, clearable=False),
-            dcc.Graph(id=ids.MEASURE_PLOT, config={"displaylogo": False},
-                      style={"height": "220px"}),
-        ]),
-        dcc.Store(id=ids.SELECTED_LABELS, data=[]),
-    ], panel_id="measure-panel")
 
 
 def discovery_tabs():

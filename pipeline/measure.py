@@ -28,6 +28,8 @@ from skimage.measure import regionprops_table
 from .errors import InputError
 
 __all__ = [
+    "MAX_PAGE_ROWS", "MAX_BINS", "NOISE_MIN_REGIONS", "filter_mask", "row_order", "rows_of",
+    "page", "position", "distributions", "region_count_warning",
     "count_regions",
     "DEFAULT_PROPERTIES",
     "AVAILABLE_PROPERTIES",
@@ -494,3 +496,322 @@ def count_regions(labels) -> int:
     if labels.min() < 0:
         raise InputError("labels must not be negative")
     return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+
+
+# --- A big table served by pages: sort, filter, page, bin (the measurements grid) ----------
+
+#: Most rows one page may hold (the grid asks for blocks of 100).
+MAX_PAGE_ROWS = 1000
+#: Most bins of a distribution.
+MAX_BINS = 200
+#: AG Grid number filter types and how each tests a column (``a``: the filter's value,
+#: ``b``: ``filterTo`` of "inRange").
+_NUMBER_TESTS = types.MappingProxyType({
+    "equals": lambda v, a, b: v == a,
+    "notEqual": lambda v, a, b: v != a,
+    "lessThan": lambda v, a, b: v < a,
+    "lessThanOrEqual": lambda v, a, b: v <= a,
+    "greaterThan": lambda v, a, b: v > a,
+    "greaterThanOrEqual": lambda v, a, b: v >= a,
+    "inRange": lambda v, a, b: (v > min(a, b)) & (v < max(a, b)),
+    "blank": lambda v, a, b: np.isnan(v),
+    "notBlank": lambda v, a, b: ~np.isnan(v),
+})
+_NO_VALUE_TESTS = ("blank", "notBlank")
+
+
+def _column(measurements, name, argument):
+    if not isinstance(name, str) or name not in measurements.columns:
+        raise InputError(f"{argument}: unknown column {name!r}; the table has "
+                         f"{', '.join(measurements.columns)}")
+    return np.asarray(measurements.columns[name], dtype=float)
+
+
+def _filter_value(value, argument):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or not math.isfinite(float(value)):
+        raise InputError(f"{argument}: the filter value must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _condition_mask(values, condition, argument):
+    if not isinstance(condition, dict):
+        raise InputError(f"{argument}: a filter condition must be a dict, got {condition!r}")
+    kind = condition.get("type")
+    if kind not in _NUMBER_TESTS:
+        raise InputError(f"{argument}: unknown filter type {kind!r}; valid ones are "
+                         f"{', '.join(_NUMBER_TESTS)}")
+    if kind in _NO_VALUE_TESTS:
+        a = b = None
+    else:
+        a = _filter_value(condition.get("filter"), argument)
+        b = _filter_value(condition.get("filterTo"), argument) if kind == "inRange" else None
+    with np.errstate(invalid="ignore"):
+        return np.asarray(_NUMBER_TESTS[kind](values, a, b), dtype=bool)
+
+
+def filter_mask(measurements, filter_model=None):
+    """Rows passing an AG Grid filter model (number filters, one per column).
+
+    Parameters
+    ----------
+    measurements : Measurements
+    filter_model : dict, optional
+        ``{column: {"filterType": "number", "type": "greaterThan", "filter": 100}}``, or a
+        combined condition ``{"operator": "AND" | "OR", "conditions": [...]}`` per column (AG
+        Grid's ``filterModel``). Types: ``equals``, ``notEqual``, ``lessThan``,
+        ``lessThanOrEqual``, ``greaterThan``, ``greaterThanOrEqual``, ``inRange`` (with
+        ``filterTo``, bounds excluded as AG Grid does), ``blank``, ``notBlank``.
+
+    Returns
+    -------
+    ndarray of bool
+        One value per row.
+
+    Raises
+    ------
+    InputError
+        Naming ``filter_model``, for an unknown column or type or a value that is not a
+        finite number.
+    """
+    mask = np.ones(measurements.n_objects, dtype=bool)
+    if filter_model is None:
+        return mask
+    if not isinstance(filter_model, dict):
+        raise InputError(f"filter_model must be a dict of column filters, got {filter_model!r}")
+    for name, spec in filter_model.items():
+        argument = f"filter_model[{name!r}]"
+        values = _column(measurements, name, "filter_model")
+        if not isinstance(spec, dict):
+            raise InputError(f"{argument}: must be a dict, got {spec!r}")
+        if "conditions" in spec:
+            conditions = spec["conditions"]
+            operator = spec.get("operator", "AND")
+            if operator not in ("AND", "OR") or not isinstance(conditions, list) \
+                    or not conditions:
+                raise InputError(f"{argument}: combined filters need operator AND or OR and "
+                                 "a list of conditions")
+            masks = [_condition_mask(values, c, argument) for c in conditions]
+            mask &= (np.logical_and.reduce(masks) if operator == "AND"
+                     else np.logical_or.reduce(masks))
+        else:
+            mask &= _condition_mask(values, spec, argument)
+    return mask
+
+
+def row_order(measurements, sort_model=None, filter_model=None):
+    """Indices of the rows shown, filtered then sorted (AG Grid's models, done on the server).
+
+    Parameters
+    ----------
+    measurements : Measurements
+    sort_model : list of dict, optional
+        ``[{"colId": "area", "sort": "desc"}, ...]``, the first entry sorting first; ties
+        keep the table's order (by label). NaN values come last in both directions.
+    filter_model : dict, optional
+        See :func:`filter_mask`.
+
+    Returns
+    -------
+    ndarray of intp
+        Row indices into the table's columns.
+
+    Raises
+    ------
+    InputError
+        Naming ``sort_model`` or ``filter_model`` when one is malformed.
+    """
+    index = np.flatnonzero(filter_mask(measurements, filter_model))
+    if not sort_model:
+        return index
+    if not isinstance(sort_model, (list, tuple)):
+        raise InputError(f"sort_model must be a list of {{colId, sort}}, got {sort_model!r}")
+    keys = []
+    for item in sort_model:
+        if not isinstance(item, dict) or item.get("sort") not in ("asc", "desc"):
+            raise InputError(f"sort_model: each entry needs a colId and sort 'asc' or 'desc', "
+                             f"got {item!r}")
+        values = _column(measurements, item.get("colId"), "sort_model")[index]
+        key = -values if item["sort"] == "desc" else values
+        keys.append(np.where(np.isnan(key), np.inf, key))  # NaN last
+    # np.lexsort sorts by the last key first; stable, so ties keep the label order
+    order = np.lexsort(tuple(reversed(keys)))
+    return index[order]
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / inf
+    return value
+
+
+def rows_of(measurements, index):
+    """The rows at `index` as JSON-ready dicts (``{column: value}``; NaN as None)."""
+    index = np.asarray(index, dtype=np.intp)
+    names = list(measurements.columns)
+    lists = [np.asarray(measurements.columns[n])[index].tolist() for n in names]
+    return [{n: _plain(v) for n, v in zip(names, values)} for values in zip(*lists)]
+
+
+def _check_row(value, argument):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 0:
+        raise InputError(f"{argument} must be a row number (an integer >= 0), got {value!r}")
+    return int(value)
+
+
+def page(measurements, start, end, sort_model=None, filter_model=None):
+    """One page of the table, filtered and sorted on the server.
+
+    Parameters
+    ----------
+    measurements : Measurements
+    start, end : int
+        First row and the row after the last (``end - start`` at most
+        :data:`MAX_PAGE_ROWS`), in the filtered and sorted order.
+    sort_model, filter_model : optional
+        See :func:`row_order`.
+
+    Returns
+    -------
+    rows : list of dict
+        At most ``end - start`` rows (fewer at the end of the table).
+    count : int
+        Number of rows passing the filter (the grid's row count).
+
+    Raises
+    ------
+    InputError
+        Naming ``start`` / ``end`` when they are not row numbers in order or the page is
+        longer than :data:`MAX_PAGE_ROWS`; see :func:`row_order` for the models.
+    """
+    start, end = _check_row(start, "start"), _check_row(end, "end")
+    if end < start:
+        raise InputError(f"end ({end}) must not be below start ({start})")
+    if end - start > MAX_PAGE_ROWS:
+        raise InputError(f"end - start must be at most {MAX_PAGE_ROWS} rows, got "
+                         f"{end - start}")
+    order = row_order(measurements, sort_model, filter_model)
+    return rows_of(measurements, order[start:end]), int(order.size)
+
+
+def position(measurements, label, sort_model=None, filter_model=None):
+    """Row number of the region `label` in the filtered and sorted order (None: not shown).
+
+    Parameters
+    ----------
+    measurements : Measurements
+        With a ``label`` column.
+    label : int
+    sort_model, filter_model : optional
+        See :func:`row_order`.
+
+    Returns
+    -------
+    int or None
+    """
+    if "label" not in measurements.columns:
+        return None
+    order = row_order(measurements, sort_model, filter_model)
+    where = np.flatnonzero(np.asarray(measurements.columns["label"])[order] == int(label))
+    return int(where[0]) if where.size else None
+
+
+def distributions(measurements, index=None, bins=60):
+    """Histograms of every numeric column over the rows at `index`, binned on the server.
+
+    Parameters
+    ----------
+    measurements : Measurements
+    index : ndarray of int, optional
+        Rows counted (e.g. those passing the grid's filter); all rows by default.
+    bins : int, optional
+        Number of equal bins between each column's finite minimum and maximum (1 to
+        :data:`MAX_BINS`); an integer column of few distinct values gets one bin per value.
+
+    Returns
+    -------
+    dict of str to dict
+        ``{column: {"lo": float, "hi": float, "counts": [int, ...]}}`` for every column but
+        ``label`` (``counts`` empty when the column has no finite value). Bin ``i`` covers
+        ``lo + i * (hi - lo) / len(counts)`` to the next edge.
+
+    Raises
+    ------
+    InputError
+        Naming ``bins``, if it is not an integer from 1 to :data:`MAX_BINS`.
+    """
+    if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) \
+            or not 1 <= bins <= MAX_BINS:
+        raise InputError(f"bins must be an integer from 1 to {MAX_BINS}, got {bins!r}")
+    out = {}
+    for name, column in measurements.columns.items():
+        if name == "label":
+            continue
+        values = np.asarray(column)
+        if index is not None:
+            values = values[np.asarray(index, dtype=np.intp)]
+        as_float = values.astype(float)
+        values = as_float[np.isfinite(as_float)]
+        if not values.size:
+            out[name] = {"lo": 0.0, "hi": 0.0, "counts": []}
+            continue
+        lo, hi = float(values.min()), float(values.max())
+        n = int(bins)
+        if np.issubdtype(np.asarray(column).dtype, np.integer) and hi - lo + 1 <= bins:
+            n = int(hi - lo + 1)  # one bin per integer value
+            lo, hi = lo - 0.5, hi + 0.5
+        elif hi == lo:
+            n, lo, hi = 1, lo - 0.5, hi + 0.5
+        counts, _ = np.histogram(values, bins=n, range=(lo, hi))
+        out[name] = {"lo": lo, "hi": hi, "counts": counts.tolist()}
+    return out
+
+
+#: Fewest regions that may be called implausible.
+NOISE_MIN_REGIONS = 1000
+
+
+def region_count_warning(n_regions, n_pixels, median_pixels=None):
+    """A warning when a segmentation has implausibly many regions for its image, else None.
+
+    Many tiny regions are the signature of noise segmented as objects: at least
+    :data:`NOISE_MIN_REGIONS` regions and either fewer than 100 pixels per region on
+    average (background included) or a median region of at most 10 pixels.
+
+    Parameters
+    ----------
+    n_regions : int
+        Number of regions.
+    n_pixels : int
+        Pixels (voxels) of the image, > 0.
+    median_pixels : float, optional
+        Median number of pixels of a region.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"95,239 regions in 16,777,216 pixels (one per 176) — noise? try a filter or
+        remove small objects"``.
+
+    Raises
+    ------
+    InputError
+        Naming ``n_regions`` or ``n_pixels`` when they are not counts.
+    """
+    n_regions = _check_row(n_regions, "n_regions")
+    n_pixels = _check_row(n_pixels, "n_pixels")
+    if n_pixels == 0:
+        raise InputError("n_pixels must be above 0")
+    if n_regions < NOISE_MIN_REGIONS:
+        return None
+    crowded = n_pixels / n_regions < 100
+    tiny = median_pixels is not None and float(median_pixels) <= 10
+    if not (crowded or tiny):
+        return None
+    size = (f"median region {float(median_pixels):,.0f} pixels" if tiny else
+            f"one per {n_pixels / n_regions:,.0f} pixels")
+    return (f"{n_regions:,} regions in {n_pixels:,} pixels ({size}) — noise? try a filter "
+            "or remove small objects")

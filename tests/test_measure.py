@@ -236,3 +236,172 @@ def test_count_regions_counts_objects_not_the_highest_label():
     assert count_regions(np.ones((2, 2), bool)) == 1
     with pytest.raises(InputError, match="integer"):
         count_regions(np.zeros((2, 2), float))
+
+
+# --- the table served by pages (issue 9, "Big label sets") -------------------------------
+
+def _table(n=500, seed=0):
+    """A measurement table of `n` regions with known columns (some NaN eccentricities)."""
+    rng = np.random.default_rng(seed)
+    ecc = rng.random(n)
+    ecc[::50] = np.nan
+    return Measurements(columns={"label": np.arange(1, n + 1),
+                                 "area": rng.integers(1, 400, n).astype(float),
+                                 "eccentricity": ecc,
+                                 "num_pixels": rng.integers(0, 5, n)},
+                        units={"label": "", "area": "px²", "eccentricity": "",
+                               "num_pixels": ""})
+
+
+def test_a_page_is_the_slice_of_the_filtered_and_sorted_table():
+    from pipeline.measure import page
+
+    m = _table()
+    rows, count = page(m, 0, 100)
+    assert count == 500 and [r["label"] for r in rows] == list(range(1, 101))
+    assert set(rows[0]) == set(m.columns)
+    rows, count = page(m, 450, 550)  # the last page is short
+    assert count == 500 and [r["label"] for r in rows] == list(range(451, 501))
+    # sorted by area, largest first, ties by label; pages continue one another
+    sort = [{"colId": "area", "sort": "desc", "type": "default"}]
+    first, _ = page(m, 0, 100, sort)
+    second, _ = page(m, 100, 200, sort)
+    expected = sorted(zip(-m.columns["area"], m.columns["label"]))
+    got = [(-r["area"], r["label"]) for r in first + second]
+    assert got == [(float(a), int(lab)) for a, lab in expected[:200]]
+    # ascending: the smallest first
+    rows, _ = page(m, 0, 3, [{"colId": "area", "sort": "asc"}])
+    assert rows[0]["area"] == m.columns["area"].min()
+    # two sort keys: num_pixels, then area descending
+    rows, _ = page(m, 0, 500, [{"colId": "num_pixels", "sort": "asc"},
+                               {"colId": "area", "sort": "desc"}])
+    keys = [(r["num_pixels"], -r["area"]) for r in rows]
+    assert keys == sorted(keys)
+
+
+def test_nan_is_sent_as_null_and_sorts_last():
+    from pipeline.measure import page
+
+    m = _table()
+    for direction in ("asc", "desc"):
+        rows, _ = page(m, 0, 500, [{"colId": "eccentricity", "sort": direction}])
+        values = [r["eccentricity"] for r in rows]
+        assert values[-10:] == [None] * 10 and None not in values[:-10]
+        finite = values[:-10]
+        assert finite == sorted(finite, reverse=direction == "desc")
+    json.dumps(rows, allow_nan=False)  # valid JSON
+
+
+def test_filters_of_the_grid_are_applied_on_the_server():
+    from pipeline.measure import filter_mask, page
+
+    m = _table()
+    area = m.columns["area"]
+    rows, count = page(m, 0, 1000, None,
+                       {"area": {"filterType": "number", "type": "greaterThan", "filter": 300}})
+    assert count == int((area > 300).sum()) == len(rows)
+    assert all(r["area"] > 300 for r in rows)
+    both = {"area": {"filterType": "number", "operator": "OR", "conditions": [
+        {"filterType": "number", "type": "lessThan", "filter": 10},
+        {"filterType": "number", "type": "inRange", "filter": 100, "filterTo": 50}]},
+        "num_pixels": {"filterType": "number", "type": "notEqual", "filter": 0}}
+    expected = ((area < 10) | ((area > 50) & (area < 100))) & (m.columns["num_pixels"] != 0)
+    np.testing.assert_array_equal(filter_mask(m, both), expected)
+    blank = filter_mask(m, {"eccentricity": {"type": "blank"}})
+    assert blank.sum() == 10
+    # a filter and a sort together: the count is that of the filter
+    rows, count = page(m, 0, 5, [{"colId": "area", "sort": "desc"}],
+                       {"area": {"type": "lessThanOrEqual", "filter": 200}})
+    assert count == int((area <= 200).sum()) and rows[0]["area"] == area[area <= 200].max()
+
+
+@pytest.mark.parametrize("args, match", [
+    ((0, 2000), "at most 1000"),
+    ((10, 5), "end .5. must not be below start"),
+    ((-1, 5), "start must be a row number"),
+    ((0, 1.5), "end must be a row number"),
+    ((0, 10, [{"colId": "nope", "sort": "asc"}]), "sort_model: unknown column 'nope'"),
+    ((0, 10, [{"colId": "area", "sort": "up"}]), "sort_model: each entry"),
+    ((0, 10, "area"), "sort_model must be a list"),
+    ((0, 10, None, {"nope": {"type": "equals", "filter": 1}}), "filter_model: unknown column"),
+    ((0, 10, None, {"area": {"type": "contains", "filter": 1}}), "unknown filter type"),
+    ((0, 10, None, {"area": {"type": "equals", "filter": "x"}}), "finite number"),
+    ((0, 10, None, {"area": {"operator": "XOR", "conditions": []}}), "operator AND or OR"),
+    ((0, 10, None, []), "filter_model must be a dict"),
+])
+def test_bad_page_requests_are_refused_naming_the_argument(args, match):
+    from pipeline.measure import page
+
+    with pytest.raises(InputError, match=match):
+        page(_table(), *args)
+
+
+def test_position_of_a_region_under_the_sort_and_filter():
+    from pipeline.measure import page, position
+
+    m = _table()
+    sort = [{"colId": "area", "sort": "desc"}]
+    rows, _ = page(m, 0, 500, sort)
+    for i in (0, 17, 499):
+        assert position(m, rows[i]["label"], sort) == i
+    assert position(m, 10_000) is None
+    hidden = int(m.columns["label"][m.columns["area"] <= 100][0])
+    assert position(m, hidden, None, {"area": {"type": "greaterThan", "filter": 100}}) is None
+
+
+def test_distributions_are_binned_on_the_server():
+    from pipeline.measure import MAX_BINS, distributions
+
+    m = _table()
+    bins = distributions(m, bins=60)
+    assert set(bins) == {"area", "eccentricity", "num_pixels"}  # not the label
+    area = bins["area"]
+    assert len(area["counts"]) == 60 and sum(area["counts"]) == 500
+    assert area["lo"] == m.columns["area"].min() and area["hi"] == m.columns["area"].max()
+    expected, _ = np.histogram(m.columns["area"], bins=60,
+                               range=(m.columns["area"].min(), m.columns["area"].max()))
+    assert area["counts"] == expected.tolist()
+    assert sum(bins["eccentricity"]["counts"]) == 490  # NaN not counted
+    # an integer column of few values: one bin per value, centred on it
+    pixels = bins["num_pixels"]
+    assert pixels["lo"] == -0.5 and pixels["hi"] == 4.5
+    assert pixels["counts"] == np.bincount(m.columns["num_pixels"], minlength=5).tolist()
+    # over the rows passing a filter only
+    some = distributions(m, np.arange(10))
+    assert sum(some["area"]["counts"]) == 10
+    empty = distributions(m, np.arange(0))
+    assert empty["area"] == {"lo": 0.0, "hi": 0.0, "counts": []}
+    json.dumps(bins, allow_nan=False)
+    for bad in (0, MAX_BINS + 1, 2.5, True):
+        with pytest.raises(InputError, match="bins must be an integer"):
+            distributions(m, bins=bad)
+
+
+def test_an_implausible_region_count_is_named():
+    from pipeline.measure import NOISE_MIN_REGIONS, region_count_warning
+
+    text = region_count_warning(95_239, 4096 * 4096, 2)
+    assert text == ("95,239 regions in 16,777,216 pixels (median region 2 pixels) — noise? "
+                    "try a filter or remove small objects")
+    crowded = region_count_warning(5_000, 400_000, 40)  # one region per 80 pixels
+    assert crowded.startswith("5,000 regions in 400,000 pixels (one per 80 pixels)")
+    assert region_count_warning(NOISE_MIN_REGIONS - 1, 10_000, 1) is None  # few regions
+    assert region_count_warning(2_000, 4096 * 4096, 60) is None  # plausible cells
+    assert region_count_warning(0, 100) is None
+    with pytest.raises(InputError, match="n_pixels"):
+        region_count_warning(5, 0)
+    with pytest.raises(InputError, match="n_regions"):
+        region_count_warning(-1, 10)
+
+
+def test_the_page_is_small_beside_the_whole_table():
+    """Issue 9: what the grid receives for a page against every row of 10,000 regions."""
+    from pipeline.measure import page, rows_of
+
+    labels = np.zeros((400, 400), np.int32)
+    labels[::4, ::4] = np.arange(1, 10_001).reshape(100, 100)
+    m = measure(labels, np.ones_like(labels, dtype=np.uint8))
+    rows, count = page(m, 0, 100, [{"colId": "area", "sort": "desc"}])
+    assert count == 10_000 and len(rows) == 100
+    whole = len(json.dumps(rows_of(m, np.arange(m.n_objects))))
+    assert len(json.dumps(rows)) * 50 < whole
