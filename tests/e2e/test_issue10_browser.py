@@ -49,6 +49,17 @@ const layer = gd.querySelector('.hoverlayer');
 return layer ? layer.textContent : '';
 """
 
+# Whether each threshold tooltip's box overlaps the "log counts" switch.
+OVERLAP_JS = """
+const label = document.querySelector('#histogram-log label').getBoundingClientRect();
+return Array.from(document.querySelectorAll('#thresholds-slider .dash-slider-tooltip'))
+    .map(function (tip) {
+        const b = tip.getBoundingClientRect();
+        return b.left < label.right && label.left < b.right &&
+               b.top < label.bottom && label.top < b.bottom;
+    });
+"""
+
 
 def _js(dash_duo, script, *args):
     return dash_duo.driver.execute_script(script, *args)
@@ -135,6 +146,9 @@ def test_threshold_boxes_fit_the_values_and_the_keys_give_fine_control(dash_duo,
     _upload(dash_duo, tmp_path / "sixteen.tif")
     boxes = _fits(dash_duo, "16-bit")
     assert boxes[1]["step"] == "1" and boxes[1]["hi"] > 40000
+    # the tooltips leave "log counts" readable (vmin is near the left end here)
+    overlaps = _js(dash_duo, OVERLAP_JS)
+    assert overlaps == [False, False], overlaps
     # the histogram's hover says an intensity as a person reads it (no 1.235e+4)
     for x in (12000, 25000, 40000):
         text = until(lambda: _js(dash_duo, HOVER_JS, x), 10, "the histogram's hover")
