@@ -20,8 +20,9 @@ worker shares, or Celery). Meanwhile the rest of the page stays usable.
   settle re-triggers this callback, which makes Dash kill the running job, and a job whose
   session has moved on (another history revision or image) stops between iterations.
 * **Time limit.** A job estimated above ``PIPEX_MAX_WORK_S`` is refused before it starts;
-  one that runs longer is stopped between its steps (:class:`pipeline.compute.TimeLimit`)
-  and says so.
+  one that runs longer is stopped between its steps (:class:`pipeline.compute.TimeLimit`),
+  or, inside a step that does not ask (the graph build, the multigrid set-up), by an alarm
+  in the job's process a second later (:func:`hard_limit`), and says so.
 
 The result is the same cached, path-independent exact result a request would compute
 (``Compute.run``'s joblib cache: the one downloaded and exported); the job draws it as the
@@ -33,8 +34,10 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import threading
 import time
+from contextlib import contextmanager
 
 from dash import Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
@@ -42,7 +45,7 @@ from dash.exceptions import PreventUpdate
 from components import ids
 from components.progress import PROGRESS_MAX
 from pipeline import randomwalker
-from pipeline.errors import InputError
+from pipeline.errors import Cancelled, InputError
 
 from .display import (SEG_PROPS, VIEW_PROPS, _signal, current_recipe, exact_estimate, outputs,
                       require_live, require_signal, segmentation_update, states)
@@ -202,6 +205,33 @@ def moved_on(services, session_id, image_id, rev, every_s=0.5, clock=time.monoto
     return should_stop
 
 
+@contextmanager
+def hard_limit(seconds):
+    """Stop the block after `seconds` wherever it is, in a job's own process.
+
+    The solve asks ``should_stop`` between its steps (:class:`pipeline.compute.TimeLimit`),
+    but the graph build and the multigrid set-up do not: in the main thread of a process
+    (a job's, forked by the manager) an alarm raises :class:`~pipeline.errors.Cancelled`
+    there, at the first Python instruction after `seconds`. Elsewhere (a request thread)
+    it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _expired(_signum, _frame):
+        raise Cancelled(f"time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _ticker(progress: JobProgress, stop: threading.Event):
     while not stop.wait(REPORT_EVERY_S):
         progress.tick()
@@ -262,10 +292,13 @@ def run_exact_job(services, session_id, meta, history, signal, axis, index, styl
         progress.tick(force=True)
         threading.Thread(target=_ticker, args=(progress, stop), daemon=True).start()
     try:
-        out = segmentation_update(
-            services, session_id, meta, history, axis, index, style, show, view, base=base,
-            allow_preview=False, defer_slow=False, progress=progress,
-            should_stop=moved_on(services, session_id, meta["id"], history.get("rev")))
+        # a second over the limit: the solve's own TimeLimit (started after this) has
+        # expired by then, and says so
+        with hard_limit(limit + 1.0):
+            out = segmentation_update(
+                services, session_id, meta, history, axis, index, style, show, view,
+                base=base, allow_preview=False, defer_slow=False, progress=progress,
+                should_stop=moved_on(services, session_id, meta["id"], history.get("rev")))
     finally:
         stop.set()
     require_live(services, session_id, meta, history)
@@ -337,5 +370,5 @@ def register(app, services):
     )
 
 
-__all__ = ["CANCELLED", "JOB_PROPS", "JobProgress", "moved_on", "plan", "register",
-           "run_exact_job"]
+__all__ = ["CANCELLED", "JOB_PROPS", "JobProgress", "hard_limit", "moved_on", "plan",
+           "register", "run_exact_job"]

@@ -502,15 +502,16 @@ class TimeLimit:
         self.also = also
         self.clock = clock
         self.start = clock()
-        self.expired = False
 
     @property
     def elapsed(self) -> float:
         """Seconds since the limit started."""
         return self.clock() - self.start
 
+    @property
+    def expired(self) -> bool:
+        """Whether the limit has passed (whatever stopped the work)."""
+        return self.elapsed > self.seconds
+
     def __call__(self) -> bool:
-        if self.elapsed > self.seconds:
-            self.expired = True
-            return True
-        return bool(self.also is not None and self.also())
+        return self.expired or bool(self.also is not None and self.also())

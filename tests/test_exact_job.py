@@ -342,3 +342,47 @@ def test_the_fast_path_settle_hands_the_job_to_the_page(services):
     assert list(out["outputs"]) == [ids.EXACT_JOB] and out["overlays"] == {}
     assert out["outputs"][ids.EXACT_JOB]["data"]["key"] == pending["key"]
     assert not out["full"]
+
+
+def test_a_hard_limit_stops_a_step_that_never_asks(services):
+    """In a job's process (its main thread) the alarm stops work that asks no should_stop;
+    the solve's TimeLimit then says it expired."""
+    import time as _time
+
+    limit = TimeLimit(0.2)
+    t0 = _time.monotonic()
+    with pytest.raises(Cancelled):
+        with exact_job.hard_limit(0.3):
+            while _time.monotonic() - t0 < 10:  # a step that never asks
+                sum(range(1000))
+    assert _time.monotonic() - t0 < 5 and limit.expired
+    # the alarm is off afterwards, and nothing happens in another thread
+    _time.sleep(0.4)
+    import threading
+
+    seen = []
+
+    def other():
+        with exact_job.hard_limit(0.05):
+            _time.sleep(0.2)
+            seen.append("done")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert seen == ["done"]
+
+
+def test_a_job_past_the_time_limit_stops_and_offers_to_run_again(services, monkeypatch):
+    services, sid, meta, pointer = _large(services, job_after_s=0.001, max_work_s=0.05)
+    pending, base = _preview(services, sid, meta, pointer)
+    monkeypatch.setattr(exact_job, "exact_estimate", lambda *a: 0.01)  # "it fits"
+    job = {**pending}
+    out = exact_job.run_exact_job(services, sid, meta, pointer, job, **VIEW, base=base,
+                                  set_progress=lambda _: None)
+    fig, summary, seg_msg = out[:3]
+    assert fig is no_update  # the preview stays
+    text = str(seg_msg)
+    assert "Segmentation stopped" in text and "0.05 s" in text and "PIPEX_MAX_WORK_S" in text
+    assert out[7] == {"display": "inline-block"}  # Compute offered
+    assert display.exact_estimate(services, sid, meta, display.current_recipe(pointer)) > 0
