@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
+import signal as signals
 import threading
 import time
 from contextlib import contextmanager
@@ -47,8 +47,18 @@ from components.progress import PROGRESS_MAX
 from pipeline import randomwalker
 from pipeline.errors import Cancelled, InputError
 
-from .display import (SEG_PROPS, VIEW_PROPS, _signal, current_recipe, exact_estimate, outputs,
-                      require_live, require_signal, segmentation_update, states)
+from .display import (
+    SEG_PROPS,
+    VIEW_PROPS,
+    _signal,
+    current_recipe,
+    exact_estimate,
+    outputs,
+    require_live,
+    require_signal,
+    segmentation_update,
+    states,
+)
 from .loading import message_children
 
 log = logging.getLogger(__name__)
@@ -182,7 +192,7 @@ class JobProgress:
         value = round(PROGRESS_MAX * self.overall())
         try:
             self.report((str(value), self.text()))
-        except Exception:  # noqa: BLE001 - a lost progress report never stops the job
+        except Exception:  # a lost progress report never stops the job
             log.warning("progress report failed", exc_info=True)
 
 
@@ -216,20 +226,20 @@ def hard_limit(seconds):
     it does nothing.
     """
     if threading.current_thread() is not threading.main_thread() \
-            or not hasattr(signal, "setitimer"):
+            or not hasattr(signals, "setitimer"):
         yield
         return
 
     def _expired(_signum, _frame):
         raise Cancelled(f"time limit of {seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    previous = signals.signal(signals.SIGALRM, _expired)
+    signals.setitimer(signals.ITIMER_REAL, float(seconds))
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signals.setitimer(signals.ITIMER_REAL, 0)
+        signals.signal(signals.SIGALRM, previous)
 
 
 def _ticker(progress: JobProgress, stop: threading.Event):
