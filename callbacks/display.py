@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any, NamedTuple
@@ -21,7 +22,7 @@ from dash.exceptions import PreventUpdate
 
 from components import figures, ids
 from components.forms import param_form, step_doc
-from pipeline import postprocess, render
+from pipeline import postprocess, randomwalker, render
 from pipeline.compute import TimeLimit, stage_keys
 from pipeline.errors import Cancelled, InputError
 from pipeline.filters import FILTERS
@@ -432,9 +433,23 @@ def exact_estimate(services, session_id, meta, recipe):
 def runs_as_job(services, session_id, meta, recipe) -> bool:
     """Whether the exact segmentation of `recipe` is expected to take longer than
     ``Config.job_after_s``: then it runs as a background job (:mod:`callbacks.exact_job`),
-    with a progress bar and a Cancel button, not inside a request."""
+    with a progress bar and a Cancel button, not inside a request.
+
+    An image too small for that even at the worst (every pixel undecided, the graph to
+    build: coins, 0.4 s) is answered at once, without reading the caches."""
+    limit = services.config.job_after_s
+    seg = recipe.get("segmentation") or {}
+    if seg.get("name") != "random_walker":
+        return False
+    try:
+        worst = randomwalker.estimate_seconds(meta["shape"], (seg.get("params") or {}).get(
+            "mode", "cg_mg"), unknown=math.prod(int(n) for n in meta["shape"]))
+    except (InputError, KeyError, TypeError, ValueError):
+        worst = math.inf
+    if worst <= limit / 2:
+        return False
     seconds = exact_estimate(services, session_id, meta, recipe)
-    return seconds is not None and seconds > 0 and seconds > services.config.job_after_s
+    return seconds is not None and seconds > 0 and seconds > limit
 
 
 def time_limited(services, should_stop=None) -> TimeLimit:

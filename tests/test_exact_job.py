@@ -385,3 +385,11 @@ def test_a_job_past_the_time_limit_stops_and_offers_to_run_again(services, monke
     assert "Segmentation stopped" in text and "0.05 s" in text and "PIPEX_MAX_WORK_S" in text
     assert out[7] == {"display": "inline-block"}  # Compute offered
     assert display.exact_estimate(services, sid, meta, display.current_recipe(pointer)) > 0
+
+
+def test_a_small_image_is_never_a_job_and_costs_no_cache_reads(services, monkeypatch):
+    sid = new_session_id()
+    meta = loading.load_image(services, sid, None, "coins", None, None, None).meta
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    monkeypatch.setattr(display, "exact_estimate", lambda *a: pytest.fail("read the caches"))
+    assert not display.runs_as_job(services, sid, meta, display.current_recipe(pointer))
