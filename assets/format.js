@@ -62,11 +62,24 @@ window.pipexBoxes = (function () {
         scheduled = true;
         window.requestAnimationFrame(function () { scheduled = false; size(); });
     }
-    function start() {
-        new MutationObserver(schedule).observe(document.body, {
+    // Watch the page only until the slider is rendered, then the slider's own boxes (their
+    // min / max / step change with the image): nothing runs on the rest of the page's
+    // updates (a move redraws the overlays, not the slider's bounds).
+    function attach() {
+        const slider = document.getElementById('thresholds-slider');
+        if (!slider) { return false; }
+        new MutationObserver(schedule).observe(slider, {
             childList: true, subtree: true, attributes: true,
             attributeFilter: ['min', 'max', 'step']});
         schedule();
+        return true;
+    }
+    function start() {
+        if (attach()) { return; }
+        const page = new MutationObserver(function () {
+            if (attach()) { page.disconnect(); }
+        });
+        page.observe(document.body, {childList: true, subtree: true});
     }
     if (document.body) { start(); } else { document.addEventListener('DOMContentLoaded', start); }
     return {chars: chars, size: size};
