@@ -31,14 +31,27 @@ from .params import current_recipe
 log = logging.getLogger(__name__)
 
 
+def _width(values, header):
+    """A column's width in pixels: its widest value as the grid formats it (6 significant
+    digits, thousands separators) or its header's longest word (headers wrap), 60 to 112."""
+    values = np.asarray(values)
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    chars = (max(len(f"{float(v):,.6g}") for v in (finite.min(), finite.max()))
+             if finite.size else 3)
+    word = max(len(w) for w in header.replace("_", "_ ").split())
+    return int(min(112, max(60, 7 * max(chars, min(word, 9)) + 20)))
+
+
 def columns_of(m):
-    """AG Grid column definitions of a measurement table (units in the headers)."""
+    """AG Grid column definitions of a measurement table (units in the headers, each column
+    as wide as its values need: more columns fit the panel)."""
     columns = []
     for name in m.columns:
         unit = m.units.get(name, "")
-        column = {"field": name, "headerName": f"{name} [{unit}]" if unit else name}
+        column = {"field": name, "headerName": f"{name} [{unit}]" if unit else name,
+                  "width": _width(m.columns[name], name)}
         if name == "label":
-            column.update(pinned="left", width=84)
+            column.update(pinned="left")
         elif np.issubdtype(np.asarray(m.columns[name]).dtype, np.floating):
             # 6 significant digits with thousands separators, never an exponent for the
             # areas of large regions (1,014,260, not 1.01426e+6); a blank for a NaN

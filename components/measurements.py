@@ -27,11 +27,13 @@ def measurements_grid():
         id=ids.MEASURE_TABLE, rowModelType="infinite", columnDefs=[],
         getRowId="params.data.label",
         defaultColDef={"sortable": True, "filter": "agNumberColumnFilter",
-                       "floatingFilter": True, "resizable": True, "width": 96, "minWidth": 64,
+                       "floatingFilter": True, "resizable": True, "minWidth": 56,
                        "wrapHeaderText": True, "autoHeaderHeight": True,
                        "filterParams": {"buttons": ["reset"], "maxNumConditions": 2}},
         dashGridOptions={
             "rowSelection": {"mode": "multiRow", "headerCheckbox": False},
+            "selectionColumnDef": {"width": 34, "pinned": "left", "resizable": False,
+                                   "suppressHeaderMenuButton": True},
             "animateRows": False, "rowHeight": ROW_HEIGHT, "floatingFiltersHeight": 30,
             "cacheBlockSize": BLOCK_ROWS, "maxBlocksInCache": 20,
             # one request at a time: dash-ag-grid answers the grid's latest request

@@ -729,7 +729,8 @@ def distributions(measurements, index=None, bins=60):
         Rows counted (e.g. those passing the grid's filter); all rows by default.
     bins : int, optional
         Number of equal bins between each column's finite minimum and maximum (1 to
-        :data:`MAX_BINS`); an integer column of few distinct values gets one bin per value.
+        :data:`MAX_BINS`); a column of whole numbers spanning at most `bins` values (areas
+        in pixels, counts) gets one bin per value, centred on it.
 
     Returns
     -------
@@ -760,8 +761,8 @@ def distributions(measurements, index=None, bins=60):
             continue
         lo, hi = float(values.min()), float(values.max())
         n = int(bins)
-        if np.issubdtype(np.asarray(column).dtype, np.integer) and hi - lo + 1 <= bins:
-            n = int(hi - lo + 1)  # one bin per integer value
+        if hi - lo + 1 <= bins and np.array_equal(values, np.round(values)):
+            n = int(hi - lo + 1)  # whole numbers (areas in pixels): one bin per value
             lo, hi = lo - 0.5, hi + 0.5
         elif hi == lo:
             n, lo, hi = 1, lo - 0.5, hi + 0.5

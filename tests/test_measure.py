@@ -366,6 +366,12 @@ def test_distributions_are_binned_on_the_server():
     pixels = bins["num_pixels"]
     assert pixels["lo"] == -0.5 and pixels["hi"] == 4.5
     assert pixels["counts"] == np.bincount(m.columns["num_pixels"], minlength=5).tolist()
+    # areas in pixels (whole numbers held as floats): one bar per value, no gaps between
+    squares = Measurements(columns={"label": np.arange(1, 6),
+                                    "area": np.array([1.0, 4.0, 4.0, 9.0, 49.0])})
+    area = distributions(squares)["area"]
+    assert (area["lo"], area["hi"], len(area["counts"])) == (0.5, 49.5, 49)
+    assert area["counts"][3] == 2 and sum(area["counts"]) == 5
     # over the rows passing a filter only
     some = distributions(m, np.arange(10))
     assert sum(some["area"]["counts"]) == 10

@@ -141,3 +141,15 @@ def test_the_highlighted_row_rule_tolerates_rows_still_loading():
         "condition": "params.data && params.data.label === 7",
         "style": {"backgroundColor": "#fff3b0", "fontWeight": "bold"}}]}
     assert measure.row_highlight(0) == {"styleConditions": []}
+
+
+def test_columns_are_as_wide_as_their_values(services):
+    sid, meta, history = _coins(services)
+    columns = measure.columns_of(services.measurements(sid, meta["id"], history["states"][0]))
+    widths = {c["field"]: c["width"] for c in columns}
+    assert all(60 <= w <= 112 for w in widths.values())
+    assert widths["label"] == 60 and columns[0]["pinned"] == "left"  # labels 1 … 25
+    # "11,479" (the largest area) against "0.123456" (an eccentricity): wider
+    assert widths["eccentricity"] > widths["label"]
+    # seven or more columns fit a 500 px panel (they were 200 px wide: 2-3 columns)
+    assert sum(sorted(widths.values())[:7]) < 500

@@ -66,6 +66,21 @@ return Array.from(document.querySelectorAll('#measure-table .ag-center-cols-cont
     .filter(r => r.getAttribute('row-id'))
     .map(r => [Number(r.getAttribute('row-index')), Number(r.getAttribute('row-id'))]);
 """
+# Rows wholly in view, and columns (checkbox column and label included) wholly in view.
+IN_VIEW_JS = """
+const vp = document.querySelector('#measure-table .ag-body-viewport').getBoundingClientRect();
+const grid = document.querySelector('#measure-table').getBoundingClientRect();
+const rows = Array.from(document.querySelectorAll('#measure-table .ag-center-cols-container '
+                                                  + '.ag-row')).filter(function (r) {
+    const b = r.getBoundingClientRect(); return b.top >= vp.top - 1 && b.bottom <= vp.bottom + 1;
+});
+const cols = Array.from(document.querySelectorAll('#measure-table .ag-header-row-column '
+                                                  + '.ag-header-cell')).filter(function (c) {
+    const b = c.getBoundingClientRect();
+    return b.width > 0 && b.left >= grid.left - 1 && b.right <= grid.right + 1;
+});
+return [rows.length, cols.map(c => c.getAttribute('col-id'))];
+"""
 SHOW_TABLE_JS = "document.getElementById('measure-panel').scrollIntoView({block: 'end'});"
 CELL_JS = """
 const row = document.querySelector("#measure-table .ag-center-cols-container "
@@ -143,6 +158,11 @@ def test_thousands_of_regions_are_paged_sorted_and_binned_on_the_server(
     rows = until(lambda: _js(dash_duo, ROWS_JS), what="the first rows")
     assert [r for r in rows if r[0] < 5] == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]
     assert len(rows) >= 10 and max(r[0] for r in rows) < 100
+    # More at once than the 2-3 columns and ~5 rows of before (issue 10 item 9).
+    n_rows, columns = _js(dash_duo, IN_VIEW_JS)
+    dash_duo.driver.save_screenshot(str(tmp_path / "measurements.png"))
+    print("in view:", n_rows, "rows,", columns)
+    assert n_rows >= 12 and "label" in columns and len(columns) >= 7, (n_rows, columns)
     grid = _grid_calls(calls)
     assert [c["start"] for c in grid][-1] == 0
     page_bytes = grid[-1]["received"]
