@@ -213,3 +213,48 @@ def test_thousands_of_regions_are_paged_sorted_and_binned_on_the_server(
     assert [c["start"] for c in _grid_calls(calls)] == [0], [c["output"][:50] for c in calls]
     assert _js(dash_duo, CELL_JS, 0, "area") == f"{areas.max()}"
     dash_duo.wait_for_contains_text("#measure-caption", f"{n:,} regions of blobs.tif")
+
+
+# Answers to the grid's requests for a block further down are held 3 s.
+HOLD_FAR_BLOCKS_JS = """
+const original = window.fetch;
+window.fetch = function (url, options) {
+    const answer = original.apply(this, arguments);
+    if (String(url).indexOf('_dash-update-component') >= 0 &&
+            /"startRow":[1-9]/.test(options.body || '')) {
+        return answer.then(r => new Promise(resolve => setTimeout(() => resolve(r), 3000)));
+    }
+    return answer;
+};
+"""
+
+
+def test_a_new_table_while_a_block_is_loading_shows_the_new_rows(dash_duo, app_factory,
+                                                                  tmp_path):
+    """A block requested before a move settles is answered late: the grid shows the new
+    table's rows, never the late block's rows in the first block's place."""
+    image, areas = blobs_image(n_side=40)
+    path = tmp_path / "blobs.tif"
+    tifffile.imwrite(path, image)
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(path))
+    dash_duo.wait_for_contains_text("#image-info", "blobs.tif", timeout=60)
+    _js(dash_duo, SHOW_TABLE_JS)
+    dash_duo.wait_for_contains_text("#measure-caption", f"{areas.size:,} regions of blobs.tif",
+                                    timeout=180)
+    _js(dash_duo, HOOK_JS)
+    _idle(dash_duo)
+    _js(dash_duo, HOLD_FAR_BLOCKS_JS)
+    _js(dash_duo, "document.querySelector('#measure-table .ag-body-viewport').scrollTop = "
+                  "arguments[0];", 1000 * 26)
+    until(lambda: any(c["start"] and c["received"] is None
+                      for c in _grid_calls(_js(dash_duo, CALLS_JS))),
+          what="a block further down requested")
+    dash_duo.find_elements("#thresholds-slider [role=slider]")[1].send_keys(Keys.ARROW_RIGHT)
+    _js(dash_duo, SHOW_TABLE_JS)
+    until(lambda: dash_duo.find_element("#history-text").text == "step 2 of 2", what="the move")
+    _idle(dash_duo, quiet=4)
+    rows = until(lambda: [r for r in _js(dash_duo, ROWS_JS) if r[0] < 10], what="first rows")
+    assert rows == [[i, i + 1] for i in range(len(rows))] and len(rows) == 10
+    assert any(c["start"] == 0 for c in _grid_calls(_js(dash_duo, CALLS_JS)))
