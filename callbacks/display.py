@@ -210,12 +210,13 @@ def base_key(meta, axis, index) -> str:
 
 
 def segmentation_panel(services, session_id, meta, recipe, axis, index, style, show_markers,
-                       view, selected, full, should_stop=None, progress=None):
+                       view, selected, full, should_stop=None, progress=None, job_seconds=None):
     """Binarization figure (full, or a Patch of the overlays) and a summary line.
 
     `progress` hears how a random walker being computed advances (see
     :meth:`pipeline.compute.Compute.run`); the solve's time per undecided pixel is
-    remembered for the next estimate (:func:`exact_estimate`).
+    remembered for the next estimate (:func:`exact_estimate`). `job_seconds`: the result
+    was just computed by a background job in that many seconds (the summary says so).
 
     Raises
     ------
@@ -257,6 +258,8 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         shown_slice(result.labels, meta, axis, index), selected)) if selected else blank_uri()
     seg = recipe["segmentation"]
     how = "from cache" if result.cached else f"computed in {result.seconds:.2f} s"
+    if result.cached and isinstance(job_seconds, (int, float)) and job_seconds >= 0:
+        how = f"computed in {job_seconds:.2f} s (background job)"
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     summary = (f"object: {100 * fraction:.1f} % of {unit} · {n:,} labelled "
                f"region{'' if n == 1 else 's'} · "
@@ -483,7 +486,7 @@ def nearby_recipes(services, session_id, history):
 
 def segmentation_update(services, session_id, meta, history, axis, index, style, show, view,
                         *, base, allow_preview, announce=True, recipe=None, nearby=None,
-                        should_stop=None, defer_slow=True, progress=None):
+                        should_stop=None, defer_slow=True, progress=None, job_seconds=None):
     """Outputs of the segmentation panel for the current state of `history`.
 
     Parameters
@@ -516,6 +519,8 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
         (the job itself, or a settle that checked already).
     progress : callable, optional
         Hears how the exact solve advances (:meth:`pipeline.compute.Compute.run`).
+    job_seconds : float, optional
+        The exact result was computed by a background job in that many seconds.
 
     Returns
     -------
@@ -554,7 +559,8 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
         limit = time_limited(services, should_stop)
         fig, summary = segmentation_panel(services, session_id, meta, recipe, axis, index,
                                           style, show_markers, view, None, full,
-                                          should_stop=limit, progress=progress)
+                                          should_stop=limit, progress=progress,
+                                          job_seconds=job_seconds)
     except Cancelled:
         if limit is None or not limit.expired:
             raise PreventUpdate from None  # superseded: the newer request draws
@@ -599,7 +605,8 @@ def settle_update(services, session_id, meta, history, pending, axis, index, sty
     """After a live preview: the exact (canonical, path-independent) segmentation, or, when
     it is expected to take longer than ``Config.job_after_s`` (:func:`runs_as_job`), the
     signal that starts it as a background job (``EXACT_JOB``, :mod:`callbacks.exact_job`;
-    the preview stays meanwhile).
+    the preview stays meanwhile). The job, done, sets `pending` again (with the
+    ``seconds`` it took): the result is cached, and drawn here in the page's view of now.
 
     Returns
     -------
@@ -620,7 +627,8 @@ def settle_update(services, session_id, meta, history, pending, axis, index, sty
     if runs_as_job(services, session_id, meta, recipe):
         return (no_update,) * 6 + (_signal(recipe, history),)
     out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
-                              view, base=base, allow_preview=False, defer_slow=False)
+                              view, base=base, allow_preview=False, defer_slow=False,
+                              job_seconds=pending.get("seconds"))
     require_live(services, session_id, meta, history)
     return out[:4] + out[5:] + (no_update,)
 

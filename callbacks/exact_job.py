@@ -25,9 +25,11 @@ worker shares, or Celery). Meanwhile the rest of the page stays usable.
   in the job's process a second later (:func:`hard_limit`), and says so.
 
 The result is the same cached, path-independent exact result a request would compute
-(``Compute.run``'s joblib cache: the one downloaded and exported); the job draws it as the
-settle does (a Patch of the overlays, the summary, ``SEG_SETTLED`` so the comparison and the
-measurements follow).
+(``Compute.run``'s joblib cache: the one downloaded and exported). The job draws nothing
+itself: done, it sets ``SEG_PENDING`` again (with the seconds it took) and the settle draws
+the cached result in the view the page has *then* (the slice, overlay style or view may
+have changed while the job ran): a Patch of the overlays, the summary ("computed in 5.31 s
+(background job)"), ``SEG_SETTLED`` so the comparison and the measurements follow.
 """
 
 from __future__ import annotations
@@ -48,16 +50,18 @@ from pipeline import randomwalker
 from pipeline.errors import Cancelled, InputError
 
 from .display import (
-    SEG_PROPS,
-    VIEW_PROPS,
+    _errors,
     _signal,
+    _SolveTimer,
     current_recipe,
     exact_estimate,
-    outputs,
+    failed_stage,
+    remember_exact_seconds,
+    remember_solve_rate,
     require_live,
     require_signal,
-    segmentation_update,
-    states,
+    time_limit_message,
+    time_limited,
 )
 from .loading import message_children
 
@@ -79,8 +83,10 @@ STAGES = (("start", "starting"), ("graph", "building the graph"),
           ("finish", "post-processing and drawing"))
 _LABELS = dict(STAGES)
 _ORDER = [name for name, _ in STAGES]
-#: The outputs of the job: the settle's, its message and the Compute button's style.
-JOB_PROPS = (*SEG_PROPS, (ids.SEG_SETTLED, "data"), (ids.SEG_BASE, "data"),
+#: The outputs of the job: the settle's signal (the result is cached: draw it), the
+#: segmentation's and post-processing's messages, the job's message, the Compute button.
+JOB_PROPS = ((ids.SEG_PENDING, "data"), (ids.SEG_MESSAGE, "children"),
+             ({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children"),
              (ids.EXACT_MESSAGE, "children"), (ids.EXACT_RUN, "style"))
 _SHOWN, _HIDDEN = {"display": "inline-block"}, {"display": "none"}
 
@@ -247,9 +253,10 @@ def _ticker(progress: JobProgress, stop: threading.Event):
         progress.tick()
 
 
-def run_exact_job(services, session_id, meta, history, signal, axis, index, style, show, view,
-                  base, *, set_progress=None, by_button=False, clock=time.monotonic):
-    """Outputs of the job: the exact segmentation of the current state, computed here.
+def run_exact_job(services, session_id, meta, history, signal, *, set_progress=None,
+                  by_button=False, clock=time.monotonic):
+    """Outputs of the job: the exact segmentation of the current state, computed (and
+    cached) here; the settle then draws it in the page's view.
 
     Parameters
     ----------
@@ -263,8 +270,11 @@ def run_exact_job(services, session_id, meta, history, signal, axis, index, styl
     Returns
     -------
     tuple
-        (figure or Patch, summary, segmentation message, post-processing message, settled,
-        base, job message, Compute button style), as :data:`JOB_PROPS`.
+        (pending, segmentation message, post-processing message, job message, Compute
+        button style), as :data:`JOB_PROPS`: `pending` names the state (and the
+        ``seconds`` the job took) for the settle to draw; on a failure (the time limit, no
+        free job slot, a step that fails) the message says why, the preview stays and
+        Compute is offered.
 
     Raises
     ------
@@ -277,7 +287,7 @@ def run_exact_job(services, session_id, meta, history, signal, axis, index, styl
     if not by_button:
         require_signal(signal, history)
     require_live(services, session_id, meta, history)
-    recipe = current_recipe(history)
+    recipe = services.validate(current_recipe(history))
     limit = services.config.max_work_s
     estimate = exact_estimate(services, session_id, meta, recipe)
     if estimate is not None and estimate > limit:
@@ -285,15 +295,15 @@ def run_exact_job(services, session_id, meta, history, signal, axis, index, styl
                 f"{_duration(estimate)}, above this server's limit of {limit:g} s for one "
                 f"computation (PIPEX_MAX_WORK_S). Crop or downsample the image, narrow the "
                 f"undecided range between vmin and vmax, or use a faster method.")
-        return (*(no_update,) * 6, message_children(text, "error"), _SHOWN)
+        return no_update, no_update, no_update, message_children(text, "error"), _SHOWN
     progress = None
     stop = threading.Event()
     if set_progress is not None:
-        seg = services.validate(recipe)["segmentation"]
+        seg = recipe["segmentation"]
         mode = seg["params"].get("mode", "cg_mg") if seg["name"] == "random_walker" else None
         graph_seconds = 0.0
-        if mode is not None and estimate and not services.compute.graph_cached(
-                meta["id"], services.validate(recipe)):
+        if mode is not None and estimate and not services.compute.graph_cached(meta["id"],
+                                                                               recipe):
             n = math.prod(int(s) for s in meta["shape"])
             graph_seconds = min(estimate, randomwalker.GRAPH_SECONDS_PER_PIXEL[
                 len(meta["shape"])] * n)
@@ -301,24 +311,44 @@ def run_exact_job(services, session_id, meta, history, signal, axis, index, styl
         progress = JobProgress(stages, set_progress, timed_solve=mode == "bf", clock=clock)
         progress.tick(force=True)
         threading.Thread(target=_ticker, args=(progress, stop), daemon=True).start()
+    limited = time_limited(services, moved_on(services, session_id, meta["id"],
+                                              history.get("rev")))
+    seg_message = post_message = None
+    t0 = time.perf_counter()
     try:
-        # a second over the limit: the solve's own TimeLimit (started after this) has
-        # expired by then, and says so
+        # a second over the limit: `limited` (started before this) has expired by then
         with hard_limit(limit + 1.0):
-            out = segmentation_update(
-                services, session_id, meta, history, axis, index, style, show, view,
-                base=base, allow_preview=False, defer_slow=False, progress=progress,
-                should_stop=moved_on(services, session_id, meta["id"], history.get("rev")))
+            segmentation_panel_run(services, session_id, meta, recipe, limited, progress)
+    except Cancelled:
+        if not limited.expired:
+            raise PreventUpdate from None  # superseded: nothing to draw
+        seg_message = message_children(
+            f"Segmentation stopped: {time_limit_message(services)}", "error")
+    except Exception as exc:  # noqa: BLE001 - the page keeps the preview and says why
+        stage = failed_stage(services, session_id, meta, recipe)
+        text = message_children(f"{stage.capitalize()} failed: {_errors(exc)}", "error")
+        seg_message, post_message = (text, None) if stage == "segmentation" else (None, text)
     finally:
         stop.set()
     require_live(services, session_id, meta, history)
-    fig, summary, seg_message, post_message, _pending, settled, new_base = out
-    if settled is no_update:
-        settled = _signal(recipe, history)
-    # a failure (the time limit, no free job slot…) offers to run it again
-    failed = seg_message is not None or post_message is not None
-    return (fig, summary, seg_message, post_message, settled, new_base, None,
-            _SHOWN if failed else _HIDDEN)
+    if seg_message is not None or post_message is not None:
+        return no_update, seg_message, post_message, None, _SHOWN
+    pending = {**_signal(recipe, history), "seconds": round(time.perf_counter() - t0, 3)}
+    return pending, None, None, None, _HIDDEN
+
+
+def segmentation_panel_run(services, session_id, meta, recipe, should_stop, progress):
+    """Compute (and cache) the whole pipeline of `recipe`, as :func:`segmentation_panel`
+    does before it draws: the exact time and the solve's rate are remembered."""
+    timer = _SolveTimer(progress)
+    result = services.run(session_id, meta["id"], recipe, should_stop=should_stop,
+                          progress=timer)
+    if not result.cached:
+        remember_exact_seconds(services, session_id, meta, recipe, result.seconds)
+        if timer.seconds is not None:
+            remember_solve_rate(services, session_id, meta, recipe, timer.seconds,
+                                result.filtered)
+    return result
 
 
 # After Cancel: the message beside the preview, the Compute button shown, the summary no
@@ -342,13 +372,17 @@ def register(app, services):
     """Wire the job (a background callback), its Cancel and the Compute button."""
 
     @app.callback(
-        *outputs(JOB_PROPS[:6], duplicate=True),
+        Output(ids.SEG_PENDING, "data", allow_duplicate=True),
+        Output(ids.SEG_MESSAGE, "children", allow_duplicate=True),
+        Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children",
+               allow_duplicate=True),
         Output(ids.EXACT_MESSAGE, "children"),
         Output(ids.EXACT_RUN, "style"),
         Input(ids.EXACT_JOB, "data"),
         Input(ids.EXACT_RUN, "n_clicks"),
         State(ids.HISTORY, "data"),
-        *states(VIEW_PROPS),
+        State(ids.IMAGE, "data"),
+        State(ids.SESSION, "data"),
         background=True,
         progress=[Output(ids.EXACT_PROGRESS, "value"),
                   Output(ids.EXACT_PROGRESS_TEXT, "children")],
@@ -361,13 +395,12 @@ def register(app, services):
         interval=POLL_MS,
         prevent_initial_call=True,
     )
-    def _exact_job(set_progress, signal, n_clicks, history, axis, index, style, show, view,
-                   base, meta, session_id):
+    def _exact_job(set_progress, signal, n_clicks, history, meta, session_id):
         by_button = ctx.triggered_id == ids.EXACT_RUN
         if by_button and not n_clicks:
             raise PreventUpdate
-        return run_exact_job(services, session_id, meta, history, signal, axis, index, style,
-                             show, view, base, set_progress=set_progress, by_button=by_button)
+        return run_exact_job(services, session_id, meta, history, signal,
+                             set_progress=set_progress, by_button=by_button)
 
     app.clientside_callback(
         CANCEL_JS,

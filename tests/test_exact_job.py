@@ -226,21 +226,29 @@ def test_a_slow_exact_result_is_handed_to_a_job_that_draws_it(services):
     assert job["key"] == pending["key"] and job["rev"] == pointer["rev"]
 
     reports = []
-    result = exact_job.run_exact_job(services, sid, meta, pointer, job, **VIEW, base=base,
+    result = exact_job.run_exact_job(services, sid, meta, pointer, job,
                                      set_progress=reports.append)
     assert len(result) == len(exact_job.JOB_PROPS)
-    fig, summary, seg_msg, post_msg, settled, new_base, message, run_style = result
-    assert isinstance(fig, Patch) and "labelled region" in summary and "preview" not in summary
+    settle, seg_msg, post_msg, message, run_style = result
     assert seg_msg is None and post_msg is None and message is None
-    assert settled["key"] == pending["key"]  # the comparison and the table follow
     assert run_style == {"display": "none"}
+    assert settle["key"] == pending["key"] and settle["token"] != pending["token"]
+    assert 0 < settle["seconds"] < 300
     values = [int(v) for v, _ in reports]
     assert values == sorted(values) and values[-1] == 1000 and len(values) >= 3
     assert any("left" in text for _, text in reports)
-    # the job's result is the cached exact result: a settle now draws it at once
+    # the job's result is the cached exact result: the settle it signals draws it at once,
+    # in the page's view of then (here another overlay style), saying how it was computed
     assert display.exact_estimate(services, sid, meta, display.current_recipe(pointer)) == 0
-    again = display.settle_update(services, sid, meta, pointer, pending, **VIEW, base=base)
-    assert isinstance(again[0], Patch) and "from cache" in again[1]
+    fig, summary, seg_msg, post_msg, settled, new_base, again = display.settle_update(
+        services, sid, meta, pointer, settle, **{**VIEW, "style": "fill"}, base=base)
+    assert isinstance(fig, Patch) and again is no_update and new_base is no_update
+    assert "labelled region" in summary and "preview" not in summary
+    assert f"computed in {settle['seconds']:.2f} s (background job)" in summary
+    assert seg_msg is None and post_msg is None
+    assert settled["key"] == pending["key"]  # the comparison and the table follow
+    later = display.settle_update(services, sid, meta, pointer, pending, **VIEW, base=base)
+    assert isinstance(later[0], Patch) and "from cache" in later[1]
 
 
 def test_the_job_draws_nothing_for_a_state_the_page_has_left(services):
@@ -248,13 +256,12 @@ def test_the_job_draws_nothing_for_a_state_the_page_has_left(services):
     pending, base = _preview(services, sid, meta, pointer)
     job = display.settle_update(services, sid, meta, pointer, pending, **VIEW, base=base)[-1]
     with pytest.raises(PreventUpdate):  # the signal names another state than the page's
-        exact_job.run_exact_job(services, sid, meta, pointer, {**job, "key": "0" * 16},
-                                **VIEW, base=base)
+        exact_job.run_exact_job(services, sid, meta, pointer, {**job, "key": "0" * 16})
     vmin, vmax = (display.current_recipe(pointer)["markers"][k] for k in ("vmin", "vmax"))
     recipe_action(services, sid, ids.THRESHOLDS, pointer, meta,
                   {"thresholds": [vmin, vmax + 5]}, drawn=True)  # a newer move
     with pytest.raises(PreventUpdate):  # the session moved on (another worker saw it)
-        exact_job.run_exact_job(services, sid, meta, pointer, job, **VIEW, base=base)
+        exact_job.run_exact_job(services, sid, meta, pointer, job)
     assert display.exact_estimate(services, sid, meta, display.current_recipe(pointer)) > 0
 
 
@@ -274,11 +281,11 @@ def test_a_job_estimated_over_the_time_limit_is_refused_before_it_runs(services)
     services, sid, meta, pointer = _large(services, job_after_s=0.001, max_work_s=0.01)
     pending, base = _preview(services, sid, meta, pointer)
     job = display.settle_update(services, sid, meta, pointer, pending, **VIEW, base=base)[-1]
-    out = exact_job.run_exact_job(services, sid, meta, pointer, job, **VIEW, base=base)
-    assert all(v is no_update for v in out[:6])
-    text = str(out[6])
+    out = exact_job.run_exact_job(services, sid, meta, pointer, job)
+    assert all(v is no_update for v in out[:3])  # the preview stays
+    text = str(out[3])
     assert "message-error" in text and "PIPEX_MAX_WORK_S" in text and "0.01 s" in text
-    assert out[7] == {"display": "inline-block"}  # Compute offered
+    assert out[4] == {"display": "inline-block"}  # Compute offered
     assert display.exact_estimate(services, sid, meta, display.current_recipe(pointer)) > 0
 
 
@@ -377,13 +384,13 @@ def test_a_job_past_the_time_limit_stops_and_offers_to_run_again(services, monke
     pending, base = _preview(services, sid, meta, pointer)
     monkeypatch.setattr(exact_job, "exact_estimate", lambda *a: 0.01)  # "it fits"
     job = {**pending}
-    out = exact_job.run_exact_job(services, sid, meta, pointer, job, **VIEW, base=base,
+    out = exact_job.run_exact_job(services, sid, meta, pointer, job,
                                   set_progress=lambda _: None)
-    fig, summary, seg_msg = out[:3]
-    assert fig is no_update  # the preview stays
+    settle, seg_msg, post_msg, message, run_style = out
+    assert settle is no_update and post_msg is None and message is None  # the preview stays
     text = str(seg_msg)
     assert "Segmentation stopped" in text and "0.05 s" in text and "PIPEX_MAX_WORK_S" in text
-    assert out[7] == {"display": "inline-block"}  # Compute offered
+    assert run_style == {"display": "inline-block"}  # Compute offered
     assert display.exact_estimate(services, sid, meta, display.current_recipe(pointer)) > 0
 
 

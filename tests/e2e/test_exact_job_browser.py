@@ -128,6 +128,7 @@ def test_a_slow_exact_result_runs_as_a_job_with_progress_and_cancel(dash_duo, ap
     until(lambda: "labelled region" in _summary(dash_duo) and "preview" not in _summary(
         dash_duo), timeout=240, what="the exact result of the new pair")
     assert dash_duo.driver.execute_script(OVERLAY_JS) != preview
+    assert "(background job)" in _summary(dash_duo), _summary(dash_duo)
     assert f"pixels > {vmax + 1:g}" in dash_duo.find_element("#thresholds-text").text
     until(lambda: not _box_shown(dash_duo), timeout=10, what="the progress bar hidden")
     assert not dash_duo.find_element("#exact-job-run").is_displayed()
