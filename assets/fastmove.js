@@ -29,7 +29,22 @@ window.pipexFast = (function () {
         });
     }
 
-    function draw(overlays, summary) {
+    // The restyle of the overlay traces: their PNGs and, where the answer gives it, where
+    // their pixels sit (x0, y0, dx, dy: a preview drawn on blocks, figures.seg_geometry).
+    function overlayUpdate(overlays, geometry, traces) {
+        const update = {source: traces.map(function (i) { return overlays[i]; })};
+        ['x0', 'y0', 'dx', 'dy'].forEach(function (key) {
+            if (!traces.some(function (i) { return geometry && geometry[i] &&
+                                                   key in geometry[i]; })) { return; }
+            update[key] = traces.map(function (i) {
+                return geometry && geometry[i] && key in geometry[i] ? geometry[i][key] :
+                    undefined;
+            });
+        });
+        return update;
+    }
+
+    function draw(overlays, summary, geometry) {
         const holder = document.getElementById(SEG);
         const gd = holder && holder.querySelector('.js-plotly-plot');
         const traces = Object.keys(overlays || {}).map(Number);
@@ -37,8 +52,7 @@ window.pipexFast = (function () {
         if (traces.some(function (i) { return !gd.data[i]; })) { return false; }
         // what is drawn, until Dash sets the summary text (read by bench/bench_browser.py)
         if (typeof summary === 'string') { holder.dataset.summary = summary; }
-        window.Plotly.restyle(gd, {source: traces.map(function (i) { return overlays[i]; })},
-                              traces);
+        window.Plotly.restyle(gd, overlayUpdate(overlays, geometry, traces), traces);
         return true;
     }
 
@@ -58,7 +72,7 @@ window.pipexFast = (function () {
         });
     }
 
-    function hand(outputs, skip, overlays) {
+    function hand(outputs, skip, overlays, geometry) {
         const dc = window.dash_clientside;
         const holder = document.getElementById(SEG);
         if (holder) { delete holder.dataset.summary; }
@@ -67,6 +81,10 @@ window.pipexFast = (function () {
             const patch = new dc.Patch();
             traces.forEach(function (i) {
                 patch.assign(['data', Number(i), 'source'], overlays[i]);
+                const g = (geometry || {})[i] || {};
+                Object.keys(g).forEach(function (key) {
+                    patch.assign(['data', Number(i), key], g[key]);
+                });
             });
             dc.set_props(SEG, {figure: patch.build()});
         }
@@ -253,9 +271,10 @@ window.pipexFast = (function () {
 
     function apply(res, skip) {
         const s = res.outputs && res.outputs['segmentation-summary'];
-        const drawn = !res.full && draw(res.overlays, s ? s.children : undefined);
-        if (!drawn) { hand(res.outputs, skip, res.overlays); return; }
-        later(function () { hand(res.outputs, skip, res.overlays); });
+        const drawn = !res.full && draw(res.overlays, s ? s.children : undefined,
+                                        res.geometry);
+        if (!drawn) { hand(res.outputs, skip, res.overlays, res.geometry); return; }
+        later(function () { hand(res.outputs, skip, res.overlays, res.geometry); });
     }
 
     function settle(pending, ctx) {

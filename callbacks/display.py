@@ -184,12 +184,14 @@ def drawn_markers(filtered, recipe, meta, axis, index):
                                     scribbles=m["scribbles"]), meta, axis, index)
 
 
-def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray, markers2d=None):
+def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray, markers2d=None,
+                 factor=1):
     """PNG data URIs of the markers (blank if hidden) and of the result in `style`.
 
     `gray()` gives the displayed slice; it is read only for the style that blends it
     (label colours). `markers2d`: the shown markers when they hold strokes drawn by hand
     (:func:`drawn_markers`); else they are made from vmin / vmax on `filtered2d`.
+    `factor` > 1: `shown2d` is on a grid of `factor`-wide blocks (``figures.seg_geometry``).
     """
     if show_markers and markers2d is None:
         markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
@@ -199,6 +201,8 @@ def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray, markers
     else:
         marker = blank_uri()
     image2d = gray() if style == "labels" else None
+    if image2d is not None and factor > 1:  # a pixel of each block, as the labels'
+        image2d = image2d[::factor, ::factor][:shown2d.shape[0], :shown2d.shape[1]]
     return marker, render.png_data_uri(result_overlay(shown2d, image2d, style))
 
 
@@ -268,12 +272,21 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         fig = figures.segmentation_figure(render.png_data_uri(gray()), marker_uri, seg_uri,
                                           uirevision=uirevision(meta, axis), highlight=hl_uri)
         return fig, summary
-    patch = Patch()
-    patch["data"][figures.MARKER_TRACE]["source"] = marker_uri
-    patch["data"][figures.SEG_TRACE]["source"] = seg_uri
+    patch = overlay_patch(marker_uri, seg_uri)
     if selected is not None:
         patch["data"][figures.HIGHLIGHT_TRACE]["source"] = hl_uri
     return patch, summary
+
+
+def overlay_patch(marker_uri, seg_uri, factor=1):
+    """Patch of the segmentation figure's markers and result overlays (the result's
+    geometry set each time: a preview may have drawn it on blocks, ``figures.seg_geometry``)."""
+    patch = Patch()
+    patch["data"][figures.MARKER_TRACE]["source"] = marker_uri
+    patch["data"][figures.SEG_TRACE]["source"] = seg_uri
+    for key, value in figures.seg_geometry(factor).items():
+        patch["data"][figures.SEG_TRACE][key] = value
+    return patch
 
 
 def _as_floats(obj):
@@ -300,36 +313,43 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
 
     The preview is the object mask of a warm-started approximate solve: it is drawn with
     the post-processing applied (for the "labels" view) but never cached; the canonical
-    result follows (:func:`segmentation_update` with ``allow_preview=False``).
+    result follows (:func:`segmentation_update` with ``allow_preview=False``). A 2D
+    preview on a reduced grid is drawn at that grid's resolution (a small PNG, the
+    overlay's pixels stretched over their blocks), before post-processing.
     """
     found = services.preview(session_id, meta["id"], recipe, nearby)
     if found is None or (full and found.factor == 1):
         return None
-    mask2d = shown_slice(found.mask, meta, axis, index)
-    if view == "labels":
+    if found.blocks:  # 2D, on the reduced grid: drawn at that resolution, before
+        # post-processing (its sizes are in pixels of the image)
+        mask2d = found.mask
+        shown2d = mask2d.astype(np.int32)
+    elif view == "labels":
+        mask2d = shown_slice(found.mask, meta, axis, index)
         shown2d = postprocess.run_postprocess(mask2d, recipe["postprocess"]) \
             if meta["ndim"] == 2 else mask2d.astype(np.int32)
     else:
-        shown2d = mask2d.astype(np.int32)
+        shown2d = shown_slice(found.mask, meta, axis, index).astype(np.int32)
+    factor = found.factor if found.blocks else 1
     marker_uri, seg_uri = overlay_uris(
         shown_slice(found.filtered, meta, axis, index), shown2d, recipe, style, show_markers,
         lambda: base_gray(services, session_id, meta, axis, index),
-        drawn_markers(found.filtered, recipe, meta, axis, index) if show_markers else None)
+        drawn_markers(found.filtered, recipe, meta, axis, index) if show_markers else None,
+        factor=factor)
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     fraction = float(np.count_nonzero(found.mask)) / found.mask.size
     how = (f"at 1/{found.factor} resolution" if found.factor > 1 else "warm-started")
+    if found.blocks and recipe["postprocess"]:
+        how += ", before post-processing"
     summary = (f"object: {100 * fraction:.1f} % of {unit} · live preview "
                f"({how}, {found.seconds:.3f} s) · exact random walker running…")
     if full:  # a new image or slice: the whole figure, the preview's overlays on it
         fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
                                           marker_uri, seg_uri,
                                           uirevision=uirevision(meta, axis),
-                                          highlight=blank_uri())
+                                          highlight=blank_uri(), seg_factor=factor)
         return fig, summary
-    patch = Patch()
-    patch["data"][figures.MARKER_TRACE]["source"] = marker_uri
-    patch["data"][figures.SEG_TRACE]["source"] = seg_uri
-    return patch, summary
+    return overlay_patch(marker_uri, seg_uri, factor), summary
 
 
 # A committed move whose exact result is expected within ``Config.quick_exact_s`` (0.25 s)

@@ -85,11 +85,17 @@ def _context(services, body):
     return session_id, meta, history
 
 
+#: Properties of an overlay trace the page sets itself (its PNG and where its pixels sit).
+OVERLAY_PROPS = ("source", "x0", "y0", "dx", "dy")
+
+
 def outputs_dict(names, values) -> dict:
     """``{id: {prop: value}}`` of the outputs that are not ``no_update``; a Patch of the
-    segmentation figure that only sets overlay sources is given as those sources instead
-    (``overlays``: ``{trace index: PNG data URI}``)."""
-    out, overlays = {}, {}
+    segmentation figure that only sets overlay traces' sources (and geometry) is given as
+    those instead: ``overlays`` ``{trace index: PNG data URI}`` and ``geometry``
+    ``{trace index: {x0, y0, dx, dy}}`` (a preview drawn on blocks,
+    ``figures.seg_geometry``)."""
+    out, overlays, geometry = {}, {}, {}
     for (cid, prop), value in zip(names, values):
         if value is no_update:
             continue
@@ -97,16 +103,21 @@ def outputs_dict(names, values) -> dict:
             value = value.to_plotly_json()
             if cid == ids.SEG_GRAPH:
                 ops = value["operations"]
-                sources = {str(op["location"][1]): op["params"]["value"] for op in ops
-                           if op["operation"] == "Assign" and len(op["location"]) == 3
-                           and op["location"][0] == "data" and op["location"][2] == "source"}
-                if len(sources) == len(ops):
-                    # only overlay sources: sent once, as `overlays` (the page builds the
-                    # figure's Patch from them)
-                    overlays.update(sources)
+                mine = [op for op in ops
+                        if op["operation"] == "Assign" and len(op["location"]) == 3
+                        and op["location"][0] == "data" and op["location"][2] in OVERLAY_PROPS]
+                if len(mine) == len(ops):
+                    # only overlay traces: sent once, as `overlays` / `geometry` (the page
+                    # builds the figure's Patch from them)
+                    for op in mine:
+                        trace, key = str(op["location"][1]), op["location"][2]
+                        if key == "source":
+                            overlays[trace] = op["params"]["value"]
+                        else:
+                            geometry.setdefault(trace, {})[key] = op["params"]["value"]
                     continue
         out.setdefault(cid, {})[prop] = value
-    return {"outputs": out, "overlays": overlays,
+    return {"outputs": out, "overlays": overlays, "geometry": geometry,
             "full": ids.SEG_GRAPH in out and not overlays}
 
 

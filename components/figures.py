@@ -34,12 +34,25 @@ def image_figure(base_uri, *, uirevision, height=420):
     return fig
 
 
+def seg_geometry(factor=1) -> dict:
+    """Where the segmentation overlay's pixels sit on the image (``go.Image``'s x0, y0, dx,
+    dy): one per pixel (`factor` 1), or one per block of `factor` × `factor` pixels (a
+    preview drawn at the resolution it was computed at: block ``(i, j)`` covers pixels
+    ``factor * i`` to ``factor * (i + 1) - 1``, centred at ``factor * i + (factor - 1) / 2``).
+    """
+    factor = int(factor)
+    centre = (factor - 1) / 2
+    return {"x0": centre, "y0": centre, "dx": factor, "dy": factor}
+
+
 def segmentation_figure(base_uri, marker_uri, seg_uri, *, uirevision, highlight=None,
-                        height=420):
-    """The Binarization panel: image, marker overlay, result overlay, selected regions."""
+                        height=420, seg_factor=1):
+    """The Binarization panel: image, marker overlay, result overlay (on blocks of
+    `seg_factor` pixels, :func:`seg_geometry`), selected regions."""
     fig = image_figure(base_uri, uirevision=uirevision, height=height)
     fig.add_trace(go.Image(source=marker_uri, name="markers", hoverinfo="skip"))
-    fig.add_trace(go.Image(source=seg_uri, name="segmentation", hoverinfo="skip"))
+    fig.add_trace(go.Image(source=seg_uri, name="segmentation", hoverinfo="skip",
+                           **seg_geometry(seg_factor)))
     fig.add_trace(go.Image(source=highlight or marker_uri, name="selected", hoverinfo="skip",
                            visible=highlight is not None))
     return fig

@@ -166,13 +166,17 @@ class PreviewResult:
     """An approximate object mask shown while the canonical segmentation runs.
 
     Path dependent (warm-started from another solution) or on a reduced grid (`factor` > 1,
-    :func:`pipeline.randomwalker.coarse_preview`): never cached or exported.
+    :func:`pipeline.randomwalker.coarse_preview`): never cached or exported. `mask` has the
+    image's shape, or for a 2D image previewed on a reduced grid (`blocks`) the shape of
+    that grid: element ``(i, j)`` is the block of pixels ``factor * i …`` (drawn at that
+    resolution).
     """
 
     filtered: np.ndarray
     mask: np.ndarray
     seconds: float
     factor: int = 1
+    blocks: bool = False
 
 
 class Compute:
@@ -431,15 +435,27 @@ class Compute:
             return False
         t0 = time.perf_counter()
         p = recipe["segmentation"]["params"]
-        factor = randomwalker.reduction_factor(filtered.shape)
-        graph = self._coarse_graph(image_id, k["filter"], p["beta"], p["intensity_scale"],
-                                   factor, lambda: np.asarray(filtered))
+        blocks = filtered.ndim == 2  # a 2D preview is drawn on its own grid
+        # 2D: the smaller grid first; if its blocks keep no markers of both labels (markers
+        # scattered by noise), the finer one
+        budgets = ((randomwalker.COARSE_PREVIEW_PIXELS_2D, randomwalker.COARSE_PREVIEW_PIXELS)
+                   if blocks else (randomwalker.COARSE_PREVIEW_PIXELS,))
         markers = recipes.marker_stage(filtered, recipe)
-        labels = randomwalker.coarse_preview(graph, markers, factor)
-        if labels is None:
-            return None
-        return PreviewResult(filtered=filtered, mask=labels == 2,
-                             seconds=time.perf_counter() - t0, factor=factor)
+        tried = set()
+        for budget in budgets:
+            factor = randomwalker.reduction_factor(filtered.shape, budget)
+            if factor in tried:
+                continue
+            tried.add(factor)
+            graph = self._coarse_graph(image_id, k["filter"], p["beta"], p["intensity_scale"],
+                                       factor, lambda: np.asarray(filtered))
+            labels = randomwalker.coarse_preview(graph, markers, factor,
+                                                 full_resolution=not blocks)
+            if labels is not None:
+                return PreviewResult(filtered=filtered, mask=labels == 2,
+                                     seconds=time.perf_counter() - t0, factor=factor,
+                                     blocks=blocks)
+        return None
 
     def mask(self, image_id: str, load_image, recipe: dict) -> np.ndarray:
         """Object mask of the segmentation stage of a recipe."""

@@ -77,6 +77,7 @@ __all__ = [
     "MODES",
     "BYTES_PER_PIXEL",
     "COARSE_PREVIEW_PIXELS",
+    "COARSE_PREVIEW_PIXELS_2D",
     "block_mean",
     "coarse_preview",
     "reduction_factor",
@@ -104,6 +105,11 @@ PREVIEW_ITERATIONS = 40  # Jacobi-CG iterations of a live preview (see :func:`pr
 #: Images above this many pixels are previewed on a reduced grid of at most this many
 #: (:func:`coarse_preview`): a solve of ~0.05 s, whatever the image's size.
 COARSE_PREVIEW_PIXELS = 131072
+#: The reduced grid of a 2D preview, drawn at its own resolution (``full_resolution=False``):
+#: camera 1024² at 32,768 pixels (blocks of 6) agrees with the exact result on 99.16 % of
+#: pixels (99.29 % at 131,072) for a solve of 35 instead of 82 ms, and its overlay is drawn
+#: in 7 instead of 59-97 ms (a 170² PNG instead of 1024²), which is what a drag needs.
+COARSE_PREVIEW_PIXELS_2D = 32768
 #: Peak memory of a segmentation (graph + solver), bytes per pixel, measured as the growth
 #: of the process's maximum resident size (ru_maxrss) on 2D images of 512² to 1024² and
 #: volumes of 64³ to 64×128²: 'cg_mg' ≈ 270 (2D and 3D), 'cg_j' ≈ 220, 'bf' ≈ 480 in 2D;
@@ -599,7 +605,7 @@ def reduction_factor(shape, max_pixels=COARSE_PREVIEW_PIXELS) -> int:
     return factor if n > max_pixels else 1
 
 
-def coarse_preview(coarse_graph, markers, factor, *, tol=1e-2):
+def coarse_preview(coarse_graph, markers, factor, *, tol=1e-2, full_resolution=True):
     """A preview on a reduced grid: solve on `factor`-wide blocks, back on the full grid.
 
     For images too large for an interactive full-resolution solve: the graph of the
@@ -618,11 +624,18 @@ def coarse_preview(coarse_graph, markers, factor, *, tol=1e-2):
         Block width used for `coarse_graph`.
     tol : float, optional
         Conjugate gradient tolerance of the coarse solve.
+    full_resolution : bool, optional
+        True (default): the labels of every pixel (the blocks' labels spread back, the
+        full-resolution markers keeping theirs). False: the labels of the blocks, shape
+        ``ceil(markers.shape / factor)`` (a block's pixel ``(i, j)`` covers pixels
+        ``factor * i`` to ``factor * (i + 1) - 1``), e.g. to draw the preview at the
+        resolution it was computed at.
 
     Returns
     -------
-    labels : ndarray of uint8, shape ``markers.shape``
-        1 (background) or 2 (object); None if no block keeps markers of both labels.
+    labels : ndarray of uint8
+        1 (background) or 2 (object), shape ``markers.shape`` (or the blocks', see
+        `full_resolution`); None if no block keeps markers of both labels.
     """
     _check_graph(coarse_graph)
     factor = _reduction_factor(factor)
@@ -636,6 +649,8 @@ def coarse_preview(coarse_graph, markers, factor, *, tol=1e-2):
         return None
     _, probability = solve(coarse_graph, coarse, mode="cg_mg", tol=tol,
                            return_probability=True)
+    if not full_resolution:
+        return np.where(probability > 0.5, OBJECT, BACKGROUND).astype(np.uint8)
     labels = np.where(_prolong(probability, markers.shape, factor) > 0.5, OBJECT,
                       BACKGROUND).astype(np.uint8)
     labels[markers == BACKGROUND] = BACKGROUND

@@ -164,8 +164,14 @@ def test_segmentation_panel_full_then_patch_and_cache_hit(services):
         assert isinstance(patch, Patch)
         assert "from cache" in summary2
     ops = patch.to_plotly_json()["operations"]
-    assert {tuple(op["location"]) for op in ops} == {("data", 1, "source"), ("data", 2, "source"),
-                                                     ("data", 3, "source")}
+    # the overlays' sources, and the result's geometry: one pixel per pixel (a preview may
+    # have drawn it on blocks)
+    assert {tuple(op["location"]) for op in ops} == {
+        ("data", 1, "source"), ("data", 2, "source"), ("data", 3, "source"),
+        ("data", 2, "x0"), ("data", 2, "y0"), ("data", 2, "dx"), ("data", 2, "dy")}
+    geometry = {op["location"][2]: op["params"]["value"] for op in ops
+                if op["location"][1] == 2 and op["location"][2] != "source"}
+    assert geometry == {"x0": 0, "y0": 0, "dx": 1, "dy": 1}
 
 
 def test_every_filter_and_method_runs_on_coins(services):
@@ -453,8 +459,16 @@ def _moved(history, meta, dv, dw):
 
 
 def _sources(patch):
+    """The overlay PNGs a Patch sets (not the result's geometry)."""
     return {tuple(op["location"]): op["params"]["value"]
-            for op in patch.to_plotly_json()["operations"]}
+            for op in patch.to_plotly_json()["operations"] if op["location"][-1] == "source"}
+
+
+def _geometry(patch, trace=2):
+    """x0, y0, dx, dy a Patch sets on an overlay trace (figures.seg_geometry)."""
+    return {op["location"][2]: op["params"]["value"]
+            for op in patch.to_plotly_json()["operations"]
+            if op["location"][:2] == ["data", trace] and op["location"][2] != "source"}
 
 
 SEG_VIEW = dict(axis=0, index=0, style="contour", show=["markers"], view="labels")
@@ -854,10 +868,24 @@ def test_a_large_new_image_shows_a_reduced_grid_preview_first_then_the_exact_res
                                       allow_preview=True)
     fig, summary, _, _, pending, settled, new_base = out
     assert isinstance(fig, dict) or hasattr(fig, "to_plotly_json")  # the whole figure
-    assert "live preview (at 1/3 resolution" in summary and pending["key"]
+    from pipeline import randomwalker
+
+    factor = randomwalker.reduction_factor(big.shape, randomwalker.COARSE_PREVIEW_PIXELS_2D)
+    assert factor == 5
+    assert "live preview (at 1/5 resolution" in summary and pending["key"]
     assert new_base == meta["id"]
+    # drawn at the resolution it was computed at: one overlay pixel per 5 x 5 block
+    seg = fig.to_plotly_json()["data"][2]
+    assert (seg["x0"], seg["y0"], seg["dx"], seg["dy"]) == (2, 2, 5, 5)
+    png = Image.open(_io.BytesIO(base64.b64decode(seg["source"].split(",", 1)[1])))
+    assert png.size == (140, 160)  # width, height of the 160 x 140 blocks
     exact = display.settle_update(svc, sid, meta, pointer, pending, **SEG_VIEW, base=new_base)
     assert isinstance(exact[0], Patch) and "labelled region" in exact[1]
+    # the exact result: one pixel per pixel again
+    assert _geometry(exact[0]) == {"x0": 0, "y0": 0, "dx": 1, "dy": 1}
+    png = Image.open(_io.BytesIO(base64.b64decode(
+        _sources(exact[0])[("data", 2, "source")].split(",", 1)[1])))
+    assert png.size == (700, 800)
 
 
 def test_each_message_appears_beside_the_control_that_caused_it():
