@@ -313,6 +313,10 @@ def upload_cases():
             refused_load("on page 2")),
         Case("TIFF small-strip bomb", upload(hostile.tiff_with_strip(
             64, 64, 8, hostile.zlib_zeros(8 * MB))), refused_load()),
+        # a PackBits strip just small enough to be left unchecked (256 kB -> 16 MB): tifffile
+        # expands it (≈ 160 MB of allocations without imagecodecs, found by test_properties)
+        Case("TIFF PackBits strip at the unchecked bound", upload(hostile.tiff_with_strip(
+            64, 64, 32773, b"\x81\x00" * (128 * 1024))), refused_load()),
         Case("TIFF corrupt zlib strip", upload(hostile.tiff_with_strip(
             64, 64, 8, b"\xff" * 20_000)), refused_load("could not decode image.tif as TIFF")),
         Case("TIFF LZW without imagecodecs", upload(hostile.tiff_with_strip(
