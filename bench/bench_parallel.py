@@ -12,6 +12,10 @@
    runs it): 48 coins-sized images and 8 1024² images, ``--jobs 1`` against ``--jobs 2``
    (loky processes, the default) and ``--jobs 2 --prefer threads``, and through a
    ``dask.distributed.LocalCluster`` of 2 worker processes (1 thread each) on 127.0.0.1.
+   Each run's CPU time (the process and its workers, user + system) is recorded beside its
+   wall time, and for the coins batch the fixed costs of a worker (a new interpreter and the
+   batch's imports) against an image's: the machine is shared, CPU seconds are what the
+   other work on it does not change.
 
 Prints a table and writes JSON to ``bench/results/parallel.json`` (git-ignored)::
 
@@ -193,18 +197,54 @@ def _write_batch(folder: Path, base: np.ndarray, n: int) -> list:
     return paths
 
 
-def _cli(args) -> float:
+def _cpu_children() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cli(args, cpu=None) -> float:
     """Wall time of ``python -m pipeline ARGS`` in a new process, as a user runs it
-    (interpreter start and imports included, ~1.5 s here)."""
+    (interpreter start and imports included, ~1.5 s here). The CPU time of the process and
+    its workers (user + system) is appended to the list `cpu` when given."""
     import subprocess
 
+    c0 = _cpu_children()
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True,
                           text=True, cwd=HERE.parent, timeout=1800)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"pipeline run exited {done.returncode}: {done.stderr[-2000:]}")
+    if cpu is not None:
+        cpu.append(_cpu_children() - c0)
     return seconds
+
+
+def bench_batch_costs(paths, recipe) -> dict:
+    """Where a batch's time goes besides the images: CPU seconds of a new interpreter that
+    imports the batch's code (each loky worker pays it), of the first image in a process and
+    of the next ones (median)."""
+    import subprocess
+
+    from pipeline import batch as B
+
+    c0 = _cpu_children()
+    subprocess.run([sys.executable, "-c", "import pipeline.batch"], check=True, cwd=HERE.parent)
+    start = _cpu_children() - c0
+    c0 = _cpu_children()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    bare = _cpu_children() - c0
+    work = B.ProcessImage(recipe, 64 * 2**20, 2**27)
+    items = [(Path(p).name, Path(p).read_bytes()) for p in paths[:8]]
+    times = []
+    for item in items:
+        c = time.process_time()
+        work(item)
+        times.append(time.process_time() - c)
+    return {"interpreter_cpu_s": bare, "interpreter_and_import_cpu_s": start,
+            "first_image_cpu_s": times[0], "image_cpu_s": statistics.median(times[1:])}
 
 
 def _labels(folder: Path) -> dict:
@@ -239,6 +279,8 @@ def bench_batches(repeats: int, cases) -> list:
             recipe_path.write_text(R.dumps(recipe), encoding="utf-8")
             print(f"  batch {name} ...", flush=True)
             row = {"case": name}
+            if "coins" in name:  # the fixed costs of a worker, against an image's
+                row["costs"] = bench_batch_costs(paths, R.validate(recipe))
             outs = {}
             for label, extra in (("jobs 1", ["--jobs", "1"]),
                                  ("jobs 2", ["--jobs", "2"]),
@@ -248,10 +290,13 @@ def bench_batches(repeats: int, cases) -> list:
                 args = ["run", str(recipe_path), *paths, "--out", str(out), *extra]
                 if label.startswith("dask"):
                     _cli(args)  # the workers import the pipeline: outside the timing
-                seconds, _ = _median_time(lambda a=args: _cli(a), repeats)
+                cpu = []
+                seconds, _ = _median_time(lambda a=args, c=cpu: _cli(a, c), repeats)
                 row[label] = seconds
+                row[f"{label} cpu"] = statistics.median(cpu)
                 outs[label] = _labels(out)
-                print(f"    {label}: {seconds:.2f} s", flush=True)
+                print(f"    {label}: {seconds:.2f} s (CPU {row[f'{label} cpu']:.2f} s, load "
+                      f"{os.getloadavg()[0]:.1f})", flush=True)
             row["speedup_jobs2"] = row["jobs 1"] / row["jobs 2"]
             row["dask_vs_jobs2"] = row["dask 2 workers"] / row["jobs 2"]
             first = outs["jobs 1"]
@@ -295,6 +340,19 @@ def print_tables(filters, batches) -> None:
                   f"{r['speedup_jobs2']:.2f}× | {r['jobs 2 threads']:.2f} s "
                   f"({r['jobs 1'] / r['jobs 2 threads']:.2f}×) | {r['dask 2 workers']:.2f} s | "
                   f"{r['dask_vs_jobs2']:.2f}× | {r['identical']} |")
+        print("\n| batch | CPU --jobs 1 | CPU --jobs 2 | extra CPU with 2 workers |")
+        print("| --- | ---: | ---: | ---: |")
+        for r in batches:
+            if "jobs 1 cpu" in r:
+                print(f"| {r['case']} | {r['jobs 1 cpu']:.2f} s | {r['jobs 2 cpu']:.2f} s | "
+                      f"{r['jobs 2 cpu'] - r['jobs 1 cpu']:+.2f} s |")
+        for r in batches:
+            if "costs" in r:
+                c = r["costs"]
+                print(f"\n{r['case']}, CPU per worker: a new interpreter "
+                      f"{c['interpreter_cpu_s']:.2f} s, with the batch's imports "
+                      f"{c['interpreter_and_import_cpu_s']:.2f} s; per image: the first "
+                      f"{c['first_image_cpu_s']:.3f} s, the next {c['image_cpu_s']:.3f} s")
 
 
 def main(argv=None) -> int:

@@ -1177,10 +1177,11 @@ def register(app, services):
         return attach_outputs(services, session_id, browser_id, job_id, prefix=prefix)
 
     @app.callback(Output(ids.BATCH_JOBS, "children", allow_duplicate=True),
-                  Input(ids.BATCH_SUMMARY, "children"), State(ids.SESSION, "data"),
+                  Input(ids.BATCH_RUN, "disabled"), State(ids.SESSION, "data"),
                   State(ids.BATCH_BROWSER, "data"), prevent_initial_call=True)
-    def _relist(_summary, session_id, browser_id):
-        # a batch of this page ended (or was refused): the list shows it
+    def _relist(_running, session_id, browser_id):
+        # a batch of this page started or ended (Run is disabled while it runs): the list
+        # shows it
         try:
             return jobs_children(config, batch_owner(services, session_id, browser_id), prefix)
         except InputError:

@@ -33,16 +33,14 @@ import argparse
 import datetime as _dt
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
-from . import batch as _batch
-from . import measure as _measure
+# light imports only: the pipeline (scikit-image, scipy) is imported by _run / _export, once
+# the worker processes are starting (they import it at the same time, see _start_workers)
 from . import parallel as _parallel
-from . import recipe as _recipe
-from . import script as _script
 from .errors import InputError
-from .provenance import library_versions
 
 __all__ = ["main", "build_parser"]
 
@@ -167,12 +165,46 @@ class _Progress:
             self.stream.flush()
 
 
-def _run(args) -> int:
+#: Longest the workers' start-up waits for all of them (see :func:`_start_workers`).
+START_WAIT_S = 3.0
+
+
+def _import_pipeline(item) -> int:
+    """Run in a worker process: import the batch's code (what unpickling its first image's
+    work would do), check in, and wait until every worker has (or the deadline): a worker
+    busy here cannot take another worker's start-up task. Returns the worker's pid."""
+    folder, count, deadline = item
+    from . import batch  # noqa: F401
+
+    Path(folder, str(os.getpid())).touch()
+    while len(os.listdir(folder)) < count and time.time() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def _start_workers(backend, count: int) -> set:
+    """Start `count` local worker processes and import the pipeline in them; their pids.
+
+    Run in a thread while this process imports the pipeline itself: the workers' start-up
+    (a new interpreter each, then scikit-image and scipy, ~0.5 s of CPU each) overlaps this
+    process's instead of following it. joblib keeps loky workers between two calls with the
+    same settings, so the batch then runs on these warm workers. Each start-up task waits for
+    the others (at most :data:`START_WAIT_S`), so that every worker runs one.
+    """
+    import tempfile
+
     try:
-        recipe = _recipe.read_file(args.recipe)
-    except InputError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
+        with tempfile.TemporaryDirectory(prefix="pipex-start-") as folder:
+            deadline = time.time() + START_WAIT_S
+            pids, _ = _parallel.map_items(
+                _import_pipeline, [(folder, count, deadline)] * count, backend=backend,
+                label="start")
+    except Exception:  # noqa: BLE001 - the batch itself reports what goes wrong
+        return set()
+    return set(pids)
+
+
+def _run(args) -> int:
     try:
         jobs = args.jobs if args.jobs is not None else _parallel.default_jobs()
         address = args.dask if args.dask is not None else \
@@ -187,6 +219,26 @@ def _run(args) -> int:
     except OSError as exc:
         _error(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}")
         return EXIT_USAGE
+    starting = None
+    if backend.dask_address is None and backend.prefer == "processes" and \
+            min(backend.jobs, len(args.images)) > 1:
+        starting = threading.Thread(target=_start_workers, name="pipex-start-workers",
+                                    args=(backend, min(backend.jobs, len(args.images))),
+                                    daemon=True)
+        starting.start()
+    try:
+        from . import batch as _batch
+        from . import measure as _measure
+        from . import recipe as _recipe
+        from .provenance import library_versions
+
+        recipe = _recipe.read_file(args.recipe)
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    finally:
+        if starting is not None:
+            starting.join()
     max_bytes = int(args.max_mb * 1024 * 1024)
     paths = [Path(p) for p in args.images]
     names = _batch.output_names(paths)
@@ -288,6 +340,10 @@ def _run(args) -> int:
 
 
 def _export(args) -> int:
+    from . import recipe as _recipe
+    from . import script as _script
+    from .provenance import library_versions
+
     try:
         recipe = _recipe.read_file(args.recipe)
     except InputError as exc:

@@ -584,3 +584,20 @@ def test_the_batch_pieces_are_public_and_check_their_input(files, tmp_path):
     batch.write_atomic(tmp_path / "x.txt", "é\n")
     assert (tmp_path / "x.txt").read_bytes() == "é\n".encode()
     assert not (tmp_path / "x.txt.part").exists()
+
+
+def test_the_workers_start_while_the_pipeline_is_imported_and_then_run_the_batch(files):
+    # `python -m pipeline run --jobs 2` starts its workers (and their imports) in a thread
+    # before it imports the pipeline itself; the batch must then run on those same workers
+    # (joblib keeps loky workers between calls with the same settings), or the start-up was
+    # paid twice
+    from pipeline import batch, cli, parallel
+
+    backend = parallel.Backend(jobs=2, prefer="processes")
+    started = cli._start_workers(backend, 2)
+    assert len(started) == 2 and os.getpid() not in started
+    raw = files["png"].read_bytes()
+    work = batch.ProcessImage(_recipe(), **LIMITS)
+    results, report = parallel.map_items(work, [("coins.png", raw)] * 4, backend=backend)
+    assert report.backend == "processes" and set(report.pids) <= started, (report.pids, started)
+    assert len({r["summary"]["objects"] for r in results}) == 1
