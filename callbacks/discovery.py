@@ -41,6 +41,7 @@ from .params import current_recipe, require_current
 log = logging.getLogger(__name__)
 
 THUMB = 180  # thumbnail size, pixels
+SWEEP_RESULT = "sweep-result"  # class of the sweep's result area (components.panels)
 SWEEP_THUMB = 240  # a sweep cell's thumbnail (a grid of at most 6 columns fits the page)
 MAX_SWEEP = 36  # combinations at most
 
@@ -266,6 +267,16 @@ def sweep_update(services, session_id, meta, history, param_a, text_a, param_b, 
     return store, sweep_view(cells, recipe, meta, param_a, values_a, param_b, values_b), None
 
 
+#: A new image: the previous image's sweep is hidden and its recipes dropped (its thumbnails
+#: were of another image; adopting one would apply it here), in the browser. The cells stay
+#: in the page (removing them under the current-cell callback's outputs broke dash-renderer).
+CLEAR_JS = """
+function (meta, cells) {
+    const nu = window.dash_clientside.no_update;
+    return cells && cells.length ? ['%(stale)s', null] : [nu, nu];
+}
+"""
+
 #: Marks the cell of the current recipe when the recipe changes (an adopted cell, an undo, a
 #: move onto a swept value), in the browser: no request, the thumbnails stay.
 CURRENT_CELL_JS = """
@@ -337,6 +348,7 @@ def register(app, services):
         Output(ids.SWEEP_STORE, "data"),
         Output(ids.SWEEP_GRID, "children"),
         Output({"type": ids.STEP_MESSAGE, "stage": "sweep"}, "children"),
+        Output(ids.SWEEP_GRID, "className"),
         Input(ids.SWEEP_RUN, "n_clicks"),
         State(ids.SWEEP_PARAM_A, "value"),
         State(ids.SWEEP_VALUES_A, "value"),
@@ -352,8 +364,18 @@ def register(app, services):
     def _sweep(n, param_a, text_a, param_b, text_b, history, axis, index, meta, session_id):
         if not n:
             raise PreventUpdate
-        return sweep_update(services, session_id, meta, history, param_a, text_a, param_b,
-                            text_b, axis, index)
+        store, grid, message = sweep_update(services, session_id, meta, history, param_a,
+                                            text_a, param_b, text_b, axis, index)
+        return store, grid, message, no_update if store is no_update else SWEEP_RESULT
+
+    app.clientside_callback(
+        CLEAR_JS % {"stale": f"{SWEEP_RESULT} sweep-stale"},
+        Output(ids.SWEEP_GRID, "className", allow_duplicate=True),
+        Output(ids.SWEEP_STORE, "data", allow_duplicate=True),
+        Input(ids.IMAGE, "data"),
+        State(ids.SWEEP_STORE, "data"),
+        prevent_initial_call=True,
+    )
 
     app.clientside_callback(
         CURRENT_CELL_JS % {"current": sweep_components.CURRENT, "cell": sweep_components.CELL},

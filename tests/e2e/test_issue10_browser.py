@@ -151,7 +151,7 @@ def test_threshold_boxes_fit_the_values_and_the_keys_give_fine_control(dash_duo,
     assert overlaps == [False, False], overlaps
     # the histogram's hover says an intensity as a person reads it (no 1.235e+4)
     for x in (12000, 25000, 40000):
-        text = until(lambda: _js(dash_duo, HOVER_JS, x), 10, "the histogram's hover")
+        text = until(lambda x=x: _js(dash_duo, HOVER_JS, x), 10, "the histogram's hover")
         # the axis's label, the bar's intensity and its count: 11,905 intensity 11,905 ...
         assert re.match(r"(\d{1,2},\d{3})intensity \1[\d,]+ pixels$", text), text
     vmin, vmax = _markers(dash_duo)
@@ -188,7 +188,7 @@ def test_threshold_boxes_fit_the_values_and_the_keys_give_fine_control(dash_duo,
 
 def test_the_intensity_scale_is_shown_as_information(dash_duo, app_factory, tmp_path):
     _start(dash_duo, app_factory)
-    info = lambda: dash_duo.find_element("#intensity-scale-info")  # noqa: E731
+    info = lambda: dash_duo.find_element("#intensity-scale-info")
     until(lambda: "255 (the maximum of uint8)" in info().text, 30, "the scale of coins")
     assert "read-only" in info().text
     # no input for it in the random walker's form; beta is there
@@ -226,7 +226,7 @@ def test_the_sweep_is_a_grid_with_labelled_axes_and_a_click_adopts_a_cell(dash_d
     dash_duo.select_dcc_dropdown("#sweep-param-b", value="segmentation (random_walker): beta")
     dash_duo.find_element("#sweep-values-b").send_keys("50, 130")
     dash_duo.find_element("#sweep-run").click()
-    cells = lambda: dash_duo.find_elements("#sweep-grid .sweep-cell")  # noqa: E731
+    cells = lambda: dash_duo.find_elements("#sweep-grid .sweep-cell")
     until(lambda: len(cells()) == 4, 180, "the 2 x 2 grid")
     # the axes say the parameters, the rows and columns their values
     axes = [e.text for e in dash_duo.find_elements("#sweep-grid .sweep-axis")]
@@ -239,7 +239,7 @@ def test_the_sweep_is_a_grid_with_labelled_axes_and_a_click_adopts_a_cell(dash_d
     boxes = [c.rect for c in cells()]
     assert abs(boxes[0]["y"] - boxes[1]["y"]) < 2 and boxes[2]["y"] > boxes[0]["y"] + 40
     assert abs(boxes[0]["x"] - boxes[2]["x"]) < 2 and boxes[1]["x"] > boxes[0]["x"] + 40
-    current = lambda: [i for i, c in enumerate(cells())  # noqa: E731
+    current = lambda: [i for i, c in enumerate(cells())
                        if "sweep-current" in c.get_attribute("class")]
     until(lambda: current() == [3], 10, "the current recipe's cell marked")
     # a click on a cell adopts it: a new step of the history, the mark follows
@@ -254,7 +254,19 @@ def test_the_sweep_is_a_grid_with_labelled_axes_and_a_click_adopts_a_cell(dash_d
     _tab(dash_duo, "Recipe")
     until(lambda: _markers(dash_duo) == (60, _markers(dash_duo)[1]), 30, "vmin 60")
     assert _recipe(dash_duo)["segmentation"]["params"]["beta"] == 50
+    # another image: the grid of the previous one goes
+    dash_duo.select_dcc_dropdown("#sample-dropdown", value="camera")
+    dash_duo.wait_for_contains_text("#image-info", "camera", timeout=60)
+    _tab(dash_duo, "Parameter sweep")
+    until(lambda: not any(c.is_displayed() for c in cells()), 30,
+          "the previous image's grid hidden")
+    # a new sweep shows its grid again
+    dash_duo.find_element("#sweep-values-b").send_keys(Keys.CONTROL, "a")
+    dash_duo.find_element("#sweep-values-b").send_keys("130")
+    dash_duo.find_element("#sweep-run").click()
+    until(lambda: len(cells()) == 2 and all(c.is_displayed() for c in cells()), 180,
+          "the new image's grid")
     # (the measurements table's own console messages are its tests' business)
     severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"
               and "dash_ag_grid" not in e.get("message", "")]
-    assert not severe, severe
+    assert not severe, [e["message"] for e in severe]
