@@ -86,6 +86,7 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         On any failure ``meta`` is None: the page keeps its current image and settings.
     """
     what = {ids.UPLOAD: filename, ids.DATA_FILE: data_file}.get(source, sample) or "image"
+    what = io.display_name(what)  # as the decoder's messages name it (no control characters)
     try:
         loaded = _read(services, source, sample, contents, filename, data_file)
         array = loaded.array

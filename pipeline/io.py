@@ -198,13 +198,27 @@ def _check_limit(name, value):
     return int(value)
 
 
-def _display_name(filename) -> str:
-    """File name without any directory part (browsers may send ``C:\\fakepath\\x.png``)."""
+def display_name(filename) -> str:
+    """A file name as messages show it: without any directory part (browsers may send
+    ``C:\\fakepath\\x.png``), printable characters only, at most 200 of them.
+
+    Parameters
+    ----------
+    filename : str
+        The name the browser (or the data folder) gave; anything else gives ``"image"``.
+
+    Returns
+    -------
+    str
+    """
     if not isinstance(filename, str) or not filename.strip():
         return "image"
     name = PureWindowsPath(PurePosixPath(filename.strip()).name).name or "image"
     name = "".join(c for c in name if c.isprintable())
     return name[:200] or "image"
+
+
+_display_name = display_name
 
 
 def _check_file_size(size: int, max_bytes: int) -> None:

@@ -142,6 +142,11 @@ def _check_properties(properties):
     return tuple(properties)
 
 
+#: Pixel and voxel sizes accepted: any physical unit fits (1e-30 m to 1e30 km), and a
+#: volume (size³ × 10^9 voxels) stays a finite float64.
+SIZE_RANGE = (1e-30, 1e30)
+
+
 def _check_pixel_size(pixel_size):
     if isinstance(pixel_size, (bool, np.bool_)):
         raise InputError(f"measure: pixel_size must be a number, got {pixel_size!r}")
@@ -152,6 +157,9 @@ def _check_pixel_size(pixel_size):
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"measure: pixel_size must be a finite number above 0, "
                          f"got {pixel_size!r}")
+    if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:  # areas and volumes stay finite
+        raise InputError(f"measure: pixel_size must be between {SIZE_RANGE[0]:g} and "
+                         f"{SIZE_RANGE[1]:g} (choose the unit to fit), got {pixel_size!r}")
     return value
 
 
@@ -179,6 +187,9 @@ def check_spacing(spacing):
                 or not math.isfinite(float(v)) or float(v) <= 0:
             raise InputError(f"measure: spacing must be the voxel size (z, y, x): 3 positive "
                              f"finite numbers, got {values!r}")
+        if not SIZE_RANGE[0] <= float(v) <= SIZE_RANGE[1]:
+            raise InputError(f"measure: spacing must be the voxel size (z, y, x): 3 numbers "
+                             f"between {SIZE_RANGE[0]:g} and {SIZE_RANGE[1]:g}, got {values!r}")
         out.append(float(v))
     return tuple(out)
 

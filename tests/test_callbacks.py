@@ -1021,3 +1021,17 @@ def test_a_download_that_fails_says_so_on_the_page():
     assert data is no_update and "no longer on the server" in str(message)
     data, message = download_outputs("labels", lambda: (b"abc", "x.tif"))
     assert data["filename"] == "x.tif" and message is no_update
+
+
+def test_a_failed_upload_names_the_file_without_its_control_characters(services):
+    """The message of a refused upload names the file as the decoder does: printable
+    characters only, no directory (issue 11's hostile corpus sent a name with control
+    characters: it reached the page as sent)."""
+    sid = new_session_id()
+    bad = "data:image/png;base64," + base64.b64encode(b"not an image at all").decode()
+    outcome = loading.load_image(services, sid, ids.UPLOAD, None, bad,
+                                 "C:\\fakepath\\evil\x1b[31m\x07name.png", None)
+    assert outcome.meta is None
+    assert "evil[31mname.png" in outcome.message
+    assert "\x1b" not in outcome.message and "\x07" not in outcome.message
+    assert "fakepath" not in outcome.message

@@ -411,3 +411,20 @@ def test_the_page_is_small_beside_the_whole_table():
     assert count == 10_000 and len(rows) == 100
     whole = len(json.dumps(rows_of(m, np.arange(m.n_objects))))
     assert len(json.dumps(rows)) * 50 < whole
+
+
+@pytest.mark.parametrize("size", [1e-31, 1e31, 1e102])
+def test_pixel_and_voxel_sizes_beyond_any_unit_are_refused(size):
+    """A pixel size of 1e102 passed validation, then the script export's areas overflowed
+    (OverflowError, a 500). Sizes are bounded so that areas and volumes stay finite."""
+    from pipeline import measure as measures
+    from pipeline import recipe as recipes
+
+    with pytest.raises(InputError, match="pixel_size must be between"):
+        measures.code_lines(list(DEFAULT_PROPERTIES), size, "um")
+    with pytest.raises(InputError, match="spacing must be the voxel size"):
+        measures.check_spacing([1.0, size, 1.0])
+    base = recipes.default_recipe(50.0, 150.0)
+    base["measure"]["pixel_size"] = size
+    with pytest.raises(InputError, match="pixel_size"):
+        recipes.validate(base)
