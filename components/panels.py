@@ -48,7 +48,9 @@ def histogram_panel():
         ]),
         html.P(className="hint", children=[
             "Click the histogram to move the nearest threshold, or drag a line. Dotted lines: "
-            "automatic thresholds (", html.Em("Threshold discovery"), " tab below)."]),
+            "automatic thresholds (", html.Em("Threshold discovery"), " tab below). Fine "
+            "steps: click a handle, then ← / → (one step) or Shift + ← / → (ten); or type a "
+            "value in a box and press Enter."]),
         html.Div(id=ids.THRESHOLDS_TEXT, className="thresholds-text"),
         message(ids.PARAM_MESSAGE),
     ], panel_id="histogram-panel")

@@ -156,6 +156,8 @@ def test_threshold_boxes_fit_the_values_and_the_keys_give_fine_control(dash_duo,
         assert re.match(r"(\d{1,2},\d{3})intensity \1[\d,]+ pixels$", text), text
     vmin, vmax = _markers(dash_duo)
     handles = dash_duo.find_elements("#thresholds-slider [role=slider]")
+    # the page says how (a drag moves ~200 grey levels per pixel of this slider)
+    assert "Shift + ← / → (ten)" in dash_duo.find_element("#histogram-panel .hint").text
     # an arrow key moves vmax by one grey level, Shift + arrow by ten
     _key(dash_duo, handles[1], Keys.ARROW_RIGHT)
     until(lambda: _step_text(dash_duo) == "step 2 of 2", 60, "the arrow key's move")
