@@ -452,7 +452,26 @@ class AppSession:
                 self.props[key] = value
         if "history-store.data" in changed:
             changed |= self._route()
+        if "segmentation-settled-store.data" in changed:
+            changed |= self._gate()
         return changed
+
+    def _gate(self):
+        """The gates of the panels below the first row (GATE_JS of callbacks/visibility.py,
+        clientside): every panel is taken to be in view, so the comparison and the
+        measurements follow each exact segmentation (the page skips them while they are
+        out of view: this is the heavier case)."""
+        value = self.props.get("segmentation-settled-store.data")
+        out = {f"{store}.data": value for store in ("compare-settled-store",
+                                                    "measure-settled-store")}
+        # the measurements grid drops its rows (RELOAD_JS of callbacks/measure.py) and AG
+        # Grid asks the server for the first block of the new table
+        from components.measurements import BLOCK_ROWS
+
+        out["measure-table.getRowsRequest"] = {"startRow": 0, "endRow": BLOCK_ROWS,
+                                               "sortModel": [], "filterModel": {}}
+        self.props.update(out)
+        return set(out)
 
     def _route(self):
         """The page's router (ROUTE_JS in callbacks/thresholds.py, a clientside callback):
