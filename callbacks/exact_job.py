@@ -313,12 +313,13 @@ def run_exact_job(services, session_id, meta, history, signal, *, set_progress=N
         threading.Thread(target=_ticker, args=(progress, stop), daemon=True).start()
     limited = time_limited(services, moved_on(services, session_id, meta["id"],
                                               history.get("rev")))
-    seg_message = post_message = None
+    seg_message = post_message = result = None
     t0 = time.perf_counter()
     try:
         # a second over the limit: `limited` (started before this) has expired by then
         with hard_limit(limit + 1.0):
-            segmentation_panel_run(services, session_id, meta, recipe, limited, progress)
+            result = segmentation_panel_run(services, session_id, meta, recipe, limited,
+                                            progress)
     except Cancelled:
         if not limited.expired:
             raise PreventUpdate from None  # superseded: nothing to draw
@@ -333,7 +334,9 @@ def run_exact_job(services, session_id, meta, history, signal, *, set_progress=N
     require_live(services, session_id, meta, history)
     if seg_message is not None or post_message is not None:
         return no_update, seg_message, post_message, None, _SHOWN
-    pending = {**_signal(recipe, history), "seconds": round(time.perf_counter() - t0, 3)}
+    pending = _signal(recipe, history)
+    if not result.cached:  # the summary says how long the job took
+        pending["seconds"] = round(time.perf_counter() - t0, 3)
     return pending, None, None, None, _HIDDEN
 
 

@@ -400,3 +400,16 @@ def test_a_small_image_is_never_a_job_and_costs_no_cache_reads(services, monkeyp
     pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
     monkeypatch.setattr(display, "exact_estimate", lambda *a: pytest.fail("read the caches"))
     assert not display.runs_as_job(services, sid, meta, display.current_recipe(pointer))
+
+
+def test_compute_on_a_cached_result_draws_it_as_from_cache(services):
+    """The Compute button on a state whose exact result is cached: nothing runs long, and
+    the summary does not claim a job computed it."""
+    services, sid, meta, pointer = _large(services, job_after_s=0.001)
+    first = exact_job.run_exact_job(services, sid, meta, pointer, None, by_button=True)[0]
+    assert first["seconds"] > 0
+    again = exact_job.run_exact_job(services, sid, meta, pointer, None, by_button=True)[0]
+    assert "seconds" not in again and again["key"] == first["key"]
+    out = display.settle_update(services, sid, meta, pointer, again, **VIEW,
+                                base=display.base_key(meta, 0, 0))
+    assert "from cache" in out[1]
