@@ -186,7 +186,11 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
     const gd = document.querySelector('#%(hist)s .js-plotly-plot');
     const hist = gd && gd.data && gd.data.length ?
         new dc.Patch().assign(['layout', 'shapes'], shapes).build() : nu;
-    const g = function (v) { return String(Number(Number(v).toPrecision(6))); };
+    // numbers as the slider's tooltips write them (assets/format.js: 8,715, 0.2910)
+    const fmt = window.dccFunctions && window.dccFunctions.pipexNumber;
+    const g = function (v) {
+        return fmt ? fmt(v) : String(Number(Number(v).toPrecision(6)));
+    };
     const text = 'background marker: pixels < ' + g(pair[0]) +
         '   \\u00b7   object marker: pixels > ' + g(pair[1]) +
         '   \\u00b7   image range ' + g(lo) + ' \\u2026 ' + g(hi);

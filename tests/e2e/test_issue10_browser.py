@@ -173,6 +173,9 @@ def test_threshold_boxes_fit_the_values_and_the_keys_give_fine_control(dash_duo,
     box.send_keys(str(vmax + 1234), Keys.ENTER)
     until(lambda: _markers(dash_duo) == (vmin - 10, vmax + 1234), 60, "the typed vmax")
     _fits(dash_duo, "16-bit, after the moves")
+    # the text under the slider writes the thresholds as the tooltips do: 43,234, not 43234
+    text = dash_duo.find_element("#thresholds-text").text
+    assert f"pixels > {vmax + 1234:,.0f}" in text and f"pixels < {vmin - 10:,.0f}" in text, text
 
     # a float image with a tiny range: the step has six decimals, the boxes hold them
     tifffile.imwrite(tmp_path / "tiny.tif", _disks(np.float32, 0.0004, 0.0035, seed=1))
