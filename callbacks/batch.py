@@ -823,7 +823,9 @@ def _pack(folder: Path, recipe, shown, stems, values, rows, source) -> Path:
                 continue
             for suffix in ("_labels.tif", "_measurements.csv"):
                 path = folder / f"{stem}{suffix}"
-                archive.write(path, path.name)
+                # the TIFFs are deflate-compressed already: stored as they are
+                archive.write(path, path.name, compress_type=zipfile.ZIP_STORED
+                              if suffix == "_labels.tif" else zipfile.ZIP_DEFLATED)
                 packed.append(path)
         archive.writestr("measurements.csv", combined)
         archive.writestr("recipe.json", recipes.dumps(recipe))
