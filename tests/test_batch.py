@@ -432,8 +432,12 @@ def test_with_sign_in_a_batch_belongs_to_its_user_only(services, session, data, 
     # the browser's id plays no part: the user owns the batch, from any browser
     assert batch.batch_owner(signed, sid, BROWSER_A) == "user:alice"
     assert batch.batch_owner(signed, sid, None) == "user:alice"
-    result = batch.run_batch(signed, sid, pointer, "data:sub", backend=_local())
-    assert result["state"] == "done"
+    slots = []  # the batch holds a slot of the user, the one the page's computations take
+    result = batch.run_batch(signed, sid, pointer, "data:sub", backend=_local(),
+                             set_progress=lambda _: slots.append(
+                                 signed.admission.running(signed.owner(sid))))
+    assert result["state"] == "done" and slots and set(slots) == {1}
+    assert signed.admission.running("user:alice") == 0
     alice_page, bob_page = new_session_id(), new_session_id()
     signed.store.set_owner(alice_page, "user:alice")
     signed.store.set_owner(bob_page, "user:bob")
