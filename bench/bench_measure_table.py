@@ -33,12 +33,12 @@ from plotly.io.json import to_json_plotly
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callbacks import loading, measure  # noqa: E402
-from callbacks.params import next_state  # noqa: E402
-from callbacks.services import Services  # noqa: E402
-from components import ids  # noqa: E402
-from pipeline.config import Config  # noqa: E402
-from pipeline.store import new_session_id  # noqa: E402
+from callbacks import loading, measure
+from callbacks.params import next_state
+from callbacks.services import Services
+from components import ids
+from pipeline.config import Config
+from pipeline.store import new_session_id
 
 
 def dots_image(n_regions, seed=0):
@@ -90,11 +90,11 @@ def run(sizes, repeat):
         first = time.perf_counter() - t
         assert m.n_objects == n, (m.n_objects, n)
 
-        def before():
-            rows, columns, notes = measure.table(services, sid, meta, recipe)
+        def before(sid=sid, meta=meta, recipe=recipe):
+            rows, columns, _ = measure.table(services, sid, meta, recipe)
             return to_json_plotly({"rowData": rows, "columnDefs": columns})
 
-        def after(request):
+        def after(request, sid=sid, meta=meta, history=history):
             return to_json_plotly(list(measure.rows_update(services, sid, meta, history,
                                                            request, None, [], [])))
 
