@@ -85,7 +85,9 @@ function (history, meta) {
     const seg = recipe.segmentation || {};
     const scale = seg.params && seg.params.intensity_scale;
     if (seg.name !== 'random_walker' || typeof scale !== 'number') {
-        return ['', 'intensity-info hidden'];
+        const keep0 = window.pipexUnchanged || function (i, p, v) { return v; };
+        return [keep0('VALUE_ID', 'children', ''),
+                keep0('INFO_ID', 'className', 'intensity-info hidden')];
     }
     const fmt = (window.dccFunctions && window.dccFunctions.pipexNumber) || String;
     const own = Number(meta.scale || 1);
@@ -94,9 +96,11 @@ function (history, meta) {
     const text = scale === own ? fmt(scale) + ' (' + kind + ')' :
         fmt(scale) + ' (from the loaded recipe; this ' + meta.dtype + ' image would give ' +
         fmt(own) + ')';
-    return [text, 'intensity-info'];
+    // a move leaves both as they are: nothing set (assets/unchanged.js)
+    const keep = window.pipexUnchanged || function (i, p, v) { return v; };
+    return [keep('VALUE_ID', 'children', text), keep('INFO_ID', 'className', 'intensity-info')];
 }
-"""
+""".replace("VALUE_ID", ids.INTENSITY_VALUE).replace("INFO_ID", ids.INTENSITY_INFO)
 
 
 def current_recipe(history) -> dict:

@@ -215,9 +215,11 @@ INFO_JS = """
 function(history) {
     const m = history && history.recipe && history.recipe.markers;
     const n = m && Array.isArray(m.scribbles) ? m.scribbles.length : 0;
-    return n ? n + (n === 1 ? ' stroke' : ' strokes') + ' drawn' : '';
+    const text = n ? n + (n === 1 ? ' stroke' : ' strokes') + ' drawn' : '';
+    // a move leaves it as it is: nothing set (assets/unchanged.js)
+    return window.pipexUnchanged ? window.pipexUnchanged('INFO_ID', 'children', text) : text;
 }
-"""
+""".replace("INFO_ID", ids.DRAW_INFO)
 
 
 def register(app, services):

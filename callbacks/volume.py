@@ -370,9 +370,12 @@ function(history, meta, z, y, x) {
     }
     if (meta.ndim !== 3) { text = 'for 3D stacks only.'; }
     const same = values[0] === z && values[1] === y && values[2] === x;
-    return same ? [nu, nu, nu, text] : [values[0], values[1], values[2], text];
+    // a move leaves the text as it is: nothing set (assets/unchanged.js)
+    const shown = window.pipexUnchanged ?
+        window.pipexUnchanged('SOURCE_ID', 'children', text) : text;
+    return same ? [nu, nu, nu, shown] : [values[0], values[1], values[2], shown];
 }
-"""
+""".replace("SOURCE_ID", ids.VOXEL_SOURCE)
 
 
 #: Rows selected in the measurements table: their regions stay opaque in the surface, the
