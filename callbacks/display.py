@@ -317,10 +317,14 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
     preview on a reduced grid is drawn at that grid's resolution (a small PNG, the
     overlay's pixels stretched over their blocks), before post-processing.
     """
-    found = services.preview(session_id, meta["id"], recipe, nearby)
-    if found is None or (full and found.factor == 1):
+    shown = (int(axis or 0), int(index or 0)) if meta["ndim"] == 3 else None
+    found = services.preview(session_id, meta["id"], recipe, nearby, shown=shown)
+    if found is None or (full and found.factor == 1 and found.slab is None):
         return None
-    if found.blocks:  # 2D, on the reduced grid: drawn at that resolution, before
+    if found.slab is not None:  # a volume's shown slice, solved on the slab around it
+        mask2d = found.mask
+        shown2d = mask2d.astype(np.int32)
+    elif found.blocks:  # 2D, on the reduced grid: drawn at that resolution, before
         # post-processing (its sizes are in pixels of the image)
         mask2d = found.mask
         shown2d = mask2d.astype(np.int32)
@@ -339,7 +343,11 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     fraction = float(np.count_nonzero(found.mask)) / found.mask.size
     how = (f"at 1/{found.factor} resolution" if found.factor > 1 else "warm-started")
-    if found.blocks and recipe["postprocess"]:
+    if found.slab is not None:
+        _, _, first, last = found.slab
+        unit = "this slice's pixels"
+        how = f"slices {first}–{last} around this one"
+    if (found.blocks or found.slab is not None) and recipe["postprocess"]:
         how += ", before post-processing"
     summary = (f"object: {100 * fraction:.1f} % of {unit} · live preview "
                f"({how}, {found.seconds:.3f} s) · exact random walker running…")

@@ -145,12 +145,13 @@ class Services:
             log.warning("cache trim failed", exc_info=True)
         return True
 
-    def preview(self, session_id, image_id, recipe, nearby):
-        """Live preview of a random-walker segmentation (see :meth:`Compute.preview`), or None."""
+    def preview(self, session_id, image_id, recipe, nearby, shown=None):
+        """Live preview of a random-walker segmentation (see :meth:`Compute.preview`;
+        `shown`: ``(axis, index)`` of a volume's slice on the page), or None."""
         self._check_access(session_id, image_id)
         return self.compute.preview(image_id, self.loader(session_id, image_id),
                                     recipes.validate(recipe),
-                                    (recipes.validate(r) for r in nearby))
+                                    (recipes.validate(r) for r in nearby), shown=shown)
 
     def filtered(self, session_id, image_id, recipe):
         """Cached filtered image of this session's image."""

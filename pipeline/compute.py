@@ -177,6 +177,9 @@ class PreviewResult:
     seconds: float
     factor: int = 1
     blocks: bool = False
+    #: a volume's shown slice only (:func:`pipeline.randomwalker.slab_preview`): `mask` is
+    #: that slice, ``(axis, index, first slice, last slice)`` of the slab solved
+    slab: tuple | None = None
 
 
 class Compute:
@@ -365,7 +368,8 @@ class Compute:
             return None
         return self._segment(*args)[1]
 
-    def preview(self, image_id: str, load_image, recipe: dict, nearby) -> PreviewResult | None:
+    def preview(self, image_id: str, load_image, recipe: dict, nearby,
+                shown=None) -> PreviewResult | None:
         """A live preview of a random-walker segmentation not computed yet, or None.
 
         Warm-starts :func:`pipeline.randomwalker.preview` from the probability map of the
@@ -389,6 +393,11 @@ class Compute:
             A validated recipe.
         nearby : iterable of dict
             Validated recipes, most similar first.
+        shown : tuple of int, optional
+            ``(axis, index)`` of the slice of a volume the page shows: the preview is then
+            that slice, solved exactly on the slab of slices around it
+            (:func:`pipeline.randomwalker.slab_preview`; ``slab`` set), when the slab is at
+            most :data:`~pipeline.randomwalker.SLAB_MAX_VOXELS`.
         """
         seg = recipe["segmentation"]
         if seg["name"] != "random_walker":
@@ -397,6 +406,9 @@ class Compute:
         k = stage_keys(recipe)
         if self._segment.check_call_in_cache(*self._segment_args(image_id, load_image, recipe)):
             return None  # the exact answer is at hand
+        slab = self._slab_preview(image_id, load_image, recipe, shown)
+        if slab is not False:
+            return slab
         coarse = self._coarse_preview(image_id, load_image, recipe)
         if coarse is not False:
             return coarse
@@ -424,6 +436,35 @@ class Compute:
         markers = recipes.marker_stage(filtered, recipe)
         mask = randomwalker.preview(graph, markers, x0) == 2
         return PreviewResult(filtered=filtered, mask=mask, seconds=time.perf_counter() - t0)
+
+    def _slab_preview(self, image_id: str, load_image, recipe: dict, shown):
+        """The shown slice of a volume from the slab around it (None if the slab keeps no
+        markers of both labels), or False when not applicable (not a volume, no slice
+        given, or a slab above :data:`~pipeline.randomwalker.SLAB_MAX_VOXELS`)."""
+        if shown is None:
+            return False
+        k = stage_keys(recipe)
+        filtered = self._filtered_fn(image_id, k["filter"], recipe, load_image)
+        if filtered.ndim != 3:
+            return False
+        axis, index = int(shown[0] or 0), int(shown[1] or 0)
+        if not (0 <= axis < 3 and 0 <= index < filtered.shape[axis]):
+            return False
+        width = 2 * randomwalker.SLAB_HALF_WIDTH + 1
+        if width * filtered.size // filtered.shape[axis] > randomwalker.SLAB_MAX_VOXELS:
+            return False
+        t0 = time.perf_counter()
+        p = recipe["segmentation"]["params"]
+        scaled = np.asarray(filtered) / p["intensity_scale"]
+        markers = recipes.marker_stage(filtered, recipe)
+        labels = randomwalker.slab_preview(scaled, markers, axis, index, beta=p["beta"],
+                                           std=float(scaled.std()))
+        if labels is None:
+            return None
+        lo = max(0, index - randomwalker.SLAB_HALF_WIDTH)
+        hi = min(filtered.shape[axis], index + randomwalker.SLAB_HALF_WIDTH + 1) - 1
+        return PreviewResult(filtered=filtered, mask=labels == 2,
+                             seconds=time.perf_counter() - t0, slab=(axis, index, lo, hi))
 
     def _coarse_preview(self, image_id: str, load_image, recipe: dict):
         """A reduced-grid preview of an image above twice
