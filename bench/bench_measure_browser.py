@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,28 +104,31 @@ def _busy(driver):
     return {m["name"]: m["value"] for m in metrics}["TaskDuration"]
 
 
-def _press(driver, key):
+def _press_right(driver):
+    """ArrowRight on the vmax handle, without scrolling the page (CDP key events)."""
     handle = driver.find_elements("css selector", "#thresholds-slider [role=slider]")[1]
-    driver.execute_script("arguments[0].focus();", handle)
-    handle.send_keys(key)
+    driver.execute_script("arguments[0].focus({preventScroll: true});", handle)
+    for kind in ("rawKeyDown", "keyUp"):
+        driver.execute_cdp_cmd("Input.dispatchKeyEvent", {
+            "type": kind, "key": "ArrowRight", "code": "ArrowRight",
+            "windowsVirtualKeyCode": 39, "nativeVirtualKeyCode": 39})
 
 
 def warm_update(driver, quiet=2.0):
     """A move to a new (vmin, vmax), then Undo: the table of a state whose measurements are
     cached is shown again. Returns the Undo's table request (bytes, seconds) and the page's
     main-thread busy time from the click to idle."""
-    from selenium.webdriver.common.keys import Keys
-
     n_calls = len(driver.execute_script("return window.__calls"))
-    _press(driver, Keys.ARROW_RIGHT)
+    _press_right(driver)
+    time.sleep(0.5)  # the panel updates when in view (callbacks.visibility)
+    driver.execute_script(
+        "document.getElementById('measure-panel').scrollIntoView({block: 'end'});")
     until(lambda: [c for c in driver.execute_script("return window.__calls")[n_calls:]
                    if "measure-table" in c["output"] and c["t1"]], 900, "the move's table")
     time.sleep(quiet)
-    driver.execute_script(
-        "document.getElementById('measure-panel').scrollIntoView({block: 'end'});")
     n_calls = len(driver.execute_script("return window.__calls"))
     busy = _busy(driver)
-    driver.find_element("css selector", "#undo-button").click()
+    driver.execute_script("document.getElementById('undo-button').click();")
     done = until(lambda: [c for c in driver.execute_script("return window.__calls")[n_calls:]
                           if "measure-table" in c["output"] and c["t1"]], 300,
                  "the undo's table")
@@ -189,6 +193,7 @@ def measure_app(app_dir, port, sizes, images, tmp):
 
 
 def main(argv=None):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the server and browser
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app-dir", action="append", required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
