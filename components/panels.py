@@ -49,8 +49,9 @@ def histogram_panel():
         html.P(className="hint", children=[
             "Click the histogram to move the nearest threshold, or drag a line. Dotted lines: "
             "automatic thresholds (", html.Em("Threshold discovery"), " tab below). Fine "
-            "steps: click a handle, then ← / → (one step) or Shift + ← / → (ten); or type a "
-            "value in a box and press Enter."]),
+            "steps: click a handle, then ← / → (one step) or Shift + ← / → (ten); type a "
+            "value in a box and press Enter; or zoom the histogram (drag a box over it, "
+            "double-click to zoom out) and drag a line: it moves as finely as the zoom."]),
         html.Div(id=ids.THRESHOLDS_TEXT, className="thresholds-text"),
         message(ids.PARAM_MESSAGE),
     ], panel_id="histogram-panel")

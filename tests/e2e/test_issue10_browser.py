@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -275,3 +276,48 @@ def test_the_sweep_is_a_grid_with_labelled_axes_and_a_click_adopts_a_cell(dash_d
     severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"
               and "dash_ag_grid" not in e.get("message", "")]
     assert not severe, [e["message"] for e in severe]
+
+
+# The vmax line of the histogram: its centre on the screen, and the plot area's width.
+VMAX_LINE_JS = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+const line = gd.querySelector('.shapelayer path[data-index="1"]');
+const r = line.getBoundingClientRect();
+return {x: r.left + r.width / 2, y: r.top + r.height / 2,
+        width: gd._fullLayout._size.w, range: gd._fullLayout.xaxis.range.slice()};
+"""
+
+
+def test_a_line_dragged_on_a_zoomed_histogram_moves_finely(dash_duo, app_factory, tmp_path):
+    """Issue 10 item 5: on a 16-bit image one pixel of the slider is ~200 grey levels; on
+    the histogram zoomed around vmax, dragging its line moves vmax by the zoomed axis's
+    resolution (here ~2 grey levels per pixel), as the Markers hint says."""
+    _start(dash_duo, app_factory)
+    tifffile.imwrite(tmp_path / "sixteen.tif", _disks(np.uint16, 3000, 42000))
+    _upload(dash_duo, tmp_path / "sixteen.tif")
+    assert "zoom the histogram" in dash_duo.find_element("#histogram-panel .hint").text
+    vmin, vmax = _markers(dash_duo)
+    dash_duo.find_element("#histogram-graph").location_once_scrolled_into_view
+    # zoom the histogram's x axis to vmax ± 400 (as a box drawn over it does)
+    _js(dash_duo, "Plotly.relayout(document.querySelector('#histogram-graph .js-plotly-plot'),"
+                  " {'xaxis.range': [arguments[0] - 400, arguments[0] + 400]});", vmax)
+    line = until(lambda: (lambda v: v if abs(v["range"][0] - (vmax - 400)) < 1 else None)(
+        _js(dash_duo, VMAX_LINE_JS)), 10, "the zoomed histogram")
+    per_px = (line["range"][1] - line["range"][0]) / line["width"]
+    assert per_px < 3
+    cdp = dash_duo.driver.execute_cdp_cmd
+    x, y = line["x"], line["y"]
+    cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+    cdp("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
+                                     "buttons": 1, "clickCount": 1})
+    for k in range(1, 11):  # 20 px to the right, in steps
+        cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + 2 * k, "y": y,
+                                         "button": "left", "buttons": 1})
+        time.sleep(0.02)
+    cdp("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x + 20, "y": y,
+                                     "button": "left", "buttons": 0, "clickCount": 1})
+    until(lambda: _markers(dash_duo) and _markers(dash_duo)[1] != vmax, 60, "the dragged vmax")
+    new_vmin, new_vmax = _markers(dash_duo)
+    assert new_vmin == vmin
+    # 20 px of the zoomed axis: ~40 grey levels (the slider: ~4,000)
+    assert 0 < new_vmax - vmax <= 20 * per_px + 2, (vmax, new_vmax, per_px)
