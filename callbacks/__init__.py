@@ -4,12 +4,12 @@ Each module has a ``register(app, services)`` that wires thin callbacks; their b
 module-level functions taking plain values, so tests call them directly.
 """
 
-from . import (channels, discovery, display, downloads, fastpath, guard, loading, measure,
-               params, recipe_io, scribbles, thresholds, visibility, volume, zoom)
+from . import (channels, crop, discovery, display, downloads, fastpath, guard, loading,
+               measure, params, recipe_io, scribbles, thresholds, visibility, volume, zoom)
 
 
 def register_all(app, services):
     """Register every callback of the app."""
-    for module in (guard, loading, channels, params, display, thresholds, fastpath, measure,
-                   discovery, recipe_io, downloads, zoom, volume, scribbles, visibility):
+    for module in (guard, loading, channels, crop, params, display, thresholds, fastpath,
+                   measure, discovery, recipe_io, downloads, zoom, volume, scribbles, visibility):
         module.register(app, services)

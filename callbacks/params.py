@@ -39,7 +39,14 @@ def initial_history(meta, previous=None) -> dict:
     """History of a newly loaded image: its default thresholds, the other steps kept."""
     if previous and previous.get("states"):
         recipe = copy.deepcopy(current_recipe(previous))
-        recipe["markers"] = {"vmin": meta["vmin"], "vmax": meta["vmax"]}
+        kept = recipe.get("markers") or {}
+        if meta.get("keep_markers") and "vmin" in kept and "vmax" in kept:
+            # a crop, or the whole image after tuning on its crop (callbacks/crop.py): the
+            # thresholds go along (strokes drawn by hand do not: their coordinates are the
+            # other image's)
+            recipe["markers"] = {"vmin": kept["vmin"], "vmax": kept["vmax"]}
+        else:
+            recipe["markers"] = {"vmin": meta["vmin"], "vmax": meta["vmax"]}
         if meta.get("ndim") == 3:
             # a volume keeps no 2D-only measurement (skimage refuses them; solidity's convex
             # hull per region wrote thousands of qhull warnings and took seconds)

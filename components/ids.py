@@ -196,3 +196,8 @@ EXACT_PROGRESS_TEXT = "exact-job-progress-text"  # stage, percent, time left
 EXACT_CANCEL = "exact-job-cancel"  # stop the running job (its process is killed)
 EXACT_RUN = "exact-job-run"  # "Compute": run the exact result of the current state again
 EXACT_MESSAGE = "exact-job-message"  # cancelled, stopped at the time limit, refused
+
+# Try on a crop first (callbacks/crop.py)
+CROP_BUTTON = "crop-button"  # "Tune on this view": crop to the segmentation view's zoom
+CROP_REQUEST = "crop-request-store"  # the view's ranges when it was clicked
+APPLY_WHOLE_BUTTON = "apply-whole-button"  # back to the whole image, with the recipe

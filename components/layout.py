@@ -115,6 +115,16 @@ def controls():
                 html.Span(id=ids.HISTORY_TEXT, className="history-text"),
             ]),
             html.Div(className="control buttons", children=[
+                # try on a crop first (callbacks/crop.py)
+                html.Button("Tune on this view", id=ids.CROP_BUTTON, n_clicks=0,
+                            title="Zoom the Segmentation graph to a region, then tune the "
+                                  "recipe on that crop only (every step is faster); 'Apply "
+                                  "to the whole image' takes the recipe back."),
+                html.Button("Apply to the whole image", id=ids.APPLY_WHOLE_BUTTON, n_clicks=0,
+                            style={"display": "none"}),
+                dcc.Store(id=ids.CROP_REQUEST),
+            ]),
+            html.Div(className="control buttons", children=[
                 html.Button("Download labels (TIFF)", id=ids.DOWNLOAD_LABELS_BUTTON, n_clicks=0),
                 html.Button("Download overlay (PNG)", id=ids.DOWNLOAD_OVERLAY_BUTTON, n_clicks=0),
                 dcc.Download(id=ids.DOWNLOAD_LABELS),
