@@ -31,6 +31,11 @@ from .params import current_recipe
 log = logging.getLogger(__name__)
 
 
+#: The measurements grid's float cells: 6 significant digits with thousands separators, an
+#: empty cell for a missing value (NaN is sent as null; d3.format writes it as "0").
+FLOAT_FORMAT = "params.value == null ? '' : d3.format(',.6~r')(params.value)"
+
+
 def _width(values, header):
     """A column's width in pixels: its widest value as the grid formats it (6 significant
     digits, thousands separators) or its header's longest word (headers wrap), 60 to 112."""
@@ -55,7 +60,8 @@ def columns_of(m):
         elif np.issubdtype(np.asarray(m.columns[name]).dtype, np.floating):
             # 6 significant digits with thousands separators, never an exponent for the
             # areas of large regions (1,014,260, not 1.01426e+6); a blank for a NaN
-            column["valueFormatter"] = {"function": "d3.format(',.6~r')(params.value)"}
+            # a missing value (NaN, sent as null) is an empty cell, not '0'
+            column["valueFormatter"] = {"function": FLOAT_FORMAT}
         columns.append(column)
     return columns
 
