@@ -422,11 +422,14 @@ class _SolveTimer:
             self.inner(stage, fraction)
 
 
-def remember_solve_rate(services, session_id, meta, recipe, seconds, filtered,
-                        min_seconds=0.05) -> None:
+#: Solves shorter than this (seconds) say little about the rate and are not recorded.
+SOLVE_RATE_MIN_S = 0.05
+
+
+def remember_solve_rate(services, session_id, meta, recipe, seconds, filtered) -> None:
     """Record the seconds per undecided pixel of an exact solve of `recipe` that took
-    `seconds` (solves shorter than `min_seconds` say little and are not recorded)."""
-    if seconds < min_seconds or recipe["segmentation"]["name"] != "random_walker":
+    `seconds` (solves shorter than :data:`SOLVE_RATE_MIN_S` are not recorded)."""
+    if seconds < SOLVE_RATE_MIN_S or recipe["segmentation"]["name"] != "random_walker":
         return
     try:
         unknown = int(np.count_nonzero(make_markers(
@@ -629,12 +632,13 @@ def _deferred(services, session_id, meta, recipe, history, axis, index, full, ne
 
 
 def settle_update(services, session_id, meta, history, pending, axis, index, style, show,
-                  view, base):
+                  view, base, job_ok=True):
     """After a live preview: the exact (canonical, path-independent) segmentation, or, when
     it is expected to take longer than ``Config.job_after_s`` (:func:`runs_as_job`), the
     signal that starts it as a background job (``EXACT_JOB``, :mod:`callbacks.exact_job`;
-    the preview stays meanwhile). The job, done, sets `pending` again (with the
-    ``seconds`` it took): the result is cached, and drawn here in the page's view of now.
+    the preview stays meanwhile). The job, done, names its state again (``EXACT_DONE``,
+    with the ``seconds`` it took; `job_ok` False): the result is cached, and drawn here in
+    the page's view of now.
 
     Returns
     -------
@@ -652,7 +656,7 @@ def settle_update(services, session_id, meta, history, pending, axis, index, sty
     require_signal(pending, history)
     require_live(services, session_id, meta, history)
     recipe = current_recipe(history)
-    if runs_as_job(services, session_id, meta, recipe):
+    if job_ok and runs_as_job(services, session_id, meta, recipe):
         return (no_update,) * 6 + (_signal(recipe, history),)
     out = segmentation_update(services, session_id, meta, history, axis, index, style, show,
                               view, base=base, allow_preview=False, defer_slow=False,

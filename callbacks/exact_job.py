@@ -26,8 +26,8 @@ worker shares, or Celery). Meanwhile the rest of the page stays usable.
 
 The result is the same cached, path-independent exact result a request would compute
 (``Compute.run``'s joblib cache: the one downloaded and exported). The job draws nothing
-itself: done, it sets ``SEG_PENDING`` again (with the seconds it took) and the settle draws
-the cached result in the view the page has *then* (the slice, overlay style or view may
+itself: done, it sets ``EXACT_DONE`` (the state, the seconds it took) and the settle
+(:func:`done_update`) draws the cached result in the view the page has *then* (the slice, overlay style or view may
 have changed while the job ran): a Patch of the overlays, the summary ("computed in 5.31 s
 (background job)"), ``SEG_SETTLED`` so the comparison and the measurements follow.
 """
@@ -50,20 +50,26 @@ from pipeline import randomwalker
 from pipeline.errors import Cancelled, InputError
 
 from .display import (
+    SETTLE_PROPS,
+    VIEW_PROPS,
     _errors,
     _signal,
     _SolveTimer,
     current_recipe,
     exact_estimate,
     failed_stage,
+    outputs,
     remember_exact_seconds,
     remember_solve_rate,
     require_live,
     require_signal,
+    settle_update,
+    states,
     time_limit_message,
     time_limited,
 )
 from .loading import message_children
+from .params import require_current
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +89,11 @@ STAGES = (("start", "starting"), ("graph", "building the graph"),
           ("finish", "post-processing and drawing"))
 _LABELS = dict(STAGES)
 _ORDER = [name for name, _ in STAGES]
-#: The outputs of the job: the settle's signal (the result is cached: draw it), the
+#: The outputs of the job: its state done (the result is cached: draw it), the
 #: segmentation's and post-processing's messages, the job's message, the Compute button.
-JOB_PROPS = ((ids.SEG_PENDING, "data"), (ids.SEG_MESSAGE, "children"),
+#: (Not SEG_PENDING: the settle that starts a job would then follow a job it started, a
+#: loop dash-renderer does not run.)
+JOB_PROPS = ((ids.EXACT_DONE, "data"), (ids.SEG_MESSAGE, "children"),
              ({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children"),
              (ids.EXACT_MESSAGE, "children"), (ids.EXACT_RUN, "style"))
 _SHOWN, _HIDDEN = {"display": "inline-block"}, {"display": "none"}
@@ -185,7 +193,9 @@ class JobProgress:
         words = _LABELS[self.stage]
         if self.stage == "finish":
             return f"{words}…"
-        return f"{words} · {100 * f:.0f} % · about {_duration(self.seconds_left())} left"
+        left = _duration(self.seconds_left())
+        left = left if left.startswith("under") else f"about {left}"
+        return f"{words} · {100 * f:.0f} % · {left} left"
 
     def tick(self, force=False) -> None:
         """Report the progress now if :data:`REPORT_EVERY_S` passed since the last report
@@ -340,6 +350,15 @@ def run_exact_job(services, session_id, meta, history, signal, *, set_progress=N
     return pending, None, None, None, _HIDDEN
 
 
+def done_update(services, session_id, meta, history, done, axis, index, style, show, view,
+                base):
+    """The job's result drawn (it is cached) in the page's view of now, as the settle draws
+    it: (figure or Patch, summary, messages, settled, base); never starts another job."""
+    require_current(meta, history)
+    return settle_update(services, session_id, meta, history, done, axis, index, style, show,
+                         view, base, job_ok=False)[:6]
+
+
 def segmentation_panel_run(services, session_id, meta, recipe, should_stop, progress):
     """Compute (and cache) the whole pipeline of `recipe`, as :func:`segmentation_panel`
     does before it draws: the exact time and the solve's rate are remembered."""
@@ -375,7 +394,7 @@ def register(app, services):
     """Wire the job (a background callback), its Cancel and the Compute button."""
 
     @app.callback(
-        Output(ids.SEG_PENDING, "data", allow_duplicate=True),
+        Output(ids.EXACT_DONE, "data"),
         Output(ids.SEG_MESSAGE, "children", allow_duplicate=True),
         Output({"type": ids.STEP_MESSAGE, "stage": "postprocess"}, "children",
                allow_duplicate=True),
@@ -405,6 +424,18 @@ def register(app, services):
         return run_exact_job(services, session_id, meta, history, signal,
                              set_progress=set_progress, by_button=by_button)
 
+    @app.callback(
+        *outputs(SETTLE_PROPS[:6], duplicate=True),
+        Input(ids.EXACT_DONE, "data"),
+        State(ids.HISTORY, "data"),
+        *states(VIEW_PROPS),
+        prevent_initial_call=True,
+        running=[(Output("binarization-panel", "className"), "panel busy", "panel")],
+    )
+    def _done(done, history, axis, index, style, show, view, base, meta, session_id):
+        return done_update(services, session_id, meta, history, done, axis, index, style,
+                           show, view, base)
+
     app.clientside_callback(
         CANCEL_JS,
         Output(ids.EXACT_MESSAGE, "children", allow_duplicate=True),
@@ -416,5 +447,5 @@ def register(app, services):
     )
 
 
-__all__ = ["CANCELLED", "JOB_PROPS", "JobProgress", "hard_limit", "moved_on", "plan",
-           "register", "run_exact_job"]
+__all__ = ["CANCELLED", "JOB_PROPS", "JobProgress", "done_update", "hard_limit", "moved_on",
+           "plan", "register", "run_exact_job"]

@@ -190,6 +190,7 @@ DRAW_MESSAGE = "draw-markers-message"  # why a stroke was refused
 
 # The exact segmentation as a background job (callbacks.exact_job, components.progress)
 EXACT_JOB = "exact-job-store"  # {"key", "token", "rev"}: run the exact result of this state
+EXACT_DONE = "exact-job-done-store"  # the job computed it: {"key", "token", "seconds"}, draw it
 EXACT_BOX = "exact-job"  # the progress bar, its text and Cancel: shown while a job runs
 EXACT_PROGRESS = "exact-job-progress"  # html.Progress: value / max in thousandths
 EXACT_PROGRESS_TEXT = "exact-job-progress-text"  # stage, percent, time left

@@ -23,6 +23,7 @@ def exact_job_row():
     """The job's store, progress bar, its text, Cancel, Compute and the job's message."""
     return html.Div(className="exact-job-row", children=[
         dcc.Store(id=ids.EXACT_JOB),
+        dcc.Store(id=ids.EXACT_DONE),
         html.Div(id=ids.EXACT_BOX, className="exact-job", style={"display": "none"},
                  children=[
                      html.Label("exact result", htmlFor=ids.EXACT_PROGRESS),
