@@ -137,3 +137,25 @@ def test_a_slow_exact_result_runs_as_a_job_with_progress_and_cancel(dash_duo, ap
     # the comparison follows the exact result (SEG_SETTLED)
     until(lambda: "agree on" in dash_duo.find_element("#compare-text").text, timeout=240,
           what="the comparison of the exact result")
+
+
+def test_a_new_large_image_gets_its_exact_result_from_a_job(dash_duo, app_factory, tmp_path):
+    """The first view of a large image: its reduced-grid preview, then a job (started by
+    the settle callback, not the fast path) whose result the page draws."""
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(_noisy_camera(1400)).save(data / "large.png")
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled region", timeout=120)
+    dash_duo.select_dcc_dropdown("#data-file-dropdown", value="large.png")
+    dash_duo.wait_for_contains_text("#image-info", "large.png", timeout=120)
+    until(lambda: "live preview (at 1/" in _summary(dash_duo), timeout=120,
+          what="the reduced-grid preview")
+    preview = dash_duo.driver.execute_script(OVERLAY_JS)
+    until(lambda: "(background job)" in _summary(dash_duo), timeout=240,
+          what="the exact result computed by the job")
+    assert "labelled region" in _summary(dash_duo) and "preview" not in _summary(dash_duo)
+    assert dash_duo.driver.execute_script(OVERLAY_JS) != preview
+    until(lambda: not _box_shown(dash_duo), timeout=10, what="the progress bar hidden")
+    until(lambda: "agree on" in dash_duo.find_element("#compare-text").text, timeout=240,
+          what="the comparison of the exact result")
