@@ -26,10 +26,12 @@ worker shares, or Celery). Meanwhile the rest of the page stays usable.
 
 The result is the same cached, path-independent exact result a request would compute
 (``Compute.run``'s joblib cache: the one downloaded and exported). The job draws nothing
-itself: done, it sets ``EXACT_DONE`` (the state, the seconds it took) and the settle
-(:func:`done_update`) draws the cached result in the view the page has *then* (the slice, overlay style or view may
-have changed while the job ran): a Patch of the overlays, the summary ("computed in 5.31 s
-(background job)"), ``SEG_SETTLED`` so the comparison and the measurements follow.
+itself: done, it sets ``EXACT_DONE`` (the state, the seconds it took) and
+:func:`done_update` draws the cached result as the settle does, in the view the page has
+*then* (the slice, overlay style or view may have changed while the job ran): a Patch of
+the overlays, the summary ("computed in 5.31 s (background job)"), ``SEG_SETTLED`` so the
+comparison and the measurements follow. Request count per job: the settle, the job's start,
+a poll every :data:`POLL_MS` ms, the draw.
 """
 
 from __future__ import annotations
