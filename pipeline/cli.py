@@ -165,40 +165,28 @@ class _Progress:
             self.stream.flush()
 
 
-#: Longest the workers' start-up waits for all of them (see :func:`_start_workers`).
-START_WAIT_S = 3.0
-
-
-def _import_pipeline(item) -> int:
+def _import_pipeline(_index) -> int:
     """Run in a worker process: import the batch's code (what unpickling its first image's
-    work would do), check in, and wait until every worker has (or the deadline): a worker
-    busy here cannot take another worker's start-up task. Returns the worker's pid."""
-    folder, count, deadline = item
+    work would do); the worker's pid."""
     from . import batch  # noqa: F401
 
-    Path(folder, str(os.getpid())).touch()
-    while len(os.listdir(folder)) < count and time.time() < deadline:
-        time.sleep(0.01)
     return os.getpid()
 
 
 def _start_workers(backend, count: int) -> set:
-    """Start `count` local worker processes and import the pipeline in them; their pids.
+    """Start the local worker processes and import the pipeline in them; the pids of those
+    that ran a start-up task.
 
     Run in a thread while this process imports the pipeline itself: the workers' start-up
     (a new interpreter each, then scikit-image and scipy, ~0.5 s of CPU each) overlaps this
     process's instead of following it. joblib keeps loky workers between two calls with the
-    same settings, so the batch then runs on these warm workers. Each start-up task waits for
-    the others (at most :data:`START_WAIT_S`), so that every worker runs one.
+    same settings, so the batch then runs on these workers. A worker slower to start than
+    another's import (a loaded machine) may run no start-up task: it imports with its first
+    image, as without this.
     """
-    import tempfile
-
     try:
-        with tempfile.TemporaryDirectory(prefix="pipex-start-") as folder:
-            deadline = time.time() + START_WAIT_S
-            pids, _ = _parallel.map_items(
-                _import_pipeline, [(folder, count, deadline)] * count, backend=backend,
-                label="start")
+        pids, _ = _parallel.map_items(_import_pipeline, range(count), backend=backend,
+                                      label="start")
     except Exception:  # noqa: BLE001 - the batch itself reports what goes wrong
         return set()
     return set(pids)
