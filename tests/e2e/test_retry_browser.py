@@ -314,3 +314,60 @@ def test_a_killed_worker_loses_nothing(dash_br, tmp_path):
                           dash_br.find_element("#segmentation-summary").text).group(1))
         assert labels.max() == n
         assert np.array_equal(labels, recipes.run(data.coins(), recipe).labels)
+
+
+@pytest.mark.server
+def test_a_full_restart_loses_no_session_and_the_page_recovers(dash_br, tmp_path):
+    """Issue 11: the whole server stopped and started again (an upgrade, a reboot) on the
+    same state folder. A move made while it is down is held with the banner; once it is back,
+    Retry lands it on the same session: its history goes on, undo reads it, the labels are
+    the recipe's."""
+    from skimage import data
+
+    from pipeline import recipe as recipes
+    from tests.support import free_port
+
+    state, port = tmp_path / "state", free_port()
+    env = {"GUNICORN_CMD_ARGS": "--keep-alive 0"}
+    with serve_docker_cmd(workers=2, env=env, state_dir=state, port=port) as server:
+        dash_br.server_url = server.base_url
+        dash_br.wait_for_contains_text("#segmentation-summary", "labelled regions",
+                                       timeout=180)
+        _quiet(dash_br)
+        _vmax_right(dash_br)
+        until(lambda: _history(dash_br) == "step 2 of 2" and _exact(dash_br), timeout=90,
+              what="the first move")
+        _quiet(dash_br)
+        session = _js(dash_br, "return window.pipexMove && window.pipexMove.ctx ? "
+                               "window.pipexMove.ctx.session : null")
+    # the server is down: the page holds the move and says so
+    before = _js(dash_br, OVERLAY_JS)
+    _vmax_right(dash_br)
+    banner = until(lambda: _js(dash_br, BANNER_JS), timeout=30, what="the banner")
+    assert "did not answer" in banner["text"] and banner["retry"], banner
+    assert _history(dash_br) == "step 2 of 2"
+    with serve_docker_cmd(workers=2, env=env, state_dir=state, port=port):
+        dash_br.find_element("#pipex-lost .pipex-lost-retry").click()
+        until(lambda: _history(dash_br) == "step 3 of 3" and _exact(dash_br)
+              and _js(dash_br, OVERLAY_JS) != before, timeout=120,
+              what="the held move to land after the restart")
+        until(lambda: _js(dash_br, BANNER_JS) is None, timeout=10, what="the banner to go")
+        assert _js(dash_br, "return window.pipexMove.ctx.session") == session
+        _quiet(dash_br)
+        # the history from before the restart is there: undo goes back to step 2
+        dash_br.find_element("#undo-button").click()
+        until(lambda: _history(dash_br) == "step 2 of 3" and _exact(dash_br), timeout=90,
+              what="undo across the restart")
+        _quiet(dash_br)
+        dash_br.find_element("#download-labels-button").click()
+        path = Path(dash_br.download_path) / "coins_labels.tif"
+        until(lambda: path.exists() and path.stat().st_size > 0, timeout=60,
+              what="the labels download")
+        time.sleep(0.5)
+        with tifffile.TiffFile(path) as tif:
+            labels = tif.asarray()
+            recipe = json.loads(tif.pages[0].description)["steps"]["recipe"]
+        thumbs = dash_br.find_elements("#thresholds-slider [role=slider]")
+        assert [recipe["markers"]["vmin"], recipe["markers"]["vmax"]] == [
+            float(t.get_attribute("aria-valuenow")) for t in thumbs]
+        assert np.array_equal(labels, recipes.run(data.coins(), recipe).labels)
