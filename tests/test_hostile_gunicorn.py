@@ -225,7 +225,10 @@ def _outcome_of_call(page, output, **kwargs) -> Outcome:
     try:
         response = client._post(body)
     except requests.ConnectionError as exc:
+        client.session.close()  # as a browser does: the next request on a new connection
         return Outcome(CLOSED, str(exc))
+    if response.status_code == 413:  # the connection is closed after it (see raw_post)
+        client.session.close()
     headers = dict(response.headers)
     if response.status_code != 200:
         return Outcome(response.status_code, response.text, headers=headers)
@@ -504,7 +507,13 @@ def raw_post(path, raw, content_type="application/json", anonymous=False):
             res = http.post(page.url + path, data=raw, timeout=120,
                             headers={"Content-Type": content_type})
         except requests.ConnectionError as exc:
+            http.close()  # as a browser does: the next request on a new connection
             return Outcome(CLOSED, str(exc))
+        if res.status_code == 413:
+            # gunicorn closes the connection after refusing a body over the limit, without
+            # saying so; a browser sends its next request again on a new one, requests does
+            # not: drop the pooled connection
+            http.close()
         return Outcome(res.status_code, res.text, headers=dict(res.headers))
     return send
 
