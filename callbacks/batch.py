@@ -1141,9 +1141,9 @@ def register(app, services):
         set_progress((0, 1, "starting…"))
 
         def started(job_id):
-            # this page shows (and its Cancel stops) this job; a re-attached one's poll ends
+            # this page shows (and its Cancel stops) this job (the job runner keeps the last
+            # set_props of a background job only: one call)
             set_props(ids.BATCH_JOB, {"data": job_id})
-            set_props(ids.BATCH_POLL, {"disabled": True})
 
         return run_outputs(services, session_id, history, source, browser_id=browser_id,
                            set_progress=set_progress, prefix=prefix, on_start=started)
