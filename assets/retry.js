@@ -9,7 +9,9 @@
 // answer, with Retry (re-sends the held requests) and Reload. The banner goes away, and held
 // requests are re-sent, when a later request succeeds. A 4xx or a 500 is never re-sent
 // (a 500 is a bug, not a lost request); a 500 shows the banner too. The start of a
-// background callback (the Batch tab's run) launches a job: it is not re-sent by itself.
+// background callback (the Batch tab's run) launches a job: it is not re-sent by itself, and
+// its banner ("… the job did not start") stays until that job is started again — other
+// requests answering meanwhile (the Batch tab polls) do not take it away.
 //
 // dash-renderer and assets/fastmove.js call the global fetch when they send, so wrapping
 // window.fetch here (assets load before dash-renderer starts) sees all their requests.
@@ -22,6 +24,7 @@ window.pipexRetry = (function () {
     const background = {};    // outputs of background callbacks (from _dash-dependencies)
     let banner = null;
     let again = 0;            // requests sent once more after a loss (read by tests)
+    let jobLost = false;      // a background job's start got no answer: the banner stays
 
     function urlOf(input) {  // a Request object passes through (never sent so by the page)
         return typeof input === 'string' ? input : String((input && input.url) || input || '');
@@ -77,7 +80,7 @@ window.pipexRetry = (function () {
     }
 
     function recovered() {
-        if (held.length) { resend(); } else { hide(); }
+        if (held.length) { resend(); } else if (!jobLost) { hide(); }
     }
 
     function show(lost) {
@@ -99,7 +102,8 @@ window.pipexRetry = (function () {
             banner.append(text, retry, reload);
             document.body.appendChild(banner);
         }
-        banner.firstChild.textContent = lost ?
+        banner.firstChild.textContent = jobLost ?
+            'The server did not answer: the job did not start. Start it again.' : lost ?
             'The server did not answer: the panels may be stale.' :
             'The server failed on a request (an error, in its log): the panels may be stale.';
         banner.querySelector('.pipex-lost-retry').hidden = !held.length;
@@ -123,9 +127,12 @@ window.pipexRetry = (function () {
             return original.apply(window, arguments).then(deps);
         }
         if (!watched(url, init)) { return original.apply(window, arguments); }
+        const job = startsJob(url, init);
+        if (job) { jobLost = false; }  // started again: its answer decides
         return attempt(url, init).then(function (first) {
             if (first.res) { return answered(first.res); }
-            if (startsJob(url, init)) {
+            if (job) {
+                jobLost = true;
                 show(true);
                 if (first.lost instanceof Response) { return first.lost; }
                 throw first.lost;
