@@ -25,9 +25,11 @@ from pipeline.store import new_session_id
 @pytest.fixture
 def services(tmp_path):
     # quick_exact_s=0: a move always shows the live preview first (the path tested here;
-    # test_a_quick_exact_result_is_drawn_at_once covers the other)
+    # test_a_quick_exact_result_is_drawn_at_once covers the other). job_after_s: the exact
+    # result computed in the callback whatever this machine's load makes of the estimate
+    # (a slow solve as a background job: tests/test_exact_job.py)
     cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_upload_mb=1,
-                 max_pixels=4_000_000, quick_exact_s=0)
+                 max_pixels=4_000_000, quick_exact_s=0, job_after_s=1e9)
     (tmp_path / "data").mkdir()
     return Services.create(cfg)
 
@@ -854,7 +856,8 @@ def test_a_large_new_image_shows_a_reduced_grid_preview_first_then_the_exact_res
     labelled with its resolution, on the whole figure; the exact result follows as a Patch."""
     from dash import Patch
 
-    svc = Services.create(Config(state_dir=tmp_path / "s", data_dir=tmp_path))
+    svc = Services.create(Config(state_dir=tmp_path / "s", data_dir=tmp_path,
+                                 job_after_s=1e9))  # the exact result in the callback
     sid = new_session_id()
     rng = np.random.default_rng(2)
     big = rng.normal(90, 15, (800, 700)).clip(0, 255).astype(np.uint8)
