@@ -62,3 +62,26 @@ def show(driver, selector):
     look at it (panels out of view catch up then: assets/visible.js)."""
     driver.execute_script(
         "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});", selector)
+
+
+# Every POST to /_dash-update-component since the last reset, with the outputs it asks for.
+FETCH_HOOK_JS = """
+if (!window.__posts) {
+    window.__posts = [];
+    const original = window.fetch;
+    window.fetch = function (url, options) {
+        const u = String(url);
+        if (u.indexOf('_dash-update-component') >= 0) {
+            let output = '';
+            try { output = JSON.parse(options.body).output; } catch (e) { output = '?'; }
+            window.__posts.push({output: output, bytes: (options.body || '').length});
+        } else if (u.indexOf('/_pipex/') >= 0) {  // the fast path (callbacks/fastpath.py)
+            window.__posts.push({output: 'fast:' + u.split('/_pipex/')[1],
+                                 bytes: (options.body || '').length});
+        }
+        return original.apply(this, arguments);
+    };
+}
+window.__posts.length = 0;
+"""
+POSTS_JS = "return window.__posts.slice();"

@@ -14,31 +14,11 @@ import tifffile
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import BUSY_JS, MARKER_PIXELS_JS, OVERLAY_JS, STALE_JS, show, until
+from tests.e2e.helpers import (BUSY_JS, FETCH_HOOK_JS, MARKER_PIXELS_JS, OVERLAY_JS, POSTS_JS,
+                               STALE_JS, show, until)
 
 pytestmark = pytest.mark.browser
 
-# Every POST to /_dash-update-component since the last reset, with the outputs it asks for.
-FETCH_HOOK_JS = """
-if (!window.__posts) {
-    window.__posts = [];
-    const original = window.fetch;
-    window.fetch = function (url, options) {
-        const u = String(url);
-        if (u.indexOf('_dash-update-component') >= 0) {
-            let output = '';
-            try { output = JSON.parse(options.body).output; } catch (e) { output = '?'; }
-            window.__posts.push({output: output, bytes: (options.body || '').length});
-        } else if (u.indexOf('/_pipex/') >= 0) {  // the fast path (callbacks/fastpath.py)
-            window.__posts.push({output: 'fast:' + u.split('/_pipex/')[1],
-                                 bytes: (options.body || '').length});
-        }
-        return original.apply(this, arguments);
-    };
-}
-window.__posts.length = 0;
-"""
-POSTS_JS = "return window.__posts.slice();"
 SHAPES_JS = """
 const gd = document.querySelector('#histogram-graph .js-plotly-plot');
 return gd && gd.layout && gd.layout.shapes ? gd.layout.shapes.map(s => s.x0) : null;

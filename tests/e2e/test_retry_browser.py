@@ -256,6 +256,22 @@ def _kill(server, proc):
           what="the killed worker to be gone")
 
 
+def _labels_shown(browser):
+    """(labels, recipe) of the labels download, whose thresholds are the slider's."""
+    browser.find_element("#download-labels-button").click()
+    path = Path(browser.download_path) / "coins_labels.tif"
+    until(lambda: path.exists() and path.stat().st_size > 0, timeout=60,
+          what="the labels download")
+    time.sleep(0.5)
+    with tifffile.TiffFile(path) as tif:
+        labels = tif.asarray()
+        recipe = json.loads(tif.pages[0].description)["steps"]["recipe"]
+    thumbs = browser.find_elements("#thresholds-slider [role=slider]")
+    assert [recipe["markers"]["vmin"], recipe["markers"]["vmax"]] == [
+        float(t.get_attribute("aria-valuenow")) for t in thumbs]
+    return labels, recipe
+
+
 @pytest.mark.server
 def test_a_killed_worker_loses_nothing(dash_br, tmp_path):
     from skimage import data
@@ -303,19 +319,9 @@ def test_a_killed_worker_loses_nothing(dash_br, tmp_path):
         assert _js(dash_br, BANNER_JS) is None
 
         # nothing lost: the labels download is the recipe the page shows, bit for bit
-        dash_br.find_element("#download-labels-button").click()
-        path = Path(dash_br.download_path) / "coins_labels.tif"
-        until(lambda: path.exists() and path.stat().st_size > 0, timeout=60,
-              what="the labels download")
-        time.sleep(0.5)
-        with tifffile.TiffFile(path) as tif:
-            labels = tif.asarray()
-            recipe = json.loads(tif.pages[0].description)["steps"]["recipe"]
+        labels, recipe = _labels_shown(dash_br)
         assert recipe["filter"]["name"] == "bilateral", recipe["filter"]
         assert recipe["filter"]["params"]["sigma_spatial"] == 10
-        thumbs = dash_br.find_elements("#thresholds-slider [role=slider]")
-        assert [recipe["markers"]["vmin"], recipe["markers"]["vmax"]] == [
-            float(t.get_attribute("aria-valuenow")) for t in thumbs]
         n = int(re.search(r"(\d+) labelled region",
                           dash_br.find_element("#segmentation-summary").text).group(1))
         assert labels.max() == n
@@ -365,15 +371,5 @@ def test_a_full_restart_loses_no_session_and_the_page_recovers(dash_br, tmp_path
         until(lambda: _history(dash_br) == "step 2 of 3" and _exact(dash_br), timeout=90,
               what="undo across the restart")
         _quiet(dash_br)
-        dash_br.find_element("#download-labels-button").click()
-        path = Path(dash_br.download_path) / "coins_labels.tif"
-        until(lambda: path.exists() and path.stat().st_size > 0, timeout=60,
-              what="the labels download")
-        time.sleep(0.5)
-        with tifffile.TiffFile(path) as tif:
-            labels = tif.asarray()
-            recipe = json.loads(tif.pages[0].description)["steps"]["recipe"]
-        thumbs = dash_br.find_elements("#thresholds-slider [role=slider]")
-        assert [recipe["markers"]["vmin"], recipe["markers"]["vmax"]] == [
-            float(t.get_attribute("aria-valuenow")) for t in thumbs]
+        labels, recipe = _labels_shown(dash_br)
         assert np.array_equal(labels, recipes.run(data.coins(), recipe).labels)

@@ -12,28 +12,10 @@ import time
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import BUSY_JS, STALE_JS, show, until
+from tests.e2e.helpers import BUSY_JS, FETCH_HOOK_JS, POSTS_JS, STALE_JS, show, until
 
 pytestmark = pytest.mark.browser
 
-POSTS_HOOK_JS = """
-if (!window.__outputs) {
-    window.__outputs = [];
-    const original = window.fetch;
-    window.fetch = function (url, options) {
-        const u = String(url);
-        if (u.indexOf('_dash-update-component') >= 0) {
-            let output = '';
-            try { output = JSON.parse(options.body).output; } catch (e) { output = '?'; }
-            window.__outputs.push(output);
-        } else if (u.indexOf('/_pipex/') >= 0) {
-            window.__outputs.push('fast:' + u.split('/_pipex/')[1]);
-        }
-        return original.apply(this, arguments);
-    };
-}
-window.__outputs.length = 0;
-"""
 
 
 def _js(dash_duo, script, *args):
@@ -49,7 +31,7 @@ def _quiet(dash_duo, seconds=1.0, timeout=60):
     end = time.time() + timeout
     last, since = None, time.time()
     while time.time() < end:
-        n = len(_js(dash_duo, "return window.__outputs.slice();"))
+        n = len(_js(dash_duo, POSTS_JS))
         if n != last:
             last, since = n, time.time()
         elif time.time() - since >= seconds and not _js(dash_duo, BUSY_JS):
@@ -65,7 +47,7 @@ def _row_count(dash_duo):
 def test_panels_out_of_view_wait_until_seen_then_catch_up(dash_duo, app_factory):
     dash_duo.start_server(app_factory())
     dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
-    _js(dash_duo, POSTS_HOOK_JS)
+    _js(dash_duo, FETCH_HOOK_JS)
     # On opening, the comparison and the measurements are below the first screen: they
     # wait, and say so.
     until(lambda: set(_js(dash_duo, STALE_JS)) == {"compare-panel", "measure-panel"},
@@ -81,12 +63,12 @@ def test_panels_out_of_view_wait_until_seen_then_catch_up(dash_duo, app_factory)
     handle = dash_duo.find_elements("#thresholds-slider [role=slider]")[1]
     show(dash_duo.driver, "#thresholds-slider")
     _quiet(dash_duo)
-    _js(dash_duo, POSTS_HOOK_JS)
+    _js(dash_duo, FETCH_HOOK_JS)
     for _ in range(3):
         handle.send_keys(Keys.ARROW_RIGHT)
         until(lambda: _exact(dash_duo), timeout=60, what="the exact result of the move")
     _quiet(dash_duo)
-    outputs = _js(dash_duo, "return window.__outputs.slice();")
+    outputs = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     assert outputs and all(o == "fast:move" or o.startswith("fast:") for o in outputs), outputs
     assert not any("compare-graph" in o or "measure-table" in o for o in outputs), outputs
     assert set(_js(dash_duo, STALE_JS)) == {"compare-panel", "measure-panel"}
@@ -95,11 +77,11 @@ def test_panels_out_of_view_wait_until_seen_then_catch_up(dash_duo, app_factory)
     summary = dash_duo.find_element("#segmentation-summary").text
 
     # Scrolled into view: one update each, for the current state (not one per move).
-    _js(dash_duo, POSTS_HOOK_JS)
+    _js(dash_duo, FETCH_HOOK_JS)
     show(dash_duo.driver, "#measure-panel")
     until(lambda: not _js(dash_duo, STALE_JS), timeout=30, what="the panels to catch up")
     _quiet(dash_duo)
-    outputs = _js(dash_duo, "return window.__outputs.slice();")
+    outputs = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     assert sum("compare-graph" in o for o in outputs) == 1, outputs
     assert sum("measure-table" in o for o in outputs) == 1, outputs
     regions = summary.split(" labelled region")[0].split("·")[-1].strip()
@@ -112,13 +94,13 @@ def test_panels_in_view_follow_every_move(dash_duo, app_factory):
     dash_duo.start_server(app_factory())
     dash_duo.wait_for_contains_text("#compare-text", "agree on", timeout=120)
     until(lambda: not _js(dash_duo, STALE_JS), timeout=30, what="no panel waiting")
-    _js(dash_duo, POSTS_HOOK_JS)
+    _js(dash_duo, FETCH_HOOK_JS)
     _quiet(dash_duo)
-    _js(dash_duo, POSTS_HOOK_JS)
+    _js(dash_duo, FETCH_HOOK_JS)
     dash_duo.find_elements("#thresholds-slider [role=slider]")[1].send_keys(Keys.ARROW_RIGHT)
     until(lambda: _exact(dash_duo), timeout=60, what="the exact result of the move")
     _quiet(dash_duo)
-    outputs = _js(dash_duo, "return window.__outputs.slice();")
+    outputs = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     assert sum("compare-graph" in o for o in outputs) == 1, outputs
     assert sum("measure-table" in o for o in outputs) == 1, outputs
     assert not _js(dash_duo, STALE_JS)
