@@ -85,3 +85,9 @@ if (!window.__posts) {
 window.__posts.length = 0;
 """
 POSTS_JS = "return window.__posts.slice();"
+
+
+def exact_shown(browser):
+    """Whether the segmentation panel shows an exact result (not a live preview)."""
+    text = browser.find_element("#segmentation-summary").text
+    return "labelled region" in text and "preview" not in text

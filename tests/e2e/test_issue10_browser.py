@@ -17,7 +17,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import until
+from tests.e2e.helpers import exact_shown, until
 
 pytestmark = pytest.mark.browser
 
@@ -70,10 +70,6 @@ def _summary(dash_duo):
     return dash_duo.find_element("#segmentation-summary").text
 
 
-def _exact(dash_duo):
-    text = _summary(dash_duo)
-    return "labelled region" in text and "preview" not in text
-
 
 def _tab(dash_duo, label):
     dash_duo.driver.find_element(
@@ -100,7 +96,7 @@ def _step_text(dash_duo):
 def _start(dash_duo, app_factory):
     dash_duo.start_server(app_factory())
     dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
-    until(lambda: _exact(dash_duo), 120, "coins segmented")
+    until(lambda: exact_shown(dash_duo), 120, "coins segmented")
     _tab(dash_duo, "Recipe")
     until(lambda: _markers(dash_duo) is not None, 30, "the recipe")
 
@@ -108,7 +104,7 @@ def _start(dash_duo, app_factory):
 def _upload(dash_duo, path):
     dash_duo.find_element("#upload input[type=file]").send_keys(str(path))
     dash_duo.wait_for_contains_text("#image-info", path.name, timeout=60)
-    until(lambda: _exact(dash_duo) and _step_text(dash_duo) == "step 1 of 1", 120,
+    until(lambda: exact_shown(dash_duo) and _step_text(dash_duo) == "step 1 of 1", 120,
           f"{path.name} segmented")
     until(lambda: _markers(dash_duo) is not None, 30, "the recipe")
 

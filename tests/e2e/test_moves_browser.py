@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.e2e.helpers import (BUSY_JS, FETCH_HOOK_JS, MARKER_PIXELS_JS, OVERLAY_JS, POSTS_JS,
-                               STALE_JS, show, until)
+                               STALE_JS, exact_shown, show, until)
 
 pytestmark = pytest.mark.browser
 
@@ -52,10 +52,6 @@ def _js(dash_duo, script, *args):
 def _summary(dash_duo):
     return dash_duo.find_element("#segmentation-summary").text
 
-
-def _exact(dash_duo):
-    text = _summary(dash_duo)
-    return "labelled region" in text and "preview" not in text
 
 
 def _idle(dash_duo, quiet=1.0, timeout=60):
@@ -94,7 +90,7 @@ def test_a_key_press_costs_one_request_and_the_histogram_follows_in_the_browser(
     _until(lambda: (_js(dash_duo, SHAPES_JS) or [])[:2] == [vmin, vmax + 1], timeout=5,
            what="the vmax line to follow the slider")
     assert f"pixels > {vmax + 1:g}" in dash_duo.find_element("#thresholds-text").text
-    _until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
            what="the exact overlay of the new pair")
     _idle(dash_duo)
     posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
@@ -144,7 +140,7 @@ def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_
     tifffile.imwrite(tmp_path / "large.tif", image)
     dash_duo.find_element("#upload input[type=file]").send_keys(str(tmp_path / "large.tif"))
     dash_duo.wait_for_contains_text("#image-info", "large.tif", timeout=60)
-    _until(lambda: _exact(dash_duo), timeout=120, what="the image segmented")
+    _until(lambda: exact_shown(dash_duo), timeout=120, what="the image segmented")
     _idle(dash_duo, quiet=1.0, timeout=120)
     _until(lambda: _js(dash_duo, "return window.pipexFast.hasValues()"), timeout=30,
            what="the filtered values in the page")
@@ -195,7 +191,7 @@ def test_the_markers_follow_a_key_press_before_the_server_answers(dash_duo, app_
     # answered, the graph's own overlays are drawn and the page's canvas goes away
     _js(dash_duo, "window.fetch = window.__unheld;")
     _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
-    _until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != seg_before,
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != seg_before,
            timeout=60, what="the server's answer")
     _until(lambda: _js(dash_duo, "return document.querySelector('#segmentation-graph "
                                  "canvas.pipex-markers').style.display") == "none",
@@ -233,7 +229,7 @@ def test_dragging_a_handle_previews_and_the_release_shows_the_exact_result(
     assert "preview" in drag_summary or "labelled regions" in drag_summary
     _until(lambda: dash_duo.find_element("#history-text").text == "step 2 of 2",
            what="one history step for the whole drag")
-    _until(lambda: _exact(dash_duo), what="the exact result after the release")
+    _until(lambda: exact_shown(dash_duo), what="the exact result after the release")
     _idle(dash_duo)
     posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     drags = [p for p in posts if p == "fast:drag"]
@@ -249,10 +245,10 @@ def test_dragging_a_handle_previews_and_the_release_shows_the_exact_result(
     # The shown result is the exact one for the final pair: leave it and come back (a cache
     # hit for that pair, computed the canonical way) and the very same overlay is drawn.
     _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
-    _until(lambda: _js(dash_duo, OVERLAY_JS) != released and _exact(dash_duo),
+    _until(lambda: _js(dash_duo, OVERLAY_JS) != released and exact_shown(dash_duo),
            what="the next pair")
     _handles(dash_duo)[1].send_keys(Keys.ARROW_LEFT)
-    _until(lambda: _exact(dash_duo) and "from cache" in _summary(dash_duo), what="back")
+    _until(lambda: exact_shown(dash_duo) and "from cache" in _summary(dash_duo), what="back")
     _until(lambda: _js(dash_duo, OVERLAY_JS) == released, what="the same exact overlay")
 
 
@@ -277,7 +273,7 @@ def test_loading_images_in_a_row_never_leaves_a_stale_panel(dash_duo, app_factor
     upload.send_keys(paths[1])  # while the first is still computing
     upload.send_keys(paths[2])
     dash_duo.wait_for_contains_text("#image-info", "third.tif", timeout=60)
-    _until(lambda: _exact(dash_duo), timeout=120, what="the third image segmented")
+    _until(lambda: exact_shown(dash_duo), timeout=120, what="the third image segmented")
     _idle(dash_duo, quiet=1.5, timeout=120)
     # the panels below the first screen say they wait to be seen (assets/visible.js) ...
     waiting = set(_js(dash_duo, STALE_JS))
@@ -310,7 +306,7 @@ def test_enter_in_a_threshold_box_applies_the_value(dash_duo, app_factory):
     _until(lambda: dash_duo.find_element("#history-text").text == "step 2 of 2",
            what="the typed value applied by Enter")
     assert "pixels > 140" in dash_duo.find_element("#thresholds-text").text
-    _until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
            what="the segmentation of the typed value")
 
 
@@ -323,12 +319,12 @@ def test_threshold_tooltips_read_as_numbers_on_a_float_image(dash_duo, app_facto
     tifffile.imwrite(tmp_path / "float.tif", image)
     dash_duo.find_element("#upload input[type=file]").send_keys(str(tmp_path / "float.tif"))
     dash_duo.wait_for_contains_text("#image-info", "float.tif", timeout=60)
-    _until(lambda: _exact(dash_duo), timeout=120, what="the image segmented")
+    _until(lambda: exact_shown(dash_duo), timeout=120, what="the image segmented")
     tips = lambda: [t.text for t in dash_duo.find_elements(  # noqa: E731
         "#thresholds-slider [class*=tooltip]") if t.text.strip()]
     _until(lambda: len(tips()) == 2, timeout=10, what="two tooltips")
     _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)  # a step of range / 1000
-    _until(lambda: _exact(dash_duo), timeout=60, what="the move")
+    _until(lambda: exact_shown(dash_duo), timeout=60, what="the move")
     for text in tips():
         digits = text.replace("-", "").replace(".", "").lstrip("0")
         assert len(digits) <= 4, tips()

@@ -26,7 +26,7 @@ from flask import Response, request
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import BUSY_JS, OVERLAY_JS, until
+from tests.e2e.helpers import BUSY_JS, OVERLAY_JS, exact_shown, until
 from tests.support import serve_docker_cmd
 
 pytestmark = pytest.mark.browser
@@ -50,10 +50,6 @@ def _js(browser, script, *args):
 def _history(browser):
     return browser.find_element("#history-text").text
 
-
-def _exact(browser):
-    text = browser.find_element("#segmentation-summary").text
-    return "labelled region" in text and "preview" not in text
 
 
 def _vmax_right(browser):
@@ -138,7 +134,7 @@ def test_a_lost_move_is_sent_again_and_lands(dash_duo, app_factory):
     state["attempts"].clear()
     before = _js(dash_duo, OVERLAY_JS)
     _vmax_right(dash_duo)
-    until(lambda: _history(dash_duo) == "step 2 of 2" and _exact(dash_duo)
+    until(lambda: _history(dash_duo) == "step 2 of 2" and exact_shown(dash_duo)
           and _js(dash_duo, OVERLAY_JS) != before, what="the move to land")
     assert state["attempts"][FAST] == 2, state["attempts"]  # lost, then sent again
     assert _js(dash_duo, "return window.pipexRetry.again()") == 1
@@ -167,7 +163,7 @@ def test_a_server_that_does_not_answer_shows_a_banner_and_retry_fixes_the_page(
     # the server is back: Retry sends the move again, it lands and the banner goes
     state["down"] = False
     dash_duo.find_element("#pipex-lost .pipex-lost-retry").click()
-    until(lambda: _history(dash_duo) == "step 2 of 2" and _exact(dash_duo)
+    until(lambda: _history(dash_duo) == "step 2 of 2" and exact_shown(dash_duo)
           and _js(dash_duo, OVERLAY_JS) != before, what="the move to land after Retry")
     until(lambda: _js(dash_duo, BANNER_JS) is None, timeout=10, what="the banner to go")
     _quiet(dash_duo)
@@ -188,7 +184,7 @@ def test_a_server_that_does_not_answer_shows_a_banner_and_retry_fixes_the_page(
     # the next request that succeeds takes the banner away
     state["faults"].clear()
     _vmax_right(dash_duo)
-    until(lambda: _history(dash_duo) == "step 3 of 3" and _exact(dash_duo),
+    until(lambda: _history(dash_duo) == "step 3 of 3" and exact_shown(dash_duo),
           what="the next move")
     until(lambda: _js(dash_duo, BANNER_JS) is None, timeout=10, what="the banner to go")
 
@@ -256,6 +252,17 @@ def _kill(server, proc):
           what="the killed worker to be gone")
 
 
+def _first_move(browser, server):
+    """Open the page on `server`, wait for coins' segmentation, move vmax one step."""
+    browser.server_url = server.base_url
+    browser.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=180)
+    _quiet(browser)
+    _vmax_right(browser)
+    until(lambda: _history(browser) == "step 2 of 2" and exact_shown(browser), timeout=90,
+          what="the first move")
+    _quiet(browser)
+
+
 def _labels_shown(browser):
     """(labels, recipe) of the labels download, whose thresholds are the slider's."""
     browser.find_element("#download-labels-button").click()
@@ -279,20 +286,13 @@ def test_a_killed_worker_loses_nothing(dash_br, tmp_path):
     from pipeline import recipe as recipes
 
     with serve_docker_cmd(workers=2, env={"GUNICORN_CMD_ARGS": "--keep-alive 0"}) as server:
-        dash_br.server_url = server.base_url
-        dash_br.wait_for_contains_text("#segmentation-summary", "labelled regions",
-                                       timeout=180)
-        _quiet(dash_br)
-        _vmax_right(dash_br)
-        until(lambda: _history(dash_br) == "step 2 of 2" and _exact(dash_br), timeout=90,
-              what="the first move")
-        _quiet(dash_br)
+        _first_move(dash_br, server)
 
         # killed between moves
         _kill(server, _workers(server)[0])
         before = _js(dash_br, OVERLAY_JS)
         _vmax_right(dash_br)
-        until(lambda: _history(dash_br) == "step 3 of 3" and _exact(dash_br)
+        until(lambda: _history(dash_br) == "step 3 of 3" and exact_shown(dash_br)
               and _js(dash_br, OVERLAY_JS) != before, timeout=90,
               what="the move after a worker was killed")
         _quiet(dash_br)
@@ -314,7 +314,7 @@ def test_a_killed_worker_loses_nothing(dash_br, tmp_path):
         until(lambda: _js(dash_br, FILTERED_JS) != filtered, timeout=120,
               what="the filtered panel to update")
         _quiet(dash_br, seconds=1.5, timeout=180)
-        until(lambda: _exact(dash_br), timeout=60, what="the exact segmentation")
+        until(lambda: exact_shown(dash_br), timeout=60, what="the exact segmentation")
         assert _history(dash_br) == "step 5 of 5"
         assert _js(dash_br, BANNER_JS) is None
 
@@ -342,14 +342,7 @@ def test_a_full_restart_loses_no_session_and_the_page_recovers(dash_br, tmp_path
     state, port = tmp_path / "state", free_port()
     env = {"GUNICORN_CMD_ARGS": "--keep-alive 0"}
     with serve_docker_cmd(workers=2, env=env, state_dir=state, port=port) as server:
-        dash_br.server_url = server.base_url
-        dash_br.wait_for_contains_text("#segmentation-summary", "labelled regions",
-                                       timeout=180)
-        _quiet(dash_br)
-        _vmax_right(dash_br)
-        until(lambda: _history(dash_br) == "step 2 of 2" and _exact(dash_br), timeout=90,
-              what="the first move")
-        _quiet(dash_br)
+        _first_move(dash_br, server)
         session = _js(dash_br, "return window.pipexMove && window.pipexMove.ctx ? "
                                "window.pipexMove.ctx.session : null")
     # the server is down: the page holds the move and says so
@@ -360,7 +353,7 @@ def test_a_full_restart_loses_no_session_and_the_page_recovers(dash_br, tmp_path
     assert _history(dash_br) == "step 2 of 2"
     with serve_docker_cmd(workers=2, env=env, state_dir=state, port=port):
         dash_br.find_element("#pipex-lost .pipex-lost-retry").click()
-        until(lambda: _history(dash_br) == "step 3 of 3" and _exact(dash_br)
+        until(lambda: _history(dash_br) == "step 3 of 3" and exact_shown(dash_br)
               and _js(dash_br, OVERLAY_JS) != before, timeout=120,
               what="the held move to land after the restart")
         until(lambda: _js(dash_br, BANNER_JS) is None, timeout=10, what="the banner to go")
@@ -368,7 +361,7 @@ def test_a_full_restart_loses_no_session_and_the_page_recovers(dash_br, tmp_path
         _quiet(dash_br)
         # the history from before the restart is there: undo goes back to step 2
         dash_br.find_element("#undo-button").click()
-        until(lambda: _history(dash_br) == "step 2 of 3" and _exact(dash_br), timeout=90,
+        until(lambda: _history(dash_br) == "step 2 of 3" and exact_shown(dash_br), timeout=90,
               what="undo across the restart")
         _quiet(dash_br)
         labels, recipe = _labels_shown(dash_br)

@@ -12,7 +12,7 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 
 from pipeline import render
-from tests.e2e.helpers import MARKER_PIXELS_JS, OVERLAY_JS, until
+from tests.e2e.helpers import MARKER_PIXELS_JS, OVERLAY_JS, exact_shown, until
 
 pytestmark = pytest.mark.browser
 
@@ -51,10 +51,6 @@ def _summary(dash_duo):
     return dash_duo.find_element("#segmentation-summary").text
 
 
-def _exact(dash_duo):
-    text = _summary(dash_duo)
-    return "labelled region" in text and "preview" not in text
-
 
 def _step(dash_duo):
     return dash_duo.find_element("#history-text").text
@@ -82,7 +78,7 @@ def _draw(dash_duo, points):
 def test_a_stroke_drawn_on_the_graph_becomes_background_markers_and_undo_removes_it(
         dash_duo, app_factory):
     dash_duo.start_server(app_factory())
-    until(lambda: _exact(dash_duo), timeout=120, what="coins segmented")
+    until(lambda: exact_shown(dash_duo), timeout=120, what="coins segmented")
     time.sleep(0.5)
     before_markers = _markers(dash_duo)
     before_overlay = _js(dash_duo, OVERLAY_JS)
@@ -100,7 +96,7 @@ def test_a_stroke_drawn_on_the_graph_becomes_background_markers_and_undo_removes
     until(lambda: dash_duo.find_element("#draw-markers-info").text == "1 stroke drawn",
           timeout=10, what="the stroke count")
     assert _js(dash_duo, LAYOUT_JS)["shapes"] == 0  # the drawn shape left the graph
-    until(lambda: _exact(dash_duo) and _js(dash_duo, OVERLAY_JS) != before_overlay,
+    until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before_overlay,
           timeout=60, what="the segmentation with the stroke")
     # 90 x 5 pixels of the stroke, most of them object markers (coins) before
     until(lambda: _bg(_markers(dash_duo)) > _bg(before_markers) + 200, timeout=30,
@@ -111,7 +107,7 @@ def test_a_stroke_drawn_on_the_graph_becomes_background_markers_and_undo_removes
           what="the filtered values in the page (it could draw thresholds-only markers)")
     dash_duo.find_elements("#thresholds-slider [role=slider]")[1].send_keys(Keys.ARROW_RIGHT)
     until(lambda: _step(dash_duo) == "step 3 of 3", timeout=30, what="the move")
-    until(lambda: _exact(dash_duo), timeout=60, what="the move's exact result")
+    until(lambda: exact_shown(dash_duo), timeout=60, what="the move's exact result")
     time.sleep(0.5)
     moved = _markers(dash_duo)
     # the page did not paint markers of its own over the graph (assets/fastmove.js)

@@ -12,7 +12,8 @@ import time
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import BUSY_JS, FETCH_HOOK_JS, POSTS_JS, STALE_JS, show, until
+from tests.e2e.helpers import (BUSY_JS, FETCH_HOOK_JS, POSTS_JS, STALE_JS, exact_shown, show,
+                               until)
 
 pytestmark = pytest.mark.browser
 
@@ -21,10 +22,6 @@ pytestmark = pytest.mark.browser
 def _js(dash_duo, script, *args):
     return dash_duo.driver.execute_script(script, *args)
 
-
-def _exact(dash_duo):
-    text = dash_duo.find_element("#segmentation-summary").text
-    return "labelled region" in text and "preview" not in text
 
 
 def _quiet(dash_duo, seconds=1.0, timeout=60):
@@ -66,7 +63,7 @@ def test_panels_out_of_view_wait_until_seen_then_catch_up(dash_duo, app_factory)
     _js(dash_duo, FETCH_HOOK_JS)
     for _ in range(3):
         handle.send_keys(Keys.ARROW_RIGHT)
-        until(lambda: _exact(dash_duo), timeout=60, what="the exact result of the move")
+        until(lambda: exact_shown(dash_duo), timeout=60, what="the exact result of the move")
     _quiet(dash_duo)
     outputs = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     assert outputs and all(o == "fast:move" or o.startswith("fast:") for o in outputs), outputs
@@ -98,7 +95,7 @@ def test_panels_in_view_follow_every_move(dash_duo, app_factory):
     _quiet(dash_duo)
     _js(dash_duo, FETCH_HOOK_JS)
     dash_duo.find_elements("#thresholds-slider [role=slider]")[1].send_keys(Keys.ARROW_RIGHT)
-    until(lambda: _exact(dash_duo), timeout=60, what="the exact result of the move")
+    until(lambda: exact_shown(dash_duo), timeout=60, what="the exact result of the move")
     _quiet(dash_duo)
     outputs = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     assert sum("compare-graph" in o for o in outputs) == 1, outputs
