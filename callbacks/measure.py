@@ -211,7 +211,10 @@ def caption(page, name, filtered):
 # brings the columns, the caption and the distributions too) when a new table is settled.
 RELOAD_JS = """
 function(settled, measureSignal) {
-    const api = window.dash_ag_grid && window.dash_ag_grid.getApi('GRID_ID');
+    // getApi throws until the grid is initialised; a grid initialised later asks the
+    // server for its first block itself, so there is nothing to reload then.
+    let api = null;
+    try { api = window.dash_ag_grid && window.dash_ag_grid.getApi('GRID_ID'); } catch (e) {}
     if (!api || (!settled && !measureSignal)) { return window.dash_clientside.no_update; }
     if (api.getSelectedRows().length) { api.deselectAll(); }  // the labels are new
     if (api.getDisplayedRowCount() > 0) { api.ensureIndexVisible(0, 'top'); }

@@ -104,4 +104,4 @@ def test_split_touching_objects_and_choose_a_channel(dash_duo, app_factory, tmp_
           "the luminance again")
     until(lambda: _regions(dash_duo) == luminance, 120, "the luminance's regions")
     severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"]
-    assert not severe, severe
+    assert not severe, "\n".join(e["message"] for e in severe)
