@@ -52,8 +52,13 @@ window.pipexFast = (function () {
         if (traces.some(function (i) { return !gd.data[i]; })) { return false; }
         // what is drawn, until Dash sets the summary text (read by bench/bench_browser.py)
         if (typeof summary === 'string') { holder.dataset.summary = summary; }
-        window.Plotly.restyle(gd, overlayUpdate(overlays, geometry, traces), traces);
-        return true;
+        // settles once the overlays' PNGs are decoded and drawn (plotly's image trace waits
+        // for them); at most 1 s (a redraw raced by another may never settle, see
+        // assets/graph_guard.js)
+        const drawn = Promise.resolve(
+            window.Plotly.restyle(gd, overlayUpdate(overlays, geometry, traces), traces));
+        return Promise.race([drawn.catch(function () {}),
+                             new Promise(function (resolve) { setTimeout(resolve, 1000); })]);
     }
 
     // Whether setting `props` on the element `id` would change what it shows: every
@@ -72,12 +77,14 @@ window.pipexFast = (function () {
         });
     }
 
-    function hand(outputs, skip, overlays, geometry) {
+    function hand(outputs, skip, overlays, geometry, token) {
         const dc = window.dash_clientside;
         const holder = document.getElementById(SEG);
-        if (holder) { delete holder.dataset.summary; }
+        if (holder && token >= HAND.drawn) { delete holder.dataset.summary; }
         const traces = Object.keys(overlays || {});
-        if (traces.length) {  // the figure's state: the overlays drawn by draw()
+        // the figure's state: the overlays drawn by draw(), unless newer overlays have been
+        // drawn since (their own hand-off sets them; setting these would redraw older ones)
+        if (traces.length && token === HAND.overlays) {
             const patch = new dc.Patch();
             traces.forEach(function (i) {
                 patch.assign(['data', Number(i), 'source'], overlays[i]);
@@ -265,16 +272,28 @@ window.pipexFast = (function () {
         return true;
     }
 
-    function later(fn) {  // after the browser has painted the overlays
-        window.requestAnimationFrame(function () { setTimeout(fn, 0); });
+    function painted() {  // after the browser has painted what is drawn now
+        return new Promise(function (resolve) {
+            window.requestAnimationFrame(function () { setTimeout(resolve, 0); });
+        });
     }
+
+    // Answers are handed to Dash in the order they came, each once its overlays are drawn
+    // and painted: dash-renderer's work (a cycle per set_props, the figure re-reacted) must
+    // not delay the pixels the person is waiting for.
+    const HAND = {chain: Promise.resolve(), seq: 0, drawn: 0, overlays: 0};
 
     function apply(res, skip) {
         const s = res.outputs && res.outputs['segmentation-summary'];
+        const token = ++HAND.seq;
+        if (Object.keys(res.overlays || {}).length || res.full) { HAND.overlays = token; }
         const drawn = !res.full && draw(res.overlays, s ? s.children : undefined,
                                         res.geometry);
-        if (!drawn) { hand(res.outputs, skip, res.overlays, res.geometry); return; }
-        later(function () { hand(res.outputs, skip, res.overlays, res.geometry); });
+        if (drawn) { HAND.drawn = token; }
+        const ready = drawn ? drawn.then(painted) : null;
+        HAND.chain = HAND.chain.then(function () { return ready; }).then(function () {
+            hand(res.outputs, skip, res.overlays, res.geometry, token);
+        }).catch(function () {});
     }
 
     function settle(pending, ctx) {
@@ -385,10 +404,44 @@ window.pipexFast = (function () {
         document.addEventListener('DOMContentLoaded', watch);
     } else { watch(); }
 
+    // Plotly.relayout(gd, update) whose plotly_relayout event is not passed on: dcc.Graph
+    // copies a relayout's keys into its figure prop, and that new figure is re-reacted
+    // (plotly recalculates every trace: 30-40 ms on the histogram) to draw what is drawn.
+    // The keys changed quietly are added to the next event passed on (a zoom, a dragged
+    // line): dcc.Graph then copies them too, and never re-reacts the old ones.
+    function relayoutQuietly(gd, update) {
+        const keys = JSON.stringify(Object.keys(update).sort());
+        if (!gd.__pipexQuiet) {
+            const emit = gd.emit, quiet = gd.__pipexQuiet = [], dirty = {};
+            gd.emit = function (name, data) {
+                if (name !== 'plotly_relayout' || !data) { return emit.apply(this, arguments); }
+                const own = Object.keys(data);
+                if (quiet.length && JSON.stringify(own.slice().sort()) === quiet[0].keys) {
+                    quiet.shift();
+                    own.forEach(function (k) { dirty[k] = true; });
+                    return undefined;
+                }
+                const more = Object.keys(dirty).filter(function (k) { return !(k in data); });
+                Object.keys(dirty).forEach(function (k) { delete dirty[k]; });
+                if (!more.length) { return emit.apply(this, arguments); }
+                const full = Object.assign({}, data);
+                more.forEach(function (k) { full[k] = gd.layout[k]; });
+                return emit.call(this, name, full);
+            };
+        }
+        const call = {keys: keys};
+        gd.__pipexQuiet.push(call);
+        const forget = function () {  // a relayout that emitted nothing
+            const i = gd.__pipexQuiet.indexOf(call);
+            if (i >= 0) { gd.__pipexQuiet.splice(i, 1); }
+        };
+        return Promise.resolve(window.Plotly.relayout(gd, update)).then(forget, forget);
+    }
+
     function hasValues() { return Boolean(VAL.data); }
     // the page's markers image, at the image's resolution (for tests)
     function markersImage() { return VAL.data ? VAL.data.canvas.toDataURL('image/png') : null; }
 
     return {move: move, drag: drag, draw: draw, markers: markers, prefetch: prefetch,
-            hasValues: hasValues, markersImage: markersImage};
+            hasValues: hasValues, markersImage: markersImage, relayoutQuietly: relayoutQuietly};
 })();

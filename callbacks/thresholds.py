@@ -175,17 +175,29 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
     const trig = (dc.callback_context.triggered || []).map(function (t) { return t.prop_id; });
     const committed = trig.indexOf('%(slider)s.value') >= 0;
     const pair = committed ? value : (dragValue || value);
-    if (!pair || pair.length !== 2 || !meta) { return [nu, nu, nu, nu]; }
+    if (!pair || pair.length !== 2 || !meta) { return [nu, nu, nu]; }
     const shapes = JSON.parse('%(shapes)s');
     const lo = meta.min, hi = meta.max;
     shapes[0].x0 = shapes[0].x1 = pair[0];
     shapes[1].x0 = shapes[1].x1 = pair[1];
     shapes[2].x0 = lo; shapes[2].x1 = pair[0];
     shapes[3].x0 = pair[1]; shapes[3].x1 = hi;
-    // patch a drawn histogram only (its figure, with these lines, is on its way otherwise)
+    // move the lines of a drawn histogram (its figure, with these lines, is on its way
+    // otherwise) with Plotly.relayout: ~5 ms, where a Patch of the figure makes dcc.Graph
+    // re-react it and plotly recalculate every trace (35-40 ms per key press). dcc.Graph
+    // copies a relayout's keys into its figure prop (another re-react): the event of this
+    // relayout is not passed on (assets/fastmove.js,
+    // relayoutQuietly). The figure Dash holds keeps its old lines:
+    // LOG_JS, the one patch of it, carries the drawn ones; the server's figures are new.
     const gd = document.querySelector('#%(hist)s .js-plotly-plot');
-    const hist = gd && gd.data && gd.data.length ?
-        new dc.Patch().assign(['layout', 'shapes'], shapes).build() : nu;
+    if (gd && gd.data && gd.data.length && gd.layout && window.Plotly) {
+        const drawn = (gd.layout.shapes || []).map(function (s) { return [s.x0, s.x1]; });
+        const want = shapes.map(function (s) { return [s.x0, s.x1]; });
+        if (JSON.stringify(drawn) !== JSON.stringify(want)) {
+            if (window.pipexFast) { window.pipexFast.relayoutQuietly(gd, {shapes: shapes}); }
+            else { window.Plotly.relayout(gd, {shapes: shapes}); }
+        }
+    }
     // numbers as the slider's tooltips write them (assets/format.js: 8,715, 0.2910)
     const fmt = window.dccFunctions && window.dccFunctions.pipexNumber;
     const g = function (v) {
@@ -234,7 +246,7 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
             }
         }
     }
-    return [move, drag, hist, text];
+    return [move, drag, text];
 }
 """ % {"slider": ids.THRESHOLDS, "shapes": _SHAPES, "hist": ids.HIST_GRAPH}
 
@@ -311,6 +323,9 @@ function(value) {
     const gd = document.querySelector('#%(hist)s .js-plotly-plot');
     const clip = gd && gd.layout && gd.layout.meta && gd.layout.meta.clip;
     const patch = new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear');
+    if (gd && gd.layout && gd.layout.shapes) {  // the lines GATE_JS drew, not the figure's
+        patch.assign(['layout', 'shapes'], JSON.parse(JSON.stringify(gd.layout.shapes)));
+    }
     if (clip) {
         if (log) {
             patch.assign(['layout', 'yaxis', 'range'], null)
@@ -366,7 +381,6 @@ def register(app, services):
         GATE_JS,
         Output(ids.MOVE_REQUEST, "data"),
         Output(ids.DRAG_REQUEST, "data"),
-        Output(ids.HIST_GRAPH, "figure", allow_duplicate=True),
         Output(ids.THRESHOLDS_TEXT, "children"),
         Input(ids.THRESHOLDS, "value"),
         Input(ids.THRESHOLDS, "drag_value"),

@@ -197,6 +197,24 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
     return fig
 
 
+def with_datarevision(fig):
+    """`fig` with ``layout.datarevision`` set to a digest of its traces.
+
+    ``Plotly.react`` takes a data array of a new identity for new data unless the layout's
+    ``datarevision`` says otherwise; dcc.Graph passes new copies of the arrays whenever its
+    figure is patched (e.g. the histogram's threshold lines), so without it every patch
+    recalculates every trace. The digest changes exactly when the traces do.
+    """
+    import hashlib
+
+    import plotly.io as pio
+
+    traces = pio.to_json({"data": fig.to_plotly_json()["data"]}, validate=False)
+    digest = hashlib.blake2b(traces.encode(), digest_size=8)
+    fig.update_layout(datarevision=digest.hexdigest())
+    return fig
+
+
 def dominant_bin_clip(counts, ratio=10.0):
     """``(top, index)`` when the largest bin is over `ratio` times the next largest: the
     linear axis's top (1.15 × the next largest) and that bin's index; else None."""

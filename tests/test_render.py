@@ -364,3 +364,17 @@ def test_a_dominant_histogram_bin_is_clipped_on_the_linear_axis():
     flat = figures.histogram_figure(np.array([300, 420, 380, 250]), edges[:5], 1.5, 3.5,
                                     colors={"background": "#00f", "object": "#f80"})
     assert flat.layout.yaxis.range is None and not flat.layout.annotations
+
+
+def test_the_histogram_names_its_data_revision_by_content():
+    from components import figures
+
+    colors = {"background": "#ff0000", "object": "#00ff00"}
+
+    def fig(counts, vmin):
+        return figures.with_datarevision(figures.histogram_figure(
+            np.asarray(counts), np.arange(len(counts) + 1), vmin, 3, colors=colors))
+
+    a = fig([1, 2, 3, 4], 1).layout.datarevision
+    assert a and a == fig([1, 2, 3, 4], 2).layout.datarevision  # lines moved: same data
+    assert a != fig([1, 2, 3, 5], 1).layout.datarevision  # other counts: new data

@@ -114,6 +114,38 @@ def test_a_key_press_costs_one_request_and_the_histogram_follows_in_the_browser(
            timeout=5, what="log axis")
     time.sleep(0.5)
     assert _js(dash_duo, POSTS_JS) == []
+    # The lines drawn in the browser stay where the slider put them when the figure is
+    # patched (the log switch) or zoomed: the graph never redraws an older figure's lines.
+    assert _js(dash_duo, SHAPES_JS)[:2] == [vmin, vmax + 1]
+    _js(dash_duo, "Plotly.relayout(document.querySelector('#histogram-graph .js-plotly-plot'),"
+                  " {'xaxis.range': [10, 200]})")
+    _until(lambda: _js(dash_duo, "return document.querySelector('#histogram-graph "
+                                 ".js-plotly-plot').layout.xaxis.range[0]") == 10,
+           timeout=5, what="the histogram zoomed")
+    time.sleep(0.5)
+    assert _js(dash_duo, SHAPES_JS)[:2] == [vmin, vmax + 1]
+    # A histogram redraw that moves the lines costs no whole re-plot of the histogram by
+    # dcc.Graph (its figure prop is not replaced on a key press).
+    reacts = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+window.__histReacts = 0;
+if (!window.__reactCounted) {
+    const react = window.Plotly.react;
+    window.Plotly.react = function (g) {
+        if (g === document.querySelector('#histogram-graph .js-plotly-plot')) {
+            window.__histReacts += 1;
+        }
+        return react.apply(this, arguments);
+    };
+    window.__reactCounted = true;
+}
+"""
+    _js(dash_duo, reacts)
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: (_js(dash_duo, SHAPES_JS) or [])[:2] == [vmin, vmax + 2], timeout=5,
+           what="the vmax line to follow the second key press")
+    _idle(dash_duo)
+    assert _js(dash_duo, "return window.__histReacts") == 0
 
 
 # Hold the server's answers to moves: only what the page draws itself changes.
