@@ -85,7 +85,7 @@ def set_intensity_scale(recipe, meta):
 #: the recipe's value, and whether it is the image type's (meta["scale"]) or a loaded
 #: recipe's. Hidden for another method than the random walker.
 INTENSITY_JS = """
-function (history, meta) {
+function (_signal, meta, history) {
     const nu = window.dash_clientside.no_update;
     const recipe = history && history.recipe;
     if (!recipe || !meta || history.image_id !== meta.id) { return [nu, nu]; }
@@ -453,8 +453,9 @@ def register(app, services):
         INTENSITY_JS,
         Output(ids.INTENSITY_VALUE, "children"),
         Output(ids.INTENSITY_INFO, "className"),
-        Input(ids.HISTORY, "data"),
+        Input(ids.RECIPE_SIGNAL, "data"),
         Input(ids.IMAGE, "data"),
+        State(ids.HISTORY, "data"),
     )
 
     @app.callback(

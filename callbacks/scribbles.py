@@ -212,7 +212,7 @@ function(rel, mode, width) {
 
 # How many strokes the current recipe holds (after a stroke, Clear, undo, a loaded recipe).
 INFO_JS = """
-function(history) {
+function(_signal, history) {
     const m = history && history.recipe && history.recipe.markers;
     const n = m && Array.isArray(m.scribbles) ? m.scribbles.length : 0;
     const text = n ? n + (n === 1 ? ' stroke' : ' strokes') + ' drawn' : '';
@@ -243,7 +243,8 @@ def register(app, services):
     app.clientside_callback(
         INFO_JS,
         Output(ids.DRAW_INFO, "children"),
-        Input(ids.HISTORY, "data"),
+        Input(ids.RECIPE_SIGNAL, "data"),
+        State(ids.HISTORY, "data"),
     )
 
     @app.callback(

@@ -342,7 +342,7 @@ function(value) {
 ROUTE_JS = """
 function(history) {
     const nu = window.dash_clientside.no_update;
-    if (!history || !history.rev) { return [nu, nu, nu]; }
+    if (!history || !history.rev) { return [nu, nu, nu, nu]; }
     const ch = history.changed || [];
     const has = function (s) { return ch.indexOf(s) >= 0; };
     const sig = {rev: history.rev, t: Date.now()};
@@ -352,7 +352,10 @@ function(history) {
         has('postprocess');
     const seg = segStages && !history.drawn ? sig : nu;
     const measure = has('measure') && !segStages ? sig : nu;
-    return [filter, seg, measure];
+    // a vmin / vmax move drawn by the page changes nothing the RECIPE_SIGNAL panels show
+    // (intensity scale, strokes drawn, voxel size): they are not run on every key press
+    const thresholdsOnly = history.drawn && ch.length === 1 && has('markers');
+    return [filter, seg, measure, thresholdsOnly ? nu : sig];
 }
 """
 
@@ -420,6 +423,7 @@ def register(app, services):
         Output(ids.FILTER_SIGNAL, "data"),
         Output(ids.SEG_SIGNAL, "data"),
         Output(ids.MEASURE_SIGNAL, "data"),
+        Output(ids.RECIPE_SIGNAL, "data"),
         Input(ids.HISTORY, "data"),
         prevent_initial_call=True,
     )

@@ -351,7 +351,7 @@ function(settled, measure, tab) {
 #: The voxel-size inputs show the recipe's voxel size (after undo, a loaded recipe...), else
 #: the file's, else 1; and say where it comes from. In the browser: no request.
 VOXEL_JS = """
-function(history, meta, z, y, x) {
+function(_signal, meta, history, z, y, x) {
     const nu = window.dash_clientside.no_update;
     if (!history || !history.recipe || !meta) { return [nu, nu, nu, nu]; }
     const m = history.recipe.measure || {};
@@ -465,8 +465,9 @@ def register(app, services):
         VOXEL_JS,
         *(Output(ids.VOXEL_SIZE[a], "value") for a in "zyx"),
         Output(ids.VOXEL_SOURCE, "children"),
-        Input(ids.HISTORY, "data"),
+        Input(ids.RECIPE_SIGNAL, "data"),
         Input(ids.IMAGE, "data"),
+        State(ids.HISTORY, "data"),
         *(State(ids.VOXEL_SIZE[a], "value") for a in "zyx"),
     )
 

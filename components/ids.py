@@ -50,6 +50,9 @@ DRAG_ACK = "drag-ack-store"  # the server answered a drag request: send the next
 FILTER_SIGNAL = "filter-signal-store"  # the filter stage changed: filtered image, histogram
 SEG_SIGNAL = "segmentation-signal-store"  # the segmentation must be redrawn by its callback
 MEASURE_SIGNAL = "measure-signal-store"  # only the measurement options changed
+# the recipe changed, other than by a vmin / vmax move the page drew itself: the panels
+# that show a part of the recipe a move never changes (callbacks.thresholds.ROUTE_JS)
+RECIPE_SIGNAL = "recipe-signal-store"
 PANEL_IDS = ("image-panel", "filter-panel", "histogram-panel", "binarization-panel",
              "compare-panel", "measure-panel")
 SEG_MESSAGE = "segmentation-message"

@@ -174,6 +174,7 @@ def page(session_id, sample_names, data_files, *, default_sample, max_upload_mb,
             dcc.Store(id=ids.FILTER_SIGNAL),
             dcc.Store(id=ids.SEG_SIGNAL),
             dcc.Store(id=ids.MEASURE_SIGNAL),
+            dcc.Store(id=ids.RECIPE_SIGNAL),
             dcc.Store(id=ids.ZOOM_SYNC),
             dcc.Store(id=ids.CLIENT_SINK),
             *batch_stores(),  # mounted whatever the tab: the browser's id, the job polled
