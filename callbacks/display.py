@@ -531,8 +531,9 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
         otherwise.
     allow_preview : bool
         Show a live preview (:func:`preview_panel`) if the exact result is not cached and
-        not expected within ``Config.quick_exact_s`` (:func:`exact_is_quick`; a drag, which
-        does not announce, always previews).
+        not expected within ``Config.quick_exact_s`` (:func:`exact_is_quick`). A drag too:
+        where the exact result is quick (coins) each pair under the handle is solved exactly
+        and cached, so the release finds the result of the pair it ends on.
     announce : bool, optional
         Signal the panels that depend on the exact segmentation (comparison, measurements)
         once it is shown; False when only the view changed (style, slice) or for a drag.
@@ -576,8 +577,7 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
     new_base = key if full else no_update
     settled = _signal(recipe, history) if announce else no_update
     try:
-        if allow_preview and not (
-                announce and exact_is_quick(services, session_id, meta, recipe)):
+        if allow_preview and not exact_is_quick(services, session_id, meta, recipe):
             # a new image or slice (full) has a preview only on a reduced grid
             if nearby is None:
                 nearby = () if full else nearby_recipes(services, session_id, history)

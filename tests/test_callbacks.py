@@ -682,6 +682,18 @@ def test_a_quick_exact_result_is_drawn_at_once(tmp_path):
                                   quick_exact_s=0))
     assert not display.exact_is_quick(slow, sid, meta, pointer["recipe"])
 
+    # A drag too draws the exact result of the pair under the handle, and caches it: the
+    # release on that pair finds it (no second solve, no queue after a drag).
+    from callbacks import thresholds
+
+    pointer = out[0]
+    pair = [m["vmin"], m["vmax"] + 9]
+    fig, summary, *_ = thresholds.drag_update(quick, sid, meta, pointer,
+                                              {"pair": pair, "seq": 2}, **SEG_VIEW, base=base)
+    assert "labelled region" in summary and "live preview" not in summary
+    out = _move(quick, sid, meta, pointer, base, tuple(pair), 3)
+    assert "from cache" in out[8] or "cached" in out[8], out[8]
+
 
 def test_a_move_pushes_the_history_on_the_server_and_draws_in_one_response(services):
     from dash import no_update
