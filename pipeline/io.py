@@ -18,6 +18,14 @@ Every way an image enters the app goes through this module: the bundled samples
 * raise :class:`~pipeline.errors.InputError`, with a message meant for the user, for anything
   that cannot be used; no Pillow or tifffile exception escapes.
 
+A TIFF of the data folder (a path on disk, :func:`read_image_file`) is never read into memory
+whole: uncompressed, contiguous image data in native byte order is memory-mapped
+(``TiffFile.asarray(out="memmap")``, a read-only :class:`numpy.memmap` of the file, no copy);
+anything else is decoded page by page (strip by strip) into one preallocated array, the
+compressed data read through a read-only memory map of the file. Its image series (OME-TIFF
+images, the series of a multi-series file) are listed by :func:`tiff_series`; ``series=``
+chooses the one read.
+
 The result is a :class:`LoadedImage`: the array, a display name and notes describing what was
 converted.
 """
@@ -30,6 +38,7 @@ import hashlib
 import io as _io
 import json
 import math
+import mmap
 import os
 import re
 import struct
@@ -59,6 +68,8 @@ __all__ = [
     "png_bytes",
     "VoxelSize",
     "voxel_size",
+    "TiffSeriesInfo",
+    "tiff_series",
 ]
 
 #: Samples offered in the loader. All ship with scikit-image (no download) except
@@ -713,7 +724,59 @@ def _from_palette(im, notes: list):
     return im.convert(mode), mode, True
 
 
-def _read_tiff(data: bytes, name: str, max_pixels: int):
+def _check_series_index(series) -> int:
+    if isinstance(series, bool) or not isinstance(series, (int, np.integer)) or series < 0:
+        raise InputError(f"series must be a non-negative integer (0 for the first image "
+                         f"series of a file), got {series!r}")
+    return int(series)
+
+
+def _pick_series(all_series, index: int, name: str):
+    if index >= len(all_series):
+        count = len(all_series)
+        raise InputError(
+            f"series {index} is out of range: {name} has {count} image "
+            f"series{'' if count == 1 else ' (0 … %d)' % (count - 1)}; choose series "
+            f"{'0' if count == 1 else 'between 0 and %d' % (count - 1)}.")
+    return all_series[index]
+
+
+def _check_series_pages(tif, series, name: str) -> None:
+    """Every page of `series` must be an image of this very file (no page of another file of
+    a multi-file OME series, no missing page tifffile would fill with zeros)."""
+    for page in series.pages:
+        if page is None:
+            raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
+                             "some of its image pages are missing.")
+        if page.parent is not tif:
+            raise InputError(f"{name} refers to image data in other files: load a single, "
+                             "self-contained TIFF file.")
+
+
+def _memmap_series(tif, series):
+    """A read-only :class:`numpy.memmap` of `series` in its file, or None when its image data
+    cannot be mapped as they are: compressed, tiled, with a predictor or bit order, in
+    pieces, or in the other byte order (mapping would then need a byte-swapped copy)."""
+    page = series.keyframe
+    if (series.dataoffset is None or page.dtype is None or int(page.compression) != 1
+            or not page.is_memmappable):
+        return None
+    stored = np.dtype(tif.byteorder + np.dtype(page.dtype).char)
+    if not stored.isnative and stored.itemsize > 1:
+        return None
+    array = tif.asarray(series=series, out="memmap")
+    return array if isinstance(array, np.memmap) else None
+
+
+def _read_tiff(data, name: str, max_pixels: int, *, series_index: int = 0, path=None):
+    """Decode one image series of a TIFF: (array, color, notes, voxel size).
+
+    `data` is the file's content: bytes, or a read-only :class:`mmap.mmap` of the file at
+    `path`. With a `path`, uncompressed contiguous image data is memory-mapped
+    (:func:`_memmap_series`) instead of decoded; otherwise every page is decoded into one
+    preallocated array (:func:`_decode_tiff_series`, or tifffile's page-by-page
+    ``asarray`` after :func:`_check_tiff_segments`).
+    """
     import tifffile
 
     notes: list[str] = []
@@ -725,16 +788,26 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
         raise InputError(f"{name} has {n_pages:,} TIFF pages, the limit is "
                          f"{_MAX_TIFF_PAGES:,}: split the file, or save the stack with fewer, "
                          "larger pages.")
+    source = os.fspath(path) if path is not None else _io.BytesIO(data)
     try:
-        with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+        # _multifile=False: an OME-TIFF naming other files is read as this file alone;
+        # tifffile never opens a file the OME-XML names (it could be anywhere)
+        with tifffile.TiffFile(source, _multifile=False) as tif:
             all_series = tif.series
             if not all_series:
                 raise InputError(f"{name} is a TIFF file without any image.")
-            series = all_series[0]
-            if len(all_series) > 1:
-                notes.append(f"TIFF with {len(all_series)} image series: only the first is "
-                             "used.")
+            series = _pick_series(all_series, series_index, name)
             shape = tuple(int(s) for s in series.shape)
+            if len(all_series) > 1:
+                if path is None and series_index == 0:
+                    notes.append(f"TIFF with {len(all_series)} image series: only the first "
+                                 "is used.")
+                else:
+                    info = _series_info(series_index, series)
+                    named = f"“{info.name}”, " if info.name else ""
+                    notes.append(f"TIFF with {len(all_series)} image series: series "
+                                 f"{series_index} ({named}{_format_shape(info.shape)}, "
+                                 f"{info.dtype}) is shown.")
             axes = series.axes
             page = series.keyframe
             photometric = int(page.photometric)
@@ -746,11 +819,15 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
             _check_squeezed_ndim(spatial)
             _check_decoded_bytes(_tiff_peak_bytes(series, spatial, color, photometric),
                                  spatial, max_pixels)
-            array = _decode_tiff_series(tif, series, data, name)
+            _check_series_pages(tif, series, name)
+            array = _memmap_series(tif, series) if path is not None else None
+            if array is None:
+                array = _decode_tiff_series(tif, series, data, name)
             if array is None:
                 _check_tiff_segments(tif, series, data, name)
-                array = series.asarray()
+                array = series.asarray()  # page by page into one array tifffile allocates
             colormap = page.colormap if photometric == 3 else None
+            found = _series_voxel_size(tif, series_index, series)
     except InputError:
         raise
     except MemoryError:
@@ -766,7 +843,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int):
         array = np.moveaxis(array, s_axis, -1 if color else 0)
     if colormap is not None and array.dtype.kind == "u":
         array, color = _apply_tiff_colormap(array, np.asarray(colormap), notes)
-    return array, color, notes
+    return array, color, notes, found
 
 
 def _tiff_directory_count(data: bytes) -> int | None:
@@ -1012,7 +1089,7 @@ def _apply_tiff_colormap(indices, colormap, notes):
 
 
 def read_image_bytes(data: bytes, filename: str, *, max_bytes: int,
-                     max_pixels: int) -> LoadedImage:
+                     max_pixels: int, series: int = 0) -> LoadedImage:
     """Decode a PNG, JPEG or TIFF file held in memory.
 
     Parameters
@@ -1027,6 +1104,9 @@ def read_image_bytes(data: bytes, filename: str, *, max_bytes: int,
     max_pixels : int
         Largest accepted number of pixels (voxels for a stack), checked from the header
         before the pixel data is decoded.
+    series : int, optional
+        Which image series of a TIFF to read (see :func:`tiff_series`); 0, the first, by
+        default. A PNG or JPEG has only series 0.
 
     Returns
     -------
@@ -1037,26 +1117,36 @@ def read_image_bytes(data: bytes, filename: str, *, max_bytes: int,
     ------
     InputError
         If the file is empty, too large, not a PNG/JPEG/TIFF image, has too many pixels,
-        cannot be decoded (truncated or corrupt), or fails :func:`validate_image`.
+        cannot be decoded (truncated or corrupt), fails :func:`validate_image`, or has no
+        series `series`.
     """
     max_bytes = _check_limit("max_bytes", max_bytes)
     max_pixels = _check_limit("max_pixels", max_pixels)
+    series = _check_series_index(series)
     name = _display_name(filename)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError(f"{name}: expected the bytes of a file, got {type(data).__name__}.")
     data = bytes(data)
     _check_file_size(len(data), max_bytes)
+    return _decode(data, name, max_pixels, series)
+
+
+def _decode(data, name: str, max_pixels: int, series: int, path=None) -> LoadedImage:
+    """Decode a file's content (bytes, or a read-only memory map of the file at `path`)."""
     kind = _sniff(data)
     if kind is None:
         raise _not_an_image(name, data)
+    found = None
     if kind == "TIFF":
-        array, color, notes = _read_tiff(data, name, max_pixels)
+        array, color, notes, found = _read_tiff(data, name, max_pixels, series_index=series,
+                                                path=path)
     else:
-        array, color, notes = _read_pillow(data, name, kind, max_pixels)
+        if series:
+            _pick_series((None,), series, name)  # the message: one series only
+        array, color, notes = _read_pillow(bytes(data), name, kind, max_pixels)
     channels = color_channels(array) if color else None
     array, more = _standardize(array, color=color)
-    return LoadedImage(array, name, tuple(notes) + more, channels=channels,
-                       voxel_size=voxel_size(data) if kind == "TIFF" else None)
+    return LoadedImage(array, name, tuple(notes) + more, channels=channels, voxel_size=found)
 
 
 def decode_upload(contents: str, filename: str, *, max_bytes: int,
@@ -1108,8 +1198,14 @@ def decode_upload(contents: str, filename: str, *, max_bytes: int,
     return read_image_bytes(data, name, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
-def read_image_file(path, *, max_bytes: int, max_pixels: int) -> LoadedImage:
+def read_image_file(path, *, max_bytes: int, max_pixels: int, series: int = 0) -> LoadedImage:
     """Read an image file from disk.
+
+    A TIFF is not read into memory: uncompressed, contiguous image data in native byte order
+    is memory-mapped (the array is a read-only view of a :class:`numpy.memmap` of the file:
+    do not rewrite the file in place while it is in use); anything else is decoded page by
+    page into one array, from a read-only memory map of the file. The checks are those of
+    :func:`read_image_bytes`. PNG and JPEG files are read whole, then decoded.
 
     Parameters
     ----------
@@ -1119,6 +1215,8 @@ def read_image_file(path, *, max_bytes: int, max_pixels: int) -> LoadedImage:
         Largest accepted file size; checked before the file is read.
     max_pixels : int
         Largest accepted number of pixels, see :func:`read_image_bytes`.
+    series : int, optional
+        Which image series of a TIFF to read (:func:`tiff_series` lists them); 0 by default.
 
     Returns
     -------
@@ -1128,25 +1226,58 @@ def read_image_file(path, *, max_bytes: int, max_pixels: int) -> LoadedImage:
     Raises
     ------
     InputError
-        If the file does not exist, cannot be read, or :func:`read_image_bytes` refuses it.
+        If the file does not exist, cannot be read, has no series `series`, or
+        :func:`read_image_bytes` would refuse its content.
     """
     max_bytes = _check_limit("max_bytes", max_bytes)
+    max_pixels = _check_limit("max_pixels", max_pixels)
+    series = _check_series_index(series)
     path = Path(path)
     name = _display_name(path.name)
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise InputError(f"{name} is not a regular file.")
-        _check_file_size(size, max_bytes)
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise InputError(f"{name} was not found.") from None
-    except InputError:
-        raise
-    except OSError as exc:
-        raise InputError(f"could not read {name}: {exc.strerror or exc}.") from None
-    return read_image_bytes(data, name, max_bytes=max_bytes, max_pixels=max_pixels)
+    with _open_file(path, name, max_bytes) as data:
+        return _decode(data, name, max_pixels, series,
+                       path=path if _sniff(data) == "TIFF" else None)
+
+
+class _open_file:
+    """``with _open_file(path, name, max_bytes) as data``: a read-only memory map of a file
+    (its content, as a bytes-like object nothing is copied from until it is read), after the
+    size checks. Closed on exit, unless a view of it is still alive (an exception's
+    traceback may hold one): it is then closed when that view goes."""
+
+    def __init__(self, path: Path, name: str, max_bytes: int):
+        self._map = None
+        try:
+            size = path.stat().st_size
+            if not path.is_file():
+                raise InputError(f"{name} is not a regular file.")
+            _check_file_size(size, max_bytes)
+            with open(path, "rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise InputError(f"{name} was not found.") from None
+        except InputError:
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: mmap of a file emptied meanwhile
+            detail = getattr(exc, "strerror", None) or exc
+            raise InputError(f"could not read {name}: {detail}.") from None
+        if len(self._map) > max_bytes:  # it grew since the check
+            size = len(self._map)
+            self._close()
+            _check_file_size(size, max_bytes)
+
+    def _close(self):
+        try:
+            self._map.close()
+        except BufferError:  # exported views still alive: closed with the last of them
+            pass
+
+    def __enter__(self):
+        return self._map
+
+    def __exit__(self, *exc):
+        self._close()
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -1476,9 +1607,14 @@ def _positive(value):
     return number if math.isfinite(number) and number > 0 else None
 
 
-def _ome_voxel_size(xml: str):
-    match = _OME_PIXELS.search(xml or "")
-    if not match:
+def _ome_voxel_size(xml: str, index: int = 0, n_series: int = 1):
+    """The voxel size of the `index`-th image of an OME-XML: its ``Pixels`` element when the
+    XML has one per series of the file (tifffile reads one series per OME image with data),
+    the first for series 0; None otherwise (rather none than another image's)."""
+    found = list(_OME_PIXELS.finditer(xml or ""))
+    if index < len(found) and (index == 0 or len(found) == n_series):
+        match = found[index]
+    else:
         return None
     attrs = dict(_XML_ATTRIBUTE.findall(match.group(1)))
     sizes = {a: _positive(attrs.get(f"PhysicalSize{a.upper()}")) for a in "zyx"}
@@ -1503,28 +1639,32 @@ def _resolution(page, name):
     return 1.0 / pixels_per_unit if _positive(pixels_per_unit) else None
 
 
-def voxel_size(source) -> VoxelSize | None:
+def voxel_size(source, series: int = 0) -> VoxelSize | None:
     """The voxel size a TIFF file's metadata gives, if any.
 
     Read, in this order: OME-XML (``Pixels`` ``PhysicalSizeX/Y/Z`` and their units, microns
-    when no unit is given); ImageJ metadata (``spacing``: the z step; ``unit``; the
-    ``XResolution`` / ``YResolution`` tags: pixels per unit); the TIFF resolution tags with
-    ``ResolutionUnit`` centimetre (converted to µm). Resolution in inches (or with no unit,
-    outside ImageJ) is ignored: it is a print resolution (72 dpi), not a pixel size.
+    when no unit is given; of the OME image of `series`); ImageJ metadata (``spacing``: the z
+    step; ``unit``; the ``XResolution`` / ``YResolution`` tags: pixels per unit); the TIFF
+    resolution tags with ``ResolutionUnit`` centimetre (converted to µm), of the series' first
+    page. Resolution in inches (or with no unit, outside ImageJ) is ignored: it is a print
+    resolution (72 dpi), not a pixel size.
 
     Parameters
     ----------
     source : bytes or str or Path
         The file's content, or its path (only the headers are read).
+    series : int, optional
+        The image series (see :func:`tiff_series`); 0 by default.
 
     Returns
     -------
     VoxelSize or None
-        None for a file that is not a TIFF, has no such metadata or cannot be parsed: the
-        metadata is optional and never stops a load.
+        None for a file that is not a TIFF, has no such metadata, no such series, or cannot
+        be parsed: the metadata is optional and never stops a load.
     """
     import tifffile
 
+    series = _check_series_index(series)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if bytes(source[:4]) not in _TIFF_MAGICS:
             return None
@@ -1535,24 +1675,145 @@ def voxel_size(source) -> VoxelSize | None:
         raise InputError(f"voxel_size: source must be the bytes or the path of a file, got "
                          f"{type(source).__name__}")
     try:
-        with tifffile.TiffFile(handle) as tif:
-            if tif.is_ome:
-                found = _ome_voxel_size(tif.ome_metadata)
-                if found is not None:
-                    return found
-            page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
-            x, y = _resolution(page, "XResolution"), _resolution(page, "YResolution")
-            if tif.is_imagej:
-                meta = tif.imagej_metadata or {}
-                z = _positive(meta.get("spacing"))
-                unit = _unit_name(meta.get("unit", ""))
-                if (x or y or z) and unit:
-                    return VoxelSize(z, y, x, unit, "ImageJ")
+        with tifffile.TiffFile(handle, _multifile=False) as tif:
+            all_series = tif.series
+            chosen = all_series[series] if series < len(all_series) else None
+            if chosen is None and series:
                 return None
-            unit_tag = page.tags.get("ResolutionUnit")
-            if (x or y) and unit_tag is not None and int(unit_tag.value) == _CENTIMETER:
-                return VoxelSize(None, y and y * 1e4, x and x * 1e4, "µm", "TIFF resolution")
+            return _series_voxel_size(tif, series, chosen)
+    except Exception:  # noqa: BLE001 - metadata is optional: a file we cannot parse has none
+        return None
+
+
+def _series_voxel_size(tif, index: int, series) -> VoxelSize | None:
+    """The voxel size of series `index` (`series`, or None for a file tifffile finds no
+    series in) of an open TIFF; None when its metadata says nothing or cannot be parsed."""
+    try:
+        if tif.is_ome:
+            found = _ome_voxel_size(tif.ome_metadata, index, len(tif.series))
+            if found is not None:
+                return found
+        if series is not None and series.keyframe is not None:
+            page = series.keyframe
+        else:
+            page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+        x, y = _resolution(page, "XResolution"), _resolution(page, "YResolution")
+        if tif.is_imagej:
+            meta = tif.imagej_metadata or {}
+            z = _positive(meta.get("spacing"))
+            unit = _unit_name(meta.get("unit", ""))
+            if (x or y or z) and unit:
+                return VoxelSize(z, y, x, unit, "ImageJ")
+            return None
+        unit_tag = page.tags.get("ResolutionUnit")
+        if (x or y) and unit_tag is not None and int(unit_tag.value) == _CENTIMETER:
+            return VoxelSize(None, y and y * 1e4, x and x * 1e4, "µm", "TIFF resolution")
     except Exception:  # noqa: BLE001 - metadata is optional: a file we cannot parse has none
         return None
     return None
 
+
+# --------------------------------------------------------------------------------------------
+# The image series of a TIFF (OME-TIFF images, multi-series files)
+
+
+@dataclass(frozen=True)
+class TiffSeriesInfo:
+    """One image series of a TIFF file, as :func:`tiff_series` lists it.
+
+    Parameters
+    ----------
+    index : int
+        Its position in the file (``series=`` of :func:`read_image_file`).
+    shape : tuple of int
+        Its shape as stored (tifffile's, before singleton axes are removed).
+    dtype : str
+        Its pixel type, e.g. ``"uint16"``.
+    axes : str
+        tifffile's axes letters, e.g. ``"ZYX"``, ``"YXS"`` (S: samples, colour channels).
+    name : str
+        Its name (an OME image's ``Name``), empty when it has none.
+    kind : str
+        The metadata it was found from: ``"ome"``, ``"imagej"``, ``"shaped"``,
+        ``"generic"``, …
+    """
+
+    index: int
+    shape: tuple
+    dtype: str
+    axes: str
+    name: str
+    kind: str
+
+    def label(self) -> str:
+        """How a menu shows it: ``1: “GFP” — 60 × 512 × 512 uint16``."""
+        name = f"“{self.name}” — " if self.name else ""
+        return f"{self.index}: {name}{_format_shape(self.shape)} {self.dtype}"
+
+
+def _series_info(index: int, series) -> TiffSeriesInfo:
+    """A tifffile series described (its name printable, at most 200 characters)."""
+    name = display_name(series.name) if getattr(series, "name", "") else ""
+    return TiffSeriesInfo(index, tuple(int(v) for v in series.shape), str(series.dtype),
+                          str(series.axes), "" if name == "image" else name,
+                          str(getattr(series, "kind", "") or ""))
+
+
+
+def tiff_series(path, *, max_bytes: int) -> tuple[TiffSeriesInfo, ...]:
+    """The image series of a TIFF file on disk, from its headers (no pixel data is read).
+
+    An OME-TIFF lists one series per OME image, a multi-series TIFF (e.g. written by several
+    ``tifffile.imwrite(..., append=True)``, or pages of different shapes) one per series
+    tifffile recognises; pyramid levels are not series (level 0 is read).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (use :func:`resolve_data_file` for names chosen by a user).
+    max_bytes : int
+        Largest accepted file size; checked before the file is read.
+
+    Returns
+    -------
+    tuple of TiffSeriesInfo
+        Empty for a PNG or JPEG file (one image, no series to choose).
+
+    Raises
+    ------
+    InputError
+        If the file does not exist, cannot be read, is too large, is not an image, has more
+        than 65536 pages or a broken chain of pages, or tifffile cannot parse it.
+    """
+    import tifffile
+
+    max_bytes = _check_limit("max_bytes", max_bytes)
+    path = Path(path)
+    name = _display_name(path.name)
+    with _open_file(path, name, max_bytes) as data:
+        kind = _sniff(data)
+        if kind is None:
+            raise _not_an_image(name, data)
+        if kind != "TIFF":
+            return ()
+        n_pages = _tiff_directory_count(data)
+        if n_pages is None:
+            raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
+                             "its chain of image directories is broken.")
+        if n_pages > _MAX_TIFF_PAGES:
+            raise InputError(f"{name} has {n_pages:,} TIFF pages, the limit is "
+                             f"{_MAX_TIFF_PAGES:,}: split the file, or save the stack with "
+                             "fewer, larger pages.")
+        try:
+            with tifffile.TiffFile(os.fspath(path), _multifile=False) as tif:
+                found = [_series_info(index, series)
+                         for index, series in enumerate(tif.series)]
+        except InputError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - no tifffile exception type may escape
+            raise _decode_error(name, "TIFF", exc) from None
+    if not found:
+        raise InputError(f"{name} is a TIFF file without any image.")
+    return tuple(found)
