@@ -54,13 +54,15 @@ def image_meta(array, loaded, image_id) -> dict:
     }
 
 
-def _read(services, source, sample, contents, filename, data_file):
+def _read(services, source, sample, contents, filename, data_file, series=0):
     cfg = services.config
     limits = dict(max_bytes=cfg.max_bytes, max_pixels=cfg.max_pixels)
     if source == ids.UPLOAD:
         return io.decode_upload(contents, filename or "upload", **limits)
     if source == ids.DATA_FILE:
-        return io.read_image_file(io.resolve_data_file(cfg.data_dir, data_file), **limits)
+        # a TIFF is memory-mapped (uncompressed) or decoded page by page, never read whole
+        return io.read_image_file(io.resolve_data_file(cfg.data_dir, data_file),
+                                  series=series, **limits)
     if sample == ARRAY_SAMPLE and services.initial is not None:
         return services.initial
     if sample not in io.SAMPLE_NAMES:
@@ -68,7 +70,8 @@ def _read(services, source, sample, contents, filename, data_file):
     return io.load_sample(sample)
 
 
-def load_image(services, session_id, source, sample, contents, filename, data_file) -> LoadOutcome:
+def load_image(services, session_id, source, sample, contents, filename, data_file,
+               series=0) -> LoadOutcome:
     """Read, validate and store an image for this session.
 
     Parameters
@@ -79,6 +82,8 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         Id of the control that asked for the load (sample dropdown on first load).
     sample, contents, filename, data_file
         Values of the loader controls.
+    series : int, optional
+        The image series of a data-folder TIFF to load (the Series menu); 0 by default.
 
     Returns
     -------
@@ -87,13 +92,18 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
     """
     what = {ids.UPLOAD: filename, ids.DATA_FILE: data_file}.get(source, sample) or "image"
     what = io.display_name(what)  # as the decoder's messages name it (no control characters)
+    if source == ids.DATA_FILE and isinstance(series, int) and series > 0:
+        what = f"series {series} of {what}"
     try:
-        loaded = _read(services, source, sample, contents, filename, data_file)
+        loaded = _read(services, source, sample, contents, filename, data_file, series)
         array = loaded.array
         image_id = io.content_hash(array)
         meta = image_meta(array, loaded, image_id)
         if loaded.voxel_size is not None:  # shown and used by the 3D view (callbacks.volume)
             meta["voxel_size"] = dataclasses.asdict(loaded.voxel_size)
+        if source == ids.DATA_FILE:  # which file and series (the Series menu goes back to it)
+            meta["data_file"] = data_file
+            meta["series"] = int(series)
         # a colour file's channels, kept for the Channel menu (callbacks.channels)
         from .channels import store_channels
         kept = store_channels(services, session_id, loaded, meta)
@@ -192,27 +202,105 @@ def register(app, services):
         Output(ids.UPLOAD, "contents"),
         Output(ids.SAMPLE, "value"),
         Output(ids.DATA_FILE, "value"),
+        Output(ids.DATA_SERIES, "options"),
+        Output(ids.DATA_SERIES, "value"),
+        Output(ids.DATA_SERIES_ITEM, "style"),
         Input(ids.SAMPLE, "value"),
         Input(ids.UPLOAD, "contents"),
         Input(ids.DATA_FILE, "value"),
+        Input(ids.DATA_SERIES, "value"),
         State(ids.UPLOAD, "filename"),
         State(ids.SESSION, "data"),
+        State(ids.IMAGE, "data"),
         running=[(Output(ids.APP_ROOT, "className"), "app loading", "app")],
     )
-    def _load(sample, contents, data_file, filename, session_id):
+    def _load(sample, contents, data_file, series, filename, session_id, current):
         source = ctx.triggered_id or ids.SAMPLE
-        return load_outputs(services, session_id, source, sample, contents, filename, data_file)
+        return loader_outputs(services, session_id, source, sample, contents, filename,
+                              data_file, series, current)
 
 
-def load_outputs(services, session_id, source, sample, contents, filename, data_file):
+def _series_item_style(shown: bool) -> dict:
+    """The style of the Series menu's loader item (a new dict each time: no shared state)."""
+    return {} if shown else {"display": "none"}
+
+
+def series_options(infos) -> list:
+    """The Series menu's options: one per image series of a file (index, name, shape, dtype:
+    ``pipeline.io.TiffSeriesInfo.label``)."""
+    return [{"label": info.label(), "value": info.index} for info in infos]
+
+
+def data_file_series(services, data_file) -> tuple:
+    """The image series of a data-folder file (``pipeline.io.tiff_series``); empty for a PNG
+    or JPEG and for a file that cannot be listed (its load then says why)."""
+    cfg = services.config
+    try:
+        return io.tiff_series(io.resolve_data_file(cfg.data_dir, data_file),
+                              max_bytes=cfg.max_bytes)
+    except InputError:
+        return ()
+    except Exception:  # noqa: BLE001 - the menu is optional; the load reports the failure
+        log.exception("listing the series of %s failed", io.display_name(data_file))
+        return ()
+
+
+def loader_outputs(services, session_id, source, sample, contents, filename, data_file,
+                   series, current):
+    """The loader's outputs for one load: :func:`load_outputs`, then the Series menu's
+    options, value and loader item style.
+
+    A data-folder file with more than one image series shows the menu, listing them, its first
+    series loaded; choosing another in the menu loads that one (a failure says why, the image
+    shown stays and the menu goes back to its series). A sample, an upload or a file of one
+    series hides it.
+
+    Parameters
+    ----------
+    source : str or None
+        Id of the control that asked for the load (``ids.DATA_SERIES``: the Series menu).
+    series : int or None
+        The Series menu's value.
+    current : dict or None
+        Metadata of the image shown now (``ids.IMAGE``).
+    """
+    keep = (no_update,) * 3
+    if source == ids.DATA_SERIES:
+        if not data_file or series is None:
+            return (no_update,) * 9
+        out = load_outputs(services, session_id, ids.DATA_FILE, sample, contents, filename,
+                           data_file, series=series)
+        if out[0] is not no_update:  # loaded: the menu shows it already
+            return out[:5] + (no_update,) + keep
+        shown = current or {}
+        back = shown.get("series") if shown.get("data_file") == data_file else None
+        return out + (no_update, back, no_update)
+    out = load_outputs(services, session_id, source, sample, contents, filename, data_file)
+    if all(value is no_update for value in out):  # nothing to load
+        return out + keep
+    if source == ids.DATA_FILE:
+        infos = data_file_series(services, data_file)
+        if len(infos) > 1:  # the menu, even when series 0 failed: another may load
+            value = 0 if out[0] is not no_update else None
+            return out + (series_options(infos), value, _series_item_style(True))
+        return out + ([], None, _series_item_style(False))
+    if out[0] is no_update:  # a sample or an upload that failed: the menu stays as it is
+        return out + keep
+    return out + ([], None, _series_item_style(False))
+
+
+def load_outputs(services, session_id, source, sample, contents, filename, data_file,
+                 series=0):
     """Outputs of the loader for one load: image metadata, info, message, cleared upload, and
     the sample / data-file dropdowns showing what is loaded (the others emptied, so that
-    choosing the same sample again loads it)."""
+    choosing the same sample again loads it). `series`: the image series of a data-folder
+    file (:func:`loader_outputs` adds the Series menu)."""
     skip = (no_update,) * 6
     if ((source == ids.UPLOAD and contents is None) or (source == ids.DATA_FILE and not data_file)
             or (source == ids.SAMPLE and not sample)):
         return skip
-    outcome = load_image(services, session_id, source, sample, contents, filename, data_file)
+    outcome = load_image(services, session_id, source, sample, contents, filename, data_file,
+                         series=series)
     # Clear the upload so that choosing the same file again triggers a new load.
     cleared = None if source == ids.UPLOAD else no_update
     if outcome.meta is None:

@@ -13,6 +13,10 @@ CLIENT_SINK = "client-sink-store"  # dummy output of client-side callbacks that 
 SAMPLE = "sample-dropdown"
 UPLOAD = "upload"
 DATA_FILE = "data-file-dropdown"
+# the image series of a data-folder TIFF (OME-TIFF images, multi-series files): the menu,
+# and the loader item holding it (shown only for a file of more than one series)
+DATA_SERIES = "data-series-dropdown"
+DATA_SERIES_ITEM = "data-series-item"
 IMAGE_INFO = "image-info"
 LOAD_MESSAGE = "load-message"
 

@@ -64,11 +64,27 @@ def loader(sample_names, data_files, *, default_sample, max_upload_mb):
                     ),
                 ],
             ),
+            data_series_item(),
             html.Div(className="loader-item loader-info", children=[
                 html.Div(id=ids.IMAGE_INFO),
                 channel_controls(),  # a colour image: which channel to segment
             ]),
             message(ids.LOAD_MESSAGE),
+        ],
+    )
+
+
+def data_series_item():
+    """The Series menu of a data-folder TIFF with several image series (OME-TIFF images, a
+    multi-series file): hidden until such a file is loaded (callbacks.loading fills it)."""
+    return html.Div(
+        id=ids.DATA_SERIES_ITEM,
+        className="loader-item",
+        style={"display": "none"},
+        children=[
+            html.Label("Series", htmlFor=ids.DATA_SERIES),
+            dcc.Dropdown(id=ids.DATA_SERIES, options=[], value=None, clearable=False,
+                         placeholder="an image series of the file"),
         ],
     )
 

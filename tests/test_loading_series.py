@@ -1,0 +1,147 @@
+"""The Series menu of a data-folder TIFF with several image series (issue 9): the loader's
+callback body (callbacks.loading.loader_outputs) called directly, on a real store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from dash import no_update
+
+from callbacks import loading
+from callbacks.services import Services
+from components import ids
+from pipeline.config import Config
+from pipeline.store import new_session_id
+
+HIDDEN = {"display": "none"}
+
+
+@pytest.fixture
+def services(tmp_path):
+    cfg = Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_upload_mb=8,
+                 max_pixels=1_000_000, quick_exact_s=0, job_after_s=1e9)
+    (tmp_path / "data").mkdir()
+    return Services.create(cfg)
+
+
+def _ramp(shape, dtype=np.uint16):
+    grid = np.indices(shape).sum(axis=0)
+    return (grid * 7 % 251).astype(dtype)
+
+
+def _write_series(path, *arrays, ome=False):
+    with tifffile.TiffWriter(path, ome=ome) as tif:
+        for number, array in enumerate(arrays):
+            axes = "ZYX"[-array.ndim:]
+            metadata = {"axes": axes}
+            if ome:
+                metadata["Name"] = f"image {number}"
+            tif.write(array, photometric="minisblack", metadata=metadata)
+
+
+def _load(services, sid, source, data_file=None, series=None, current=None, sample="coins"):
+    return loading.loader_outputs(services, sid, source, sample, None, None, data_file, series,
+                                  current)
+
+
+def test_a_file_of_two_series_shows_the_menu_and_loads_the_one_chosen(services, tmp_path):
+    _write_series(tmp_path / "data" / "two.ome.tif", _ramp((4, 40, 48)), _ramp((60, 70)),
+                  ome=True)
+    sid = new_session_id()
+    out = _load(services, sid, ids.DATA_FILE, "two.ome.tif")
+    meta, _, message, _, _, shown_file, options, value, style = out
+    assert meta["shape"] == [4, 40, 48] and meta["series"] == 0
+    assert meta["data_file"] == "two.ome.tif"
+    assert shown_file is no_update  # the data-file menu keeps the file
+    assert options == [{"label": "0: “image 0” — 4 × 40 × 48 uint16", "value": 0},
+                       {"label": "1: “image 1” — 60 × 70 uint16", "value": 1}]
+    assert value == 0 and style == {}
+    assert "TIFF with 2 image series: series 0" in message.children
+
+    out = _load(services, sid, ids.DATA_SERIES, "two.ome.tif", 1, current=meta)
+    second, info, message, _, _, shown_file, options, value, style = out
+    assert second["shape"] == [60, 70] and second["series"] == 1
+    assert second["id"] != meta["id"]
+    assert "60 × 70" in str(info)
+    assert shown_file is no_update and options is no_update and value is no_update
+    assert style is no_update
+    assert message.className == "message-info"
+    np.testing.assert_array_equal(services.store.get_image(sid, second["id"]), _ramp((60, 70)))
+    assert services.store.is_current(sid, second["id"])
+
+
+def test_a_bad_series_says_why_and_the_image_and_menu_stay(services, tmp_path):
+    # series 1 is over the pixel limit (1,000,000)
+    _write_series(tmp_path / "data" / "big.tif", _ramp((3, 30, 30)), _ramp((1100, 1000),
+                                                                           np.uint8))
+    sid = new_session_id()
+    meta = _load(services, sid, ids.DATA_FILE, "big.tif")[0]
+    out = _load(services, sid, ids.DATA_SERIES, "big.tif", 1, current=meta)
+    kept, info, message, _, _, shown_file, options, value, style = out
+    assert kept is no_update and info is no_update
+    assert message.className == "message-error"
+    assert message.children.startswith("Could not load series 1 of big.tif: image is "
+                                       "1100 × 1000 = 1,100,000 pixels, the limit is "
+                                       "1,000,000 pixels")
+    assert value == 0  # the menu goes back to the series shown
+    assert options is no_update and style is no_update and shown_file is no_update
+
+
+def test_a_corrupt_first_series_still_offers_the_others(services, tmp_path):
+    path = tmp_path / "data" / "broken.tif"
+    _write_series(path, _ramp((3, 30, 30)), _ramp((50, 40)))
+    with tifffile.TiffFile(path) as tif:
+        value_offset = tif.series[0].pages[0].tags["StripOffsets"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[value_offset:value_offset + 4] = (len(data) + 100).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    sid = new_session_id()
+    coins = _load(services, sid, ids.SAMPLE)[0]
+    out = _load(services, sid, ids.DATA_FILE, "broken.tif", current=coins)
+    meta, _, message, _, _, _, options, value, style = out
+    assert meta is no_update
+    assert message.children.startswith("Could not load broken.tif: could not decode "
+                                       "broken.tif as TIFF")
+    assert [o["value"] for o in options] == [0, 1] and value is None and style == {}
+    out = _load(services, sid, ids.DATA_SERIES, "broken.tif", 1, current=coins)
+    assert out[0]["shape"] == [50, 40]
+
+
+def test_a_sample_or_a_single_series_file_hides_the_menu(services, tmp_path):
+    _write_series(tmp_path / "data" / "two.tif", _ramp((3, 30, 30)), _ramp((50, 40)))
+    tifffile.imwrite(tmp_path / "data" / "one.tif", _ramp((30, 40)))
+    sid = new_session_id()
+    assert _load(services, sid, ids.DATA_FILE, "two.tif")[6:] == (
+        [{"label": "0: 3 × 30 × 30 uint16", "value": 0},
+         {"label": "1: 50 × 40 uint16", "value": 1}], 0, {})
+    assert _load(services, sid, ids.DATA_FILE, "one.tif")[6:] == ([], None, HIDDEN)
+    _load(services, sid, ids.DATA_FILE, "two.tif")
+    assert _load(services, sid, ids.SAMPLE, sample="camera")[6:] == ([], None, HIDDEN)
+    # a failed sample load changes nothing
+    assert _load(services, sid, ids.SAMPLE, sample="nope")[6:] == (no_update,) * 3
+    # the menu cleared: nothing to load
+    assert _load(services, sid, ids.DATA_SERIES, "two.tif", None) == (no_update,) * 9
+
+
+def test_the_loader_shows_the_series_menu_hidden_and_registers_it(tmp_path):
+    from app import create_app
+
+    (tmp_path / "data").mkdir()
+    app = create_app(Config(state_dir=tmp_path / "state", data_dir=tmp_path / "data"))
+    layout = app.layout() if callable(app.layout) else app.layout
+    found = {}
+
+    def walk(node):
+        if getattr(node, "id", None) in (ids.DATA_SERIES, ids.DATA_SERIES_ITEM):
+            found[node.id] = node
+        children = getattr(node, "children", None)
+        for child in children if isinstance(children, (list, tuple)) else [children]:
+            if child is not None and hasattr(child, "to_plotly_json"):
+                walk(child)
+
+    walk(layout)
+    assert found[ids.DATA_SERIES_ITEM].style == HIDDEN
+    assert found[ids.DATA_SERIES].options == []
+    inputs = [i["id"] for cb in app.callback_map.values() for i in cb["inputs"]]
+    assert ids.DATA_SERIES in inputs
