@@ -130,7 +130,7 @@ def main(argv=None) -> int:
               f"{time.perf_counter() - t0:.1f} s")
         out = subprocess.run([sys.executable, __file__, "--child", str(path),
                               str(Path(tmp, "state"))], capture_output=True, text=True,
-                             cwd=ROOT)
+                             cwd=ROOT, check=False)
         if out.returncode:
             print(out.stdout, out.stderr)
             return out.returncode

@@ -240,7 +240,7 @@ def data_file_series(services, data_file) -> tuple:
                               max_bytes=cfg.max_bytes)
     except InputError:
         return ()
-    except Exception:  # noqa: BLE001 - the menu is optional; the load reports the failure
+    except Exception:  # the menu is optional; the load reports the failure
         log.exception("listing the series of %s failed", io.display_name(data_file))
         return ()
 

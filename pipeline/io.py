@@ -734,10 +734,10 @@ def _check_series_index(series) -> int:
 def _pick_series(all_series, index: int, name: str):
     if index >= len(all_series):
         count = len(all_series)
-        raise InputError(
-            f"series {index} is out of range: {name} has {count} image "
-            f"series{'' if count == 1 else ' (0 … %d)' % (count - 1)}; choose series "
-            f"{'0' if count == 1 else 'between 0 and %d' % (count - 1)}.")
+        listed, choice = ("", "0") if count == 1 else (f" (0 … {count - 1})",
+                                                       f"between 0 and {count - 1}")
+        raise InputError(f"series {index} is out of range: {name} has {count} image "
+                         f"series{listed}; choose series {choice}.")
     return all_series[index]
 
 
