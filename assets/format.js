@@ -1,19 +1,34 @@
 // Numbers as a person reads them, for the threshold slider's tooltips (dcc.RangeSlider's
-// tooltip.transform names a function of window.dccFunctions): integers with thousands
-// separators (7,347), others with 4 significant digits (0.2910 -> 0.291), never a float's
-// raw digits (0.29101560765411705).
+// tooltip.transform names a function of window.dccFunctions) and the text under it:
+// integers with thousands separators (7,347); a value of at most 6 significant digits (on
+// the slider's grid, or typed: 0.12345) with all of them, as the recipe holds it; others
+// (computed: 0.29101560765411705, 7347.4609375) with 4 significant digits, or one decimal
+// from 1,000 on (0.291, 7,347.5). Never a float's raw digits.
 window.dccFunctions = window.dccFunctions || {};
 window.dccFunctions.pipexNumber = (function () {
     'use strict';
     const whole = new Intl.NumberFormat('en-US', {maximumFractionDigits: 0});
     const large = new Intl.NumberFormat('en-US', {maximumFractionDigits: 1});
     const small = new Intl.NumberFormat('en-US', {maximumSignificantDigits: 4});
+    const exact = {};
+    // the significant digits of the shortest decimal that is this double (0.12345: 5)
+    function digits(v) {
+        const m = Math.abs(v).toExponential().split('e')[0].replace('.', '');
+        return m.replace(/0+$/, '').length || 1;
+    }
     return function (value) {
         const v = Number(value);
         if (!isFinite(v)) { return String(value); }
-        if (Number.isInteger(v)) { return whole.format(v); }
+        if (Number.isInteger(v) && Math.abs(v) < 1e21) { return whole.format(v); }
+        const d = digits(v);
+        if (v !== 0 && Math.abs(v) < 1e-3) {  // 1.235e-4; typed: 1.23456e-4
+            return v.toExponential(d <= 6 ? Math.max(3, d - 1) : 3);
+        }
+        if (d <= 6) {
+            exact[d] = exact[d] || new Intl.NumberFormat('en-US', {maximumSignificantDigits: d});
+            return exact[d].format(v);
+        }
         if (Math.abs(v) >= 1000) { return large.format(v); }
-        if (v !== 0 && Math.abs(v) < 1e-3) { return v.toExponential(3); }
         return small.format(v);
     };
 })();
@@ -50,7 +65,8 @@ window.pipexBoxes = (function () {
         const lo = Number(low.getAttribute('min')), hi = Number(high.getAttribute('max'));
         const step = high.getAttribute('step') || '1';
         if (!isFinite(lo) || !isFinite(hi)) { return; }
-        const n = chars(lo, hi, step);
+        // the widest value at the step, or a typed value finer than it (0.12345)
+        const n = Math.max(chars(lo, hi, step), low.value.length, high.value.length);
         if (slider.getAttribute('data-pipex-box') === String(n)) { return; }
         // the digits, the box's padding and border, and the spin buttons (about 2 ch)
         slider.style.setProperty('--pipex-box-width', 'calc(' + (n + 1) + 'ch + 34px)');
@@ -70,7 +86,7 @@ window.pipexBoxes = (function () {
         if (!slider) { return false; }
         new MutationObserver(schedule).observe(slider, {
             childList: true, subtree: true, attributes: true,
-            attributeFilter: ['min', 'max', 'step']});
+            attributeFilter: ['min', 'max', 'step', 'value']});
         schedule();
         return true;
     }

@@ -25,7 +25,7 @@ from pipeline.errors import InputError
 
 from .display import shown_slice
 from .downloads import file_stem
-from .loading import message_children
+from .loading import format_value, message_children
 from .params import current_recipe
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def label_at(services, session_id, meta, recipe, axis, index, point):
 
 def hover_text(services, session_id, meta, recipe, axis, index, point):
     """What the pointer is on in the segmentation view: "x 120, y 45 · intensity 131 ·
-    region 7" (intensity in the image's own units; region 0 is the background)."""
+    region 7" (intensity in the image's own units, written as the image info writes its
+    range: ``loading.format_value``; region 0 is the background)."""
     try:
         x, y = int(round(point["x"])), int(round(point["y"]))
     except (TypeError, KeyError, ValueError):
@@ -168,8 +169,10 @@ def hover_text(services, session_id, meta, recipe, axis, index, point):
         return ""
     label = label_at(services, session_id, meta, recipe, axis, index, point)
     value = image[y, x]
-    shown = (", ".join(f"{float(v):.6g}" for v in np.ravel(value)) if np.ndim(value)
-             else f"{float(value):.6g}")
+    # as a person reads it (issue 10 item 3): 65,535 on a 16-bit image, 0.291 on a float
+    # one (was .6g: 65535, 0.291016)
+    dtype = str(meta.get("dtype") or image.dtype)
+    shown = ", ".join(format_value(v, dtype) for v in np.ravel(value))
     where = f"x {x}, y {y}" + (f", slice {int(index or 0)}" if meta["ndim"] == 3 else "")
     region = f"region {label}" if label else "background"
     return f"{where} · intensity {shown} · {region}"

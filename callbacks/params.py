@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import math
 
 from dash import ALL, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
@@ -237,11 +238,24 @@ def slider_bounds(meta) -> tuple[float, float]:
     return float(meta["min"]), float(meta["max"])
 
 
+def integer_image(meta) -> bool:
+    """Whether the image holds integers (its thresholds are whole numbers). Older metadata
+    without a dtype: a step of 1 over whole bounds."""
+    dtype = meta.get("dtype")
+    if dtype:
+        return str(dtype).startswith(("int", "uint", "bool"))
+    lo, hi = slider_bounds(meta)
+    return (meta.get("step") or 1.0) == 1.0 and float(lo).is_integer() and float(hi).is_integer()
+
+
 def _snap(value, meta):
-    """`value` on the slider's grid (round numbers stay what they are)."""
-    step = meta.get("step") or 1.0
-    lo = slider_bounds(meta)[0]
-    return round(lo + round((value - lo) / step) * step, 10)
+    """A threshold as the recipe holds it: a whole number on an integer image (99.6 -> 100);
+    on a float image the value itself, as typed (0.12345 stays 0.12345 whatever the slider's
+    step: issue 10 item 2), only float noise removed (0.30000000000000004 -> 0.3). The
+    slider's keys, drags and histogram clicks arrive on its step grid already."""
+    if integer_image(meta):
+        return float(math.floor(value + 0.5))  # half up, as the slider rounds
+    return float(f"{value:.15g}")
 
 
 def check_fits_image(recipe, meta):

@@ -317,3 +317,108 @@ def test_a_line_dragged_on_a_zoomed_histogram_moves_finely(dash_duo, app_factory
     assert new_vmin == vmin
     # 20 px of the zoomed axis: ~40 grey levels (the slider: ~4,000)
     assert 0 < new_vmax - vmax <= 20 * per_px + 2, (vmax, new_vmax, per_px)
+
+
+# What the page shows of the vmin threshold: its box, its thumb (aria value, position along
+# the track as a fraction), its tooltip, the histogram's vmin line and the text under the
+# slider.
+VMIN_SHOWN_JS = """
+const slider = document.getElementById('thresholds-slider');
+const box = slider.querySelector('input.dash-range-slider-min-input');
+const thumb = slider.querySelectorAll('[role=slider]')[0];
+const track = slider.querySelector('.dash-slider-track').getBoundingClientRect();
+const t = thumb.getBoundingClientRect();
+const tip = slider.querySelector('.dash-slider-thumb-1 .dash-slider-tooltip') ||
+    slider.querySelectorAll('.dash-slider-tooltip')[0];
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+const cs = getComputedStyle(box);
+const canvas = document.createElement('canvas').getContext('2d');
+canvas.font = cs.font;
+return {box: box.value, aria: Number(thumb.getAttribute('aria-valuenow')),
+        at: t.left + t.width / 2 - track.left, width: track.width, half: t.width / 2,
+        lo: Number(box.getAttribute('min')),
+        hi: Number(slider.querySelector('input.dash-range-slider-max-input').getAttribute('max')),
+        step: Number(box.getAttribute('step')),
+        tip: tip ? tip.textContent : null,
+        line: gd && gd.layout.shapes ? gd.layout.shapes[0].x0 : null,
+        text: document.getElementById('thresholds-text').textContent,
+        fits: canvas.measureText(box.value).width <=
+            box.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 16};
+"""
+
+
+def _vmin_shown(dash_duo, value):
+    """What the page shows of vmin once its box and histogram line are at `value`."""
+    shown = _js(dash_duo, VMIN_SHOWN_JS)
+    return shown if shown["line"] == value and shown["box"] == f"{value:g}" else None
+
+
+def _type(dash_duo, selector, text):
+    box = dash_duo.find_element(selector)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(text, Keys.ENTER)
+
+
+def test_a_value_typed_finer_than_the_step_is_what_the_recipe_holds(dash_duo, app_factory,
+                                                                   tmp_path):
+    """Issue 10 item 2: on a float image (slider step 0.001) vmin typed 0.12345 with Enter is
+    0.12345 in the recipe, the history, the text under the slider, the tooltip, the
+    histogram's line and the exported script; the thumb sits at its position; the keys then
+    move on the step grid; leaving the box without typing changes nothing (dash's RangeSlider
+    snapped the value on every blur); a vmin typed above vmax is refused as typed."""
+    _start(dash_duo, app_factory)
+    tifffile.imwrite(tmp_path / "float.tif", _disks(np.float32, 0.1, 0.9, seed=2))
+    _upload(dash_duo, tmp_path / "float.tif")
+    vmax = _markers(dash_duo)[1]
+    shown = _js(dash_duo, VMIN_SHOWN_JS)
+    assert shown["step"] == 0.001, shown
+    low = "#thresholds-slider input.dash-range-slider-min-input"
+    _type(dash_duo, low, "0.12345")
+    until(lambda: _step_text(dash_duo) == "step 2 of 2", 60, "the typed vmin's move")
+    until(lambda: _markers(dash_duo) == (0.12345, vmax), 30, "vmin 0.12345 in the recipe")
+    shown = until(lambda: _vmin_shown(dash_duo, 0.12345), 30, "the page's vmin")
+    assert shown["aria"] == 0.12345 and shown["tip"] == "0.12345", shown
+    assert "pixels < 0.12345" in shown["text"], shown
+    assert shown["fits"], shown
+    # the thumb at the value's place along the track (Radix keeps a thumb inside the track:
+    # its centre is shifted by half its width, less towards the middle), within a pixel
+    p = (0.12345 - shown["lo"]) / (shown["hi"] - shown["lo"])
+    expected = p * shown["width"] + shown["half"] * (1 - 2 * p)
+    assert abs(shown["at"] - expected) <= 1, (shown, expected)
+    # leaving the box without typing: no move, the value kept (no snap to 0.123)
+    box = dash_duo.find_element(low)
+    box.click()
+    dash_duo.find_element("#histogram-panel .hint").click()
+    time.sleep(1)
+    assert _step_text(dash_duo) == "step 2 of 2" and _markers(dash_duo) == (0.12345, vmax)
+    # the exported script holds it
+    dash_duo.find_element("#export-script-button").click()
+    script = until(lambda: _download_text(dash_duo, "float_pipeline.py"), 60,
+                   "the exported script")
+    assert "VMIN = 0.12345\n" in script, [ln for ln in script.splitlines() if "VMIN" in ln]
+    # a key press moves on the step grid from there: the next step up, 0.124
+    handles = dash_duo.find_elements("#thresholds-slider [role=slider]")
+    _key(dash_duo, handles[0], Keys.ARROW_RIGHT)
+    until(lambda: _step_text(dash_duo) == "step 3 of 3", 60, "the arrow key's move")
+    until(lambda: _markers(dash_duo) == (0.124, vmax), 30, "vmin on the grid: 0.124")
+    # undo: the typed value again, everywhere
+    dash_duo.find_element("#undo-button").click()
+    until(lambda: _markers(dash_duo) == (0.12345, vmax), 30, "undo: 0.12345")
+    until(lambda: _js(dash_duo, VMIN_SHOWN_JS)["box"] == "0.12345", 30, "undo: the box")
+    # a vmin typed above vmax is refused with the value typed, beside the slider
+    _type(dash_duo, low, f"{vmax + 0.05:g}")
+    message = until(lambda: dash_duo.find_element("#param-message").text, 60, "the refusal")
+    assert f"vmin ({vmax + 0.05:g}) must be below vmax ({vmax:g})" in message, message
+    assert dash_duo.find_elements("#param-message .message-error"), message
+    until(lambda: _js(dash_duo, VMIN_SHOWN_JS)["box"] == "0.12345", 30, "the box put back")
+    assert _markers(dash_duo) == (0.12345, vmax)
+
+
+def _download_text(dash_duo, name):
+    from pathlib import Path
+
+    path = Path(dash_duo.download_path) / name
+    if path.exists() and path.stat().st_size:
+        time.sleep(0.3)
+        return path.read_text(encoding="utf-8")
+    return None
