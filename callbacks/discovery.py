@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 
 from components import ids
 from components import sweep as sweep_components
-from components.docs import doc_link
+from components.docs import doc_url, summary
 from components.sweep import sweep_grid
 from pipeline import postprocess, render
 from pipeline.errors import InputError
@@ -58,7 +58,39 @@ def _mask_uri(mask2d):
 
 def _tile(title, body, footer, *, error=False):
     return html.Div(className="tile tile-error" if error else "tile",
-                    children=[html.Div(className="tile-title", children=title), body, footer])
+                    children=[html.Div(className="tile-title", children=title,
+                                       style={"overflowWrap": "anywhere"}), body, footer])
+
+
+def tile_title(method):
+    """A tile's heading: the method's name, and its function (the name after
+    ``skimage.filters.``, linked to its API page; the whole name and its summary as the
+    link's tooltip), on two lines in every tile (thumbnails aligned). The whole qualified name (skimage.filters.threshold_isodata) did not fit
+    a 200 px tile: every title was cut to "skimage.filters.threshold_is" and ran into the
+    next tile (issue 10, seen on the page)."""
+    qualname = THRESHOLD_FUNCTIONS[method]
+    return [html.Strong(method, className="tile-method"), html.Br(),
+            html.A(html.Code(qualname.rsplit(".", 1)[-1]), href=doc_url(qualname),
+                   target="_blank", rel="noopener noreferrer", className="doc-link",
+                   title=f"{qualname} — {summary(qualname)}")]
+
+
+def threshold_text(value) -> str:
+    """A threshold as the text under the slider will write it once adopted (assets/format.js
+    pipexNumber): whole numbers with thousands separators (8,695), from 1,000 on one decimal
+    (8,695.3), below 4 significant digits (0.4766), tiny values in exponent form. The
+    gallery wrote 8695 beside 25,154 on the same 16-bit image (issue 10 item 3)."""
+    v = float(value)
+    if not math.isfinite(v):
+        return str(v)
+    if v.is_integer() and abs(v) < 1e21:
+        return f"{int(v):,}"
+    if v != 0 and abs(v) < 1e-3:
+        mantissa, exponent = f"{v:.3e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    if abs(v) >= 1000:
+        return f"{v:,.1f}".rstrip("0").rstrip(".")
+    return f"{float(f'{v:.4g}'):g}"
 
 
 def gallery(services, session_id, meta, recipe, axis, index, window):
@@ -69,23 +101,22 @@ def gallery(services, session_id, meta, recipe, axis, index, window):
     tiles = []
     for method in GLOBAL_METHODS:
         value = values.get(method)
-        title = [doc_link(THRESHOLD_FUNCTIONS[method])]
+        title = tile_title(method)
         if not isinstance(value, float):
             tiles.append(_tile(title, html.Div(className="tile-message", children=str(value)),
                                None, error=True))
             continue
-        buttons = html.Div(className="tile-buttons", children=[
-            html.Span(format_value(value, meta["dtype"]), className="tile-value"),
-            html.Button("as vmin", id={"type": ids.ADOPT, "method": method, "as": "vmin",
-                                       "value": value}, n_clicks=0),
-            html.Button("as vmax", id={"type": ids.ADOPT, "method": method, "as": "vmax",
-                                       "value": value}, n_clicks=0),
-        ])
+        adopt = [html.Button(f"as {end}", id={"type": ids.ADOPT, "method": method, "as": end,
+                                               "value": value}, n_clicks=0)
+                 for end in ("vmin", "vmax")]
+        # the value on its own line: "8,695.2" and both buttons did not fit one line
+        buttons = html.Div([html.Div(threshold_text(value), className="tile-value"),
+                            html.Div(adopt, className="tile-buttons")])
         tiles.append(_tile(title, html.Img(src=_mask_uri(binarize(shown, value)),
                                            className="thumb", alt=f"{method} binarisation"),
                            buttons))
     for method in LOCAL_METHODS:
-        title = [doc_link(THRESHOLD_FUNCTIONS[method])]
+        title = tile_title(method)
         try:
             # Sauvola's r: half the range of the image's type, in its own units
             scale = float(meta.get("scale", 1.0))

@@ -422,3 +422,54 @@ def _download_text(dash_duo, name):
         time.sleep(0.3)
         return path.read_text(encoding="utf-8")
     return None
+
+
+# Each threshold tile: its method, the bounds of its title and its children against the
+# tile's, and the value written under its thumbnail.
+TILES_JS = """
+return Array.from(document.querySelectorAll('#threshold-gallery .tile')).map(function (tile) {
+    const t = tile.getBoundingClientRect();
+    const title = tile.querySelector('.tile-title');
+    const inside = Array.from(title.querySelectorAll('*')).concat([title]).every(function (e) {
+        const r = e.getBoundingClientRect();
+        return r.left >= t.left - 0.5 && r.right <= t.right + 0.5;
+    });
+    const method = tile.querySelector('.tile-method');
+    const value = tile.querySelector('.tile-value');
+    const img = tile.querySelector('img.thumb');
+    return {method: method ? method.textContent : null, inside: inside,
+            thumb: img ? Math.round(img.getBoundingClientRect().top - t.top) : null,
+            clipped: title.scrollWidth > title.clientWidth + 1,
+            value: value ? value.textContent : null};
+});
+"""
+
+
+def _tiles(dash_duo):
+    tiles = _js(dash_duo, TILES_JS)
+    return tiles if len(tiles) == 9 and all(t["method"] for t in tiles) else None
+
+
+def test_threshold_tiles_name_their_method_in_full_and_write_values_alike(dash_duo,
+                                                                        app_factory, tmp_path):
+    """Seen on the page (issue 10): every tile's title was cut to
+    "skimage.filters.threshold_is" and ran into the next tile, and one 16-bit image's
+    values read 8695 beside 25,154. Each tile now names its method and its function inside
+    the tile, and writes its value with thousands separators."""
+    _start(dash_duo, app_factory)
+    tifffile.imwrite(tmp_path / "sixteen.tif", _disks(np.uint16, 3000, 42000))
+    _upload(dash_duo, tmp_path / "sixteen.tif")
+    _tab(dash_duo, "Threshold discovery")
+    tiles = until(lambda: _tiles(dash_duo), 120, "the nine tiles")
+    assert [t["method"] for t in tiles] == ["isodata", "li", "mean", "minimum", "otsu",
+                                           "triangle", "yen", "niblack", "sauvola"], tiles
+    for tile in tiles:
+        assert tile["inside"] and not tile["clipped"], tile
+    # every thumbnail at the same height in its tile (titles of two lines each)
+    assert len({t["thumb"] for t in tiles}) == 1, tiles
+    values = [t["value"] for t in tiles[:7]]
+    for value in values:
+        assert re.fullmatch(r"\d{1,3}(,\d{3})*(\.\d)?", value), values
+    assert any("," in v for v in values), values
+    links = [a.text for a in dash_duo.find_elements(".tile .doc-link")]
+    assert "threshold_otsu" in links and "threshold_sauvola" in links, links

@@ -74,7 +74,7 @@ def test_whole_pipeline(dash_duo, app_factory, tmp_path):
         try:
             tile = dash_duo.driver.find_element(
                 By.XPATH, "//div[contains(@class,'tile')]"
-                          "[.//code[text()='skimage.filters.threshold_otsu']]")
+                          "[.//code[text()='threshold_otsu']]")
             value = float(tile.find_element(By.CSS_SELECTOR, ".tile-value").text)
             tile.find_element(By.XPATH, ".//button[text()='as vmax']").click()
         except StaleElementReferenceException:  # the gallery re-rendered meanwhile
