@@ -135,7 +135,8 @@ window.pipexFast = (function () {
                 v[i] = res.lo + (px[4 * i] * 256 + px[4 * i + 1]) * res.scale;
             }
             return {key: key, v: v, canvas: canvas, g: g, image: g.createImageData(bmp.width,
-                    bmp.height), trace: res.trace, colors: res.colors};
+                    bmp.height), trace: res.trace, colors: res.colors,
+                    factor: res.factor || 1};  // a value per block of the display level
         });
     }
 
@@ -238,15 +239,18 @@ window.pipexFast = (function () {
         g.setTransform(ratio, 0, 0, ratio, 0, 0);
         g.clearRect(0, 0, w, h);
         g.imageSmoothingEnabled = false;
-        // image pixel (row r, column c) spans [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5];
+        // image pixel (row r, column c) spans [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5]; a
+        // value of the display level covers a block of `factor` pixels a side (the last
+        // ones may be cut by the image's edge: the graph's own overlays are drawn alike);
         // l2p: pixels from the start of the axis, i.e. of the plot area
-        const iw = d.canvas.width, ih = d.canvas.height;
+        const iw = d.canvas.width * d.factor, ih = d.canvas.height * d.factor;
         const x0 = xa.l2p(-0.5), x1 = xa.l2p(iw - 0.5), y0 = ya.l2p(-0.5), y1 = ya.l2p(ih - 0.5);
         g.drawImage(d.canvas, Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0),
                     Math.abs(y1 - y0));
         const own = markerImage(gd, d.trace);
         if (own) { own.style.visibility = 'hidden'; own.setAttribute('data-pipex-hidden', '1'); }
         holder.dataset.markers = vmin + ',' + vmax;  // what is drawn (read by tests, bench)
+        holder.dataset.markersSpan = iw + ',' + ih;  // over which pixels of the image
     }
 
     // Draw the markers of `pair` now, or at the next frame if some were drawn in this one

@@ -69,31 +69,44 @@ def uirevision(meta, axis):
     return f"{meta['id']}-{axis if meta['ndim'] == 3 else ''}"
 
 
-def _gray_uri(image2d, lo, hi):
-    return render.png_data_uri(render.to_uint8(image2d, lo, hi))
+def display_of(meta, axis) -> int:
+    """The display level of the shown slice: blocks of this many pixels a side
+    (``render.display_factor``: 1 up to 2 M pixels, e.g. 3 for 4096²). Every view of it
+    (image, filtered image, markers, result, selection, comparison) is drawn on these
+    blocks; the axes stay in pixels of the image; what is computed, measured and
+    downloaded stays at full resolution."""
+    shape = [int(n) for n in meta["shape"]]
+    if meta["ndim"] == 3:
+        del shape[int(axis or 0)]
+    return render.display_factor(shape[:2])
 
 
 def base_gray(services, session_id, meta, axis, index):
-    """The displayed slice of the image, scaled to uint8 for display."""
+    """The displayed slice of the image, scaled to uint8 for display (full resolution)."""
     image = services.image(session_id, meta["id"])
     return render.to_uint8(shown_slice(image, meta, axis, index), *meta["display"])
 
 
 def base_uri(services, session_id, meta, axis, index):
-    """PNG data URI of the displayed slice of the image."""
-    return render.png_data_uri(base_gray(services, session_id, meta, axis, index))
+    """PNG data URI of the displayed slice of the image, at its display level
+    (:func:`display_of`)."""
+    gray = base_gray(services, session_id, meta, axis, index)
+    return render.png_data_uri(render.reduce_mean(gray, display_of(meta, axis)))
 
 
 def image_panel(services, session_id, meta, axis, index):
     """Figure of the Image panel."""
     uri = base_uri(services, session_id, meta, axis, index)
-    return figures.image_figure(uri, uirevision=uirevision(meta, axis))
+    return figures.image_figure(uri, uirevision=uirevision(meta, axis),
+                                factor=display_of(meta, axis))
 
 
 def filtered_figure(filtered, meta, axis, index):
     """Figure of a filtered image (same display range as the original)."""
-    uri = _gray_uri(shown_slice(filtered, meta, axis, index), *meta["display"])
-    return figures.image_figure(uri, uirevision=uirevision(meta, axis))
+    factor = display_of(meta, axis)
+    gray = render.to_uint8(shown_slice(filtered, meta, axis, index), *meta["display"])
+    uri = render.png_data_uri(render.reduce_mean(gray, factor))
+    return figures.image_figure(uri, uirevision=uirevision(meta, axis), factor=factor)
 
 
 def filtered_panel(services, session_id, meta, recipe, axis, index):
@@ -188,22 +201,31 @@ def drawn_markers(filtered, recipe, meta, axis, index):
 
 
 def overlay_uris(filtered2d, shown2d, recipe, style, show_markers, gray, markers2d=None,
-                 factor=1):
+                 factor=1, display=1):
     """PNG data URIs of the markers (blank if hidden) and of the result in `style`.
 
     `gray()` gives the displayed slice; it is read only for the style that blends it
     (label colours). `markers2d`: the shown markers when they hold strokes drawn by hand
     (:func:`drawn_markers`); else they are made from vmin / vmax on `filtered2d`.
     `factor` > 1: `shown2d` is on a grid of `factor`-wide blocks (``figures.seg_geometry``).
+    `display` > 1: the display level (:func:`display_of`): the markers, and a full
+    resolution `shown2d`, are drawn on its blocks (the pixel nearest each block's centre;
+    contours are found at that resolution).
     """
     if show_markers and markers2d is None:
-        markers2d = make_markers(filtered2d, recipe["markers"]["vmin"],
-                                 recipe["markers"]["vmax"], check=False)
+        markers2d = make_markers(render.reduce_nearest(filtered2d, display),
+                                 recipe["markers"]["vmin"], recipe["markers"]["vmax"],
+                                 check=False)
+    elif show_markers:
+        markers2d = render.reduce_nearest(markers2d, display)
     if show_markers:
         marker = render.png_data_uri(render.marker_overlay(markers2d, alpha=MARKER_ALPHA))
     else:
         marker = blank_uri()
     image2d = gray() if style == "labels" else None
+    if factor == 1 and display > 1:
+        shown2d = render.reduce_nearest(shown2d, display)
+        factor = display
     if image2d is not None and factor > 1:  # a pixel of each block, as the labels'
         image2d = image2d[::factor, ::factor][:shown2d.shape[0], :shown2d.shape[1]]
     return marker, render.png_data_uri(result_overlay(shown2d, image2d, style))
@@ -234,6 +256,7 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
         :class:`~pipeline.compute.TimeLimit` expired).
     """
     timer = _SolveTimer(progress)
+    display = display_of(meta, axis)
     result = services.run(session_id, meta["id"], recipe, should_stop=should_stop,
                           progress=timer)
     if not result.cached:
@@ -251,7 +274,7 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
                                    shown_slice(shown, meta, axis, index).astype(np.int32),
                                    recipe, style, show_markers, gray,
                                    drawn_markers(result.filtered, recipe, meta, axis, index)
-                                   if show_markers else None)
+                                   if show_markers else None, display=display)
         n = count_regions(result.labels)
         fraction = float(np.count_nonzero(result.mask)) / result.mask.size
         return marker, seg, n, fraction
@@ -261,8 +284,9 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
                       axis if meta["ndim"] == 3 else None, index if meta["ndim"] == 3 else None,
                       style, view, bool(show_markers)], sort_keys=True)
     marker_uri, seg_uri, n, fraction = services.compute.rendered(key, overlays)
-    hl_uri = render.png_data_uri(highlight_overlay(
-        shown_slice(result.labels, meta, axis, index), selected)) if selected else blank_uri()
+    hl_uri = render.png_data_uri(highlight_overlay(render.reduce_nearest(
+        shown_slice(result.labels, meta, axis, index), display), selected)) \
+        if selected else blank_uri()
     seg = recipe["segmentation"]
     how = "from cache" if result.cached else f"computed in {result.seconds:.2f} s"
     if result.cached and isinstance(job_seconds, (int, float)) and job_seconds >= 0:
@@ -272,10 +296,13 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
                f"region{'' if n == 1 else 's'} · "
                f"{SEGMENTERS[seg['name']].label} {how}")
     if full:
-        fig = figures.segmentation_figure(render.png_data_uri(gray()), marker_uri, seg_uri,
-                                          uirevision=uirevision(meta, axis), highlight=hl_uri)
+        fig = figures.segmentation_figure(render.png_data_uri(render.reduce_mean(gray(),
+                                                                                 display)),
+                                          marker_uri, seg_uri,
+                                          uirevision=uirevision(meta, axis), highlight=hl_uri,
+                                          factor=display)
         return fig, summary
-    patch = overlay_patch(marker_uri, seg_uri)
+    patch = overlay_patch(marker_uri, seg_uri, display)
     if selected is not None:
         patch["data"][figures.HIGHLIGHT_TRACE]["source"] = hl_uri
     return patch, summary
@@ -337,12 +364,13 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
             if meta["ndim"] == 2 else mask2d.astype(np.int32)
     else:
         shown2d = shown_slice(found.mask, meta, axis, index).astype(np.int32)
-    factor = found.factor if found.blocks else 1
+    display = display_of(meta, axis)
+    factor = found.factor if found.blocks else display
     marker_uri, seg_uri = overlay_uris(
         shown_slice(found.filtered, meta, axis, index), shown2d, recipe, style, show_markers,
         lambda: base_gray(services, session_id, meta, axis, index),
         drawn_markers(found.filtered, recipe, meta, axis, index) if show_markers else None,
-        factor=factor)
+        factor=found.factor if found.blocks else 1, display=display)
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     fraction = float(np.count_nonzero(found.mask)) / found.mask.size
     how = (f"at 1/{found.factor} resolution" if found.factor > 1 else "warm-started")
@@ -358,7 +386,8 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
         fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
                                           marker_uri, seg_uri,
                                           uirevision=uirevision(meta, axis),
-                                          highlight=blank_uri(), seg_factor=factor)
+                                          highlight=blank_uri(), seg_factor=factor,
+                                          factor=display)
         return fig, summary
     return overlay_patch(marker_uri, seg_uri, factor), summary
 
@@ -611,7 +640,8 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
             uri = base_uri(services, session_id, meta, axis, index)
             fig = figures.segmentation_figure(uri, blank_uri(), blank_uri(),
                                               uirevision=uirevision(meta, axis),
-                                              highlight=blank_uri())
+                                              highlight=blank_uri(),
+                                              factor=display_of(meta, axis))
         except InputError:
             fig, new_base = figures.empty_figure("image not available"), no_update
     shown = message_children(message, "error")
@@ -629,7 +659,8 @@ def _deferred(services, session_id, meta, recipe, history, axis, index, full, ne
         uri = base_uri(services, session_id, meta, axis, index)
         fig = figures.segmentation_figure(uri, blank_uri(), blank_uri(),
                                           uirevision=uirevision(meta, axis),
-                                          highlight=blank_uri())
+                                          highlight=blank_uri(),
+                                          factor=display_of(meta, axis))
         summary = "exact random walker running as a background job…"
     return fig, summary, None, None, _signal(recipe, history), no_update, new_base
 
@@ -690,7 +721,8 @@ def highlight_patch(services, session_id, meta, recipe, axis, index, selected):
     labels = services.run(session_id, meta["id"], recipe).labels
     patch = Patch()
     patch["data"][figures.HIGHLIGHT_TRACE]["source"] = render.png_data_uri(
-        highlight_overlay(shown_slice(labels, meta, axis, index), selected or []))
+        highlight_overlay(render.reduce_nearest(shown_slice(labels, meta, axis, index),
+                                                display_of(meta, axis)), selected or []))
     return patch
 
 
@@ -706,12 +738,14 @@ def compare_panel(services, session_id, meta, recipe, method, axis, index, full=
     other = services.validate(other)
     mine = services.mask(session_id, meta["id"], recipe)
     theirs = services.mask(session_id, meta["id"], other)
-    overlay = render.png_data_uri(postprocess.boundaries_overlay(
-        shown_slice(theirs, meta, axis, index).astype(np.int32)))
+    display = display_of(meta, axis)
+    overlay = render.png_data_uri(postprocess.boundaries_overlay(render.reduce_nearest(
+        shown_slice(theirs, meta, axis, index), display).astype(np.int32)))
     if full:
         fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
                                           blank_uri(), overlay,
-                                          uirevision=uirevision(meta, axis), highlight=blank_uri())
+                                          uirevision=uirevision(meta, axis), highlight=blank_uri(),
+                                          factor=display)
     else:
         fig = Patch()
         fig["data"][figures.SEG_TRACE]["source"] = overlay

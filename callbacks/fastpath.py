@@ -31,7 +31,7 @@ from pipeline import render
 from pipeline.errors import InputError
 from pipeline.recipe import MAX_BYTES as RECIPE_MAX_BYTES
 
-from .display import MARKER_ALPHA, SETTLE_PROPS, settle_update, shown_slice
+from .display import MARKER_ALPHA, SETTLE_PROPS, display_of, settle_update, shown_slice
 from .params import require_current
 from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update
 
@@ -163,13 +163,14 @@ def fast_values(services, body) -> dict:
     filtered = services.cached_filtered(session_id, meta["id"], recipe)
     if filtered is None:
         raise PreventUpdate
-    values2d = shown_slice(filtered, meta, axis, index)
+    factor = display_of(meta, axis)  # the markers are drawn at the display level
+    values2d = render.reduce_nearest(shown_slice(filtered, meta, axis, index), factor)
     if values2d.size > MAX_VALUE_PIXELS:
         raise PreventUpdate
     rgb, lo, scale = render.pack_values16(values2d)
     alpha = round(255 * MARKER_ALPHA)
     return {"values": render.png_data_uri(rgb), "lo": lo, "scale": scale,
-            "shape": list(values2d.shape), "trace": figures.MARKER_TRACE,
+            "shape": list(values2d.shape), "factor": factor, "trace": figures.MARKER_TRACE,
             "colors": {str(k): [*rgb_, alpha] for k, rgb_ in render.MARKER_COLORS.items()}}
 
 

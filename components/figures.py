@@ -27,11 +27,18 @@ def _image_layout(uirevision, height):
     )
 
 
-def image_figure(base_uri, *, uirevision, height=420):
-    """The Image panel: the (slice of the) image as a PNG."""
+def image_figure(base_uri, *, uirevision, height=420, factor=1):
+    """The Image panel: the (slice of the) image as a PNG, on blocks of `factor` pixels
+    (a reduced display level, ``pipeline.render.display_factor``: :func:`seg_geometry`);
+    the axes stay in pixels of the image."""
     fig = go.Figure(layout=_image_layout(uirevision, height))
-    fig.add_trace(go.Image(source=base_uri, name="image", hoverinfo="x+y"))
+    fig.add_trace(go.Image(source=base_uri, name="image", hoverinfo="x+y",
+                           **_geometry(factor)))
     return fig
+
+
+def _geometry(factor):
+    return seg_geometry(factor) if int(factor) > 1 else {}
 
 
 def seg_geometry(factor=1) -> dict:
@@ -46,15 +53,17 @@ def seg_geometry(factor=1) -> dict:
 
 
 def segmentation_figure(base_uri, marker_uri, seg_uri, *, uirevision, highlight=None,
-                        height=420, seg_factor=1):
+                        height=420, seg_factor=None, factor=1):
     """The Binarization panel: image, marker overlay, result overlay (on blocks of
-    `seg_factor` pixels, :func:`seg_geometry`), selected regions."""
-    fig = image_figure(base_uri, uirevision=uirevision, height=height)
-    fig.add_trace(go.Image(source=marker_uri, name="markers", hoverinfo="skip"))
+    `seg_factor` pixels, :func:`seg_geometry`; default `factor`), selected regions. The
+    image, markers and selection are on blocks of `factor` pixels (the display level)."""
+    fig = image_figure(base_uri, uirevision=uirevision, height=height, factor=factor)
+    fig.add_trace(go.Image(source=marker_uri, name="markers", hoverinfo="skip",
+                           **_geometry(factor)))
     fig.add_trace(go.Image(source=seg_uri, name="segmentation", hoverinfo="skip",
-                           **seg_geometry(seg_factor)))
+                           **seg_geometry(factor if seg_factor is None else seg_factor)))
     fig.add_trace(go.Image(source=highlight or marker_uri, name="selected", hoverinfo="skip",
-                           visible=highlight is not None))
+                           visible=highlight is not None, **_geometry(factor)))
     return fig
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from callbacks import discovery, display, downloads, loading, measure, recipe_io
 from callbacks.params import next_state
 from callbacks.services import Services
-from components import ids
+from components import figures, ids
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.store import new_session_id
@@ -1056,3 +1056,51 @@ def test_a_failed_upload_names_the_file_without_its_control_characters(services)
     assert "evil[31mname.png" in outcome.message
     assert "\x1b" not in outcome.message and "\x07" not in outcome.message
     assert "fakepath" not in outcome.message
+
+
+def test_a_large_image_is_drawn_at_its_display_level_in_pixels_of_the_image(services):
+    """Above render.DISPLAY_MAX_PIXELS every view of the image goes to the browser on blocks
+    (a PNG of half the size here, stretched by the traces' geometry); the axes, hover and
+    strokes stay in pixels of the image; the values the page draws markers from too."""
+    import base64
+
+    from callbacks import fastpath
+
+    rows, cols = np.mgrid[0:1500, 0:1600]
+    image = (60 + (rows + cols) // 100).astype(np.uint8)  # compresses: a small upload
+    image[300:700, 400:900] = 200
+    sid = new_session_id()
+    loaded = _load_upload(services, sid, _png(image), "big.png")
+    meta = loaded.meta
+    assert meta is not None, loaded
+    assert display.display_of(meta, 0) == 2
+
+    def png_shape(uri):
+        return Image.open(_io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size[::-1]
+
+    fig = display.image_panel(services, sid, meta, 0, 0).to_plotly_json()
+    trace = fig["data"][0]
+    assert png_shape(trace["source"]) == (750, 800)
+    assert (trace["dx"], trace["dy"], trace["x0"], trace["y0"]) == (2, 2, 0.5, 0.5)
+
+    from callbacks.params import recipe_action
+
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    fig, _, _, _, pending, _, new_base = display.segmentation_update(
+        services, sid, meta, pointer, **SEG_VIEW, base=None, allow_preview=True)
+    fig = fig.to_plotly_json()  # the first view: a preview on its reduced grid
+    for i in (figures.BASE_TRACE, figures.MARKER_TRACE, figures.HIGHLIGHT_TRACE):
+        assert fig["data"][i]["dx"] == 2, i
+    assert png_shape(fig["data"][figures.BASE_TRACE]["source"]) == (750, 800)
+    assert png_shape(fig["data"][figures.MARKER_TRACE]["source"]) == (750, 800)
+    exact = display.settle_update(services, sid, meta, pointer, pending, **SEG_VIEW,
+                                  base=new_base)
+    assert "labelled region" in exact[1]
+    assert _geometry(exact[0]) == {"x0": 0.5, "y0": 0.5, "dx": 2, "dy": 2}
+    assert png_shape(_sources(exact[0])[("data", 2, "source")]) == (750, 800)
+    # the page's values for its own markers: at the display level, and it is told so
+    history = {**pointer}
+    values = fastpath.fast_values(services, {"session": sid, "image": meta["id"],
+                                             "history": history,
+                                             "view": {"axis": 0, "index": 0}})
+    assert values["factor"] == 2 and values["shape"] == [750, 800]

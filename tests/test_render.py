@@ -378,3 +378,43 @@ def test_the_histogram_names_its_data_revision_by_content():
     a = fig([1, 2, 3, 4], 1).layout.datarevision
     assert a and a == fig([1, 2, 3, 4], 2).layout.datarevision  # lines moved: same data
     assert a != fig([1, 2, 3, 5], 1).layout.datarevision  # other counts: new data
+
+
+def test_a_large_image_is_shown_at_a_display_level():
+    assert render.display_factor((1024, 1024)) == 1
+    assert render.display_factor((2048, 2048)) == 2
+    assert render.display_factor((4096, 4096)) == 3
+    for shape in [(1449, 1449), (1, 10**7), (3000, 700), (2049, 1025)]:
+        f = render.display_factor(shape)
+        blocks = -(-shape[0] // f) * -(-shape[1] // f)
+        assert blocks <= render.DISPLAY_MAX_PIXELS
+        if f > 1:  # the smallest such factor
+            assert -(-shape[0] // (f - 1)) * -(-shape[1] // (f - 1)) > render.DISPLAY_MAX_PIXELS
+    with pytest.raises(InputError, match="shape"):
+        render.display_factor((0, 5))
+    with pytest.raises(InputError, match="max_pixels"):
+        render.display_factor((5, 5), max_pixels=0)
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (7, 10), (5, 9), (1, 4)])
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_the_display_level_blocks(shape, factor, dtype):
+    rng = np.random.default_rng(sum(shape) + factor)
+    image = (rng.random(shape) * 250).astype(dtype)
+    mean, near = render.reduce_mean(image, factor), render.reduce_nearest(image, factor)
+    rows, cols = range(0, shape[0], factor), range(0, shape[1], factor)
+    want = np.array([[image[r:r + factor, c:c + factor].astype(float).mean() for c in cols]
+                     for r in rows])
+    if np.issubdtype(dtype, np.integer):
+        want = np.rint(want)
+    np.testing.assert_allclose(mean, want, rtol=1e-6)
+    assert mean.dtype == image.dtype and near.dtype == image.dtype
+    assert near.shape == mean.shape == want.shape
+    for i, r in enumerate(rows):  # the pixel nearest each block's centre, inside the block
+        for j, c in enumerate(cols):
+            rr = min(r + factor // 2, shape[0] - 1)
+            cc = min(c + factor // 2, shape[1] - 1)
+            assert near[i, j] == image[rr, cc]
+    with pytest.raises(InputError, match="factor"):
+        render.reduce_mean(image, 0)

@@ -412,3 +412,38 @@ def test_a_dominant_bin_is_clipped_and_log_counts_show_it_whole(dash_duo, app_fa
     dash_duo.find_element("#histogram-log input").click()
     _until(lambda: _js(dash_duo, yaxis)[:2] == ["linear", clip], timeout=10,
            what="the clip back on the linear axis")
+
+
+def test_a_large_image_is_drawn_at_its_display_level_and_the_markers_line_up(
+        dash_duo, app_factory, tmp_path):
+    """A 1500 x 1600 image (above render.DISPLAY_MAX_PIXELS) goes to the browser on 2 x 2
+    blocks: every trace of the segmentation graph says so, the axes stay in pixels of the
+    image, and the markers the page draws itself on a key press cover the image exactly."""
+    from PIL import Image
+
+    rows, cols = np.mgrid[0:1500, 0:1600]
+    image = (60 + (rows + cols) // 100).astype(np.uint8)
+    image[300:700, 400:900] = 200
+    (tmp_path / "data").mkdir(exist_ok=True)
+    Image.fromarray(image).save(tmp_path / "data" / "big.png")
+    _start(dash_duo, app_factory)
+    dash_duo.select_dcc_dropdown("#data-file-dropdown", value="big.png")
+    dash_duo.wait_for_contains_text("#image-info", "big.png", timeout=60)
+    geometry_js = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+return gd.data.map(t => [t.dx, t.x0]).concat([gd.layout.xaxis.range]);"""
+    _until(lambda: _js(dash_duo, geometry_js)[4][1] > 1000 and exact_shown(dash_duo),
+           timeout=120, what="the exact result of the large image")
+    geometry = _js(dash_duo, geometry_js)
+    assert geometry[:4] == [[2, 0.5]] * 4, geometry
+    lo, hi = sorted(geometry[4])
+    assert -2 <= lo <= 0 and 1599 <= hi <= 1602  # the axis spans the image's own pixels
+    _idle(dash_duo)
+    _js(dash_duo, FETCH_HOOK_JS)
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: _js(dash_duo, "return document.getElementById('segmentation-graph')"
+                                 ".dataset.markers || null"), timeout=10,
+           what="the page's own markers")
+    # its values are at the display level: they are drawn over the image's own pixels
+    assert _js(dash_duo, "return document.getElementById('segmentation-graph')"
+                         ".dataset.markersSpan") == "1600,1500"
