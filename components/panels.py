@@ -115,6 +115,12 @@ def post_controls():
                     step="any"),
         ]),
         html.Div(className="doc-line", children=["labels: ", doc_link("skimage.measure.label")]),
+        # issue 10 item 1: the counts are true counts; why the numbers are not 1 … N
+        html.P(className="hint post-hint", children=[
+            ("Region counts are counts of objects. Removing, splitting or clearing objects "
+             "keeps the other labels' numbers (as the label image and the measurements' "
+             "label column do), so they can have gaps; tick "),
+            html.Em("relabel sequential"), " to number them 1 … N."]),
         html.Div(className="doc-line", children=[
             "split touching objects: ", doc_link("scipy.ndimage.distance_transform_edt"), " ",
             doc_link("skimage.feature.peak_local_max"), " ",
