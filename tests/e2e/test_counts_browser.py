@@ -1,7 +1,8 @@
 """Issue 10 item 1 in headless Chromium: after "remove small objects" the segmentation's
 summary and the measurements give the true count of objects, not the highest label (the
 label image keeps its gaps, and the post-processing panel says why and what to tick);
-"relabel sequential" numbers them 1 … N."""
+"relabel sequential" numbers them 1 … N. And the Sample menu (item 9) stops saying "coins"
+once another image is loaded, and choosing coins again loads it."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ def test_the_count_is_the_number_of_objects_not_the_highest_label(dash_duo, app_
     dash_duo.find_element("#upload input[type=file]").send_keys(str(path))
     dash_duo.wait_for_contains_text("#image-info", "specks.tif", timeout=60)
     until(lambda: _regions(dash_duo) == 29, 120, "29 regions: 25 specks and 4 disks")
+    # item 9: the Sample menu no longer says "coins" once another image is loaded
+    assert "coins" not in dash_duo.find_element("#sample-dropdown").text
 
     _tick(dash_duo, "remove small objects")  # min size 64 px: the specks go
     until(lambda: _regions(dash_duo) == 4, 120, "4 labelled regions after removing the specks")
@@ -84,4 +87,8 @@ def test_the_count_is_the_number_of_objects_not_the_highest_label(dash_duo, app_
     until(lambda: _regions(dash_duo) == 4, 120, "still 4 regions")
     labels = _labels(dash_duo, "specks_labels.tif", time.time() - 1)
     assert sorted(np.unique(labels[labels > 0])) == [1, 2, 3, 4]
+    # choosing coins again loads it
+    show(dash_duo.driver, "#sample-dropdown")
+    dash_duo.select_dcc_dropdown("#sample-dropdown", value="coins")
+    dash_duo.wait_for_contains_text("#image-info", "coins", timeout=60)
 

@@ -445,6 +445,26 @@ return Array.from(document.querySelectorAll('#threshold-gallery .tile')).map(fun
 """
 
 
+# The fraction of white pixels of a tile's thumbnail (execute_async_script; the method).
+WHITE_JS = """
+const done = arguments[arguments.length - 1];
+const img = document.querySelector('#threshold-gallery img[alt="' + arguments[0] +
+                                    ' binarisation"]');
+const im = new Image();
+im.onload = function () {
+    const c = document.createElement('canvas');
+    c.width = im.width; c.height = im.height;
+    const g = c.getContext('2d');
+    g.drawImage(im, 0, 0);
+    const px = g.getImageData(0, 0, im.width, im.height).data;
+    let white = 0;
+    for (let i = 0; i < px.length; i += 4) { if (px[i] > 127) { white += 1; } }
+    done(white / (px.length / 4));
+};
+im.src = img.src;
+"""
+
+
 def _tiles(dash_duo):
     tiles = _js(dash_duo, TILES_JS)
     return tiles if len(tiles) == 9 and all(t["method"] for t in tiles) else None
@@ -473,3 +493,50 @@ def test_threshold_tiles_name_their_method_in_full_and_write_values_alike(dash_d
     assert any("," in v for v in values), values
     links = [a.text for a in dash_duo.find_elements(".tile .doc-link")]
     assert "threshold_otsu" in links and "threshold_sauvola" in links, links
+    # item 8: the Sauvola tile of an integer image is not solid black (r in the image's
+    # units), nor solid white
+    white = dash_duo.driver.execute_async_script(WHITE_JS, "sauvola")
+    assert 0.01 < white < 0.99, white
+
+
+# The vmax thumb's centre in the window (scrolled into view first).
+VMAX_THUMB_JS = """
+const thumb = document.querySelectorAll('#thresholds-slider [role=slider]')[1];
+thumb.scrollIntoView({block: 'center'});
+const b = thumb.getBoundingClientRect();
+return [b.x + b.width / 2, b.y + b.height / 2];
+"""
+
+
+def test_dragging_the_vmax_thumb_off_an_overlapping_vmin_moves_vmax_only(dash_duo,
+                                                                         app_factory,
+                                                                         tmp_path):
+    """Issue 10 item 5: on a float image the thumbs of close thresholds lie on top of each
+    other, and dragging the vmax thumb moved vmin (0.490 -> 0.358). With vmin 0.49 and vmax
+    0.5 typed in the boxes (2 px apart on the slider), the thumb under the pointer is vmax's,
+    and dragging it right moves vmax only."""
+    _start(dash_duo, app_factory)
+    tifffile.imwrite(tmp_path / "float.tif", _disks(np.float32, 0.1, 0.9, seed=4))
+    _upload(dash_duo, tmp_path / "float.tif")
+    _type(dash_duo, "#thresholds-slider input.dash-range-slider-max-input", "0.5")
+    until(lambda: _markers(dash_duo) and _markers(dash_duo)[1] == 0.5, 60, "vmax 0.5")
+    _type(dash_duo, "#thresholds-slider input.dash-range-slider-min-input", "0.49")
+    until(lambda: _markers(dash_duo) == (0.49, 0.5), 60, "vmin 0.49")
+    steps = _step_text(dash_duo)
+    x, y = _js(dash_duo, VMAX_THUMB_JS)
+    cdp = dash_duo.driver.execute_cdp_cmd
+    cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+    cdp("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
+                                     "buttons": 1, "clickCount": 1})
+    for k in range(1, 11):  # 40 px to the right, in steps
+        cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + 4 * k, "y": y,
+                                         "button": "left", "buttons": 1})
+        time.sleep(0.03)
+    cdp("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x + 40, "y": y,
+                                     "button": "left", "buttons": 0, "clickCount": 1})
+    until(lambda: _step_text(dash_duo) != steps, 60, "the drag's move")
+    until(lambda: _markers(dash_duo) and _markers(dash_duo)[1] > 0.55, 30, "vmax dragged")
+    vmin, vmax = _markers(dash_duo)
+    assert vmin == 0.49, (vmin, vmax)
+    # the dragged value is on the slider's step grid
+    assert abs(vmax * 1000 - round(vmax * 1000)) < 1e-6, vmax
