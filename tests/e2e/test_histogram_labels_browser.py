@@ -1,0 +1,61 @@
+"""Issue 10 item 6 on the page, in headless Chromium: on skimage's retina and hubble images
+(the histograms a person distrusted: a spike, threshold names piled up, "triangle" clipped
+to "ngle") the seven automatic thresholds' names are all drawn, none overlaps another, and
+each lies inside the plot area."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from skimage import data
+
+from tests.e2e.helpers import until
+from tests.e2e.test_issue10_browser import _start
+
+pytestmark = pytest.mark.browser
+
+# Every threshold name drawn on the histogram: its text and box, and the plot area's box.
+LABELS_JS = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+if (!gd) { return null; }
+const area = gd.querySelector('.nsewdrag').getBoundingClientRect();
+const labels = Array.from(gd.querySelectorAll('.scatterlayer .textpoint text'))
+    .filter(function (t) { return t.textContent; })
+    .map(function (t) {
+        const b = t.getBoundingClientRect();
+        return {name: t.textContent, left: b.left, right: b.right, top: b.top,
+                bottom: b.bottom};
+    });
+return {labels: labels, area: {left: area.left, right: area.right, top: area.top,
+                               bottom: area.bottom}};
+"""
+
+NAMES = {"isodata", "li", "mean", "minimum", "otsu", "triangle", "yen"}
+
+
+def _drawn(dash_duo, name):
+    if name not in dash_duo.find_element("#image-info").text:
+        return None
+    shown = dash_duo.driver.execute_script(LABELS_JS)
+    if not shown or {lab["name"] for lab in shown["labels"]} != NAMES:
+        return None
+    return shown
+
+
+@pytest.mark.parametrize("sample", ["retina", "hubble_deep_field"])
+def test_threshold_names_never_overlap_nor_leave_the_plot(dash_duo, app_factory, tmp_path,
+                                                          sample):
+    path = tmp_path / f"{sample}.png"
+    Image.fromarray(getattr(data, sample)()).save(path)
+    _start(dash_duo, app_factory)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(path))
+    shown = until(lambda: _drawn(dash_duo, path.name), 120, f"the seven names on {sample}")
+    area, labels = shown["area"], shown["labels"]
+    for lab in labels:  # inside the plot area (1 px of anti-aliasing)
+        assert lab["left"] >= area["left"] - 1 and lab["right"] <= area["right"] + 1, (lab, area)
+        assert lab["top"] >= area["top"] - 1 and lab["bottom"] <= area["bottom"] + 1, (lab, area)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            apart = (a["right"] <= b["left"] or b["right"] <= a["left"] or
+                     a["bottom"] <= b["top"] or b["bottom"] <= a["top"])
+            assert apart, (a, b)
