@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import re
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import diskcache
 import numpy as np
+from numpy.lib import format as npformat
 
 from .errors import InputError
 
@@ -32,6 +34,29 @@ __all__ = ["ArrayStore", "check_session_id", "new_session_id", "session_belongs_
 _SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _DIGEST_RE = re.compile(r"^[0-9a-f]{24}$")  # a stored recipe's hash (blake2b, 12 bytes)
+
+
+class _NpyReader:
+    """A file-like reader of `array` in ``.npy`` format, served in chunks straight from the
+    array's memory: diskcache (``set(..., read=True)``) streams it to a file without a
+    pickled copy of the whole array."""
+
+    def __init__(self, array: np.ndarray):
+        header = io.BytesIO()
+        npformat.write_array_header_2_0(header, npformat.header_data_from_array_1_0(array))
+        self._parts = [memoryview(header.getvalue()), memoryview(array).cast("B")]
+        self._part = self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while self._part < len(self._parts):
+            part = self._parts[self._part]
+            if self._pos < len(part):
+                end = len(part) if size is None or size < 0 else self._pos + size
+                out = bytes(part[self._pos:end])
+                self._pos += len(out)
+                return out
+            self._part, self._pos = self._part + 1, 0
+        return b""
 
 
 def _session_mac(nonce: str, user: str, secret) -> str:
@@ -171,7 +196,8 @@ class ArrayStore:
         owner = str(owner) if owner else session_id
         removed = self._reserve(owner, session_id, image_id, int(array.nbytes))
         try:
-            self._cache.set(key, array)
+            # streamed to an .npy file (no pickled copy of the array), read back memory-mapped
+            self._cache.set(key, _NpyReader(array), read=True)
             self._cache.set(self._key(session_id, image_id, "meta"), dict(meta))
         except BaseException:
             self._account(lambda ledger: self._drop(ledger, session_id, image_id))
@@ -276,19 +302,24 @@ class ArrayStore:
         return self._key(session_id, image_id, "array") in self._cache
 
     def get_image(self, session_id: str, image_id: str) -> np.ndarray:
-        """Return an image of this session.
+        """Return an image of this session: its file mapped copy-on-write (the pages are
+        read as they are used and shared by every request and worker; writing to the array
+        changes a private copy, never the stored image).
 
         Raises
         ------
         InputError
             If the session does not hold it (never loaded, or evicted).
         """
-        array = self._cache.get(self._key(session_id, image_id, "array"))
-        if array is None:
+        stored = self._cache.get(self._key(session_id, image_id, "array"), read=True)
+        if stored is None:
             raise InputError(
                 "This image is no longer on the server (expired or evicted). Load it again."
             )
-        return array
+        if isinstance(stored, np.ndarray):  # a store written before images were .npy files
+            return stored
+        with stored:  # an .npy file: mapped copy-on-write, so no request copies the image
+            return np.asarray(np.load(stored.name, mmap_mode="c", allow_pickle=False))
 
     def get_meta(self, session_id: str, image_id: str) -> dict:
         """Return the metadata stored with an image (empty dict if absent)."""

@@ -214,3 +214,29 @@ def test_explore_reads_its_own_sessions_recipe_not_anothers(tmp_path):
     # every page of explore()'s app uses the Explorer's session
     layout = explorer.app.server.test_client().get("/_dash-layout").get_data(as_text=True)
     assert explorer.session_id in layout
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64, np.int64])
+def test_images_are_stored_without_a_copy_and_read_back_mapped(tmp_path, dtype):
+    """An image is streamed to an .npy file (never pickled whole: a 2 GB stack must not
+    need 2 GB more) and read back mapped copy-on-write: a request that writes to its array
+    never changes the stored image."""
+    import tracemalloc
+
+    store = ArrayStore(tmp_path)
+    sid = new_session_id()
+    rows = 32 * 2**20 // (1000 * np.dtype(dtype).itemsize) + 1  # > 32 MB: 4 MB chunks
+    image = (np.arange(rows * 1000).reshape(rows, 1000) % 251).astype(dtype)
+    tracemalloc.start()
+    store.put_image(sid, "ab" * 8, image, {"name": "x"})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 3 * 2**22, peak  # a 4 MB chunk or two at a time, never a copy
+    got = store.get_image(sid, "ab" * 8)
+    assert type(got) is np.ndarray and got.dtype == image.dtype
+    np.testing.assert_array_equal(got, image)
+    got[0, 0] = 99  # a private page: the stored image is unchanged
+    np.testing.assert_array_equal(store.get_image(sid, "ab" * 8), image)
+    # a store written before images were files (pickled arrays) is still read
+    store._cache.set(store._key(sid, "cd" * 8, "array"), image)
+    np.testing.assert_array_equal(store.get_image(sid, "cd" * 8), image)
