@@ -780,14 +780,7 @@ def _read_tiff(data, name: str, max_pixels: int, *, series_index: int = 0, path=
     import tifffile
 
     notes: list[str] = []
-    n_pages = _tiff_directory_count(data)
-    if n_pages is None:
-        raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
-                         "its chain of image directories is broken.")
-    if n_pages > _MAX_TIFF_PAGES:
-        raise InputError(f"{name} has {n_pages:,} TIFF pages, the limit is "
-                         f"{_MAX_TIFF_PAGES:,}: split the file, or save the stack with fewer, "
-                         "larger pages.")
+    n_pages = _check_tiff_pages(data, name)
     source = os.fspath(path) if path is not None else _io.BytesIO(data)
     try:
         # _multifile=False: an OME-TIFF naming other files is read as this file alone;
@@ -844,6 +837,20 @@ def _read_tiff(data, name: str, max_pixels: int, *, series_index: int = 0, path=
     if colormap is not None and array.dtype.kind == "u":
         array, color = _apply_tiff_colormap(array, np.asarray(colormap), notes)
     return array, color, notes, found
+
+
+def _check_tiff_pages(data, name) -> int:
+    """The number of image directories of a TIFF, checked: a broken chain or more than
+    :data:`_MAX_TIFF_PAGES` raise :class:`InputError` naming the file."""
+    n_pages = _tiff_directory_count(data)
+    if n_pages is None:
+        raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
+                         "its chain of image directories is broken.")
+    if n_pages > _MAX_TIFF_PAGES:
+        raise InputError(f"{name} has {n_pages:,} TIFF pages, the limit is "
+                         f"{_MAX_TIFF_PAGES:,}: split the file, or save the stack with fewer, "
+                         "larger pages.")
+    return n_pages
 
 
 def _tiff_directory_count(data: bytes) -> int | None:
@@ -1796,14 +1803,7 @@ def tiff_series(path, *, max_bytes: int) -> tuple[TiffSeriesInfo, ...]:
             raise _not_an_image(name, data)
         if kind != "TIFF":
             return ()
-        n_pages = _tiff_directory_count(data)
-        if n_pages is None:
-            raise InputError(f"could not decode {name} as TIFF (file truncated or corrupt): "
-                             "its chain of image directories is broken.")
-        if n_pages > _MAX_TIFF_PAGES:
-            raise InputError(f"{name} has {n_pages:,} TIFF pages, the limit is "
-                             f"{_MAX_TIFF_PAGES:,}: split the file, or save the stack with "
-                             "fewer, larger pages.")
+        _check_tiff_pages(data, name)
         try:
             with tifffile.TiffFile(os.fspath(path), _multifile=False) as tif:
                 found = [_series_info(index, series)
