@@ -780,7 +780,7 @@ def _read_tiff(data, name: str, max_pixels: int, *, series_index: int = 0, path=
     import tifffile
 
     notes: list[str] = []
-    n_pages = _check_tiff_pages(data, name)
+    _check_tiff_pages(data, name)
     source = os.fspath(path) if path is not None else _io.BytesIO(data)
     try:
         # _multifile=False: an OME-TIFF naming other files is read as this file alone;
