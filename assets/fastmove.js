@@ -97,7 +97,7 @@ window.pipexFast = (function () {
         }
         Object.keys(outputs || {}).forEach(function (id) {
             if (skip && skip.indexOf(id) >= 0) { return; }
-            if (id.charAt(0) !== '{' && !changes(id, outputs[id])) { return; }
+            if (!changes(id, outputs[id])) { return; }  // a pattern id is its JSON in the DOM
             dc.set_props(id.charAt(0) === '{' ? JSON.parse(id) : id, outputs[id]);
         });
     }
