@@ -38,7 +38,8 @@ window.dccFunctions.pipexNumber = (function () {
 // float image, 5-digit 16-bit values filled the box to its edge). The width follows the
 // boxes' own min / max / step attributes (the image's range and step, set by
 // callbacks/params.py): integer digits of the widest bound, a sign, the step's decimals,
-// and room for the spin buttons. Set as a CSS variable on the slider (style.css, issue 10).
+// and room for the spin buttons. Set as a CSS variable on the slider (style.css, issue 10),
+// and on a box whose value needs more (its own variable wins over the slider's).
 window.pipexBoxes = (function () {
     'use strict';
     function decimals(step) {
@@ -65,12 +66,30 @@ window.pipexBoxes = (function () {
         const lo = Number(low.getAttribute('min')), hi = Number(high.getAttribute('max'));
         const step = high.getAttribute('step') || '1';
         if (!isFinite(lo) || !isFinite(hi)) { return; }
-        // the widest value at the step, or a typed value finer than it (0.12345)
-        const n = Math.max(chars(lo, hi, step), low.value.length, high.value.length);
-        if (slider.getAttribute('data-pipex-box') === String(n)) { return; }
         // the digits, the box's padding and border, and the spin buttons (about 2 ch)
-        slider.style.setProperty('--pipex-box-width', 'calc(' + (n + 1) + 'ch + 34px)');
-        slider.setAttribute('data-pipex-box', String(n));
+        const width = function (n) { return 'calc(' + (n + 1) + 'ch + 34px)'; };
+        // the widest value at the step, for both boxes
+        const n = chars(lo, hi, step);
+        if (slider.getAttribute('data-pipex-box') !== String(n)) {
+            slider.style.setProperty('--pipex-box-width', width(n));
+            slider.setAttribute('data-pipex-box', String(n));
+        }
+        // a box whose value is finer than the step (typed: 0.12345; adopted from a threshold
+        // method: 103.21747934475349) widens to show all of it, the other box keeps its
+        // width (the slider's track keeps the room left)
+        [low, high].forEach(function (box) {
+            const own = Math.max(n, box.value.length);
+            if (box.getAttribute('data-pipex-box') === String(own)) { return; }
+            // (dash's own rule caps a box at ~120 px: lifted for such a value)
+            if (own > n) {
+                box.style.setProperty('--pipex-box-width', width(own));
+                box.style.maxWidth = 'none';
+            } else {
+                box.style.removeProperty('--pipex-box-width');
+                box.style.maxWidth = '';
+            }
+            box.setAttribute('data-pipex-box', String(own));
+        });
     }
     let scheduled = false;
     function schedule() {
