@@ -258,6 +258,17 @@ def _snap(value, meta):
     return float(f"{value:.15g}")
 
 
+def threshold_text(value, dtype) -> str:
+    """A threshold in a message: as the person typed it when it has at most 6 significant
+    digits (vmin = 0.12345, as the text under the slider writes it: assets/format.js), else
+    as the image info writes values (``loading.format_value``: 0.2910)."""
+    v = float(value)
+    digits = len(repr(abs(v)).split("e")[0].replace(".", "").strip("0"))  # shortest repr
+    if math.isfinite(v) and not v.is_integer() and 1e-3 <= abs(v) < 1e15 and digits <= 6:
+        return f"{v:,.{max(0, 6 - len(str(int(abs(v)))))}f}".rstrip("0").rstrip(".")
+    return format_value(v, dtype)
+
+
 def check_fits_image(recipe, meta):
     """Raise if the recipe cannot work on this image, before computing anything.
 
@@ -293,12 +304,12 @@ def check_fits_image(recipe, meta):
     dtype = meta.get("dtype", "float64")
     if vmin <= meta["min"] and 1 not in drawn:
         raise InputError(
-            f"No background marker: no pixel is below vmin = {format_value(vmin, dtype)} (the "
+            f"No background marker: no pixel is below vmin = {threshold_text(vmin, dtype)} (the "
             f"darkest pixel is {format_value(meta['min'], dtype)}). Keeping the previous "
             "thresholds.")
     if vmax >= meta["max"] and 2 not in drawn:
         raise InputError(
-            f"No object marker: no pixel is above vmax = {format_value(vmax, dtype)} (the "
+            f"No object marker: no pixel is above vmax = {threshold_text(vmax, dtype)} (the "
             f"brightest pixel is {format_value(meta['max'], dtype)}). Keeping the previous "
             "thresholds.")
 

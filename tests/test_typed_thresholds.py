@@ -57,3 +57,19 @@ def test_a_typed_vmin_above_vmax_is_refused_with_the_values_typed():
     markers, message, _ = _typed(FLOAT, 0.75, 0.7)
     assert markers == {"vmin": 0.3, "vmax": 0.7}
     assert "vmin (0.75) must be below vmax (0.7)" in message
+
+
+def test_a_refused_typed_value_is_quoted_as_typed():
+    markers, message, _ = _typed(FLOAT, 0.0305, 0.7)
+    assert markers == {"vmin": 0.3, "vmax": 0.7}
+    assert "no pixel is below vmin = 0.0305 (the darkest pixel is 0.031)" in message, message
+    _, message, _ = _typed(UINT16, 12000, 42000.4)
+    assert "no pixel is above vmax = 42,000 (the brightest pixel is 42,000)" in message, message
+
+
+@pytest.mark.parametrize("value, text", [(0.12345, "0.12345"), (1234.56, "1,234.56"),
+                                         (0.29101560765411705, "0.291"), (65535.0, "65,535")])
+def test_threshold_text(value, text):
+    from callbacks.params import threshold_text
+
+    assert threshold_text(value, "float32") == text
