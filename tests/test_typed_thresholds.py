@@ -60,9 +60,9 @@ def test_a_typed_vmin_above_vmax_is_refused_with_the_values_typed():
 
 
 def test_a_refused_typed_value_is_quoted_as_typed():
-    markers, message, _ = _typed(FLOAT, 0.0305, 0.7)
+    markers, message, _ = _typed(FLOAT, 0.030512, 0.7)
     assert markers == {"vmin": 0.3, "vmax": 0.7}
-    assert "no pixel is below vmin = 0.0305 (the darkest pixel is 0.031)" in message, message
+    assert "no pixel is below vmin = 0.030512 (the darkest pixel is 0.031)" in message, message
     _, message, _ = _typed(UINT16, 12000, 42000.4)
     assert "no pixel is above vmax = 42,000 (the brightest pixel is 42,000)" in message, message
 
