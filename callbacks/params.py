@@ -265,7 +265,8 @@ def threshold_text(value, dtype) -> str:
     v = float(value)
     digits = len(repr(abs(v)).split("e")[0].replace(".", "").strip("0"))  # shortest repr
     if math.isfinite(v) and not v.is_integer() and 1e-3 <= abs(v) < 1e15 and digits <= 6:
-        return f"{v:,.{max(0, 6 - len(str(int(abs(v)))))}f}".rstrip("0").rstrip(".")
+        whole, _, fraction = repr(abs(v)).partition(".")
+        return ("-" if v < 0 else "") + f"{int(whole):,}" + (f".{fraction}" if fraction else "")
     return format_value(v, dtype)
 
 
