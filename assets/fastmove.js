@@ -55,6 +55,8 @@ window.pipexFast = (function () {
         // settles once the overlays' PNGs are decoded and drawn (plotly's image trace waits
         // for them); at most 1 s (a redraw raced by another may never settle, see
         // assets/graph_guard.js)
+        skipConfirmingReacts();
+        gd.__pipexRestyled = true;  // the next react may only confirm these overlays
         const drawn = Promise.resolve(
             window.Plotly.restyle(gd, overlayUpdate(overlays, geometry, traces), traces));
         return Promise.race([drawn.catch(function () {}),
@@ -75,6 +77,65 @@ window.pipexFast = (function () {
             }
             return true;
         });
+    }
+
+    // dcc.Graph re-reacts a figure whose overlays this page has just restyled (the hand-off
+    // of a move's answer sets the figure Dash holds): plotly would only confirm what is
+    // drawn (8-11 ms of supplyDefaults and a redraw of the graph's chrome per key press).
+    // A react of the segmentation graph whose figure is the previous one with just those
+    // overlay props, equal to what is drawn, is skipped; anything else goes to plotly.
+    function sameValue(a, b) {
+        if (a === b) { return true; }
+        if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) {
+            return false;
+        }
+        return JSON.stringify(a) === JSON.stringify(b);
+    }
+
+    function onlyDrawn(gd, fig, last) {
+        // the layout and config as they were handed over (plotly writes into the layout it
+        // draws: ranges, autorange), compared as JSON taken before each react
+        if (!last || !fig || !Array.isArray(fig.data) || !Array.isArray(last.data) ||
+                fig.data.length !== last.data.length || !gd.data ||
+                gd.data.length !== fig.data.length || fig.frames || last.frames ||
+                fig.__pipexJSON !== last.__pipexJSON) {
+            return false;
+        }
+        return fig.data.every(function (t, i) {
+            const before = last.data[i], drawn = gd.data[i];
+            if (t === before) { return true; }
+            if (!t || !before) { return false; }
+            const keys = Object.keys(Object.assign({}, t, before));
+            return keys.every(function (k) {
+                if (OVERLAY_KEYS.indexOf(k) >= 0) { return sameValue(t[k], drawn[k]); }
+                return sameValue(t[k], before[k]);
+            });
+        });
+    }
+    const OVERLAY_KEYS = ['source', 'x0', 'y0', 'dx', 'dy'];
+
+    function skipConfirmingReacts() {
+        const P = window.Plotly;
+        if (!P || P.__pipexSkips) { return; }
+        const react = P.react;
+        P.react = function (gd, fig) {
+            const div = typeof gd === 'string' ? document.getElementById(gd) : gd;
+            const segmentation = div && div.closest && div.closest('#' + SEG);
+            if (segmentation && fig && typeof fig === 'object' && !Array.isArray(fig)) {
+                const last = div.__pipexFigure;
+                div.__pipexFigure = {data: fig.data, frames: fig.frames,
+                                     __pipexJSON: JSON.stringify([fig.layout, fig.config])};
+                fig = div.__pipexFigure;
+                if (div.__pipexRestyled && onlyDrawn(div, fig, last)) {
+                    div.__pipexRestyled = false;
+                    return Promise.resolve(div);
+                }
+                div.__pipexRestyled = false;
+            }
+            return react.apply(this, arguments);
+        };
+        Object.keys(react).forEach(function (k) { P.react[k] = react[k]; });
+        P.__pipexSkips = true;
     }
 
     function hand(outputs, skip, overlays, geometry, token) {

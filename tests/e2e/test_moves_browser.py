@@ -141,11 +141,21 @@ if (!window.__reactCounted) {
 }
 """
     _js(dash_duo, reacts)
+    # nor a second drawing of the segmentation graph once its overlays are drawn (dcc.Graph
+    # re-reacting the figure Dash is handed: a plot that only confirms what is drawn)
+    _js(dash_duo, """
+window.__segPlots = 0;
+document.querySelector('#segmentation-graph .js-plotly-plot')
+    .on('plotly_afterplot', () => { window.__segPlots += 1; });""")
+    before = _js(dash_duo, OVERLAY_JS)
     _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
     _until(lambda: (_js(dash_duo, SHAPES_JS) or [])[:2] == [vmin, vmax + 2], timeout=5,
            what="the vmax line to follow the second key press")
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the exact overlay of the second key press")
     _idle(dash_duo)
     assert _js(dash_duo, "return window.__histReacts") == 0
+    assert _js(dash_duo, "return window.__segPlots") == 1
 
 
 # Hold the server's answers to moves: only what the page draws itself changes.
