@@ -342,9 +342,9 @@ def _rgb_to_gray(array: np.ndarray, notes: list) -> np.ndarray:
         gray[index] = color.rgb2gray(as_float)
     if channels == 4:
         notes.append("RGBA image: transparency blended onto white (skimage.color.rgba2rgb), "
-                     "then converted to grayscale (skimage.color.rgb2gray), values 0…1.")
+                     "then converted to grayscale (skimage.color.rgb2gray), on a 0…1 scale.")
     else:
-        notes.append("RGB image converted to grayscale (skimage.color.rgb2gray), values 0…1.")
+        notes.append("RGB image converted to grayscale (skimage.color.rgb2gray), on a 0…1 scale.")
     return gray
 
 
