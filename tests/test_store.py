@@ -240,3 +240,21 @@ def test_images_are_stored_without_a_copy_and_read_back_mapped(tmp_path, dtype):
     # a store written before images were files (pickled arrays) is still read
     store._cache.set(store._key(sid, "cd" * 8, "array"), image)
     np.testing.assert_array_equal(store.get_image(sid, "cd" * 8), image)
+
+
+def test_reading_an_image_does_not_parse_python(tmp_path, monkeypatch):
+    """np.load parses an .npy header with ast.literal_eval, which CPython 3.11 does not
+    allow from several threads at once (a SystemError seen in CI when two requests read
+    images together): the store reads its own headers."""
+    import ast
+
+    store = ArrayStore(tmp_path)
+    sid = new_session_id()
+    image = np.arange(60, dtype=np.float32).reshape(6, 10)
+    store.put_image(sid, "ab" * 8, image, {})
+
+    def refuse(*_a, **_k):
+        raise AssertionError("ast.literal_eval called")
+
+    monkeypatch.setattr(ast, "literal_eval", refuse)
+    np.testing.assert_array_equal(store.get_image(sid, "ab" * 8), image)
