@@ -144,10 +144,10 @@ def histogram_panel(services, session_id, meta, recipe, log_scale):
     """Histogram of the filtered image with vmin / vmax and the automatic thresholds.
 
     Drawn when the filtered image changes; the vmin / vmax lines then follow the slider in
-    the browser (``callbacks.thresholds.GATE_JS`` patches the figure's shapes), with no
-    request. The figure's ``datarevision`` names its traces' content: dcc.Graph hands
-    plotly new copies of the data arrays with every patch, which plotly would otherwise take
-    for new data (a whole recalculation, ~20 ms of the browser's time per move).
+    the browser (``callbacks.thresholds.GATE_JS`` relayouts the drawn figure's shapes),
+    with no request. The figure's ``datarevision`` names its traces' content: dcc.Graph
+    hands plotly new copies of the data arrays whenever its figure is patched (the log
+    switch), which plotly would otherwise take for new data (a whole recalculation).
     """
     vmin, vmax = recipe["markers"]["vmin"], recipe["markers"]["vmax"]
     counts, edges = services.histogram(session_id, meta["id"], recipe)
@@ -282,7 +282,7 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
     # A repeated view (undo, a slice seen before) reuses its encoded overlays.
     key = json.dumps([meta["id"], stage_keys(recipe), meta["display"],
                       axis if meta["ndim"] == 3 else None, index if meta["ndim"] == 3 else None,
-                      style, view, bool(show_markers)], sort_keys=True)
+                      style, view, bool(show_markers), display], sort_keys=True)
     marker_uri, seg_uri, n, fraction = services.compute.rendered(key, overlays)
     hl_uri = render.png_data_uri(highlight_overlay(render.reduce_nearest(
         shown_slice(result.labels, meta, axis, index), display), selected)) \
