@@ -186,9 +186,9 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
     // otherwise) with Plotly.relayout: ~5 ms, where a Patch of the figure makes dcc.Graph
     // re-react it and plotly recalculate every trace (35-40 ms per key press). dcc.Graph
     // copies a relayout's keys into its figure prop (another re-react): the event of this
-    // relayout is not passed on (assets/fastmove.js,
-    // relayoutQuietly). The figure Dash holds keeps its old lines:
-    // LOG_JS, the one patch of it, carries the drawn ones; the server's figures are new.
+    // relayout is not passed on (assets/fastmove.js, relayoutQuietly). The figure Dash
+    // holds keeps its old lines: LOG_JS, the one patch of it, carries the drawn ones; the
+    // server's figures are new.
     const gd = document.querySelector('#%(hist)s .js-plotly-plot');
     if (gd && gd.data && gd.data.length && gd.layout && window.Plotly) {
         const drawn = (gd.layout.shapes || []).map(function (s) { return [s.x0, s.x1]; });
