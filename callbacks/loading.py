@@ -143,7 +143,8 @@ def format_value(value, dtype) -> str:
         return f"{int(value):,}"
     if value != 0 and not 1e-3 <= abs(value) < 1e6:
         return f"{value:.3e}"
-    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    # from 1,000 whole with separators, as the page's own numbers are (assets/format.js)
+    return f"{value:,.0f}" if abs(value) >= 1e3 else f"{value:.4g}"
 
 
 def describe(meta) -> list:

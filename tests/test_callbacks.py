@@ -1002,7 +1002,8 @@ def test_numbers_are_formatted_for_a_person():
     assert format_value(40000.0, "uint16") == "40,000"
     assert format_value(100.0, "uint16") == "100"
     assert format_value(0.29101560765411705, "float32") == "0.291"
-    assert format_value(7347.4609375, "float64") == "7347"
+    assert format_value(7347.4609375, "float64") == "7,347"  # as the tooltips write it
+    assert format_value(999.94, "float64") == "999.9"
     assert format_value(12345.678, "float64") == "12,346"
     assert format_value(2.5e-5, "float32") == "2.500e-05"
     assert format_value(0.0, "float64") == "0"

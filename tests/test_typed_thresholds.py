@@ -76,7 +76,7 @@ def test_threshold_text(value, text):
 
 
 @pytest.mark.parametrize("value, text", [(0.030512, "0.030512"), (-0.5, "-0.5"),
-                                         (12345.6, "12,345.6"), (7347.4609375, "7347")])
+                                         (12345.6, "12,345.6"), (7347.4609375, "7,347")])
 def test_threshold_text_keeps_every_typed_digit(value, text):
     from callbacks.params import threshold_text
 
