@@ -173,7 +173,7 @@ def test_a_batch_survives_a_reload_and_only_its_browser_sees_it(dash_duo, app_fa
     data = tmp_path / "data"
     data.mkdir()
     coins = _png(skdata.coins())
-    n = 120  # still running when the page is back
+    n = 300  # still running when the page is back (120 could all be done by then in CI)
     for i in range(n):
         (data / f"coins{i:02d}.png").write_bytes(coins)
     _open_batch_tab(dash_duo, app_factory())
