@@ -62,6 +62,20 @@ return Array.from(document.querySelectorAll('#thresholds-slider .dash-slider-too
 """
 
 
+def _drag_right(dash_duo, x, y, step, pause, steps=10):
+    """Press the mouse at (x, y), move it `steps` times `step` px to the right (`pause` s
+    apart) and release it there (CDP mouse events, as a person's drag)."""
+    cdp = dash_duo.driver.execute_cdp_cmd
+    cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+    cdp("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
+                                     "buttons": 1, "clickCount": 1})
+    for k in range(1, steps + 1):
+        cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + step * k, "y": y,
+                                         "button": "left", "buttons": 1})
+        time.sleep(pause)
+    cdp("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x + step * steps, "y": y,
+                                     "button": "left", "buttons": 0, "clickCount": 1})
+
 def _js(dash_duo, script, *args):
     return dash_duo.driver.execute_script(script, *args)
 
@@ -301,17 +315,7 @@ def test_a_line_dragged_on_a_zoomed_histogram_moves_finely(dash_duo, app_factory
         _js(dash_duo, VMAX_LINE_JS)), 10, "the zoomed histogram")
     per_px = (line["range"][1] - line["range"][0]) / line["width"]
     assert per_px < 3
-    cdp = dash_duo.driver.execute_cdp_cmd
-    x, y = line["x"], line["y"]
-    cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
-    cdp("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
-                                     "buttons": 1, "clickCount": 1})
-    for k in range(1, 11):  # 20 px to the right, in steps
-        cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + 2 * k, "y": y,
-                                         "button": "left", "buttons": 1})
-        time.sleep(0.02)
-    cdp("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x + 20, "y": y,
-                                     "button": "left", "buttons": 0, "clickCount": 1})
+    _drag_right(dash_duo, line["x"], line["y"], 2, 0.02)  # 20 px, in steps
     until(lambda: _markers(dash_duo) and _markers(dash_duo)[1] != vmax, 60, "the dragged vmax")
     new_vmin, new_vmax = _markers(dash_duo)
     assert new_vmin == vmin
@@ -524,16 +528,7 @@ def test_dragging_the_vmax_thumb_off_an_overlapping_vmin_moves_vmax_only(dash_du
     until(lambda: _markers(dash_duo) == (0.49, 0.5), 60, "vmin 0.49")
     steps = _step_text(dash_duo)
     x, y = _js(dash_duo, VMAX_THUMB_JS)
-    cdp = dash_duo.driver.execute_cdp_cmd
-    cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
-    cdp("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
-                                     "buttons": 1, "clickCount": 1})
-    for k in range(1, 11):  # 40 px to the right, in steps
-        cdp("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + 4 * k, "y": y,
-                                         "button": "left", "buttons": 1})
-        time.sleep(0.03)
-    cdp("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x + 40, "y": y,
-                                     "button": "left", "buttons": 0, "clickCount": 1})
+    _drag_right(dash_duo, x, y, 4, 0.03)  # 40 px, in steps
     until(lambda: _step_text(dash_duo) != steps, 60, "the drag's move")
     until(lambda: _markers(dash_duo) and _markers(dash_duo)[1] > 0.55, 30, "vmax dragged")
     vmin, vmax = _markers(dash_duo)
