@@ -57,6 +57,7 @@ import numpy as np
 from joblib import Parallel, delayed, parallel_config
 
 from .errors import InputError
+from .npyfile import map_npy
 
 __all__ = [
     "MIN_PIXELS",
@@ -691,7 +692,9 @@ def _shared_arrays(array: np.ndarray, dtype, shared: bool):
     Threads share this process's memory: the input itself and a new output array. loky
     workers get memory maps of a copy of the input and of the output (joblib pickles a memory
     map, and any view of one, as a reference to its file), so that neither blocks nor results
-    are copied through pipes; the output is copied out of its map at the end.
+    are copied through pipes; the output is copied out of its map at the end. The maps are
+    opened by :func:`pipeline.npyfile.map_npy`, not ``np.load``, whose header parse
+    (``ast.literal_eval``) is not safe from several threads at once under CPython 3.11.
     """
     if not shared:
         yield array, np.empty(array.shape, dtype=dtype)
@@ -706,11 +709,11 @@ def _shared_arrays(array: np.ndarray, dtype, shared: bool):
             mapped[...] = array
             mapped.flush()
             del mapped
-            source = np.load(os.path.join(folder, "input.npy"), mmap_mode="r")
+            source = map_npy(os.path.join(folder, "input.npy"), mode="r")
         out = np.lib.format.open_memmap(os.path.join(folder, "output.npy"), mode="w+",
                                         dtype=dtype, shape=array.shape)
         del out
-        yield source, np.load(os.path.join(folder, "output.npy"), mmap_mode="r+")
+        yield source, map_npy(os.path.join(folder, "output.npy"), mode="r+")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from .errors import InputError
+from .npyfile import map_npy
 
 __all__ = ["ArrayStore", "check_session_id", "new_session_id", "session_belongs_to"]
 
@@ -57,31 +58,6 @@ class _NpyReader:
                 return out
             self._part, self._pos = self._part + 1, 0
         return b""
-
-
-_NPY_DESCR = re.compile(r"'descr':\s*'([^']+)'")
-_NPY_SHAPE = re.compile(r"'shape':\s*\(([\d,\s]*)\)")
-
-
-def _map_npy(file) -> np.ndarray:
-    """The array of an open ``.npy`` file written by :class:`_NpyReader`, mapped
-    copy-on-write.
-
-    The header is read here rather than by ``np.load``: numpy parses it with
-    ``ast.literal_eval``, and CPython 3.11's compiler is not safe to call from several
-    threads at once ("SystemError: AST constructor recursion depth mismatch", seen when two
-    requests of a threaded worker read images together)."""
-    head = file.read(12)
-    if head[:6] != b"\x93NUMPY" or head[6] != 2:
-        raise InputError("the stored image is not in the store's format; load it again")
-    length = int.from_bytes(head[8:12], "little")
-    header = file.read(length).decode("latin1")
-    descr, shape = _NPY_DESCR.search(header), _NPY_SHAPE.search(header)
-    if descr is None or shape is None or "'fortran_order': False" not in header:
-        raise InputError("the stored image is not in the store's format; load it again")
-    dims = tuple(int(n) for n in shape.group(1).split(",") if n.strip())
-    return np.memmap(file.name, dtype=np.dtype(descr.group(1)), mode="c", offset=12 + length,
-                     shape=dims)
 
 
 def _session_mac(nonce: str, user: str, secret) -> str:
@@ -344,7 +320,11 @@ class ArrayStore:
         if isinstance(stored, np.ndarray):  # a store written before images were .npy files
             return stored
         with stored:  # an .npy file: mapped copy-on-write, so no request copies the image
-            return np.asarray(_map_npy(stored))
+            try:  # its header read by map_npy: np.load's ast parse is not thread-safe
+                return np.asarray(map_npy(stored, mode="c"))
+            except InputError:
+                raise InputError("the stored image is not in the store's format; load it "
+                                 "again") from None
 
     def get_meta(self, session_id: str, image_id: str) -> dict:
         """Return the metadata stored with an image (empty dict if absent)."""

@@ -453,3 +453,23 @@ def test_map_items_consumes_a_generator_lazily_and_streams_results():
     assert streamed[0][2] < 12
     with pytest.raises(InputError, match="total must be a whole number"):
         P.map_items(abs, iter([1]), total=-1)
+
+
+def test_shared_arrays_do_not_parse_python(monkeypatch):
+    """loky workers get memory maps of .npy files; np.load would parse their headers with
+    ast.literal_eval, which CPython 3.11 does not allow from several threads at once (the
+    store's SystemError): the backend reads them with pipeline.npyfile.map_npy, as the store
+    does (tests/test_store.py)."""
+    import ast
+
+    image = np.round(np.random.default_rng(3).random((300, 200)) * 255)
+    whole = FILTERS["gaussian"].apply(image, sigma=1.5)
+
+    def refuse(*_a, **_k):
+        raise AssertionError("ast.literal_eval called")
+
+    monkeypatch.setattr(ast, "literal_eval", refuse)
+    result, report = P.apply_step("gaussian", {"sigma": 1.5}, image, chunks=(70, 90),
+                                  backend=P.Backend(jobs=2, prefer="processes"))
+    assert report.backend == "processes" and report.blocks == 15
+    assert np.array_equal(result, whole) and result.dtype == whole.dtype
