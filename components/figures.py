@@ -67,24 +67,30 @@ def segmentation_figure(base_uri, marker_uri, seg_uri, *, uirevision, highlight=
     return fig
 
 
-#: Rows of threshold labels on the histogram (heights on its 0–1 overlay axis).
-LABEL_ROWS = (1.0, 0.9, 0.8, 0.7)
+#: The threshold names' band at the top of the histogram: rows of this many pixels, above
+#: the counts and above the reach of the vmin / vmax lines and shaded ranges.
+NAME_ROW_PX = 12
+#: Below the band's first row (px).
+NAME_BAND_PAD_PX = 3
+#: Names drawn white-haloed: a bar or a dotted line behind them never hides them.
+_HALO = ", ".join(f"{dx}px {dy}px 1px #fff" for dx in (-1, 1) for dy in (-1, 1))
 
 
-def label_rows(values, x_range, width_px=380.0, char_px=5.6, gap_px=4.0):
-    """Where each threshold's label goes so that no two overlap: ``{name: (row, side)}``.
+def label_rows(values, x_range, width_px=360.0, char_px=6.0, gap_px=4.0):
+    """Where each threshold's name goes so that no two overlap: ``{name: (row, side)}``.
 
-    Labels are placed left to right in the lowest row (of :data:`LABEL_ROWS`) where they
-    clear the previous label; `side` is ``"center"``, or ``"right"`` / ``"left"`` (the text
-    starts / ends at the line) near the plot's edges so that it is never clipped. When every
-    row is taken the label goes to the row whose last label ends first.
+    Names are placed left to right, each in the lowest row (0: the row nearest the counts)
+    where it clears every name already in that row; there are as many rows as that takes.
+    `side` is ``"center"``, or ``"right"`` / ``"left"`` (the text starts / ends at the line)
+    near the plot's edges so that it is never clipped. `width_px` is a plot width the page
+    is assumed to have at least (the narrower, the more rows).
     """
     lo, hi = float(x_range[0]), float(x_range[1])
     span = hi - lo if hi > lo else 1.0
-    ends = [-np.inf] * len(LABEL_ROWS)
+    ends = []  # per row, where its last name ends (px)
     out = {}
-    for name, value in sorted(values.items(), key=lambda kv: kv[1]):
-        x = (float(value) - lo) / span * width_px
+    for name, value in sorted(values.items(), key=lambda kv: (kv[1], kv[0])):
+        x = min(max((float(value) - lo) / span * width_px, 0.0), width_px)
         w = len(name) * char_px
         if x - w / 2 < 0:
             side, start = "right", x
@@ -92,31 +98,78 @@ def label_rows(values, x_range, width_px=380.0, char_px=5.6, gap_px=4.0):
             side, start = "left", x - w
         else:
             side, start = "center", x - w / 2
-        free = [r for r, end in enumerate(ends) if end + gap_px <= start]
-        row = free[0] if free else int(np.argmin(ends))
+        row = next((r for r, end in enumerate(ends) if end + gap_px <= start), len(ends))
+        if row == len(ends):
+            ends.append(-np.inf)
         ends[row] = start + w
         out[name] = (row, side)
     return out
 
 
+def _plot_height_px(fig):
+    layout = fig.layout
+    height = layout.height or 300
+    margin = layout.margin
+    return max(float(height) - float(margin.t or 0) - float(margin.b or 0), 60.0)
+
+
 def add_threshold_markers(fig, values, x_range=None):
-    """Dotted labelled lines at automatic thresholds ({method: value}) on the histogram;
-    labels staggered so that they never overlap (:func:`label_rows`)."""
+    """Dotted lines at automatic thresholds ({method: value}) on the histogram, their names
+    in a band of their own at the top of the plot (:func:`label_rows`: staggered rows, never
+    overlapping).
+
+    The band lies above the reach of the vmin / vmax lines and shaded ranges (drawn on the
+    overlay axis ``y2`` from 0 to 1, :func:`threshold_shapes`): ``y2``'s range is extended
+    past 1 by the band's height, and the linear count axis's range by the same share (kept in
+    ``layout.meta.clip``, which the log switch restores), so no line, range, bar or note of
+    the counts reaches a name. The dotted lines run up to their names, under them: the names
+    are one text trace drawn last, white-haloed.
+    """
     if x_range is None:
         x_range = fig.layout.xaxis.range or (min(values.values(), default=0),
                                              max(values.values(), default=1))
     rows = label_rows(values, x_range)
-    for name, value in sorted(values.items(), key=lambda kv: kv[1]):
+    n_rows = 1 + max((row for row, _ in rows.values()), default=-1)
+    plot_px = _plot_height_px(fig)
+    band_px = n_rows * NAME_ROW_PX + (NAME_BAND_PAD_PX + 2 if n_rows else 0)
+    below_px = max(plot_px - band_px, plot_px / 2)
+    per_px = 1.0 / below_px  # y2 units per pixel; y2 = 1 at the band's bottom
+    top = plot_px * per_px
+    ordered = sorted(values.items(), key=lambda kv: (kv[1], kv[0]))
+    ys, sides = [], []
+    for name, value in ordered:
         row, side = rows[name]
-        top = LABEL_ROWS[row]
+        y = 1 + (NAME_BAND_PAD_PX + row * NAME_ROW_PX) * per_px
+        ys.append(y)
+        sides.append(f"top {side}")
         fig.add_trace(go.Scatter(
-            x=[value, value], y=[0, top], yaxis="y2", mode="lines+text",
-            line=dict(color="#555", width=1, dash="dot"), text=["", name],
-            textposition=f"top {side}", textfont=dict(size=9), name=name,
+            x=[value, value], y=[0, y], yaxis="y2", mode="lines",
+            line=dict(color="#555", width=1, dash="dot"), name=name,
             hoverinfo="skip", showlegend=False))  # clicks go to the histogram bars
-    fig.update_layout(yaxis2=dict(overlaying="y", range=[0, 1.12], visible=False,
+    if ordered:
+        fig.add_trace(go.Scatter(
+            x=[value for _, value in ordered], y=ys, yaxis="y2", mode="text",
+            text=[name for name, _ in ordered], textposition=sides,
+            textfont=dict(size=9, color="#333", shadow=_HALO), name="threshold names",
+            hoverinfo="skip", showlegend=False, cliponaxis=False))
+    fig.update_layout(yaxis2=dict(overlaying="y", range=[0, top], visible=False,
                                   fixedrange=True))
+    _reserve_band(fig, top)
     return fig
+
+
+def _reserve_band(fig, top):
+    """The linear count axis's range grown so that its counts end at ``y2 = 1``, below the
+    names' band whose top is ``y2 = top``: ``layout.meta.clip``, the range the log switch
+    restores (callbacks.thresholds.LOG_JS), is ``meta.counts`` (the counts' own top,
+    :func:`histogram_figure`) times `top`."""
+    meta = dict(fig.layout.meta or {})
+    if "counts" not in meta:
+        return
+    meta["clip"] = [0, float(meta["counts"]) * float(top)]
+    fig.update_layout(meta=meta)
+    if fig.layout.yaxis.type != "log":
+        fig.update_layout(yaxis_range=meta["clip"], yaxis_autorange=False)
 
 
 def empty_figure(text="", height=420):
@@ -129,7 +182,8 @@ def empty_figure(text="", height=420):
 
 
 def threshold_shapes(vmin, vmax, xmin, xmax, colors):
-    """Lines at vmin and vmax and the two marker ranges shaded in the overlay colours.
+    """Lines at vmin and vmax and the two marker ranges shaded in the overlay colours, on
+    the overlay axis ``y2`` from 0 to 1 (the names' band above, :func:`add_threshold_markers`).
 
     Parameters
     ----------
@@ -140,8 +194,10 @@ def threshold_shapes(vmin, vmax, xmin, xmax, colors):
     colors : mapping
         ``{"background": "#rrggbb", "object": "#rrggbb"}``.
     """
-    line = dict(type="line", yref="paper", y0=0, y1=1, line=dict(width=3))
-    rect = dict(type="rect", yref="paper", y0=0, y1=1, line=dict(width=0), opacity=0.25,
+    # on the overlay axis y2, from 0 to 1: below the threshold names' band, which starts at
+    # y2 = 1 (add_threshold_markers)
+    line = dict(type="line", yref="y2", y0=0, y1=1, line=dict(width=3))
+    rect = dict(type="rect", yref="y2", y0=0, y1=1, line=dict(width=0), opacity=0.25,
                 layer="below")
     return [
         dict(line, x0=vmin, x1=vmin, line=dict(width=3, color=colors["background"]),
@@ -170,19 +226,24 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
         Logarithmic counts axis.
     """
     edges = np.asarray(edges, dtype=float)
+    counts = np.asarray(counts)
     centers = (edges[:-1] + edges[1:]) / 2
     widths = np.diff(edges)
     fig = go.Figure(
-        go.Bar(x=centers.tolist(), y=np.asarray(counts).tolist(), width=widths.tolist(),
+        go.Bar(x=centers.tolist(), y=counts.tolist(), width=widths.tolist(),
                marker=dict(color="#777", line=dict(width=0)), name="pixels",
                hovertemplate="intensity %{x:,.5~r}<br>%{y:,} pixels<extra></extra>"),
         layout=go.Layout(
-            margin=dict(l=50, r=10, t=10, b=40),
+            # the top margin holds the mode bar (shown on hover) above the names' band
+            margin=dict(l=50, r=10, t=28, b=40),
             height=height,
             bargap=0,
             xaxis=dict(title="intensity", range=[float(edges[0]), float(edges[-1])],
                        hoverformat=",.5~r"),  # 11,905, not 11.90464k
             yaxis=dict(title="pixels", type="log" if log else "linear", fixedrange=True),
+            # the axis of the vmin / vmax lines and the threshold names: 0 to 1 the counts'
+            # height, above 1 the names' band (add_threshold_markers)
+            yaxis2=dict(overlaying="y", range=[0, 1], visible=False, fixedrange=True),
             shapes=threshold_shapes(vmin, vmax, float(edges[0]), float(edges[-1]), colors),
             uirevision=uirevision,
             clickmode="event",
@@ -197,12 +258,18 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
         # one bin (e.g. a black surround) dwarfs the others: the linear axis is clipped
         # above the rest, and the clipped bin says its count; log counts show it whole
         top, index = clip
-        fig.update_layout(meta={"clip": [0, top]})
-        if not log:
-            fig.update_layout(yaxis_range=[0, top])
-        fig.add_annotation(x=float(centers[index]), y=1, yref="paper", yanchor="top",
-                           text=f"▲ {int(counts[index]):,}", showarrow=False,
-                           font=dict(size=9, color="#555"))
+        fig.add_annotation(x=float(centers[index]), y=1, yref="y2", yanchor="top",
+                           xanchor="left", xshift=4, text=f"▲ {int(counts[index]):,}",
+                           showarrow=False, font=dict(size=9, color="#555"))
+    else:
+        peak = float(counts.max()) if counts.size else 0.0
+        top = 1.05 * peak if peak > 0 else 1.0
+    # the linear axis's range, always explicit (meta.clip: the log switch restores it,
+    # callbacks.thresholds.LOG_JS; log counts show every bin whole); meta.counts: the
+    # counts' own top, which the names' band raises the range above
+    fig.update_layout(meta={"counts": top, "clip": [0, top]})
+    if not log:
+        fig.update_layout(yaxis_range=[0, top], yaxis_autorange=False)
     return fig
 
 

@@ -342,8 +342,50 @@ def test_threshold_labels_on_the_histogram_never_overlap_nor_leave_the_plot():
         spans.sort()
         assert all(a[1] + 4 <= b[0] for a, b in zip(spans, spans[1:]))
     fig = figures.add_threshold_markers(figures.go.Figure(), values, x_range=(0, 255))
-    tops = {t.name: t.y[1] for t in fig.data}
+    tops = {t.name: t.y[1] for t in fig.data if t.mode == "lines"}
     assert len(set(tops.values())) > 1  # staggered
+    names = next(t for t in fig.data if t.name == "threshold names")
+    # each name at the end of its own dotted line
+    assert dict(zip(names.text, names.y)) == tops
+
+
+def test_threshold_names_have_a_band_no_line_range_bar_or_note_reaches():
+    """Issue 10 item 6: the dotted threshold names sat under the vmin / vmax lines. The
+    names are in a band at the top of the plot; the vmin / vmax lines and shaded ranges end
+    below it (the browser moves them with shapes of the same extent:
+    callbacks.thresholds.GATE_JS), and so do the counts and the clipped bin's note."""
+    from components import figures
+
+    colors = {"background": "#00f", "object": "#f80"}
+    values = {"triangle": 3.0, "mean": 97.0, "otsu": 103.0, "yen": 107.0, "isodata": 110.0,
+              "li": 94.0, "minimum": 150.0}
+    counts = np.r_[90000, np.tile([300, 420, 380, 250, 100], 51)]  # a dominant bin
+    edges = np.linspace(0, 256, counts.size + 1)
+    for log in (False, True):
+        fig = figures.histogram_figure(counts, edges, 97.0, 110.0, colors=colors, log=log)
+        figures.add_threshold_markers(fig, values)
+        names = next(t for t in fig.data if t.name == "threshold names")
+        assert sorted(names.text) == sorted(values)
+        assert names.yaxis == "y2"
+        band = min(names.y)  # where the lowest row's text stands
+        for shape in fig.layout.shapes:  # the vmin / vmax lines and the shaded ranges
+            assert shape.yref == "y2" and shape.y0 == 0 and shape.y1 == 1 < band, shape
+        for note in fig.layout.annotations:  # the clipped bin's count hangs below 1
+            assert note.yref == "y2" and note.y == 1 and note.yanchor == "top", note
+        top = fig.layout.yaxis2.range[1]
+        # the top row of names has room for its text (9 px font) inside the plot
+        plot_px = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+        assert (top - max(names.y)) * plot_px / top >= figures.NAME_ROW_PX - 1
+        # the linear count axis: the counts but the clipped bin end at y2 = 1
+        clip = fig.layout.meta["clip"]
+        assert clip[1] / top == pytest.approx(fig.layout.meta["counts"])
+        assert counts[1:].max() <= fig.layout.meta["counts"]
+        if log:
+            assert fig.layout.yaxis.range is None  # log counts: every bin whole
+        else:
+            assert list(fig.layout.yaxis.range) == clip
+    # the shapes the browser draws on a move are the figure's
+    assert figures.threshold_shapes(0, 1, 0, 1, colors)[0]["yref"] == "y2"
 
 
 def test_a_dominant_histogram_bin_is_clipped_on_the_linear_axis():
@@ -363,7 +405,8 @@ def test_a_dominant_histogram_bin_is_clipped_on_the_linear_axis():
     assert log.layout.yaxis.range is None  # log counts: every bin whole
     flat = figures.histogram_figure(np.array([300, 420, 380, 250]), edges[:5], 1.5, 3.5,
                                     colors={"background": "#00f", "object": "#f80"})
-    assert flat.layout.yaxis.range is None and not flat.layout.annotations
+    # no bin dominates: the whole of every bin, a little headroom, no note
+    assert flat.layout.yaxis.range == (0, 1.05 * 420) and not flat.layout.annotations
 
 
 def test_the_histogram_names_its_data_revision_by_content():
