@@ -253,14 +253,17 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
             plot_bgcolor="white",
         ),
     )
-    clip = dominant_bin_clip(counts)
+    clip = dominant_bins(counts)
     if clip is not None:
-        # one bin (e.g. a black surround) dwarfs the others: the linear axis is clipped
-        # above the rest, and the clipped bin says its count; log counts show it whole
-        top, index = clip
-        fig.add_annotation(x=float(centers[index]), y=1, yref="y2", yanchor="top",
-                           xanchor="left", xshift=4, text=f"▲ {int(counts[index]):,}",
-                           showarrow=False, font=dict(size=9, color="#555"))
+        # a few bins (e.g. a black surround) dwarf the others: the linear axis is clipped
+        # above the rest, and each clipped bin says its count (one note under another);
+        # log counts show them whole
+        top, indices = clip
+        for k, index in enumerate(indices):
+            fig.add_annotation(x=float(centers[index]), y=1, yref="y2", yanchor="top",
+                               xanchor="left", xshift=4, yshift=-12 * k,
+                               text=f"▲ {int(counts[index]):,}", showarrow=False,
+                               font=dict(size=9, color="#555"))
     else:
         peak = float(counts.max()) if counts.size else 0.0
         top = 1.05 * peak if peak > 0 else 1.0
@@ -291,14 +294,27 @@ def with_datarevision(fig):
     return fig
 
 
-def dominant_bin_clip(counts, ratio=10.0):
-    """``(top, index)`` when the largest bin is over `ratio` times the next largest: the
-    linear axis's top (1.15 × the next largest) and that bin's index; else None."""
+def dominant_bins(counts, ratio=4.0, share=0.02):
+    """``(top, indices)`` when a few bins dwarf the others (a black surround, a saturated
+    background: retina has one bin of 404,288 pixels beside a tissue whose bins hold at most
+    41,432): the linear axis's top (1.15 × the largest other bin) and those bins' indices,
+    in order; else None.
+
+    A bin dwarfs the others when its count is over `ratio` times a robust high level of the
+    histogram: the count of the (k + 1)-th largest bin, k = `share` of the bins (at least 2).
+    The k largest bins can be dominant together (two dark bins of an image), whereas a peak
+    spread over more bins than that (hubble's, coins') is the histogram's shape: it is never
+    clipped.
+    """
     counts = np.asarray(counts, dtype=float)
     if counts.size < 3:
         return None
-    order = np.argsort(counts)
-    first, second = counts[order[-1]], counts[order[-2]]
-    if second <= 0 or first <= ratio * second:
+    k = max(2, int(np.ceil(share * counts.size)))
+    k = min(k, counts.size - 1)
+    level = np.sort(counts)[::-1][k]
+    if level <= 0:
         return None
-    return float(1.15 * second), int(order[-1])
+    dominant = counts > ratio * level
+    if not dominant.any():
+        return None
+    return float(1.15 * counts[~dominant].max()), [int(i) for i in np.flatnonzero(dominant)]

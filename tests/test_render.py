@@ -409,6 +409,39 @@ def test_a_dominant_histogram_bin_is_clipped_on_the_linear_axis():
     assert flat.layout.yaxis.range == (0, 1.05 * 420) and not flat.layout.annotations
 
 
+def test_the_count_axis_is_clipped_above_a_few_dominant_bins_only():
+    """Issue 10 item 6, retina: its black surround is one bin of 404,288 pixels beside a
+    tissue whose bins hold at most 41,432 (and a dark bin of 40,484 next to it), under the
+    10x of a single-spike test: the histogram was a spike and a flat line. The axis is
+    clipped above the bins that dwarf a robust high level of the histogram; hubble's and
+    coins' narrow or broad peaks are their shape and stay whole."""
+    from skimage import color, data
+
+    from components import figures
+
+    colors = {"background": "#00f", "object": "#f80"}
+    counts, edges = render.histogram(color.rgb2gray(data.retina()))
+    fig = figures.histogram_figure(counts, edges, 0.1, 0.3, colors=colors)
+    tissue = counts[2:].max()  # the informative part: everything but the surround's bins
+    top = fig.layout.yaxis.range[1]
+    assert tissue <= top <= 1.2 * tissue  # the tissue fills the plot's height
+    assert fig.layout.meta["clip"] == [0, top]
+    assert [a.text for a in fig.layout.annotations] == [f"▲ {counts[0]:,}"]
+    # two dominant bins (a surround of two dark values): both clipped, both say their count
+    two = np.r_[400_000, 300_000, np.tile([30_000, 41_000, 35_000, 20_000], 60)]
+    fig = figures.histogram_figure(two, np.arange(two.size + 1.0), 10, 100, colors=colors)
+    assert fig.layout.yaxis.range[1] == pytest.approx(1.15 * 41_000)
+    assert [a.text for a in fig.layout.annotations] == ["▲ 400,000", "▲ 300,000"]
+    assert fig.layout.annotations[1].yshift < fig.layout.annotations[0].yshift  # stacked
+    # a peak over a few per cent of the bins is the histogram's shape: never clipped
+    for image in (data.hubble_deep_field(), data.coins()):
+        counts, edges = render.histogram(color.rgb2gray(image) if image.ndim == 3 else image)
+        assert figures.dominant_bins(counts) is None
+        fig = figures.histogram_figure(counts, edges, edges[5], edges[-5], colors=colors)
+        assert fig.layout.yaxis.range[1] == pytest.approx(1.05 * counts.max())
+        assert not fig.layout.annotations
+
+
 def test_the_histogram_names_its_data_revision_by_content():
     from components import figures
 

@@ -2,7 +2,8 @@
 (the histograms a person distrusted: a spike, threshold names piled up, "triangle" clipped
 to "ngle") the seven automatic thresholds' names are all drawn, none overlaps another, each
 lies inside the plot area, and none is hidden by the vmin / vmax lines or the notes on the
-counts (a clipped bin's count), wherever the lines are moved: they end below the names."""
+counts (a clipped bin's count), wherever the lines are moved: they end below the names;
+and the count axis is chosen for the image's informative part (retina's surround clipped)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ return {lines: Array.from(gd.querySelectorAll('.layer-above .shapelayer path')).
         notes: Array.from(gd.querySelectorAll('.annotation')).map(box),
         x: Object.fromEntries(gd.data.filter(function (t) { return /lines/.test(t.mode || ''); })
                                      .map(function (t) { return [t.name, t.x[0]]; })),
-        vmax: gd.layout.shapes[1].x0};
+        vmax: gd.layout.shapes[1].x0,
+        counts: Array.from(gd.data[0].y), top: gd._fullLayout.yaxis.range[1],
+        type: gd._fullLayout.yaxis.type};
 """
 
 NAMES = {"isodata", "li", "mean", "minimum", "otsu", "triangle", "yen"}
@@ -91,6 +94,10 @@ def test_threshold_names_never_overlap_nor_leave_the_plot(dash_duo, app_factory,
         dash_duo.driver.execute_script(OVER_JS)), 30, "the vmax line on otsu's")
     shown = _drawn(dash_duo, path.name)
     assert len(over["lines"]) >= 2, over
+    # the count axis shows the image, not its dark surround: the bins past the two darkest
+    # (retina's black surround dwarfs the rest) reach most of the plot's height
+    assert over["type"] == "linear"
+    assert max(over["counts"][2:]) >= 0.6 * over["top"], (max(over["counts"]), over["top"])
     for lab in shown["labels"]:
         for line in over["lines"]:
             assert lab["bottom"] <= line["top"] + 1, (lab, line)
