@@ -1020,10 +1020,36 @@ def test_the_measurements_table_formats_floats_without_exponents(services):
     meta = _good_meta(services, sid)
     _, columns, _ = measure.table(services, sid, meta, _recipe(meta))
     formatters = {c["field"]: c.get("valueFormatter") for c in columns}
-    floats = [f for f in formatters.values() if f]
-    assert floats and all(f == {"function": measure.FLOAT_FORMAT} for f in floats)
-    # a NaN (null) is an empty cell, a number has separators: the formatter as AG Grid runs it
-    assert measure.FLOAT_FORMAT.startswith("params.value == null ? '' : ")
+    assert formatters["label"] is None  # a region's name, as the hover line writes it
+    # each numeric column its own decimals (issue 10 item 3): none for areas in pixels
+    assert formatters["area"] == {"function": measure.number_format(0)}
+    assert all(f and f["function"].startswith("params.value == null ? '' : d3.format(',.")
+               for name, f in formatters.items() if name != "label")
+    # a NaN (null) is an empty cell; separators, fixed decimals, never an exponent
+    assert measure.number_format(2) == (
+        "params.value == null ? '' : d3.format(',.2f')(params.value)")
+
+
+def test_a_measurements_column_has_one_number_of_decimals_chosen_from_its_values():
+    """Issue 10 item 3: 3.76923 above 489.154 (6 significant digits, uneven decimals)."""
+    from callbacks import measure
+
+    assert measure.column_decimals([3.76923, 489.154, 52.2, 61.9]) == 2  # 3.77, 489.15
+    assert measure.column_decimals([8792.0, 37.0, 1.0]) == 0  # areas in pixels
+    assert measure.column_decimals(np.array([3, 120], dtype=np.int64)) == 0
+    assert measure.column_decimals([0.9757, 0.2, 0.5]) == 4  # eccentricities: 0.5000
+    assert measure.column_decimals([152.3, 90.51, 301.2]) == 1  # centroids in pixels
+    assert measure.column_decimals([1014260.0, 2e6 + 0.25]) == 0  # millions: whole
+    assert measure.column_decimals([np.nan, 0.0, 0.25]) == 4  # NaN and 0 left out
+    assert measure.column_decimals([np.nan, np.nan]) == 0
+    assert measure.column_decimals([3e-12, 5e-12]) == measure.MOST_DECIMALS
+    # the width fits the formatted values: 1,297.44 is wider than 1,297
+    m = type("M", (), {"columns": {"label": np.array([1, 2]),
+                                   "perimeter": np.array([3.76923, 1297.44]),
+                                   "area": np.array([1.0, 1297.0])},
+                       "units": {"perimeter": "px", "area": "px²"}})()
+    widths = {c["field"]: c["width"] for c in measure.columns_of(m)}
+    assert widths["perimeter"] > widths["area"]
 
 
 def test_a_download_that_fails_says_so_on_the_page():

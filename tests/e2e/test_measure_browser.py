@@ -258,3 +258,64 @@ def test_a_new_table_while_a_block_is_loading_shows_the_new_rows(dash_duo, app_f
     rows = until(lambda: [r for r in _js(dash_duo, ROWS_JS) if r[0] < 10], what="first rows")
     assert rows == [[i, i + 1] for i in range(len(rows))] and len(rows) == 10
     assert any(c["start"] == 0 for c in _grid_calls(_js(dash_duo, CALLS_JS)))
+
+
+# The text of every rendered cell of the grid's first rows, by column: {col-id: [text]}.
+COLUMNS_JS = """
+const out = {};
+document.querySelectorAll('#measure-table .ag-center-cols-container .ag-row[row-id]')
+    .forEach(function (row) {
+        if (Number(row.getAttribute('row-index')) >= 20) { return; }
+        row.querySelectorAll('.ag-cell[col-id]').forEach(function (cell) {
+            const id = cell.getAttribute('col-id');
+            (out[id] = out[id] || []).push(cell.textContent);
+        });
+    });
+return out;
+"""
+
+
+def _decimals(text):
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def test_each_column_is_written_with_its_own_decimals_and_sorts_as_numbers(dash_duo,
+                                                                          app_factory):
+    """Issue 10 item 3: the table wrote 6 significant digits, decimals uneven down a column
+    (3.76923 above 489.154). Each numeric column has one number of decimals chosen from its
+    values (none for areas in pixels and bounding boxes), thousands separators, no exponent;
+    the cells hold numbers, so a sort is numeric."""
+    import re
+
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
+    _js(dash_duo, SHOW_TABLE_JS)
+    dash_duo.wait_for_contains_text("#measure-caption", "regions of coins", timeout=120)
+    shown = until(lambda: (lambda c: c if len(c.get("perimeter", [])) >= 10 else None)(
+        _js(dash_duo, COLUMNS_JS)), what="the first rows")
+    assert {"area", "perimeter", "centroid-0"} <= set(shown), shown.keys()
+    number = re.compile(r"-?\d{1,3}(,\d{3})*(\.\d+)?")
+    for column, texts in shown.items():
+        if column == "label":
+            continue
+        assert all(number.fullmatch(t) for t in texts), (column, texts)
+        assert len({_decimals(t) for t in texts}) == 1, (column, texts)  # one per column
+    assert {_decimals(t) for t in shown["area"]} == {0}  # pixels: whole numbers
+    assert {_decimals(t) for t in shown["perimeter"]} <= {1, 2, 3}, shown["perimeter"]
+    # sorted by perimeter, largest first (two clicks on its header), as numbers
+    header = "#measure-table .ag-header-cell[col-id='perimeter'] .ag-header-cell-label"
+    dash_duo.find_element(header).click()
+    dash_duo.find_element(header).click()
+    value = lambda t: float(t.replace(",", ""))
+    ordered = until(lambda: (lambda c: c if len(c) >= 10 and value(c[0]) >= value(c[-1])
+                             else None)(_js(dash_duo, COLUMNS_JS).get("perimeter", [])),
+                    what="perimeters, largest first")
+    assert [value(t) for t in ordered] == sorted((value(t) for t in ordered), reverse=True)
+    # the largest areas, with a thousands separator
+    header = "#measure-table .ag-header-cell[col-id='area'] .ag-header-cell-label"
+    dash_duo.find_element(header).click()
+    dash_duo.find_element(header).click()
+    areas = until(lambda: (lambda c: c if len(c) >= 10 and value(c[0]) >= value(c[-1])
+                           else None)(_js(dash_duo, COLUMNS_JS).get("area", [])),
+                  what="areas, largest first")
+    assert value(areas[0]) >= 1000 and re.fullmatch(r"\d{1,3}(,\d{3})+", areas[0]), areas
