@@ -361,13 +361,45 @@ window.pipexFast = (function () {
         }).catch(function () {});
     }
 
-    function settle(pending, ctx) {
+    // ---- the next step, prepared while the person looks
+    // A key press on a handle is mostly followed by another in the same direction (or by
+    // one back, to a pair solved already): once a move's exact result is drawn, the server
+    // is asked to solve the next step into its caches (callbacks/thresholds.py,
+    // prefetch_update: bounded, never waiting for a slot, stopped by any newer request).
+    function decimals(v) {
+        const t = String(v), e = t.indexOf('e-');
+        if (e >= 0) { return Number(t.slice(e + 2)) + Math.max(0, t.indexOf('.') >= 0 ?
+                                                                  e - t.indexOf('.') - 1 : 0); }
+        return t.indexOf('.') >= 0 ? t.length - t.indexOf('.') - 1 : 0;
+    }
+
+    // The pair one more step of the handle that moved from `before` to `pair` would give,
+    // rounded as the slider rounds its steps; null if both or neither moved.
+    function nextPair(before, pair) {
+        const moved = [0, 1].filter(function (i) { return before[i] !== pair[i]; });
+        if (moved.length !== 1) { return null; }
+        const i = moved[0], p = Math.max(decimals(before[i]), decimals(pair[i]));
+        const next = pair.slice();
+        next[i] = Number((2 * pair[i] - before[i]).toFixed(Math.min(p, 15)));
+        return next[0] < next[1] ? next : null;
+    }
+
+    function prepareNext(request, ctx, history, base) {
+        const st = state();
+        if (!request.next || st.dragging || request.seq !== st.seq) { return; }
+        const body = Object.assign({}, ctx, {history: history, base: base,
+                                             request: {pair: request.next, seq: request.seq}});
+        post('prefetch', body).catch(function () {});  // only a cache is warmed
+    }
+
+    function settle(pending, ctx, request) {
         const body = Object.assign({}, ctx, {pending: pending});
         post('settle', body).then(function (res) {
             if (!res) { return; }
             const st = state();
             if (st.shown !== pending.key) { return; }  // the page has moved on
             apply(res);
+            if (request) { prepareNext(request, ctx, ctx.history, ctx.base); }
         }).catch(function () {
             window.dash_clientside.set_props(PENDING, {data: pending});
         });
@@ -376,6 +408,11 @@ window.pipexFast = (function () {
     function move(request, ctx) {
         const st = state();
         const sent = post('move', Object.assign({}, ctx, {request: request}));
+        const cur = ctx.history && ctx.history.recipe && ctx.history.recipe.markers;
+        if (cur && !request.exact) {
+            request = Object.assign({}, request,
+                                    {next: nextPair([cur.vmin, cur.vmax], request.pair)});
+        }
         markers(request.pair, ctx);  // drawn while the request is on its way
         sent.then(function (res) {
             if (!res || request.seq < (st.applied || 0)) { return; }
@@ -391,10 +428,13 @@ window.pipexFast = (function () {
             st.shown = pending ? pending.key : null;
             if (history && st.ctx) { st.ctx = Object.assign({}, st.ctx, {history: history}); }
             apply(res, [PENDING]);
+            const base = out['segmentation-base-store'] ?
+                out['segmentation-base-store'].data : ctx.base;
             if (pending && history) {
-                const base = out['segmentation-base-store'] ?
-                    out['segmentation-base-store'].data : ctx.base;
-                settle(pending, Object.assign({}, ctx, {history: history, base: base}));
+                settle(pending, Object.assign({}, ctx, {history: history, base: base}),
+                       request);
+            } else if (history && Object.keys(res.overlays || {}).length) {
+                prepareNext(request, ctx, history, base);  // the exact result is drawn
             }
         }).catch(function () {
             window.dash_clientside.set_props(IDS.move, {data: request});

@@ -31,7 +31,13 @@ graph; a ``MutationObserver`` on the body (last change per panel). Per move:
 * **main-thread busy**: the difference of CDP ``Performance.getMetrics`` (TaskDuration,
   ScriptDuration, LayoutDuration, RecalcStyleDuration) from before the key press to settled;
 * requests to ``/_dash-update-component`` (and to the app's fast path, ``/_pipex/…``) per
-  move, their request and response bytes.
+  move, their request and response bytes. The app's preparation of the next step
+  (``/_pipex/prefetch``, answered with nothing) is counted apart and not waited for by
+  "all settled"; the idle wait before the next key press does wait for it.
+
+``--plan steps`` (default): every key press moves vmax one step right, as a person nudging a
+threshold does: the app has prepared that step while the person looked. ``--plan turns``:
+vmax right, vmin left, ...: no key press is the step prepared (the unpredicted case).
 
 ``--drag``: press the mouse on the vmax handle, move it right in small steps (every
 ``--drag-interval`` s) for ``--drag-seconds``, release (CDP ``Input.dispatchMouseEvent``):
@@ -49,6 +55,7 @@ Usage::
 
     python bench/bench_browser.py                       # coins,1024,3d, 10 moves each
     python bench/bench_browser.py --cases coins,1024 --drag
+    python bench/bench_browser.py --cases coins,1024 --plan turns   # no step prepared
     python bench/bench_browser.py --cases coins --long 300
     python bench/bench_browser.py --app-dir /tmp/head --app-dir .   # before / after / baseline
     python bench/bench_browser.py --quick               # coins, 2 moves (the test's mode)
@@ -729,15 +736,23 @@ def _requests(fetches, since, until=None):
     sel = [f for f in fetches if f["start"] >= since and (until is None or f["start"] <= until)]
     return {
         "requests": len(sel),
+        "unawaited_requests": sum(f["output"] in UNAWAITED for f in sel),
         "req_bytes": sum(f["req_bytes"] or 0 for f in sel),
         "resp_bytes": sum(f["resp_bytes"] or 0 for f in sel),
         "missing_resp_bytes": sum(f["resp_bytes"] is None for f in sel),
     }
 
 
+#: Requests of the page that nothing waits for and nothing is drawn from: the app's
+#: preparation of the next step (POST /_pipex/prefetch) warms the server's caches only.
+UNAWAITED = ("fast:prefetch",)
+
+
 def _settled(raw, t0):
-    """Last request end, redraw (painted or afterplot) or DOM change after t0 (ms)."""
-    times = [f["end"] for f in raw["fetches"] if f["end"] is not None]
+    """Last awaited request end, redraw (painted or afterplot) or DOM change after t0
+    (ms)."""
+    times = [f["end"] for f in raw["fetches"]
+             if f["end"] is not None and f["output"] not in UNAWAITED]
     times += [d["paint"] or d["end"] for d in raw["draws"] if (d["paint"] or d["end"])]
     times += [a["t"] for a in raw["afterplots"]]
     if raw["muts"]["last"]:
@@ -868,6 +883,7 @@ MOVE_METRICS = (
     ("main_cpu_s", "browser main-thread CPU time (ThreadTime)", "time"),
     ("renderer_cpu_s", "renderer process CPU time (ProcessTime)", "time"),
     ("requests", "requests (Dash callbacks and /_pipex fetches)", "count"),
+    ("unawaited_requests", "  of which the next step prepared (nothing waits for it)", "count"),
     ("req_bytes", "request bytes", "bytes"),
     ("resp_bytes", "response bytes", "bytes"),
 )
@@ -954,6 +970,15 @@ def vmax_right(_i):
     return "vmax", "ArrowRight"
 
 
+def turns(i):
+    """vmax one step right, vmin one step left, ...: every pair new, and never the next
+    step of the same handle in the same direction."""
+    return ("vmax", "ArrowRight") if i % 2 == 0 else ("vmin", "ArrowLeft")
+
+
+PLANS = {"steps": vmax_right, "turns": turns}
+
+
 def snake(width):
     """Moves of a long session: vmin one step left, then vmax `width` steps right, vmin one
     step left, vmax `width` steps left, ... every (vmin, vmax) new, near the start."""
@@ -1036,7 +1061,7 @@ def run_case(name, app_servers, data_dir, volume_path, log_dir, args):
                     parts.append(f"{mode} {bh.ms(seconds)}")
                 return "direct random_walker " + ", ".join(parts)
 
-        moves = interleaved(pages, n, vmax_right, on_move) if n > 0 else {}
+        moves = interleaved(pages, n, PLANS[args.plan], on_move) if n > 0 else {}
         for page in pages:
             v = result["variants"].setdefault(page.label, {})
             v["kind"] = page.kind.name
@@ -1337,6 +1362,12 @@ def parse_args(argv=None):
                         help="comma-separated subset of coins,1024,3d (default: all)")
     parser.add_argument("--moves", type=int, default=10,
                         help="key presses per page on coins and 1024 (default 10)")
+    parser.add_argument("--plan", choices=("steps", "turns"), default="steps",
+                        help="steps (default): every key press moves vmax one step right, "
+                             "as a person nudging a threshold does; turns: the handle and "
+                             "direction alternate (vmax right, vmin left, ...), so no move "
+                             "is the next step of the one before (the app prepares that "
+                             "one while the person looks: this plan never finds it ready)")
     parser.add_argument("--moves-3d", type=int, default=None,
                         help="key presses per page on 3d (default: --moves, at most 5: "
                              "a 3D move settles after several seconds)")
@@ -1445,7 +1476,7 @@ def main(argv=None):
                      "drag": args.drag, "drag_cases": args.drag_cases,
                      "drag_seconds": args.drag_seconds,
                      "drag_interval": args.drag_interval, "drag_span": args.drag_span,
-                     "long": args.long, "long_width": args.long_width,
+                     "plan": args.plan, "long": args.long, "long_width": args.long_width,
                      "profile": args.profile,
                      "pin": {k: sorted(v) if v else None for k, v in PIN.items()},
                      "quiet_ms": args.quiet_ms, "size": args.size, "workers": args.workers,
@@ -1487,7 +1518,8 @@ def main(argv=None):
             f"{results['machine']['loadavg_end'][0]:.1f} at the end")
     log(f"{results['date']}, {info['cores']} cores ({info['cpu']}), {load}, Chromium {browser} "
         f"headless; medians of {args.moves} moves per page (3d: {args.moves_3d}); one key press "
-        f"= one slider step to a new (vmin, vmax); times from the keydown in the page.\n")
+        f"= one slider step to a new (vmin, vmax), plan '{args.plan}'; times from the keydown "
+        f"in the page.\n")
     log(table(results, labels) + "\n")
     for name, case in results["cases"].items():
         for label, v in case["variants"].items():

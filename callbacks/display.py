@@ -433,6 +433,16 @@ def exact_is_quick(services, session_id, meta, recipe) -> bool:
     return seconds is not None and seconds <= limit
 
 
+def exact_cached(services, session_id, meta, recipe) -> bool:
+    """Whether the exact segmentation of `recipe` is cached (a pair solved before, or
+    prepared by :func:`callbacks.thresholds.prefetch_update`): then a move draws it at once,
+    without a live preview first."""
+    try:
+        return services.exact_cached(session_id, meta["id"], recipe)
+    except (InputError, KeyError):
+        return False
+
+
 #: Seconds per undecided pixel of this session's last exact solves, by filter and method.
 SOLVE_RATE = "exact-solve-rate"
 
@@ -606,7 +616,8 @@ def segmentation_update(services, session_id, meta, history, axis, index, style,
     new_base = key if full else no_update
     settled = _signal(recipe, history) if announce else no_update
     try:
-        if allow_preview and not exact_is_quick(services, session_id, meta, recipe):
+        if allow_preview and not exact_is_quick(services, session_id, meta, recipe) \
+                and not exact_cached(services, session_id, meta, recipe):
             # a new image or slice (full) has a preview only on a reduced grid
             if nearby is None:
                 nearby = () if full else nearby_recipes(services, session_id, history)

@@ -33,7 +33,7 @@ from pipeline.recipe import MAX_BYTES as RECIPE_MAX_BYTES
 
 from .display import MARKER_ALPHA, SETTLE_PROPS, display_of, settle_update, shown_slice
 from .params import require_current
-from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update
+from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update, prefetch_update
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,16 @@ def fast_drag(services, body) -> dict:
     return outputs_dict(DRAG_OUTPUTS, values)
 
 
+def fast_prefetch(services, body):
+    """Prepare the exact result of the pair the page expects next
+    (:func:`callbacks.thresholds.prefetch_update`); nothing is answered (204)."""
+    session_id, meta, history = _context(services, body)
+    axis, index, style, show, view = _view(body)
+    prefetch_update(services, session_id, meta, history, body.get("request"), axis, index,
+                    style, show, view)
+    raise PreventUpdate
+
+
 #: Largest slice whose values the page thresholds itself (larger ones: the server's markers).
 MAX_VALUE_PIXELS = 4 * 1024 * 1024
 
@@ -174,11 +184,12 @@ def fast_values(services, body) -> dict:
             "colors": {str(k): [*rgb_, alpha] for k, rgb_ in render.MARKER_COLORS.items()}}
 
 
-ROUTES = {"move": fast_move, "settle": fast_settle, "drag": fast_drag, "values": fast_values}
+ROUTES = {"move": fast_move, "settle": fast_settle, "drag": fast_drag, "values": fast_values,
+          "prefetch": fast_prefetch}
 
 
 def register(app, services):
-    """Add the routes ``POST /_pipex/<move|settle|drag|values>``."""
+    """Add the routes ``POST /_pipex/<move|settle|drag|values|prefetch>``."""
 
     @app.server.route("/_pipex/<name>", methods=["POST"])
     def _fast(name):
@@ -200,5 +211,5 @@ def register(app, services):
         return Response(to_json_plotly(result), 200, mimetype="application/json")
 
 
-__all__ = ["fast_move", "fast_settle", "fast_drag", "fast_values", "outputs_dict", "register",
+__all__ = ["fast_move", "fast_settle", "fast_drag", "fast_values", "fast_prefetch", "outputs_dict", "register",
            "MOVE_OUTPUTS", "SETTLE_OUTPUTS", "DRAG_OUTPUTS"]

@@ -153,6 +153,13 @@ class Services:
                                     recipes.validate(recipe),
                                     (recipes.validate(r) for r in nearby), shown=shown)
 
+    def exact_cached(self, session_id, image_id, recipe) -> bool:
+        """Whether this session's image's segmentation of `recipe` is cached (nothing is
+        computed or read)."""
+        self._check_access(session_id, image_id)
+        return self.compute.exact_cached(image_id, self.loader(session_id, image_id),
+                                         recipes.validate(recipe))
+
     def filtered(self, session_id, image_id, recipe):
         """Cached filtered image of this session's image."""
         self._check_access(session_id, image_id)

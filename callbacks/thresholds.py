@@ -21,6 +21,7 @@ draws it):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -30,10 +31,12 @@ from dash.exceptions import PreventUpdate
 
 from components import figures, ids
 from pipeline import recipe as recipes
-from pipeline.errors import InputError
+from pipeline.admission import Busy
+from pipeline.compute import TimeLimit
+from pipeline.errors import Cancelled, InputError
 
-from .display import (MARKER_COLORS, SEG_PROPS, VIEW_PROPS, nearby_recipes, outputs,
-                      require_live, segmentation_update, states)
+from .display import (MARKER_COLORS, SEG_PROPS, VIEW_PROPS, exact_estimate, nearby_recipes,
+                      outputs, require_live, segmentation_panel, segmentation_update, states)
 from .params import (_with_pair, check_fits_image, control_values, current_recipe,
                      placed_messages, recipe_action, require_current)
 
@@ -162,6 +165,73 @@ def drag_update(services, session_id, meta, history, request, axis, index, style
     return fig, summary, seg_message, post_message, new_base, ack
 
 
+def prefetch_update(services, session_id, meta, history, request, axis, index, style, show,
+                    view) -> bool:
+    """Prepare the exact result of the pair a person is expected to step to next.
+
+    After a key press has moved a handle and its exact result is drawn, the page asks for
+    the next step in the same direction (``assets/fastmove.js``): a person nudging a
+    threshold presses the same key again, or goes back to a pair already solved. Its
+    segmentation and its overlays (in the page's view) are computed into the caches, so
+    the next key press is answered from them: one round trip, no solve.
+
+    Bounded: only when the exact result is expected within ``Config.prefetch_s`` (from the
+    session's measured solve rate), in a free job slot of the session's owner (never
+    waiting for one), stopped by any newer request of the page's threshold stream (it never
+    supersedes one itself) and after a few times its estimate. Nothing is pushed on the
+    history and nothing is answered to the page.
+
+    Parameters
+    ----------
+    request : dict
+        ``{"pair": [vmin, vmax], "seq": n}``: `seq` the page's latest request's.
+    axis, index, style, show, view
+        The segmentation panel's view, so that the next move finds its overlays encoded.
+
+    Returns
+    -------
+    bool
+        Whether the pair was computed now (False: cached already, refused, not worth it,
+        no free slot, or stopped).
+    """
+    limit = services.config.prefetch_s
+    pair, seq = _request(request)
+    require_current(meta, history)
+    if limit <= 0:
+        return False
+    store = services.store
+    try:
+        proposed = recipes.validate(_with_pair(copy.deepcopy(current_recipe(history)), pair,
+                                               meta))
+        check_fits_image(proposed, meta)
+    except InputError:
+        return False  # out of range, vmin above vmax: the person cannot step there
+    seconds = exact_estimate(services, session_id, meta, proposed)
+    if seconds is None or seconds <= 0 or seconds > limit:
+        return False  # not a random walker, cached already, or too long to guess at
+    latest = store.latest(session_id, STREAM)
+    if latest > seq:
+        return False  # the page has moved on
+
+    def moved_on():
+        try:
+            return store.latest(session_id, STREAM) > latest
+        except InputError:
+            return False
+
+    admission = services.admission
+    try:
+        slot = (admission.slot(services.owner(session_id), wait_s=0)
+                if admission is not None else contextlib.nullcontext())
+        with slot:
+            segmentation_panel(services, session_id, meta, proposed, axis, index, style,
+                               "markers" in (show or []), view, None, False,
+                               should_stop=TimeLimit(max(4 * seconds, 0.5), also=moved_on))
+    except (Busy, Cancelled, InputError):
+        return False
+    return True
+
+
 _SHAPES = json.dumps(figures.threshold_shapes(0, 1, 0, 1, MARKER_COLORS))
 
 # The gate: every slider change draws the histogram lines and the text at once; a committed
@@ -222,10 +292,15 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
             // sent by the key-press trigger of assets/fastmove.js within the last second
             const sent = st.sent && st.sent[0] === pair[0] && st.sent[1] === pair[1] &&
                 performance.now() - st.sentAt < 1000;
-            const request = {pair: pair.slice(), seq: ++st.seq, exact: Boolean(dragged)};
             if (sent && !dragged) {
                 // already on its way: a key press starts the move before this gate runs
-            } else if (fast) {
+                // (and its sequence number is the page's latest: assets/fastmove.js
+                // prepares the next step only for the latest request)
+                st.dragged = null;
+                return [move, drag, text];
+            }
+            const request = {pair: pair.slice(), seq: ++st.seq, exact: Boolean(dragged)};
+            if (fast) {
                 st.sent = pair.slice();
                 st.sentAt = performance.now();
                 fast.move(request, ctx);

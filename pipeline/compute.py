@@ -289,6 +289,12 @@ class Compute:
                               seconds=time.perf_counter() - t0, cached=all(cached.values()),
                               stages_cached=cached)
 
+    def exact_cached(self, image_id: str, load_image, recipe: dict) -> bool:
+        """Whether the segmentation of a (validated) recipe is in the cache (nothing is
+        computed or loaded: `load_image` is never called)."""
+        return bool(self._segment.check_call_in_cache(
+            *self._segment_args(image_id, load_image, recipe)))
+
     def exact_seconds(self, image_id: str, load_image, recipe: dict, shape,
                       seconds_per_unknown=None):
         """Expected seconds of the exact segmentation of a (validated) recipe, before it runs.

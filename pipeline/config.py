@@ -139,6 +139,11 @@ class Config:
         A committed vmin / vmax move draws the exact segmentation at once, without a live
         preview first, when the last exact result with the same filter and method took at
         most this many seconds (``PIPEX_QUICK_EXACT_S``; 0: always preview first).
+    prefetch_s : float
+        After a key press on a threshold handle, the exact result of the next step in the
+        same direction is computed while the person looks, when it is expected within this
+        many seconds (``PIPEX_PREFETCH_S``, default 1; 0: never): the next key press is then
+        answered from the cache.
     max_job_gb : float
         Memory one segmentation may take (``PIPEX_MAX_JOB_GB``, default 4): a random walker
         estimated above it (:func:`pipeline.randomwalker.estimate_bytes`) is refused before
@@ -191,6 +196,7 @@ class Config:
     max_batch_files: int = 500
     celery_broker: str | None = None
     quick_exact_s: float = 0.25
+    prefetch_s: float = 1.0
     max_job_gb: float = 4.0
     users_file: Path | None = None
     secret_key: str | None = None
@@ -245,6 +251,7 @@ class Config:
             max_batch_files=_env_count(env, "PIPEX_MAX_BATCH_FILES", 500),
             celery_broker=(env.get("PIPEX_CELERY_BROKER") or "").strip() or None,
             quick_exact_s=_env_seconds(env, "PIPEX_QUICK_EXACT_S", 0.25),
+            prefetch_s=_env_seconds(env, "PIPEX_PREFETCH_S", 1),
             max_job_gb=_env_float(env, "PIPEX_MAX_JOB_GB", 4),
             users_file=Path(env["PIPEX_USERS_FILE"]) if env.get("PIPEX_USERS_FILE") else None,
             secret_key=env.get("PIPEX_SECRET_KEY") or None,

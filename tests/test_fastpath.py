@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from app import create_app
 from callbacks import loading
 from callbacks.fastpath import MAX_BODY
 from callbacks.params import recipe_action
+from callbacks.thresholds import prefetch_update
 from components import ids
 from pipeline.config import Config
 from pipeline.store import new_session_id
@@ -27,6 +29,7 @@ def page(tmp_path):
     meta = loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None).meta
     pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
     client = app.server.test_client()
+    client.services = services  # for the tests that call the callbacks' bodies
     # the first drawing of the segmentation: its exact result is the preview's warm start
     services.run(sid, meta["id"], pointer["recipe"])
     return client, sid, meta, pointer
@@ -121,3 +124,90 @@ def test_the_values_of_the_shown_slice_come_packed_for_the_page_to_draw_markers(
     assert _post(client, "values", {**body, "history": other}).status_code == 204
     # another session does not hold the image
     assert _post(client, "values", {**body, "session": "f" * 32}).status_code == 400
+
+
+
+def _settled_move(client, sid, meta, pointer, pair, seq):
+    """A move to `pair` and, after its live preview, its exact result: (body, new history)."""
+    body = {"session": sid, "image": meta["id"], "history": pointer, "base": meta["id"],
+            "view": VIEW, "request": {"pair": pair, "seq": seq}}
+    out = _post(client, "move", body).get_json()["outputs"]
+    new = out["history-store"]["data"]
+    pending = out.get("segmentation-pending-store", {}).get("data")
+    if pending:
+        assert _post(client, "settle", {**body, "history": new, "pending": pending}
+                     ).status_code == 200
+    return body, new
+
+
+def test_the_next_step_prepared_by_a_prefetch_is_answered_from_the_cache(page):
+    client, sid, meta, pointer = page
+    m = pointer["recipe"]["markers"]
+    vmin, vmax = m["vmin"], m["vmax"]
+    body, new = _settled_move(client, sid, meta, pointer, [vmin, vmax + 2], 1)
+    pre = {**body, "history": new, "request": {"pair": [vmin, vmax + 4], "seq": 1}}
+    res = _post(client, "prefetch", pre)
+    assert res.status_code == 204 and not res.data  # nothing answered
+    # the history is untouched: the pointer is still the current one, a move from it works
+    # and finds the exact result (quick_exact_s=0: otherwise a live preview comes first)
+    res = _post(client, "move", {**pre, "request": {"pair": [vmin, vmax + 4], "seq": 2}})
+    data = res.get_json()
+    summary = data["outputs"]["segmentation-summary"]["children"]
+    assert "from cache" in summary and "live preview" not in summary
+    assert "segmentation-pending-store" not in data["outputs"]  # nothing left to settle
+    assert set(data["overlays"]) == {"1", "2"}
+    assert data["outputs"]["history-store"]["data"]["index"] == new["index"] + 1
+    # a pair not prepared: a live preview first, as before
+    newer = data["outputs"]["history-store"]["data"]
+    res = _post(client, "move", {**pre, "history": newer,
+                                 "request": {"pair": [vmin, vmax + 9], "seq": 3}})
+    assert "live preview" in res.get_json()["outputs"]["segmentation-summary"]["children"]
+
+
+@pytest.mark.parametrize("case", ["stale", "inverted", "disabled", "prepared"])
+def test_a_prefetch_computes_nothing_when_it_should_not(page, case):
+    client, sid, meta, pointer = page
+    services = client.services
+    m = pointer["recipe"]["markers"]
+    vmin, vmax = m["vmin"], m["vmax"]
+    _, new = _settled_move(client, sid, meta, pointer, [vmin, vmax + 2], 5)
+    pair, seq = [vmin, vmax + 4], 5
+    if case == "stale":
+        seq = 4  # the page has sent a newer request since
+    elif case == "inverted":
+        pair = [vmax + 4, vmin]  # vmin above vmax: no one steps there
+    elif case == "disabled":
+        services = dataclasses.replace(
+            services, config=dataclasses.replace(services.config, prefetch_s=0))
+    elif case == "prepared":
+        assert prefetch_update(services, sid, meta, new, {"pair": pair, "seq": seq},
+                               *VIEW.values()) is True
+    # False: nothing computed (or, prepared, nothing computed again)
+    assert prefetch_update(services, sid, meta, new, {"pair": pair, "seq": seq},
+                           *VIEW.values()) is False
+    proposed = {**new["recipe"], "markers": {**new["recipe"]["markers"], "vmin": float(pair[0]),
+                                             "vmax": float(pair[1])}}
+    if case in ("stale", "disabled"):
+        assert not client.services.exact_cached(sid, meta["id"], proposed)
+
+
+def test_a_prefetch_is_stopped_by_a_newer_request_of_the_page(page, monkeypatch):
+    client, sid, meta, pointer = page
+    services = client.services
+    m = pointer["recipe"]["markers"]
+    _, new = _settled_move(client, sid, meta, pointer, [m["vmin"], m["vmax"] + 2], 7)
+    real = services.store.latest
+    calls = []
+
+    def latest(session_id, stream):  # a newer request arrives once the solve has started
+        calls.append(stream)
+        return real(session_id, stream) + (1 if len(calls) > 1 else 0)
+
+    monkeypatch.setattr(services.store, "latest", latest)
+    pair = [m["vmin"], m["vmax"] + 4]
+    assert prefetch_update(services, sid, meta, new, {"pair": pair, "seq": 7},
+                           *VIEW.values()) is False
+    assert len(calls) >= 2  # it looked, and stopped
+    proposed = {**new["recipe"], "markers": {**new["recipe"]["markers"],
+                                             "vmin": float(pair[0]), "vmax": float(pair[1])}}
+    assert not services.exact_cached(sid, meta["id"], proposed)

@@ -158,6 +158,39 @@ document.querySelector('#segmentation-graph .js-plotly-plot')
     assert _js(dash_duo, "return window.__segPlots") == 1
 
 
+
+def test_the_next_step_is_prepared_while_the_person_looks(dash_duo, app_factory):
+    """A key press on a handle is followed by the preparation of the next step in the same
+    direction (POST /_pipex/prefetch, answered with nothing); the next key press is then
+    answered from the cache. A turn (the other handle) is solved as before."""
+    _start(dash_duo, app_factory)
+    vmin, vmax = _js(dash_duo, SHAPES_JS)[:2]
+    before = _js(dash_duo, OVERLAY_JS)
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the exact overlay of the first key press")
+    assert "computed in" in _summary(dash_duo)
+    _idle(dash_duo)
+    posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
+    assert posts.count("fast:prefetch") == 1 and posts.index("fast:prefetch") > 0, posts
+    for pair, handle, key, how in (((vmin, vmax + 2), 1, Keys.ARROW_RIGHT, "from cache"),
+                                   ((vmin - 1, vmax + 2), 0, Keys.ARROW_LEFT, "computed in")):
+        _js(dash_duo, "window.__posts.length = 0")
+        before = _js(dash_duo, OVERLAY_JS)
+        _handles(dash_duo)[handle].send_keys(key)
+        _until(lambda: (_js(dash_duo, SHAPES_JS) or [])[:2] == list(pair), timeout=5,
+               what=f"the lines at {pair}")
+        _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+               what=f"the exact overlay of {pair}")
+        assert how in _summary(dash_duo), (pair, _summary(dash_duo))
+        _idle(dash_duo)
+        posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
+        assert posts[0] == "fast:move", posts
+        if how == "from cache":  # drawn at once: no live preview to settle
+            assert "fast:settle" not in posts, posts
+    assert dash_duo.find_element("#history-text").text == "step 4 of 4"  # nothing pushed
+
+
 # Hold the server's answers to moves: only what the page draws itself changes.
 HOLD_MOVES_JS = """
 const original = window.__unheld = window.fetch;
