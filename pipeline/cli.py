@@ -208,8 +208,9 @@ def _run(args) -> int:
         _error(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}")
         return EXIT_USAGE
     starting = None
-    if backend.dask_address is None and backend.prefer == "processes" and \
-            min(backend.jobs, len(args.images)) > 1:
+    processes = backend.dask_address is None and backend.prefer == "processes" and \
+        min(backend.jobs, len(args.images)) > 1
+    if processes:
         starting = threading.Thread(target=_start_workers, name="pipex-start-workers",
                                     args=(backend, min(backend.jobs, len(args.images))),
                                     daemon=True)
@@ -278,6 +279,9 @@ def _run(args) -> int:
                 items, total=n,
                 backend=backend, label="batch", progress=bar.draw, on_error="return",
                 on_result=on_result)
+        if processes:
+            # the workers have nothing more to do: killed now, not waited for at exit
+            _parallel.stop_local_workers()
     except KeyboardInterrupt:
         bar.clear()
         _error("interrupted: the files listed above are complete; no other was written")

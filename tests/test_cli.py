@@ -603,3 +603,21 @@ def test_the_workers_start_while_the_pipeline_is_imported_and_then_run_the_batch
     assert report.backend == "processes" and started & set(report.pids), (report.pids, started)
     assert len(started | set(report.pids)) <= 2, (report.pids, started)
     assert len({r["summary"]["objects"] for r in results}) == 1
+
+
+def test_a_batch_on_processes_stops_its_workers_at_the_end(files, capsys, monkeypatch):
+    """The loky workers are killed once the batch is done (the process's exit would wait for
+    them to unload their imports); a batch on threads or on one job has none to stop."""
+    from pipeline import parallel
+
+    stopped = []
+    real = parallel.stop_local_workers
+    monkeypatch.setattr(parallel, "stop_local_workers", lambda: stopped.append(1) or real())
+    paths = [str(p) for p in _batch(files, 3)]
+    for jobs, extra, calls in (("2", [], 1), ("2", ["--prefer", "threads"], 1), ("1", [], 1)):
+        out = files["dir"] / f"out{jobs}{len(extra)}"
+        code = main(["run", str(files["recipe"]), *paths, "--out", str(out), "--jobs", jobs,
+                     *extra])
+        assert code == 0, capsys.readouterr().err
+        assert len(list(out.glob("*_labels.tif"))) == 3
+        assert len(stopped) == calls

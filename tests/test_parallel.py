@@ -473,3 +473,38 @@ def test_shared_arrays_do_not_parse_python(monkeypatch):
                                   backend=P.Backend(jobs=2, prefer="processes"))
     assert report.backend == "processes" and report.blocks == 15
     assert np.array_equal(result, whole) and result.dtype == whole.dtype
+
+
+def test_one_task_per_item(monkeypatch):
+    """joblib's automatic batching grouped short items (coins images of a batch) and left a
+    worker idle at the end: every item and block is a task of its own."""
+    seen = []
+    real = P.Parallel
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("batch_size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(P, "Parallel", recording)
+    P.map_items(abs, [-1, -2, -3], backend=THREADS)
+    P.apply_step("gaussian", {"sigma": 1}, np.zeros((40, 40)), chunks=20, backend=THREADS)
+    assert seen == [1, 1]
+
+
+def test_stop_local_workers():
+    backend = P.Backend(jobs=2, prefer="processes")
+    _, first = P.map_items(abs, [-1, -2, -3, -4], backend=backend)
+    assert len(first.pids) >= 1 and os.getpid() not in first.pids
+    P.stop_local_workers()
+    for pid in first.pids:  # killed (reaped by loky): gone within a moment
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"worker {pid} still runs")
+    results, second = P.map_items(abs, [-1, -2, -3], backend=backend)  # new workers
+    assert results == [1, 2, 3] and not set(second.pids) & set(first.pids)
+    P.stop_local_workers()  # nothing to stop: no error
