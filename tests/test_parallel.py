@@ -206,9 +206,26 @@ def test_plan_blocks_tile_the_array():
         P.plan_blocks(shape, (1, -1, 0), 4)
 
 
+def _padded(shape, reach, chunks):
+    return np.prod([n + 2 * (r or 0) * (-(-n // c) - 1) for n, r, c in zip(shape, reach, chunks)])
+
+
 def test_auto_chunks():
-    assert P.auto_chunks((4096, 4096), 8, 2, 8) == (1024, 4096)
+    # 2 blocks per worker (4 slabs), then cut further for the cache while the overlap adds
+    # at most MAX_OVERLAP of the volume: 26 slabs of 158 rows (was 4 of 1024: 1.6x, now 2x+)
+    assert P.auto_chunks((4096, 4096), 8, 2, 8) == (158, 4096)
+    assert _padded((4096, 4096), (8, 8), (158, 4096)) <= (1 + P.MAX_OVERLAP) * 4096**2
+    assert _padded((4096, 4096), (8, 8), (157, 4096)) > (1 + P.MAX_OVERLAP) * 4096**2
+    # a small reach: slabs of cache size (4 MiB with their overlap)
+    chunks = P.auto_chunks((4096, 4096), 3, 2, 8)
+    assert chunks[1] == 4096 and (chunks[0] + 6) * 4096 * 8 <= P.CACHE_BLOCK_BYTES
+    # without the cache cuts: the blocks the workers need only
+    assert P.auto_chunks((4096, 4096), 8, 2, 8, cache_block_bytes=P.MAX_BLOCK_BYTES) == \
+        (1024, 4096)
+    # a volume with a long reach: the workers' blocks already overlap more than
+    # MAX_OVERLAP, no further cut
     assert P.auto_chunks((256, 256, 256), 8, 2, 8) == (64, 256, 256)
+    assert P.auto_chunks((1024, 1024), 8, 2, 8) == (256, 1024)  # 2 MiB blocks: cache size
     # blocks of at most MAX_BLOCK_BYTES: 16 slabs of a 1 GB volume on 2 workers
     chunks = P.auto_chunks((512, 512, 512), 3, 2, 8)
     assert np.prod(chunks) * 8 <= P.MAX_BLOCK_BYTES
@@ -508,3 +525,13 @@ def test_stop_local_workers():
     results, second = P.map_items(abs, [-1, -2, -3], backend=backend)  # new workers
     assert results == [1, 2, 3] and not set(second.pids) & set(first.pids)
     P.stop_local_workers()  # nothing to stop: no error
+
+
+def test_cache_sized_blocks_are_identical_to_the_whole_step():
+    """The automatic chunking of a large array (many slabs, cut for the cache)."""
+    image = np.round(np.random.default_rng(8).random((1500, 1400)) * 255)
+    for key, params in (("gaussian", {"sigma": 2.0}), ("median", {"radius": 2})):
+        step = FILTERS[key]
+        result, report = P.apply_step(key, params, image, backend=THREADS)
+        assert report.backend == "threads" and report.blocks > 4, report
+        assert np.array_equal(result, step.apply(image, **step.check(params)))
