@@ -57,12 +57,66 @@ window.pipexBoxes = (function () {
         const d = decimals(step);
         return digits + (lo < 0 ? 1 : 0) + (d ? d + 1 : 0);
     }
+    // Each box shows its value as the tooltips write it (an adopted threshold
+    // 103.21747934475349 as 103.2, a typed 0.12345 as typed; no separators: a number box
+    // takes none) and keeps the value itself: the recipe holds the method's full precision,
+    // and leaving the box, or Enter in it, without typing changes nothing (assets/move.js
+    // applies a box only when typed in, and takes the other box's value from here). dash's
+    // RangeSlider writes the box's `value` (React, on each render of the slider, with the
+    // slider's value): the box's own `value` property (React's value tracker) is wrapped,
+    // so what dash writes is kept as the exact value and shown formatted, unless the box
+    // has the focus (being typed in).
+    const exact = new WeakMap();
+    function written(v) {
+        const fmt = window.dccFunctions.pipexNumber;
+        const n = Number(v);
+        if (v === '' || v === null || !isFinite(n)) { return v; }
+        const text = fmt(n).replace(/,/g, '');
+        return Number(text) === n ? v : text;
+    }
+    function wrap(box) {
+        if (exact.has(box)) { return; }
+        const own = Object.getOwnPropertyDescriptor(box, 'value') ||
+            Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value');
+        exact.set(box, own.get.call(box));
+        Object.defineProperty(box, 'value', {
+            configurable: true,
+            get: function () { return own.get.call(this); },
+            set: function (v) {
+                exact.set(this, String(v));
+                own.set.call(this, document.activeElement === this ? v : written(v));
+            }
+        });
+        own.set.call(box, written(exact.get(box)));
+    }
+    // The value a box holds: dash's (the slider's), not the shorter one it shows.
+    function value(box) { return exact.has(box) ? exact.get(box) : box.value; }
+    // A box left: typed in, it holds what was typed (assets/move.js applies it); else its
+    // value, formatted again.
+    const typed = new WeakSet();
+    document.addEventListener('input', function (event) {
+        if (exact.has(event.target)) { typed.add(event.target); }
+    }, true);
+    document.addEventListener('focusout', function (event) {
+        const box = event.target;
+        if (!exact.has(box)) { return; }
+        // once every listener of this event has read the box (assets/move.js)
+        window.setTimeout(function () {
+            if (document.activeElement === box) { return; }
+            const v = typed.has(box) ? box.value : exact.get(box);
+            typed.delete(box);
+            box.value = v;  // the focus is gone: shown formatted
+        }, 0);
+    }, true);
+
     function size() {
         const slider = document.getElementById('thresholds-slider');
         if (!slider) { return; }
         const low = slider.querySelector('input.dash-range-slider-min-input');
         const high = slider.querySelector('input.dash-range-slider-max-input');
         if (!low || !high) { return; }
+        wrap(low);
+        wrap(high);
         const lo = Number(low.getAttribute('min')), hi = Number(high.getAttribute('max'));
         const step = high.getAttribute('step') || '1';
         if (!isFinite(lo) || !isFinite(hi)) { return; }
@@ -74,9 +128,9 @@ window.pipexBoxes = (function () {
             slider.style.setProperty('--pipex-box-width', width(n));
             slider.setAttribute('data-pipex-box', String(n));
         }
-        // a box whose value is finer than the step (typed: 0.12345; adopted from a threshold
-        // method: 103.21747934475349) widens to show all of it, the other box keeps its
-        // width (the slider's track keeps the room left)
+        // a box whose shown value is finer than the step (typed: 0.12345; an adopted
+        // 103.21747934475349 shows as 103.2, above) widens to show all of it, the other box
+        // keeps its width (the slider's track keeps the room left)
         [low, high].forEach(function (box) {
             const own = Math.max(n, box.value.length);
             if (box.getAttribute('data-pipex-box') === String(own)) { return; }
@@ -117,5 +171,5 @@ window.pipexBoxes = (function () {
         page.observe(document.body, {childList: true, subtree: true});
     }
     if (document.body) { start(); } else { document.addEventListener('DOMContentLoaded', start); }
-    return {chars: chars, size: size};
+    return {chars: chars, size: size, value: value};
 })();

@@ -62,8 +62,12 @@
         const high = slider.querySelector('input.dash-range-slider-max-input');
         if (!low || !high) { return; }
         const recipe = held();
+        // the box typed in: its text; the other: the value it holds, not the shorter one it
+        // shows (an adopted 103.21747934475349 shown as 103.2: assets/format.js)
+        const boxes = window.pipexBoxes;
         const number = function (el, i) {
-            const v = el.value.trim() === '' ? NaN : Number(el.value);
+            const text = el === box || !boxes ? el.value : String(boxes.value(el));
+            const v = text.trim() === '' ? NaN : Number(text);
             return isFinite(v) ? v : (recipe ? recipe[i] : NaN);
         };
         const i = box === low ? 0 : 1;

@@ -378,9 +378,15 @@ def _proposal(trigger, current, meta, c):
 
 
 def _with_pair(recipe, pair, meta, snap=True):
+    """`recipe` with the thresholds `pair`, each snapped (:func:`_snap`) unless it is the
+    recipe's own value: a threshold adopted from a method (li on coins, 94.63159073954759)
+    stays whole when the other one is typed, dragged or stepped (it was rounded to 95 on an
+    integer image)."""
     vmin, vmax = (float(v) for v in pair)
     if snap:
-        vmin, vmax = _snap(vmin, meta), _snap(vmax, meta)
+        held = recipe["markers"]
+        vmin = vmin if vmin == held["vmin"] else _snap(vmin, meta)
+        vmax = vmax if vmax == held["vmax"] else _snap(vmax, meta)
     recipe["markers"] = {**recipe["markers"], "vmin": vmin, "vmax": vmax}  # strokes kept
     return recipe
 

@@ -81,3 +81,20 @@ def test_threshold_text_keeps_every_typed_digit(value, text):
     from callbacks.params import threshold_text
 
     assert threshold_text(value, "float32") == text
+
+
+def test_an_adopted_threshold_is_kept_whole_when_the_other_one_moves():
+    """Issue 10 item 4: li adopted as vmin on an integer image (94.63159073954759) is what
+    the recipe holds; a vmax typed, stepped or dragged next (the pair comes with vmin as the
+    slider holds it) leaves it whole (it was snapped to 95); vmin itself moved is snapped."""
+    meta = {"id": "c" * 32, "min": 1.0, "max": 252.0, "step": 1.0, "vmin": 83, "vmax": 131,
+            "dtype": "uint8"}
+    history = next_state(ids.IMAGE, None, meta, {})[0]
+    li = 94.63159073954759
+    adopt = {"type": ids.ADOPT, "method": "li", "as": "vmin", "value": li}
+    history, message = next_state(adopt, history, meta, {})
+    assert message == "" and history["states"][-1]["markers"] == {"vmin": li, "vmax": 131}
+    new, message = next_state(ids.THRESHOLDS, history, meta, {"thresholds": [li, 140.4]})
+    assert message == "" and new["states"][-1]["markers"] == {"vmin": li, "vmax": 140.0}
+    new, _ = next_state(ids.THRESHOLDS, history, meta, {"thresholds": [90.4, 131]})
+    assert new["states"][-1]["markers"] == {"vmin": 90.0, "vmax": 131}

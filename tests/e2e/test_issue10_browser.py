@@ -535,3 +535,64 @@ def test_dragging_the_vmax_thumb_off_an_overlapping_vmin_moves_vmax_only(dash_du
     assert vmin == 0.49, (vmin, vmax)
     # the dragged value is on the slider's step grid
     assert abs(vmax * 1000 - round(vmax * 1000)) < 1e-6, vmax
+
+
+def _adopt(dash_duo, method, role):
+    """Click "as vmin" / "as vmax" on a method's tile of the threshold gallery (retried while
+    the gallery re-renders)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        tile = dash_duo.driver.find_element(
+            By.XPATH, f"//div[contains(@class,'tile')][.//code[text()='threshold_{method}']]")
+        tile.find_element(By.XPATH, f".//button[text()='as {role}']").click()
+    except StaleElementReferenceException:
+        return False
+    return True
+
+
+def test_an_adopted_threshold_reads_as_the_page_writes_it_and_is_kept_whole(dash_duo,
+                                                                           app_factory):
+    """Issue 10 (items 3 and 4): a threshold adopted from a method (li on coins:
+    94.63159073954759) was written in full in the vmin box, beside 94.63 in the tooltip and
+    the text. The box shows 94.63; the recipe keeps the method's value; Enter or Tab in the
+    box without typing changes nothing, nor does typing in the other box; undo shows it
+    again as 94.63."""
+    _start(dash_duo, app_factory)
+    vmin, vmax = _markers(dash_duo)
+    _tab(dash_duo, "Threshold discovery")
+    until(lambda: _adopt(dash_duo, "li", "vmin"), 120, "li's tile")
+    until(lambda: _step_text(dash_duo) == "step 2 of 2", 60, "li adopted as vmin")
+    _tab(dash_duo, "Recipe")
+    until(lambda: _markers(dash_duo) and _markers(dash_duo)[0] != vmin, 30, "the recipe")
+    li, _ = _markers(dash_duo)
+    assert len(repr(li)) > 10 and _markers(dash_duo) == (li, vmax), li  # the method's value
+    shown = until(lambda: (lambda s: s if s["line"] == li else None)(
+        _js(dash_duo, VMIN_SHOWN_JS)), 30, "the page's vmin")
+    assert shown["box"] == shown["tip"] == "94.63", shown
+    assert "pixels < 94.63 " in shown["text"], shown
+    assert shown["aria"] == li, shown  # the slider holds the value itself
+    low = "#thresholds-slider input.dash-range-slider-min-input"
+    # Enter, then Tab, in the box without typing: no move, the value kept whole
+    for key in (Keys.ENTER, Keys.TAB):
+        box = dash_duo.find_element(low)
+        box.click()
+        box.send_keys(key)
+        time.sleep(1)
+        assert _step_text(dash_duo) == "step 2 of 2", key
+        assert _markers(dash_duo) == (li, vmax), key
+        assert _js(dash_duo, VMIN_SHOWN_JS)["box"] == "94.63"
+    # a value typed in the vmax box: vmin stays the method's value, not the 94.63 shown
+    _type(dash_duo, "#thresholds-slider input.dash-range-slider-max-input", "140")
+    until(lambda: _markers(dash_duo) == (li, 140), 60, "vmax 140, vmin whole")
+    assert _step_text(dash_duo) == "step 3 of 3"
+    assert _js(dash_duo, VMIN_SHOWN_JS)["box"] == "94.63"
+    # undo, redo: the box shows it as the page writes it
+    dash_duo.find_element("#undo-button").click()
+    until(lambda: _markers(dash_duo) == (li, vmax), 30, "undo")
+    dash_duo.find_element("#undo-button").click()
+    until(lambda: _markers(dash_duo) == (vmin, vmax), 30, "undo the adoption")
+    until(lambda: _js(dash_duo, VMIN_SHOWN_JS)["box"] == f"{vmin:g}", 30, "the box, undone")
+    dash_duo.find_element("#redo-button").click()
+    until(lambda: _markers(dash_duo) == (li, vmax), 30, "redo")
+    until(lambda: _js(dash_duo, VMIN_SHOWN_JS)["box"] == "94.63", 30, "the box, redone")
