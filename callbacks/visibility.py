@@ -10,9 +10,16 @@ one and marks the panel "updating…" (``data-pipex-stale``); when the panel scr
 view the kept signal is passed on and the panel's callback runs as before. A panel
 therefore never shows a result for a state the person has left without saying so, and
 work no one looks at is never done while the thresholds move.
+
+The 3D view follows the same signal only while its tab is open (``VOLUME_SIGNAL``,
+:mod:`callbacks.volume`). The three gates are one clientside callback: each callback run
+is a dash-renderer cycle of about ten store updates on the page's main thread, on every
+move.
 """
 
 from __future__ import annotations
+
+import json
 
 from dash import Input, Output
 
@@ -22,27 +29,47 @@ from components import ids
 GATES = ((ids.COMPARE_SETTLED, "compare-panel"), (ids.MEASURE_SETTLED, "measure-panel"))
 
 GATE_JS = """
-function(settled) {
-    return window.pipexVisible ? window.pipexVisible.gate('%(store)s', '%(panel)s', settled)
-                               : settled;
+function(settled, measure, tab) {
+    const dc = window.dash_clientside, nu = dc.no_update;
+    const trig = (dc.callback_context.triggered || []).map(function (t) { return t.prop_id; });
+    const out = [];
+    // the panels below the first row: SEG_SETTLED passed on while the panel is in view
+    %(gates)s.forEach(function (g) {
+        if (trig.indexOf('%(settled)s.data') < 0 || settled === undefined) {
+            out.push(nu);
+        } else {
+            out.push(window.pipexVisible ? window.pipexVisible.gate(g[0], g[1], settled)
+                                         : settled);
+        }
+    });
+    // the 3D view: redrawn when the labels or the measurements change, or the tab opens,
+    // only while its tab is open
+    out.push(tab === '%(tab)s' ? {t: Date.now()} : nu);
+    return out;
 }
 """
 
 
-def gate_js(store: str, panel: str) -> str:
-    """The clientside gate passing ``SEG_SETTLED`` on to `store` while `panel` is in view."""
-    return GATE_JS % {"store": store, "panel": panel}
+def gate_js() -> str:
+    """The clientside gates of the panels that follow ``SEG_SETTLED`` (see the module
+    docstring)."""
+    return GATE_JS % {"gates": json.dumps([list(g) for g in GATES]),
+                      "settled": ids.SEG_SETTLED, "tab": ids.VOLUME_TAB}
 
 
 def register(app, services):  # noqa: ARG001 - the same signature as every module's
-    """A clientside gate per panel below the first row (see the module docstring)."""
-    for store, panel in GATES:
-        app.clientside_callback(
-            gate_js(store, panel),
-            Output(store, "data"),
-            Input(ids.SEG_SETTLED, "data"),
-            prevent_initial_call=True,
-        )
+    """One clientside gate for the panels that follow the settled segmentation."""
+    app.clientside_callback(
+        gate_js(),
+        *(Output(store, "data") for store, _panel in GATES),
+        Output(ids.VOLUME_SIGNAL, "data"),
+        Input(ids.SEG_SETTLED, "data"),
+        Input(ids.MEASURE_SIGNAL, "data"),
+        Input(ids.DISCOVERY_TABS, "value"),
+        # the page opens on another tab than the 3D view's, and SEG_SETTLED is set by the
+        # first segmentation: nothing to pass on before
+        prevent_initial_call=True,
+    )
 
 
 __all__ = ["GATES", "gate_js", "register"]

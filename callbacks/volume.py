@@ -1,6 +1,7 @@
 """The 3D view tab: orthogonal planes with linked cursors, the regions' surface, voxel size.
 
-Nothing here runs while the tab is closed: a browser-side gate (``GATE_JS``) turns the
+Nothing here runs while the tab is closed: a browser-side gate
+(``callbacks.visibility.GATE_JS``) turns the
 signals that the labels changed (``SEG_SETTLED``: the exact segmentation is shown;
 ``MEASURE_SIGNAL``: the measurement options, the voxel size among them) into
 ``VOLUME_SIGNAL`` only when the 3D tab is open, so a threshold move with the tab closed
@@ -340,14 +341,6 @@ def surface_update(services, session_id, meta, history, max_regions, selected=()
 
 # --- wiring ----------------------------------------------------------------------------------
 
-#: The views redraw only while the 3D tab is open: a closed tab makes no request.
-GATE_JS = """
-function(settled, measure, tab) {
-    if (tab !== '%(tab)s') { return window.dash_clientside.no_update; }
-    return {t: Date.now()};
-}
-""" % {"tab": ids.VOLUME_TAB}
-
 #: The voxel-size inputs show the recipe's voxel size (after undo, a loaded recipe...), else
 #: the file's, else 1; and say where it comes from. In the browser: no request.
 VOXEL_JS = """
@@ -453,13 +446,6 @@ def register(app, services):
         Output(ids.CLIENT_SINK, "data", allow_duplicate=True),
         *(Input(ids.VOLUME_GRAPHS[name], "relayoutData") for name in PLANE_NAMES),
         prevent_initial_call=True,
-    )
-    app.clientside_callback(
-        GATE_JS,
-        Output(ids.VOLUME_SIGNAL, "data"),
-        Input(ids.SEG_SETTLED, "data"),
-        Input(ids.MEASURE_SIGNAL, "data"),
-        Input(ids.DISCOVERY_TABS, "value"),
     )
     app.clientside_callback(
         VOXEL_JS,

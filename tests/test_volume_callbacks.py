@@ -375,7 +375,14 @@ def test_the_tab_is_registered_and_gated_in_the_browser(tmp_path):
     inputs = {i["id"] for i in app.callback_map[views[0]]["inputs"]}
     assert ids.SEG_SETTLED not in inputs and ids.HISTORY not in inputs
     assert ids.VOLUME_SIGNAL in inputs
-    assert "tab !== 'volume'" in volume.GATE_JS
+    # the gate (one clientside callback with the panels' gates, callbacks/visibility.py)
+    gate = [k for k in app.callback_map if ids.VOLUME_SIGNAL + ".data" in k]
+    assert len(gate) == 1
+    assert {i["id"] for i in app.callback_map[gate[0]]["inputs"]} == {
+        ids.SEG_SETTLED, ids.MEASURE_SIGNAL, ids.DISCOVERY_TABS}
+    from callbacks.visibility import gate_js
+
+    assert "tab === 'volume' ? {t: Date.now()} : nu" in gate_js()
 
 
 def test_the_loaded_files_voxel_size_reaches_the_page(tmp_path):
