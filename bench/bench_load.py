@@ -20,7 +20,9 @@ Each simulated user is a thread doing what a person does in a browser, with thin
     settle when one is needed: a key press to the answer with the exact overlays. Then the
     answer's other outputs are handed to the page and the callbacks they trigger run
     (comparison, measurements, recipe view, …; ``AppSession.cascade``), as dash-renderer
-    runs them (in sequence here, one connection per user);
+    runs them (in sequence here, one connection per user); then the preparation of the
+    next step the page asks for (``POST /_pipex/prefetch``): never used by these random
+    moves, so only its cost is measured;
   - **undo** (the undo button: the history callback, then what it triggers);
   - **change the filter** (none / gaussian / median, the filter dropdown): *filter time* =
     the history callback until the segmentation panel's exact answer (its live preview's
@@ -310,6 +312,8 @@ class User(AppSession):
         return snap(self.meta["vmin"], self.meta), snap(self.meta["vmax"], self.meta)
 
     def move(self):
+        m = self.recipe()["markers"]
+        old = (m["vmin"], m["vmax"])
         a, b = self.new_pair()
         self.seq += 1
         ctx = self.ctx()
@@ -339,6 +343,11 @@ class User(AppSession):
         self._cascade(self.params_dep, changed)
         if message:
             raise AppError("segmentation message", json.dumps(message)[:200])
+        # the page then asks the server to prepare the next step (POST /_pipex/prefetch,
+        # assets/fastmove.js); this user's next move is elsewhere, so it is extra load only
+        nxt = [a, b + (b - old[1])] if b != old[1] else [a + (a - old[0]), b]
+        if history and nxt[0] < nxt[1]:
+            self.fast("prefetch", {**self.ctx(), "request": {"pair": nxt, "seq": self.seq}})
 
     def _cascade(self, origin, changed):
         _local.session = self.http

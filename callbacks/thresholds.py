@@ -176,8 +176,9 @@ def prefetch_update(services, session_id, meta, history, request, axis, index, s
     the next key press is answered from them: one round trip, no solve.
 
     Bounded: only when the exact result is expected within ``Config.prefetch_s`` (from the
-    session's measured solve rate), in a free job slot of the session's owner (never
-    waiting for one), stopped by any newer request of the page's threshold stream (it never
+    session's measured solve rate), in a free job slot of the session's owner, and only if
+    another slot of the server stays free for a person's request (never waiting for one),
+    stopped by any newer request of the page's threshold stream (it never
     supersedes one itself) and after a few times its estimate. Nothing is pushed on the
     history and nothing is answered to the page.
 
@@ -221,7 +222,7 @@ def prefetch_update(services, session_id, meta, history, request, axis, index, s
 
     admission = services.admission
     try:
-        slot = (admission.slot(services.owner(session_id), wait_s=0)
+        slot = (admission.slot(services.owner(session_id), wait_s=0, spare=1)
                 if admission is not None else contextlib.nullcontext())
         with slot:
             segmentation_panel(services, session_id, meta, proposed, axis, index, style,

@@ -174,7 +174,7 @@ class Admission:
         return taken
 
     @contextmanager
-    def slot(self, owner: str, cached=None, wait_s: float | None = None):
+    def slot(self, owner: str, cached=None, wait_s: float | None = None, spare: int = 0):
         """Hold a slot of `owner` and of the server while the block runs.
 
         Parameters
@@ -187,23 +187,34 @@ class Admission:
         wait_s : float, optional
             Longest wait for this slot (default: the instance's `wait_s`); 0 refuses at once
             (a batch that cannot start is told so rather than left waiting).
+        spare : int, optional
+            Server slots that must stay free once this one is taken, else :class:`Busy`
+            (reason ``"server"``) at once: work nobody waits for (a prefetch) never takes
+            the slots a person's request needs.
 
         Raises
         ------
         Busy
             If no slot frees up within `wait_s`, or `max_waiting` requests of this owner are
-            waiting already.
+            waiting already, or fewer than `spare` server slots would stay free.
         """
         if not owner:
             raise InputError("owner must be given")
         if wait_s is not None and (isinstance(wait_s, bool) or not isinstance(wait_s, (int, float))
                                    or not 0 <= wait_s <= 600):
             raise InputError(f"wait_s must be between 0 and 600 seconds, got {wait_s!r}")
+        if isinstance(spare, bool) or not isinstance(spare, int) or not 0 <= spare < self.total:
+            raise InputError(f"spare must be a whole number from 0 to {self.total - 1}, "
+                             f"got {spare!r}")
         held = self._held.__dict__.setdefault("owners", set())
         if owner in held:  # a computation of this thread's slot asking for more: no new slot
             yield
             return
         got = self._try(owner)
+        if spare and not isinstance(got, str) and self.total - self.running() < spare:
+            for fd in got:
+                self._give_back(fd)
+            raise self._refusal("server")
         if isinstance(got, str) and cached is not None and cached():
             yield
             return

@@ -215,6 +215,27 @@ def test_no_more_waiters_than_max_waiting(tmp_path):
     thread.join(60)
 
 
+def test_work_nobody_waits_for_leaves_a_spare_slot(tmp_path):
+    """``spare``: a prefetch takes a slot only if another stays free for a person's request;
+    the slot it would have taken is given back when it is refused."""
+    admission = Admission(tmp_path, per_owner=2, total=3, wait_s=0)
+    with admission.slot("a"):
+        with admission.slot("b", spare=1):  # 2 of 3 taken: one stays free
+            assert admission.running() == 2
+        with admission.slot("b"):
+            with pytest.raises(Busy, match="server is busy") as err:
+                with admission.slot("c", spare=1):  # it would take the last one
+                    pass
+            assert err.value.reason == "server"
+            assert admission.running() == 2 and admission.running("c") == 0
+            with admission.slot("c"):  # a person's request still gets it
+                assert admission.running() == 3
+    for bad in (-1, 3, True, 1.0):
+        with pytest.raises(InputError, match="spare"):
+            with admission.slot("a", spare=bad):
+                pass
+
+
 @pytest.mark.parametrize("bad", [{"per_owner": 0}, {"total": "2"}, {"wait_s": -1}])
 def test_admission_settings_are_checked(tmp_path, bad):
     with pytest.raises(Exception, match=next(iter(bad))):
