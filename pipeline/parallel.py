@@ -89,8 +89,8 @@ MAX_BLOCK_BYTES = 64 * 2**20
 #: Blocks (with their overlap) an automatic chunking cuts down to, in bytes of the input,
 #: while the overlap stays within :data:`MAX_OVERLAP`: a memory-bound filter runs faster on
 #: small blocks even on one core (the Gaussian's pass along axis 0 reads one value per row
-#: at a time: on 4096² float64, 1.4-1.7x faster in blocks of 2-4 MiB than whole; see
-#: bench/README.md).
+#: at a time: on 4096² float64, 1.4-1.7x faster in blocks of 2-4 MiB than whole; see the
+#: README's Speed section).
 CACHE_BLOCK_BYTES = 4 * 2**20
 #: Most volume the overlap of cuts made for :data:`CACHE_BLOCK_BYTES` may add, as a fraction
 #: of the array's (a compute-bound filter pays it in full).
@@ -647,6 +647,15 @@ def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
     """
     shape = tuple(int(n) for n in shape)
     reach = _normalize_reach(reach, len(shape))
+    for name, value in (("workers", workers), ("itemsize", itemsize),
+                        ("max_block_bytes", max_block_bytes),
+                        ("cache_block_bytes", cache_block_bytes)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    if isinstance(max_overlap, bool) or not isinstance(max_overlap, (int, float)) or \
+            not 0 <= max_overlap < math.inf:
+        raise InputError(f"max_overlap must be a fraction >= 0 (0.1: 10 %), "
+                         f"got {max_overlap!r}")
     counts = [1] * len(shape)
 
     def padded(counts):
@@ -656,7 +665,7 @@ def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
         return math.prod(math.ceil(n / c) + 2 * (r or 0)
                          for n, c, r in zip(shape, counts, reach)) * itemsize
 
-    target = BLOCKS_PER_WORKER * max(1, workers)
+    target = BLOCKS_PER_WORKER * workers
     volume = math.prod(shape)
     while True:
         needed = math.prod(counts) < target or block_bytes(counts) > max_block_bytes
@@ -797,7 +806,8 @@ def apply_blocks(run, array, reach, chunks=None, *, backend=None, label="blocks"
     t0 = time.perf_counter()
     client = backend.client()
     if chunks is None:
-        workers = sum(client.ncores().values()) if client is not None else backend.jobs
+        workers = max(1, sum(client.ncores().values())) if client is not None \
+            else backend.jobs
         chunks = auto_chunks(array.shape, reach, workers, array.dtype.itemsize)
     blocks = plan_blocks(array.shape, reach, chunks)
     chunks = _normalize_chunks(chunks, array.shape, reach)

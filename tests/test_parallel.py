@@ -226,6 +226,12 @@ def test_auto_chunks():
     # MAX_OVERLAP, no further cut
     assert P.auto_chunks((256, 256, 256), 8, 2, 8) == (64, 256, 256)
     assert P.auto_chunks((1024, 1024), 8, 2, 8) == (256, 1024)  # 2 MiB blocks: cache size
+    with pytest.raises(InputError, match="cache_block_bytes must be a whole number"):
+        P.auto_chunks((64, 64), 2, 2, 8, cache_block_bytes=0)
+    with pytest.raises(InputError, match="max_overlap must be a fraction"):
+        P.auto_chunks((64, 64), 2, 2, 8, max_overlap=-0.1)
+    with pytest.raises(InputError, match="workers must be a whole number"):
+        P.auto_chunks((64, 64), 2, 0, 8)
     # blocks of at most MAX_BLOCK_BYTES: 16 slabs of a 1 GB volume on 2 workers
     chunks = P.auto_chunks((512, 512, 512), 3, 2, 8)
     assert np.prod(chunks) * 8 <= P.MAX_BLOCK_BYTES
