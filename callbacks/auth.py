@@ -274,10 +274,34 @@ def _json(status, message):
 
 def _login_page(token, message="", next_url="/", status=200):
     error = f'<p class="message-error" role="alert">{html.escape(message)}</p>' if message else ""
+    return _form_page("Sign in", f"""<p>Sign in to the lab's server.</p>{error}
+<form method="post" action="/login">
+<input type="hidden" name="{CSRF_FIELD}" value="{html.escape(token)}">
+<input type="hidden" name="next" value="{html.escape(next_url)}">
+<label for="user">User</label>
+<input id="user" name="user" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button>
+</form>""", status)
+
+
+def _sign_out_page(token):
+    """Asked when a sign-out came without a valid token (another site's form, or a page
+    open for longer than the token lives): the person confirms."""
+    return _form_page("Sign out", f"""<p>Sign out of the lab's server?</p>
+<form method="post" action="/logout">
+<input type="hidden" name="{CSRF_FIELD}" value="{html.escape(token)}">
+<button type="submit" autofocus>Sign out</button>
+</form>""", 200)
+
+
+def _form_page(title, inner, status):
+    """A small page of this server's own (sign-in, sign-out), in the app's style."""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign in · Pipeline Explorer</title>
+<title>{html.escape(title)} · Pipeline Explorer</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/style.css">
 <style>
@@ -293,16 +317,7 @@ def _login_page(token, message="", next_url="/", status=200):
   border-radius: 4px; }}
 </style></head>
 <body><main class="signin">
-<h1>Pipeline Explorer</h1><p>Sign in to the lab's server.</p>{error}
-<form method="post" action="/login">
-<input type="hidden" name="{CSRF_FIELD}" value="{html.escape(token)}">
-<input type="hidden" name="next" value="{html.escape(next_url)}">
-<label for="user">User</label>
-<input id="user" name="user" autocomplete="username" required autofocus>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">Sign in</button>
-</form></main></body></html>"""
+<h1>Pipeline Explorer</h1>{inner}</main></body></html>"""
     response = Response(body, status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"  # its token belongs to this cookie
     return response
@@ -427,6 +442,10 @@ def register(app, services):
 
     @server.route("/logout", methods=["POST"])
     def logout():
+        # a sign-out needs the token of the page's own form: another site's form cannot
+        # sign a person out (it is asked to confirm instead)
+        if not auth.check_form_token(request.form.get(CSRF_FIELD)):
+            return _sign_out_page(auth.form_token())
         session.clear()
         return redirect("/login", 303)
 
@@ -454,13 +473,16 @@ def with_sign_out(app, layout):
     user = signed_in_as(app)
     if not user:
         return layout
-    from dash import html
+    from dash import dcc, html
 
     bar = html.Form(className="signed-in", action="/logout", method="POST",
                     style={"display": "flex", "justifyContent": "flex-end", "gap": "6px",
                            "alignItems": "baseline", "padding": "6px 16px 0",
                            "color": "var(--muted)", "fontSize": "12px"},
                     children=[html.Span(f"Signed in as {user}"),
+                              # the form's token: only this page signs its person out
+                              dcc.Input(type="hidden", name=CSRF_FIELD, id=ids.SIGN_OUT_TOKEN,
+                                        value=app.server.extensions["pipex_auth"].form_token()),
                               html.Button("Sign out", type="submit", className="sign-out")])
     return html.Div([bar, layout])
 

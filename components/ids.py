@@ -209,3 +209,4 @@ EXACT_MESSAGE = "exact-job-message"  # cancelled, stopped at the time limit, ref
 CROP_BUTTON = "crop-button"  # "Tune on this view": crop to the segmentation view's zoom
 CROP_REQUEST = "crop-request-store"  # the view's ranges when it was clicked
 APPLY_WHOLE_BUTTON = "apply-whole-button"  # back to the whole image, with the recipe
+SIGN_OUT_TOKEN = "sign-out-token"  # the sign-out form's CSRF token (callbacks/auth.py)

@@ -265,7 +265,22 @@ def test_a_session_of_one_user_is_refused_to_another(served):
 def test_sign_out_and_a_changed_password_end_the_sign_in(served):
     _, url, tmp = served
     session = _signed_in(url, "alice")
-    assert session.post(url + "logout", allow_redirects=False, timeout=30).status_code == 303
+    # a sign-out without the page's token (another site's form): asked to confirm, still in
+    res = session.post(url + "logout", allow_redirects=False, timeout=30)
+    assert res.status_code == 200 and "Sign out of the lab's server?" in res.text
+    assert session.get(url + "_dash-layout", timeout=30).status_code == 200
+    res = session.post(url + "logout", data={"csrf_token": "forged"}, allow_redirects=False,
+                       timeout=30)
+    assert res.status_code == 200
+    assert session.get(url + "_dash-layout", timeout=30).status_code == 200
+    # the page's own form: its token is in the layout
+    layout = session.get(url + "_dash-layout", timeout=30).text
+    token = re.search(r'"id": ?"sign-out-token"[^}]*?"value": ?"([^"]+)"|'
+                      r'"value": ?"([^"]+)"[^}]*?"id": ?"sign-out-token"', layout)
+    assert token, layout[:500]
+    res = session.post(url + "logout", data={"csrf_token": token.group(1) or token.group(2)},
+                       allow_redirects=False, timeout=30)
+    assert res.status_code == 303
     assert session.get(url + "_dash-layout", timeout=30).status_code == 401
     session = _signed_in(url, "bob")
     auth.add_user(tmp / "users", "bob", "a-new-password")
