@@ -164,12 +164,25 @@ def test_the_next_step_is_prepared_while_the_person_looks(dash_duo, app_factory)
     direction (POST /_pipex/prefetch, answered with nothing); the next key press is then
     answered from the cache. A turn (the other handle) is solved as before."""
     _start(dash_duo, app_factory)
+    # the preparation's answer (nothing) arrives once the server has solved the next step:
+    # the next key press waits for it here (a person is slower than coins' solve)
+    _js(dash_duo, """
+window.__prepared = 0;
+const fetched = window.fetch;
+window.fetch = function (url) {
+    const answer = fetched.apply(this, arguments);
+    if (String(url).indexOf('/_pipex/prefetch') >= 0) {
+        answer.then(function () { window.__prepared += 1; });
+    }
+    return answer;
+};""")
     vmin, vmax = _js(dash_duo, SHAPES_JS)[:2]
     before = _js(dash_duo, OVERLAY_JS)
     _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
     _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
            what="the exact overlay of the first key press")
     assert "computed in" in _summary(dash_duo)
+    _until(lambda: _js(dash_duo, "return window.__prepared") == 1, what="the next step prepared")
     _idle(dash_duo)
     posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     assert posts.count("fast:prefetch") == 1 and posts.index("fast:prefetch") > 0, posts
