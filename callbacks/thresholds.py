@@ -394,8 +394,9 @@ LOG_JS = """
 function(value) {
     const dc = window.dash_clientside;
     const log = (value || []).indexOf('log') >= 0;
-    // a histogram with a dominant bin is clipped on the linear axis (layout.meta.clip,
-    // components.figures.histogram_figure); log counts show every bin whole
+    // the linear count axis has an explicit range (layout.meta.clip,
+    // components.figures.histogram_figure: below the threshold names' band, and clipped
+    // above dominant bins); log counts show every bin whole
     const gd = document.querySelector('#%(hist)s .js-plotly-plot');
     const clip = gd && gd.layout && gd.layout.meta && gd.layout.meta.clip;
     const patch = new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear');
