@@ -65,14 +65,25 @@ def _request(request):
     return [float(pair[0]), float(pair[1])], seq
 
 
-def superseded(services, session_id, seq):
+def pair_key(pair) -> str:
+    """What a threshold request asks for, as the stream records it (:func:`superseded`)."""
+    return json.dumps([float(v) for v in pair])
+
+
+def superseded(services, session_id, seq, pair=None):
     """``should_stop`` of a move's or a drag's solve: a later request of this page's
-    threshold stream has arrived (checked in the shared store, so across workers)."""
+    threshold stream has arrived (checked in the shared store, so across workers) — unless
+    it asks for the same `pair`: the release of a drag on the pair being solved, a key press
+    on the pair being prepared then wait for this solve (:func:`pipeline.compute.exclusive`)
+    instead of starting it again."""
     store = services.store
+    mine = None if pair is None else pair_key(pair)
 
     def should_stop():
         try:
-            return store.latest(session_id, STREAM) > seq
+            if store.latest(session_id, STREAM) <= seq:
+                return False
+            return mine is None or store.latest_what(session_id, STREAM) != mine
         except InputError:
             return False
 
@@ -102,7 +113,7 @@ def move_update(services, session_id, meta, history, request, axis, index, style
     """
     pair, seq = _request(request)
     require_current(meta, history)
-    if not services.store.bump(session_id, STREAM, seq):
+    if not services.store.bump(session_id, STREAM, seq, pair_key(pair)):
         raise PreventUpdate  # a later move or drag of this page is on its way
     pointer, full, message = recipe_action(services, session_id, ids.THRESHOLDS, history,
                                            meta, {"thresholds": pair}, drawn=True)
@@ -135,7 +146,7 @@ def drag_update(services, session_id, meta, history, request, axis, index, style
     nothing = (no_update,) * 5 + (ack,)
     require_current(meta, history)
     store = services.store
-    if not store.bump(session_id, STREAM, seq):
+    if not store.bump(session_id, STREAM, seq, pair_key(pair)):
         return nothing  # superseded before it started: not computed
     current = current_recipe(history)
     try:
@@ -152,7 +163,7 @@ def drag_update(services, session_id, meta, history, request, axis, index, style
         out = segmentation_update(services, session_id, meta, history, axis, index, style,
                                   show, view, base=base, allow_preview=True, announce=False,
                                   recipe=proposed, nearby=nearby(),
-                                  should_stop=superseded(services, session_id, seq))
+                                  should_stop=superseded(services, session_id, seq, pair))
     except PreventUpdate:
         return nothing  # superseded while solving: stopped, never drawn
     if store.latest(session_id, STREAM) > seq:
@@ -178,8 +189,9 @@ def prefetch_update(services, session_id, meta, history, request, axis, index, s
     Bounded: only when the exact result is expected within ``Config.prefetch_s`` (from the
     session's measured solve rate), in a free job slot of the session's owner, and only if
     another slot of the server stays free for a person's request (never waiting for one),
-    stopped by any newer request of the page's threshold stream (it never
-    supersedes one itself) and after a few times its estimate. Nothing is pushed on the
+    stopped by any newer request of the page's threshold stream for another pair (it never
+    supersedes one itself; a key press on this very pair waits for this solve,
+    :func:`pipeline.compute.exclusive`) and after a few times its estimate. Nothing is pushed on the
     history and nothing is answered to the page.
 
     Parameters
@@ -214,9 +226,10 @@ def prefetch_update(services, session_id, meta, history, request, axis, index, s
     if latest > seq:
         return False  # the page has moved on
 
-    def moved_on():
+    def moved_on():  # a newer request of the page, for another pair (superseded())
         try:
-            return store.latest(session_id, STREAM) > latest
+            return (store.latest(session_id, STREAM) > latest
+                    and store.latest_what(session_id, STREAM) != pair_key(pair))
         except InputError:
             return False
 

@@ -21,10 +21,15 @@ Laplacian is cached per (filtered image, beta) and solved per markers with
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import json
 import math
+import os
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -223,9 +228,24 @@ class Compute:
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image, should_stop=None,
                  progress=None):
         args = (image_id, fk, mk, sk, recipe, load_image, self._filtered_fn, self._graph)
-        if self.max_job_bytes is not None and not self._segment.check_call_in_cache(*args):
+        if self._segment.check_call_in_cache(*args):
+            return self._segment(*args)[0]
+        if self.max_job_bytes is not None:
             self.check_memory(image_id, load_image, recipe)  # before any of the work
-        return self._segment(*args, should_stop=should_stop, progress=progress)[0]
+        # one solve of a segmentation at a time, in every thread and worker: a second
+        # request for it (the release of a drag, a key press on the pair being prepared)
+        # waits for the first and reads its result from the cache
+        key = hashlib.blake2b(json.dumps([image_id, fk, mk, sk]).encode(),
+                              digest_size=16).hexdigest()
+        with exclusive(self.inflight_dir / key, should_stop):
+            return self._segment(*args, should_stop=should_stop, progress=progress)[0]
+
+    @property
+    def inflight_dir(self) -> Path:
+        """Folder of the lock files of the segmentations being solved."""
+        path = Path(self.memory.location) / "inflight"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _labels_fn(self, image_id, fk, mk, sk, pk, recipe, load_image):
         return self._labels(image_id, fk, mk, sk, pk, recipe, load_image, self._mask_fn)
@@ -539,6 +559,51 @@ class Compute:
     def trim(self) -> None:
         """Evict least recently used cache entries beyond ``bytes_limit``."""
         self.memory.reduce_size(bytes_limit=self.bytes_limit)
+
+
+@contextlib.contextmanager
+def exclusive(path, should_stop=None, poll_s: float = 0.01):
+    """Hold an exclusive lock on the file `path` (created; removed when released) while the
+    block runs, in every thread and process of the machine: a second holder waits.
+
+    Parameters
+    ----------
+    path : Path
+        The lock file (e.g. named by the hash of the work it guards).
+    should_stop : callable, optional
+        Asked while waiting; True raises :class:`~pipeline.errors.Cancelled`.
+    poll_s : float
+        Interval between two attempts.
+
+    A holder removes the file before it lets go: a waiter that locked the removed file
+    opens the path again, so the folder does not grow with the work done.
+    """
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped while waiting for the same work elsewhere") from None
+            time.sleep(poll_s)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # removed by its holder meanwhile: lock the path's new file
+    try:
+        yield
+    finally:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 class TimeLimit:

@@ -453,20 +453,26 @@ class ArrayStore:
         """Whose quota and job slots a session uses: its recorded owner, or itself."""
         return self._cache.get(f"{check_session_id(session_id)}/owner") or session_id
 
-    def bump(self, session_id: str, name: str, seq: int) -> bool:
-        """Record request number `seq` of a stream `name` (e.g. the drag previews); return
-        False if a later one was recorded already (this request is superseded)."""
+    def bump(self, session_id: str, name: str, seq: int, what: str | None = None) -> bool:
+        """Record request number `seq` of a stream `name` (e.g. the drag previews), and
+        `what` it asks for (e.g. its pair); return False if a later one was recorded already
+        (this request is superseded)."""
         key = f"{check_session_id(session_id)}/seq/{name}"
         with self._cache.transact():
             latest = self._cache.get(key, -1)
             if seq < latest:
                 return False
             self._cache.set(key, int(seq))
+            self._cache.set(key + "/what", what)
         return True
 
     def latest(self, session_id: str, name: str) -> int:
         """The latest request number recorded by :meth:`bump` (-1 if none)."""
         return self._cache.get(f"{check_session_id(session_id)}/seq/{name}", -1)
+
+    def latest_what(self, session_id: str, name: str):
+        """What the latest request recorded by :meth:`bump` asks for (None if not said)."""
+        return self._cache.get(f"{check_session_id(session_id)}/seq/{name}/what")
 
     def recent(self, name: str, window_s: float, add: bool = False) -> int:
         """How many events `name` (e.g. failed sign-ins of a user from an address) had in the

@@ -87,3 +87,70 @@ def test_an_unreachable_scheduler_is_reported_and_the_stage_runs_locally(tmp_pat
     assert out.report.summary().endswith("ran locally)")
     assert backend.message == out.report.message
     assert np.array_equal(out.filtered, R.filter_stage(image, recipe))
+
+
+def test_exclusive_makes_a_second_holder_wait_and_leaves_no_file(tmp_path):
+    import threading
+    import time
+
+    from pipeline.compute import exclusive
+    from pipeline.errors import Cancelled
+
+    path = tmp_path / "work"
+    order = []
+    started = threading.Event()
+
+    def second():
+        started.set()
+        with exclusive(path):
+            order.append("second")
+
+    with exclusive(path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert started.wait(10)
+        time.sleep(0.2)  # the second is waiting
+        order.append("first")
+        # a waiter asked to stop while waiting gives up
+        with pytest.raises(Cancelled):
+            with exclusive(path, should_stop=lambda: True):
+                pass
+    thread.join(10)
+    assert order == ["first", "second"]
+    assert not path.exists()  # removed by its last holder
+
+
+def test_one_solve_of_a_segmentation_at_a_time(tmp_path, monkeypatch):
+    """Two requests for the same segmentation at once (a drag's release on the pair being
+    solved, a key press on the pair being prepared): one solve, the other reads its result."""
+    import threading
+
+    from pipeline import compute as C
+
+    image = data.coins()
+    recipe = R.validate(R.default_recipe(80, 150))
+    compute = Compute(tmp_path / "cache")
+    calls = []
+    real = C.randomwalker.solve
+
+    def slow_solve(*args, **kwargs):
+        calls.append(1)
+        import time
+
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(C.randomwalker, "solve", slow_solve)
+    results = []
+
+    def run():
+        results.append(compute.run("img", lambda: image, recipe))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 2 and len(calls) == 1
+    assert np.array_equal(results[0].labels, results[1].labels)
+    assert not list((tmp_path / "cache" / "inflight").iterdir())

@@ -11,7 +11,7 @@ from app import create_app
 from callbacks import loading
 from callbacks.fastpath import MAX_BODY
 from callbacks.params import recipe_action
-from callbacks.thresholds import prefetch_update
+from callbacks.thresholds import STREAM, pair_key, prefetch_update, superseded
 from components import ids
 from pipeline.config import Config
 from pipeline.store import new_session_id
@@ -211,3 +211,18 @@ def test_a_prefetch_is_stopped_by_a_newer_request_of_the_page(page, monkeypatch)
     proposed = {**new["recipe"], "markers": {**new["recipe"]["markers"],
                                              "vmin": float(pair[0]), "vmax": float(pair[1])}}
     assert not services.exact_cached(sid, meta["id"], proposed)
+
+
+def test_a_request_for_the_same_pair_does_not_stop_the_solve_of_it(page):
+    """The release of a drag on the pair being solved, or a key press on the pair being
+    prepared, lets that solve go on (and waits for it); another pair stops it."""
+    client, sid, meta, pointer = page
+    services = client.services
+    services.store.bump(sid, STREAM, 3, pair_key([80, 140]))
+    solving = superseded(services, sid, 3, [80, 140])
+    assert not solving()
+    services.store.bump(sid, STREAM, 4, pair_key([80.0, 140.0]))  # the same pair, later
+    assert not solving()
+    assert superseded(services, sid, 3)()  # a solve that said nothing of its pair: stopped
+    services.store.bump(sid, STREAM, 5, pair_key([80, 141]))  # another pair
+    assert solving()
