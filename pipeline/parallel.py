@@ -453,9 +453,11 @@ def stop_local_workers() -> None:
     work still running on them is lost, so only a process that runs nothing else in parallel
     may call it (the command line, after its batch); later calls start new workers.
     """
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky import get_reusable_executor, reusable_executor
 
-    # reuse=True: the executor joblib made (whatever its settings), or a new idle one
+    if getattr(reusable_executor, "_executor", None) is None:
+        return  # none was made (asking for one would start loky's resource tracker)
+    # reuse=True: the executor joblib made, whatever its settings
     get_reusable_executor(reuse=True).shutdown(wait=True, kill_workers=True)
 
 
