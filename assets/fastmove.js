@@ -481,11 +481,8 @@ window.pipexFast = (function () {
         const active = document.activeElement;
         if (!ctx || !ctx.history || st.dragging || !active || !active.matches ||
                 !active.matches('#thresholds-slider [role=slider]')) { return; }
-        const thumbs = document.querySelectorAll('#thresholds-slider [role=slider]');
-        if (thumbs.length !== 2) { return; }
-        const pair = [Number(thumbs[0].getAttribute('aria-valuenow')),
-                      Number(thumbs[1].getAttribute('aria-valuenow'))];
-        if (!isFinite(pair[0]) || !isFinite(pair[1])) { return; }
+        const pair = thumbsPair();
+        if (!pair) { return; }
         const cur = ctx.history.recipe && ctx.history.recipe.markers;
         const same = function (a, b) { return a && b && a[0] === b[0] && a[1] === b[1]; };
         if (!cur || same(pair, [cur.vmin, cur.vmax])) { return; }
@@ -494,6 +491,30 @@ window.pipexFast = (function () {
         st.sentAt = performance.now();
         move({pair: pair, seq: ++st.seq, exact: false}, ctx);
     }
+    // The release of a handle (or a click on the track): the pair under it is sent at once,
+    // as a key press's is, instead of after dash-renderer has committed the slider's value
+    // and run the gate (which then sees it sent); its preview is on the screen already, so
+    // it asks for the exact result straight away. Called by assets/move.js on pointerup.
+    function released() {
+        const st = state();
+        const ctx = st.ctx;
+        const pair = thumbsPair();
+        const cur = ctx && ctx.history && ctx.history.recipe && ctx.history.recipe.markers;
+        if (!pair || !cur || (pair[0] === cur.vmin && pair[1] === cur.vmax)) { return; }
+        st.sent = pair;
+        st.sentAt = performance.now();
+        st.queued = null;
+        move({pair: pair, seq: ++st.seq, exact: true}, ctx);
+    }
+
+    function thumbsPair() {
+        const thumbs = document.querySelectorAll('#thresholds-slider [role=slider]');
+        if (thumbs.length !== 2) { return null; }
+        const pair = [Number(thumbs[0].getAttribute('aria-valuenow')),
+                      Number(thumbs[1].getAttribute('aria-valuenow'))];
+        return isFinite(pair[0]) && isFinite(pair[1]) ? pair : null;
+    }
+
     const observer = new MutationObserver(function (records) {
         if (records.some(function (r) { return r.attributeName === 'aria-valuenow'; })) {
             early();
@@ -547,6 +568,7 @@ window.pipexFast = (function () {
     // the page's markers image, at the image's resolution (for tests)
     function markersImage() { return VAL.data ? VAL.data.canvas.toDataURL('image/png') : null; }
 
-    return {move: move, drag: drag, draw: draw, markers: markers, prefetch: prefetch,
+    return {move: move, drag: drag, released: released, draw: draw, markers: markers,
+            prefetch: prefetch,
             hasValues: hasValues, markersImage: markersImage, relayoutQuietly: relayoutQuietly};
 })();

@@ -23,7 +23,13 @@
             event.target.closest('#thresholds-slider .dash-slider-root');
         if (slider) { state().dragging = true; }
     }, true);
-    function release() { state().dragging = false; }
+    function release() {
+        const st = state();
+        if (!st.dragging) { return; }
+        st.dragging = false;
+        // the pair under the handle goes to the server now (assets/fastmove.js)
+        if (window.pipexFast && window.pipexFast.released) { window.pipexFast.released(); }
+    }
     document.addEventListener('pointerup', release, true);
     document.addEventListener('pointercancel', release, true);
 

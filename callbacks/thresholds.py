@@ -303,11 +303,13 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
         if (pair[0] !== cur.vmin || pair[1] !== cur.vmax) {
             // the release of a drag: its preview is on the screen, go straight to the exact
             const dragged = st.dragged && st.dragged[0] === pair[0] && st.dragged[1] === pair[1];
-            // sent by the key-press trigger of assets/fastmove.js within the last second
+            // sent by the key-press or the release trigger of assets/fastmove.js within
+            // the last second
             const sent = st.sent && st.sent[0] === pair[0] && st.sent[1] === pair[1] &&
                 performance.now() - st.sentAt < 1000;
-            if (sent && !dragged) {
-                // already on its way: a key press starts the move before this gate runs
+            if (sent) {
+                // already on its way: a key press or a release starts the move before
+                // this gate runs
                 // (and its sequence number is the page's latest: assets/fastmove.js
                 // prepares the next step only for the latest request)
                 st.dragged = null;
