@@ -493,18 +493,23 @@ window.pipexFast = (function () {
     }
     // The release of a handle (or a click on the track): the pair under it is sent at once,
     // as a key press's is, instead of after dash-renderer has committed the slider's value
-    // and run the gate (which then sees it sent); its preview is on the screen already, so
-    // it asks for the exact result straight away. Called by assets/move.js on pointerup.
+    // and run the gate (which then sees it sent). After a drag whose preview of this pair
+    // is on the screen it asks for the exact result straight away; a click on the track
+    // is a move like a key press (a live preview first where the exact one is slow).
+    // Called by assets/move.js on pointerup.
     function released() {
         const st = state();
         const ctx = st.ctx;
         const pair = thumbsPair();
         const cur = ctx && ctx.history && ctx.history.recipe && ctx.history.recipe.markers;
         if (!pair || !cur || (pair[0] === cur.vmin && pair[1] === cur.vmax)) { return; }
+        const dragged = Boolean(st.dragged && st.dragged[0] === pair[0] &&
+                                st.dragged[1] === pair[1]);
         st.sent = pair;
         st.sentAt = performance.now();
         st.queued = null;
-        move({pair: pair, seq: ++st.seq, exact: true}, ctx);
+        st.dragged = null;
+        move({pair: pair, seq: ++st.seq, exact: dragged}, ctx);
     }
 
     function thumbsPair() {
