@@ -409,22 +409,30 @@ LOG_JS = """
 function(value) {
     const dc = window.dash_clientside;
     const log = (value || []).indexOf('log') >= 0;
-    // the linear count axis has an explicit range (layout.meta.clip,
-    // components.figures.histogram_figure: below the threshold names' band, and clipped
-    // above dominant bins); log counts show every bin whole
+    // the count axis has an explicit range of either type (layout.meta.clip and
+    // meta.logclip, components.figures.histogram_figure): its counts end below the
+    // threshold names' band, the linear one clipped above dominant bins
     const gd = document.querySelector('#%(hist)s .js-plotly-plot');
-    const clip = gd && gd.layout && gd.layout.meta && gd.layout.meta.clip;
+    const meta = (gd && gd.layout && gd.layout.meta) || {};
+    const range = log ? meta.logclip : meta.clip;
     const patch = new dc.Patch().assign(['layout', 'yaxis', 'type'], log ? 'log' : 'linear');
     if (gd && gd.layout && gd.layout.shapes) {  // the lines GATE_JS drew, not the figure's
         patch.assign(['layout', 'shapes'], JSON.parse(JSON.stringify(gd.layout.shapes)));
     }
-    if (clip) {
-        if (log) {
-            patch.assign(['layout', 'yaxis', 'range'], null)
-                 .assign(['layout', 'yaxis', 'autorange'], true);
-        }
-        else { patch.assign(['layout', 'yaxis', 'range'], clip)
-                    .assign(['layout', 'yaxis', 'autorange'], false); }
+    if (range) {
+        patch.assign(['layout', 'yaxis', 'range'], range)
+             .assign(['layout', 'yaxis', 'autorange'], false);
+    } else if (meta.clip) {  // log counts of a histogram without a pixel
+        patch.assign(['layout', 'yaxis', 'range'], null)
+             .assign(['layout', 'yaxis', 'autorange'], true);
+    }
+    if (meta.y) {
+        // the dominant bins' bars: up to the clip level on the linear axis, whole on the
+        // log one; a new datarevision so that plotly takes the new heights (it otherwise
+        // trusts the figure's digest, components.figures.with_datarevision)
+        const rev = String(gd.layout.datarevision || '').split(':')[0];
+        patch.assign(['data', 0, 'y'], meta.y[log ? 'log' : 'linear'])
+             .assign(['layout', 'datarevision'], rev + (log ? ':log' : ':linear'));
     }
     return patch.build();
 }

@@ -120,9 +120,10 @@ def add_threshold_markers(fig, values, x_range=None):
 
     The band lies above the reach of the vmin / vmax lines and shaded ranges (drawn on the
     overlay axis ``y2`` from 0 to 1, :func:`threshold_shapes`): ``y2``'s range is extended
-    past 1 by the band's height, and the linear count axis's range by the same share (kept in
-    ``layout.meta.clip``, which the log switch restores), so no line, range, bar or note of
-    the counts reaches a name. The dotted lines run up to their names, under them: the names
+    past 1 by the band's height, and the count axis's ranges by the same share (kept in
+    ``layout.meta.clip`` and ``meta.logclip``, which the log switch applies;
+    :func:`_reserve_band`), so no line, range, bar or note of the counts reaches a name, in
+    linear or log counts. The dotted lines run up to their names, under them: the names
     are one text trace drawn last, white-haloed.
     """
     if x_range is None:
@@ -159,17 +160,51 @@ def add_threshold_markers(fig, values, x_range=None):
 
 
 def _reserve_band(fig, top):
-    """The linear count axis's range grown so that its counts end at ``y2 = 1``, below the
-    names' band whose top is ``y2 = top``: ``layout.meta.clip``, the range the log switch
-    restores (callbacks.thresholds.LOG_JS), is ``meta.counts`` (the counts' own top,
-    :func:`histogram_figure`) times `top`."""
+    """Grow the count axis's ranges so that its counts end at ``y2 = 1``, below the names'
+    band whose top is ``y2 = top``.
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+        A figure of :func:`histogram_figure`; figures without ``layout.meta.counts`` are
+        left as they are.
+    top : float
+        The top of the overlay axis ``y2`` (the names' band's top; 1 without names).
+
+    Notes
+    -----
+    ``layout.meta.clip``, the linear range the log switch applies
+    (callbacks.thresholds.LOG_JS), is ``[0, meta.counts * top]``; ``meta.logclip``, the log
+    range it applies, is ``meta.logcounts`` (the counts' own log10 range) with its top raised
+    so that the largest count ends at the same height: the axis's share below the band is
+    ``1 / top`` on either scale. The range of the axis's current type is applied.
+    """
     meta = dict(fig.layout.meta or {})
     if "counts" not in meta:
         return
     meta["clip"] = [0, float(meta["counts"]) * float(top)]
+    if meta.get("logcounts"):
+        lo, hi = (float(v) for v in meta["logcounts"])
+        meta["logclip"] = [lo, lo + (hi - lo) * float(top)]
     fig.update_layout(meta=meta)
-    if fig.layout.yaxis.type != "log":
+    if fig.layout.yaxis.type == "log":
+        if meta.get("logclip"):
+            fig.update_layout(yaxis_range=meta["logclip"], yaxis_autorange=False)
+    else:
         fig.update_layout(yaxis_range=meta["clip"], yaxis_autorange=False)
+
+
+def _log_counts_range(counts):
+    """The log10 range ``[lo, hi]`` of the counts on a log axis: the largest count at the top
+    (`hi`), the smallest non-zero one a little above the bottom; None when no bin holds a
+    pixel."""
+    positive = np.asarray(counts, dtype=float)
+    positive = positive[positive > 0]
+    if not positive.size:
+        return None
+    hi = float(np.log10(positive.max()))
+    low = float(np.log10(positive.min()))
+    return [low - max(0.05 * (hi - low), 0.1), hi]
 
 
 def empty_figure(text="", height=420):
@@ -224,15 +259,50 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
         Marker colours (see :func:`threshold_shapes`).
     log : bool
         Logarithmic counts axis.
+    uirevision : object, optional
+        The figure's ``uirevision`` (a zoom is kept while it is the same).
+    height : int, optional
+        Figure height (px).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One bar trace (``customdata``: the true counts, which the hover says), the vmin /
+        vmax shapes, and ``layout.meta``: ``counts`` and ``clip`` (the linear axis's top and
+        range), ``logcounts`` and ``logclip`` (the log axis's log10 range, when a bin holds
+        a pixel) and, when bins are clipped (:func:`dominant_bins`), ``y``: the bars'
+        heights ``{"linear": ..., "log": ...}``, which the log switch swaps.
+
+    Notes
+    -----
+    The count axis's range is explicit on either scale, the counts ending at the top of the
+    counts' part of the plot (``y2 = 1`` once :func:`add_threshold_markers` has made room
+    for the names' band above). On the linear axis, bins that dwarf the others are drawn
+    up to the clip level only, each with a note of its count below the band.
     """
     edges = np.asarray(edges, dtype=float)
     counts = np.asarray(counts)
     centers = (edges[:-1] + edges[1:]) / 2
     widths = np.diff(edges)
+    clip = dominant_bins(counts)
+    true_y = counts.tolist()
+    if clip is not None:
+        # a few bins (e.g. a black surround) dwarf the others: the linear axis is clipped
+        # above the rest, and those bins are drawn up to the clip level only, so that no bar
+        # reaches the names' band above the counts (add_threshold_markers); log counts show
+        # every bin whole
+        top, indices = clip
+        linear_y = np.minimum(counts.astype(float), top).tolist()
+    else:
+        peak = float(counts.max()) if counts.size else 0.0
+        top = 1.05 * peak if peak > 0 else 1.0
+        indices, linear_y = [], true_y
     fig = go.Figure(
-        go.Bar(x=centers.tolist(), y=counts.tolist(), width=widths.tolist(),
+        go.Bar(x=centers.tolist(), y=true_y if log else linear_y, width=widths.tolist(),
+               # the true counts, whatever the height drawn: the hover says them
+               customdata=true_y,
                marker=dict(color="#777", line=dict(width=0)), name="pixels",
-               hovertemplate="intensity %{x:,.5~r}<br>%{y:,} pixels<extra></extra>"),
+               hovertemplate="intensity %{x:,.5~r}<br>%{customdata:,} pixels<extra></extra>"),
         layout=go.Layout(
             # the top margin holds the mode bar (shown on hover) above the names' band
             margin=dict(l=50, r=10, t=28, b=40),
@@ -253,26 +323,39 @@ def histogram_figure(counts, edges, vmin, vmax, *, colors, log=False, uirevision
             plot_bgcolor="white",
         ),
     )
-    clip = dominant_bins(counts)
-    if clip is not None:
-        # a few bins (e.g. a black surround) dwarf the others: the linear axis is clipped
-        # above the rest, and each clipped bin says its count (one note under another);
-        # log counts show them whole
-        top, indices = clip
-        for k, index in enumerate(indices):
-            fig.add_annotation(x=float(centers[index]), y=1, yref="y2", yanchor="top",
-                               xanchor="left", xshift=4, yshift=-12 * k,
-                               text=f"▲ {int(counts[index]):,}", showarrow=False,
-                               font=dict(size=9, color="#555"))
-    else:
-        peak = float(counts.max()) if counts.size else 0.0
-        top = 1.05 * peak if peak > 0 else 1.0
-    # the linear axis's range, always explicit (meta.clip: the log switch restores it,
-    # callbacks.thresholds.LOG_JS; log counts show every bin whole); meta.counts: the
-    # counts' own top, which the names' band raises the range above
-    fig.update_layout(meta={"counts": top, "clip": [0, top]})
+    middle = (float(edges[0]) + float(edges[-1])) / 2
+    for k, index in enumerate(indices):
+        # each clipped bin says its count (one note under another), hanging from the top of
+        # the counts (y2 = 1, the band's bottom) beside its run of clipped bins, on the
+        # side of the plot's middle; a white ground so that no dotted line crosses the text
+        first = last = index
+        while first - 1 in indices:
+            first -= 1
+        while last + 1 in indices:
+            last += 1
+        right = float(centers[index]) > middle
+        fig.add_annotation(x=float(edges[first] if right else edges[last + 1]), y=1,
+                           yref="y2", yanchor="top", xanchor="right" if right else "left",
+                           xshift=-3 if right else 3, yshift=-12 * k,
+                           text=f"▲ {int(counts[index]):,}", showarrow=False,
+                           font=dict(size=9, color="#555"), bgcolor="rgba(255,255,255,0.9)",
+                           borderpad=1)
+    # the count axis's ranges, always explicit (callbacks.thresholds.LOG_JS applies the one
+    # of the axis's type): meta.counts is the linear counts' own top and meta.logcounts
+    # their log10 range, which the names' band raises the ranges above (_reserve_band, into
+    # meta.clip and meta.logclip); meta.y holds the bars' heights of either type when they
+    # differ (the clipped bins), which the log switch swaps
+    meta = {"counts": top, "clip": [0, top]}
+    log_range = _log_counts_range(counts)
+    if log_range is not None:
+        meta.update(logcounts=log_range, logclip=list(log_range))
+    if indices:
+        meta["y"] = {"linear": linear_y, "log": true_y}
+    fig.update_layout(meta=meta)
     if not log:
         fig.update_layout(yaxis_range=[0, top], yaxis_autorange=False)
+    elif log_range is not None:
+        fig.update_layout(yaxis_range=log_range, yaxis_autorange=False)
     return fig
 
 

@@ -380,10 +380,16 @@ def test_threshold_names_have_a_band_no_line_range_bar_or_note_reaches():
         clip = fig.layout.meta["clip"]
         assert clip[1] / top == pytest.approx(fig.layout.meta["counts"])
         assert counts[1:].max() <= fig.layout.meta["counts"]
+        bars = np.asarray(fig.data[0].y, dtype=float)
         if log:
-            assert fig.layout.yaxis.range is None  # log counts: every bin whole
+            # log counts: every bin whole, the largest ending at y2 = 1 too
+            lo, hi = fig.layout.meta["logclip"]
+            assert list(fig.layout.yaxis.range) == [lo, hi]
+            assert list(bars) == list(counts)
+            assert (np.log10(counts.max()) - lo) / (hi - lo) == pytest.approx(1 / top)
         else:
             assert list(fig.layout.yaxis.range) == clip
+            assert bars.max() <= fig.layout.meta["counts"]  # the clipped bin too
     # the shapes the browser draws on a move are the figure's
     assert figures.threshold_shapes(0, 1, 0, 1, colors)[0]["yref"] == "y2"
 
@@ -402,7 +408,10 @@ def test_a_dominant_histogram_bin_is_clipped_on_the_linear_axis():
     assert any("90,000" in a.text for a in fig.layout.annotations)
     log = figures.histogram_figure(counts, edges, 1.5, 4.5, log=True,
                                    colors={"background": "#00f", "object": "#f80"})
-    assert log.layout.yaxis.range is None  # log counts: every bin whole
+    # log counts: every bin whole, the largest at the top of the (explicit) range
+    assert list(log.data[0].y) == list(counts)
+    assert log.layout.yaxis.range[1] == pytest.approx(np.log10(90000))
+    assert log.layout.yaxis.range[0] < np.log10(100)
     flat = figures.histogram_figure(np.array([300, 420, 380, 250]), edges[:5], 1.5, 3.5,
                                     colors={"background": "#00f", "object": "#f80"})
     # no bin dominates: the whole of every bin, a little headroom, no note
@@ -440,6 +449,91 @@ def test_the_count_axis_is_clipped_above_a_few_dominant_bins_only():
         fig = figures.histogram_figure(counts, edges, edges[5], edges[-5], colors=colors)
         assert fig.layout.yaxis.range[1] == pytest.approx(1.05 * counts.max())
         assert not fig.layout.annotations
+
+
+def _sixteen_bit_cells():
+    """A 16-bit fluorescence-like image: a dark, noisy background over three bins (a
+    camera's offset) and a few bright cells spread over the rest of the range."""
+    rng = np.random.default_rng(10)
+    image = (100 + rng.integers(0, 700, (512, 512))).astype(np.uint16)
+    yy, xx = np.mgrid[:512, :512]
+    for cy, cx, r in [(120, 130, 60), (300, 350, 80), (400, 120, 50), (200, 400, 40)]:
+        cell = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+        image[cell] = (rng.gamma(2.0, 5000, cell.sum()).clip(0, 60000) + 800).astype(np.uint16)
+    return image
+
+
+@pytest.mark.parametrize("sample", ["sixteen_bit", "retina"])
+def test_clipped_bars_end_below_the_names_band_and_hover_their_true_counts(sample):
+    """Issue 10 item 6: the clipped bins' bars were drawn up to the top of the plot, into
+    the threshold names' band (a 16-bit image's three dark bins crossed "mean" and "yen");
+    log counts were autoranged, the tallest bars reaching the band too. A clipped bar now
+    ends at the clip level (y2 = 1, the band's bottom) and says its true count on hover and
+    in its note; the log axis's range is explicit, the largest count at the band's bottom,
+    and the log switch swaps the bars' heights (layout.meta.y)."""
+    from skimage import color, data
+
+    from components import figures
+
+    image = _sixteen_bit_cells() if sample == "sixteen_bit" else color.rgb2gray(data.retina())
+    counts, edges = render.histogram(image)
+    level, dominant = figures.dominant_bins(counts)
+    assert dominant == ([0, 1, 2] if sample == "sixteen_bit" else [0])
+    colors = {"background": "#00f", "object": "#f80"}
+    values = {"otsu": float(edges[100]), "mean": float(edges[30]), "yen": float(edges[5]),
+              "li": float(edges[60])}
+    for log in (False, True):
+        fig = figures.histogram_figure(counts, edges, edges[20], edges[120], colors=colors,
+                                       log=log)
+        figures.add_threshold_markers(fig, values)
+        meta = fig.layout.meta
+        top = fig.layout.yaxis2.range[1]  # y2 = 1 at the band's bottom
+        bars = fig.data[0]
+        # the hover says every bin's true count, whatever the bar's height
+        assert list(bars.customdata) == counts.tolist()
+        assert "%{customdata:,} pixels" in bars.hovertemplate
+        assert "%{y" not in bars.hovertemplate
+        # both heights kept for the log switch (callbacks.thresholds.LOG_JS)
+        assert meta["y"]["log"] == counts.tolist()
+        linear = np.asarray(meta["y"]["linear"], dtype=float)
+        assert linear.max() <= level == meta["counts"]
+        assert linear[dominant].tolist() == [level] * len(dominant)
+        rest = np.setdiff1d(np.arange(counts.size), dominant)
+        assert np.array_equal(linear[rest], counts[rest])
+        # the linear axis: the clip level at y2 = 1
+        assert meta["clip"][1] / top == pytest.approx(level)
+        # the log axis: explicit, the largest count at y2 = 1, the smallest one drawn
+        lo, hi = meta["logclip"]
+        assert (np.log10(counts.max()) - lo) / (hi - lo) == pytest.approx(1 / top)
+        assert lo < np.log10(counts[counts > 0].min())
+        if log:
+            assert list(bars.y) == counts.tolist()
+            assert list(fig.layout.yaxis.range) == [lo, hi]
+            assert fig.layout.yaxis.autorange is False
+        else:
+            assert list(bars.y) == linear.tolist()
+            assert list(fig.layout.yaxis.range) == meta["clip"]
+        # the notes say the true counts, hang from y2 = 1 (below the names) beside the run
+        # of clipped bins, on a white ground that hides the dotted lines behind the text
+        assert [a.text for a in fig.layout.annotations] == [
+            f"▲ {counts[i]:,}" for i in dominant]
+        for note in fig.layout.annotations:
+            assert note.yref == "y2" and note.y == 1 and note.yanchor == "top"
+            assert note.xanchor == "left" and note.x == pytest.approx(edges[dominant[-1] + 1])
+            assert note.bgcolor and note.bgcolor.startswith("rgba(255,255,255")
+
+
+def test_the_note_of_a_clipped_bin_at_the_right_stays_inside_the_plot():
+    """A saturated bin at the right end of the histogram: its note ends beside it (to its
+    left), not past the plot's right edge."""
+    from components import figures
+
+    counts = np.r_[np.tile([300, 420, 380, 250, 100], 51), 90000]
+    edges = np.arange(counts.size + 1.0)
+    fig = figures.histogram_figure(counts, edges, 10, 200, colors={"background": "#00f",
+                                                                   "object": "#f80"})
+    (note,) = fig.layout.annotations
+    assert note.xanchor == "right" and note.x == edges[-2] and note.xshift < 0
 
 
 def test_the_histogram_names_its_data_revision_by_content():

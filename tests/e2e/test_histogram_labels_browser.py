@@ -105,3 +105,112 @@ def test_threshold_names_never_overlap_nor_leave_the_plot(dash_duo, app_factory,
             apart = (lab["right"] <= note["left"] or note["right"] <= lab["left"] or
                      lab["bottom"] <= note["top"] or note["bottom"] <= lab["top"])
             assert apart, (lab, note)
+
+
+# Every drawn bar's box (bars of no height left out), the notes' boxes, the names' boxes,
+# the count axis's type, and whether the bars drawn are those of that type (the log switch
+# swaps the dominant bins' heights, callbacks.thresholds.LOG_JS).
+BARS_JS = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+if (!gd || !gd.data || !gd._fullLayout || !gd.layout.meta) { return null; }
+const box = function (e) {
+    const b = e.getBoundingClientRect();
+    return {left: b.left, right: b.right, top: b.top, bottom: b.bottom};
+};
+const type = gd._fullLayout.yaxis.type;
+const meta = gd.layout.meta;
+const want = meta.y ? meta.y[type === 'log' ? 'log' : 'linear'] : null;
+return {
+    type: type, xtop: gd._fullLayout.xaxis.range[1],
+    swapped: !want || JSON.stringify(Array.from(gd.data[0].y)) === JSON.stringify(want),
+    clipped: meta.y ? meta.y.linear.filter(function (y, i) {
+        return y !== meta.y.log[i]; }).length : 0,
+    bars: Array.from(gd.querySelectorAll('.bars path')).map(box)
+        .filter(function (b) { return b.bottom - b.top > 0.5 && b.right > b.left; }),
+    notes: Array.from(gd.querySelectorAll('.annotation')).map(box),
+    names: Array.from(gd.querySelectorAll('.scatterlayer .textpoint text'))
+        .filter(function (t) { return t.textContent; })
+        .map(function (t) { return Object.assign(box(t), {name: t.textContent}); }),
+};
+"""
+
+# The hover label over the first bin (plotly's own hover, at that bin's x), and its true
+# count.
+HOVER_JS = """
+const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+Plotly.Fx.hover(gd, {xval: gd.data[0].x[0]}, 'xy');
+const text = gd.querySelector('.hoverlayer').textContent;
+Plotly.Fx.unhover(gd);  // not over the next screenshot's names
+return text ? {text: text, count: gd.layout.meta.y.log[0]} : null;
+"""
+
+
+def _cells16():
+    """A 16-bit fluorescence-like image: a camera's dark, noisy background over the three
+    darkest bins of its histogram, and a few bright cells spread over the rest."""
+    import numpy as np
+
+    rng = np.random.default_rng(10)
+    image = (100 + rng.integers(0, 700, (512, 512))).astype(np.uint16)
+    yy, xx = np.mgrid[:512, :512]
+    for cy, cx, r in [(120, 130, 60), (300, 350, 80), (400, 120, 50), (200, 400, 40)]:
+        cell = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+        image[cell] = (rng.gamma(2.0, 5000, cell.sum()).clip(0, 60000) + 800).astype(np.uint16)
+    return image
+
+
+@pytest.mark.parametrize("sample", ["cells16", "retina"])
+def test_no_bar_nor_note_reaches_the_names_in_linear_or_log_counts(dash_duo, app_factory,
+                                                                  tmp_path, sample):
+    """Issue 10 item 6: on a 16-bit image whose three darkest bins dominate, the clipped
+    bars were drawn up to the top of the plot, across "mean" and "yen" in the names' band;
+    with log counts (autoranged) the tallest bars reached the band too. On that image and on
+    retina (its black surround), every bar ends below the lowest name, in linear counts, in
+    log counts and back, and each clipped bin's note lies below the names, overlapping
+    none."""
+    import tifffile
+
+    if sample == "cells16":
+        path = tmp_path / "cells16.tif"
+        tifffile.imwrite(path, _cells16())
+        clipped, mine = 3, (lambda xtop: xtop > 1000)
+    else:
+        path = tmp_path / "retina.png"
+        Image.fromarray(data.retina()).save(path)
+        clipped, mine = 1, (lambda xtop: xtop <= 1.01)
+    _start(dash_duo, app_factory)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(path))
+
+    def drawn(kind):
+        if path.name not in dash_duo.find_element("#image-info").text:
+            return None
+        shown = dash_duo.driver.execute_script(BARS_JS)
+        if (not shown or shown["type"] != kind or not shown["swapped"]
+                or not mine(shown["xtop"]) or {n["name"] for n in shown["names"]} != NAMES):
+            return None
+        return shown
+
+    for step, kind in enumerate(("linear", "log", "linear")):
+        if step:
+            dash_duo.find_element("#histogram-log input").click()
+        shown = until(lambda: drawn(kind), 120, f"{sample}'s histogram, {kind} counts")
+        dash_duo.find_element("#histogram-graph").screenshot(
+            str(tmp_path / f"{sample}-{step}-{kind}.png"))  # to look at, on a failure
+        band = max(n["bottom"] for n in shown["names"])  # the lowest name's bottom
+        assert shown["bars"]
+        tallest = min(shown["bars"], key=lambda b: b["top"])
+        assert tallest["top"] >= band - 1, (kind, tallest, band)
+        assert len(shown["notes"]) == clipped, shown["notes"]
+        for note in shown["notes"]:
+            assert note["top"] >= band - 1, (kind, note, band)
+            for lab in shown["names"]:
+                apart = (lab["right"] <= note["left"] or note["right"] <= lab["left"] or
+                         lab["bottom"] <= note["top"] or note["bottom"] <= lab["top"])
+                assert apart, (kind, lab, note)
+        if kind == "log":  # the largest count (a dominant bin) drawn up to the band
+            assert tallest["top"] <= band + 6, (tallest, band)
+        # the dominant bins' bars drawn at their clip level or whole, per type
+        assert shown["clipped"] == clipped, shown["clipped"]
+        # the hover over the darkest bin says its true count, however high its bar is drawn
+        hover = until(lambda: dash_duo.driver.execute_script(HOVER_JS), 10, "the hover")
+        assert f"{hover['count']:,} pixels" in hover["text"], hover
