@@ -33,7 +33,8 @@ from pipeline.recipe import MAX_BYTES as RECIPE_MAX_BYTES
 
 from .display import MARKER_ALPHA, SETTLE_PROPS, display_of, settle_update, shown_slice
 from .params import require_current
-from .thresholds import DRAG_PROPS, MOVE_PROPS, drag_update, move_update, prefetch_update
+from .thresholds import (DRAG_PROPS, MOVE_PROPS, drag_update, move_update,
+                         prefetch_update)
 
 log = logging.getLogger(__name__)
 
@@ -211,5 +212,5 @@ def register(app, services):
         return Response(to_json_plotly(result), 200, mimetype="application/json")
 
 
-__all__ = ["fast_move", "fast_settle", "fast_drag", "fast_values", "fast_prefetch", "outputs_dict", "register",
-           "MOVE_OUTPUTS", "SETTLE_OUTPUTS", "DRAG_OUTPUTS"]
+__all__ = ["fast_move", "fast_settle", "fast_drag", "fast_values", "fast_prefetch",
+           "outputs_dict", "register", "MOVE_OUTPUTS", "SETTLE_OUTPUTS", "DRAG_OUTPUTS"]

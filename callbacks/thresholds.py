@@ -191,8 +191,8 @@ def prefetch_update(services, session_id, meta, history, request, axis, index, s
     another slot of the server stays free for a person's request (never waiting for one),
     stopped by any newer request of the page's threshold stream for another pair (it never
     supersedes one itself; a key press on this very pair waits for this solve,
-    :func:`pipeline.compute.exclusive`) and after a few times its estimate. Nothing is pushed on the
-    history and nothing is answered to the page.
+    :func:`pipeline.compute.exclusive`) and after a few times its estimate. Nothing is
+    pushed on the history and nothing is answered to the page.
 
     Parameters
     ----------

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from pipeline import render
 from pipeline.errors import InputError
+from tests.support.images import sixteen_bit_cells
 
 
 def decode_uri(uri: str) -> np.ndarray:
@@ -451,18 +452,6 @@ def test_the_count_axis_is_clipped_above_a_few_dominant_bins_only():
         assert not fig.layout.annotations
 
 
-def _sixteen_bit_cells():
-    """A 16-bit fluorescence-like image: a dark, noisy background over three bins (a
-    camera's offset) and a few bright cells spread over the rest of the range."""
-    rng = np.random.default_rng(10)
-    image = (100 + rng.integers(0, 700, (512, 512))).astype(np.uint16)
-    yy, xx = np.mgrid[:512, :512]
-    for cy, cx, r in [(120, 130, 60), (300, 350, 80), (400, 120, 50), (200, 400, 40)]:
-        cell = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
-        image[cell] = (rng.gamma(2.0, 5000, cell.sum()).clip(0, 60000) + 800).astype(np.uint16)
-    return image
-
-
 @pytest.mark.parametrize("sample", ["sixteen_bit", "retina"])
 def test_clipped_bars_end_below_the_names_band_and_hover_their_true_counts(sample):
     """Issue 10 item 6: the clipped bins' bars were drawn up to the top of the plot, into
@@ -475,7 +464,7 @@ def test_clipped_bars_end_below_the_names_band_and_hover_their_true_counts(sampl
 
     from components import figures
 
-    image = _sixteen_bit_cells() if sample == "sixteen_bit" else color.rgb2gray(data.retina())
+    image = sixteen_bit_cells() if sample == "sixteen_bit" else color.rgb2gray(data.retina())
     counts, edges = render.histogram(image)
     level, dominant = figures.dominant_bins(counts)
     assert dominant == ([0, 1, 2] if sample == "sixteen_bit" else [0])

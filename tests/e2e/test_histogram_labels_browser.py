@@ -15,6 +15,7 @@ from selenium.webdriver.common.keys import Keys
 
 from tests.e2e.helpers import until
 from tests.e2e.test_issue10_browser import _start
+from tests.support.images import sixteen_bit_cells
 
 pytestmark = pytest.mark.browser
 
@@ -145,20 +146,6 @@ return text ? {text: text, count: gd.layout.meta.y.log[0]} : null;
 """
 
 
-def _cells16():
-    """A 16-bit fluorescence-like image: a camera's dark, noisy background over the three
-    darkest bins of its histogram, and a few bright cells spread over the rest."""
-    import numpy as np
-
-    rng = np.random.default_rng(10)
-    image = (100 + rng.integers(0, 700, (512, 512))).astype(np.uint16)
-    yy, xx = np.mgrid[:512, :512]
-    for cy, cx, r in [(120, 130, 60), (300, 350, 80), (400, 120, 50), (200, 400, 40)]:
-        cell = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
-        image[cell] = (rng.gamma(2.0, 5000, cell.sum()).clip(0, 60000) + 800).astype(np.uint16)
-    return image
-
-
 @pytest.mark.parametrize("sample", ["cells16", "retina"])
 def test_no_bar_nor_note_reaches_the_names_in_linear_or_log_counts(dash_duo, app_factory,
                                                                   tmp_path, sample):
@@ -172,7 +159,7 @@ def test_no_bar_nor_note_reaches_the_names_in_linear_or_log_counts(dash_duo, app
 
     if sample == "cells16":
         path = tmp_path / "cells16.tif"
-        tifffile.imwrite(path, _cells16())
+        tifffile.imwrite(path, sixteen_bit_cells())
         clipped, mine = 3, (lambda xtop: xtop > 1000)
     else:
         path = tmp_path / "retina.png"
