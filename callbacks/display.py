@@ -935,9 +935,11 @@ def register(app, services):
     )
     def _compare(settled, method, axis, index, history, base, meta, session_id):
         require_current(meta, history)
-        if ctx.triggered_id and fired(ids.COMPARE_SETTLED):
+        by_settled = bool(ctx.triggered_id) and fired(ids.COMPARE_SETTLED)
+        if by_settled:
             require_signal(settled, history)
-        return compare_update(services, session_id, meta, history, method, axis, index, base)
+        return compare_update(services, session_id, meta, history, method, axis, index, base,
+                              settled=by_settled)
 
     from . import exact_job  # the exact result as a background job (imports this module)
 
@@ -1011,9 +1013,27 @@ def filter_update(services, session_id, meta, history, axis, index, log_value, *
     return FilterOutputs(filtered_fig, hist, run, None)
 
 
-def compare_update(services, session_id, meta, history, method, axis, index, base):
-    """(figure or Patch, agreement text, new COMPARE_BASE) of the comparison panel."""
+#: What the comparison says while the exact segmentation it compares is not drawn yet.
+COMPARE_WAITS = "The comparison follows once the exact segmentation is drawn."
+
+
+def compare_update(services, session_id, meta, history, method, axis, index, base,
+                   settled=True):
+    """(figure or Patch, agreement text, new COMPARE_BASE) of the comparison panel.
+
+    `settled`: run by the exact segmentation being drawn (``SEG_SETTLED``). Run by anything
+    else (a new image's slice, the method menu) it never computes the exact segmentation
+    itself: a random walker on a large image is a background job with a progress bar
+    (:mod:`callbacks.exact_job`), not work for this request; until it is drawn the panel
+    says it waits (the signal of the exact result then runs it).
+    """
     key = base_key(meta, axis, index)
+    recipe = current_recipe(history)
+    if not settled and recipe["segmentation"]["name"] == "random_walker" \
+            and not exact_cached(services, session_id, meta, recipe):
+        fig = (figures.empty_figure("waiting for the exact segmentation")
+               if base != key else no_update)
+        return fig, message_children(COMPARE_WAITS, "info"), no_update
     try:
         fig, text = compare_panel(services, session_id, meta, current_recipe(history), method,
                                   axis, index, full=base != key)

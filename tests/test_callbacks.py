@@ -820,6 +820,34 @@ def test_a_response_for_a_state_the_session_has_left_is_dropped(services):
         display.compare_update(services, sid, meta, out[0], "watershed", 0, 0, None)
 
 
+
+def test_the_comparison_never_computes_the_exact_segmentation_itself(services, monkeypatch):
+    """Run by a view change or the method menu while the exact random walker is not drawn
+    yet (a preview on the page, the exact result a background job on a large image), the
+    comparison says it waits instead of solving it in the request; run by the exact result's
+    signal (it is cached then), it compares."""
+    from dash import no_update
+
+    sid = new_session_id()
+    meta = _good_meta(services, sid)
+    pointer, base = _page(services, sid, meta)
+    m = pointer["recipe"]["markers"]
+    out = _move(services, sid, meta, pointer, base, (m["vmin"], m["vmax"] + 3), 1)
+    assert "live preview" in out[8]  # quick_exact_s=0: the exact result is not computed yet
+    real = services.mask
+    solved = []
+    monkeypatch.setattr(services.__class__, "mask",
+                        lambda self, *a: solved.append(a) or real(*a))
+    fig, text, new_base = display.compare_update(services, sid, meta, out[0], "watershed", 0,
+                                                 0, None, settled=False)
+    assert solved == [] and new_base is no_update
+    assert display.COMPARE_WAITS in str(text)
+    _settle(services, sid, meta, out[0], out[-3])  # the exact result, drawn and cached
+    fig, text, new_base = display.compare_update(services, sid, meta, out[0], "watershed", 0,
+                                                 0, None, settled=False)
+    assert "agree on" in str(text) and new_base is not no_update
+
+
 def test_the_loader_dropdowns_show_what_is_loaded(services, tmp_path):
     from dash import no_update
 

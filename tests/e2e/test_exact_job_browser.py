@@ -17,7 +17,8 @@ from selenium.webdriver.common.keys import Keys
 from skimage import data as skdata
 from skimage.transform import resize
 
-from tests.e2e.helpers import OVERLAY_JS, until
+from callbacks.display import COMPARE_WAITS
+from tests.e2e.helpers import OVERLAY_JS, show, until
 
 pytestmark = pytest.mark.browser
 
@@ -89,6 +90,9 @@ def test_a_slow_exact_result_runs_as_a_job_with_progress_and_cancel(dash_duo, ap
     until(lambda: _box_shown(dash_duo), timeout=60, what="the job's progress bar")
     preview = dash_duo.driver.execute_script(OVERLAY_JS)
     job = until(lambda: _jobs(), timeout=30, what="the job's process")[0]
+    # the comparison waits for the exact result (it does not compute it beside the job)
+    until(lambda: COMPARE_WAITS in dash_duo.find_element("#compare-text").text, timeout=30,
+          what="the comparison waiting for the exact segmentation")
     # the bar moves and says what runs and the time left
     seen = [until(lambda: _progress(dash_duo)[0] > 0 and _progress(dash_duo), timeout=30,
                   what="some progress")]
@@ -134,7 +138,10 @@ def test_a_slow_exact_result_runs_as_a_job_with_progress_and_cancel(dash_duo, ap
     assert not dash_duo.find_element("#exact-job-run").is_displayed()
     assert dash_duo.find_element("#exact-job-message").text == ""
     until(lambda: _jobs() == [], timeout=10, what="no job left running")
-    # the comparison follows the exact result (SEG_SETTLED)
+    # the comparison follows the exact result (SEG_SETTLED) once it is looked at; it never
+    # computed the exact segmentation itself while the job ran (callbacks.display
+    # compare_update): it said it waits for it
+    show(dash_duo.driver, "#compare-panel")
     until(lambda: "agree on" in dash_duo.find_element("#compare-text").text, timeout=240,
           what="the comparison of the exact result")
 
@@ -157,5 +164,6 @@ def test_a_new_large_image_gets_its_exact_result_from_a_job(dash_duo, app_factor
     assert "labelled region" in _summary(dash_duo) and "preview" not in _summary(dash_duo)
     assert dash_duo.driver.execute_script(OVERLAY_JS) != preview
     until(lambda: not _box_shown(dash_duo), timeout=10, what="the progress bar hidden")
+    show(dash_duo.driver, "#compare-panel")  # it follows the exact result once looked at
     until(lambda: "agree on" in dash_duo.find_element("#compare-text").text, timeout=240,
           what="the comparison of the exact result")
