@@ -187,8 +187,8 @@ def prefetch_update(services, session_id, meta, history, request, axis, index, s
     the next key press is answered from them: one round trip, no solve.
 
     Bounded: only when the exact result is expected within ``Config.prefetch_s`` (from the
-    session's measured solve rate), in a free job slot of the session's owner, and only if
-    another slot of the server stays free for a person's request (never waiting for one),
+    session's measured solve rate), in a free job slot of the session's owner, and only on a
+    server otherwise idle: every other job slot stays free (never waiting for one),
     stopped by any newer request of the page's threshold stream for another pair (it never
     supersedes one itself; a key press on this very pair waits for this solve,
     :func:`pipeline.compute.exclusive`) and after a few times its estimate. Nothing is
@@ -235,7 +235,9 @@ def prefetch_update(services, session_id, meta, history, request, axis, index, s
 
     admission = services.admission
     try:
-        slot = (admission.slot(services.owner(session_id), wait_s=0, spare=1)
+        # only on a server otherwise idle: every other slot stays free for people's work
+        slot = (admission.slot(services.owner(session_id), wait_s=0,
+                               spare=admission.total - 1)
                 if admission is not None else contextlib.nullcontext())
         with slot:
             segmentation_panel(services, session_id, meta, proposed, axis, index, style,
