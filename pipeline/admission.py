@@ -42,8 +42,10 @@ class Busy(InputError):
         self.reason = reason
 
 
-def _lock(path: Path):
-    """An open descriptor holding an exclusive flock on `path`, or None if it is taken."""
+def try_lock(path: Path):
+    """An open descriptor holding an exclusive flock on `path` (created if missing), or None
+    if it is taken (or was removed by its holder between our open and our lock: the path's
+    file is then another one)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,7 +60,7 @@ def _lock(path: Path):
 
 def _first_free(paths):
     for path in paths:
-        fd = _lock(path)
+        fd = try_lock(path)
         if fd is not None:
             return fd
     return None
@@ -166,7 +168,7 @@ class Admission:
         paths = self._server_paths() if owner is None else self._owner_paths(owner)
         taken = 0
         for path in paths:
-            fd = _lock(path)
+            fd = try_lock(path)
             if fd is None:
                 taken += 1
             else:
@@ -259,7 +261,7 @@ class Admission:
                     continue
             except FileNotFoundError:
                 continue
-            fd = _lock(path)
+            fd = try_lock(path)
             if fd is None:
                 continue
             try:

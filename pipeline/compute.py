@@ -22,7 +22,6 @@ Laplacian is cached per (filtered image, beta) and solved per markers with
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -37,6 +36,7 @@ from joblib import Memory
 
 from . import parallel, randomwalker, thresholds
 from . import recipe as recipes
+from .admission import try_lock
 from .errors import Cancelled, InputError
 from .render import histogram as _histogram_of
 
@@ -342,8 +342,7 @@ class Compute:
         seg = recipe["segmentation"]
         if seg["name"] != "random_walker":
             return None
-        args = self._segment_args(image_id, load_image, recipe)
-        if self._segment.check_call_in_cache(*args):
+        if self.exact_cached(image_id, load_image, recipe):
             return 0.0
         p = seg["params"]
         graph_cached = self.graph_cached(image_id, recipe)
@@ -579,23 +578,10 @@ def exclusive(path, should_stop=None, poll_s: float = 0.01):
     opens the path again, so the folder does not grow with the work done.
     """
     path = Path(path)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            if should_stop is not None and should_stop():
-                raise Cancelled("stopped while waiting for the same work elsewhere") from None
-            time.sleep(poll_s)
-            continue
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # removed by its holder meanwhile: lock the path's new file
+    while (fd := try_lock(path)) is None:
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped while waiting for the same work elsewhere")
+        time.sleep(poll_s)
     try:
         yield
     finally:

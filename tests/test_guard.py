@@ -172,9 +172,9 @@ def test_a_waiting_request_gets_the_slot_when_it_frees(tmp_path):
 
 
 def _taken(path):
-    from pipeline.admission import _lock
+    from pipeline.admission import try_lock
 
-    fd = _lock(path)
+    fd = try_lock(path)
     if fd is None:
         return True
     os.close(fd)
