@@ -477,19 +477,14 @@ window.pipexFast = (function () {
     // (callbacks/thresholds.py, CONTEXT_JS).
     function early() {
         const st = state();
-        const ctx = st.ctx;
         const active = document.activeElement;
-        if (!ctx || !ctx.history || st.dragging || !active || !active.matches ||
+        if (st.dragging || !active || !active.matches ||
                 !active.matches('#thresholds-slider [role=slider]')) { return; }
-        const pair = thumbsPair();
+        const pair = newPair(st.ctx);
         if (!pair) { return; }
-        const cur = ctx.history.recipe && ctx.history.recipe.markers;
-        const same = function (a, b) { return a && b && a[0] === b[0] && a[1] === b[1]; };
-        if (!cur || same(pair, [cur.vmin, cur.vmax])) { return; }
-        if (same(pair, st.sent) && performance.now() - st.sentAt < 1000) { return; }
-        st.sent = pair;
-        st.sentAt = performance.now();
-        move({pair: pair, seq: ++st.seq, exact: false}, ctx);
+        const sameAsSent = st.sent && st.sent[0] === pair[0] && st.sent[1] === pair[1];
+        if (sameAsSent && performance.now() - st.sentAt < 1000) { return; }
+        send(pair, false);
     }
     // The release of a handle (or a click on the track): the pair under it is sent at once,
     // as a key press's is, instead of after dash-renderer has committed the slider's value
@@ -499,25 +494,33 @@ window.pipexFast = (function () {
     // Called by assets/move.js on pointerup.
     function released() {
         const st = state();
-        const ctx = st.ctx;
-        const pair = thumbsPair();
-        const cur = ctx && ctx.history && ctx.history.recipe && ctx.history.recipe.markers;
-        if (!pair || !cur || (pair[0] === cur.vmin && pair[1] === cur.vmax)) { return; }
+        const pair = newPair(st.ctx);
+        if (!pair) { return; }
         const dragged = Boolean(st.dragged && st.dragged[0] === pair[0] &&
                                 st.dragged[1] === pair[1]);
-        st.sent = pair;
-        st.sentAt = performance.now();
         st.queued = null;
         st.dragged = null;
-        move({pair: pair, seq: ++st.seq, exact: dragged}, ctx);
+        send(pair, dragged);
     }
 
-    function thumbsPair() {
+    // The pair the thumbs show, if it is not the recipe's (null otherwise, or without a
+    // context).
+    function newPair(ctx) {
+        const cur = ctx && ctx.history && ctx.history.recipe && ctx.history.recipe.markers;
         const thumbs = document.querySelectorAll('#thresholds-slider [role=slider]');
-        if (thumbs.length !== 2) { return null; }
+        if (!cur || thumbs.length !== 2) { return null; }
         const pair = [Number(thumbs[0].getAttribute('aria-valuenow')),
                       Number(thumbs[1].getAttribute('aria-valuenow'))];
-        return isFinite(pair[0]) && isFinite(pair[1]) ? pair : null;
+        if (!isFinite(pair[0]) || !isFinite(pair[1])) { return null; }
+        return pair[0] === cur.vmin && pair[1] === cur.vmax ? null : pair;
+    }
+
+    // A move of `pair` started by the page's own triggers; the gate skips it (st.sent).
+    function send(pair, exact) {
+        const st = state();
+        st.sent = pair;
+        st.sentAt = performance.now();
+        move({pair: pair, seq: ++st.seq, exact: exact}, st.ctx);
     }
 
     const observer = new MutationObserver(function (records) {
