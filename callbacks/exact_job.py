@@ -19,6 +19,15 @@ worker shares, or Celery). Meanwhile the rest of the page stays usable.
   again" (:data:`CANCEL_JS`, in the browser). A newer state supersedes the job: its own
   settle re-triggers this callback, which makes Dash kill the running job, and a job whose
   session has moved on (another history revision or image) stops between iterations.
+* **Above the memory budget.** A random walker whose whole solve is estimated above
+  ``PIPEX_MAX_JOB_GB`` is solved here by overlapping blocks that fit it
+  (:mod:`pipeline.blocks`, :meth:`pipeline.compute.Compute.blocks_allowed`) instead of being
+  refused; the bar then moves block by block, then while the agreement with a whole solve on
+  a window is measured, and once done the job's message says how it was solved ("solved in
+  12 blocks of 1366² with 64 px overlap (image above the 2.0 GB per-job limit); agreement
+  with a whole solve on a 2048² window: 99.9 % of pixels …"). A request (a settle, a
+  download) finds that result in the cache; where it is not cached it still refuses, saying
+  what fits (as does the job when not even one block fits the budget).
 * **Time limit.** A job estimated above ``PIPEX_MAX_WORK_S`` is refused before it starts;
   one that runs longer is stopped between its steps (:class:`pipeline.compute.TimeLimit`),
   or, inside a step that does not ask (the graph build, the multigrid set-up), by an alarm
@@ -48,6 +57,7 @@ from dash.exceptions import PreventUpdate
 
 from components import ids
 from components.progress import PROGRESS_MAX
+from pipeline import blocks as blockwise
 from pipeline import randomwalker
 from pipeline.errors import Cancelled, InputError
 
@@ -87,8 +97,9 @@ SETUP_SHARE = {("cg_mg", 2): 0.75, ("cg_mg", 3): 0.5, ("cg_j", 2): 0.3, ("cg_j",
                ("bf", 2): 0.05, ("bf", 3): 0.05}
 #: Stages in the order they run, with the words the page shows.
 STAGES = (("start", "starting"), ("graph", "building the graph"),
-          ("setup", "setting up the solver"), ("solve", "conjugate gradient"),
-          ("finish", "post-processing and drawing"))
+          ("setup", "setting up the solver"), ("blocks", "solving by blocks"),
+          ("agreement", "comparing with a whole solve on a window"),
+          ("solve", "conjugate gradient"), ("finish", "post-processing and drawing"))
 _LABELS = dict(STAGES)
 _ORDER = [name for name, _ in STAGES]
 #: The outputs of the job: its state done (the result is cached: draw it), the
@@ -108,6 +119,47 @@ def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{5 * round(seconds / 5):.0f} s"
     return f"{seconds / 60:.0f} min"
+
+
+def block_plan(services, session_id, meta, recipe):
+    """The :class:`pipeline.blocks.BlockPlan` of the exact random walker of `recipe` when its
+    whole solve is above ``PIPEX_MAX_JOB_GB`` and blocks fit, else None
+    (:meth:`pipeline.compute.Compute.block_plan`; the shape of the filtered image when it is
+    cached, else the image's)."""
+    shape = tuple(int(s) for s in meta["shape"])
+    try:
+        filtered = services.compute.cached_filtered(
+            meta["id"], services.loader(session_id, meta["id"]), recipe)
+        if filtered is not None:
+            shape = filtered.shape
+    except (InputError, KeyError):
+        pass
+    return services.compute.block_plan(recipe, shape)
+
+
+def blocks_estimate(block_plan, estimate):
+    """Expected seconds of a solve by blocks, from the whole solve's `estimate`:
+    ``(blocks, window)``, the blocks' part scaled by the pixels they solve (cores and
+    margins) over the image's, the agreement window's by its pixels over the image's."""
+    n = math.prod(block_plan.shape)
+    solved = sum(math.prod(s.stop - s.start for s in b.outer) for b in block_plan.blocks)
+    window = blockwise._window_shape(block_plan)
+    part = 0.0 if window is None else math.prod(window) / n
+    return estimate * solved / n, estimate * part
+
+
+def blocks_plan(estimate_blocks, estimate_window):
+    """Expected seconds of each stage of a solve by blocks (see :func:`plan`)."""
+    return {"start": 0.0, "graph": 0.0, "setup": 0.0, "blocks": max(estimate_blocks, 0.0),
+            "agreement": max(estimate_window, 0.0), "solve": 0.0, "finish": 0.0}
+
+
+def blocks_message(report, ndim):
+    """The job's message after a solve by blocks (an info line), e.g. ``Exact result solved
+    in 12 blocks of 1366² with 64 px overlap (...); agreement with a whole solve on a 2048²
+    window: 99.9 % of pixels (99.2 % of the undecided).``"""
+    text = report.summary(ndim)
+    return message_children(f"Exact result {text}.", "info")
 
 
 def plan(shape, mode, estimate, graph_seconds):
@@ -143,7 +195,9 @@ class JobProgress:
     :meth:`tick`), with ``value`` in thousandths.
     """
 
-    def __init__(self, stages: dict, report, *, timed_solve=False, clock=time.monotonic):
+    def __init__(self, stages: dict, report, *, timed_solve=False, clock=time.monotonic,
+                 blocks=None):
+        self.blocks = blocks  # a solve by blocks: how many (the text counts them)
         self.stages = dict(stages)
         self.total = sum(self.stages.values()) or 1e-9
         self.report, self.clock, self.timed_solve = report, clock, timed_solve
@@ -170,11 +224,12 @@ class JobProgress:
         """The fraction of the whole job done (0 to 1, never decreasing)."""
         with self.lock:
             stage, fraction = self.stage, self.fraction
-            timed = stage in ("graph", "setup") or (stage == "solve" and self.timed_solve)
+            timed = stage in ("graph", "setup", "agreement") \
+                or (stage == "solve" and self.timed_solve)
             if timed and self.stages[stage] > 0:
                 spent = self.clock() - self.stage_t0
                 fraction = max(fraction, min(0.95, spent / self.stages[stage]))
-            done = sum(self.stages[s] for s in _ORDER[:_ORDER.index(stage)])
+            done = sum(self.stages.get(s, 0.0) for s in _ORDER[:_ORDER.index(stage)])
             value = (done + self.stages[stage] * min(fraction, 1.0)) / self.total
             if stage == "finish":
                 value = 1.0
@@ -193,6 +248,10 @@ class JobProgress:
         """E.g. ``"conjugate gradient · 72 % · about 2 s left"``."""
         f = self.overall()
         words = _LABELS[self.stage]
+        if self.stage == "blocks" and self.blocks:
+            with self.lock:
+                done = min(self.blocks, round(self.fraction * self.blocks))
+            words = f"{words} ({done} of {self.blocks} done)"
         if self.stage == "finish":
             return f"{words}…"
         left = _duration(self.seconds_left())
@@ -302,15 +361,26 @@ def run_exact_job(services, session_id, meta, history, signal, *, set_progress=N
     recipe = services.validate(current_recipe(history))
     limit = services.config.max_work_s
     estimate = exact_estimate(services, session_id, meta, recipe)
+    blocks = block_plan(services, session_id, meta, recipe)
+    parts = blocks_estimate(blocks, estimate) \
+        if blocks is not None and estimate is not None else None
+    if parts is not None:
+        estimate = sum(parts)
     if estimate is not None and estimate > limit:
-        text = (f"Not computed: the exact segmentation of this image is estimated at ≈ "
+        how = f" by {blocks.n_blocks} blocks" if blocks is not None else ""
+        text = (f"Not computed: the exact segmentation of this image{how} is estimated at ≈ "
                 f"{_duration(estimate)}, above this server's limit of {limit:g} s for one "
                 f"computation (PIPEX_MAX_WORK_S). Crop or downsample the image, narrow the "
                 f"undecided range between vmin and vmax, or use a faster method.")
         return no_update, no_update, no_update, message_children(text, "error"), _SHOWN
     progress = None
     stop = threading.Event()
-    if set_progress is not None:
+    if set_progress is not None and parts is not None:
+        progress = JobProgress(blocks_plan(*parts), set_progress, clock=clock,
+                               blocks=blocks.n_blocks)
+        progress.tick(force=True)
+        threading.Thread(target=_ticker, args=(progress, stop), daemon=True).start()
+    elif set_progress is not None:
         seg = recipe["segmentation"]
         mode = seg["params"].get("mode", "cg_mg") if seg["name"] == "random_walker" else None
         graph_seconds = 0.0
@@ -329,7 +399,7 @@ def run_exact_job(services, session_id, meta, history, signal, *, set_progress=N
     t0 = time.perf_counter()
     try:
         # a second over the limit: `limited` (started before this) has expired by then
-        with hard_limit(limit + 1.0):
+        with hard_limit(limit + 1.0), services.compute.blocks_allowed():
             result = segmentation_panel_run(services, session_id, meta, recipe, limited,
                                             progress)
     except Cancelled:
@@ -349,7 +419,16 @@ def run_exact_job(services, session_id, meta, history, signal, *, set_progress=N
     pending = _signal(recipe, history)
     if not result.cached:  # the summary says how long the job took
         pending["seconds"] = round(time.perf_counter() - t0, 3)
-    return pending, None, None, None, _HIDDEN
+    message = None
+    if blocks is not None:
+        try:
+            report = services.compute.block_report(
+                meta["id"], services.loader(session_id, meta["id"]), recipe)
+        except (InputError, KeyError):
+            report = None
+        if report is not None:
+            message = blocks_message(report, len(blocks.shape))
+    return pending, None, None, message, _HIDDEN
 
 
 def done_update(services, session_id, meta, history, done, axis, index, style, show, view,
@@ -449,5 +528,6 @@ def register(app, services):
     )
 
 
-__all__ = ["CANCELLED", "JOB_PROPS", "JobProgress", "done_update", "hard_limit", "moved_on",
-           "plan", "register", "run_exact_job"]
+__all__ = ["CANCELLED", "JOB_PROPS", "JobProgress", "block_plan", "blocks_estimate",
+           "blocks_message", "blocks_plan", "done_update", "hard_limit", "moved_on", "plan",
+           "register", "run_exact_job"]

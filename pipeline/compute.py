@@ -22,6 +22,7 @@ Laplacian is cached per (filtered image, beta) and solved per markers with
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 from joblib import Memory
 
+from . import blocks as blockwise
 from . import parallel, randomwalker, thresholds
 from . import recipe as recipes
 from .admission import try_lock
@@ -110,6 +112,45 @@ def _segment(image_id, filter_key, markers_key, seg_key, recipe, load_image, fil
                                                  should_stop=should_stop, progress=progress)
         return labels == 2, probability
     return recipes.segment_stage(filtered, markers, recipe), None
+
+
+#: Set (by :meth:`Compute.blocks_allowed`) where a segmentation above the memory budget may
+#: be solved by blocks when it is not cached (the exact background job); elsewhere it is
+#: refused as before (:func:`pipeline.randomwalker.check_memory`).
+_BLOCKS_ALLOWED = contextvars.ContextVar("pipex_blocks_allowed", default=False)
+#: Separates the segmentation's key from its blocking in the key of a blockwise result: a
+#: whole result and a blockwise one (or two blockings) never share a cache entry, down to
+#: the labels and the measurements.
+BLOCKS_KEY = "|blocks="
+
+
+def _split_blocks(seg_key):
+    """(the recipe's segmentation key, the blocking's JSON key or None)."""
+    if BLOCKS_KEY in seg_key:
+        base, blocking = seg_key.split(BLOCKS_KEY, 1)
+        return base, blocking
+    return seg_key, None
+
+
+def _segment_blocks(image_id, filter_key, markers_key, seg_key, blocks_key, recipe,
+                    load_image, filtered_fn, should_stop=None, progress=None):
+    """(object mask, None, the :class:`pipeline.blocks.BlockReport` as a dict): the random
+    walker of a recipe solved by blocks (:func:`pipeline.blocks.random_walker_blocks`: the
+    image read block by block from the filtered image, with the same mode, beta, tol and
+    intensity scale as the whole solve), with its agreement to a whole solve on a window.
+    `progress` hears ``"blocks"`` and ``"agreement"``, then ``("solve", 1.0)``."""
+    filtered = filtered_fn(image_id, filter_key, recipe, load_image)
+    markers = recipes.marker_stage(filtered, recipe)
+    p = recipe["segmentation"]["params"]
+    key = json.loads(blocks_key)
+    plan = blockwise.plan_blocks(filtered.shape, p["mode"], key["budget"],
+                                 margin=key["margin"], chunks=tuple(key["chunks"]))
+    labels, report = blockwise.random_walker_blocks(
+        filtered, markers, beta=p["beta"], mode=p["mode"], tol=p["tol"],
+        scale=p["intensity_scale"], plan=plan, should_stop=should_stop, progress=progress)
+    if progress is not None:
+        progress("solve", 1.0)
+    return labels == 2, None, report.as_dict()
 
 
 def _labels(image_id, filter_key, markers_key, seg_key, post_key, recipe, load_image, mask_fn):
@@ -208,6 +249,7 @@ class Compute:
         self.bytes_limit = int(bytes_limit)
         self.max_job_bytes = None if max_job_bytes is None else int(max_job_bytes)
         self.backend = parallel.Backend() if backend is None else backend
+        self._shapes = {}  # (image id, filter key) -> the filtered image's shape
         self._filtered = self.memory.cache(_filtered,
                                            ignore=["recipe", "load_image", "backend"])
         self._graph = self.memory.cache(_graph, ignore=["load_filtered"])
@@ -215,6 +257,9 @@ class Compute:
         self._segment = self.memory.cache(
             _segment, ignore=["recipe", "load_image", "filtered_fn", "graph_fn", "should_stop",
                               "progress"])
+        self._segment_blocks = self.memory.cache(
+            _segment_blocks, ignore=["recipe", "load_image", "filtered_fn", "should_stop",
+                                     "progress"])
         self._labels = self.memory.cache(_labels, ignore=["recipe", "load_image", "mask_fn"])
         self._measure = self.memory.cache(_measure, ignore=["recipe", "load_image", "labels_fn"])
         self._histogram = self.memory.cache(_histogram, ignore=["load_filtered"])
@@ -227,6 +272,10 @@ class Compute:
 
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image, should_stop=None,
                  progress=None):
+        sk, blocking = _split_blocks(sk)
+        if blocking is not None:
+            return self._blocks_mask(image_id, fk, mk, sk, blocking, recipe, load_image,
+                                     should_stop, progress)
         args = (image_id, fk, mk, sk, recipe, load_image, self._filtered_fn, self._graph)
         if self._segment.check_call_in_cache(*args):
             return self._segment(*args)[0]
@@ -239,6 +288,91 @@ class Compute:
                               digest_size=16).hexdigest()
         with exclusive(self.inflight_dir / key, should_stop):
             return self._segment(*args, should_stop=should_stop, progress=progress)[0]
+
+    def _blocks_mask(self, image_id, fk, mk, sk, blocking, recipe, load_image, should_stop,
+                     progress):
+        """The object mask of a segmentation above the memory budget, solved by blocks:
+        from the cache, or computed where :meth:`blocks_allowed` (else refused)."""
+        args = (image_id, fk, mk, sk, blocking, recipe, load_image, self._filtered_fn)
+        if self._segment_blocks.check_call_in_cache(*args):
+            return self._segment_blocks(*args)[0]
+        if not _BLOCKS_ALLOWED.get():
+            self.check_memory(image_id, load_image, recipe)  # refused, saying what fits
+        key = hashlib.blake2b(json.dumps([image_id, fk, mk, sk, blocking]).encode(),
+                              digest_size=16).hexdigest()
+        with exclusive(self.inflight_dir / key, should_stop):
+            return self._segment_blocks(*args, should_stop=should_stop,
+                                        progress=progress)[0]
+
+    @contextlib.contextmanager
+    def blocks_allowed(self):
+        """Within the block (this thread or task), a random walker above ``max_job_bytes``
+        that is not cached is solved by blocks (:mod:`pipeline.blocks`) instead of being
+        refused: the exact background job runs its solve inside it."""
+        token = _BLOCKS_ALLOWED.set(True)
+        try:
+            yield
+        finally:
+            _BLOCKS_ALLOWED.reset(token)
+
+    def block_plan(self, recipe: dict, shape):
+        """The :class:`pipeline.blocks.BlockPlan` of a (validated) recipe's random walker on
+        an image of `shape` when a whole solve is above ``max_job_bytes`` and blocks fit;
+        None otherwise (no budget, another method, a whole solve fits, or not even one
+        block fits: then it is refused, :func:`pipeline.randomwalker.check_memory`)."""
+        seg = recipe["segmentation"]
+        if self.max_job_bytes is None or seg["name"] != "random_walker" or shape is None:
+            return None
+        mode = seg["params"]["mode"]
+        try:
+            if not blockwise.needs_blocks(shape, mode, self.max_job_bytes):
+                return None
+            return blockwise.plan_blocks(shape, mode, self.max_job_bytes)
+        except InputError:
+            return None
+
+    def keys(self, image_id: str, load_image, recipe: dict, shape=None) -> dict:
+        """:func:`stage_keys` of a (validated) recipe on this image, the segmentation's key
+        carrying the blocking when it is solved by blocks (:meth:`block_plan`). `shape`:
+        the filtered image's; default read from the cache (nothing computed: unknown when
+        the filtered image is not cached, then the recipe's keys as they are)."""
+        k = stage_keys(recipe)
+        if self.max_job_bytes is None or recipe["segmentation"]["name"] != "random_walker":
+            return k
+        if shape is None:
+            shape = self._shapes.get((image_id, k["filter"]))
+        if shape is None:
+            filtered = self.cached_filtered(image_id, load_image, recipe)
+            shape = None if filtered is None else filtered.shape
+        if shape is not None:  # a filtered image's shape never changes: asked once
+            if len(self._shapes) > 256:
+                self._shapes.clear()
+            self._shapes[(image_id, k["filter"])] = tuple(shape)
+        plan = self.block_plan(recipe, shape)
+        if plan is not None:
+            k["segmentation"] += BLOCKS_KEY + json.dumps(plan.key(), sort_keys=True)
+        return k
+
+    def _computed_keys(self, image_id: str, load_image, recipe: dict) -> dict:
+        """:meth:`keys`, the filtered image computed if need be (a run computes it anyway)."""
+        if self.max_job_bytes is None or recipe["segmentation"]["name"] != "random_walker":
+            return stage_keys(recipe)
+        shape = self._filtered_fn(image_id, stage_keys(recipe)["filter"], recipe,
+                                  load_image).shape
+        return self.keys(image_id, load_image, recipe, shape)
+
+    def block_report(self, image_id: str, load_image, recipe: dict):
+        """The :class:`pipeline.blocks.BlockReport` of a cached blockwise segmentation of a
+        (validated) recipe, or None (solved whole, or not cached)."""
+        k = self.keys(image_id, load_image, recipe)
+        sk, blocking = _split_blocks(k["segmentation"])
+        if blocking is None:
+            return None
+        args = (image_id, k["filter"], k["markers"], sk, blocking, recipe, load_image,
+                self._filtered_fn)
+        if not self._segment_blocks.check_call_in_cache(*args):
+            return None
+        return blockwise.BlockReport.from_dict(self._segment_blocks(*args)[2])
 
     @property
     def inflight_dir(self) -> Path:
@@ -290,13 +424,13 @@ class Compute:
             then :func:`pipeline.randomwalker.solve`'s ``"setup"`` and ``"solve"`` (not
             called when the segmentation is cached or is another method).
         """
-        k = stage_keys(recipe)
+        filter_cached = self._filtered.check_call_in_cache(
+            image_id, stage_keys(recipe)["filter"], recipe, load_image, self.backend)
+        k = self._computed_keys(image_id, load_image, recipe)
         args = (image_id, k["filter"], k["markers"], k["segmentation"], k["postprocess"])
         cached = {
-            "filter": self._filtered.check_call_in_cache(image_id, k["filter"], recipe,
-                                                         load_image, self.backend),
-            "segmentation": self._segment.check_call_in_cache(
-                *self._segment_args(image_id, load_image, recipe)),
+            "filter": filter_cached,
+            "segmentation": self._segmentation_cached(image_id, load_image, recipe, k),
             "postprocess": self._labels.check_call_in_cache(*args, recipe, load_image,
                                                             self._mask_fn),
         }
@@ -312,6 +446,17 @@ class Compute:
     def exact_cached(self, image_id: str, load_image, recipe: dict) -> bool:
         """Whether the segmentation of a (validated) recipe is in the cache (nothing is
         computed or loaded: `load_image` is never called)."""
+        return self._segmentation_cached(image_id, load_image, recipe)
+
+    def _segmentation_cached(self, image_id: str, load_image, recipe: dict, keys=None) -> bool:
+        """Whether the segmentation of `recipe` (whole, or by blocks when :meth:`keys` say
+        so) is cached."""
+        k = self.keys(image_id, load_image, recipe) if keys is None else keys
+        sk, blocking = _split_blocks(k["segmentation"])
+        if blocking is not None:
+            return bool(self._segment_blocks.check_call_in_cache(
+                image_id, k["filter"], k["markers"], sk, blocking, recipe, load_image,
+                self._filtered_fn))
         return bool(self._segment.check_call_in_cache(
             *self._segment_args(image_id, load_image, recipe)))
 
@@ -388,6 +533,8 @@ class Compute:
                 self._filtered_fn, self._graph)
 
     def _cached_probability(self, image_id: str, load_image, recipe: dict):
+        if _split_blocks(self.keys(image_id, load_image, recipe)["segmentation"])[1]:
+            return None  # solved by blocks: no probability map is kept
         args = self._segment_args(image_id, load_image, recipe)
         if not self._segment.check_call_in_cache(*args):
             return None
@@ -429,7 +576,7 @@ class Compute:
             return None
         p = seg["params"]
         k = stage_keys(recipe)
-        if self._segment.check_call_in_cache(*self._segment_args(image_id, load_image, recipe)):
+        if self._segmentation_cached(image_id, load_image, recipe):
             return None  # the exact answer is at hand
         slab = self._slab_preview(image_id, load_image, recipe, shown)
         if slab is not False:
@@ -525,13 +672,13 @@ class Compute:
 
     def mask(self, image_id: str, load_image, recipe: dict) -> np.ndarray:
         """Object mask of the segmentation stage of a recipe."""
-        k = stage_keys(recipe)
+        k = self._computed_keys(image_id, load_image, recipe)
         return self._mask_fn(image_id, k["filter"], k["markers"], k["segmentation"], recipe,
                              load_image)
 
     def measurements(self, image_id: str, load_image, recipe: dict):
         """Measurements table of a recipe (see :func:`pipeline.recipe.measure_stage`)."""
-        k = stage_keys(recipe)
+        k = self._computed_keys(image_id, load_image, recipe)
         return self._measure(image_id, k["filter"], k["markers"], k["segmentation"],
                              k["postprocess"], k["measure"], recipe, load_image, self._labels_fn)
 

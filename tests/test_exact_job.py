@@ -414,3 +414,153 @@ def test_compute_on_a_cached_result_draws_it_as_from_cache(services):
     out = exact_job.done_update(services, sid, meta, pointer, again, **VIEW,
                                 base=display.base_key(meta, 0, 0))
     assert "from cache" in out[1]
+
+
+# --------------------------------------------------------------------------- above the budget
+# (issue 9: a random walker above PIPEX_MAX_JOB_GB is solved by blocks in the job)
+
+
+def _over_budget(services, gb=0.05, **config):
+    """A 700² image whose whole random walker ('cg_mg', ≈ 140 MB) is above `gb`."""
+    services, sid, meta, pointer = _large(services, job_after_s=0.001, max_job_gb=gb,
+                                          **config)
+    recipe = services.validate(display.current_recipe(pointer))
+    assert rw.estimate_bytes(meta["shape"], "cg_mg") > gb * 1024**3
+    return services, sid, meta, pointer, recipe
+
+
+def _job_signal(services, sid, meta, pointer):
+    pending, base = _preview(services, sid, meta, pointer)
+    job = display.settle_update(services, sid, meta, pointer, pending, **VIEW, base=base)[-1]
+    assert job["key"] == pending["key"]
+    return pending, base, job
+
+
+def test_a_job_above_the_memory_budget_solves_by_blocks_instead_of_refusing(services):
+    from dataclasses import replace
+
+    from callbacks import downloads
+    from pipeline import blocks
+
+    services, sid, meta, pointer, recipe = _over_budget(services)
+    # a request does not solve it: refused as before, saying what fits
+    with pytest.raises(InputError, match="PIPEX_MAX_JOB_GB"):
+        services.run(sid, meta["id"], recipe)
+    plan = exact_job.block_plan(services, sid, meta, recipe)
+    assert plan is not None and plan.n_blocks > 1
+    assert plan.peak_bytes <= services.config.max_job_gb * 1024**3
+    pending, base, job = _job_signal(services, sid, meta, pointer)
+    reports = []
+    settle, seg_msg, post_msg, message, run_style = exact_job.run_exact_job(
+        services, sid, meta, pointer, job, set_progress=reports.append)
+    assert seg_msg is None and post_msg is None and run_style == {"display": "none"}
+    assert settle["key"] == pending["key"] and settle["seconds"] > 0
+    # the job's message says how it was solved, and how well that agrees with a whole solve
+    text = str(message)
+    assert "message-info" in text
+    size = f"{plan.chunks[0]}²" if len(set(plan.chunks)) == 1 else \
+        " × ".join(map(str, plan.chunks))
+    assert (f"Exact result solved in {plan.n_blocks} blocks of {size} with "
+            f"{plan.margin} px overlap (image above the 51 MB per-job limit); agreement with "
+            f"a whole solve on a ") in text
+    agreement = float(text.split("window: ")[1].split(" %")[0])
+    assert agreement >= 97.0
+    # the bar moved block by block, then through the window's whole solve
+    texts = [t for _, t in reports]
+    assert any(f"solving by blocks (" in t and f" of {plan.n_blocks} done)" in t for t in texts)
+    assert any("comparing with a whole solve on a window" in t for t in texts)
+    values = [int(v) for v, _ in reports]
+    assert values == sorted(values) and values[-1] == 1000
+    # drawn by the settle as the cached exact result; a request now finds it
+    fig, summary, *_ = exact_job.done_update(services, sid, meta, pointer, settle, **VIEW,
+                                             base=base)
+    assert isinstance(fig, Patch) and "(background job)" in summary
+    assert display.exact_estimate(services, sid, meta, recipe) == 0
+    result = services.run(sid, meta["id"], recipe)
+    assert result.cached
+    report = services.compute.block_report(meta["id"], services.loader(sid, meta["id"]),
+                                           recipe)
+    assert report.blocks == plan.n_blocks and report.agreement["pixels"] >= 0.97
+    # the very labels of a blockwise solve of the filtered image with that plan
+    filtered = np.asarray(result.filtered)
+    from pipeline.recipe import marker_stage
+
+    p = recipe["segmentation"]["params"]
+    expected, _ = blocks.random_walker_blocks(
+        filtered, marker_stage(filtered, recipe), beta=p["beta"], mode=p["mode"],
+        tol=p["tol"], scale=p["intensity_scale"], plan=plan, measure=False)
+    assert np.array_equal(np.asarray(result.mask), expected == 2)
+    # the label download is that result
+    data, name = downloads.labels_file(services, sid, meta, pointer)
+    labels = tifffile.imread(_io.BytesIO(data))
+    assert np.array_equal(labels, np.asarray(result.labels))
+    # a server with room for the whole solve (same cache) does not take the blockwise
+    # result for its own: keyed apart, it solves whole
+    roomy = Services.create(replace(services.config, max_job_gb=4.0))
+    assert not roomy.exact_cached(sid, meta["id"], recipe)
+    assert roomy.compute.block_report(meta["id"], roomy.loader(sid, meta["id"]), recipe) is None
+    whole = roomy.run(sid, meta["id"], recipe)
+    assert not whole.stages_cached["segmentation"]
+    assert (np.asarray(whole.mask) == np.asarray(result.mask)).mean() >= 0.97
+    assert services.run(sid, meta["id"], recipe).cached  # and the other way round
+
+
+def test_a_job_whose_blocks_do_not_fit_the_budget_is_still_refused(services):
+    """Not even one block beside the image's own arrays: refused, with a crop, a
+    downsampling factor; the preview stays and Compute is offered."""
+    services, sid, meta, pointer, recipe = _over_budget(services, gb=0.0005)  # 0.5 MB
+    assert exact_job.block_plan(services, sid, meta, recipe) is None
+    _, _, job = _job_signal(services, sid, meta, pointer)
+    out = exact_job.run_exact_job(services, sid, meta, pointer, job)
+    assert out[0] is no_update and out[3] is None
+    text = str(out[1])
+    assert "message-error" in text and "Segmentation failed: Random walker (cg_mg) on 700 × 700" \
+        in text
+    assert "PIPEX_MAX_JOB_GB" in text and "downsample it by" in text
+    assert out[4] == {"display": "inline-block"}
+    assert not services.exact_cached(sid, meta["id"], recipe)
+
+
+def test_a_job_by_blocks_stops_between_blocks_when_the_page_moves_on(services, monkeypatch):
+    services, sid, meta, pointer, recipe = _over_budget(services)
+    _, _, job = _job_signal(services, sid, meta, pointer)
+    seen = []
+
+    def moved_on(*args, **kwargs):  # the session moves on once two blocks are done
+        return lambda: len([s for s in seen if s == "blocks"]) >= 3
+
+    monkeypatch.setattr(exact_job, "moved_on", moved_on)
+    original = exact_job.JobProgress.__call__
+
+    def hear(self, stage, fraction):
+        seen.append(stage)
+        return original(self, stage, fraction)
+
+    monkeypatch.setattr(exact_job.JobProgress, "__call__", hear)
+    with pytest.raises(PreventUpdate):
+        exact_job.run_exact_job(services, sid, meta, pointer, job, set_progress=lambda _: None)
+    plan = exact_job.block_plan(services, sid, meta, recipe)
+    assert 3 <= seen.count("blocks") < plan.n_blocks + 1  # stopped before the last block
+    assert "agreement" not in seen
+    assert not services.exact_cached(sid, meta["id"], recipe)  # nothing cached
+    monkeypatch.setattr(exact_job, "moved_on", lambda *a, **k: (lambda: False))
+    out = exact_job.run_exact_job(services, sid, meta, pointer, job)
+    assert "solved in" in str(out[3]) and services.exact_cached(sid, meta["id"], recipe)
+
+
+def test_the_estimate_of_a_solve_by_blocks_counts_its_margins_and_window():
+    from pipeline import blocks
+
+    plan = blocks.plan_blocks((4096, 4096), "cg_mg", 2 * 1024**3)
+    solve, window = exact_job.blocks_estimate(plan, 100.0)
+    assert 100.0 < solve < 200.0  # the margins are solved twice
+    assert 0 < window <= 25.0  # a quarter of the image at most
+    stages = exact_job.blocks_plan(solve, window)
+    progress = exact_job.JobProgress(stages, lambda _: None, clock=Clock(), blocks=plan.n_blocks)
+    progress("blocks", 0.0)
+    progress("blocks", 4 / plan.n_blocks)
+    assert progress.text().startswith(f"solving by blocks (4 of {plan.n_blocks} done) · ")
+    progress("agreement", 0.0)
+    assert progress.text().startswith("comparing with a whole solve on a window")
+    progress("solve", 1.0)
+    assert progress.overall() == 1.0
