@@ -57,8 +57,16 @@ window.pipexFast = (function () {
         // assets/graph_guard.js)
         skipConfirmingReacts();
         gd.__pipexRestyled = true;  // the next react may only confirm these overlays
+        // overlays the graph shows already (a drag's answer for the pair then released, on
+        // an image whose drags solve exactly): nothing to redraw
+        const update = overlayUpdate(overlays, geometry, traces);
+        if (traces.every(function (i, n) {
+            return Object.keys(update).every(function (key) {
+                return update[key][n] === undefined || gd.data[i][key] === update[key][n];
+            });
+        })) { return Promise.resolve(); }
         const drawn = Promise.resolve(
-            window.Plotly.restyle(gd, overlayUpdate(overlays, geometry, traces), traces));
+            window.Plotly.restyle(gd, update, traces));
         return Promise.race([drawn.catch(function () {}),
                              new Promise(function (resolve) { setTimeout(resolve, 1000); })]);
     }

@@ -42,7 +42,9 @@ vmax right, vmin left, ...: no key press is the step prepared (the unpredicted c
 ``--drag``: press the mouse on the vmax handle, move it right in small steps (every
 ``--drag-interval`` s) for ``--drag-seconds``, release (CDP ``Input.dispatchMouseEvent``):
 overlays drawn on the segmentation graph during the drag (per second), time from release to
-the exact result drawn (the last exact redraw after release), and its ratio to the
+the final pair's exact result on the screen (the first redraw after release showing the
+overlays of the last exact redraw; 0 when they were on the screen at the release), and its
+ratio to the
 single-move "exact drawn" median. ``--long N``: N moves in a row on coins (a fresh page; a
 snake over (vmin, vmax) so that every pair is new): first 10 vs last 10 moves.
 
@@ -845,10 +847,17 @@ def analyse_drag(raw, kind, idle):
     versions = sorted({d["ov"] for d in during if (d.get("ov") or 0) > before["ov"]})
     after = [d for d in seg if d["end"] > release]
     if kind is APP:
-        exact_after = [d for d in after if exact_summary(d.get("summary"))]
+        exact = [d for d in seg if exact_summary(d.get("summary"))]
     else:
-        exact_after = after
-    last_exact = exact_after[-1] if exact_after else None
+        exact = seg
+    # the final pair's exact result on the screen: the first redraw after the release that
+    # shows the overlays of the last exact redraw; 0 when they were drawn before the release
+    # (a drag answer for the pair released, on an image whose drags solve exactly: the page
+    # does not draw the same overlays again)
+    final = exact[-1].get("ov") if exact else None
+    exact_after = [d for d in after if d in exact and d.get("ov") == final]
+    last_exact = exact_after[0] if exact_after else None
+    shown_at_release = (last_exact is None and bool(exact) and exact[-1]["end"] <= release)
     duration = (release - press) / 1000.0
     rec = {
         "duration_s": duration,
@@ -856,8 +865,8 @@ def analyse_drag(raw, kind, idle):
         "overlays_per_s": len(versions) / duration if duration > 0 else None,
         "seg_redraws_during": len(during),
         "requests_during": sum(1 for f in raw["fetches"] if press <= f["start"] <= release),
-        "exact_after_release_s": None if last_exact is None else
-        _s((last_exact["paint"] or last_exact["end"]) - release),
+        "exact_after_release_s": 0.0 if shown_at_release else None if last_exact is None
+        else _s((last_exact["paint"] or last_exact["end"]) - release),
         "first_redraw_after_release_s": None if not after else
         _s((after[0]["paint"] or after[0]["end"]) - release),
         "settled_after_release_s": _s(_settled(raw, release)),
