@@ -140,12 +140,14 @@ def block_plan(services, session_id, meta, recipe):
 def blocks_estimate(block_plan, estimate):
     """Expected seconds of a solve by blocks, from the whole solve's `estimate`:
     ``(blocks, window)``, the blocks' part scaled by the pixels they solve (cores and
-    margins) over the image's, the agreement window's by its pixels over the image's."""
+    margins) over the image's and divided by the blocks solved at once (measured: 4096²,
+    9 blocks, 2 at once: 4.4 s where the whole solve took 14.3 s), the agreement window's
+    by its pixels over the image's."""
     n = math.prod(block_plan.shape)
     solved = sum(math.prod(s.stop - s.start for s in b.outer) for b in block_plan.blocks)
     window = blockwise._window_shape(block_plan)
     part = 0.0 if window is None else math.prod(window) / n
-    return estimate * solved / n, estimate * part
+    return estimate * solved / n / block_plan.in_flight, estimate * part
 
 
 def blocks_plan(estimate_blocks, estimate_window):

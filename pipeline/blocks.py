@@ -91,6 +91,16 @@ def _gb(nbytes) -> str:
     return f"{nbytes / 1024**2:.0f} MB"
 
 
+def _percent(fraction) -> str:
+    """``99.8 %``; never ``100.0 %`` for a fraction below 1 (``99.97 %``, ``> 99.99 %``)."""
+    text = f"{100 * fraction:.1f}"
+    if fraction < 1 and text == "100.0":
+        text = f"{100 * fraction:.2f}"
+        if text == "100.00":
+            return "> 99.99 %"
+    return f"{text} %"
+
+
 def _size_text(shape) -> str:
     """``1024²``, ``64³`` or ``60 × 512 × 512``."""
     shape = tuple(int(s) for s in shape)
@@ -218,9 +228,9 @@ class BlockReport:
         a = self.agreement
         if a:
             text += (f"; agreement with a whole solve on a {_size_text(a['window'])} window: "
-                     f"{100 * a['pixels']:.1f} % of pixels")
+                     f"{_percent(a['pixels'])} of pixels")
             if a.get("undecided") is not None:
-                text += f" ({100 * a['undecided']:.1f} % of the undecided)"
+                text += f" ({_percent(a['undecided'])} of the undecided)"
         else:
             text += "; agreement with a whole solve not measured"
         return text

@@ -324,6 +324,12 @@ def test_the_report_round_trips_and_reads_as_the_ui_says_it():
         "solved in 12 blocks of 1024² with 64 px overlap (image above the 2.0 GB per-job "
         "limit); agreement with a whole solve on a 2048² window: 99.8 % of pixels (99.1 % "
         "of the undecided)")
+    close = blocks.BlockReport(blocks=9, chunks=(683, 683), margin=64, in_flight=2,
+                               peak_bytes=1, budget_bytes=512 * 1024**2,
+                               agreement={"window": [1024, 1024], "pixels": 0.99999,
+                                          "undecided": 0.9997})
+    assert close.summary().endswith("window: > 99.99 % of pixels (99.97 % of the undecided)")
+    assert "(image above the 0.5 GB per-job limit)" in close.summary()
     volume = blocks.BlockReport(blocks=8, chunks=(60, 512, 512), margin=16, in_flight=1,
                                 peak_bytes=1, budget_bytes=None)
     assert volume.summary() == ("solved in 8 blocks of 60 × 512 × 512 with 16 voxel "

@@ -66,7 +66,7 @@ def test_an_image_above_the_memory_limit_is_solved_by_blocks(dash_duo, app_facto
                               f"{plan.margin} px overlap (image above the 102 MB per-job "
                               f"limit); agreement with a whole solve on a "), message
     print(f"job message: {message}; progress texts seen: {sorted(t for t in seen if t)}")
-    agreement = float(re.search(r"window: ([0-9.]+) % of pixels", message).group(1))
+    agreement = float(re.search(r"window: >? ?([0-9.]+) % of pixels", message).group(1))
     assert agreement >= 97.0, message
     assert dash_duo.find_element("#exact-job-message .message-info")
     # no error anywhere: the memory limit did not refuse it
