@@ -14,14 +14,20 @@ from .downloads import file_stem
 from .params import current_recipe
 
 
+def shown_recipe(meta, history):
+    """The current recipe, reading the image series shown (a data-folder TIFF's Series menu:
+    ``meta["series"]``) so that the saved recipe, the script and a batch read that series."""
+    return recipes.with_series(current_recipe(history), (meta or {}).get("series"))
+
+
 def recipe_file(meta, history):
     """(JSON text, filename) of the current recipe."""
-    return recipes.dumps(current_recipe(history)), f"{file_stem(meta)}_recipe.json"
+    return recipes.dumps(shown_recipe(meta, history)), f"{file_stem(meta)}_recipe.json"
 
 
 def script_file(meta, history):
     """(Python source, filename) of a script reproducing the current recipe."""
-    recipe = current_recipe(history)
+    recipe = shown_recipe(meta, history)
     info = provenance.record(meta, {"recipe": recipe})
     return to_script(recipe, info), f"{file_stem(meta)}_pipeline.py"
 

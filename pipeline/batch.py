@@ -314,8 +314,10 @@ class ProcessImage:
             raise InputError(data.message)
         t0 = time.perf_counter()
         try:
+            # the image series the recipe was tuned on (the app's Series menu; 0: the first)
             loaded = _io.read_image_bytes(data, name, max_bytes=self.max_bytes,
-                                          max_pixels=self.max_pixels)
+                                          max_pixels=self.max_pixels,
+                                          series=_recipe.series_of(self.recipe))
             # a recipe that picks a channel of a colour file takes it from its channels
             result = _recipe.run(loaded.array, self.recipe, channels=loaded.channels)
         except MemoryError:

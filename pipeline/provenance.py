@@ -41,7 +41,8 @@ def record(meta: dict, steps: dict, versions: dict | None = None, **extra) -> di
     return {
         "generator": "Pipeline Explorer",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": {k: meta.get(k) for k in ("name", "id", "shape", "dtype")},
+        "input": {k: meta.get(k) for k in ("name", "id", "shape", "dtype")
+                  + (("series",) if meta.get("series") else ())},
         "input_hash": meta.get("id"),
         "steps": steps,
         "versions": library_versions() if versions is None else versions,

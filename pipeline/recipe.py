@@ -51,6 +51,8 @@ __all__ = [
     "RecipeResult",
     "default_recipe",
     "validate",
+    "series_of",
+    "with_series",
     "loads",
     "dumps",
     "read_file",
@@ -98,8 +100,12 @@ MAX_COST = 2.5e10
 
 #: The optional first section: which image of a colour file (``pipeline.channels``).
 IMAGE_SECTION = "image"
+#: The optional section naming what to read of a file: ``{"series": k}``, the image series of
+#: a multi-series TIFF (OME-TIFF) the recipe was made on (the Series menu); absent for the
+#: first series, so that older recipes normalise as before.
+INPUT_SECTION = "input"
 
-_KEYS = ("format", "version", IMAGE_SECTION) + SECTIONS
+_KEYS = ("format", "version", INPUT_SECTION, IMAGE_SECTION) + SECTIONS
 _STEP_KEYS = ("name", "params")
 _MEASURE_KEYS = ("properties", "pixel_size", "unit", "spacing")
 
@@ -353,6 +359,21 @@ def _postprocess_list(section) -> list:
     return ops
 
 
+def _check_series(where: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{where} must be a whole number >= 0 (0 for a file's first image "
+                         f"series), got {_kind(value)}")
+    return int(value)
+
+
+def _input(section) -> dict:
+    if not isinstance(section, dict):
+        raise InputError(f'recipe input must be a mapping {{"series": ...}}, got '
+                         f'{_kind(section)}')
+    _unknown_keys("input", section, ("series",))
+    return {"series": _check_series("recipe input: series", section.get("series", 0))}
+
+
 def _measure_options(section) -> dict:
     if not isinstance(section, dict):
         raise InputError(f'recipe measure must be a mapping {{"properties": [...], '
@@ -460,6 +481,9 @@ def validate(recipe) -> dict:
     image = _step("image", recipe.get(IMAGE_SECTION, dict(_channels.DEFAULT)),
                   _channels.CHANNELS, "image stage")
     head = {"format": FORMAT, "version": VERSION}
+    source = _input(recipe.get(INPUT_SECTION, {}))
+    if source["series"]:  # kept out for the first series: older recipes normalise as before
+        head[INPUT_SECTION] = source
     if not _channels.is_default(image):  # kept out for the luminance: older recipes (and
         head[IMAGE_SECTION] = image      # their cache keys) normalise as before
     return {
@@ -473,6 +497,55 @@ def validate(recipe) -> dict:
         "postprocess": _postprocess_list(recipe.get("postprocess", [{"name": "label"}])),
         "measure": _measure_options(recipe.get("measure", {})),
     }
+
+
+def series_of(recipe) -> int:
+    """The image series of a file that `recipe` reads (its ``input`` section; 0 = the first).
+
+    Parameters
+    ----------
+    recipe : dict
+        A normalised recipe (:func:`validate`).
+
+    Returns
+    -------
+    int
+        The series index, 0 when the recipe has no ``input`` section.
+    """
+    return int((recipe.get(INPUT_SECTION) or {}).get("series", 0))
+
+
+def with_series(recipe, series) -> dict:
+    """`recipe` reading image series `series` of each file (0: the first, section removed).
+
+    The app adds the series of the image on the screen (a data-folder TIFF's Series menu)
+    to the recipe it saves, exports as a script or runs over a folder, so that the batch,
+    the command line and the script read the series the recipe was tuned on. The
+    computation does not depend on it (the stages' cache keys do not read it).
+
+    Parameters
+    ----------
+    recipe : dict
+        A normalised recipe (:func:`validate`).
+    series : int or None
+        The image series; None or 0 for the first.
+
+    Returns
+    -------
+    dict
+        A new normalised recipe.
+
+    Raises
+    ------
+    InputError
+        If `series` is not a whole number >= 0.
+    """
+    series = 0 if series is None else _check_series("series", series)
+    out = {k: v for k, v in recipe.items() if k != INPUT_SECTION}
+    if not series:
+        return out
+    head = {k: out.pop(k) for k in ("format", "version") if k in out}
+    return {**head, INPUT_SECTION: {"series": series}, **out}
 
 
 def _reject_duplicate_keys(pairs):
@@ -614,6 +687,8 @@ def describe(recipe) -> str:
     """
     recipe = validate(recipe)
     parts = []
+    if series_of(recipe):
+        parts.append(f"series {series_of(recipe)}")
     if IMAGE_SECTION in recipe:
         parts.append(_channels.describe(recipe[IMAGE_SECTION]))
     if recipe["filter"]["name"] != "none":

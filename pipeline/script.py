@@ -36,7 +36,7 @@ from . import postprocess as _postprocess
 from . import scribbles as _scribbles
 from . import segmentation as _segmentation
 from .errors import InputError
-from .recipe import describe, step_names, validate
+from .recipe import describe, series_of, step_names, validate
 
 __all__ = ["to_script"]
 
@@ -169,13 +169,18 @@ def _shown_recipe(recipe: dict) -> dict:
 
 def _load_lines(recipe: dict) -> list:
     """The end of ``load_image(path)``: the loaded image, or the channel the recipe picks."""
-    read = "read_image_file(path, max_bytes=max(size, 1), max_pixels=MAX_PIXELS)"
+    series = series_of(recipe)
+    read = ("read_image_file(path, max_bytes=max(size, 1), max_pixels=MAX_PIXELS"
+            + (f", series={series})" if series else ")"))
+    # the image series the recipe was tuned on (the app's Series menu)
+    note = [f"# image series {series} of the file, as in the app's Series menu"] if series else []
     section = recipe.get("image")
     if section is None:
-        return [f"return {read}.array"]
+        return [*note, f"return {read}.array"]
     step = _channels.CHANNELS[section["name"]]
     what = _channels.describe(section)
     return [
+        *note,
         f"loaded = {read}",
         f"# image: {what} of the colour file instead of its luminance ({step.label})",
         "channels = loaded.channels  # red, green, blue, as decoded",

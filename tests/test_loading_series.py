@@ -145,3 +145,60 @@ def test_the_loader_shows_the_series_menu_hidden_and_registers_it(tmp_path):
     assert found[ids.DATA_SERIES].options == []
     inputs = [i["id"] for cb in app.callback_map.values() for i in cb["inputs"]]
     assert ids.DATA_SERIES in inputs
+
+
+def test_the_saved_recipe_and_the_script_read_the_series_shown(services, tmp_path):
+    """Tuned on series 1 of a file, the recipe saved and the script exported say
+    ``"input": {"series": 1}`` (a batch, the command line and the script then read that
+    series of each file); on series 0, or an image not from the data folder, no input
+    section."""
+    import json
+
+    from callbacks import recipe_io
+    from pipeline import recipe as recipes
+
+    _write_series(tmp_path / "data" / "two.ome.tif", _ramp((4, 40, 48)), _ramp((60, 70)),
+                  ome=True)
+    sid = new_session_id()
+    first = _load(services, sid, ids.DATA_FILE, "two.ome.tif")[0]
+    second = _load(services, sid, ids.DATA_SERIES, "two.ome.tif", 1, current=first)[0]
+    history = {"image_id": second["id"], "recipe": recipes.default_recipe(100, 150)}
+
+    text, _name = recipe_io.recipe_file(second, history)
+    assert json.loads(text)["input"] == {"series": 1}
+    source, _name = recipe_io.script_file(second, history)
+    assert "series=1)" in source and '"series": 1' in source
+    for meta in (first, {**second, "series": None}, {k: v for k, v in second.items()
+                                                      if k != "series"}):
+        text, _name = recipe_io.recipe_file(meta, history)
+        assert "input" not in json.loads(text)
+    # a recipe loaded with a series keeps to the image shown when saved again
+    loaded = {**history, "recipe": recipes.with_series(history["recipe"], 3)}
+    assert json.loads(recipe_io.recipe_file(second, loaded)[0])["input"] == {"series": 1}
+    assert "input" not in json.loads(recipe_io.recipe_file(first, loaded)[0])
+
+
+def test_a_batch_reads_the_series_of_its_recipe(tmp_path):
+    """The batch (the command line's and the Batch tab's worker) reads the series the
+    recipe names of each file; a file without that series fails with the reader's message."""
+    from skimage import data as skdata
+
+    from pipeline import batch
+    from pipeline import io as pio
+    from pipeline import recipe as recipes
+
+    coins = skdata.coins()
+    path = tmp_path / "two.ome.tif"
+    _write_series(path, np.full((64, 80), 200, np.uint8), coins, ome=True)
+    one = tmp_path / "one.tif"
+    tifffile.imwrite(one, coins)
+    recipe = recipes.with_series(recipes.default_recipe(80, 150), 1)
+    work = batch.ProcessImage(recipe, max_bytes=10**8, max_pixels=10**7)
+    out = work((path.name, path.read_bytes()))
+    expected = recipes.run(pio.read_image_file(path, max_bytes=10**8, max_pixels=10**7,
+                                               series=1).array, recipe)
+    labels = tifffile.imread(__import__("io").BytesIO(out["tiff"]))
+    assert labels.shape == coins.shape
+    np.testing.assert_array_equal(labels, expected.labels)
+    with pytest.raises(pio.InputError, match="series 1 is out of range"):
+        work((one.name, one.read_bytes()))

@@ -204,7 +204,7 @@ REJECTED = [
     (_with(version=1.5), r"recipe version must be a whole number"),
     # top level
     (_with(filters={"name": "none"}), r"recipe: unknown key 'filters'; a version 1 recipe has "
-                                      r"format, version, image, filter, markers"),
+                                      r"format, version, input, image, filter, markers"),
     (_without("markers"), r"recipe has no markers"),
     # unknown step names, listing the valid ones
     (_with(filter={"name": "gausian"}),
@@ -544,3 +544,26 @@ def test_split_touching_changes_the_coins_count(coins):
         {"name": "remove_small_objects", "params": {"min_size": 64}},
         {"name": "split_touching", "params": {"min_distance": 3}}]))
     assert split.measurements.n_objects > plain.measurements.n_objects
+
+
+def test_the_input_section_names_the_image_series_and_is_absent_for_the_first():
+    """``{"input": {"series": k}}``: the image series of a multi-series TIFF the recipe was
+    tuned on. Absent for series 0, so older recipes (and their cache keys) normalise as
+    before; checked like every other section."""
+    base = R.default_recipe(10, 20)
+    assert "input" not in base and R.series_of(base) == 0
+    two = R.with_series(base, 2)
+    assert two["input"] == {"series": 2} and R.series_of(two) == 2
+    assert R.validate(two) == two and R.loads(R.dumps(two)) == two
+    assert R.with_series(two, 0) == base and R.with_series(two, None) == base
+    assert R.validate({**base, "input": {"series": 0}}) == base
+    assert R.describe(two).startswith("series 2 → markers(")
+    for bad, message in (({"series": -1}, "series must be a whole number >= 0"),
+                         ({"series": 1.5}, "series must be a whole number >= 0"),
+                         ({"series": True}, "series must be a whole number >= 0"),
+                         ({"series": 1, "page": 2}, "recipe input: unknown key 'page'"),
+                         ([1], "recipe input must be a mapping")):
+        with pytest.raises(InputError, match=message):
+            R.validate({**base, "input": bad})
+    with pytest.raises(InputError, match="series must be a whole number"):
+        R.with_series(base, -2)

@@ -408,3 +408,29 @@ def test_script_reports_a_bad_image_and_failed_markers(images, tmp_path):
     assert "error: notes.png: notes.png is not a PNG, JPEG or TIFF image" in done.stderr
     assert "error: dark.png: No object marker: no pixel is above vmax" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_recipe_tuned_on_series_1_reads_series_1(tmp_path):
+    """A recipe made on the second image series of an OME-TIFF (the app's Series menu,
+    ``recipe["input"]["series"]``): the script reads that series of each file, as the app
+    showed it, not the first one."""
+    from skimage import data as skdata
+
+    coins = skdata.coins()
+    first = np.full((64, 80), 200, np.uint8)  # series 0: nothing like the coins
+    path = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(first, photometric="minisblack", metadata={"axes": "YX"})
+        tif.write(coins, photometric="minisblack", metadata={"axes": "YX"})
+    recipe = R.with_series(R.default_recipe(80, 150), 1)
+    script = tmp_path / "pipeline_script.py"
+    script.write_text(to_script(recipe), encoding="utf-8")
+    assert "series=1" in script.read_text(encoding="utf-8")
+
+    done = _run_script(script, path, tmp_path / "out", cwd=tmp_path)
+
+    expected = R.run(read_image_file(path, **LIMITS, series=1).array, recipe)
+    assert f"{path.name}: {expected.measurements.n_objects} objects" in done.stdout
+    labels = tifffile.imread(tmp_path / "out" / "two.ome_labels.tif")
+    assert labels.shape == coins.shape
+    np.testing.assert_array_equal(labels, expected.labels)
