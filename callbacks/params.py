@@ -363,7 +363,9 @@ def _proposal(trigger, current, meta, c):
     elif trigger in (ids.DRAW_STROKE, ids.DRAW_CLEAR):  # drawn markers (callbacks.scribbles)
         proposed["markers"] = c["markers"]
     elif trigger == ids.LOAD_RECIPE:
-        return recipes.loads(c["recipe_text"])
+        # the image series is the loader's (the Series menu), not the loaded recipe's: the
+        # page's recipes never hold an input section (recipe_io adds the one shown on save)
+        return recipes.with_series(recipes.loads(c["recipe_text"]), None)
     elif isinstance(trigger, dict) and trigger.get("type") == ids.SWEEP_ADOPT:
         cells = c.get("sweep") or []
         index = int(trigger["index"])

@@ -137,6 +137,10 @@ def test_loading_a_recipe_and_refusing_a_bad_one():
     bad = dict(other, version=99)
     h3, msg = next_state(ids.LOAD_RECIPE, h, META, {"recipe_text": json.dumps(bad)})
     assert h3 is h and "version" in msg
+    # a recipe tuned on another image series: its steps, not its series (the loader's)
+    h4, msg = next_state(ids.LOAD_RECIPE, h, META,
+                         {"recipe_text": recipes.dumps(recipes.with_series(other, 2))})
+    assert msg == "" and "input" not in _recipe(h4) and _recipe(h4)["markers"]["vmin"] == 70
 
 
 def test_adopting_a_sweep_cell():
