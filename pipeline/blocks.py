@@ -80,6 +80,8 @@ DEFAULT_MARGIN = {2: 64, 3: 16}
 BLOCKS_IN_FLIGHT = 2
 #: Narrowest core (pixels per axis) a plan may use before it refuses.
 MIN_CORE = 8
+#: Narrowest default margin a tight budget may bring it down to (:func:`plan_blocks`).
+MIN_MARGIN = 4
 #: The agreement window holds at most this fraction of the image's pixels (its whole solve
 #: is extra work: a quarter keeps it near a quarter of the blockwise solve's time).
 WINDOW_FRACTION = 0.25
@@ -329,7 +331,9 @@ def plan_blocks(shape, mode="cg_mg", budget_bytes=None, *, margin=None, chunks=N
     budget_bytes : int, optional
         Memory the whole job may take. Required unless `chunks` is given.
     margin : int, optional
-        Context around each core (default :data:`DEFAULT_MARGIN` for the dimension).
+        Context around each core (default :data:`DEFAULT_MARGIN` for the dimension, halved
+        down to :data:`MIN_MARGIN` while a budget too tight for it would leave cores
+        narrower than twice the margin).
     chunks : int or tuple of int, optional
         Core shape; default the largest that fits the budget (see the module docstring).
     workers : int, optional
@@ -350,6 +354,7 @@ def plan_blocks(shape, mode="cg_mg", budget_bytes=None, *, margin=None, chunks=N
     mode = rw._check_mode(mode)
     budget_bytes = _check_budget(budget_bytes)
     ndim = len(shape)
+    default_margin = margin is None
     margin = DEFAULT_MARGIN[ndim] if margin is None else _check_int("margin", margin, 0)
     workers = _check_int("workers", workers, 1)
     overhead = IMAGE_BYTES_PER_PIXEL * math.prod(shape)
@@ -362,6 +367,12 @@ def plan_blocks(shape, mode="cg_mg", budget_bytes=None, *, margin=None, chunks=N
             core = _largest_core(shape, mode, room / k, margin) if room > 0 else 0
             if core >= max(2 * margin, MIN_CORE) or core >= max(shape) or k == 1:
                 break
+        # a budget so tight that one block's core would be narrower than twice the default
+        # margin: a narrower margin (down to MIN_MARGIN) rather than blocks mostly margin
+        while default_margin and margin > MIN_MARGIN and core < 2 * margin \
+                and core < max(shape) and room > 0:
+            margin = max(MIN_MARGIN, margin // 2)
+            core = _largest_core(shape, mode, room, margin)
         if core < min(MIN_CORE, max(shape)):
             smallest = tuple(min(n, MIN_CORE) for n in shape)
             need = overhead + rw.estimate_bytes(_outer(shape, smallest, margin), mode)

@@ -373,3 +373,15 @@ def test_arguments_are_checked_and_named(coins):
         blocks.random_walker_blocks(flat, m, chunks=20, margin=2)
     with pytest.raises(InputError, match="should_stop must be callable"):
         blocks.random_walker_blocks(image, markers, chunks=100, should_stop=5)
+
+
+def test_a_tight_budget_narrows_the_default_margin_rather_than_solve_mostly_margins():
+    budget = 20 * 1024**2  # a whole solve of 40 × 60 × 50 needs ≈ 34 MB
+    plan = blocks.plan_blocks((40, 60, 50), "cg_mg", budget)
+    assert blocks.MIN_MARGIN <= plan.margin < blocks.DEFAULT_MARGIN[3]
+    assert min(plan.chunks) >= 2 * plan.margin and plan.peak_bytes <= budget
+    # a margin asked for is kept, whatever it costs
+    asked = blocks.plan_blocks((40, 60, 50), "cg_mg", budget, margin=16)
+    assert asked.margin == 16 and asked.n_blocks > plan.n_blocks
+    # and a roomy budget keeps the default
+    assert blocks.plan_blocks((160, 160, 160), "cg_mg", 2**29).margin == 16
