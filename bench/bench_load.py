@@ -456,6 +456,113 @@ def user_thread(base_url, rec, name, seed, deadline, args, image=None, holder=No
             _count_app_error(rec, exc)
 
 
+# --------------------------------------------------------------------------- a browser
+
+
+class BrowserNeighbour(threading.Thread):
+    """The heavy neighbour as a person in headless Chromium (``bench_browser.Page``: the
+    browser tests' flags and instrumentation; the timings by ``bench_sizes.watch``): opens
+    the page (coins), chooses `image` in the data-file dropdown and waits for its exact
+    result (the app's background job where the app runs one), then ``--heavy-keys`` key
+    presses on the vmax handle and a filter change (``filter-method``: gaussian), each to
+    its exact result, until `deadline`. Its timings and errors are in ``self.out``."""
+
+    def __init__(self, server, image, deadline, args, rec):
+        super().__init__(daemon=True, name="browser-neighbour")
+        self.server, self.image, self.deadline, self.args, self.rec = (
+            server, image, deadline, args, rec)
+        self.out = {"steps": [], "errors": []}
+
+    def left(self):
+        return max(1.0, self.deadline - time.monotonic())
+
+    def step(self, page, what, name, mode, start):
+        import bench_sizes
+
+        t_run = round(self.rec.now(), 2)
+        r = bench_sizes.watch(page, name, mode, start, self.left())
+        keep = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
+                if k.endswith("_s") or k in ("stop_message", "timed_out")}
+        keep.update(what=what, at_s=t_run, summary=(r.get("exact_summary")
+                                                   or r.get("overlay_summary")))
+        self.out["steps"].append(keep)
+        log(f"  neighbour {what} at {t_run} s: first overlay {keep.get('overlay_s')} s, "
+            f"exact {keep.get('exact_s')} s" + (f"; {r['stop_message'][:100]}"
+                                               if r.get("stop_message") else ""))
+        return r
+
+    def run(self):
+        import bench_browser as bb
+
+        page = None
+        try:
+            page_args = argparse.Namespace(chromium=self.args.chromium,
+                                           chromedriver=self.args.chromedriver,
+                                           timeout=max(60.0, self.left()), profile=False,
+                                           quiet_ms=500.0)
+            page = bb.Page("neighbour", bb.APP, self.server, page_args)
+            self.out["page_open_s"] = round(page.open(timeout=self.left()), 2)
+            self.step(page, "load", self.image, "load", lambda: page.js(
+                "window.dash_clientside.set_props('data-file-dropdown', "
+                "{value: arguments[0]})", self.image))
+            for _ in range(self.args.heavy_keys):
+                if time.monotonic() >= self.deadline - 1:
+                    break
+                time.sleep(1.0)
+                page.focused = None
+                page.focus("vmax")
+                self.step(page, "key", "", "move", lambda: page._key("ArrowRight"))
+            if time.monotonic() < self.deadline - 1:
+                time.sleep(1.0)
+                self.step(page, "filter", "", "move", lambda: page.js(
+                    "window.dash_clientside.set_props('filter-method', {value: 'gaussian'})"))
+            self.out["console_errors"] = page.console_errors()[:10]
+        except Exception as exc:  # noqa: BLE001
+            self.out["errors"].append(f"{type(exc).__name__}: {str(exc)[:400]}")
+            log(f"  neighbour error: {self.out['errors'][-1]}")
+        finally:
+            if page is not None:
+                self.out["browser_cpu_s"] = browser_cpu(page)
+                page.close()
+
+
+def browser_cpu(page):
+    """CPU seconds of the page's Chromium (chromedriver and every process under it): on this
+    machine the neighbour's browser shares the server's cores, as it would not on a lab
+    server."""
+    import psutil
+
+    try:
+        root = psutil.Process(page.driver.service.process.pid)
+        procs = [root] + root.children(recursive=True)
+    except (psutil.Error, AttributeError):
+        return None
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return round(total, 2)
+
+
+def neighbour_text(n):
+    """One line of the browser neighbour's own timings."""
+    parts = []
+    for st in n.get("steps", []):
+        def sec(v):
+            return "–" if v is None else f"{v:.2f} s"
+        parts.append(f"{st['what']} (at {st['at_s']:.0f} s): first overlay "
+                     f"{sec(st.get('overlay_s'))}, exact {sec(st.get('exact_s'))}"
+                     + (" (not by the end)" if st.get("exact_s") is None else ""))
+    errs = n.get("errors") or []
+    cpu = n.get("browser_cpu_s")
+    return ("; ".join(parts) + (f"; its Chromium used {cpu:.0f} s of CPU on these cores"
+                                if cpu is not None else "")
+            + (f"; errors {errs}" if errs else ""))
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -467,6 +574,16 @@ def _cpu_ticks(pid):
     except OSError:
         return None
     return int(stat[11]) + int(stat[12])
+
+
+def _vm_hwm(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def busy_worker(master, within=10.0):
@@ -511,6 +628,8 @@ class Monitor(threading.Thread):
         self.store_max = 0
         self.cache_max = 0
         self.workers_seen = set()
+        self.job_cpu = {}  # job process (a worker's child) -> CPU seconds, last seen
+        self.job_hwm = {}  # job process -> VmHWM bytes, last seen
         self.tick = os.sysconf("SC_CLK_TCK")
         self.sample()
         self.cpu_start = dict(self.cpu)
@@ -529,6 +648,12 @@ class Monitor(threading.Thread):
                     self.hwm[pid] = int(line.split()[1]) * 1024
                 elif line.startswith("VmRSS:"):
                     self.rss_now_max = max(self.rss_now_max, int(line.split()[1]) * 1024)
+            for job in child_pids(pid):  # background jobs (Dash's diskcache manager)
+                ticks, hwm = _cpu_ticks(job), _vm_hwm(job)
+                if ticks is not None:
+                    self.job_cpu[job] = ticks / self.tick
+                if hwm is not None:
+                    self.job_hwm[job] = hwm
         self.store_max = max(self.store_max, _dir_bytes(self.state_dir / "store"))
         self.cache_max = max(self.cache_max, _dir_bytes(self.state_dir / "joblib"))
 
@@ -547,15 +672,21 @@ class Monitor(threading.Thread):
                 "peak_rss_mb": round(max(self.hwm.values(), default=0) / 2**20, 1),
                 "worker_pids_seen": len(self.workers_seen),
                 "store_max_mb": round(self.store_max / 2**20, 2),
-                "cache_max_mb": round(self.cache_max / 2**20, 2)}
+                "cache_max_mb": round(self.cache_max / 2**20, 2),
+                "jobs": {"processes": len(self.job_cpu),
+                         "cpu_s": round(sum(self.job_cpu.values()), 2),
+                         "peak_rss_mb": round(max(self.job_hwm.values(), default=0) / 2**20,
+                                              1)}}
 
 
-def start_server(state_dir, data_dir, log_dir, name, extra_env=None):
-    """The Dockerfile's CMD, as bench_http starts it, with the README's 2 workers x 2 threads."""
+def start_server(state_dir, data_dir, log_dir, name, extra_env=None, app_dir=REPO_ROOT):
+    """The Dockerfile's CMD, as bench_http starts it, with the README's 2 workers x 2 threads,
+    run from `app_dir` (this checkout, or a snapshot of a commit)."""
     env = {"PIPEX_BIND": "127.0.0.1:{PORT}", "PIPEX_WORKERS": "2", "PIPEX_THREADS": "2",
            "PIPEX_STATE_DIR": str(state_dir), "PIPEX_DATA_DIR": str(data_dir)}
     env.update(extra_env or {})
-    return Server(name, dockerfile_cmd(REPO_ROOT / "Dockerfile"), REPO_ROOT, env, log_dir)
+    app_dir = Path(app_dir)
+    return Server(name, dockerfile_cmd(app_dir / "Dockerfile"), app_dir, env, log_dir)
 
 
 def gunicorn_events(log_text):
@@ -584,22 +715,29 @@ def stats(values):
 # --------------------------------------------------------------------------- one run
 
 
-def run_load(args, n_users, label, heavy=False, kill=False, seed=0):
-    """Start a server, run `n_users` users (and the heavy neighbour / the kill), report."""
+def heavy_image(size, seed=0):
+    """The heavy neighbour's image: size² uint8, stripes of blobs (sin·cos > 0.2) at 180 on
+    60, Gaussian noise sigma 25."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    blobs = (np.sin(xx / 37.0) * np.cos(yy / 29.0) > 0.2).astype(np.float32)
+    del yy, xx
+    img = 60 + 120 * blobs + rng.normal(0, 25, (size, size)).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def run_load(args, n_users, label, heavy=False, kill=False, seed=0, browser=None):
+    """Start a server, run `n_users` users (and the heavy neighbour / the kill / a browser
+    neighbour on a `browser`² image), report."""
     store_gb = float(args.env.get("PIPEX_STORE_SIZE_GB", 4))
     with tempfile.TemporaryDirectory(prefix="pipex-load-") as tmp:
         tmp = Path(tmp)
         state, data = tmp / "state", tmp / "data"
         data.mkdir()
-        if heavy:
-            rng = np.random.default_rng(0)
-            size = args.heavy_size
-            yy, xx = np.mgrid[0:size, 0:size]
-            blobs = (np.sin(xx / 37.0) * np.cos(yy / 29.0) > 0.2).astype(np.float32)
-            img = np.clip(60 + 120 * blobs + rng.normal(0, 25, (size, size)), 0, 255)
+        if heavy or browser:
             import tifffile
 
-            tifffile.imwrite(data / HEAVY_FILE, img.astype(np.uint8))
+            tifffile.imwrite(data / HEAVY_FILE, heavy_image(browser or args.heavy_size))
         log_dir = HERE / "results" / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         server = start_server(state, data, log_dir, f"load-{label}", args.env)
@@ -621,6 +759,10 @@ def run_load(args, n_users, label, heavy=False, kill=False, seed=0):
                 threads.append(threading.Thread(
                     target=user_thread, args=(server.base_url, rec, "heavy", seed * 1000 + 999,
                                               deadline, args, HEAVY_FILE, None), daemon=True))
+            neighbour = None
+            if browser:
+                neighbour = BrowserNeighbour(server, HEAVY_FILE, deadline, args, rec)
+                threads.append(neighbour)
             for t in threads:
                 t.start()
             kill_info = None
@@ -671,6 +813,9 @@ def run_load(args, n_users, label, heavy=False, kill=False, seed=0):
         result["heavy_user"] = {a: stats(rec.times(a, {"heavy"})) for a in ACTIONS}
     if kill:
         result["kill"] = kill_info
+    result["jobs"] = res["jobs"]
+    if browser:
+        result["browser_neighbour"] = dict(neighbour.out, size=browser)
     return result
 
 
@@ -724,6 +869,33 @@ def table(results):
     return "\n".join(lines)
 
 
+def _ratio(a, b):
+    return None if not b or a is None else a / b
+
+
+def browser_scenario(alone, with_, size):
+    """The users' move / filter p50 and p95 without and with the browser neighbour."""
+    out = {"size": size, "alone": alone, "with": with_,
+           "neighbour": with_.get("browser_neighbour", {})}
+    for action in ("move", "filter"):
+        for q in ("p50_s", "p95_s"):
+            out[f"{action}_{q[:3]}_ratio"] = _ratio(with_[action][q], alone[action][q])
+    return out
+
+
+def browser_text(h):
+    a, w = h["alone"], h["with"]
+    r = h.get("move_p95_ratio")
+    return (f"Browser neighbour ({h['size']}²): the others' move p50 / p95 "
+            f"{_ms(a['move']['p50_s'])} / {_ms(a['move']['p95_s'])} ms alone → "
+            f"{_ms(w['move']['p50_s'])} / {_ms(w['move']['p95_s'])} ms with it "
+            f"({'–' if r is None else f'{r:.2f}'}× at p95); background jobs: "
+            f"{w.get('jobs', {}).get('processes', 0)} process(es), "
+            f"{w.get('jobs', {}).get('cpu_s', 0):.0f} s CPU, peak RSS "
+            f"{w.get('jobs', {}).get('peak_rss_mb', 0):.0f} MB. The neighbour: "
+            + neighbour_text(h["neighbour"]))
+
+
 def parse_mix(text):
     mix = {}
     for part in text.split(","):
@@ -747,6 +919,15 @@ def main(argv=None):
                     help="5 users without, then with, one user on a large image")
     ap.add_argument("--heavy-size", type=int, default=2048, help="edge of the large image")
     ap.add_argument("--heavy-users", type=int, default=5)
+    ap.add_argument("--heavy-browser", type=int, default=None, metavar="SIZE",
+                    help="--heavy-users users alone, then with a headless Chromium page "
+                         "on a SIZE² image (loads it, waits for the exact result, key "
+                         "presses, a filter change)")
+    ap.add_argument("--heavy-keys", type=int, default=3,
+                    help="key presses of the browser neighbour")
+    ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    ap.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER",
+                                                             "/usr/bin/chromedriver"))
     ap.add_argument("--kill-worker", action="store_true",
                     help="5 users; SIGKILL one worker at half time; check every session")
     ap.add_argument("--kill-users", type=int, default=5)
@@ -785,6 +966,15 @@ def main(argv=None):
                                  or with_["filter"]["p95_s"] is None
                                  else with_["filter"]["p95_s"] / alone["filter"]["p95_s"])}
         results += [alone, with_]
+    if args.heavy_browser:
+        n, size = args.heavy_users, args.heavy_browser
+        log(f"- browser neighbour: {n} users alone, then with a Chromium page on {size}² ...")
+        alone = run_load(args, n, f"N={n}, no neighbour", seed=301)
+        log(row(alone))
+        with_ = run_load(args, n, f"N={n} + browser {size}²", seed=301, browser=size)
+        log(row(with_))
+        scenarios["heavy_browser"] = browser_scenario(alone, with_, size)
+        results += [alone, with_]
     if args.kill_worker:
         log(f"- kill a worker: {args.kill_users} users, SIGKILL at {args.seconds / 2:g} s ...")
         k = run_load(args, args.kill_users, f"N={args.kill_users}, worker killed", kill=True,
@@ -806,6 +996,8 @@ def main(argv=None):
             f"with it ({h['p95_move_ratio'] or float('nan'):.2f}×); the neighbour's own load "
             f"{_ms(hu['load']['max_s'])} ms, moves p50 {_ms(hu['move']['p50_s'])} ms "
             f"(n={hu['move']['n']}).")
+    if "heavy_browser" in scenarios:
+        extra.append(browser_text(scenarios["heavy_browser"]))
     if "kill_worker" in scenarios:
         kw = scenarios["kill_worker"]
         lost = collections.Counter(e[1] for e in kw["errors_after_kill"])
@@ -818,7 +1010,8 @@ def main(argv=None):
                                            if kw["session_failures"] else ""))
     report = {"started": started.isoformat(), "machine": info, "args": {
         "users": users, "seconds": args.seconds, "think": list(args.think), "mix": args.mix,
-        "env": args.env, "heavy_size": args.heavy_size}, "runs": results,
+        "env": args.env, "heavy_size": args.heavy_size,
+        "heavy_browser": args.heavy_browser}, "runs": results,
         "scenarios": scenarios, "loadavg_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))

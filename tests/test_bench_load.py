@@ -49,3 +49,52 @@ def test_bench_load_reports_two_users_without_errors(tmp_path):
     assert len(run["loadavg_before"]) == 3
     # the markdown table
     assert "| N=2 |" in result.stdout and "p50 / p95 / max" in result.stdout
+
+
+def _bench_load():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import bench_load
+
+    return bench_load
+
+
+def test_heavy_image():
+    img = _bench_load().heavy_image(300)
+    assert img.shape == (300, 300) and img.dtype.name == "uint8"
+    assert 40 < img.mean() < 160 and img.std() > 30  # blobs on a background, noisy
+
+
+def _run(p50, p95, jobs=None, neighbour=None):
+    def twice(v):
+        return None if v is None else 2 * v
+
+    r = {"move": {"n": 10, "p50_s": p50, "p95_s": p95, "max_s": p95},
+         "filter": {"n": 2, "p50_s": twice(p50), "p95_s": twice(p95), "max_s": twice(p95)}}
+    if jobs is not None:
+        r["jobs"] = jobs
+    if neighbour is not None:
+        r["browser_neighbour"] = neighbour
+    return r
+
+
+def test_browser_scenario_and_text():
+    bl = _bench_load()
+    neighbour = {"steps": [
+        {"what": "load", "at_s": 3.2, "overlay_s": 4.1, "exact_s": None},
+        {"what": "key", "at_s": 50.0, "overlay_s": 0.45, "exact_s": 7.25}],
+        "errors": [], "browser_cpu_s": 31.4}
+    h = bl.browser_scenario(_run(0.1, 0.2), _run(0.12, 0.3, {"processes": 1, "cpu_s": 40.2,
+                                                             "peak_rss_mb": 2100.0},
+                                                  neighbour), 4096)
+    assert h["size"] == 4096 and h["neighbour"] is neighbour
+    assert h["move_p95_ratio"] == pytest.approx(1.5)
+    assert h["move_p50_ratio"] == pytest.approx(1.2)
+    assert h["filter_p95_ratio"] == pytest.approx(1.5)
+    text = bl.browser_text(h)
+    assert "100 / 200 ms alone → 120 / 300 ms with it (1.50× at p95)" in text
+    assert "1 process(es), 40 s CPU, peak RSS 2100 MB" in text
+    assert "load (at 3 s): first overlay 4.10 s, exact – (not by the end)" in text
+    assert "key (at 50 s): first overlay 0.45 s, exact 7.25 s" in text
+    assert "its Chromium used 31 s of CPU" in text
+    # no move without the neighbour: no ratio, no crash
+    assert bl.browser_scenario(_run(None, None), _run(0.1, 0.2), 64)["move_p95_ratio"] is None

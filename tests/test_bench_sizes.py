@@ -1,0 +1,118 @@
+"""bench/bench_sizes.py's pure parts: sizes, synthetic images, the table, the targets and the
+memory-capped direct call on a tiny image. The browser run itself is not run here."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from tests.support import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+import bench_sizes as bs  # noqa: E402
+
+
+def test_parse_shape_and_labels():
+    assert bs.parse_shape("2048") == (2048, 2048)
+    assert bs.parse_shape("256x256x256") == (256, 256, 256)
+    assert bs.parse_shape("128×512×512") == (128, 512, 512)
+    with pytest.raises(ValueError):
+        bs.parse_shape("1x2x3x4")
+    assert bs.shape_label((2048, 2048)) == "2048²"
+    assert bs.shape_label((256, 256, 256)) == "256³"
+    assert bs.shape_label((128, 512, 512)) == "512×512×128"
+    assert bs.image_name((128, 512, 512), "uint16") == "sz_128x512x512_uint16.tif"
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (24, 40, 32)])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_synthetic_image(shape, dtype):
+    img = bs.synthetic_image(shape, dtype, seed=1)
+    assert img.shape == shape and img.dtype == np.dtype(dtype)
+    top = np.iinfo(dtype).max
+    # noisy, over most of the range, not constant; the same for the same seed
+    assert img.min() < 0.2 * top and img.max() > 0.8 * top
+    assert np.unique(img).size > 50
+    np.testing.assert_array_equal(img, bs.synthetic_image(shape, dtype, seed=1))
+    if len(shape) == 3:  # blobs at 0.25 / 0.75 of the range: about 40 % object
+        frac = (img > 0.5 * top).mean()
+        assert 0.2 < frac < 0.6
+
+
+def test_write_image_once(tmp_path):
+    path = bs.write_image(tmp_path, (40, 50), "uint16")
+    assert path.name == "sz_40x50_uint16.tif"
+    img = tifffile.imread(path)
+    assert img.shape == (40, 50) and img.dtype == np.uint16
+    mtime = path.stat().st_mtime_ns
+    assert bs.write_image(tmp_path, (40, 50), "uint16") == path
+    assert path.stat().st_mtime_ns == mtime
+
+
+def _row(label="2048² uint8", overlay=0.21, moves=(0.2, 0.4), est=1.2e9, peak=1.5e9,
+         direct=None, says=""):
+    return {"label": label, "estimate_bytes": est, "budget_bytes": 4 * 1024**3,
+            "moves": [{"overlay_s": m, "exact_s": 3.0} for m in moves],
+            "memory": {"peak_worker_bytes": peak + 2e8, "peak_above_idle_bytes": peak,
+                       "ratio_to_estimate": peak / est},
+            "direct": direct,
+            "load": {"view_s": 0.2, "overlay_s": overlay, "exact_s": 9.5,
+                     "stop_message": says or None},
+            "page_messages_end": [["load-message", "Loaded x.tif."],
+                                  ["exact-job-message", "" if says else "solved in 4 blocks"]],
+            "loadavg": {"before": [1.0, 1, 1], "after": [2.5, 1, 1]}}
+
+
+def test_table_and_targets():
+    rows = [_row(direct={"fits": True, "seconds": 12.3, "maxrss_bytes": 2 * 1024**3}),
+            _row("4096² uint8", overlay=None, moves=(), est=5e9, peak=6e9,
+                 direct={"fits": False, "why": "estimate 4.7 GB > cap 4.0 GB"},
+                 says="Random walker (cg_mg) … PIPEX_MAX_JOB_GB")]
+    md = bs.table(rows)
+    lines = md.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| image |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    assert "| 2048² uint8 | 0.20 s | 0.21 s | 9.50 s | 0.30 s (0.20–0.40) | 3.00 s |" in md
+    assert "solved in 4 blocks" in md and "Loaded" not in md
+    assert "12.3 s, 2.00 GB" in md and "1.25×" in md and "1.0 → 2.5" in md
+    assert "does not fit (estimate 4.7 GB > cap 4.0 GB)" in md and "PIPEX_MAX_JOB_GB" in md
+    t = bs.targets(rows)
+    assert t[0]["first_overlay_ok"] is False and t[0]["first_overlay_max_s"] == 0.4
+    assert t[0]["rss_ratio_ok"] is True and t[0]["under_budget"] is True
+    assert t[1]["first_overlay_ok"] is False and t[1]["first_overlay_max_s"] is None
+    assert t[1]["rss_ratio_ok"] is True and t[1]["under_budget"] is False
+    assert bs.targets([_row(moves=(0.1,))])[0]["first_overlay_ok"] is True
+
+
+def test_stop_message():
+    assert bs._stop_message({"a": "Loaded x.tif."}) is None
+    text = "needs ≈ 9.4 GB of memory, above this server's limit (PIPEX_MAX_JOB_GB)"
+    assert bs._stop_message({"a": "", "b": text}) == text
+
+
+def test_direct_random_walker_capped(tmp_path):
+    img = bs.synthetic_image((48, 64), "uint8", seed=2)
+    path = tmp_path / "tiny.tif"
+    tifffile.imwrite(path, img)
+    params = {"beta": 130.0, "tol": 1e-3, "mode": "cg_j"}
+    # fits: run in the capped child, timed, its peak RSS
+    out = bs.direct_random_walker(path, img.shape, 90, 160, params, 3 * 1024**3, 120,
+                                  tmp_path)
+    assert out["fits"] is True, out
+    assert out["seconds"] > 0 and out["maxrss_bytes"] > 10 * 2**20
+    assert 0 < out["object_fraction"] < 1 and 0 < out["undecided_fraction"] < 1
+    # the estimate above the cap: "does not fit" without running
+    small = bs.direct_random_walker(path, img.shape, 90, 160, params, 1000, 120, tmp_path)
+    assert small["fits"] is False and "cap" in small["why"] and "seconds" not in small
+    # a cap too small for the child: reported, not raised
+    res, _code, _err = bs.run_capped(["--direct-child", str(tmp_path / "direct.json")],
+                                     64 * 2**20, 60)
+    assert res["ok"] is False and res["error"]
+
+
+def test_direct_cap_bytes():
+    assert bs.direct_cap_bytes(0.5) <= 0.5 * 1024**3
+    assert bs.direct_cap_bytes(10**6) < 10**6 * 1024**3  # at most 60 % of what is free
