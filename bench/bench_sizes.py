@@ -28,10 +28,11 @@ For each size and dtype:
   message in the page ends the wait; the page's messages are recorded.
 * the server's memory is sampled every 0.1 s (psutil): per gunicorn worker, its RSS plus the
   RSS of its descendants (background-job processes), and the largest single process; at the
-  end each worker's ``VmHWM``. The peak is compared with
-  ``pipeline.randomwalker.estimate_bytes(shape, 'cg_mg')`` (the app's budget estimate; the
-  peak *above the worker's RSS before the file was chosen* is the figure compared) and with
-  ``PIPEX_MAX_JOB_GB`` (default 4 GiB);
+  end each worker's ``VmHWM``. The peak *above the worker's RSS before the file was chosen*
+  is compared with the app's estimate of the job it runs (``job_estimate``:
+  ``pipeline.randomwalker.estimate_bytes(shape, 'cg_mg')`` for a whole solve, the block
+  plan's ``peak_bytes`` where the image is above the budget and the app solves by blocks)
+  and with ``PIPEX_MAX_JOB_GB`` (default 4 GiB);
 * after the server is stopped, the direct call ``skimage.segmentation.random_walker(image,
   markers, beta, mode='cg_mg', tol)`` with the markers of the app's thresholds at load
   (1 below vmin, 2 above vmax; the default recipe's beta and tol) runs in a child process
@@ -267,6 +268,36 @@ def direct_random_walker(image_path, shape, vmin, vmax, params, cap_bytes, timeo
     return out
 
 
+def job_estimate(shape, budget_bytes, mode=MODE):
+    """The app's own estimate of the job it runs: the whole solve's
+    (``randomwalker.estimate_bytes``) when within the budget, else the block plan's peak
+    (``pipeline.blocks.plan_blocks(...).peak_bytes``, where the app solves by blocks).
+    (bytes, how)."""
+    from pipeline.randomwalker import estimate_bytes
+
+    whole = estimate_bytes(shape, mode)
+    if whole <= budget_bytes:
+        return whole, "whole"
+    try:
+        from pipeline import blocks
+    except ImportError:  # an app without blocks: it refuses
+        return whole, "whole (over the budget)"
+    plan = blocks.plan_blocks(tuple(shape), mode, budget_bytes)
+    return plan.peak_bytes, (f"blocks of {'×'.join(map(str, plan.chunks))}, "
+                             f"{plan.in_flight} at once")
+
+
+def _ratio_of(r):
+    """Peak above idle / the estimate of the job the app runs (the block plan's for blocks)."""
+    mem = r.get("memory") or {}
+    above = mem.get("peak_above_idle_bytes")
+    est = r.get("job_estimate_bytes")
+    if est is None and r.get("shape") and r.get("budget_bytes"):
+        est = job_estimate(r["shape"], r["budget_bytes"])[0]
+    est = est or r.get("estimate_bytes")
+    return (None if above is None or not est else above / est), est
+
+
 def _s(v, digits=2):
     if v is None:
         return "–"
@@ -317,15 +348,15 @@ def page_says(row):
 def table(rows):
     """The Markdown table of the runs (one row per size and dtype)."""
     head = ("| image | first view | first overlay | exact | key → first overlay | key → exact "
-            "| worker peak RSS (above idle) / estimate / budget | direct `random_walker` "
+            "| worker peak RSS (above idle) / the job's estimate / budget | direct `random_walker` "
             "(cg_mg) | load avg | page says |")
     lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         load = r.get("load", {})
         mem = r.get("memory", {})
-        ratio = mem.get("ratio_to_estimate")
+        ratio, est = _ratio_of(r)
         mem_text = (f"{_gb(mem.get('peak_worker_bytes'))} ({_gb(mem.get('peak_above_idle_bytes'))})"
-                    f" / {_gb(r.get('estimate_bytes'))} / {_gb(r.get('budget_bytes'))}"
+                    f" / {_gb(est)} / {_gb(r.get('budget_bytes'))}"
                     + (f" = {ratio:.2f}×" if ratio is not None else ""))
         la = r.get("loadavg") or {}
         la_text = (f"{la['before'][0]:.1f} → {la['after'][0]:.1f}"
@@ -347,7 +378,7 @@ def targets(rows):
         firsts = [load.get("overlay_s")] + [m.get("overlay_s") for m in r.get("moves", [])]
         known = [f for f in firsts if f is not None]
         mem = r.get("memory", {})
-        ratio = mem.get("ratio_to_estimate")
+        ratio, _est = _ratio_of(r)
         out.append({
             "label": r["label"],
             "first_overlay_ok": bool(known) and len(known) == len(firsts)
@@ -574,8 +605,10 @@ def run_one(args, shape, dtype, data_dir, log_dir, tmp):
     path = write_image(data_dir, shape, dtype)
     est = estimate_bytes(shape, MODE)
     budget_gb = float(args.env.get("PIPEX_MAX_JOB_GB", 4))
+    job_est, job_how = job_estimate(shape, int(budget_gb * 1024**3))
     row = {"label": label, "shape": list(shape), "dtype": np.dtype(dtype).name,
            "file": path.name, "file_bytes": path.stat().st_size, "estimate_bytes": est,
+           "job_estimate_bytes": job_est, "job_estimate_how": job_how,
            "budget_bytes": int(budget_gb * 1024**3), "mode": MODE}
     upload_mb = max(64, int(path.stat().st_size / 2**20) + 16)
     env = {"PIPEX_MAX_UPLOAD_MB": str(upload_mb), **args.env}
@@ -620,7 +653,7 @@ def run_one(args, shape, dtype, data_dir, log_dir, tmp):
     finally:
         if sampler is not None:
             sampler.stop()
-            row["memory"] = sampler.result(est, row["budget_bytes"])
+            row["memory"] = sampler.result(job_est, row["budget_bytes"])
         if page is not None:
             page.close()
         row["server_problems"] = server.problems(15)

@@ -54,7 +54,8 @@ def test_write_image_once(tmp_path):
 
 def _row(label="2048² uint8", overlay=0.21, moves=(0.2, 0.4), est=1.2e9, peak=1.5e9,
          direct=None, says=""):
-    return {"label": label, "estimate_bytes": est, "budget_bytes": 4 * 1024**3,
+    return {"label": label, "estimate_bytes": est, "job_estimate_bytes": est,
+            "budget_bytes": 4 * 1024**3,
             "moves": [{"overlay_s": m, "exact_s": 3.0} for m in moves],
             "memory": {"peak_worker_bytes": peak + 2e8, "peak_above_idle_bytes": peak,
                        "ratio_to_estimate": peak / est},
@@ -116,3 +117,13 @@ def test_direct_random_walker_capped(tmp_path):
 def test_direct_cap_bytes():
     assert bs.direct_cap_bytes(0.5) <= 0.5 * 1024**3
     assert bs.direct_cap_bytes(10**6) < 10**6 * 1024**3  # at most 60 % of what is free
+
+
+def test_job_estimate():
+    from pipeline.randomwalker import estimate_bytes
+
+    budget = 4 * 1024**3
+    est, how = bs.job_estimate((2048, 2048), budget)
+    assert est == estimate_bytes((2048, 2048), "cg_mg") and how == "whole"
+    est, how = bs.job_estimate((4096, 4096), budget)  # above the budget: solved by blocks
+    assert est <= budget and how.startswith("blocks of")
