@@ -7,7 +7,8 @@
     python -m pipeline export-script recipe.json [-o script.py]
 
 ``run`` processes the images in parallel (:func:`pipeline.parallel.map_items`: ``--jobs``
-local workers, default ``PIPEX_JOBS`` or the CPUs this process may use; or the workers of the
+local workers, default ``PIPEX_JOBS`` or the CPUs this process may use, forked from this
+process once it has imported the pipeline, so that they import nothing again; or the workers of the
 dask.distributed scheduler ``--dask`` / ``PIPEX_DASK_ADDRESS`` names, falling back to local
 workers with a message when it cannot be reached), each one with
 :class:`pipeline.batch.ProcessImage`, as the app's Batch tab does. This process reads the
@@ -33,12 +34,12 @@ import argparse
 import datetime as _dt
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 # light imports only: the pipeline (scikit-image, scipy) is imported by _run / _export, once
-# the worker processes are starting (they import it at the same time, see _start_workers)
+# the command line is known to be good; the local worker processes are forked from this one
+# after it (they import nothing again)
 from . import parallel as _parallel
 from .errors import InputError
 
@@ -165,39 +166,17 @@ class _Progress:
             self.stream.flush()
 
 
-def _import_pipeline(_index) -> int:
-    """Run in a worker process: import the batch's code (what unpickling its first image's
-    work would do); the worker's pid."""
-    from . import batch  # noqa: F401
-
-    return os.getpid()
-
-
-def _start_workers(backend, count: int) -> set:
-    """Start the local worker processes and import the pipeline in them; the pids of those
-    that ran a start-up task.
-
-    Run in a thread while this process imports the pipeline itself: the workers' start-up
-    (a new interpreter each, then scikit-image and scipy, ~0.5 s of CPU each) overlaps this
-    process's instead of following it. joblib keeps loky workers between two calls with the
-    same settings, so the batch then runs on these workers. A worker slower to start than
-    another's import (a loaded machine) may run no start-up task: it imports with its first
-    image, as without this.
-    """
-    try:
-        pids, _ = _parallel.map_items(_import_pipeline, range(count), backend=backend,
-                                      label="start")
-    except Exception:  # noqa: BLE001 - the batch itself reports what goes wrong
-        return set()
-    return set(pids)
-
-
 def _run(args) -> int:
     try:
         jobs = args.jobs if args.jobs is not None else _parallel.default_jobs()
         address = args.dask if args.dask is not None else \
             (os.environ.get("PIPEX_DASK_ADDRESS") or "").strip() or None
-        backend = _parallel.Backend(jobs=jobs, prefer=args.prefer, dask_address=address)
+        # local worker processes forked from this one once it has imported the batch's code
+        # (this process runs no other thread), each of them at no cost of imports: with
+        # new interpreters, each one's imports (~0.5 s of CPU) made a --jobs 2 batch of
+        # small images 1.6x faster than --jobs 1 instead of 1.8x (bench/bench_parallel.py)
+        backend = _parallel.Backend(jobs=jobs, prefer=args.prefer, dask_address=address,
+                                    start="fork")
     except InputError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -207,14 +186,8 @@ def _run(args) -> int:
     except OSError as exc:
         _error(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}")
         return EXIT_USAGE
-    starting = None
     processes = backend.dask_address is None and backend.prefer == "processes" and \
         min(backend.jobs, len(args.images)) > 1
-    if processes:
-        starting = threading.Thread(target=_start_workers, name="pipex-start-workers",
-                                    args=(backend, min(backend.jobs, len(args.images))),
-                                    daemon=True)
-        starting.start()
     try:
         from . import batch as _batch
         from . import measure as _measure
@@ -225,9 +198,6 @@ def _run(args) -> int:
     except InputError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    finally:
-        if starting is not None:
-            starting.join()
     max_bytes = int(args.max_mb * 1024 * 1024)
     paths = [Path(p) for p in args.images]
     names = _batch.output_names(paths)
@@ -278,9 +248,10 @@ def _run(args) -> int:
                                     command=_batch.CLI_COMMAND, versions=versions),
                 items, total=n,
                 backend=backend, label="batch", progress=bar.draw, on_error="return",
-                on_result=on_result)
+                on_result=on_result)  # forked workers are killed at its end
         if processes:
-            # the workers have nothing more to do: killed now, not waited for at exit
+            # loky workers (when another thread ran, e.g. a dask client's, nothing was
+            # forked) have nothing more to do either: killed now, not waited for at exit
             _parallel.stop_local_workers()
     except KeyboardInterrupt:
         bar.clear()

@@ -20,14 +20,16 @@ Where the work runs is a :class:`Backend`: local threads (the default for blocks
 release the GIL for most of their run, and threads read the input and write their cores into
 the output without copies), local loky processes (blocks through memory maps of the input and
 the output; the better choice for a batch of whole recipes, whose Python parts hold the GIL:
-``python -m pipeline run`` uses them), or a dask.distributed scheduler
-(``PIPEX_DASK_ADDRESS``, ``--dask``) through joblib's ``"dask"`` backend, where blocks are sent
-to the workers and their cores come back. See ``bench/README.md`` for the measurements. An
-unreachable scheduler is reported (in the :class:`RunReport` and the log) and the work runs
-locally. The number of local workers is ``PIPEX_JOBS`` when set, otherwise the CPUs this
-process may use (:func:`cpu_limit`: affinity and cgroup quota). BLAS libraries are kept at
-one thread inside the workers (threadpoolctl in this process for threads, loky's
-``inner_max_num_threads`` for processes; dask's nanny sets them to one in its workers).
+the Batch tab uses them, and ``python -m pipeline run`` forks them from itself, after its
+imports, instead of starting new interpreters: ``Backend(start="fork")``), or a
+dask.distributed scheduler (``PIPEX_DASK_ADDRESS``, ``--dask``) through joblib's ``"dask"``
+backend, where blocks are sent to the workers and their cores come back. See
+``bench/README.md`` for the measurements. An unreachable scheduler is reported (in the
+:class:`RunReport` and the log) and the work runs locally. The number of local workers is
+``PIPEX_JOBS`` when set, otherwise the CPUs this process may use (:func:`cpu_limit`: affinity
+and cgroup quota). BLAS libraries are kept at one thread inside the workers (threadpoolctl in
+this process for threads and for forked processes, which inherit it; loky's
+``inner_max_num_threads`` for its processes; dask's nanny sets them to one in its workers).
 
 Memory: the output plus, per worker, one block with its overlap and the step's scratch for
 it (never the whole array's scratch). A dask worker needs this package installed (functions
@@ -54,7 +56,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from joblib import Parallel, delayed, parallel_config
+from joblib import Parallel, ParallelBackendBase, delayed, parallel_config
 
 from .errors import InputError
 from .npyfile import map_npy
@@ -99,6 +101,7 @@ MAX_OVERLAP = 0.1
 RETRY_AFTER = 60.0
 
 _PREFER = ("threads", "processes")
+_START = ("loky", "fork")
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,6 +300,19 @@ class Backend:
         Seconds to wait for the scheduler.
     min_pixels : int, optional
         Arrays with fewer pixels run whole (:data:`MIN_PIXELS`).
+    start : {'loky', 'fork'}, optional
+        How the worker processes of :func:`map_items` start (``prefer="processes"``):
+
+        * ``'loky'`` (default): joblib's loky workers, new interpreters kept between calls;
+          each imports what its first item needs (the batch's code: ~0.5 s of CPU each).
+        * ``'fork'``: for each call, workers forked from this process, which has imported
+          what the items need: they import nothing again, and are killed at the call's end.
+          Only for a process that runs no other thread (the command line): a fork copies
+          every lock in the state it is in, and another thread may hold one. When another
+          thread is running, the call runs on loky workers instead.
+
+        Blocks (:func:`apply_blocks` on processes) always run on loky workers: their memory
+        maps travel by joblib's loky reducers.
 
     Notes
     -----
@@ -305,11 +321,15 @@ class Backend:
     """
 
     def __init__(self, jobs=None, *, prefer: str = "threads", dask_address: str | None = None,
-                 connect_timeout: float = 5.0, min_pixels: int = MIN_PIXELS):
+                 connect_timeout: float = 5.0, min_pixels: int = MIN_PIXELS,
+                 start: str = "loky"):
         self.jobs = default_jobs() if jobs is None else _check_jobs(jobs, "jobs")
         if prefer not in _PREFER:
             raise InputError(f"prefer must be one of {', '.join(_PREFER)}, got {prefer!r}")
         self.prefer = prefer
+        if start not in _START:
+            raise InputError(f"start must be one of {', '.join(_START)}, got {start!r}")
+        self.start = start
         if dask_address is not None:
             if not isinstance(dask_address, str) or not dask_address.strip():
                 raise InputError(f"dask_address must be a scheduler address such as "
@@ -339,7 +359,8 @@ class Backend:
 
     def __repr__(self) -> str:
         where = f", dask_address={self.dask_address!r}" if self.dask_address else ""
-        return f"Backend(jobs={self.jobs}, prefer={self.prefer!r}{where})"
+        start = f", start={self.start!r}" if self.start != "loky" else ""
+        return f"Backend(jobs={self.jobs}, prefer={self.prefer!r}{start}{where})"
 
     def __enter__(self):
         return self
@@ -410,8 +431,9 @@ class Backend:
         return out
 
     @contextlib.contextmanager
-    def _session(self, n_tasks: int):
-        """joblib configuration for `n_tasks` tasks: yields (kind, workers, message)."""
+    def _session(self, n_tasks: int, items: bool = False):
+        """joblib configuration for `n_tasks` tasks (the items of :func:`map_items` when
+        `items`, else blocks): yields (kind, workers, message)."""
         client = self.client()
         if client is not None:
             workers = max(1, sum(client.ncores().values()))
@@ -427,6 +449,10 @@ class Backend:
         elif self.prefer == "threads":
             with parallel_config(backend="threading", n_jobs=jobs), _one_blas_thread():
                 yield "threads", jobs, message
+        elif items and self.start == "fork" and threading.active_count() == 1:
+            # BLAS at one thread here while the workers are forked: they inherit the setting
+            with parallel_config(backend=_ForkedProcesses(), n_jobs=jobs), _one_blas_thread():
+                yield "processes", jobs, message
         else:
             with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1):
                 yield "processes", jobs, message
@@ -442,6 +468,60 @@ def _one_blas_thread():
         return
     with threadpool_limits(limits=1):
         yield
+
+
+class _ForkedProcesses(ParallelBackendBase):
+    """joblib backend: a loky executor of its own per call, whose workers are forked from this
+    process instead of being new interpreters (:class:`Backend`'s ``start="fork"``); they are
+    killed when the call ends (its tasks have finished, or it was cancelled).
+
+    Built on joblib's backend interface (``submit`` / ``retrieve_result_callback``, as its loky
+    backend) and loky's ``ProcessPoolExecutor``: joblib's ``Parallel`` schedules the tasks.
+    """
+
+    supports_retrieve_callback = True  # results as they come (return_as="generator...")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._workers = None
+
+    def effective_n_jobs(self, n_jobs):
+        if n_jobs is None or n_jobs < 1:
+            raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+        return n_jobs
+
+    def configure(self, n_jobs=1, parallel=None, prefer=None, require=None, **kwargs):
+        import multiprocessing
+
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        n_jobs = self.effective_n_jobs(n_jobs)
+        # loky forks its workers at the first task, before it starts its own threads
+        self._workers = ProcessPoolExecutor(max_workers=n_jobs,
+                                            context=multiprocessing.get_context("fork"))
+        self.parallel = parallel
+        return n_jobs
+
+    def submit(self, func, callback=None):
+        future = self._workers.submit(func)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return future
+
+    def retrieve_result_callback(self, future):
+        return future.result()
+
+    def terminate(self):
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            # no more work for them (the call's tasks are done, or it was cancelled): killed
+            # now rather than asked to stop and waited for
+            workers.shutdown(wait=True, kill_workers=True)
+
+    def abort_everything(self, ensure_ready=True):
+        self.terminate()
+        if ensure_ready:
+            self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel)
 
 
 def stop_local_workers() -> None:
@@ -487,7 +567,8 @@ def _task(fn, index, args):
     return index, fn(*args), os.getpid()
 
 
-def _run(backend: Backend, fn, argsets, n: int, on_result, progress, should_stop):
+def _run(backend: Backend, fn, argsets, n: int, on_result, progress, should_stop,
+         items: bool = False):
     """Run ``fn(*args)`` for each of `argsets` (an iterable of `n` tuples, consumed lazily).
 
     Calls ``on_result(index, value)`` in this thread as results arrive (in any order).
@@ -498,7 +579,7 @@ def _run(backend: Backend, fn, argsets, n: int, on_result, progress, should_stop
         progress(0, n)
     if should_stop is not None and should_stop():
         return "none", 0, backend.message, 0, True, ()
-    with backend._session(n) as (kind, workers, message):
+    with backend._session(n, items) as (kind, workers, message):
         tasks = (delayed(_task)(fn, i, args) for i, args in enumerate(argsets))
         # one task per item or block: joblib's automatic batching groups items shorter
         # than 0.2 s (a coins image of a batch: 0.15 s) and a worker then waits at the end
@@ -1119,7 +1200,7 @@ def map_items(fn, items, *, backend=None, label="batch", progress=None, should_s
     call = _GuardedCall(fn) if on_error == "return" else fn
     argsets = ((call, item) for _, item in zip(range(n), items))
     kind, workers, message, done, cancelled, pids = _run(
-        backend, _call, argsets, n, store, progress, should_stop)
+        backend, _call, argsets, n, store, progress, should_stop, items=True)
     failed = sum(isinstance(r, Failed) and r.kind == "error" for r in results)
     return results, RunReport(label=label, backend=kind, blocks=n, workers=workers,
                               seconds=time.perf_counter() - t0, done=done, failed=failed,

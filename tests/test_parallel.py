@@ -541,3 +541,130 @@ def test_cache_sized_blocks_are_identical_to_the_whole_step():
         result, report = P.apply_step(key, params, image, backend=THREADS)
         assert report.backend == "threads" and report.blocks > 4, report
         assert np.array_equal(result, step.apply(image, **step.check(params)))
+
+
+# --------------------------------------------------------------------------------------------
+# start="fork": items on workers forked from this process (the command line's batch)
+
+_FORK_SCRIPT = r'''
+import json, os, sys, threading, time
+
+from pipeline import parallel as P
+import pipeline.batch  # what the items need, imported once, here
+
+P.set_in_the_parent = "yes"  # after the imports: a new interpreter would not have it
+
+
+def item(x):
+    from threadpoolctl import threadpool_info
+
+    blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    return {"pid": os.getpid(), "ppid": os.getppid(), "x": -x, "blas": blas,
+            "seen": getattr(P, "set_in_the_parent", None),
+            "batch": "pipeline.batch" in sys.modules}
+
+
+def slow(x):
+    time.sleep(0.3)
+    return x
+
+
+def boom(x):
+    raise ValueError(f"item {x} is bad")
+
+
+def gone(pids):
+    for _ in range(100):
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+if __name__ == "__main__":
+    fork = P.Backend(jobs=2, prefer="processes", start="fork")
+    out = {"pid": os.getpid(), "threads": threading.active_count()}
+    steps = []
+    results, report = P.map_items(item, range(6), backend=fork,
+                                  progress=lambda d, n: steps.append([d, n]))
+    out.update(results=results, kind=report.backend, workers=report.workers,
+               progress=steps[-1], gone=gone(report.pids))
+    n = []
+    results, report = P.map_items(slow, range(12), backend=fork,
+                                  progress=lambda d, t: n.append(d),
+                                  should_stop=lambda: n[-1] >= 2)
+    out.update(cancelled=report.cancelled, done=report.done,
+               left=sum(isinstance(r, P.Failed) and r.kind == "cancelled" for r in results),
+               cancel_gone=gone(report.pids))
+    results, report = P.map_items(boom, [1, 2], backend=fork, on_error="return")
+    out["errors"] = [r.error for r in results]
+    try:
+        P.map_items(boom, [3], backend=fork)
+    except ValueError as exc:
+        out["raised"] = str(exc)
+    # another thread runs: nothing is forked (it may hold a lock), new interpreters instead
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    results, report = P.map_items(item, range(4), backend=fork)
+    stop.set()
+    thread.join()
+    out["with_a_thread"] = [r["seen"] for r in results]
+    out["with_a_thread_kind"] = report.backend
+    P.stop_local_workers()
+    print(json.dumps(out))
+'''
+
+
+def test_forked_workers_import_nothing_again(tmp_path):
+    """``start="fork"``: the items run in copies of this process, made after its imports
+    (each new interpreter of loky paid them again, ~0.5 s of CPU); BLAS at one thread in
+    them; killed at the end of the call, also a cancelled one; errors as with loky. When
+    another thread runs, loky's new interpreters run the items instead. In a new process: the
+    test process runs threads (loky's, dask's) that would make it fall back."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "fork_items.py"
+    script.write_text(_FORK_SCRIPT, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["threads"] == 1
+    results = out["results"]
+    assert [r["x"] for r in results] == [0, -1, -2, -3, -4, -5]
+    assert out["kind"] == "processes" and out["workers"] == 2 and out["progress"] == [6, 6]
+    for r in results:
+        assert r["pid"] != out["pid"] and r["ppid"] == out["pid"]  # its children
+        assert r["seen"] == "yes" and r["batch"]  # copies of it: nothing imported again
+        assert all(n == 1 for n in r["blas"]), r["blas"]
+    assert out["gone"], "the forked workers outlived the call"
+    assert out["cancelled"] and out["done"] < 12 and out["left"] == 12 - out["done"]
+    assert out["cancel_gone"], "the forked workers outlived the cancelled call"
+    assert out["errors"] == ["ValueError: item 1 is bad", "ValueError: item 2 is bad"]
+    assert out["raised"] == "item 3 is bad"
+    assert out["with_a_thread"] == [None] * 4 and out["with_a_thread_kind"] == "processes"
+
+
+def test_start_is_checked():
+    with pytest.raises(InputError, match="start must be one of loky, fork"):
+        P.Backend(2, prefer="processes", start="spawn")
+    assert P.Backend(2, prefer="processes").start == "loky"
+    assert "start='fork'" in repr(P.Backend(2, prefer="processes", start="fork"))
+    # blocks never run on forked workers (their memory maps need loky's reducers)
+    image = np.round(np.random.default_rng(6).random((300, 280)) * 255)
+    result, report = P.apply_step("gaussian", {"sigma": 2.0}, image, chunks=100,
+                                  backend=P.Backend(2, prefer="processes", start="fork"))
+    assert report.backend == "processes" and report.blocks == 9
+    assert np.array_equal(result, FILTERS["gaussian"].apply(image, sigma=2.0))
