@@ -268,11 +268,32 @@ def direct_random_walker(image_path, shape, vmin, vmax, params, cap_bytes, timeo
     return out
 
 
-def job_estimate(shape, budget_bytes, mode=MODE):
+_JOB_ESTIMATE_PY = """
+import json, os, sys
+sys.path.insert(0, sys.argv[4])
+import bench_sizes
+# the checkout in the working directory first, not the repository bench_sizes put there
+sys.path[:] = [os.getcwd()] + [p for p in sys.path if p not in ('', sys.argv[5])]
+est = bench_sizes.job_estimate(json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+import pipeline
+assert os.path.dirname(os.path.dirname(os.path.abspath(pipeline.__file__))) == os.getcwd()
+print(json.dumps(est))
+"""
+
+
+def job_estimate(shape, budget_bytes, mode=MODE, app_dir=None):
     """The app's own estimate of the job it runs: the whole solve's
     (``randomwalker.estimate_bytes``) when within the budget, else the block plan's peak
     (``pipeline.blocks.plan_blocks(...).peak_bytes``, where the app solves by blocks).
-    (bytes, how)."""
+    (bytes, how). With `app_dir`, computed by that checkout's ``pipeline`` (the code the
+    server ran; this working tree's may have changed since), in a child process."""
+    if app_dir is not None:
+        out = subprocess.run([sys.executable, "-c", _JOB_ESTIMATE_PY, json.dumps(list(shape)),
+                              str(int(budget_bytes)), mode, str(HERE), str(REPO_ROOT)],
+                             cwd=Path(app_dir).resolve(), check=True, capture_output=True,
+                             text=True)
+        est, how = json.loads(out.stdout.strip().splitlines()[-1])
+        return est, how
     from pipeline.randomwalker import estimate_bytes
 
     whole = estimate_bytes(shape, mode)
@@ -605,7 +626,7 @@ def run_one(args, shape, dtype, data_dir, log_dir, tmp):
     path = write_image(data_dir, shape, dtype)
     est = estimate_bytes(shape, MODE)
     budget_gb = float(args.env.get("PIPEX_MAX_JOB_GB", 4))
-    job_est, job_how = job_estimate(shape, int(budget_gb * 1024**3))
+    job_est, job_how = job_estimate(shape, int(budget_gb * 1024**3), app_dir=args.app_dir)
     row = {"label": label, "shape": list(shape), "dtype": np.dtype(dtype).name,
            "file": path.name, "file_bytes": path.stat().st_size, "estimate_bytes": est,
            "job_estimate_bytes": job_est, "job_estimate_how": job_how,
@@ -737,10 +758,20 @@ def main(argv=None):
 
     if args.table:
         rows = []
-        for path in args.table:
-            report = json.loads(Path(path).read_text())
-            bb.log(f"{path}: {report['started'][:16]} UTC, app {report.get('app', {})}")
-            rows += report["rows"]
+        with tempfile.TemporaryDirectory(prefix="pipex-sizes-table-") as tmp:
+            for i, path in enumerate(args.table):
+                report = json.loads(Path(path).read_text())
+                commit = (report.get("app") or {}).get("commit")
+                bb.log(f"{path}: {report['started'][:16]} UTC, app {commit}")
+                for row in report["rows"]:
+                    if row.get("job_estimate_bytes") is None and commit:
+                        # the estimate of the code that ran, not of this working tree
+                        app = Path(tmp) / f"app{i}"
+                        if not app.exists():
+                            snapshot(commit, app)
+                        row["job_estimate_bytes"], row["job_estimate_how"] = job_estimate(
+                            row["shape"], row["budget_bytes"], app_dir=app)
+                rows += report["rows"]
         bb.log(table(rows))
         return 0
 

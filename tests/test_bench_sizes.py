@@ -127,3 +127,5 @@ def test_job_estimate():
     assert est == estimate_bytes((2048, 2048), "cg_mg") and how == "whole"
     est, how = bs.job_estimate((4096, 4096), budget)  # above the budget: solved by blocks
     assert est <= budget and how.startswith("blocks of")
+    # computed by a checkout's own pipeline (the code a server ran), in a child process
+    assert tuple(bs.job_estimate((4096, 4096), budget, app_dir=REPO_ROOT)) == (est, how)
