@@ -53,7 +53,8 @@ def test_one_block_covering_the_image_is_the_whole_solve_bit_for_bit(coins, mode
 
 def test_a_budget_that_fits_the_whole_image_plans_one_block_and_the_whole_answer(coins):
     image, markers = coins
-    budget = rw.estimate_bytes(image.shape, "cg_mg") + blocks.IMAGE_BYTES_PER_PIXEL * image.size
+    budget = (rw.estimate_bytes(image.shape, "cg_mg")
+              + blocks.IMAGE_BYTES_PER_PIXEL * image.size) / blocks.BUDGET_SHARE + 1
     plan = blocks.plan_blocks(image.shape, "cg_mg", budget)
     assert plan.n_blocks == 1 and plan.chunks == image.shape
     labels, _ = blocks.random_walker_blocks(image, markers, plan=plan, measure=False)
@@ -210,7 +211,7 @@ def test_the_plan_fits_the_budget(shape, mode, gb):
                   for b in plan.blocks)
     assert largest <= plan.block_bytes
     peak = blocks.IMAGE_BYTES_PER_PIXEL * math.prod(shape) + plan.in_flight * largest
-    assert peak == plan.peak_bytes <= budget
+    assert peak == plan.peak_bytes <= blocks.BUDGET_SHARE * budget
     # the cores are as even as the shape allows, and larger than the overlap they pay
     for n, c in zip(shape, plan.chunks):
         counts = -(-n // c)
@@ -220,7 +221,7 @@ def test_the_plan_fits_the_budget(shape, mode, gb):
     window = blocks._window_shape(plan)
     assert window is not None
     assert rw.estimate_bytes(window, mode) + blocks.IMAGE_BYTES_PER_PIXEL * math.prod(shape) \
-        <= budget
+        <= blocks.BUDGET_SHARE * budget
 
 
 def test_a_budget_too_small_for_one_block_is_refused_saying_what_it_needs():
@@ -376,7 +377,7 @@ def test_arguments_are_checked_and_named(coins):
 
 
 def test_a_tight_budget_narrows_the_default_margin_rather_than_solve_mostly_margins():
-    budget = 20 * 1024**2  # a whole solve of 40 × 60 × 50 needs ≈ 34 MB
+    budget = 28 * 1024**2  # a whole solve of 40 × 60 × 50 needs ≈ 34 MB
     plan = blocks.plan_blocks((40, 60, 50), "cg_mg", budget)
     assert blocks.MIN_MARGIN <= plan.margin < blocks.DEFAULT_MARGIN[3]
     assert min(plan.chunks) >= 2 * plan.margin and plan.peak_bytes <= budget
