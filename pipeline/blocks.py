@@ -222,7 +222,7 @@ class BlockReport:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BlockReport":
+    def from_dict(cls, data: dict) -> BlockReport:
         """The report of :meth:`as_dict` (unknown keys dropped)."""
         known = set(cls.__dataclass_fields__)
         data = {k: v for k, v in dict(data).items() if k in known}
@@ -500,7 +500,7 @@ def _check_source(image):
     else:
         try:
             arr = np.asarray(image)
-        except Exception:  # pragma: no cover - exotic array-likes
+        except Exception:  # noqa: BLE001  # pragma: no cover - exotic array-likes
             raise InputError("image must be an array of numbers") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_):

@@ -467,7 +467,7 @@ def test_a_job_above_the_memory_budget_solves_by_blocks_instead_of_refusing(serv
     assert agreement >= 97.0
     # the bar moved block by block, then through the window's whole solve
     texts = [t for _, t in reports]
-    assert any(f"solving by blocks (" in t and f" of {plan.n_blocks} done)" in t for t in texts)
+    assert any("solving by blocks (" in t and f" of {plan.n_blocks} done)" in t for t in texts)
     assert any("comparing with a whole solve on a window" in t for t in texts)
     values = [int(v) for v, _ in reports]
     assert values == sorted(values) and values[-1] == 1000
@@ -491,7 +491,7 @@ def test_a_job_above_the_memory_budget_solves_by_blocks_instead_of_refusing(serv
         tol=p["tol"], scale=p["intensity_scale"], plan=plan, measure=False)
     assert np.array_equal(np.asarray(result.mask), expected == 2)
     # the label download is that result
-    data, name = downloads.labels_file(services, sid, meta, pointer)
+    data, _ = downloads.labels_file(services, sid, meta, pointer)
     labels = tifffile.imread(_io.BytesIO(data))
     assert np.array_equal(labels, np.asarray(result.labels))
     # a server with room for the whole solve (same cache) does not take the blockwise
