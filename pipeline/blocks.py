@@ -455,30 +455,41 @@ class _BlockSolver:
             return "one_label"
         return "deferred"
 
+    def _ring(self, index):
+        """(outer, inner) of a block without markers: its region with at least one pixel of
+        margin, so that its neighbours' labels reach it even with ``margin=0``."""
+        block = self.plan.blocks[index]
+        width = max(self.plan.margin, 1)
+        outer = tuple(slice(max(0, c.start - width), min(n, c.stop + width))
+                      for c, n in zip(block.core, self.plan.shape))
+        inner = tuple(slice(c.start - o.start, c.stop - o.start)
+                      for c, o in zip(block.core, outer))
+        return outer, inner
+
     def from_neighbours(self, item):
         """Solve a block without markers from the labels its margin received from the
         neighbouring cores decided before this pass (`item`: the block's index and the
         indices of the blocks decided in this pass, whose cores are ignored)."""
         index, this_pass = item
         block = self.plan.blocks[index]
-        markers = np.array(self.labels[block.outer])
+        outer, inner = self._ring(index)
+        markers = np.array(self.labels[outer])
         for other in this_pass:  # as before the pass, whatever ran first
-            hit = _intersect(self.plan.blocks[other].core, block.outer)
+            hit = _intersect(self.plan.blocks[other].core, outer)
             if hit is not None:
                 markers[hit] = 0
-        markers[block.inner] = 0
+        markers[inner] = 0
         has_bg = bool((markers == rw.BACKGROUND).any())
         has_obj = bool((markers == rw.OBJECT).any())
         if has_bg and has_obj:
-            self.labels[block.core] = self.solve_region(block.outer, markers)[block.inner]
+            self.labels[block.core] = self.solve_region(outer, markers)[inner]
         else:
             self.labels[block.core] = rw.BACKGROUND if has_bg else rw.OBJECT
         return "from_neighbours"
 
     def reached(self, index):
         """Whether a neighbouring core decided so far reaches this block's margin."""
-        block = self.plan.blocks[index]
-        return bool(self.labels[block.outer].any())
+        return bool(self.labels[self._ring(index)[0]].any())
 
 
 def _intersect(core, outer):

@@ -181,6 +181,10 @@ def test_scattered_scribbles_leave_no_block_undecided():
     assert report.from_neighbours >= 20
     assert set(np.unique(labels)) <= {1, 2} and labels.min() == 1
     assert (labels[10:14, 10:30] == 1).all() and (labels[200:204, 150:170] == 2).all()
+    # without any margin, the neighbours' labels still reach a block (one pixel around it)
+    bare, report = blocks.random_walker_blocks(image, markers, chunks=40, margin=0,
+                                               measure=False)
+    assert report.from_neighbours >= 20 and set(np.unique(bare)) == {1, 2}
 
 
 def test_a_block_all_markers_is_not_solved():
