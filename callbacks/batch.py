@@ -465,8 +465,10 @@ def batch_inputs(config, owner, source) -> list[tuple[str, Path]]:
     raise InputError("Choose the images: a folder of the data folder, or the uploaded files.")
 
 
-def batch_recipe(store, session_id, history) -> dict:
-    """The page's current recipe, read from the server's undo history and validated.
+def batch_recipe(store, session_id, history, series=None) -> dict:
+    """The page's current recipe, read from the server's undo history and validated, reading
+    image series `series` of each file (the Series menu's, for the image shown; None or 0:
+    the first series).
 
     Raises
     ------
@@ -480,7 +482,7 @@ def batch_recipe(store, session_id, history) -> dict:
         recipe = resolve_state(store, session_id, full["image_id"], full["states"][full["index"]])
     except (KeyError, TypeError, IndexError):
         raise InputError("The page's recipe pointer is malformed: reload the page.") from None
-    return recipes.validate(recipe)
+    return recipes.with_series(recipes.validate(recipe), series)
 
 
 # --------------------------------------------------------------------------------------------
@@ -630,7 +632,7 @@ def _process_started() -> float | None:
 
 
 def run_batch(services, session_id, history, source, *, owner=None, set_progress=None,
-              backend=None, job_id=None, on_start=None) -> dict:
+              backend=None, job_id=None, on_start=None, series=None) -> dict:
     """Run the page's current recipe over a batch of images; pack the results in a zip.
 
     Parameters
@@ -652,6 +654,9 @@ def run_batch(services, session_id, history, source, *, owner=None, set_progress
         32 hex digits (a new one by default).
     on_start : callable, optional
         ``on_start(job_id)`` once the job has its slot and its folder.
+    series : int, optional
+        The image series of each file to read: the one shown (a data-folder TIFF's Series
+        menu, ``meta["series"]``), as the recipe was tuned on it; None or 0 for the first.
 
     Returns
     -------
@@ -668,7 +673,7 @@ def run_batch(services, session_id, history, source, *, owner=None, set_progress
     """
     config = services.config
     owner = _check_owner(batch_owner(services, session_id) if owner is None else owner)
-    recipe = batch_recipe(services.store, session_id, history)
+    recipe = batch_recipe(services.store, session_id, history, series)
     inputs = batch_inputs(config, owner, source)
     job_id = job_id or uuid.uuid4().hex
     folder = job_dir(config, owner, job_id)
@@ -880,7 +885,7 @@ def _zip_link(owner, job_id, prefix):
 
 
 def run_outputs(services, session_id, history, source, *, browser_id=None, set_progress=None,
-                prefix="/", backend=None, on_start=None):
+                prefix="/", backend=None, on_start=None, series=None):
     """Outputs of the run callback: (table, summary, download link, message).
 
     A batch that cannot start leaves the previous batch's table and zip link as they were.
@@ -888,7 +893,8 @@ def run_outputs(services, session_id, history, source, *, browser_id=None, set_p
     try:
         owner = batch_owner(services, session_id, browser_id)
         result = run_batch(services, session_id, history, source, owner=owner,
-                           set_progress=set_progress, backend=backend, on_start=on_start)
+                           set_progress=set_progress, backend=backend, on_start=on_start,
+                           series=series)
     except Exception as exc:
         if isinstance(exc, InputError):
             text = f"Batch not started: {exc}"
@@ -1126,6 +1132,7 @@ def register(app, services):
         State(ids.HISTORY, "data"),
         State(ids.BATCH_SOURCE, "value"),
         State(ids.BATCH_BROWSER, "data"),
+        State(ids.IMAGE, "data"),
         background=True,
         progress=[Output(ids.BATCH_PROGRESS, "value"), Output(ids.BATCH_PROGRESS, "max"),
                   Output(ids.BATCH_PROGRESS_TEXT, "children")],
@@ -1135,7 +1142,7 @@ def register(app, services):
         interval=500,
         prevent_initial_call=True,
     )
-    def _run(set_progress, n, session_id, history, source, browser_id):
+    def _run(set_progress, n, session_id, history, source, browser_id, meta):
         if not n:
             raise PreventUpdate
         set_progress((0, 1, "starting…"))
@@ -1146,7 +1153,8 @@ def register(app, services):
             set_props(ids.BATCH_JOB, {"data": job_id})
 
         return run_outputs(services, session_id, history, source, browser_id=browser_id,
-                           set_progress=set_progress, prefix=prefix, on_start=started)
+                           set_progress=set_progress, prefix=prefix, on_start=started,
+                           series=(meta or {}).get("series"))
 
     @app.callback(
         Output(ids.BATCH_MESSAGE, "children", allow_duplicate=True),

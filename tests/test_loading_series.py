@@ -202,3 +202,47 @@ def test_a_batch_reads_the_series_of_its_recipe(tmp_path):
     np.testing.assert_array_equal(labels, expected.labels)
     with pytest.raises(pio.InputError, match="series 1 is out of range"):
         work((one.name, one.read_bytes()))
+
+
+def test_the_batch_tab_reads_the_series_shown_of_each_file(services, tmp_path):
+    """The Batch tab runs the page's recipe on the series the page shows (the Series menu):
+    the zip's labels are those of series 1 of each file, its recipe.json says so; a file
+    without a series 1 fails with the reader's reason while the others finish."""
+    import io as _io
+    import json
+    import zipfile
+
+    from skimage import data as skdata
+
+    from callbacks import batch as batch_tab
+    from callbacks.params import initial_history, save_history
+    from pipeline import parallel
+    from pipeline import recipe as recipes
+
+    coins = skdata.coins()
+    data = tmp_path / "data"
+    folder = data / "plates"
+    folder.mkdir()
+    _write_series(folder / "a.ome.tif", np.full((64, 80), 200, np.uint8), coins[:150, :180],
+                  ome=True)
+    _write_series(folder / "b.ome.tif", np.full((64, 80), 30, np.uint8), coins[100:, 150:],
+                  ome=True)
+    tifffile.imwrite(folder / "single.tif", coins)
+    sid = new_session_id()
+    first = _load(services, sid, ids.DATA_FILE, "plates/a.ome.tif")[0]
+    shown = _load(services, sid, ids.DATA_SERIES, "plates/a.ome.tif", 1, current=first)[0]
+    pointer = save_history(services.store, sid, initial_history(shown), None)
+
+    result = batch_tab.run_batch(services, sid, pointer, batch_tab.DATA_PREFIX + "plates",
+                                 backend=parallel.Backend(1),
+                                 series=shown["series"])
+    rows = {r["file"]: r for r in result["rows"]}
+    assert rows["plates/single.tif"]["status"] == "failed"
+    assert "series 1 is out of range" in rows["plates/single.tif"]["message"]
+    recipe = recipes.with_series(recipes.validate(pointer["recipe"]), 1)
+    with zipfile.ZipFile(result["zip"]) as archive:
+        assert json.loads(archive.read("recipe.json"))["input"] == {"series": 1}
+        for name, image in (("a.ome", coins[:150, :180]), ("b.ome", coins[100:, 150:])):
+            assert rows[f"plates/{name}.tif"]["status"] == "ok"
+            labels = tifffile.imread(_io.BytesIO(archive.read(f"{name}_labels.tif")))
+            np.testing.assert_array_equal(labels, recipes.run(image, recipe).labels)
