@@ -146,8 +146,10 @@ class Config:
         answered from the cache.
     max_job_gb : float
         Memory one segmentation may take (``PIPEX_MAX_JOB_GB``, default 4): a random walker
-        estimated above it (:func:`pipeline.randomwalker.estimate_bytes`) is refused before
-        it runs, with what fits (a crop, a downsampling factor, another solver).
+        estimated above it (:func:`pipeline.randomwalker.estimate_bytes`) is solved by
+        overlapping blocks that fit it in the exact background job (:mod:`pipeline.blocks`),
+        and refused before it runs, with what fits (a crop, a downsampling factor, another
+        solver), where not even one block fits or outside that job.
     users_file : Path or None
         File of ``user:password-hash`` lines (``PIPEX_USERS_FILE``, written by
         ``python -m callbacks.auth adduser NAME``); None: no sign-in (local mode).
