@@ -272,3 +272,38 @@ class Admission:
             finally:
                 os.close(fd)
         return removed
+
+
+def lower_priority(nice: int) -> int:
+    """Run this thread, and the threads and processes it starts, at CPU priority `nice`.
+
+    A background job (a large image's exact result, a batch) runs in a process of its own;
+    at a lower priority than the server's workers, the cores go first to the requests of
+    everyone else (a key press, a page load) and the job takes what they leave. Never
+    raises the priority (a process already nicer keeps its value), so calling it again in a
+    long-lived process (a Celery worker) changes nothing.
+
+    Parameters
+    ----------
+    nice : int
+        The nice value, 0 (the workers' priority: nothing done) to 19 (the lowest).
+
+    Returns
+    -------
+    int
+        The nice value now in effect (the previous one where the system refused).
+
+    Raises
+    ------
+    InputError
+        If `nice` is not a whole number from 0 to 19.
+    """
+    if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+        raise InputError(f"nice must be a whole number from 0 to 19, got {nice!r}")
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)  # Linux: this thread; new ones inherit
+        except OSError:
+            return current
+    return os.getpriority(os.PRIO_PROCESS, 0)

@@ -64,6 +64,20 @@ def _env_count(env, name, default):
     return value
 
 
+def _env_nice(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InputError(f"{name} must be a whole number from 0 to 19, got {raw!r}") from None
+    if not 0 <= value <= 19:
+        raise InputError(f"{name} must be from 0 (the workers' priority) to 19 (the lowest), "
+                         f"got {raw!r}")
+    return value
+
+
 def _env_flag(env, name):
     raw = (env.get(name) or "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -173,6 +187,11 @@ class Config:
     job_wait_s : float
         How long a heavy request may wait for a free slot before it is refused
         (``PIPEX_JOB_WAIT_S``; 0: refused at once).
+    job_nice : int
+        The CPU priority of background jobs (``PIPEX_JOB_NICE``, a nice value from 0 to 19,
+        default 10): a large image's exact result or a batch runs in a process of its own
+        (the local job runner) at this lower priority, so that the workers answering
+        everyone's key presses and page loads get the cores first (0: the same priority).
     max_work_s : float
         Longest one computation may run (``PIPEX_MAX_WORK_S``, default 300 s): an exact
         segmentation estimated above it is refused before it starts, and one that runs
@@ -211,6 +230,7 @@ class Config:
     max_work_s: float = 300.0
     job_after_s: float = 1.0
     bind: str = "127.0.0.1:8050"
+    job_nice: int = 10
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -268,5 +288,6 @@ class Config:
             max_work_s=_env_float(env, "PIPEX_MAX_WORK_S", 300),
             job_after_s=_env_seconds(env, "PIPEX_JOB_AFTER_S", 1),
             bind=(env.get("PIPEX_BIND") or "127.0.0.1:8050").strip(),
+            job_nice=_env_nice(env, "PIPEX_JOB_NICE", 10),
         )
         return replace(cfg, **overrides) if overrides else cfg
