@@ -51,31 +51,27 @@ def _env_jobs(env, name):
     return value
 
 
-def _env_count(env, name, default):
+def _env_int(env, name, default, kind, low, high, out_of_range):
+    """A whole number from `env[name]` within [low, high] (`default` when unset)."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw.strip())
     except ValueError:
-        raise InputError(f"{name} must be a whole number (1 or more), got {raw!r}") from None
-    if value < 1:
-        raise InputError(f"{name} must be at least 1, got {raw!r}")
+        raise InputError(f"{name} must be a whole number {kind}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise InputError(f"{name} must be {out_of_range}, got {raw!r}")
     return value
+
+
+def _env_count(env, name, default):
+    return _env_int(env, name, default, "(1 or more)", 1, float("inf"), "at least 1")
 
 
 def _env_nice(env, name, default):
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise InputError(f"{name} must be a whole number from 0 to 19, got {raw!r}") from None
-    if not 0 <= value <= 19:
-        raise InputError(f"{name} must be from 0 (the workers' priority) to 19 (the lowest), "
-                         f"got {raw!r}")
-    return value
+    return _env_int(env, name, default, "from 0 to 19", 0, 19,
+                    "from 0 (the workers' priority) to 19 (the lowest)")
 
 
 def _env_flag(env, name):
