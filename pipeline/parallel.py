@@ -720,8 +720,10 @@ def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
     (axis 0 first on ties: blocks are then contiguous slabs), until there are
     ``BLOCKS_PER_WORKER * workers`` blocks and none is larger than `max_block_bytes`; then
     further while the blocks are larger than `cache_block_bytes` and the overlap adds at
-    most `max_overlap` of the array's volume. An axis is not cut into pieces thinner than
-    twice its reach (or 16 pixels).
+    most `max_overlap` of the array's volume; the last cuts are then taken back until the
+    number of blocks is a multiple of `workers` (not below ``BLOCKS_PER_WORKER * workers``
+    blocks, none larger than `max_block_bytes`), so that the workers finish together. An
+    axis is not cut into pieces thinner than twice its reach (or 16 pixels).
 
     Returns
     -------
@@ -750,6 +752,7 @@ def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
 
     target = BLOCKS_PER_WORKER * workers
     volume = math.prod(shape)
+    cuts = []  # the axis of each cut, in order
     while True:
         needed = math.prod(counts) < target or block_bytes(counts) > max_block_bytes
         if not needed and block_bytes(counts) <= cache_block_bytes:
@@ -766,6 +769,17 @@ def auto_chunks(shape, reach, workers: int, itemsize: int = 8,
         if best is None or (not needed and best[0] > (1 + max_overlap) * volume):
             break
         counts[best[1]] += 1
+        cuts.append(best[1])
+    # a count of blocks the workers share evenly: the cuts made for the cache size only are
+    # taken back until it is a multiple of `workers` (5 slabs of a 256³ median on 2 workers
+    # ran 3 + 2: 1.55×; 4 slabs 2 + 2)
+    while cuts and math.prod(counts) % workers:
+        trial = counts.copy()
+        trial[cuts[-1]] -= 1
+        if math.prod(trial) < target or block_bytes(trial) > max_block_bytes:
+            break
+        counts = trial
+        cuts.pop()
     return tuple(math.ceil(n / c) for n, c in zip(shape, counts))
 
 
