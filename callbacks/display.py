@@ -1035,8 +1035,8 @@ def compare_update(services, session_id, meta, history, method, axis, index, bas
                if base != key else no_update)
         return fig, message_children(COMPARE_WAITS, "info"), no_update
     try:
-        fig, text = compare_panel(services, session_id, meta, current_recipe(history), method,
-                                  axis, index, full=base != key)
+        fig, text = compare_panel(services, session_id, meta, recipe, method, axis, index,
+                                  full=base != key)
     except Exception as exc:  # noqa: BLE001
         return no_update, message_children(f"Comparison failed: {_errors(exc)}", "error"), \
             no_update

@@ -126,14 +126,14 @@ def block_plan(services, session_id, meta, recipe):
     whole solve is above ``PIPEX_MAX_JOB_GB`` and blocks fit, else None
     (:meth:`pipeline.compute.Compute.block_plan`; the shape of the filtered image when it is
     cached, else the image's)."""
-    shape = tuple(int(s) for s in meta["shape"])
+    shape = None
     try:
-        filtered = services.compute.cached_filtered(
+        shape = services.compute.filtered_shape(
             meta["id"], services.loader(session_id, meta["id"]), recipe)
-        if filtered is not None:
-            shape = filtered.shape
     except (InputError, KeyError):
         pass
+    if shape is None:
+        shape = tuple(int(s) for s in meta["shape"])
     return services.compute.block_plan(recipe, shape)
 
 

@@ -98,12 +98,6 @@ MIN_MARGIN = 4
 WINDOW_FRACTION = 0.25
 
 
-def _gb(nbytes) -> str:
-    if nbytes >= 0.1 * 1024**3:
-        return f"{nbytes / 1024**3:.1f} GB"
-    return f"{nbytes / 1024**2:.0f} MB"
-
-
 def _percent(fraction) -> str:
     """``99.8 %``; never ``100.0 %`` for a fraction below 1 (``99.97 %``, ``> 99.99 %``)."""
     text = f"{100 * fraction:.1f}"
@@ -238,7 +232,7 @@ class BlockReport:
         text = (f"solved in {self.blocks} block{'s' if self.blocks != 1 else ''} of "
                 f"{_size_text(self.chunks)} with {self.margin} {unit} overlap")
         if self.budget_bytes is not None:
-            text += f" (image above the {_gb(self.budget_bytes)} per-job limit)"
+            text += f" (image above the {rw.memory_text(self.budget_bytes)} per-job limit)"
         a = self.agreement
         if a:
             text += (f"; agreement with a whole solve on a {_size_text(a['window'])} window: "
@@ -391,10 +385,10 @@ def plan_blocks(shape, mode="cg_mg", budget_bytes=None, *, margin=None, chunks=N
                 / BUDGET_SHARE
             raise InputError(
                 f"Random walker ({mode}) by blocks on {' × '.join(map(str, shape))} "
-                f"{'voxels' if ndim == 3 else 'pixels'} needs at least ≈ {_gb(need)} (the "
-                f"image's own arrays and one block), above this server's limit of "
-                f"{_gb(budget_bytes)} per job (PIPEX_MAX_JOB_GB). Crop or downsample the "
-                f"image.")
+                f"{'voxels' if ndim == 3 else 'pixels'} needs at least ≈ "
+                f"{rw.memory_text(need)} (the image's own arrays and one block), above this "
+                f"server's limit of {rw.memory_text(budget_bytes)} per job (PIPEX_MAX_JOB_GB). "
+                f"Crop or downsample the image.")
         counts = [-(-n // min(n, core)) for n in shape]
         chunks = tuple(-(-n // c) for n, c in zip(shape, counts))  # evened out
     else:

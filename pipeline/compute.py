@@ -284,9 +284,7 @@ class Compute:
         # one solve of a segmentation at a time, in every thread and worker: a second
         # request for it (the release of a drag, a key press on the pair being prepared)
         # waits for the first and reads its result from the cache
-        key = hashlib.blake2b(json.dumps([image_id, fk, mk, sk]).encode(),
-                              digest_size=16).hexdigest()
-        with exclusive(self.inflight_dir / key, should_stop):
+        with self._solving([image_id, fk, mk, sk], should_stop):
             return self._segment(*args, should_stop=should_stop, progress=progress)[0]
 
     def _blocks_mask(self, image_id, fk, mk, sk, blocking, recipe, load_image, should_stop,
@@ -298,11 +296,15 @@ class Compute:
             return self._segment_blocks(*args)[0]
         if not _BLOCKS_ALLOWED.get():
             self.check_memory(image_id, load_image, recipe)  # refused, saying what fits
-        key = hashlib.blake2b(json.dumps([image_id, fk, mk, sk, blocking]).encode(),
-                              digest_size=16).hexdigest()
-        with exclusive(self.inflight_dir / key, should_stop):
+        with self._solving([image_id, fk, mk, sk, blocking], should_stop):
             return self._segment_blocks(*args, should_stop=should_stop,
                                         progress=progress)[0]
+
+    def _solving(self, key_parts, should_stop):
+        """:func:`exclusive` on the lock file of the segmentation named by `key_parts`
+        (its image and stage keys): one solve of it at a time in every thread and worker."""
+        key = hashlib.blake2b(json.dumps(key_parts).encode(), digest_size=16).hexdigest()
+        return exclusive(self.inflight_dir / key, should_stop)
 
     @contextlib.contextmanager
     def blocks_allowed(self):
@@ -340,18 +342,25 @@ class Compute:
         if self.max_job_bytes is None or recipe["segmentation"]["name"] != "random_walker":
             return k
         if shape is None:
-            shape = self._shapes.get((image_id, k["filter"]))
-        if shape is None:
-            filtered = self.cached_filtered(image_id, load_image, recipe)
-            shape = None if filtered is None else filtered.shape
-        if shape is not None:  # a filtered image's shape never changes: asked once
-            if len(self._shapes) > 256:
-                self._shapes.clear()
-            self._shapes[(image_id, k["filter"])] = tuple(shape)
+            shape = self.filtered_shape(image_id, load_image, recipe)
         plan = self.block_plan(recipe, shape)
         if plan is not None:
             k["segmentation"] += BLOCKS_KEY + json.dumps(plan.key(), sort_keys=True)
         return k
+
+    def filtered_shape(self, image_id: str, load_image, recipe: dict):
+        """The shape of a (validated) recipe's filtered image if it is cached, else None
+        (nothing computed). A filtered image's shape never changes: read once per process."""
+        key = (image_id, stage_keys(recipe)["filter"])
+        shape = self._shapes.get(key)
+        if shape is None:
+            filtered = self.cached_filtered(image_id, load_image, recipe)
+            if filtered is None:
+                return None
+            if len(self._shapes) > 256:
+                self._shapes.clear()
+            shape = self._shapes[key] = tuple(filtered.shape)
+        return shape
 
     def _computed_keys(self, image_id: str, load_image, recipe: dict) -> dict:
         """:meth:`keys`, the filtered image computed if need be (a run computes it anyway)."""

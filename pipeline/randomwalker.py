@@ -86,6 +86,7 @@ __all__ = [
     "estimate_bytes",
     "estimate_seconds",
     "check_memory",
+    "memory_text",
     "RandomWalkerGraph",
     "build_graph",
     "solve",
@@ -1025,6 +1026,13 @@ def estimate_seconds(shape, mode="cg_mg", *, unknown=None, graph=True) -> float:
     return float((GRAPH_SECONDS_PER_PIXEL[ndim] * n if graph else 0.0) + per_unknown * unknown)
 
 
+def memory_text(nbytes) -> str:
+    """An amount of memory for people: ``2.0 GB`` from a tenth of a GiB, else ``512 MB``."""
+    if nbytes >= 0.1 * 1024**3:
+        return f"{nbytes / 1024**3:.1f} GB"
+    return f"{nbytes / 1024**2:.0f} MB"
+
+
 def check_memory(shape, mode, budget_bytes) -> int:
     """Refuse, before any work, a segmentation whose peak memory exceeds `budget_bytes`.
 
@@ -1051,21 +1059,20 @@ def check_memory(shape, mode, budget_bytes) -> int:
     need = estimate_bytes(shape, mode)
     if budget_bytes is None or need <= budget_bytes:
         return need
-    gb = lambda b: f"{b / 1024**3:.1f} GB" if b >= 0.1 * 1024**3 else f"{b / 1024**2:.0f} MB"  # noqa: E731
     ndim = len(shape)
     factor = 2
     while estimate_bytes([max(1, -(-s // factor)) for s in shape], mode) > budget_bytes:
         factor += 1
     small = [max(1, -(-s // factor)) for s in shape]
     others = [m for m in MODES if m != mode and estimate_bytes(shape, m) <= budget_bytes]
-    fits = (f", or the solver '{others[0]}' (≈ {gb(estimate_bytes(shape, others[0]))})"
+    fits = (f", or the solver '{others[0]}' (≈ {memory_text(estimate_bytes(shape, others[0]))})"
             if others else "")
     raise InputError(
         f"Random walker ({mode}) on {' × '.join(map(str, shape))} "
-        f"{'voxels' if ndim == 3 else 'pixels'} needs ≈ {gb(need)} of memory, above this "
-        f"server's limit of {gb(budget_bytes)} per job (PIPEX_MAX_JOB_GB). Crop the image, "
-        f"downsample it by {factor} along each axis ({' × '.join(map(str, small))}, "
-        f"≈ {gb(estimate_bytes(small, mode))}){fits}; a global threshold method needs "
+        f"{'voxels' if ndim == 3 else 'pixels'} needs ≈ {memory_text(need)} of memory, above "
+        f"this server's limit of {memory_text(budget_bytes)} per job (PIPEX_MAX_JOB_GB). Crop "
+        f"the image, downsample it by {factor} along each axis ({' × '.join(map(str, small))}, "
+        f"≈ {memory_text(estimate_bytes(small, mode))}){fits}; a global threshold method needs "
         f"far less.")
 
 
