@@ -70,9 +70,8 @@ from __future__ import annotations
 
 import os
 
-_SINGLE_THREADED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-for _name in _SINGLE_THREADED:
-    os.environ[_name] = "1"
+# BLAS at one thread, before numpy is imported
+import single_threaded  # noqa: E402, F401
 
 import argparse  # noqa: E402
 import collections  # noqa: E402

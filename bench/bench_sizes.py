@@ -55,9 +55,10 @@ from __future__ import annotations
 
 import os
 
-_SINGLE_THREADED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-for _name in _SINGLE_THREADED:
-    os.environ[_name] = "1"
+# before numpy is imported (the in-process baseline and the servers' environment)
+import single_threaded  # noqa: E402
+
+_SINGLE_THREADED = single_threaded.VARIABLES
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
