@@ -17,10 +17,11 @@ For each size and dtype:
   frame is painted) times, from the file chosen in the data-file dropdown
   (``set_props`` as the dropdown does):
 
-  - **first view**: the segmentation graph's image trace shows the new image (a volume: its
-    shown slice);
+  - **first view**: the segmentation graph's image trace shows the new image's base (a
+    volume: its shown slice), with or without an overlay;
   - **first overlay**: its segmentation overlay (``data[2]``) is the new image's (a preview
-    or the exact result);
+    or the exact result), drawn on that base: neither the old image's overlay nor the empty
+    one the first view draws while the overlay is computed (``display.first_view``);
   - **exact**: the overlay drawn while the summary says "labelled region" and not "preview";
 
   then ``--moves`` key presses (ArrowRight on the vmax handle, CDP key events, the page idle
@@ -417,7 +418,7 @@ def targets(rows):
 
 #: Installed before each timed action: watches the segmentation graph every 5 ms.
 WATCH_JS = r"""
-var name = arguments[0], mode = arguments[1], ids = arguments[2];
+var name = arguments[0], mode = arguments[1], ids = arguments[2], blank = arguments[3];
 var now = function () { return performance.now(); };
 if (window.__sz && window.__sz.timer) { clearInterval(window.__sz.timer); }
 function gd() {
@@ -455,7 +456,8 @@ W.timer = setInterval(function () {
   if (mode === 'load' && named && im && im !== W.base.image) { mark('view'); }
   // a move whose overlay is the same picture (a volume's slice that did not change) is
   // drawn when the summary of what is drawn changes
-  var drawn = mode === 'load' ? ov && ov !== W.base.overlay && W.ev.view
+  // (an app that draws a new image's base first draws it with an empty overlay)
+  var drawn = mode === 'load' ? ov && ov !== W.base.overlay && ov !== blank && W.ev.view
                               : (ov && ov !== W.base.overlay) || (s && s !== W.base.summary);
   if (drawn) {
     if (!W.first) { W.first = ov || 'same'; }
@@ -477,6 +479,11 @@ W.timer = setInterval(function () {
 return W.base;
 """
 
+#: The empty overlay (a transparent 1×1 PNG, ``callbacks.display.blank_uri``) of a new
+#: image's first view: not an overlay of the new image.
+BLANK_OVERLAY = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABAQMAAAAl21bKAAAAA1BMVEUAAACn"
+                 "ej3aAAAAAXRSTlMAQObYZgAAAApJREFUeAFjYAAAAAIAAXN1ARgAAAAASUVORK5CYII=")
+
 READ_JS = "return window.__sz ? {ev: window.__sz.ev, msgs: window.__sz.msgs, " \
           "summaries: window.__sz.summaries} : null"
 
@@ -492,7 +499,7 @@ def _stop_message(msgs):
 def watch(page, name, mode, start, timeout):
     """Install the watcher, run `start()`, wait until exact drawn (or a stop message, or
     `timeout`); the events in seconds since the watcher's t0 (painted)."""
-    page.js(WATCH_JS, name, mode, list(MESSAGE_IDS))
+    page.js(WATCH_JS, name, mode, list(MESSAGE_IDS), BLANK_OVERLAY)
     start()
     end = time.monotonic() + timeout
     state = None

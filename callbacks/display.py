@@ -89,9 +89,17 @@ def base_gray(services, session_id, meta, axis, index):
 
 def base_uri(services, session_id, meta, axis, index):
     """PNG data URI of the displayed slice of the image, at its display level
-    (:func:`display_of`)."""
-    gray = base_gray(services, session_id, meta, axis, index)
-    return render.png_data_uri(render.reduce_mean(gray, display_of(meta, axis)))
+    (:func:`display_of`). Encoded once per image, slice and display range (the Image
+    panel, the segmentation panel's first view and its whole figure share it)."""
+    factor = display_of(meta, axis)
+    key = json.dumps(["base", meta["id"], meta["display"], factor,
+                      base_key(meta, axis, index)])
+
+    def make():
+        gray = base_gray(services, session_id, meta, axis, index)
+        return render.png_data_uri(render.reduce_mean(gray, factor))
+
+    return services.rendered(session_id, meta["id"], key, make)
 
 
 def image_panel(services, session_id, meta, axis, index):
@@ -99,6 +107,52 @@ def image_panel(services, session_id, meta, axis, index):
     uri = base_uri(services, session_id, meta, axis, index)
     return figures.image_figure(uri, uirevision=uirevision(meta, axis),
                                 factor=display_of(meta, axis))
+
+
+#: The segmentation panel's summary while a new image's first overlay is computed.
+FIRST_VIEW_SUMMARY = "new image: computing its segmentation…"
+
+
+def first_view(services, session_id, meta, axis, index):
+    """A new image's first view in the segmentation graph, drawn as soon as the image is on
+    the server, before any filtering, preview or segmentation: its base (the display level,
+    as :func:`base_uri`) with empty overlays, and the summary saying the overlay is being
+    computed. ``{"key", "figure", "summary"}``: ``key`` is the :func:`base_key` the figure
+    shows; the page draws it only while the graph shows another base (``FIRST_VIEW_JS``):
+    a preview or a result of this image drawn already is never replaced by it."""
+    factor = display_of(meta, axis)
+    blank = blank_uri()
+    fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
+                                      blank, blank, uirevision=uirevision(meta, axis),
+                                      highlight=blank, factor=factor)
+    return {"key": base_key(meta, axis, index), "figure": fig.to_plotly_json(),
+            "summary": FIRST_VIEW_SUMMARY}
+
+
+def image_update(services, session_id, meta, axis, index, new_image):
+    """(Image panel figure, the segmentation graph's first view or ``no_update``).
+
+    `new_image`: a new image arrived (``ids.IMAGE`` fired): its :func:`first_view` is
+    answered beside the Image panel's figure (the same encoded base), so that the
+    segmentation panel shows the new image at once instead of the old image until its first
+    preview. A slice change draws the Image panel only (the segmentation callback draws the
+    new slice with its overlays)."""
+    fig = image_panel(services, session_id, meta, axis, index)
+    first = first_view(services, session_id, meta, axis, index) if new_image else no_update
+    return fig, first
+
+
+#: The first view of a new image (:func:`first_view`) drawn in the segmentation graph, unless
+#: the graph shows that base already (the segmentation callback's whole figure came first:
+#: its overlays stay). Sets ``SEG_BASE``, so that the segmentation callback then sends only
+#: a Patch of the overlays.
+FIRST_VIEW_JS = """
+function(first, base) {
+    const nu = window.dash_clientside.no_update;
+    if (!first || !first.key || !first.figure || base === first.key) { return [nu, nu, nu]; }
+    return [first.figure, first.key, first.summary];
+}
+"""
 
 
 def filtered_figure(filtered, meta, axis, index):
@@ -296,8 +350,7 @@ def segmentation_panel(services, session_id, meta, recipe, axis, index, style, s
                f"region{'' if n == 1 else 's'} · "
                f"{SEGMENTERS[seg['name']].label} {how}")
     if full:
-        fig = figures.segmentation_figure(render.png_data_uri(render.reduce_mean(gray(),
-                                                                                 display)),
+        fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
                                           marker_uri, seg_uri,
                                           uirevision=uirevision(meta, axis), highlight=hl_uri,
                                           factor=display)
@@ -801,6 +854,7 @@ def register(app, services):
 
     @app.callback(
         Output(ids.IMAGE_GRAPH, "figure"),
+        Output(ids.SEG_FIRST_VIEW, "data"),
         Input(ids.IMAGE, "data"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
@@ -811,10 +865,20 @@ def register(app, services):
         if not meta:
             raise PreventUpdate
         try:
-            return image_panel(services, session_id, meta, axis, index)
+            return image_update(services, session_id, meta, axis, index, fired(ids.IMAGE))
         except InputError:
             log.warning("image panel", exc_info=True)
             raise PreventUpdate from None
+
+    app.clientside_callback(
+        FIRST_VIEW_JS,
+        Output(ids.SEG_GRAPH, "figure", allow_duplicate=True),
+        Output(ids.SEG_BASE, "data", allow_duplicate=True),
+        Output(ids.SEG_SUMMARY, "children", allow_duplicate=True),
+        Input(ids.SEG_FIRST_VIEW, "data"),
+        State(ids.SEG_BASE, "data"),
+        prevent_initial_call=True,
+    )
 
     for stage, steps, method_id, doc_id in (
             ("filter", FILTERS, ids.FILTER_METHOD, ids.FILTER_DOC),

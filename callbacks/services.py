@@ -215,6 +215,13 @@ class Services:
             return self.compute.thresholds(image_id, self.loader(session_id, image_id),
                                            recipe)
 
+    def rendered(self, session_id, image_id, key, make):
+        """``make()`` of a view of this session's image, cached under `key`
+        (:meth:`Compute.rendered`; the cache is shared: only a session holding the image
+        reads it)."""
+        self._check_access(session_id, image_id)
+        return self.compute.rendered(key, make)
+
     def image(self, session_id, image_id):
         """This session's image (raises InputError if it is not in the store)."""
         if not image_id:

@@ -46,6 +46,9 @@ COMPARE_SETTLED = "compare-settled-store"
 MEASURE_SETTLED = "measure-settled-store"
 SEG_BASE = "segmentation-base-store"  # which image / slice the segmentation figure shows
 COMPARE_BASE = "compare-base-store"  # which image / slice the comparison figure shows
+# a new image's base, drawn in the segmentation graph before its first overlay:
+# {"key", "figure", "summary"} (callbacks.display.image_update, FIRST_VIEW_JS)
+SEG_FIRST_VIEW = "segmentation-first-view-store"
 
 # A threshold move (callbacks.thresholds): the browser's gate and router write these
 MOVE_REQUEST = "move-request-store"  # {"pair", "seq"}: a committed vmin / vmax (push + draw)

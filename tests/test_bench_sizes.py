@@ -129,3 +129,12 @@ def test_job_estimate():
     assert est <= budget and how.startswith("blocks of")
     # computed by a checkout's own pipeline (the code a server ran), in a child process
     assert tuple(bs.job_estimate((4096, 4096), budget, app_dir=REPO_ROOT)) == (est, how)
+
+
+def test_the_first_views_empty_overlay_is_not_counted_as_a_first_overlay():
+    """A new image's base is drawn first with the empty overlay (callbacks.display.first_view):
+    the watcher knows that PNG, so that "first overlay" is the new image's own overlay."""
+    from callbacks.display import blank_uri
+
+    assert bs.BLANK_OVERLAY == blank_uri()
+    assert "ov !== blank" in bs.WATCH_JS

@@ -1,0 +1,87 @@
+"""A new image's base is drawn before its first overlay, in headless Chromium (issue 9,
+lab-sized data): with the new image's segmentation held back (a test hook slows the
+segmentation callback for it), the segmentation graph shows the new image's base with no
+overlay and says it is computing; the old image's overlays are never drawn on the new base;
+the first overlay then comes as the new image's own."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from callbacks import display
+from tests.e2e.helpers import OVERLAY_JS, until
+
+pytestmark = pytest.mark.browser
+
+HOLD_S = 3.0
+
+#: Every 10 ms: what the segmentation graph draws (base, overlay) and the summary, when it
+#: changes.
+WATCH_JS = """
+window.__fv = [];
+const t0 = performance.now();
+window.__fvTimer = setInterval(function () {
+    const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+    const s = document.getElementById('segmentation-summary');
+    const row = {base: gd && gd.data && gd.data[0] ? gd.data[0].source : null,
+                 overlay: gd && gd.data && gd.data[2] ? gd.data[2].source : null,
+                 summary: s ? s.textContent : ''};
+    const last = window.__fv[window.__fv.length - 1];
+    if (!last || last.base !== row.base || last.overlay !== row.overlay ||
+            last.summary !== row.summary) {
+        row.t = (performance.now() - t0) / 1000;
+        window.__fv.push(row);
+    }
+}, 10);
+"""
+
+BASE_JS = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+return gd && gd.data && gd.data[0] ? gd.data[0].source : null;
+"""
+
+
+def test_a_new_images_base_is_drawn_before_its_first_overlay(dash_duo, app_factory,
+                                                            monkeypatch):
+    real = display.segmentation_update
+
+    def held(services, session_id, meta, *args, **kwargs):
+        if meta and meta.get("name") == "camera":
+            time.sleep(HOLD_S)  # the new image's first overlay comes late
+        return real(services, session_id, meta, *args, **kwargs)
+
+    monkeypatch.setattr(display, "segmentation_update", held)
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
+    old_base = dash_duo.driver.execute_script(BASE_JS)
+    old_overlay = dash_duo.driver.execute_script(OVERLAY_JS)
+    blank = display.blank_uri()
+    assert old_base and old_overlay and old_overlay != blank
+
+    dash_duo.driver.execute_script(WATCH_JS)
+    dash_duo.select_dcc_dropdown("#sample-dropdown", value="camera")
+    until(lambda: "camera" in dash_duo.find_element("#image-info").text, 60, "camera loaded")
+    until(lambda: "labelled region" in dash_duo.find_element("#segmentation-summary").text
+          and dash_duo.driver.execute_script(OVERLAY_JS) not in (old_overlay, blank),
+          120, "camera's overlay")
+    time.sleep(0.3)
+    rows = dash_duo.driver.execute_script("clearInterval(window.__fvTimer); return window.__fv;")
+    new = [r for r in rows if r["base"] and r["base"] != old_base]
+    assert new, rows
+    # the old image's overlays never on the new base
+    assert not [r for r in new if r["overlay"] == old_overlay], \
+        [(r["t"], r["summary"]) for r in new if r["overlay"] == old_overlay]
+    # the new base, first drawn with no overlay and saying the overlay is being computed
+    first = new[0]
+    assert first["overlay"] == blank, (first["t"], first["summary"])
+    assert "computing" in first["summary"], first["summary"]
+    # ... well before its first overlay (held back by HOLD_S)
+    overlaid = [r for r in new if r["overlay"] != blank]
+    assert overlaid, rows
+    assert overlaid[0]["t"] - first["t"] > HOLD_S / 2, (first["t"], overlaid[0]["t"])
+    # the base drawn meanwhile is the one the overlay is drawn on
+    assert overlaid[0]["base"] == first["base"]
+    severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"]
+    assert severe == [], severe
