@@ -19,7 +19,7 @@ Local filters declare their *reach* (``Step.reach``): :mod:`pipeline.parallel` r
 overlapping blocks and the stitched result is identical, bit for bit, to the whole call
 (``tests/test_parallel.py``). Gaussian: scipy's kernel radius ``int(4 sigma + 0.5)`` (we
 declare ``ceil(4 sigma)``, never smaller), mode ``'nearest'`` at the array's edges as in the
-whole call; median: the footprint radius; bilateral: half its window, with the image's global
+whole call; its 1-D passes (``Step.separable``) let a volume run without overlap instead; median: the footprint radius; bilateral: half its window, with the image's global
 maximum and minimum restored in each block (scikit-image scales its colour table by them);
 non-local means (fast mode): patch radius + search distance + 1, exact only where its integral
 images are (integer-valued images, see :func:`_nl_means_blocks`); total variation is not local
@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import math
 import types
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage import filters, morphology, restoration
 
 from .errors import InputError
@@ -73,6 +75,34 @@ def _gaussian_reach(params, ndim):
     # truncate=4.0; ceil(4 sigma) is never smaller. The separable passes (axis 0, then 1, ...)
     # only read rows inside this reach, so a block's core sees exactly the whole call's values.
     return math.ceil(4.0 * params["sigma"])
+
+
+@dataclass(frozen=True)
+class _GaussianPass:
+    """One 1-D pass of :func:`_gaussian` along `axis`: ``run(source, out)``.
+
+    ``filters.gaussian(image, sigma=sigma, preserve_range=True)`` on float64 is
+    ``scipy.ndimage.gaussian_filter(image, sigma, mode='nearest', cval=0, truncate=4.0)``
+    (scikit-image converts nothing: float64 stays float64, the output is a new float64 array),
+    which runs ``gaussian_filter1d(input, sigma, axis, 0, output, mode, cval, truncate)`` for
+    each axis in order, the first from the image into the output, the next ones in place in
+    the output. Each line along `axis` is filtered on its own (its values read into a line
+    buffer of doubles: any real input dtype gives the same doubles as its float64 copy).
+    """
+
+    axis: int
+    sigma: float
+
+    def __call__(self, source, out):
+        ndi.gaussian_filter1d(source, self.sigma, self.axis, 0, out, "nearest", 0.0, 4.0)
+        return out
+
+
+def _gaussian_separable(image, *, sigma):
+    """The passes of :func:`_gaussian` (see :class:`_GaussianPass`), in the whole call's order:
+    scipy skips an axis whose sigma is at most 1e-15 (never here: sigma >= 0.01)."""
+    return tuple((axis, _GaussianPass(axis, sigma)) for axis in range(image.ndim)
+                 if sigma > 1e-15)
 
 
 def _gaussian_code(src, dst, *, sigma):
@@ -274,6 +304,7 @@ FILTERS = types.MappingProxyType({
             params=(Param("sigma", "float", 1.0, min=0.01, max=50.0,
                           doc="Standard deviation of the Gaussian kernel, in pixels"),),
             apply=_gaussian, code=_gaussian_code, imports=(_SKIMAGE,), reach=_gaussian_reach,
+            separable=_gaussian_separable,
             examples=("https://scikit-image.org/docs/stable/auto_examples/filters/"
                       "plot_unsharp_mask.html",),
         ),

@@ -120,6 +120,16 @@ class Step:
         gives, per axis, whether the block touches the array's start and end), or a string
         saying why the blockwise result would differ for this array, which then runs whole.
         Without it a block is computed as ``apply(block, **params)``.
+    separable : callable, optional
+        ``separable(array, **params)``, for a step whose whole call is a sequence of 1-D
+        passes, one per axis (the Gaussian: scipy's ``gaussian_filter`` is
+        ``gaussian_filter1d`` along axis 0, then 1, ...): returns those passes in the whole
+        call's order, a tuple of ``(axis, run)`` where ``run(source, out)`` filters `source`
+        along `axis` into `out` (an array of the result's dtype and `source`'s shape, possibly
+        `source` itself, as the whole call does after its first pass), or a string saying why
+        the passes would differ from the whole call. :mod:`pipeline.parallel` then runs each
+        pass over blocks that are whole along its axis: no overlap, and the same 1-D
+        operations on the same values as the whole call.
     """
 
     key: str
@@ -133,6 +143,7 @@ class Step:
     examples: tuple = field(default=())
     reach: Callable | None = None
     blocks: Callable | None = None
+    separable: Callable | None = None
 
     @property
     def local(self) -> bool:

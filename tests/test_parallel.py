@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -687,3 +688,179 @@ def test_start_is_checked():
                                   backend=P.Backend(2, prefer="processes", start="fork"))
     assert report.backend == "processes" and report.blocks == 9
     assert np.array_equal(result, FILTERS["gaussian"].apply(image, sigma=2.0))
+
+
+# --------------------------------------------------------------------------------------------
+# The Gaussian as its separable 1-D passes: blocks whole along the axis each pass filters, no
+# overlap, bit-identical to the whole call
+
+PROCESSES = P.Backend(jobs=2, prefer="processes")
+ODD_SHAPES = {2: (37, 53), 3: (9, 14, 11)}
+# chunks that do not divide the shapes, blocks of one plane (or row), blocks thinner than
+# the kernel's reach
+PASS_CHUNKS = {2: [(1, 1), (5, 7), (36, 2), 8], 3: [(1, 1, 1), (2, 5, 3), (4, 13, 10), 8]}
+
+
+@pytest.fixture
+def passes_in_2d(monkeypatch):
+    """The passes in 2D as well (by default images run over overlapping blocks, as fast
+    there): the same machinery, tested on images too."""
+    monkeypatch.setattr(P, "SEPARABLE_NDIM", (2, 3))
+
+
+def _raw(dtype, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if dtype == np.bool_:
+        return rng.random(shape) > 0.5
+    if np.dtype(dtype).kind == "f":
+        return (rng.normal(0, 1, shape) * 1e3).astype(dtype)
+    info = np.iinfo(dtype)
+    image = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    image.flat[:3] = (info.min, info.max, info.max - 1)  # beyond 2^53 for 64-bit integers
+    return image
+
+
+def _check_rounds(report, shape):
+    """Each round's blocks are whole along the axes its passes filter: no overlap."""
+    assert report.passes, report
+    assert [axes for axes, _, _ in report.passes] == ([(0,), (1, 2)] if len(shape) == 3
+                                                      else [(0,), (1,)])
+    assert report.blocks == sum(n for _, n, _ in report.passes) == report.done
+    for axes, _, chunks in report.passes:
+        assert all(chunks[a] == shape[a] for a in axes), report.passes
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_separable_gaussian_is_identical_to_the_whole_call(ndim, passes_in_2d):
+    from skimage import filters
+
+    shape = ODD_SHAPES[ndim]
+    image = _raw(np.float64, shape) + 0.5
+    for sigma in (0.4, 2.3, 7.0):  # 7: a reach (28) longer than the array
+        whole = filters.gaussian(image, sigma=sigma, preserve_range=True)
+        assert np.array_equal(whole, FILTERS["gaussian"].apply(image, sigma=sigma))
+        for chunks in PASS_CHUNKS[ndim]:
+            for backend in (SEQ, THREADS):
+                result, report = P.apply_step("gaussian", {"sigma": sigma}, image,
+                                              backend=backend, chunks=chunks)
+                assert result.dtype == whole.dtype == np.float64
+                assert np.array_equal(result, whole), (sigma, chunks, report)
+                _check_rounds(report, shape)
+                assert report.reach == (math.ceil(4 * sigma),) * ndim  # as declared
+    result, report = P.apply_step("gaussian", {"sigma": 2.3}, image, backend=PROCESSES,
+                                  chunks=PASS_CHUNKS[ndim][1])
+    assert report.backend == "processes" and os.getpid() not in report.pids
+    assert np.array_equal(result, filters.gaussian(image, sigma=2.3, preserve_range=True))
+    _check_rounds(report, shape)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64,
+                                   np.int64, np.uint64, np.bool_])
+def test_separable_filter_stage_reads_the_image_as_it_is(dtype, ndim, passes_in_2d):
+    """The first pass reads uint8, float32, ... directly into the float64 output: the same
+    result as converting first (``pipeline.recipe.filter_stage``), with no converted copy."""
+    from skimage import filters
+
+    image = _raw(dtype, ODD_SHAPES[ndim], seed=ndim)
+    recipe = R.default_recipe(1, 2)
+    recipe["filter"] = {"name": "gaussian", "params": {"sigma": 1.7}}
+    recipe = R.validate(recipe)
+    expected = R.filter_stage(image, recipe)
+    assert np.array_equal(expected, filters.gaussian(image.astype(np.float64), sigma=1.7,
+                                                     preserve_range=True))
+    for backend in (P.Backend(jobs=2, min_pixels=0), P.Backend(jobs=1, min_pixels=0)):
+        filtered, reports = P.filter_stage(image, recipe, backend=backend)
+        assert filtered.dtype == np.float64 and np.array_equal(filtered, expected)
+        if backend.jobs == 2:
+            _check_rounds(reports[0], image.shape)
+            assert reports[0].summary().startswith(
+                f"Gaussian: {ndim} separable passes (axis 0 in ")
+        else:
+            assert reports[0].backend == "whole"
+
+
+def test_filter_stage_converts_what_the_passes_cannot_read(passes_in_2d):
+    """float16 (scipy.ndimage refuses it) and a non-native byte order are converted first
+    (then the passes run on the float64 copy); a NaN is refused as before; another filter
+    runs over overlapping blocks as before."""
+    recipe = R.default_recipe(1, 2)
+    recipe["filter"] = {"name": "gaussian", "params": {"sigma": 1.0}}
+    recipe = R.validate(recipe)
+    backend = P.Backend(jobs=2, min_pixels=0)
+    for image in (_raw(np.float16, (30, 40)), _raw(np.uint16, (30, 40)).astype(">u2")):
+        filtered, reports = P.filter_stage(image, recipe, backend=backend)
+        assert np.array_equal(filtered, R.filter_stage(image, recipe))
+        _check_rounds(reports[0], image.shape)
+    nan = _raw(np.float32, (30, 40))
+    nan[3, 4] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        P.filter_stage(nan, recipe, backend=backend)
+    recipe["filter"] = {"name": "median", "params": {"radius": 2}}
+    filtered, reports = P.filter_stage(_raw(np.uint8, (30, 40)), recipe, backend=backend)
+    assert not reports[0].passes and reports[0].blocks > 1
+
+
+def test_cutting_along_the_filtered_axis_would_differ(monkeypatch):
+    """The identity tests above catch a plan whose blocks are cut along the axis a pass
+    filters (each block's edge would be taken for the array's)."""
+    image = _raw(np.float64, ODD_SHAPES[3])
+    whole = FILTERS["gaussian"].apply(image, sigma=1.5)
+    good, _ = P.apply_step("gaussian", {"sigma": 1.5}, image, backend=SEQ, chunks=4)
+    assert np.array_equal(good, whole)
+    monkeypatch.setattr(P, "_pass_rounds", lambda axes, ndim: [((0,), (0, 1, 2)),
+                                                               ((1, 2), (0, 1, 2))])
+    wrong, report = P.apply_step("gaussian", {"sigma": 1.5}, image, backend=SEQ, chunks=4)
+    assert report.passes and not np.array_equal(wrong, whole)
+
+
+def test_separable_passes_progress_and_cancel():
+    image = _raw(np.float64, ODD_SHAPES[3])
+    seen = []
+    _, report = P.apply_step("gaussian", {"sigma": 1.0}, image, backend=THREADS,
+                             chunks=(3, 3, 3), progress=lambda d, t: seen.append((d, t)))
+    total = report.blocks
+    assert [n for _, n, _ in report.passes] == [20, 3] and total == 23
+    assert seen == [(d, total) for d in range(total + 1)]  # one count over both rounds
+    for stop_at, round_ in ((3, 1), (21, 2)):  # in the first round, in the second
+        finished = []
+        with pytest.raises(P.Cancelled, match=f"Gaussian: cancelled after {stop_at} of 23 "
+                                              f"blocks \\(round {round_} of 2\\)"):
+            P.apply_step("gaussian", {"sigma": 1.0}, image, backend=SEQ, chunks=(3, 3, 3),
+                         progress=lambda done, total, f=finished: f.append(done),
+                         should_stop=lambda f=finished, s=stop_at: f[-1] >= s)
+    # asked to stop between the rounds: the second one starts nothing
+    finished = []
+    with pytest.raises(P.Cancelled, match="after 20 of 23 blocks \\(round 2 of 2\\)"):
+        P.apply_step("gaussian", {"sigma": 1.0}, image, backend=THREADS, chunks=(3, 3, 3),
+                     progress=lambda done, total: finished.append(done),
+                     should_stop=lambda: finished[-1] >= 20)
+
+
+def test_separable_passes_where_they_do_not_apply(monkeypatch):
+    """Images (2D) run over overlapping blocks by default; a scipy whose passes would differ
+    from the whole call (the probe) falls back to overlapping blocks; the reach and the
+    summary of overlapping blocks are unchanged."""
+    image = _input("gaussian", 2)
+    whole = FILTERS["gaussian"].apply(image, sigma=2.0)
+    result, report = P.apply_step("gaussian", {"sigma": 2.0}, image, backend=THREADS, chunks=9)
+    assert P.SEPARABLE_NDIM == (3,) and not report.passes and report.blocks == 42
+    assert np.array_equal(result, whole)
+    assert report.summary().startswith("Gaussian: 42 blocks on 2 workers (threads), ")
+    monkeypatch.setattr(P, "SEPARABLE_NDIM", (2, 3))
+    step = FILTERS["gaussian"]
+    assert step.reach_per_axis(step.check({"sigma": 2.0}), 3) == (8, 8, 8)  # unchanged
+    try:
+        P._PROBES[("gaussian", 2)] = False
+        result, report = P.apply_step("gaussian", {"sigma": 2.0}, image, backend=THREADS,
+                                      chunks=9)
+        assert not report.passes and report.blocks == 42 and np.array_equal(result, whole)
+    finally:
+        del P._PROBES[("gaussian", 2)]
+    assert P._separable_probe("gaussian", 2) and P._separable_probe("gaussian", 3)
+    result, report = P.apply_step("gaussian", {"sigma": 2.0}, image, backend=THREADS, chunks=9)
+    assert report.passes and np.array_equal(result, whole)
+    assert P.RunReport("Gaussian", "threads", 12, 2, 0.5, passes=(
+        ((0,), 8, (9, 9, 3)), ((1, 2), 4, (3, 9, 9)))).summary() == (
+        "Gaussian: 3 separable passes (axis 0 in 8 blocks, axes 1-2 in 4) on 2 workers "
+        "(threads), 0.50 s")
