@@ -113,20 +113,23 @@ def image_panel(services, session_id, meta, axis, index):
 FIRST_VIEW_SUMMARY = "new image: computing its segmentation…"
 
 
-def first_view(services, session_id, meta, axis, index):
+def first_view(meta, axis, index):
     """A new image's first view in the segmentation graph, drawn as soon as the image is on
-    the server, before any filtering, preview or segmentation: its base (the display level,
-    as :func:`base_uri`) with empty overlays, and the summary saying the overlay is being
-    computed. ``{"key", "figure", "summary"}``: ``key`` is the :func:`base_key` the figure
-    shows; the page draws it only while the graph shows another base (``FIRST_VIEW_JS``):
-    a preview or a result of this image drawn already is never replaced by it."""
+    the server, before any filtering, preview or segmentation: its base (the Image panel's
+    figure, the display level's PNG, answered beside it: ``FIRST_VIEW_JS`` takes its image
+    trace and layout, so that the PNG travels once) with empty overlays, and the summary
+    saying the overlay is being computed. ``{"key", "uirevision", "overlays", "summary"}``:
+    ``key`` is the :func:`base_key` it shows, ``overlays`` the segmentation figure's three
+    overlay traces (markers, result, selection: empty). The page draws it only while the
+    graph shows another base: a preview or a result of this image drawn already is never
+    replaced by it."""
     factor = display_of(meta, axis)
     blank = blank_uri()
-    fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
-                                      blank, blank, uirevision=uirevision(meta, axis),
+    fig = figures.segmentation_figure(blank, blank, blank, uirevision=uirevision(meta, axis),
                                       highlight=blank, factor=factor)
-    return {"key": base_key(meta, axis, index), "figure": fig.to_plotly_json(),
-            "summary": FIRST_VIEW_SUMMARY}
+    overlays = fig.to_plotly_json()["data"][1:]
+    return {"key": base_key(meta, axis, index), "uirevision": uirevision(meta, axis),
+            "overlays": overlays, "summary": FIRST_VIEW_SUMMARY}
 
 
 def image_update(services, session_id, meta, axis, index, new_image):
@@ -138,8 +141,7 @@ def image_update(services, session_id, meta, axis, index, new_image):
     preview. A slice change draws the Image panel only (the segmentation callback draws the
     new slice with its overlays)."""
     fig = image_panel(services, session_id, meta, axis, index)
-    first = first_view(services, session_id, meta, axis, index) if new_image else no_update
-    return fig, first
+    return fig, first_view(meta, axis, index) if new_image else no_update
 
 
 #: The first view of a new image (:func:`first_view`) drawn in the segmentation graph, unless
@@ -147,10 +149,15 @@ def image_update(services, session_id, meta, axis, index, new_image):
 #: its overlays stay). Sets ``SEG_BASE``, so that the segmentation callback then sends only
 #: a Patch of the overlays.
 FIRST_VIEW_JS = """
-function(first, base) {
+function(first, base, image) {
     const nu = window.dash_clientside.no_update;
-    if (!first || !first.key || !first.figure || base === first.key) { return [nu, nu, nu]; }
-    return [first.figure, first.key, first.summary];
+    if (!first || !first.key || base === first.key || !image || !image.data ||
+            !image.data.length || !image.layout ||
+            image.layout.uirevision !== first.uirevision) { return [nu, nu, nu]; }
+    // the Image panel's figure of the same response: its image trace and layout
+    const layout = JSON.parse(JSON.stringify(image.layout));
+    return [{data: [image.data[0]].concat(first.overlays), layout: layout}, first.key,
+            first.summary];
 }
 """
 
@@ -419,14 +426,22 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
         shown2d = shown_slice(found.mask, meta, axis, index).astype(np.int32)
     display = display_of(meta, axis)
     factor = found.factor if found.blocks else display
+    if found.quick:  # made before the filter stage: its own filtered slice, if any
+        filtered2d = found.shown
+        markers2d = None
+    else:
+        filtered2d = shown_slice(found.filtered, meta, axis, index)
+        markers2d = drawn_markers(found.filtered, recipe, meta, axis, index) \
+            if show_markers else None
     marker_uri, seg_uri = overlay_uris(
-        shown_slice(found.filtered, meta, axis, index), shown2d, recipe, style, show_markers,
-        lambda: base_gray(services, session_id, meta, axis, index),
-        drawn_markers(found.filtered, recipe, meta, axis, index) if show_markers else None,
+        filtered2d, shown2d, recipe, style, show_markers and filtered2d is not None,
+        lambda: base_gray(services, session_id, meta, axis, index), markers2d,
         factor=found.factor if found.blocks else 1, display=display)
     unit = "voxels" if meta["ndim"] == 3 else "pixels"
     fraction = float(np.count_nonzero(found.mask)) / found.mask.size
     how = (f"at 1/{found.factor} resolution" if found.factor > 1 else "warm-started")
+    if found.filtered_reduced:
+        how += ", filtered at that resolution"
     if found.slab is not None:
         _, _, first, last = found.slab
         unit = "this slice's pixels"
@@ -877,6 +892,7 @@ def register(app, services):
         Output(ids.SEG_SUMMARY, "children", allow_duplicate=True),
         Input(ids.SEG_FIRST_VIEW, "data"),
         State(ids.SEG_BASE, "data"),
+        State(ids.IMAGE_GRAPH, "figure"),  # answered with the first view
         prevent_initial_call=True,
     )
 

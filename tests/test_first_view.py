@@ -65,19 +65,21 @@ def test_a_new_image_answers_its_base_for_the_segmentation_graph_before_any_stag
     assert coins["id"] != camera["id"]
     _no_compute(services, monkeypatch)
     fig, first = display.image_update(services, sid, camera, 0, 0, True)
-    image_base = fig.to_plotly_json()["data"][0]["source"]
+    image = fig.to_plotly_json()
     assert first["key"] == display.base_key(camera, 0, 0)
     assert first["summary"] == display.FIRST_VIEW_SUMMARY and "computing" in first["summary"]
-    data = first["figure"]["data"]
-    assert len(data) == 4
-    # the new image's base, as the Image panel draws it (a PNG, never a JSON array)
-    assert data[0]["source"] == image_base and data[0]["source"].startswith(
-        "data:image/png;base64,")
-    assert _png_size(data[0]["source"]) == (512, 512)
-    # no overlay yet: neither the old image's nor any other
-    blank = display.blank_uri()
-    assert data[1]["source"] == blank and data[2]["source"] == blank
-    assert first["figure"]["layout"]["uirevision"] == display.uirevision(camera, 0)
+    # the new image's base is the Image panel's figure answered with it (a PNG, never a
+    # JSON array: the page takes its image trace), its layout the same
+    assert image["data"][0]["source"].startswith("data:image/png;base64,")
+    assert _png_size(image["data"][0]["source"]) == (512, 512)
+    assert first["uirevision"] == image["layout"]["uirevision"] == display.uirevision(camera, 0)
+    # as the segmentation figure's traces: no overlay yet, neither the old image's nor any
+    whole = display.figures.segmentation_figure(
+        image["data"][0]["source"], display.blank_uri(), display.blank_uri(),
+        uirevision=display.uirevision(camera, 0), highlight=display.blank_uri())
+    assert first["overlays"] == whole.to_plotly_json()["data"][1:]
+    assert all(t["source"] == display.blank_uri() for t in first["overlays"])
+    assert len(str(first)) < 4000  # the PNG travels once, in the Image panel's figure
 
 
 def test_a_slice_change_draws_the_image_panel_only(services):
@@ -88,7 +90,7 @@ def test_a_slice_change_draws_the_image_panel_only(services):
     assert first is no_update and fig is not None
     fig, first = display.image_update(services, sid, meta, 0, 3, True)
     assert first["key"] == display.base_key(meta, 0, 3) == f"{meta['id']}:0:3"
-    assert _png_size(first["figure"]["data"][0]["source"]) == (40, 30)
+    assert _png_size(fig.to_plotly_json()["data"][0]["source"]) == (40, 30)
 
 
 def test_a_large_image_first_view_is_its_display_level(services, monkeypatch):
@@ -96,12 +98,13 @@ def test_a_large_image_first_view_is_its_display_level(services, monkeypatch):
     big = (np.random.default_rng(1).random((1500, 1500)) * 60000).astype(np.uint16)
     meta = _upload(services, sid, big, "big.tif")
     _no_compute(services, monkeypatch)
-    _, first = display.image_update(services, sid, meta, 0, 0, True)
+    fig, first = display.image_update(services, sid, meta, 0, 0, True)
     factor = display.display_of(meta, 0)
     assert factor == 2
-    trace = first["figure"]["data"][0]
+    trace = fig.to_plotly_json()["data"][0]
     assert _png_size(trace["source"]) == (750, 750)
     assert (trace["x0"], trace["dx"]) == ((factor - 1) / 2, factor)
+    assert all((t["x0"], t["dx"]) == ((factor - 1) / 2, factor) for t in first["overlays"])
 
 
 def test_on_the_first_view_the_segmentation_sends_only_its_overlays(services):
@@ -159,3 +162,148 @@ def test_another_session_never_reads_the_encoded_base(services):
     display.image_update(services, alice, meta, 0, 0, True)  # cached now
     with pytest.raises(InputError, match="no longer on the server"):
         display.image_update(services, bob, meta, 0, 0, True)
+
+
+# --------------------------------------------------------------------------- first overlay
+
+
+def _blobs(shape, seed=0):
+    """Smooth blobs (about 40 % object) with noise, uint8: a volume or a 2D image."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    coarse = ndi.gaussian_filter(rng.random(tuple(max(4, s // 8) for s in shape)), 1.0)
+    zoom = [s / c for s, c in zip(shape, coarse.shape)]
+    blobs = ndi.zoom(coarse, zoom, order=1)[tuple(slice(0, s) for s in shape)]
+    image = 60 + 120 * (blobs > np.quantile(blobs, 0.6)) + rng.normal(0, 15, shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _first_overlay(services, sid, meta, axis, index):
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    _, first = display.image_update(services, sid, meta, axis, index, True)
+    out = display.segmentation_update(services, sid, meta, pointer, axis, index, **VIEW,
+                                      base=first["key"], allow_preview=True)
+    return pointer, out
+
+
+def _filter_cached(services, sid, meta, pointer):
+    from callbacks.params import current_recipe
+
+    return services.cached_filtered(sid, meta["id"], current_recipe(pointer)) is not None
+
+
+def test_a_new_volumes_first_overlay_is_its_slab_before_the_filter_stage(services):
+    """The first overlay of a new volume is the slab around the shown slice, made from the
+    image's slab alone: the whole volume's filter stage has not run (it runs for the exact
+    result, as before)."""
+    sid = new_session_id()
+    meta = _upload(services, sid, _blobs((16, 96, 96)), "vol.tif")
+    pointer, out = _first_overlay(services, sid, meta, 0, 8)
+    fig, summary, _, _, pending, _, _ = out
+    assert isinstance(fig, Patch) and pending["key"]
+    assert "live preview (slices 4–12 around this one" in summary, summary
+    assert not _filter_cached(services, sid, meta, pointer)
+    # the markers are drawn from the slab's filtered slice
+    marker = Image.open(_io.BytesIO(base64.b64decode(
+        fig.to_plotly_json()["operations"][0]["params"]["value"].split(",", 1)[1])))
+    assert marker.size == (96, 96)
+    # the exact result follows from the whole filtered volume
+    exact = display.settle_update(services, sid, meta, pointer, pending, 0, 8, **VIEW,
+                                  base=display.base_key(meta, 0, 8))
+    assert "labelled region" in exact[1] and "preview" not in exact[1]
+    assert _filter_cached(services, sid, meta, pointer)
+
+
+def test_a_tall_volume_is_previewed_on_the_slab_around_the_shown_slice(services):
+    """Slices too large for 9 of them (512×512×128: 2.4 M voxels, whose preview was the
+    whole volume's reduced grid, 0.8-1.9 s) keep fewer slices around the shown one."""
+    from pipeline import randomwalker as rw
+
+    assert rw.slab_half_width((256, 256, 256), 0) == 4
+    assert rw.slab_half_width((128, 512, 512), 0) == 1
+    assert rw.slab_half_width((512, 128, 512), 1) == 1
+    assert rw.slab_half_width((8, 1024, 1024), 0) is None  # one slice above the limit
+    sid = new_session_id()
+    vol = _blobs((20, 420, 420))  # 9 slices: 1.59 M voxels, above the old 1.5 M too
+    meta = _upload(services, sid, vol, "tall.tif")
+    pointer, out = _first_overlay(services, sid, meta, 0, 10)
+    assert "live preview (slices 9–11 around this one" in out[1], out[1]
+    from callbacks.params import current_recipe
+
+    recipe = current_recipe(pointer)
+    quick = services.preview(sid, meta["id"], recipe, (), shown=(0, 10))
+    assert quick.quick and quick.slab == (0, 10, 9, 11)
+    # once the filtered volume is cached (the filter callback ran): the same slab, the same
+    # slice (the filter is none: the image's values; the same standard deviation)
+    services.filtered(sid, meta["id"], recipe)
+    usual = services.preview(sid, meta["id"], recipe, (), shown=(0, 10))
+    assert not usual.quick and usual.slab == quick.slab
+    assert np.array_equal(usual.mask, quick.mask) and usual.mask.shape == (420, 420)
+
+
+def test_a_large_new_images_reduced_grid_preview_needs_no_filter_stage(services):
+    """2D: the first overlay of a large new image is the reduced grid's preview made from
+    the image's block means (the filter none: the very preview made from the filtered
+    image), before the filter stage."""
+    from callbacks.params import current_recipe
+
+    sid = new_session_id()
+    rng = np.random.default_rng(2)
+    big = rng.normal(90, 15, (800, 700)).clip(0, 255).astype(np.uint8)
+    big[200:600, 150:500] += 90
+    meta = _upload(services, sid, big, "big.tif")
+    pointer, out = _first_overlay(services, sid, meta, 0, 0)
+    assert "live preview (at 1/5 resolution" in out[1], out[1]
+    assert not _filter_cached(services, sid, meta, pointer)
+    recipe = current_recipe(pointer)
+    quick = services.preview(sid, meta["id"], recipe, ())
+    assert quick.quick and quick.filtered is None
+    services.filtered(sid, meta["id"], recipe)  # the filter stage, as its callback runs it
+    usual = services.preview(sid, meta["id"], recipe, ())
+    assert not usual.quick and usual.factor == quick.factor == 5
+    assert np.array_equal(usual.mask, quick.mask)
+
+
+def test_with_a_filter_the_reduced_grid_is_filtered_and_says_so(services):
+    from callbacks.params import current_recipe
+    from pipeline import recipe as recipes
+
+    sid = new_session_id()
+    rng = np.random.default_rng(3)
+    big = rng.normal(90, 15, (800, 700)).clip(0, 255).astype(np.uint8)
+    big[200:600, 150:500] += 90
+    meta = _upload(services, sid, big, "big.tif")
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    recipe = recipes.validate({**current_recipe(pointer),
+                               "filter": {"name": "gaussian", "params": {"sigma": 2.0}}})
+    found = services.preview(sid, meta["id"], recipe, ())
+    assert found.quick and found.filtered_reduced and found.factor == 5
+    assert services.cached_filtered(sid, meta["id"], recipe) is None
+    # about the object the exact solve finds
+    frac = found.mask.mean()
+    assert 0.2 < frac < 0.35, frac
+    html = display.preview_panel(services, sid, meta, recipe, 0, 0, "contour", True,
+                                 "labels", ())
+    assert "filtered at that resolution" in html[1]
+
+
+def test_a_volumes_slab_with_a_local_filter_is_the_whole_filters_slab(services):
+    """A local filter (Gaussian) on the slab and its reach gives the whole volume's filter
+    values on the slab: the quick slab preview is the slab preview of the filtered volume."""
+    from callbacks.params import current_recipe
+    from pipeline import recipe as recipes
+
+    sid = new_session_id()
+    meta = _upload(services, sid, _blobs((16, 80, 80), seed=4), "vol.tif")
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    recipe = recipes.validate({**current_recipe(pointer),
+                               "filter": {"name": "gaussian", "params": {"sigma": 1.0}}})
+    quick = services.preview(sid, meta["id"], recipe, (), shown=(0, 7))
+    assert quick.quick and quick.slab == (0, 7, 3, 11)
+    filtered = services.filtered(sid, meta["id"], recipe)
+    np.testing.assert_allclose(quick.shown, filtered[7])
+    usual = services.preview(sid, meta["id"], recipe, (), shown=(0, 7))
+    assert not usual.quick
+    # the slab's own standard deviation instead of the volume's: nearly every pixel agrees
+    assert (usual.mask == quick.mask).mean() > 0.99
