@@ -19,8 +19,8 @@ joblib (``Parallel`` and ``parallel_config``); it schedules nothing itself.
 * :func:`map_items` maps a function over many items (the images of a batch, the cells of a
   sweep) with the same backend, with progress and cancellation.
 * :func:`filter_stage` and :func:`postprocess_stage` are :func:`pipeline.recipe.filter_stage`
-  and :func:`pipeline.recipe.postprocess_stage` through :func:`apply_step` (a separable
-  filter's first pass reads the image as it is, without its float64 copy).
+  and :func:`pipeline.recipe.postprocess_stage` through :func:`apply_step` (the Gaussian and
+  the median over blocks read the image as it is, without its float64 copy).
 
 Where the work runs is a :class:`Backend`: local threads (the default for blocks: the filters
 release the GIL for most of their run, and threads read the input and write their cores into
@@ -1300,7 +1300,7 @@ def filter_stage(image, recipe, *, backend=None, progress=None, should_stop=None
     _recipe.check_cost(recipe, image.shape)  # refused before any work (issue 11)
     section = recipe["filter"]
     backend = _resolve(backend)
-    direct = _separable_stage(image, section, backend, progress, should_stop)
+    direct = _direct_stage(image, section, backend, progress, should_stop)
     if direct is not None:
         return direct
     result, report = apply_step(section["name"], section["params"], image.astype(np.float64),
@@ -1308,18 +1308,20 @@ def filter_stage(image, recipe, *, backend=None, progress=None, should_stop=None
     return result, [report]
 
 
-def _separable_stage(image, section, backend, progress, should_stop):
-    """The filter stage of a separable filter (the Gaussian) as its passes, when they run
-    (:func:`_local_passes`): the first reads the image as it is (uint8, float32, ...) into the
-    float64 output, whose lines of doubles hold the same values as ``image.astype(np.float64)``
-    would: no converted copy is made (no whole pass, one array less). None otherwise (the
-    caller converts the image and runs :func:`apply_step`, which raises what the whole call
-    raises for a bad image)."""
+def _direct_stage(image, section, backend, progress, should_stop):
+    """The filter stage over blocks without the image's float64 copy, when that is exact:
+    a separable filter on a volume as its passes (:func:`_local_passes`), whose first reads
+    the image as it is (uint8, float32, ...: scipy reads each line into doubles, the values of
+    ``image.astype(np.float64)``); a local filter whose blocks need nothing of the whole array
+    (no ``Step.blocks``: the Gaussian on an image, the median) over overlapping blocks, each
+    converted to float64 in its worker. No converted copy is made: a whole pass and a whole
+    float64 array less. None otherwise (the caller converts the image and runs
+    :func:`apply_step`, which also raises what the whole call raises for a bad image)."""
     from .filters import FILTERS
 
     step = FILTERS.get(section["name"])
-    if step is None or step.separable is None or image.dtype not in _DIRECT_DTYPES or \
-            image.ndim not in (2, 3) or image.size == 0:
+    if step is None or image.dtype not in _DIRECT_DTYPES or image.ndim not in (2, 3) or \
+            image.size == 0:
         return None
     params = step.check(section["params"])
     reach = step.reach_per_axis(params, image.ndim)
@@ -1329,17 +1331,42 @@ def _separable_stage(image, section, backend, progress, should_stop):
     _check_callable(progress, "progress")
     _check_callable(should_stop, "should_stop")
     passes = _local_passes(step, params, image, backend)
-    if passes is None or (image.dtype.kind == "f" and not np.isfinite(image).all()):
+    if passes is None and step.blocks is not None:
+        return None  # its blocks need the whole float64 array (its checks, global values)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
         return None  # (a NaN or an infinity: the whole path says so)
-    result, report = _apply_passes(passes, image, dtype=np.float64, backend=backend,
-                                   label=step.label, reach=reach, progress=progress,
-                                   should_stop=should_stop)
+    if passes is not None:
+        result, report = _apply_passes(passes, image, dtype=np.float64, backend=backend,
+                                       label=step.label, reach=reach, progress=progress,
+                                       should_stop=should_stop)
+    else:
+        # the blocks the float64 image would get (auto_chunks counts bytes of the input)
+        client = backend.client()
+        workers = max(1, sum(client.ncores().values())) if client is not None else \
+            backend.jobs
+        chunks = auto_chunks(image.shape, reach, workers, np.dtype(np.float64).itemsize)
+        result, report = apply_blocks(_ConvertedBlock(step.apply, params), image, reach,
+                                      chunks, backend=backend, label=step.label,
+                                      progress=progress, should_stop=should_stop)
     return result, [report]
 
 
-#: Image dtypes the first pass reads as they are (scipy.ndimage reads each line into doubles:
-#: the same values as the float64 copy); others (float16, non-native byte order) are
-#: converted first.
+@dataclass(frozen=True)
+class _ConvertedBlock:
+    """``apply(block.astype(np.float64), **params)``: a block of the loaded image converted
+    in its worker (the filter stage's conversion is elementwise: the same values as the
+    block of the converted image)."""
+
+    apply: Callable
+    params: dict = field(default_factory=dict)
+
+    def __call__(self, block, edges):
+        return self.apply(block.astype(np.float64), **self.params)
+
+
+#: Image dtypes the filter stage reads as they are (:func:`_direct_stage`; scipy.ndimage
+#: reads each line into doubles: the same values as the float64 copy); others (float16,
+#: non-native byte order) are converted first.
 _DIRECT_DTYPES = frozenset(np.dtype(t) for t in (
     "bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
     "float32", "float64"))

@@ -864,3 +864,57 @@ def test_separable_passes_where_they_do_not_apply(monkeypatch):
         ((0,), 8, (9, 9, 3)), ((1, 2), 4, (3, 9, 9)))).summary() == (
         "Gaussian: 3 separable passes (axis 0 in 8 blocks, axes 1-2 in 4) on 2 workers "
         "(threads), 0.50 s")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int64, np.bool_])
+def test_filter_stage_converts_image_blocks_in_their_workers(dtype):
+    """An image's Gaussian or median over overlapping blocks: each block of the loaded image
+    is converted to float64 in its worker (no converted copy of the whole image), the blocks
+    are the float64 image's, the result the recipe's."""
+    image = _raw(dtype, (130, 97), seed=5)
+    backend = P.Backend(jobs=2, min_pixels=0)
+    for name, params in (("gaussian", {"sigma": 1.3}), ("median", {"radius": 2})):
+        recipe = R.default_recipe(1, 2)
+        recipe["filter"] = {"name": name, "params": params}
+        recipe = R.validate(recipe)
+        filtered, reports = P.filter_stage(image, recipe, backend=backend)
+        expected = R.filter_stage(image, recipe)
+        assert filtered.dtype == np.float64 and np.array_equal(filtered, expected)
+        _, report = P.apply_step(name, params, image.astype(np.float64),
+                                         backend=backend)
+        assert not reports[0].passes and reports[0].chunks == report.chunks
+        assert reports[0].blocks == report.blocks > 1
+
+
+def test_filter_stage_makes_no_float64_copy_of_the_image(passes_in_2d):
+    """Peak memory (tracemalloc): the output and the blocks, not a converted copy (which
+    the blocks' own conversions partly make up for over overlapping blocks)."""
+    import tracemalloc
+
+    image = _raw(np.uint8, (1024, 1024), seed=6)
+    backend = P.Backend(jobs=2, min_pixels=0)
+    for ndim_image in (image, image.reshape(16, 256, 256)):
+        for name, params in (("gaussian", {"sigma": 2.0}), ("median", {"radius": 1})):
+            recipe = R.default_recipe(1, 2)
+            recipe["filter"] = {"name": name, "params": params}
+            recipe = R.validate(recipe)
+            P.filter_stage(ndim_image, recipe, backend=backend)  # the probe, imports
+            tracemalloc.start()
+            filtered, reports = P.filter_stage(ndim_image, recipe, backend=backend)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            tracemalloc.start()  # as before: the converted image, then apply_step
+            P.apply_step(name, params, ndim_image.astype(np.float64), backend=backend)
+            converted_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert np.array_equal(filtered, R.filter_stage(ndim_image, recipe))
+            report = reports[0]
+            if report.passes:
+                block = max(math.prod(c) for _, _, c in report.passes) * 8
+            else:
+                block = math.prod(min(n, c + 2 * r) for n, c, r in
+                                  zip(ndim_image.shape, report.chunks, report.reach)) * 8 * 3
+            # the output (8 MiB) and a block (and its result) per worker; a float64 copy
+            # of the image would add 8 MiB
+            assert peak < filtered.nbytes + 2 * block + 2**20, (name, peak, block, report)
+            assert peak + filtered.nbytes // 4 < converted_peak, (name, peak, converted_peak)
