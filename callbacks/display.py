@@ -113,35 +113,24 @@ def image_panel(services, session_id, meta, axis, index):
 FIRST_VIEW_SUMMARY = "new image: computing its segmentation…"
 
 
-def first_view(meta, axis, index):
+def first_view(services, session_id, meta, axis):
     """A new image's first view in the segmentation graph, drawn as soon as the image is on
-    the server, before any filtering, preview or segmentation: its base (the Image panel's
-    figure, the display level's PNG, answered beside it: ``FIRST_VIEW_JS`` takes its image
-    trace and layout, so that the PNG travels once) with empty overlays, and the summary
-    saying the overlay is being computed. ``{"key", "uirevision", "overlays", "summary"}``:
-    ``key`` is the :func:`base_key` it shows, ``overlays`` the segmentation figure's three
-    overlay traces (markers, result, selection: empty). The page draws it only while the
-    graph shows another base: a preview or a result of this image drawn already is never
-    replaced by it."""
+    the server, before any filtering, preview or segmentation: its base (the display level,
+    :func:`base_uri`, the PNG the Image panel shows) with empty overlays, and the summary
+    saying the overlay is being computed; the shown slice of a volume is the one the slice
+    controls start at (:func:`slice_settings`). ``{"key", "figure", "summary"}``: ``key`` is
+    the :func:`base_key` the figure shows. Answered by its own callback, fired by the new
+    image's metadata alone (the Image panel's waits for the slice controls); the page draws
+    it only while the graph shows another base (``FIRST_VIEW_JS``): a preview or a result of
+    this image drawn already is never replaced by it."""
+    index = slice_settings(meta, axis)[2]
     factor = display_of(meta, axis)
     blank = blank_uri()
-    fig = figures.segmentation_figure(blank, blank, blank, uirevision=uirevision(meta, axis),
+    fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
+                                      blank, blank, uirevision=uirevision(meta, axis),
                                       highlight=blank, factor=factor)
-    overlays = fig.to_plotly_json()["data"][1:]
-    return {"key": base_key(meta, axis, index), "uirevision": uirevision(meta, axis),
-            "overlays": overlays, "summary": FIRST_VIEW_SUMMARY}
-
-
-def image_update(services, session_id, meta, axis, index, new_image):
-    """(Image panel figure, the segmentation graph's first view or ``no_update``).
-
-    `new_image`: a new image arrived (``ids.IMAGE`` fired): its :func:`first_view` is
-    answered beside the Image panel's figure (the same encoded base), so that the
-    segmentation panel shows the new image at once instead of the old image until its first
-    preview. A slice change draws the Image panel only (the segmentation callback draws the
-    new slice with its overlays)."""
-    fig = image_panel(services, session_id, meta, axis, index)
-    return fig, first_view(meta, axis, index) if new_image else no_update
+    return {"key": base_key(meta, axis, index), "figure": fig.to_plotly_json(),
+            "summary": FIRST_VIEW_SUMMARY}
 
 
 #: The first view of a new image (:func:`first_view`) drawn in the segmentation graph, unless
@@ -149,15 +138,10 @@ def image_update(services, session_id, meta, axis, index, new_image):
 #: its overlays stay). Sets ``SEG_BASE``, so that the segmentation callback then sends only
 #: a Patch of the overlays.
 FIRST_VIEW_JS = """
-function(first, base, image) {
+function(first, base) {
     const nu = window.dash_clientside.no_update;
-    if (!first || !first.key || base === first.key || !image || !image.data ||
-            !image.data.length || !image.layout ||
-            image.layout.uirevision !== first.uirevision) { return [nu, nu, nu]; }
-    // the Image panel's figure of the same response: its image trace and layout
-    const layout = JSON.parse(JSON.stringify(image.layout));
-    return [{data: [image.data[0]].concat(first.overlays), layout: layout}, first.key,
-            first.summary];
+    if (!first || !first.key || !first.figure || base === first.key) { return [nu, nu, nu]; }
+    return [first.figure, first.key, first.summary];
 }
 """
 
@@ -869,7 +853,6 @@ def register(app, services):
 
     @app.callback(
         Output(ids.IMAGE_GRAPH, "figure"),
-        Output(ids.SEG_FIRST_VIEW, "data"),
         Input(ids.IMAGE, "data"),
         Input(ids.SLICE_AXIS, "value"),
         Input(ids.SLICE_INDEX, "value"),
@@ -880,9 +863,25 @@ def register(app, services):
         if not meta:
             raise PreventUpdate
         try:
-            return image_update(services, session_id, meta, axis, index, fired(ids.IMAGE))
+            return image_panel(services, session_id, meta, axis, index)
         except InputError:
             log.warning("image panel", exc_info=True)
+            raise PreventUpdate from None
+
+    @app.callback(
+        Output(ids.SEG_FIRST_VIEW, "data"),
+        Input(ids.IMAGE, "data"),  # alone: not after the slice controls
+        State(ids.SLICE_AXIS, "value"),
+        State(ids.SESSION, "data"),
+        prevent_initial_call=True,
+    )
+    def _first_view(meta, axis, session_id):
+        if not meta:
+            raise PreventUpdate
+        try:
+            return first_view(services, session_id, meta, axis)
+        except InputError:
+            log.warning("first view", exc_info=True)
             raise PreventUpdate from None
 
     app.clientside_callback(
@@ -892,7 +891,6 @@ def register(app, services):
         Output(ids.SEG_SUMMARY, "children", allow_duplicate=True),
         Input(ids.SEG_FIRST_VIEW, "data"),
         State(ids.SEG_BASE, "data"),
-        State(ids.IMAGE_GRAPH, "figure"),  # answered with the first view
         prevent_initial_call=True,
     )
 

@@ -2,7 +2,7 @@
 
 Callback bodies called directly, on a real store and cache in a temporary folder: the
 segmentation graph's first view of a new image (its base, before any filtering, preview or
-segmentation; ``display.image_update``), and what the segmentation callback sends onto it.
+segmentation; ``display.first_view``), and what the segmentation callback sends onto it.
 """
 
 from __future__ import annotations
@@ -64,33 +64,34 @@ def test_a_new_image_answers_its_base_for_the_segmentation_graph_before_any_stag
     camera = loading.load_image(services, sid, ids.SAMPLE, "camera", None, None, None).meta
     assert coins["id"] != camera["id"]
     _no_compute(services, monkeypatch)
-    fig, first = display.image_update(services, sid, camera, 0, 0, True)
-    image = fig.to_plotly_json()
+    first = display.first_view(services, sid, camera, 0)
+    image = display.image_panel(services, sid, camera, 0, 0).to_plotly_json()
     assert first["key"] == display.base_key(camera, 0, 0)
     assert first["summary"] == display.FIRST_VIEW_SUMMARY and "computing" in first["summary"]
-    # the new image's base is the Image panel's figure answered with it (a PNG, never a
-    # JSON array: the page takes its image trace), its layout the same
-    assert image["data"][0]["source"].startswith("data:image/png;base64,")
-    assert _png_size(image["data"][0]["source"]) == (512, 512)
-    assert first["uirevision"] == image["layout"]["uirevision"] == display.uirevision(camera, 0)
-    # as the segmentation figure's traces: no overlay yet, neither the old image's nor any
-    whole = display.figures.segmentation_figure(
-        image["data"][0]["source"], display.blank_uri(), display.blank_uri(),
-        uirevision=display.uirevision(camera, 0), highlight=display.blank_uri())
-    assert first["overlays"] == whole.to_plotly_json()["data"][1:]
-    assert all(t["source"] == display.blank_uri() for t in first["overlays"])
-    assert len(str(first)) < 4000  # the PNG travels once, in the Image panel's figure
+    data = first["figure"]["data"]
+    assert len(data) == 4
+    # the new image's base, as the Image panel draws it (a PNG, never a JSON array)
+    assert data[0]["source"] == image["data"][0]["source"]
+    assert data[0]["source"].startswith("data:image/png;base64,")
+    assert _png_size(data[0]["source"]) == (512, 512)
+    # no overlay yet: neither the old image's nor any other
+    blank = display.blank_uri()
+    assert all(t["source"] == blank for t in data[1:])
+    assert first["figure"]["layout"]["uirevision"] == display.uirevision(camera, 0)
 
 
-def test_a_slice_change_draws_the_image_panel_only(services):
+def test_a_volumes_first_view_is_the_slice_the_controls_start_at(services):
     sid = new_session_id()
     vol = (np.random.default_rng(0).random((6, 30, 40)) * 200).astype(np.uint8)
     meta = _upload(services, sid, vol, "vol.tif")
-    fig, first = display.image_update(services, sid, meta, 0, 4, False)
-    assert first is no_update and fig is not None
-    fig, first = display.image_update(services, sid, meta, 0, 3, True)
+    first = display.first_view(services, sid, meta, 0)
+    assert display.slice_settings(meta, 0)[2] == 3
     assert first["key"] == display.base_key(meta, 0, 3) == f"{meta['id']}:0:3"
-    assert _png_size(fig.to_plotly_json()["data"][0]["source"]) == (40, 30)
+    assert first["figure"]["data"][0]["source"] == \
+        display.image_panel(services, sid, meta, 0, 3).to_plotly_json()["data"][0]["source"]
+    first = display.first_view(services, sid, meta, 2)
+    assert first["key"] == f"{meta['id']}:2:20"
+    assert _png_size(first["figure"]["data"][0]["source"]) == (30, 6)
 
 
 def test_a_large_image_first_view_is_its_display_level(services, monkeypatch):
@@ -98,13 +99,12 @@ def test_a_large_image_first_view_is_its_display_level(services, monkeypatch):
     big = (np.random.default_rng(1).random((1500, 1500)) * 60000).astype(np.uint16)
     meta = _upload(services, sid, big, "big.tif")
     _no_compute(services, monkeypatch)
-    fig, first = display.image_update(services, sid, meta, 0, 0, True)
+    first = display.first_view(services, sid, meta, 0)
     factor = display.display_of(meta, 0)
     assert factor == 2
-    trace = fig.to_plotly_json()["data"][0]
-    assert _png_size(trace["source"]) == (750, 750)
-    assert (trace["x0"], trace["dx"]) == ((factor - 1) / 2, factor)
-    assert all((t["x0"], t["dx"]) == ((factor - 1) / 2, factor) for t in first["overlays"])
+    assert _png_size(first["figure"]["data"][0]["source"]) == (750, 750)
+    for trace in first["figure"]["data"]:
+        assert (trace["x0"], trace["dx"]) == ((factor - 1) / 2, factor)
 
 
 def test_on_the_first_view_the_segmentation_sends_only_its_overlays(services):
@@ -114,7 +114,7 @@ def test_on_the_first_view_the_segmentation_sends_only_its_overlays(services):
     sid = new_session_id()
     meta = loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None).meta
     pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
-    _, first = display.image_update(services, sid, meta, 0, 0, True)
+    first = display.first_view(services, sid, meta, 0)
     out = display.segmentation_update(services, sid, meta, pointer, 0, 0, **VIEW,
                                       base=first["key"], allow_preview=True)
     fig, summary, *_, new_base = out
@@ -132,7 +132,7 @@ def test_a_large_new_image_preview_is_a_patch_on_its_first_view(services):
     big[200:600, 150:500] += 90
     meta = _upload(services, sid, big, "big.tif")
     pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
-    _, first = display.image_update(services, sid, meta, 0, 0, True)
+    first = display.first_view(services, sid, meta, 0)
     out = display.segmentation_update(services, sid, meta, pointer, 0, 0, **VIEW,
                                       base=first["key"], allow_preview=True)
     fig, summary, _, _, pending, _, new_base = out
@@ -149,8 +149,8 @@ def test_the_first_view_shares_the_image_panels_encoded_base(services, monkeypat
     real = display.render.png_data_uri
     monkeypatch.setattr(display.render, "png_data_uri",
                         lambda a, *k, **kw: calls.append(a.shape) or real(a, *k, **kw))
-    display.image_update(services, sid, meta, 0, 0, True)
-    display.image_update(services, sid, meta, 0, 0, True)
+    display.first_view(services, sid, meta, 0)
+    display.image_panel(services, sid, meta, 0, 0)
     assert calls.count((512, 512)) == 1
 
 
@@ -159,9 +159,11 @@ def test_another_session_never_reads_the_encoded_base(services):
 
     alice, bob = new_session_id(), new_session_id()
     meta = loading.load_image(services, alice, ids.SAMPLE, "camera", None, None, None).meta
-    display.image_update(services, alice, meta, 0, 0, True)  # cached now
+    display.first_view(services, alice, meta, 0)  # cached now
     with pytest.raises(InputError, match="no longer on the server"):
-        display.image_update(services, bob, meta, 0, 0, True)
+        display.first_view(services, bob, meta, 0)
+    with pytest.raises(InputError, match="no longer on the server"):
+        display.image_panel(services, bob, meta, 0, 0)
 
 
 # --------------------------------------------------------------------------- first overlay
@@ -181,7 +183,8 @@ def _blobs(shape, seed=0):
 
 def _first_overlay(services, sid, meta, axis, index):
     pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
-    _, first = display.image_update(services, sid, meta, axis, index, True)
+    first = display.first_view(services, sid, meta, axis)
+    assert first["key"] == display.base_key(meta, axis, index)
     out = display.segmentation_update(services, sid, meta, pointer, axis, index, **VIEW,
                                       base=first["key"], allow_preview=True)
     return pointer, out
