@@ -153,7 +153,9 @@ window.pipexFast = (function () {
         const traces = Object.keys(overlays || {});
         // the figure's state: the overlays drawn by draw(), unless newer overlays have been
         // drawn since (their own hand-off sets them; setting these would redraw older ones)
-        if (traces.length && token === HAND.overlays) {
+        const fig = traces.length && token === HAND.overlays ?
+            withOverlays(propOf(SEG, 'figure'), traces, overlays, geometry) : null;
+        if (traces.length && token === HAND.overlays && !(fig && quiet(SEG, {figure: fig}))) {
             const patch = new dc.Patch();
             traces.forEach(function (i) {
                 patch.assign(['data', Number(i), 'source'], overlays[i]);
@@ -167,8 +169,114 @@ window.pipexFast = (function () {
         Object.keys(outputs || {}).forEach(function (id) {
             if (skip && skip.indexOf(id) >= 0) { return; }
             if (!changes(id, outputs[id])) { return; }  // a pattern id is its JSON in the DOM
-            dc.set_props(id.charAt(0) === '{' ? JSON.parse(id) : id, outputs[id]);
+            if (id === HISTORY && drawnThresholds(outputs[id].data)) {
+                // the router has nothing to fire and the context is mirrored already
+                // (move(): st.ctx); see drawnThresholds
+                quiet(HISTORY, outputs[id], true);
+                return;
+            }
+            if (id === SETTLED && window.pipexVisible && window.pipexVisible.passOn) {
+                // the panels' gate (callbacks/visibility.py), run here rather than by a
+                // dash-renderer cycle: the panels in view get the signal, the others wait
+                quiet(SETTLED, outputs[id], true);
+                const out = window.pipexVisible.passOn(outputs[id].data, propOf(TABS, 'value'));
+                Object.keys(out).forEach(function (store) {
+                    dc.set_props(store, {data: out[store]});
+                });
+                return;
+            }
+            setProps(id.charAt(0) === '{' ? JSON.parse(id) : id, outputs[id]);
         });
+    }
+
+    // The figure `fig` with the overlay traces' sources (and geometry) of an answer: what
+    // the Patch of the hand-off makes of it, built here to be set quietly (no callback
+    // listens to the figure); null if `fig` lacks one of the traces.
+    function withOverlays(fig, traces, overlays, geometry) {
+        if (!fig || !Array.isArray(fig.data) ||
+                traces.some(function (i) { return !fig.data[Number(i)]; })) { return null; }
+        const data = fig.data.slice();
+        traces.forEach(function (i) {
+            data[Number(i)] = Object.assign({}, data[Number(i)], {source: overlays[i]},
+                                            (geometry || {})[i] || {});
+        });
+        return Object.assign({}, fig, {data: data});
+    }
+
+    // ---- Dash's store, quietly
+    // dash_clientside.set_props updates a prop and tells dash-renderer, which runs the
+    // callbacks listening to it: a cycle of some ten store updates, each ~1 ms of the main
+    // thread on this page (every mounted component's selector runs per update). A prop no
+    // callback listens to is set in the store only (the component re-renders, as with
+    // set_props; nothing else would have happened). Values holding components go through
+    // set_props (their paths must be recomputed).
+    const HISTORY = 'history-store', SETTLED = 'segmentation-settled-store',
+        TABS = 'discovery-tabs', SLIDER = 'thresholds-slider', TEXT = 'thresholds-text';
+
+    function dashStore() {
+        const s = window.dash_stores;
+        return s && s.length === 1 && s[0].getState && s[0].dispatch ? s[0] : null;
+    }
+
+    function itemPath(state, id) {
+        return typeof id === 'string' && state.paths && state.paths.strs ?
+            state.paths.strs[id] : null;
+    }
+
+    function listened(state, id, props) {
+        const map = state.graphs && state.graphs.inputMap;
+        if (!map) { return true; }
+        const mine = map[id] || {};
+        return Object.keys(props).some(function (p) { return Boolean((mine[p] || []).length); });
+    }
+
+    function plain(v) {  // no component inside
+        if (v === null || typeof v !== 'object') { return true; }
+        if (!Array.isArray(v) && typeof v.type === 'string' && typeof v.namespace === 'string') {
+            return false;
+        }
+        return Object.keys(v).every(function (k) { return plain(v[k]); });
+    }
+
+    // Set `props` of `id` in Dash's store without telling its callbacks; false (nothing
+    // done) where a callback listens to one of them, unless `theirs` says the caller does
+    // what those callbacks would do.
+    function quiet(id, props, theirs) {
+        const s = dashStore();
+        if (!s) { return false; }
+        const st = s.getState();
+        const path = itemPath(st, id);
+        if (!path || !plain(props) || (!theirs && listened(st, id, props))) { return false; }
+        s.dispatch({type: 'ON_PROP_CHANGE',
+                    payload: {props: props, itempath: path, renderType: 'clientsideApi'}});
+        return true;
+    }
+
+    function setProps(id, props) {
+        if (!quiet(id, props)) { window.dash_clientside.set_props(id, props); }
+    }
+
+    // A prop of a component with a string id, as Dash holds it.
+    function propOf(id, name) {
+        const s = dashStore();
+        if (!s) { return undefined; }
+        const st = s.getState();
+        const path = itemPath(st, id);
+        if (!path) { return undefined; }
+        let node = st.layout;
+        for (let i = 0; i < path.length && node; i++) { node = node[path[i]]; }
+        return node && node.props ? node.props[name] : undefined;
+    }
+
+    // A move drawn by the page that changed the thresholds only: the history pointer's
+    // listeners have nothing to do — the router (callbacks/thresholds.py, ROUTE_JS) fires
+    // no panel for it, the context mirror (CONTEXT_JS) is kept by move(), and the sweep's
+    // current cell (callbacks/discovery.py) matters only when a sweep's cells are shown.
+    function drawnThresholds(history) {
+        const ch = history && history.changed;
+        return Boolean(history && history.drawn && Array.isArray(ch) && ch.length === 1 &&
+                       ch[0] === 'markers' &&
+                       !document.querySelector('[id*=\'"type":"sweep-adopt"\']'));
     }
 
     // ---- the markers, drawn by the page itself
@@ -531,6 +639,87 @@ window.pipexFast = (function () {
         move({pair: pair, seq: ++st.seq, exact: exact}, st.ctx);
     }
 
+    // ---- the thresholds shown: the histogram's vmin / vmax lines and shaded ranges, and
+    // the text under the slider (the gate, callbacks/thresholds.py GATE_JS, and keyed())
+    const HIST = 'histogram-graph';
+
+    // The text under the slider for `pair` on the image `meta`, numbers written as the
+    // slider's tooltips write them (assets/format.js: 8,715, 0.2910).
+    function pairText(pair, meta) {
+        const fmt = window.dccFunctions && window.dccFunctions.pipexNumber;
+        const g = function (v) {
+            return fmt ? fmt(v) : String(Number(Number(v).toPrecision(6)));
+        };
+        return 'background marker: pixels < ' + g(pair[0]) +
+            '   \u00b7   object marker: pixels > ' + g(pair[1]) +
+            '   \u00b7   image range ' + g(meta.min) + ' \u2026 ' + g(meta.max);
+    }
+
+    // Move the lines of the drawn histogram to `pair` (`shapes`: the figure's four, in the
+    // order of components.figures.threshold_shapes) with Plotly.relayout: ~5 ms, where a
+    // Patch of the figure makes dcc.Graph re-react it and plotly recalculate every trace
+    // (35-40 ms). dcc.Graph copies a relayout's keys into its figure prop (another
+    // re-react): this relayout's event is not passed on (relayoutQuietly). The figure Dash
+    // holds keeps its old lines: LOG_JS, the one patch of it, carries the drawn ones.
+    function drawLines(shapes, pair, meta) {
+        const gd = document.querySelector('#' + HIST + ' .js-plotly-plot');
+        if (!gd || !gd.data || !gd.data.length || !gd.layout || !window.Plotly ||
+                !shapes || shapes.length < 4) { return; }
+        shapes = JSON.parse(JSON.stringify(shapes));
+        shapes[0].x0 = shapes[0].x1 = pair[0];
+        shapes[1].x0 = shapes[1].x1 = pair[1];
+        shapes[2].x0 = meta.min; shapes[2].x1 = pair[0];
+        shapes[3].x0 = pair[1]; shapes[3].x1 = meta.max;
+        const drawn = (gd.layout.shapes || []).map(function (s) { return [s.x0, s.x1]; });
+        const want = shapes.map(function (s) { return [s.x0, s.x1]; });
+        if (JSON.stringify(drawn) !== JSON.stringify(want)) {
+            relayoutQuietly(gd, {shapes: shapes});
+        }
+    }
+
+    // ---- a key press on a handle, without a dash-renderer cycle
+    // The arrow keys (ten steps with Shift) and Page Up / Down move a handle as the
+    // slider's own keys do (Radix: a step, snapped to the step grid from the minimum,
+    // within the bounds). Here the new value is set in Dash's store quietly (the slider
+    // and its boxes re-render), the lines and the text drawn and the move sent: the gate's
+    // work for a key press (callbacks/thresholds.py, GATE_JS), without its callback cycle
+    // (about 20 ms of the main thread). Anything else — Home / End, a handle at its bound
+    // or onto the other one, a page without its context yet — goes to the slider as before.
+    const STEP_KEYS = {ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1,
+                       PageUp: 10, PageDown: -10};
+
+    function keyed(event) {
+        const dir = STEP_KEYS[event.key], t = event.target;
+        if (!dir || event.altKey || event.ctrlKey || event.metaKey || event.defaultPrevented ||
+                !t || !t.matches || !t.matches('#' + SLIDER + ' [role=slider]')) { return; }
+        const st = state();
+        if (st.dragging || !st.ctx || !st.ctx.history) { return; }
+        const thumbs = Array.prototype.slice.call(
+            document.querySelectorAll('#' + SLIDER + ' [role=slider]'));
+        const i = thumbs.indexOf(t);
+        const value = propOf(SLIDER, 'value'), step = Number(propOf(SLIDER, 'step'));
+        const lo = Number(propOf(SLIDER, 'min')), hi = Number(propOf(SLIDER, 'max'));
+        const meta = propOf('image-store', 'data');
+        if (thumbs.length !== 2 || i < 0 || !Array.isArray(value) || value.length !== 2 ||
+                !(step > 0) || !isFinite(lo) || !isFinite(hi) || !meta ||
+                meta.id !== st.ctx.image) { return; }
+        const n = (Math.abs(dir) === 10 || event.shiftKey ? 10 : 1) * (dir > 0 ? 1 : -1);
+        const snapped = lo + Math.round((Number(value[i]) + n * step - lo) / step) * step;
+        const v = Math.min(hi, Math.max(lo, Number(snapped.toFixed(Math.min(decimals(step),
+                                                                              15)))));
+        const pair = value.slice();
+        pair[i] = v;
+        if (v === value[i] || !(pair[0] < pair[1])) { return; }
+        if (!quiet(SLIDER, {value: pair, drag_value: pair}, true)) { return; }
+        event.preventDefault();
+        event.stopPropagation();
+        const shapes = document.querySelector('#' + HIST + ' .js-plotly-plot');
+        drawLines(shapes && shapes.layout && shapes.layout.shapes, pair, meta);
+        setProps(TEXT, {children: pairText(pair, meta)});
+        send(pair, false);
+    }
+    document.addEventListener('keydown', keyed, true);
+
     const observer = new MutationObserver(function (records) {
         if (records.some(function (r) { return r.attributeName === 'aria-valuenow'; })) {
             early();
@@ -585,6 +774,6 @@ window.pipexFast = (function () {
     function markersImage() { return VAL.data ? VAL.data.canvas.toDataURL('image/png') : null; }
 
     return {move: move, drag: drag, released: released, draw: draw, markers: markers,
-            prefetch: prefetch,
+            prefetch: prefetch, pairText: pairText, drawLines: drawLines,
             hasValues: hasValues, markersImage: markersImage, relayoutQuietly: relayoutQuietly};
 })();

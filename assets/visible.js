@@ -54,11 +54,31 @@ window.pipexVisible = (function () {
         return window.dash_clientside.no_update;
     }
 
+    // SEG_SETTLED passed on to the panels below the first row (callbacks/visibility.py,
+    // GATES: the same pairs): {store: value} for the panels in view; the others keep it.
+    // Run by the panels' gate callback and by a move's hand-off (assets/fastmove.js), which
+    // sets SEG_SETTLED without a dash-renderer cycle and these stores itself.
+    const SETTLED_GATES = [['compare-settled-store', 'compare-panel'],
+                           ['measure-settled-store', 'measure-panel']];
+    const VOLUME_TAB = 'volume', VOLUME_SIGNAL = 'volume-signal-store';
+
+    function passOn(settled, tab) {
+        const out = {};
+        SETTLED_GATES.forEach(function (g) {
+            const v = gate(g[0], g[1], settled);
+            if (v !== window.dash_clientside.no_update) { out[g[0]] = v; }
+        });
+        // the 3D view: redrawn when the labels change, only while its tab is open
+        if (tab === VOLUME_TAB) { out[VOLUME_SIGNAL] = {t: Date.now()}; }
+        return out;
+    }
+
     // what waits for a panel to come into view (read by tests and the benchmark)
     function waiting() {
         return Object.keys(gates).filter(function (k) { return gates[k].has; })
             .map(function (k) { return gates[k].panel; });
     }
 
-    return {gate: gate, waiting: waiting};
+    return {gate: gate, passOn: passOn, waiting: waiting,
+            SETTLED_GATES: SETTLED_GATES, VOLUME_TAB: VOLUME_TAB, VOLUME_SIGNAL: VOLUME_SIGNAL};
 })();

@@ -262,42 +262,16 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
     const committed = trig.indexOf('%(slider)s.value') >= 0;
     const pair = committed ? value : (dragValue || value);
     if (!pair || pair.length !== 2 || !meta) { return [nu, nu, nu]; }
-    const shapes = JSON.parse('%(shapes)s');
-    const lo = meta.min, hi = meta.max;
-    shapes[0].x0 = shapes[0].x1 = pair[0];
-    shapes[1].x0 = shapes[1].x1 = pair[1];
-    shapes[2].x0 = lo; shapes[2].x1 = pair[0];
-    shapes[3].x0 = pair[1]; shapes[3].x1 = hi;
-    // move the lines of a drawn histogram (its figure, with these lines, is on its way
-    // otherwise) with Plotly.relayout: ~5 ms, where a Patch of the figure makes dcc.Graph
-    // re-react it and plotly recalculate every trace (35-40 ms per key press). dcc.Graph
-    // copies a relayout's keys into its figure prop (another re-react): the event of this
-    // relayout is not passed on (assets/fastmove.js, relayoutQuietly). The figure Dash
-    // holds keeps its old lines: LOG_JS, the one patch of it, carries the drawn ones; the
-    // server's figures are new.
-    const gd = document.querySelector('#%(hist)s .js-plotly-plot');
-    if (gd && gd.data && gd.data.length && gd.layout && window.Plotly) {
-        const drawn = (gd.layout.shapes || []).map(function (s) { return [s.x0, s.x1]; });
-        const want = shapes.map(function (s) { return [s.x0, s.x1]; });
-        if (JSON.stringify(drawn) !== JSON.stringify(want)) {
-            if (window.pipexFast) { window.pipexFast.relayoutQuietly(gd, {shapes: shapes}); }
-            else { window.Plotly.relayout(gd, {shapes: shapes}); }
-        }
-    }
-    // numbers as the slider's tooltips write them (assets/format.js: 8,715, 0.2910)
-    const fmt = window.dccFunctions && window.dccFunctions.pipexNumber;
-    const g = function (v) {
-        return fmt ? fmt(v) : String(Number(Number(v).toPrecision(6)));
-    };
-    const text = 'background marker: pixels < ' + g(pair[0]) +
-        '   \\u00b7   object marker: pixels > ' + g(pair[1]) +
-        '   \\u00b7   image range ' + g(lo) + ' \\u2026 ' + g(hi);
+    // the histogram's lines and the text under the slider (assets/fastmove.js; a key press
+    // on a handle does the same there, without this callback)
+    const fast = window.pipexFast && window.fetch ? window.pipexFast : null;
+    window.pipexFast.drawLines(JSON.parse('%(shapes)s'), pair, meta);
+    const text = window.pipexFast.pairText(pair, meta);
     let move = nu, drag = nu;
     const cur = history && history.recipe && history.image_id === meta.id ?
         history.recipe.markers : null;
     // the fast path (assets/fastmove.js) draws the answer itself; the Dash callbacks
     // (MOVE_REQUEST, DRAG_REQUEST) are the fallback
-    const fast = window.pipexFast && window.fetch ? window.pipexFast : null;
     const ctx = {session: session, image: meta.id, history: history, base: base,
                  view: {axis: axis, index: index, style: style, show: show, view: view}};
     if (cur && committed) {
@@ -341,7 +315,7 @@ function(value, dragValue, history, meta, session, axis, index, style, show, vie
     }
     return [move, drag, text];
 }
-""" % {"slider": ids.THRESHOLDS, "shapes": _SHAPES, "hist": ids.HIST_GRAPH}
+""" % {"slider": ids.THRESHOLDS, "shapes": _SHAPES}
 
 # The page's context of a move, mirrored for the fast path's key-press trigger
 # (assets/fastmove.js starts a move before dash-renderer runs the gate).

@@ -32,15 +32,15 @@ GATE_JS = """
 function(settled, measure, tab) {
     const dc = window.dash_clientside, nu = dc.no_update;
     const trig = (dc.callback_context.triggered || []).map(function (t) { return t.prop_id; });
-    const out = [];
+    const vis = window.pipexVisible;
+    const fresh = trig.indexOf('%(settled)s.data') >= 0 && settled !== undefined;
     // the panels below the first row: SEG_SETTLED passed on while the panel is in view
-    %(gates)s.forEach(function (g) {
-        if (trig.indexOf('%(settled)s.data') < 0 || settled === undefined) {
-            out.push(nu);
-        } else {
-            out.push(window.pipexVisible ? window.pipexVisible.gate(g[0], g[1], settled)
-                                         : settled);
-        }
+    // (assets/visible.js, passOn; a move's hand-off in assets/fastmove.js runs it too)
+    const passed = fresh && vis ? vis.passOn(settled, tab) : {};
+    const out = %(gates)s.map(function (g) {
+        if (!fresh) { return nu; }
+        if (!vis) { return settled; }
+        return g[0] in passed ? passed[g[0]] : nu;
     });
     // the 3D view: redrawn when the labels or the measurements change, or the tab opens,
     // only while its tab is open

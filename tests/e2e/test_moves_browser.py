@@ -503,3 +503,87 @@ return gd.data.map(t => [t.dx, t.x0]).concat([gd.layout.xaxis.range]);"""
     # its values are at the display level: they are drawn over the image's own pixels
     assert _js(dash_duo, "return document.getElementById('segmentation-graph')"
                          ".dataset.markersSpan") == "1600,1500"
+
+
+# Every dash-renderer action, and the outputs of the callbacks it ran (assets/fastmove.js:
+# a key press sets the slider and the move's answer quietly).
+ACTIONS_JS = """
+window.__acts = [];
+window.__ran = [];
+if (!window.__actsWrapped) {
+    const store = window.dash_stores[0];
+    const dispatch = store.dispatch;
+    store.dispatch = function (a) {
+        window.__acts.push(typeof a === 'function' ? 'thunk' : a.type);
+        if (a && a.type === 'Callbacks.Aggregate' && Array.isArray(a.payload)) {
+            a.payload.forEach(function (x) {
+                if (x && x.type === 'Callbacks.AddExecuting') {
+                    (x.payload || []).forEach(function (c) {
+                        window.__ran.push(c && c.callback ? c.callback.output : '?');
+                    });
+                }
+            });
+        }
+        return dispatch.apply(this, arguments);
+    };
+    window.__actsWrapped = true;
+}
+"""
+DASH_PROP_JS = """
+const s = window.dash_stores[0].getState();
+let node = s.layout;
+for (const k of s.paths.strs[arguments[0]]) { node = node[k]; }
+return node.props[arguments[1]];
+"""
+
+
+def test_a_key_press_runs_no_dash_callback_and_dash_holds_what_the_page_shows(
+        dash_duo, app_factory):
+    _start(dash_duo, app_factory)
+    before = _js(dash_duo, OVERLAY_JS)
+    vmin, vmax = _js(dash_duo, SHAPES_JS)[:2]
+    _js(dash_duo, ACTIONS_JS)
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the exact overlay of the new pair")
+    _idle(dash_duo)
+    ran = _js(dash_duo, "return window.__ran")
+    # no gate, router, context mirror or panels' gate: the page did their work
+    for store in ("move-request-store", "segmentation-signal-store", "client-sink-store",
+                  "compare-settled-store"):
+        assert not any(store in r for r in ran), (store, ran)
+    acts = _js(dash_duo, "return window.__acts")
+    assert len(acts) <= 30, acts  # ~90 when each of those ran (a cycle is ~10 actions)
+    # ...and Dash holds what the page shows: the slider, the history pointer, the text
+    assert _js(dash_duo, DASH_PROP_JS, "thresholds-slider", "value") == [vmin, vmax + 1]
+    assert _js(dash_duo, DASH_PROP_JS, "thresholds-slider", "drag_value") == [vmin, vmax + 1]
+    markers = _js(dash_duo, DASH_PROP_JS, "history-store", "data")["recipe"]["markers"]
+    assert (markers["vmin"], markers["vmax"]) == (vmin, vmax + 1)
+    assert f"pixels > {vmax + 1:g}" in _js(dash_duo, DASH_PROP_JS, "thresholds-text",
+                                           "children")
+    assert dash_duo.find_element("#history-text").text == "step 2 of 2"
+    assert [h.get_attribute("aria-valuenow") for h in _handles(dash_duo)] == [
+        f"{vmin:g}", f"{vmax + 1:g}"]
+    # the figure Dash holds has the overlays drawn (a re-render draws the same)
+    figure = _js(dash_duo, DASH_PROP_JS, "segmentation-graph", "figure")
+    assert [t.get("source") for t in figure["data"]][1:] == _js(
+        dash_duo, "return document.querySelector('#segmentation-graph .js-plotly-plot')"
+                  ".data.slice(1).map(t => t.source)")
+
+    # Undo, a server callback reading the history pointer as State, goes back to the pair
+    # before, and the next key press moves on from there
+    dash_duo.find_element("#undo-button").click()
+    _until(lambda: dash_duo.find_element("#history-text").text == "step 1 of 2",
+           what="undo")
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) == before,
+           what="the overlay before the key press, again")
+    assert (_js(dash_duo, SHAPES_JS) or [])[:2] == [vmin, vmax]
+    _idle(dash_duo)
+    _handles(dash_duo)[0].send_keys(Keys.ARROW_LEFT)
+    _until(lambda: (_js(dash_duo, SHAPES_JS) or [])[:2] == [vmin - 1, vmax], timeout=10,
+           what="the vmin line after undo and a key press")
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the exact overlay of (vmin - 1, vmax)")
+    markers = _js(dash_duo, DASH_PROP_JS, "history-store", "data")["recipe"]["markers"]
+    assert (markers["vmin"], markers["vmax"]) == (vmin - 1, vmax)
+    assert dash_duo.find_element("#history-text").text == "step 2 of 2"
