@@ -88,16 +88,18 @@ def base_gray(services, session_id, meta, axis, index):
 
 
 def base_uri(services, session_id, meta, axis, index):
-    """PNG data URI of the displayed slice of the image, at its display level
-    (:func:`display_of`). Encoded once per image, slice and display range (the Image
-    panel, the segmentation panel's first view and its whole figure share it)."""
+    """Data URI of the displayed slice of the image, at its display level
+    (:func:`display_of`): a PNG, or above the display level's limit (its block means, lossy
+    already) a JPEG (``render.jpeg_data_uri``: half the bytes, 20x faster to encode). Encoded
+    once per image, slice and display range (the Image panel, the segmentation panel's first
+    view and its whole figure share it)."""
     factor = display_of(meta, axis)
     key = json.dumps(["base", meta["id"], meta["display"], factor,
-                      base_key(meta, axis, index)])
+                      base_key(meta, axis, index), "jpeg" if factor > 1 else "png"])
 
     def make():
-        gray = base_gray(services, session_id, meta, axis, index)
-        return render.png_data_uri(render.reduce_mean(gray, factor))
+        gray = render.reduce_mean(base_gray(services, session_id, meta, axis, index), factor)
+        return render.jpeg_data_uri(gray) if factor > 1 else render.png_data_uri(gray)
 
     return services.rendered(session_id, meta["id"], key, make)
 

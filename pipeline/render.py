@@ -37,6 +37,8 @@ __all__ = [
     "display_range",
     "to_uint8",
     "png_data_uri",
+    "jpeg_data_uri",
+    "JPEG_QUALITY",
     "marker_overlay",
     "pack_values16",
     "segmentation_overlay",
@@ -61,6 +63,10 @@ OVERLAY_STYLES = ("contour", "fill")
 #: overlays: level 1 is 2–4x faster than the default 6 (e.g. 35 ms vs 154 ms for 1411²) for
 #: 5–20 % larger images; level 0 doubles or triples the size.
 PNG_COMPRESS_LEVEL = 1
+#: Quality of the JPEG data URIs of a large image's display level (:func:`jpeg_data_uri`):
+#: the noisy 2048² bench image's 1024² level is 396 kB in 4 ms against 795 kB in 88 ms as a
+#: PNG (level 1).
+JPEG_QUALITY = 90
 
 _SUBSAMPLE = 2**20  # values used by display_range
 _CHUNK = 2**22  # elements per block in histogram
@@ -337,6 +343,29 @@ def png_data_uri(array) -> str:
     """
     data = png_bytes(array, compress_level=PNG_COMPRESS_LEVEL)
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def jpeg_data_uri(array, quality: int = JPEG_QUALITY) -> str:
+    """JPEG data URI of an 8-bit gray image, for ``go.Image(source=…)``: the base of a large
+    image at its display level (already block means: lossy), half the size of a PNG and
+    encoded 20x faster. Overlays, labels and small images stay PNG (exact).
+
+    Raises
+    ------
+    InputError
+        If the array is not a 2D uint8 array.
+    """
+    import io as _io
+
+    from PIL import Image
+
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise InputError(f"a JPEG is made of a 2D uint8 image, got {array.dtype} "
+                         f"{array.shape}")
+    buf = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="JPEG", quality=int(quality))
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def marker_overlay(markers2d, alpha: float = 0.45) -> np.ndarray:
