@@ -5,9 +5,11 @@
    stage of a recipe (``pipeline.recipe.filter_stage`` against
    ``pipeline.parallel.filter_stage``), whole and blockwise on 2 workers (threads; the
    local filters also with loky processes), interleaved, best of ``--repeats`` runs of each
-   (the machine is shared: the least disturbed run); the blockwise result is checked identical
-   to the whole one. Peak memory by tracemalloc (numpy's allocations,
-   every thread) in a separate run: blockwise must stay below whole + one block per worker.
+   (the machine is shared: the least disturbed run; medians beside them); the blockwise
+   result is checked identical to the whole one. Peak memory by tracemalloc (numpy's
+   allocations, every thread) in a separate run: blockwise must stay below whole + one block
+   per worker (the Gaussian on a volume runs as separable passes: blocks without overlap,
+   the largest of its rounds).
 2. Batches through the command line (``python -m pipeline run`` in a new process, as a user
    runs it): 48 coins-sized images and 8 1024² images, ``--jobs 1`` against ``--jobs 2``
    (processes forked from the command's, the default) and ``--jobs 2 --prefer threads``, and
@@ -22,6 +24,7 @@ Prints a table and writes JSON to ``bench/results/parallel.json`` (git-ignored):
 
     python bench/bench_parallel.py                    # everything, ~10 min on 2 cores
     python bench/bench_parallel.py --only batch --repeats 1
+    python bench/bench_parallel.py --only filters --cases 256 --steps gaussian,stage
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def _peak(fn):
     return peak
 
 
-def bench_filters(repeats: int, cases) -> list:
+def bench_filters(repeats: int, cases, steps_wanted=None) -> list:
     rows = []
     threads = P.Backend(jobs=2, prefer="threads")
     processes = P.Backend(jobs=2, prefer="processes")
@@ -122,6 +125,9 @@ def bench_filters(repeats: int, cases) -> list:
         recipe["filter"] = {"name": "gaussian", "params": {"sigma": 2.0}}
         recipe = R.validate(recipe)
         for key, params in steps + ([("filter stage", None)] if short != "256u8" else []):
+            if steps_wanted is not None and \
+                    ("stage" if key == "filter stage" else key) not in steps_wanted:
+                continue
             print(f"  {case} {key} {params or ''} ...", flush=True)
             if key == "filter stage":
                 whole_fn = lambda: R.filter_stage(loaded, recipe)  # noqa: E731
@@ -156,9 +162,14 @@ def bench_filters(repeats: int, cases) -> list:
                             break
                     del value
             whole_s, chunk_s = min(times["whole"]), min(times["threads"])
+            whole_med, chunk_med = (statistics.median(times["whole"]),
+                                    statistics.median(times["threads"]))
             identical = bool(np.array_equal(chunked, whole) and chunked.dtype == whole.dtype)
             row = {"case": case, "step": label, "whole_s": whole_s, "threads_s": chunk_s,
                    "speedup_threads": whole_s / chunk_s, "identical": identical,
+                   "whole_median_s": whole_med, "threads_median_s": chunk_med,
+                   "speedup_threads_median": whole_med / chunk_med,
+                   "load_1min": os.getloadavg()[0],
                    "report": report.summary(), "blocks": report.blocks,
                    "backend": report.backend, "message": report.message,
                    "times": times}
@@ -169,8 +180,11 @@ def bench_filters(repeats: int, cases) -> list:
             if report.backend != "whole":
                 whole_peak = _peak(whole_fn)
                 chunk_peak = _peak(lambda: chunk_fn(threads))
-                outer = max(math.prod(min(n, c + 2 * (r or 0)) for n, c, r in
-                                      zip(image.shape, report.chunks, report.reach)), 1)
+                if getattr(report, "passes", ()):  # separable passes: no overlap, per round
+                    outer = max(math.prod(chunks) for _, _, chunks in report.passes)
+                else:
+                    outer = max(math.prod(min(n, c + 2 * (r or 0)) for n, c, r in
+                                          zip(image.shape, report.chunks, report.reach)), 1)
                 block_bytes = outer * 8
                 # target: whole + one block (with its overlap) per worker; 1 MB of slack for
                 # bookkeeping (the block list, joblib's queues: tens of kB in practice)
@@ -179,8 +193,9 @@ def bench_filters(repeats: int, cases) -> list:
                            memory_ok=chunk_peak <= whole_peak + 2 * block_bytes + 2**20)
             rows.append(row)
             print(f"    whole {whole_s:.2f} s, blocks {chunk_s:.2f} s "
-                  f"({whole_s / chunk_s:.2f}x), identical={identical}; {report.summary()}",
-                  flush=True)
+                  f"({whole_s / chunk_s:.2f}x; medians {whole_med:.2f} s / {chunk_med:.2f} s, "
+                  f"{whole_med / chunk_med:.2f}x), identical={identical}; load "
+                  f"{os.getloadavg()[0]:.1f}; {report.summary()}", flush=True)
     return rows
 
 
@@ -324,9 +339,10 @@ def _fmt_s(value):
 
 def print_tables(filters, batches) -> None:
     if filters:
-        print("\n| case | step | whole | blocks, 2 threads | speed-up | 2 processes | identical "
-              "| peak memory whole → blocks (vs whole + a block per worker) | how it ran |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+        print("\n| case | step | whole | blocks, 2 threads | speed-up | medians: whole / blocks "
+              "(speed-up) | 2 processes | identical | peak memory whole → blocks (vs whole + a "
+              "block per worker) | how it ran |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
         for r in filters:
             if "whole_peak_mb" in r:
                 excess = r["chunked_peak_mb"] - r["whole_peak_mb"] - 2 * r["block_mb"]
@@ -337,9 +353,11 @@ def print_tables(filters, batches) -> None:
                 memory = "–"
             procs = (f"{r['processes_s']:.2f} s ({r['speedup_processes']:.2f}×)"
                      if "processes_s" in r else "–")
+            medians = (f"{r['whole_median_s']:.2f} s / {r['threads_median_s']:.2f} s "
+                       f"({r['speedup_threads_median']:.2f}×)" if "whole_median_s" in r else "–")
             print(f"| {r['case']} | {r['step']} | {r['whole_s']:.2f} s | {r['threads_s']:.2f} s "
-                  f"| {r['speedup_threads']:.2f}× | {procs} | {r['identical']} | {memory} "
-                  f"| {r['report']} |")
+                  f"| {r['speedup_threads']:.2f}× | {medians} | {procs} | {r['identical']} "
+                  f"| {memory} | {r['report']} |")
     if batches:
         print("\n| batch (python -m pipeline run, new process) | --jobs 1 | --jobs 2 "
               "(forked processes) | speed-up | --jobs 2 --prefer threads | --dask LocalCluster, "
@@ -375,6 +393,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", default="4096,256,256u8,coins,1024",
                         help="comma-separated: 4096, 256, 256u8 (filters: the 256³ volume "
                              "as uint8, non-local means only), coins, 1024 (batches)")
+    parser.add_argument("--steps", default="gaussian,median,nl_means,stage",
+                        help="comma-separated filters to time: gaussian, median, nl_means, "
+                             "stage (the recipe's filter stage)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(HERE / "results" / "parallel.json"))
     parser.add_argument("--print", metavar="JSON", default=None,
@@ -391,7 +412,8 @@ def main(argv=None) -> int:
     print(f"{P.cpu_limit()} CPUs, Python {platform.python_version()}, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     load = [os.getloadavg()[0]]
-    filters = bench_filters(args.repeats, cases) if args.only != "batch" else []
+    filters = (bench_filters(args.repeats, cases, set(args.steps.split(",")))
+               if args.only != "batch" else [])
     load.append(os.getloadavg()[0])
     batches = bench_batches(args.repeats, cases) if args.only != "filters" else []
     load.append(os.getloadavg()[0])
