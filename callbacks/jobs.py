@@ -24,6 +24,9 @@ Nothing is kept at module level: :func:`background_manager` builds one manager p
 
 from __future__ import annotations
 
+import logging
+import os
+import select
 from pathlib import Path
 
 import dash
@@ -36,6 +39,16 @@ __all__ = ["JOBS_FOLDER", "NicedDiskcacheManager", "background_manager", "celery
 
 #: Folder of the diskcache of the local job runner, inside the state folder.
 JOBS_FOLDER = "jobs"
+
+#: Seconds a new job process has to prove it started (:class:`NicedDiskcacheManager`), and
+#: how many times a job whose process did not is started again.
+START_TIMEOUT = 8.0
+START_ATTEMPTS = 3
+
+#: The job cache's key a new job process reads first (nothing is stored under it).
+_PROBE_KEY = "pipex:job-start-probe"
+
+_log = logging.getLogger(__name__)
 
 
 def jobs_dir(config) -> Path:
@@ -107,12 +120,25 @@ def background_manager(config):
 
 class Niced:
     """A job function run at CPU priority `nice` (:func:`pipeline.admission.lower_priority`)
-    in the job's own process, before any of its work."""
+    in the job's own process, before any of its work.
 
-    def __init__(self, job_fn, nice: int):
-        self.job_fn, self.nice = job_fn, nice
+    With `ready` (the write end of a pipe, and `cache`, the job runner's diskcache), the job
+    process first reads `cache` once and writes one byte to `ready`: proof to the server that
+    the forked process can use SQLite (see :class:`NicedDiskcacheManager`)."""
+
+    def __init__(self, job_fn, nice: int, ready: int | None = None, cache=None,
+                 probe=None):
+        self.job_fn, self.nice, self.ready, self.cache = job_fn, nice, ready, cache
+        self.probe = probe
 
     def __call__(self, *args, **kwargs):
+        if self.ready is not None:
+            if self.probe is not None:
+                self.probe()
+            if self.cache is not None:
+                self.cache.get(_PROBE_KEY)
+            os.write(self.ready, b"1")
+            os.close(self.ready)
         if self.nice:
             admission.lower_priority(self.nice)
         return self.job_fn(*args, **kwargs)
@@ -122,11 +148,48 @@ class NicedDiskcacheManager(dash.DiskcacheManager):
     """dash's local job runner (a process per background callback), whose job processes run
     at the configured lower priority (``PIPEX_JOB_NICE``): the workers serving everyone's
     requests get the cores first (issue 11: a 4096² neighbour's exact job at the workers'
-    priority raised five others' move p95 1.8-6.9×)."""
+    priority raised five others' move p95 1.8-6.9×).
 
-    def __init__(self, cache=None, *args, nice: int = 0, **kwargs):
+    A job's process is forked from a server process whose other threads use SQLite (the
+    array store and this runner's diskcache are SQLite databases). A fork taken while another
+    thread holds one of SQLite's global mutexes gives a child whose first SQLite call waits
+    forever (seen in CI: a job process asleep in ``futex_wait`` before any work, its page
+    polling a job that never starts). So every job process proves it can read the job cache
+    before it works (:class:`Niced`, one byte on a pipe); one that has not within
+    `start_timeout` seconds is killed and the job started again in a new process, at most
+    `start_attempts` times. Nothing of the job ran in a killed process (it had not passed the
+    probe), so starting it again is safe.
+    """
+
+    def __init__(self, cache=None, *args, nice: int = 0, start_timeout: float = START_TIMEOUT,
+                 start_attempts: int = START_ATTEMPTS, probe=None, **kwargs):
         super().__init__(cache, *args, **kwargs)
         self.nice = nice
+        self.start_timeout, self.start_attempts = float(start_timeout), int(start_attempts)
+        # a callable the job process runs before its probe (tests: a process that hangs)
+        self.probe = probe
 
     def call_job_fn(self, key, job_fn, args, context):
-        return super().call_job_fn(key, Niced(job_fn, self.nice), args, context)
+        for attempt in range(1, self.start_attempts + 1):
+            read, write = os.pipe()
+            try:
+                pid = super().call_job_fn(
+                    key, Niced(job_fn, self.nice, write, self.handle, self.probe), args, context)
+            finally:
+                os.close(write)
+            try:
+                poll = select.poll()  # not select.select: a busy server's fds pass 1024
+                poll.register(read, select.POLLIN)
+                ready = poll.poll(self.start_timeout * 1000)
+                started = bool(ready) and os.read(read, 1) == b"1"
+            finally:
+                os.close(read)
+            if started:
+                return pid
+            _log.warning("background job %s: process %s did not start within %.0f s "
+                         "(attempt %d of %d); killed", key, pid, self.start_timeout, attempt,
+                         self.start_attempts)
+            self.terminate_job(pid)
+        raise RuntimeError(f"the background job could not start ({self.start_attempts} "
+                           f"processes in a row did not answer within "
+                           f"{self.start_timeout:.0f} s)")

@@ -37,3 +37,16 @@ def cluster():
                                   host="127.0.0.1", dashboard_address=None) as local:
         with distributed.Client(local) as client:
             yield local, client
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Kill background-job processes a test left running (a job of a page the test closed):
+    multiprocessing joins its children at exit, so one still working would keep pytest alive
+    after its summary."""
+    try:
+        import multiprocess
+    except ImportError:  # dash's job runner not installed
+        return
+    for child in multiprocess.active_children():
+        child.kill()
+        child.join(5)

@@ -82,3 +82,42 @@ def test_config_reads_the_job_priority():
     for bad in ("20", "-1", "low"):
         with pytest.raises(InputError, match="PIPEX_JOB_NICE must be"):
             Config.from_env({"PIPEX_JOB_NICE": bad})
+
+
+def _hang_once(flag):
+    """A job process's probe that hangs (as a fork holding a locked SQLite mutex does) when
+    `flag` exists, removing it first: the first process hangs, the next one passes."""
+    def probe():
+        if flag.exists():
+            flag.with_suffix(".pid").write_text(str(os.getpid()))
+            flag.unlink()
+            time.sleep(3600)
+    return probe
+
+
+def test_a_job_process_that_hangs_before_its_work_is_killed_and_the_job_started_again(
+        tmp_path):
+    flag = tmp_path / "hang"
+    flag.touch()
+    manager = jobs.NicedDiskcacheManager(diskcache.Cache(str(tmp_path / "c")), nice=0,
+                                         start_timeout=1.5, probe=_hang_once(flag))
+    out = tmp_path / "job.txt"
+    pid = manager.call_job_fn("k", _record_priority(out), (), {})
+    _, job_pid = _wait_for(out)
+    assert int(job_pid) == pid  # the job ran, in the second process: the one returned
+    assert not flag.exists()  # the first process did hang (it removed the flag)
+    import psutil
+    hung = int(flag.with_suffix(".pid").read_text())
+    assert hung != pid
+    assert (not psutil.pid_exists(hung)
+            or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE)  # killed
+
+
+def test_a_job_that_never_starts_fails_with_a_clear_error(tmp_path):
+    def never():
+        time.sleep(3600)
+    manager = jobs.NicedDiskcacheManager(diskcache.Cache(str(tmp_path / "c")), nice=0,
+                                         start_timeout=0.5, start_attempts=2, probe=never)
+    with pytest.raises(RuntimeError, match="could not start"):
+        manager.call_job_fn("k", _record_priority(tmp_path / "x"), (), {})
+    assert not (tmp_path / "x").exists()
