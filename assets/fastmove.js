@@ -153,9 +153,10 @@ window.pipexFast = (function () {
         const traces = Object.keys(overlays || {});
         // the figure's state: the overlays drawn by draw(), unless newer overlays have been
         // drawn since (their own hand-off sets them; setting these would redraw older ones)
-        const fig = traces.length && token === HAND.overlays ?
-            withOverlays(propOf(SEG, 'figure'), traces, overlays, geometry) : null;
-        if (traces.length && token === HAND.overlays && !(fig && quiet(SEG, {figure: fig}))) {
+        const latest = traces.length > 0 && token === HAND.overlays;
+        const fig = latest ? withOverlays(propOf(SEG, 'figure'), traces, overlays, geometry) :
+            null;
+        if (latest && !(fig && quiet(SEG, {figure: fig}))) {
             const patch = new dc.Patch();
             traces.forEach(function (i) {
                 patch.assign(['data', Number(i), 'source'], overlays[i]);
@@ -211,16 +212,23 @@ window.pipexFast = (function () {
     // set_props; nothing else would have happened). Values holding components go through
     // set_props (their paths must be recomputed).
     const HISTORY = 'history-store', SETTLED = 'segmentation-settled-store',
-        TABS = 'discovery-tabs', SLIDER = 'thresholds-slider', TEXT = 'thresholds-text';
+        TABS = 'discovery-tabs', SLIDER = 'thresholds-slider', TEXT = 'thresholds-text',
+        IMAGE = 'image-store';
 
     function dashStore() {
         const s = window.dash_stores;
         return s && s.length === 1 && s[0].getState && s[0].dispatch ? s[0] : null;
     }
 
-    function itemPath(state, id) {
-        return typeof id === 'string' && state.paths && state.paths.strs ?
+    // Dash's store, its state and the path of the component `id` (a string id) in its
+    // layout; null without the store or the component.
+    function located(id) {
+        const store = dashStore();
+        if (!store) { return null; }
+        const state = store.getState();
+        const path = typeof id === 'string' && state.paths && state.paths.strs ?
             state.paths.strs[id] : null;
+        return path ? {store: store, state: state, path: path} : null;
     }
 
     function listened(state, id, props) {
@@ -242,13 +250,13 @@ window.pipexFast = (function () {
     // done) where a callback listens to one of them, unless `theirs` says the caller does
     // what those callbacks would do.
     function quiet(id, props, theirs) {
-        const s = dashStore();
-        if (!s) { return false; }
-        const st = s.getState();
-        const path = itemPath(st, id);
-        if (!path || !plain(props) || (!theirs && listened(st, id, props))) { return false; }
-        s.dispatch({type: 'ON_PROP_CHANGE',
-                    payload: {props: props, itempath: path, renderType: 'clientsideApi'}});
+        const at = located(id);
+        if (!at || !plain(props) || (!theirs && listened(at.state, id, props))) {
+            return false;
+        }
+        at.store.dispatch({type: 'ON_PROP_CHANGE',
+                           payload: {props: props, itempath: at.path,
+                                     renderType: 'clientsideApi'}});
         return true;
     }
 
@@ -258,13 +266,10 @@ window.pipexFast = (function () {
 
     // A prop of a component with a string id, as Dash holds it.
     function propOf(id, name) {
-        const s = dashStore();
-        if (!s) { return undefined; }
-        const st = s.getState();
-        const path = itemPath(st, id);
-        if (!path) { return undefined; }
-        let node = st.layout;
-        for (let i = 0; i < path.length && node; i++) { node = node[path[i]]; }
+        const at = located(id);
+        if (!at) { return undefined; }
+        let node = at.state.layout;
+        for (let i = 0; i < at.path.length && node; i++) { node = node[at.path[i]]; }
         return node && node.props ? node.props[name] : undefined;
     }
 
@@ -699,7 +704,7 @@ window.pipexFast = (function () {
         const i = thumbs.indexOf(t);
         const value = propOf(SLIDER, 'value'), step = Number(propOf(SLIDER, 'step'));
         const lo = Number(propOf(SLIDER, 'min')), hi = Number(propOf(SLIDER, 'max'));
-        const meta = propOf('image-store', 'data');
+        const meta = propOf(IMAGE, 'data');
         if (thumbs.length !== 2 || i < 0 || !Array.isArray(value) || value.length !== 2 ||
                 !(step > 0) || !isFinite(lo) || !isFinite(hi) || !meta ||
                 meta.id !== st.ctx.image) { return; }
@@ -713,8 +718,8 @@ window.pipexFast = (function () {
         if (!quiet(SLIDER, {value: pair, drag_value: pair}, true)) { return; }
         event.preventDefault();
         event.stopPropagation();
-        const shapes = document.querySelector('#' + HIST + ' .js-plotly-plot');
-        drawLines(shapes && shapes.layout && shapes.layout.shapes, pair, meta);
+        const hist = document.querySelector('#' + HIST + ' .js-plotly-plot');
+        drawLines(hist && hist.layout && hist.layout.shapes, pair, meta);
         setProps(TEXT, {children: pairText(pair, meta)});
         send(pair, false);
     }

@@ -84,7 +84,7 @@ def test_the_page_s_copies_of_the_ids_are_the_app_s():
     for name, value in (("HISTORY", ids.HISTORY), ("SETTLED", ids.SEG_SETTLED),
                         ("TABS", ids.DISCOVERY_TABS), ("SLIDER", ids.THRESHOLDS),
                         ("TEXT", ids.THRESHOLDS_TEXT), ("HIST", ids.HIST_GRAPH),
-                        ("SEG", ids.SEG_GRAPH)):
+                        ("SEG", ids.SEG_GRAPH), ("IMAGE", ids.IMAGE)):
         assert re.search(rf"\b{name} = '{re.escape(value)}'", fast), name
-    assert f"propOf('{ids.IMAGE}', 'data')" in fast
+    assert "propOf(IMAGE, 'data')" in fast
     assert f'"type":"{ids.SWEEP_ADOPT}"' in fast
