@@ -280,7 +280,19 @@ class Compute:
 
     # Each stage call passes the functions of the stages before it, bound to this cache.
     def _filtered_fn(self, image_id, fk, recipe, load_image):
-        return self._filtered(image_id, fk, recipe, load_image, self.backend)[0]
+        return self._filtered_once(image_id, fk, recipe, load_image)[0]
+
+    def _filtered_once(self, image_id, fk, recipe, load_image):
+        """The cached filter stage ``(filtered, report)``, computed once at a time in every
+        thread and worker: a new image's filter stage is wanted at once by the filter panel,
+        the histogram, the thresholds and the exact job; the first computes it, the others
+        wait and read it from the cache (on 4096² each computation is seconds of both
+        cores)."""
+        args = (image_id, fk, recipe, load_image, self.backend)
+        if self._filtered.check_call_in_cache(*args):
+            return self._filtered(*args)
+        with self._solving(["filter", image_id, fk], None):
+            return self._filtered(*args)
 
     def _mask_fn(self, image_id, fk, mk, sk, recipe, load_image, should_stop=None,
                  progress=None):
@@ -313,8 +325,10 @@ class Compute:
                                         progress=progress)[0]
 
     def _solving(self, key_parts, should_stop):
-        """:func:`exclusive` on the lock file of the segmentation named by `key_parts`
-        (its image and stage keys): one solve of it at a time in every thread and worker."""
+        """:func:`exclusive` on the lock file of the work named by `key_parts` (a
+        segmentation's image and stage keys, or ``["filter", image, filter key]``): one
+        computation of it at a time in every thread and worker. A segmentation's holder may
+        take its filter stage's lock, never the other way round."""
         key = hashlib.blake2b(json.dumps(key_parts).encode(), digest_size=16).hexdigest()
         return exclusive(self.inflight_dir / key, should_stop)
 
@@ -421,7 +435,7 @@ class Compute:
         """The filtered image of a recipe, with how it was computed and whether it was cached."""
         args = (image_id, stage_keys(recipe)["filter"], recipe, load_image, self.backend)
         cached = self._filtered.check_call_in_cache(*args)
-        filtered, saved = self._filtered(*args)
+        filtered, saved = self._filtered_once(*args[:4])
         return FilterResult(filtered=filtered, report=_report(saved), cached=cached)
 
     def run(self, image_id: str, load_image, recipe: dict, should_stop=None,

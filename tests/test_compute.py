@@ -154,3 +154,39 @@ def test_one_solve_of_a_segmentation_at_a_time(tmp_path, monkeypatch):
     assert len(results) == 2 and len(calls) == 1
     assert np.array_equal(results[0].labels, results[1].labels)
     assert not list((tmp_path / "cache" / "inflight").iterdir())
+
+
+def test_one_computation_of_a_filter_stage_at_a_time(tmp_path, monkeypatch):
+    """A new image's filter stage is wanted at once by several callbacks (filter panel,
+    histogram, thresholds, the exact job): computed once, the others read it."""
+    import threading
+    import time
+
+    from pipeline import compute as C
+
+    image = data.coins()
+    recipe = R.validate(R.default_recipe(80, 150))
+    recipe["filter"] = {"name": "gaussian", "params": {"sigma": 1.0}}
+    recipe = R.validate(recipe)
+    compute = Compute(tmp_path / "cache")
+    calls = []
+    real = C.parallel.filter_stage
+
+    def slow_stage(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(C.parallel, "filter_stage", slow_stage)
+    results = []
+    runs = [lambda: compute.filtered("img", lambda: image, recipe),
+            lambda: compute.filter_run("img", lambda: image, recipe).filtered,
+            lambda: compute.histogram("img", lambda: image, recipe)[0]]
+    threads = [threading.Thread(target=lambda f=f: results.append(f())) for f in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 3 and len(calls) == 1
+    assert np.array_equal(results[0], results[1])
+    assert not list((tmp_path / "cache" / "inflight").iterdir())
