@@ -18,7 +18,9 @@ For each size and dtype:
   (``set_props`` as the dropdown does):
 
   - **first view**: the segmentation graph's image trace shows the new image's base (a
-    volume: its shown slice), with or without an overlay;
+    volume: its shown slice; a large image's labelled preview on blocks), with or without an
+    overlay — seen when the graph has drawn it (``plotly_afterplot``) or by the poll,
+    whether or not the image info names the file yet (**info**: when it does);
   - **first overlay**: its segmentation overlay (``data[2]``) is the new image's (a preview
     or the exact result), drawn on that base: neither the old image's overlay nor the empty
     one the first view draws while the overlay is computed (``display.first_view``);
@@ -27,6 +29,10 @@ For each size and dtype:
   then ``--moves`` key presses (ArrowRight on the vmax handle, CDP key events, the page idle
   before each): key → first overlay drawn, key → exact drawn. A budget refusal or another
   message in the page ends the wait; the page's messages are recorded.
+* with ``--breakdown``, where the load's time goes (``breakdown``): every callback request
+  of the page from the file chosen to the first overlay (start, response headers, body read
+  by dash-renderer; bytes), the segmentation graph's redraws (Plotly.react / newPlot: start,
+  end, painted), the main thread's CDP metrics and a CDP CPU profile by script;
 * the server's memory is sampled every 0.1 s (psutil): per gunicorn worker, its RSS plus the
   RSS of its descendants (background-job processes), and the largest single process; at the
   end each worker's ``VmHWM``. The peak *above the worker's RSS before the file was chosen*
@@ -47,6 +53,7 @@ Usage::
     flock /tmp/pipex-bench.lock .venv/bin/python bench/bench_sizes.py            # all sizes, uint8
     .venv/bin/python bench/bench_sizes.py --sizes 2048 --dtypes uint8,uint16 --moves 3
     .venv/bin/python bench/bench_sizes.py --sizes 256x256x256 --no-direct --env PIPEX_MAX_JOB_GB=8
+    .venv/bin/python bench/bench_sizes.py --sizes 2048 --moves 0 --no-direct --breakdown
 
 Prints a Markdown table and writes the JSON (``--out``, default
 ``bench/results/sizes.json``).
@@ -446,14 +453,15 @@ function mark(k, x) {
   W.ev[k] = r;
   requestAnimationFrame(function () { setTimeout(function () { r.paint = now() - W.t0; }, 0); });
 }
-W.timer = setInterval(function () {
+W.check = function () {
   var s = summary(), ov = src(2), named = !name || info().indexOf(name) >= 0;
   if (W.summaries.length === 0 || W.summaries[W.summaries.length - 1].s !== s) {
     W.summaries.push({t: now() - W.t0, s: (s || '').slice(0, 300)});
   }
   if (named) { mark('info'); }
   var im = src(0);
-  if (mode === 'load' && named && im && im !== W.base.image) { mark('view'); }
+  // the new base drawn (the page may draw it before the image info names the file)
+  if (mode === 'load' && im && im !== W.base.image) { mark('view'); }
   // a move whose overlay is the same picture (a volume's slice that did not change) is
   // drawn when the summary of what is drawn changes
   // (an app that draws a new image's base first draws it with an empty overlay)
@@ -475,7 +483,15 @@ W.timer = setInterval(function () {
     var t = e ? e.textContent : '';
     if (t) { W.msgs[id] = t.slice(0, 600); }
   });
-}, 5);
+};
+W.timer = setInterval(W.check, 5);
+// also when the graph has drawn (a redraw followed by a long script is seen when drawn,
+// not when the script lets the timer run)
+var g = gd();
+if (g && typeof g.on === 'function' && !g.__szWatched) {
+  g.__szWatched = true;
+  g.on('plotly_afterplot', function () { if (window.__sz && window.__sz.check) { window.__sz.check(); } });
+}
 return W.base;
 """
 
@@ -515,7 +531,7 @@ def watch(page, name, mode, start, timeout):
             state = page.js(READ_JS)
             break
         time.sleep(0.05)
-    page.js("if (window.__sz) { clearInterval(window.__sz.timer); }")
+    page.js("if (window.__sz) { clearInterval(window.__sz.timer); window.__sz.check = null; }")
     ev = state["ev"] if state else {}
 
     def at(k):
@@ -625,6 +641,60 @@ def _page_args(args):
                               timeout=args.timeout, profile=False, quiet_ms=500.0)
 
 
+#: The segmentation graph's id (its redraws are the first view's and the overlays').
+SEG_GRAPH_ID = "segmentation-graph"
+
+
+def breakdown(raw, t0_ms, profile=None, metrics=None, until_s=None):
+    """Where a load's time went, from the page's instrumentation (``bench_browser``'s
+    ``__bench.collect()``): every callback request (its output, start, response headers and
+    body read, in seconds since `t0_ms`, the watcher's start; bytes), the segmentation
+    graph's redraws (Plotly.react / newPlot: start, end, painted), the main thread's CDP
+    metrics over the load and, with `profile`, its self time by script. Requests starting
+    after `until_s` are left out."""
+    def s(v):
+        return None if v is None else round((v - t0_ms) / 1000.0, 4)
+
+    reqs = []
+    for f in raw.get("fetches", []):
+        start = s(f["start"])
+        if until_s is not None and start is not None and start > until_s:
+            continue
+        reqs.append({"output": (f.get("output") or "")[:160], "start_s": start,
+                     "headers_s": s(f.get("headers")), "end_s": s(f.get("end")),
+                     "resp_bytes": f.get("resp_bytes"), "status": f.get("status")})
+    draws = [{"fn": d.get("fn"), "start_s": s(d.get("start")), "end_s": s(d.get("end")),
+              "paint_s": s(d.get("paint"))}
+             for d in raw.get("draws", []) if d.get("graph") == SEG_GRAPH_ID
+             and (until_s is None or (d.get("start") is not None
+                                      and (d["start"] - t0_ms) / 1000.0 <= until_s))]
+    out = {"requests": reqs, "seg_draws": draws}
+    if metrics is not None:
+        out["main_thread"] = metrics
+    if profile is not None:
+        out["profile_ms"] = profile
+    return out
+
+
+def breakdown_text(label, b):
+    """The breakdown (:func:`breakdown`) as lines of text."""
+    lines = [f"  {label}: requests (start → headers → body, s since the file was chosen)"]
+    for r in sorted(b["requests"], key=lambda r: r["start_s"] or 0):
+        lines.append(f"    {_s(r['start_s'], 3):>6} → {_s(r['headers_s'], 3):>6} → "
+                     f"{_s(r['end_s'], 3):>6}  {(r['resp_bytes'] or 0) / 1e3:8.1f} kB  "
+                     f"{r['output'][:90]}")
+    for d in b["seg_draws"]:
+        lines.append(f"    segmentation graph {d['fn']}: {_s(d['start_s'], 3)} → "
+                     f"{_s(d['end_s'], 3)}, painted {_s(d['paint_s'], 3)}")
+    if b.get("main_thread"):
+        lines.append("    main thread: " + ", ".join(
+            f"{k} {v:.3f} s" for k, v in b["main_thread"].items()))
+    if b.get("profile_ms"):
+        lines.append("    profile (ms): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in list(b["profile_ms"].items())[:8]))
+    return "\n".join(lines)
+
+
 def run_one(args, shape, dtype, data_dir, log_dir, tmp):
     import bench_browser as bb
     import bench_load as bl
@@ -654,9 +724,27 @@ def run_one(args, shape, dtype, data_dir, log_dir, tmp):
         sampler = TreeSampler(server.process.pid)
         sampler.start()
         bb.log(f"  {label}: page open; choosing {path.name}")
+        if args.breakdown:
+            page.js("return window.__bench.reset()")
+            m0 = page.metrics()
+            page.driver.execute_cdp_cmd("Profiler.enable", {})
+            page.driver.execute_cdp_cmd("Profiler.setSamplingInterval", {"interval": 500})
+            page.driver.execute_cdp_cmd("Profiler.start", {})
         row["load"] = watch(page, path.name, "load", lambda: page.js(
             "window.dash_clientside.set_props('data-file-dropdown', {value: arguments[0]})",
             path.name), args.timeout)
+        if args.breakdown:
+            prof = bb.profile_buckets(
+                page.driver.execute_cdp_cmd("Profiler.stop", {})["profile"])
+            m1 = page.metrics()
+            t0 = page.js("return window.__sz.t0")
+            view = row["load"].get("overlay_s") or row["load"].get("view_s")
+            row["load"]["breakdown"] = breakdown(
+                page.js("return window.__bench.collect()"), t0, prof,
+                {field: round(m1.get(name, 0.0) - m0.get(name, 0.0), 4)
+                 for name, field in bb.CDP_METRICS.items()},
+                until_s=None if view is None else view + 0.05)
+            bb.log(breakdown_text(label, row["load"]["breakdown"]))
         bb.log(f"  load: {json.dumps({k: v for k, v in row['load'].items() if k.endswith('_s')})}")
         row["thresholds"] = list(page.thresholds())
         moves = []
@@ -733,6 +821,9 @@ def parse_args(argv=None):
                     help="seconds to wait for an exact result")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra server environment (e.g. PIPEX_MAX_JOB_GB=8)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="record where the load's time goes: its callback requests, the "
+                         "segmentation graph's redraws and the main thread (CDP profile)")
     ap.add_argument("--no-direct", dest="direct", action="store_false",
                     help="skip the direct skimage call")
     ap.add_argument("--direct-cap-gb", type=float, default=6.0,

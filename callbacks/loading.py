@@ -206,6 +206,7 @@ def register(app, services):
         Output(ids.DATA_SERIES, "options"),
         Output(ids.DATA_SERIES, "value"),
         Output(ids.DATA_SERIES_ITEM, "style"),
+        Output(ids.SEG_FIRST_VIEW, "data"),
         Input(ids.SAMPLE, "value"),
         Input(ids.UPLOAD, "contents"),
         Input(ids.DATA_FILE, "value"),
@@ -213,12 +214,32 @@ def register(app, services):
         State(ids.UPLOAD, "filename"),
         State(ids.SESSION, "data"),
         State(ids.IMAGE, "data"),
+        State(ids.SLICE_AXIS, "value"),
         running=[(Output(ids.APP_ROOT, "className"), "app loading", "app")],
     )
-    def _load(sample, contents, data_file, series, filename, session_id, current):
+    def _load(sample, contents, data_file, series, filename, session_id, current, axis):
         source = ctx.triggered_id or ids.SAMPLE
-        return loader_outputs(services, session_id, source, sample, contents, filename,
-                              data_file, series, current)
+        out = loader_outputs(services, session_id, source, sample, contents, filename,
+                             data_file, series, current)
+        return out + (with_first_view(services, session_id, out[0], axis),)
+
+
+def with_first_view(services, session_id, meta, axis):
+    """The segmentation graph's first view of a newly loaded image, answered by the load
+    itself (``display.load_first_view``: at most 512² pixels, a labelled preview on blocks
+    above that), so that the page draws it as soon as the load's answer arrives — with no
+    request behind the load, before the callbacks the new metadata fires. The metadata then
+    says so (``"first_view"``: the first-view callback it fires sends nothing). ``no_update``
+    when nothing was loaded."""
+    if not isinstance(meta, dict) or not meta.get("id"):
+        return no_update
+    from .display import load_first_view  # (display imports this module)
+
+    first = load_first_view(services, session_id, meta, axis)
+    if first is None:
+        return no_update
+    meta["first_view"] = first["key"]
+    return first
 
 
 def _series_item_style(shown: bool) -> dict:

@@ -138,3 +138,37 @@ def test_the_first_views_empty_overlay_is_not_counted_as_a_first_overlay():
 
     assert bs.BLANK_OVERLAY == blank_uri()
     assert "ov !== blank" in bs.WATCH_JS
+
+
+def test_the_breakdown_of_a_load():
+    """Where a load's time went: the page's requests and the segmentation graph's redraws
+    in seconds since the file was chosen, later ones left out; as text."""
+    t0 = 1000.0
+    raw = {"fetches": [
+        {"start": 1035.0, "headers": 1160.0, "end": 1205.0, "output": "..image-store.data..",
+         "resp_bytes": 104_500, "status": 200},
+        {"start": 1250.0, "headers": 1330.0, "end": 1340.0,
+         "output": "segmentation-first-view-store.data@abc", "resp_bytes": 0, "status": 204},
+        {"start": 3000.0, "headers": None, "end": None, "output": "late", "resp_bytes": None},
+    ], "draws": [
+        {"fn": "react", "graph": "segmentation-graph", "start": 1165.0, "end": 1195.0,
+         "paint": 1204.0},
+        {"fn": "react", "graph": "image-graph", "start": 1170.0, "end": 1200.0, "paint": None},
+        {"fn": "react", "graph": "segmentation-graph", "start": 2900.0, "end": 2950.0,
+         "paint": None},
+    ]}
+    b = bs.breakdown(raw, t0, profile={"dash_renderer": 70.0}, metrics={"busy_task_s": 0.5},
+                     until_s=1.0)
+    assert [r["output"] for r in b["requests"]] == ["..image-store.data..",
+                                                     "segmentation-first-view-store.data@abc"]
+    first = b["requests"][0]
+    assert (first["start_s"], first["headers_s"], first["end_s"]) == (0.035, 0.16, 0.205)
+    assert b["seg_draws"] == [{"fn": "react", "start_s": 0.165, "end_s": 0.195,
+                               "paint_s": 0.204}]
+    text = bs.breakdown_text("2048² uint8", b)
+    assert "image-store.data" in text and "segmentation graph react" in text
+    assert "busy_task_s 0.500 s" in text and "dash_renderer 70" in text
+    everything = bs.breakdown(raw, t0)
+    assert len(everything["requests"]) == 3 and len(everything["seg_draws"]) == 2
+    assert "main_thread" not in everything and "profile_ms" not in everything
+    bs.breakdown_text("x", everything)  # unanswered requests print too

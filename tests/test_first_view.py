@@ -314,3 +314,131 @@ def test_a_volumes_slab_with_a_local_filter_is_the_whole_filters_slab(services):
     assert not usual.quick
     # the slab's own standard deviation instead of the volume's: nearly every pixel agrees
     assert (usual.mask == quick.mask).mean() > 0.99
+
+
+# --------------------------------------------------------------------------- with the load
+
+
+def _jpeg_size(uri):
+    assert uri.startswith("data:image/jpeg;base64,")
+    return _png_size(uri)
+
+
+def test_the_load_answers_the_first_view_of_an_image_it_shows_whole(services, monkeypatch):
+    """The loader's callback answers the segmentation graph's first view with the new
+    metadata (no request behind the load): at most 512² pixels, here the display level
+    itself — the base the Image panel shows — and the metadata says it was sent, so that
+    the first-view callback its metadata fires sends nothing."""
+    sid = new_session_id()
+    loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None)
+    meta = loading.load_image(services, sid, ids.SAMPLE, "camera", None, None, None).meta
+    _no_compute(services, monkeypatch)
+    assert not display.first_view_sent(meta)
+    first = loading.with_first_view(services, sid, meta, 0)
+    assert first["key"] == display.base_key(meta, 0, 0) == meta["first_view"]
+    assert display.first_view_sent(meta)
+    assert first["factor"] == 1 and first["summary"] == display.FIRST_VIEW_SUMMARY
+    data = first["figure"]["data"]
+    assert data[0]["source"] == \
+        display.image_panel(services, sid, meta, 0, 0).to_plotly_json()["data"][0]["source"]
+    assert all(t["source"] == display.blank_uri() for t in data[1:])
+    # the first view the new metadata fires would be the same; the load's is drawn already
+    assert display.first_view(services, sid, meta, 0)["key"] == first["key"]
+
+
+def test_nothing_loaded_answers_no_first_view(services):
+    sid = new_session_id()
+    assert loading.with_first_view(services, sid, no_update, 0) is no_update
+    assert loading.with_first_view(services, sid, None, 0) is no_update
+    # a load that failed: no first view, the page keeps its image
+    out = loading.load_outputs(services, sid, ids.UPLOAD, None, "data:x;base64,AAAA", "x.tif",
+                               None)
+    assert out[0] is no_update
+    assert loading.with_first_view(services, sid, out[0], 0) is no_update
+
+
+def test_a_large_images_first_view_with_the_load_is_a_labelled_preview(services, monkeypatch):
+    """Above 512² pixels at its display level, the load's first view is a preview on coarser
+    blocks (their means, a JPEG of at most 512² pixels) in the image's pixel axes, labelled
+    with its resolution; its key is never a display-level base, so the segmentation's first
+    answer onto it is a whole figure with the display level's base."""
+    sid = new_session_id()
+    rng = np.random.default_rng(3)
+    big = rng.normal(90, 15, (1100, 1000)).clip(0, 255).astype(np.uint8)
+    big[300:800, 200:700] += 90
+    meta = _upload(services, sid, big, "big.tif")
+    assert display.display_of(meta, 0) == 1  # 1.1 M pixels: shown whole
+    with monkeypatch.context() as m:
+        _no_compute(services, m)
+        first = loading.with_first_view(services, sid, meta, 0)
+    assert first["factor"] == 3  # 367 × 334 blocks ≤ 512²
+    key = display.base_key(meta, 0, 0)
+    assert first["key"] == display.preview_key(key, 3) != key
+    assert meta["first_view"] == first["key"] and display.first_view_sent(meta)
+    assert "preview (1/3 resolution)" in first["summary"] and "computing" in first["summary"]
+    data = first["figure"]["data"]
+    assert _jpeg_size(data[0]["source"]) == (334, 367)
+    for trace in data:
+        assert (trace["x0"], trace["y0"], trace["dx"], trace["dy"]) == (1.0, 1.0, 3, 3)
+    assert all(t["source"] == display.blank_uri() for t in data[1:])
+    assert first["figure"]["layout"]["uirevision"] == display.uirevision(meta, 0)
+    # the pixels: the blocks' means, scaled for display (JPEG: within a few levels)
+    from pipeline import render
+
+    want = render.to_uint8(render.reduce_mean(big, 3), *meta["display"]).astype(float)
+    got = np.asarray(Image.open(_io.BytesIO(base64.b64decode(
+        data[0]["source"].split(",", 1)[1]))).convert("L"), dtype=float)
+    assert np.abs(got - want).mean() < 6 and np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9
+    # the segmentation's first answer onto the preview: the whole figure, at the display
+    # level, with its overlays
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    out = display.segmentation_update(services, sid, meta, pointer, 0, 0, **VIEW,
+                                      base=first["key"], allow_preview=True)
+    fig, *_, new_base = out
+    assert not isinstance(fig, Patch) and new_base == key
+    whole = fig.to_plotly_json()["data"]
+    assert whole[0]["source"] == \
+        display.image_panel(services, sid, meta, 0, 0).to_plotly_json()["data"][0]["source"]
+    assert whole[2]["source"] != display.blank_uri()
+
+
+def test_a_large_volume_slices_first_view_with_the_load(services):
+    sid = new_session_id()
+    vol = (np.random.default_rng(4).random((6, 600, 520)) * 250).astype(np.uint8)
+    meta = _upload(services, sid, vol, "vol.tif")
+    assert meta["ndim"] == 3
+    first = loading.with_first_view(services, sid, meta, 0)
+    assert first["factor"] == 2
+    assert first["key"] == display.preview_key(f"{meta['id']}:0:3", 2)
+    assert _jpeg_size(first["figure"]["data"][0]["source"]) == (260, 300)
+    # another slicing axis: its own slice (600 × 6 pixels: shown whole)
+    first = loading.with_first_view(services, sid, dict(meta), 2)
+    assert first["factor"] == 1 and first["key"] == f"{meta['id']}:2:260"
+
+
+def test_the_load_callback_answers_the_first_view_and_the_metadata_callback_skips_it(
+        services):
+    """Wired: the loader's callback has the first-view store as an output (the first
+    answer of the page's load too); the first-view callback fired by new metadata is a
+    duplicate output that sends nothing for metadata a load answered."""
+    from dash.exceptions import PreventUpdate
+
+    from app import create_app
+
+    app = create_app(services.config)
+    loaders = [k for k, v in app.callback_map.items()
+               if "image-store.data" in k and f"{ids.SEG_FIRST_VIEW}.data" in k
+               and not k.startswith(ids.SEG_FIRST_VIEW)]
+    assert len(loaders) == 1
+    assert any(s["id"] == ids.SLICE_AXIS for s in app.callback_map[loaders[0]]["state"])
+    own = [k for k in app.callback_map if k.startswith(f"{ids.SEG_FIRST_VIEW}.data@")]
+    assert len(own) == 1
+    sid = new_session_id()
+    meta = loading.load_image(services, sid, ids.SAMPLE, "camera", None, None, None).meta
+    fn = app.callback_map[own[0]]["callback"]
+    plain = fn.__wrapped__  # the body, without Dash's request context
+    first = plain(meta, 0, sid)  # a channel's or a crop's new metadata: answered here
+    assert first["key"] == display.base_key(meta, 0, 0)
+    loading.with_first_view(services, sid, meta, 0)
+    with pytest.raises(PreventUpdate):  # a load's: answered with the load
+        plain(meta, 0, sid)

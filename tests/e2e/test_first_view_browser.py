@@ -85,3 +85,65 @@ def test_a_new_images_base_is_drawn_before_its_first_overlay(dash_duo, app_facto
     assert overlaid[0]["base"] == first["base"]
     severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"]
     assert severe == [], severe
+
+
+#: What the segmentation graph's base trace is drawn as: its source's kind and its blocks.
+TRACE0_JS = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+const t = gd && gd.data && gd.data[0];
+return t ? {kind: (t.source || '').slice(0, 15), dx: t.dx === undefined ? 1 : t.dx} : null;
+"""
+
+
+def test_a_large_images_first_view_is_a_labelled_preview_then_its_display_level(
+        dash_duo, app_factory, monkeypatch, tmp_path):
+    """A data-folder image above 512² pixels: the load's answer draws a preview on blocks
+    (a JPEG, 1/3 resolution), labelled so, with no overlay; its first overlay then comes on
+    the display level's base (one pixel per pixel: a PNG), never on the preview."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    big = rng.normal(90, 15, (1100, 1000)).clip(0, 255).astype(np.uint8)
+    big[300:800, 200:700] += 90
+    (tmp_path / "data").mkdir(exist_ok=True)
+    tifffile.imwrite(tmp_path / "data" / "big.tif", big)
+    real = display.segmentation_update
+
+    def held(services, session_id, meta, *args, **kwargs):
+        if meta and meta.get("name") == "big.tif":
+            time.sleep(HOLD_S)  # the new image's first overlay comes late
+        return real(services, session_id, meta, *args, **kwargs)
+
+    monkeypatch.setattr(display, "segmentation_update", held)
+    dash_duo.start_server(app_factory())
+    dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
+    old_base = dash_duo.driver.execute_script(BASE_JS)
+    blank = display.blank_uri()
+    dash_duo.driver.execute_script(WATCH_JS)
+    dash_duo.driver.execute_script(
+        "window.dash_clientside.set_props('data-file-dropdown', {value: 'big.tif'})")
+    until(lambda: (dash_duo.driver.execute_script(TRACE0_JS) or {}).get("dx") == 3, 60,
+          "the preview drawn")
+    preview = dash_duo.driver.execute_script(TRACE0_JS)
+    assert preview["kind"] == "data:image/jpeg"
+    until(lambda: "preview (1/3 resolution)" in
+          dash_duo.find_element("#segmentation-summary").text, 10, "the preview's label")
+    assert "computing" in dash_duo.find_element("#segmentation-summary").text
+    until(lambda: "big.tif" in dash_duo.find_element("#image-info").text, 60, "big.tif loaded")
+    until(lambda: "preview" in dash_duo.find_element("#segmentation-summary").text
+          and dash_duo.driver.execute_script(OVERLAY_JS) not in (None, blank), 120,
+          "big.tif's first overlay")
+    time.sleep(0.3)
+    rows = dash_duo.driver.execute_script("clearInterval(window.__fvTimer); return window.__fv;")
+    new = [r for r in rows if r["base"] and r["base"] != old_base]
+    assert new and new[0]["base"].startswith("data:image/jpeg"), rows[:3]
+    assert new[0]["overlay"] == blank
+    overlaid = [r for r in new if r["overlay"] != blank]
+    assert overlaid, [(r["t"], r["summary"]) for r in new]
+    # the overlay on the display level's base, never on the preview
+    assert all(r["base"].startswith("data:image/png") for r in overlaid), \
+        [(r["t"], r["base"][:20]) for r in overlaid]
+    assert (dash_duo.driver.execute_script(TRACE0_JS) or {}).get("dx") == 1
+    severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"]
+    assert severe == [], severe
