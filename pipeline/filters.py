@@ -361,7 +361,14 @@ FILTERS = types.MappingProxyType({
 })
 
 
-def _check_image(image):
+#: What a filter says of an image holding a NaN or an infinity.
+_NOT_FINITE = "filter: image contains NaN or infinite values"
+
+
+def _check_image(image, *, finite=True):
+    """`image` if it is a filter's input (a non-empty 2D or 3D float64 array, with only
+    finite values when `finite`; :mod:`pipeline.parallel` checks those block by block while
+    its separable passes run), else :class:`InputError`."""
     if not isinstance(image, np.ndarray):
         raise InputError(f"filter: image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.float64:
@@ -375,8 +382,8 @@ def _check_image(image):
         )
     if image.size == 0:
         raise InputError(f"filter: image is empty (shape {image.shape})")
-    if not np.isfinite(image).all():
-        raise InputError("filter: image contains NaN or infinite values")
+    if finite and not np.isfinite(image).all():
+        raise InputError(_NOT_FINITE)
     return image
 
 

@@ -15,7 +15,9 @@ joblib (``Parallel`` and ``parallel_config``); it schedules nothing itself.
   blocks cut along the other axes, then the passes along axes 1 and 2 in place on slabs cut
   along axis 0; every block is whole along the axes it filters, so there is no overlap, and
   the values are the whole call's (:data:`SEPARABLE_NDIM`; images still use overlapping
-  blocks, as fast there).
+  blocks, as fast there). Each block runs its passes tile by tile in two small buffers
+  that stay in the core's cache (:data:`PASS_TILE_BYTES`), and its first round checks the
+  input's finiteness as it reads it (no serial pass over the whole array first).
 * :func:`map_items` maps a function over many items (the images of a batch, the cells of a
   sweep) with the same backend, with progress and cancellation.
 * :func:`filter_stage` and :func:`postprocess_stage` are :func:`pipeline.recipe.filter_stage`
@@ -111,6 +113,15 @@ MAX_OVERLAP = 0.1
 SEPARABLE_NDIM = (3,)
 #: Blocks per worker in each round of a separable step's passes (:func:`apply_step`).
 PASS_BLOCKS_PER_WORKER = 4
+#: Bytes (of the output's dtype) of the tiles a separable step's block is staged through
+#: (:func:`_passes_into`): each tile is copied into a small buffer whose rows do not start
+#: at a power-of-two stride, its passes run there (in the core's cache) and it is copied
+#: back. A 256³ float64 Gaussian sigma=2 on one core: 0.40 s (the pass along axis 0 read in
+#: place, 512 KiB apart per value, was 0.22 s of the whole call's 0.50 s; 0.15 s staged).
+PASS_TILE_BYTES = 512 * 2**10
+#: A block whose smallest tile (one line of cuts) would be larger runs its passes in place,
+#: without staging: no cache to gain, only copies.
+PASS_TILE_MAX_BYTES = 2 * 2**20
 #: Seconds before a scheduler that could not be reached is tried again.
 RETRY_AFTER = 60.0
 
@@ -1003,16 +1014,90 @@ def _round_reach(ndim: int, cut) -> tuple:
     return tuple(0 if a in cut else None for a in range(ndim))
 
 
-def _passes_into(runs, source, out, core):
-    """One block of a round: its passes in order, the first from `source` (the input in the
-    first round, else the output itself), each into the output's block (in place after the
-    first, as the whole call does). Returns nothing: the output is shared (threads: the array;
-    loky: a memory map of it)."""
-    target = out[core]
-    values = source[core]
-    for run in runs:
-        run(values, target)
-        values = target
+def _pass_tiles(core, cut, itemsize: int):
+    """The tiles of a block (`core`, slices in array coordinates) for its passes: the block
+    cut further along the round's `cut` axes only (never along an axis a pass filters), one
+    index thick along each but the last, which is cut to :data:`PASS_TILE_BYTES` of
+    `itemsize`; None when a tile one index thick along all of them would be larger than
+    :data:`PASS_TILE_MAX_BYTES` (or the round cuts nothing)."""
+    cut = sorted(a for a in cut if a < len(core))
+    if not cut:
+        return None
+    extents = [s.stop - s.start for s in core]
+    line = itemsize * math.prod(n for a, n in enumerate(extents) if a not in cut)
+    if line > PASS_TILE_MAX_BYTES:
+        return None
+    last = cut[-1]
+    step = max(1, min(extents[last], PASS_TILE_BYTES // max(1, line)))
+    ranges = []
+    for axis, s in enumerate(core):
+        if axis == last:
+            ranges.append([slice(i, min(i + step, s.stop)) for i in range(s.start, s.stop, step)])
+        elif axis in cut:
+            ranges.append([slice(i, i + 1) for i in range(s.start, s.stop)])
+        else:
+            ranges.append([s])
+    tiles = [()]
+    for options in ranges:
+        tiles = [t + (o,) for t in tiles for o in options]
+    return tiles
+
+
+def _staging(shape, dtype):
+    """A buffer for tiles of up to `shape`: its last axis padded to an odd number of 64-byte
+    lines, so that the rows of a tile (a pass along axis 0 reads one value per row) fall in
+    different cache sets rather than all in one as at a power-of-two stride."""
+    dtype = np.dtype(dtype)
+    lines = -(-shape[-1] * dtype.itemsize // 64)
+    lines += 1 - lines % 2
+    length = max(shape[-1], lines * 64 // dtype.itemsize)
+    return np.empty(tuple(shape[:-1]) + (length,), dtype=dtype)
+
+
+def _finite(values) -> bool:
+    return values.dtype.kind != "f" or bool(np.isfinite(values).all())
+
+
+def _passes_into(runs, source, out, core, cut=(), check_finite=False):
+    """One block of a round: its passes in order, from `source` (the input in the first
+    round, else the output itself) into the output's block, as the whole call runs them (the
+    first into the output, the next ones in place).
+
+    The block is staged tile by tile (:func:`_pass_tiles`): a tile of `source` is copied as
+    it is (same dtype: the pass reads it into doubles as it would read the array) into a
+    buffer, the first pass runs from it into a second buffer, the next ones in place there,
+    and the tile is copied into the output. Each line a pass filters lies whole in a tile,
+    and a pass computes each line on its own from its values: the same values as the whole
+    call. A block too large to stage runs its passes on the arrays themselves.
+
+    Returns whether the block's `source` values are all finite (checked tile by tile when
+    `check_finite`, else True): the output is shared (threads: the array; loky: a memory
+    map of it), nothing else comes back.
+    """
+    finite = True
+    tiles = _pass_tiles(core, cut, out.dtype.itemsize)
+    if tiles is None:
+        target = out[core]
+        values = source[core]
+        if check_finite:
+            finite = _finite(values)
+        for run in runs:
+            run(values, target)
+            values = target
+        return finite
+    largest = tuple(max(t[a].stop - t[a].start for t in tiles) for a in range(out.ndim))
+    staged_in, staged_out = _staging(largest, source.dtype), _staging(largest, out.dtype)
+    for tile in tiles:
+        within = tuple(slice(0, s.stop - s.start) for s in tile)
+        values, target = staged_in[within], staged_out[within]
+        values[...] = source[tile]
+        if check_finite and finite:
+            finite = _finite(values)
+        for run in runs:
+            run(values, target)
+            values = target
+        out[tile] = target
+    return finite
 
 
 def _separable_passes(step, params, array):
@@ -1061,14 +1146,21 @@ def _separable_probe(key: str, ndim: int) -> bool:
 
 
 def _apply_passes(passes, source, *, dtype=np.float64, chunks=None, backend=None,
-                  label="passes", reach=None, progress=None, should_stop=None):
+                  label="passes", reach=None, progress=None, should_stop=None,
+                  check_finite=False):
     """Run 1-D passes (``(axis, run)``, in order) over blocks whole along their axes.
 
     The first pass runs on blocks cut across its axis (``source`` → the output), the others
     together on blocks cut along the first pass's axis (in place in the output): each block
     holds whole lines along the axes it filters, so there is no overlap and every value is
-    computed as in the whole call. Local workers only (threads, or loky processes through
+    computed as in the whole call. Within a block the passes run tile by tile in small
+    buffers (:func:`_passes_into`). Local workers only (threads, or loky processes through
     memory maps): the output is written in place between the rounds.
+
+    With `check_finite`, the first round's blocks check that their values of `source` are
+    finite as they read them (a filter's input: :func:`pipeline.filters._check_image`),
+    instead of a serial pass over the whole array first; :class:`InputError` (the whole
+    call's) after that round if one is not.
 
     Returns (result, report); raises :class:`Cancelled` (no result) if `should_stop` asked.
     """
@@ -1096,11 +1188,16 @@ def _apply_passes(passes, source, *, dtype=np.float64, chunks=None, backend=None
             round_chunks = chunks
         blocks = plan_blocks(source.shape, round_reach, round_chunks)
         plans.append((axes, tuple(runs[done_runs:done_runs + len(axes)]), blocks,
-                      _normalize_chunks(round_chunks, source.shape, round_reach)))
+                      _normalize_chunks(round_chunks, source.shape, round_reach), cut))
         done_runs += len(axes)
-    total = sum(len(blocks) for _, _, blocks, _ in plans)
+    total = sum(len(blocks) for _, _, blocks, _, _ in plans)
     finished = 0
     kinds, workers_seen, pids_seen, message = [], 0, set(), ""
+    not_finite = []
+
+    def on_result(index, finite):
+        if not finite:
+            not_finite.append(index)
 
     def round_progress(done, n):
         if progress is not None and (done or not finished):
@@ -1108,11 +1205,12 @@ def _apply_passes(passes, source, *, dtype=np.float64, chunks=None, backend=None
 
     shared = backend.prefer == "processes" and backend.jobs > 1 and total > len(plans)
     with _shared_arrays(source, np.dtype(dtype), shared) as (src, target):
-        for k, (axes, round_runs, blocks, _) in enumerate(plans):
+        for k, (axes, round_runs, blocks, _, cut) in enumerate(plans):
             values = src if k == 0 else target
-            argsets = ((round_runs, values, target, b.core) for b in blocks)
+            check = check_finite and k == 0
+            argsets = ((round_runs, values, target, b.core, cut, check) for b in blocks)
             kind, workers, message, done, cancelled, pids = _run(
-                backend, _passes_into, argsets, len(blocks), lambda i, v: None,
+                backend, _passes_into, argsets, len(blocks), on_result,
                 round_progress, should_stop)
             finished += done
             kinds.append(kind)
@@ -1121,13 +1219,17 @@ def _apply_passes(passes, source, *, dtype=np.float64, chunks=None, backend=None
             if cancelled:
                 raise Cancelled(f"{label}: cancelled after {finished} of {total} blocks "
                                 f"(round {k + 1} of {len(plans)})")
+            if not_finite:
+                from .filters import _NOT_FINITE
+
+                raise InputError(_NOT_FINITE)
         out = np.array(target) if shared else target
     kind = next((k for k in kinds if k not in ("sequential", "none")), kinds[0])
     return out, RunReport(
         label=label, backend=kind, blocks=total, workers=workers_seen,
         seconds=time.perf_counter() - t0, chunks=plans[0][3], reach=reach, done=finished,
         pids=tuple(sorted(pids_seen)), message=message,
-        passes=tuple((axes, len(blocks), chunks_) for axes, _, blocks, chunks_ in plans))
+        passes=tuple((axes, len(blocks), chunks_) for axes, _, blocks, chunks_, _ in plans))
 
 
 def _check_array(array, name: str) -> np.ndarray:
@@ -1211,13 +1313,16 @@ def apply_step(step, params, array, *, backend=None, chunks=None, progress=None,
     backend = _resolve(backend)
     _check_callable(progress, "progress")
     _check_callable(should_stop, "should_stop")
-    if step.stage == "filter":
-        array = _filters._check_image(array)
+    filtering = step.stage == "filter"
+    if filtering:
+        # finiteness: checked by the separable passes' blocks as they read them, else below
+        array = _filters._check_image(array, finite=False)
     else:
         array = _check_array(array, "array")
     reach = step.reach_per_axis(params, array.ndim)
     message = ""
     run = None
+    blockwise = False
     if reach is None:
         message = "not local: runs whole"
     elif all(r is None for r in reach):
@@ -1225,11 +1330,16 @@ def apply_step(step, params, array, *, backend=None, chunks=None, progress=None,
     elif not _cutting_pays(array, chunks, backend):
         message = ""  # small, or one worker: splitting would not pay
     else:
+        blockwise = True
         passes = _local_passes(step, params, array, backend)
         if passes is not None:
             return _apply_passes(passes, array, dtype=np.float64, chunks=chunks,
                                  backend=backend, label=step.label, reach=reach,
-                                 progress=progress, should_stop=should_stop)
+                                 progress=progress, should_stop=should_stop,
+                                 check_finite=filtering)
+    if filtering:
+        _filters._check_image(array)  # the NaN check the passes' blocks make as they read
+    if blockwise:
         if step.blocks is not None:
             run = step.blocks(array, **params)
             if isinstance(run, str):
@@ -1341,13 +1451,15 @@ def _direct_stage(image, section, backend, progress, should_stop):
     passes = _local_passes(step, params, image, backend)
     if passes is None and step.blocks is not None:
         return None  # its blocks need the whole float64 array (its checks, global values)
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        return None  # (a NaN or an infinity: the whole path says so)
     if passes is not None:
+        # a NaN or an infinity: the blocks of the first round see it, InputError as the
+        # whole path's
         result, report = _apply_passes(passes, image, dtype=np.float64, backend=backend,
                                        label=step.label, reach=reach, progress=progress,
-                                       should_stop=should_stop)
+                                       should_stop=should_stop, check_finite=True)
     else:
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            return None  # (a NaN or an infinity: the whole path says so)
         # the blocks the float64 image would get (auto_chunks counts bytes of the input)
         client = backend.client()
         workers = max(1, sum(client.ncores().values())) if client is not None else \

@@ -15,7 +15,7 @@ from pipeline import parallel as P
 from pipeline import recipe as R
 from pipeline.config import Config
 from pipeline.errors import InputError
-from pipeline.filters import FILTERS
+from pipeline.filters import FILTERS, apply_filter
 from pipeline.postprocess import POSTPROCESS
 
 LOCAL_STEPS = {"gaussian", "median", "bilateral", "nl_means", "closing", "opening"}
@@ -864,6 +864,115 @@ def test_separable_passes_where_they_do_not_apply(monkeypatch):
         ((0,), 8, (9, 9, 3)), ((1, 2), 4, (3, 9, 9)))).summary() == (
         "Gaussian: 3 separable passes (axis 0 in 8 blocks, axes 1-2 in 4) on 2 workers "
         "(threads), 0.50 s")
+
+
+def test_pass_tiles_cover_a_block_once_and_keep_the_filtered_lines_whole(monkeypatch):
+    """A block of a round is staged in tiles cut along the round's cut axes only (one index
+    thick but along the last, cut to PASS_TILE_BYTES): disjoint, covering the block, whole
+    along the axes its passes filter; none when a one-index tile is over
+    PASS_TILE_MAX_BYTES."""
+    core = (slice(0, 9), slice(3, 8), slice(2, 13))  # a first-round block: axis 0 whole
+    # a one-index tile along axes 1-2 holds 9 values of 8 bytes: 72 bytes per index of axis 2
+    for tile_bytes, width in ((1, 1), (4 * 72, 4), (10**9, 11)):
+        monkeypatch.setattr(P, "PASS_TILE_BYTES", tile_bytes)
+        tiles = P._pass_tiles(core, (1, 2), 8)
+        seen = np.zeros((9, 14, 14), int)
+        for tile in tiles:
+            assert tile[0] == slice(0, 9) and tile[1].stop - tile[1].start == 1
+            assert tile[2].stop - tile[2].start == min(width, 13 - tile[2].start)
+            seen[tile] += 1
+        assert (seen[core] == 1).all() and seen.sum() == 9 * 5 * 11
+        assert len(tiles) == 5 * math.ceil(11 / width)
+    monkeypatch.undo()
+    slab = (slice(4, 7), slice(0, 14), slice(0, 13))  # a second-round block: axes 1-2 whole
+    assert P._pass_tiles(slab, (0,), 8) == [slab]  # 3 planes of 1.4 kB: one tile
+    monkeypatch.setattr(P, "PASS_TILE_BYTES", 14 * 13 * 8)
+    assert P._pass_tiles(slab, (0,), 8) == [(slice(i, i + 1), slice(0, 14), slice(0, 13))
+                                            for i in (4, 5, 6)]
+    monkeypatch.undo()
+    assert P._pass_tiles(core, (), 8) is None
+    monkeypatch.setattr(P, "PASS_TILE_MAX_BYTES", 9 * 8 - 1)  # 9 values of 8 bytes: over
+    assert P._pass_tiles(core, (1, 2), 8) is None
+    assert P._pass_tiles(core, (1, 2), 1) is not None
+    staged = P._staging((9, 1, 256), np.float64)
+    assert staged.shape == (9, 1, 264) and staged.strides[0] == 33 * 64  # odd lines
+    assert P._staging((3, 5), np.uint8).shape == (3, 64)
+    assert P._staging((3, 200), np.float32).shape[-1] * 4 % 128 == 64
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("staging", ["one index", "default", "whole block", "in place"])
+def test_separable_passes_staged_or_in_place_are_identical(ndim, staging, passes_in_2d,
+                                                           monkeypatch):
+    """The passes give the whole call's values whether a block is staged in the smallest
+    tiles, in tiles of the default size, in one tile, or not staged at all (in place on the
+    arrays: blocks too large to stage), from float64 and from the loaded dtypes, on odd
+    shapes, with chunks that do not divide them and chunks smaller than the reach."""
+    from skimage import filters
+
+    if staging == "one index":
+        monkeypatch.setattr(P, "PASS_TILE_BYTES", 1)
+    elif staging == "whole block":
+        monkeypatch.setattr(P, "PASS_TILE_BYTES", 2**40)
+    elif staging == "in place":
+        monkeypatch.setattr(P, "PASS_TILE_MAX_BYTES", 0)
+    shape = ODD_SHAPES[ndim]
+    image = _raw(np.float64, shape, seed=7) + 0.25
+    for sigma in (0.6, 2.3, 7.0):
+        whole = filters.gaussian(image, sigma=sigma, preserve_range=True)
+        for chunks in PASS_CHUNKS[ndim]:
+            result, report = P.apply_step("gaussian", {"sigma": sigma}, image, backend=THREADS,
+                                          chunks=chunks)
+            assert np.array_equal(result, whole), (sigma, chunks, staging)
+            _check_rounds(report, shape)
+    recipe = R.default_recipe(1, 2)
+    recipe["filter"] = {"name": "gaussian", "params": {"sigma": 1.7}}
+    recipe = R.validate(recipe)
+    for dtype in (np.uint8, np.float32, np.int64, np.bool_):
+        loaded = _raw(dtype, shape, seed=ndim)
+        filtered, reports = P.filter_stage(loaded, recipe,
+                                           backend=P.Backend(jobs=2, min_pixels=0))
+        assert np.array_equal(filtered, R.filter_stage(loaded, recipe)), (dtype, staging)
+        _check_rounds(reports[0], shape)
+    result, report = P.apply_step("gaussian", {"sigma": 2.3}, image, backend=PROCESSES,
+                                  chunks=PASS_CHUNKS[ndim][1])
+    assert report.backend == "processes"
+    assert np.array_equal(result, filters.gaussian(image, sigma=2.3, preserve_range=True))
+
+
+@pytest.mark.parametrize("staging", ["default", "in place"])
+def test_separable_passes_refuse_a_nan_or_an_infinity_as_the_whole_call(staging,
+                                                                        monkeypatch):
+    """The passes check finiteness in their first round's blocks (not in a serial pass over
+    the whole array first): a NaN or an infinity anywhere, in any block, gives the whole
+    call's InputError, on threads, sequentially and on processes, through apply_step and
+    through the filter stage; no result."""
+    if staging == "in place":
+        monkeypatch.setattr(P, "PASS_TILE_MAX_BYTES", 0)
+    shape = ODD_SHAPES[3]
+    recipe = R.default_recipe(1, 2)
+    recipe["filter"] = {"name": "gaussian", "params": {"sigma": 1.0}}
+    recipe = R.validate(recipe)
+    for where in ((0, 0, 0), (8, 13, 10), (4, 7, 5)):
+        for bad in (np.nan, np.inf, -np.inf):
+            image = _raw(np.float64, shape)
+            image[where] = bad
+            with pytest.raises(InputError,
+                               match="^filter: image contains NaN or infinite values$"):
+                apply_filter(image, "gaussian", {"sigma": 1.0})  # the whole call's
+            for backend in (SEQ, THREADS, PROCESSES):
+                with pytest.raises(InputError,
+                                   match="^filter: image contains NaN or infinite values$"):
+                    P.apply_step("gaussian", {"sigma": 1.0}, image, backend=backend,
+                                 chunks=(3, 4, 5))
+            loaded = image.astype(np.float32)
+            with pytest.raises(InputError, match="NaN or infinite"):
+                P.filter_stage(loaded, recipe, backend=P.Backend(jobs=2, min_pixels=0))
+    # the other steps still check the whole array first
+    image = _raw(np.float64, shape)
+    image[2, 3, 4] = np.nan
+    with pytest.raises(InputError, match="NaN or infinite"):
+        P.apply_step("median", {"radius": 1}, image, backend=THREADS, chunks=4)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int64, np.bool_])
