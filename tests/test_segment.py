@@ -94,3 +94,31 @@ def test_float_thresholds_sit_on_a_round_grid_so_typed_values_stay_exact():
     vmin, vmax = default_thresholds(image)
     k = (np.array([vmin, vmax]) + 0.01) / 0.001
     np.testing.assert_allclose(k, np.round(k), atol=1e-6)  # on the grid
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int64", "float32", "float64",
+                                   "bool"])
+def test_markers_select_exactly_the_pixels_below_vmin_and_above_vmax(dtype):
+    """The fast comparison (integer thresholds for integer images, no masked assignment)
+    gives the markers of the plain definition, for thresholds on and off the integers,
+    outside the dtype's range, and NaN pixels (never a marker)."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(-40, 300, (37, 53)).astype(np.float64)
+    if dtype == "bool":
+        image = image > 100
+    elif np.dtype(dtype).kind in "ui":
+        info = np.iinfo(dtype)
+        image = image.clip(max(info.min, -40), min(info.max, 300)).astype(dtype)
+        image.flat[:2] = (info.min, info.max)
+    else:
+        image = image.astype(dtype)
+        image.flat[5] = np.nan
+    pairs = [(0.5, 0.7), (10, 200), (10.5, 199.5), (-1e9, 1e9), (-41, -40), (255, 255.5),
+             (65535, 1e6), (-1e6, 0), (3e38, 4e38), (0, 1)]
+    for vmin, vmax in pairs:
+        want = np.zeros(image.shape, np.uint8)
+        want[image < vmin] = 1
+        want[image > vmax] = 2
+        got = make_markers(image, vmin, vmax, check=False)
+        assert got.dtype == np.uint8 and got.shape == image.shape
+        assert np.array_equal(got, want), (dtype, vmin, vmax)
