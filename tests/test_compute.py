@@ -178,11 +178,15 @@ def test_one_computation_of_a_filter_stage_at_a_time(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(C.parallel, "filter_stage", slow_stage)
-    results = []
+    results = {}
     runs = [lambda: compute.filtered("img", lambda: image, recipe),
             lambda: compute.filter_run("img", lambda: image, recipe).filtered,
             lambda: compute.histogram("img", lambda: image, recipe)[0]]
-    threads = [threading.Thread(target=lambda f=f: results.append(f())) for f in runs]
+
+    def run(i):
+        results[i] = runs[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(runs))]
     for t in threads:
         t.start()
     for t in threads:
