@@ -25,6 +25,10 @@ Prints a table and writes JSON to ``bench/results/parallel.json`` (git-ignored):
     python bench/bench_parallel.py                    # everything, ~10 min on 2 cores
     python bench/bench_parallel.py --only batch --repeats 1
     python bench/bench_parallel.py --only filters --cases 256 --steps gaussian,stage
+    python bench/bench_parallel.py --only filters --cases 256 --steps gaussian --no-staging
+
+``--no-staging`` runs a separable step's passes in place on the arrays, as before they were
+staged tile by tile (``PASS_TILE_MAX_BYTES = 0``): the staging's share of the speed-up.
 """
 
 from __future__ import annotations
@@ -397,6 +401,10 @@ def main(argv=None) -> int:
                         help="comma-separated filters to time: gaussian, median, nl_means, "
                              "stage (the recipe's filter stage)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-staging", action="store_true",
+                        help="a separable step's passes in place on the arrays, not staged "
+                             "tile by tile in small buffers (pipeline.parallel."
+                             "PASS_TILE_MAX_BYTES = 0)")
     parser.add_argument("--out", default=str(HERE / "results" / "parallel.json"))
     parser.add_argument("--print", metavar="JSON", default=None,
                         help="only print the tables of an earlier results file")
@@ -408,6 +416,8 @@ def main(argv=None) -> int:
               f"end: {', '.join(f'{x:.1f}' for x in saved['load_average_1min'])}")
         return 0
     cases = set(args.cases.split(","))
+    if args.no_staging:
+        P.PASS_TILE_MAX_BYTES = 0
     t0 = time.perf_counter()
     print(f"{P.cpu_limit()} CPUs, Python {platform.python_version()}, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
@@ -421,6 +431,7 @@ def main(argv=None) -> int:
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": P.cpu_limit(),
               "python": platform.python_version(), "repeats": args.repeats,
               "nl_means_2d": NLM_2D, "nl_means_3d": NLM_3D, "filters": filters,
+              "staging": not args.no_staging,
               "batches": batches, "seconds": time.perf_counter() - t0,
               "load_average_1min": load}
     out = Path(args.out)
