@@ -1537,7 +1537,8 @@ def _palette(array):
     """(index image, colours) if an RGB(A) image has at most 16 colours, else None.
 
     The check looks at a sparse sample first, so an image with many colours (a photo, a
-    label2rgb blend) costs ~0.1 ms; an overlay with a few colours ~0.3 ms per colour.
+    label2rgb blend) costs ~0.1 ms; an overlay whose sampled colours differ in one byte
+    (:func:`_palette_by_byte`) ~3 ms per 1M pixels; otherwise ~8 ms per colour.
     """
     channels = array.shape[2]
     if channels == 3:
@@ -1546,8 +1547,13 @@ def _palette(array):
     else:
         packed = np.ascontiguousarray(array)
     flat = packed.view(np.uint32).reshape(-1)
-    if np.unique(flat[:: max(1, flat.size // 2048)]).size > _MAX_PALETTE:
+    sampled = np.unique(flat[:: max(1, flat.size // 2048)])
+    if sampled.size > _MAX_PALETTE:
         return None
+    fast = _palette_by_byte(packed, flat, sampled)
+    if fast is not None:
+        index, table = fast
+        return index.reshape(array.shape[:2]), table[:, :channels]
     index = np.zeros(flat.size, dtype=np.uint8)
     colors = []
     rest = flat
@@ -1560,6 +1566,24 @@ def _palette(array):
         rest = rest[rest != color]
     table = np.array(colors, dtype=np.uint32).view(np.uint8).reshape(-1, 4)[:, :channels]
     return index.reshape(array.shape[:2]), table
+
+
+def _palette_by_byte(packed, flat, sampled):
+    """(index, RGBA table) of the sampled colours, found through one byte of each pixel
+    that tells them apart (a table lookup per pixel: 1M-pixel overlay 24 -> 3 ms), or None
+    when no byte does or the image holds a colour the sample missed (:func:`_palette`'s
+    loop then finds every colour)."""
+    table = sampled.view(np.uint8).reshape(-1, 4)
+    for k in range(4):
+        if np.unique(table[:, k]).size != sampled.size:
+            continue
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[table[:, k]] = np.arange(sampled.size, dtype=np.uint8)
+        index = np.take(lut, packed.reshape(-1, 4)[:, k])
+        if np.array_equal(np.take(sampled, index), flat):
+            return index, table
+        return None
+    return None
 
 
 # --------------------------------------------------------------------------------------------

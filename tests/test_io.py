@@ -678,3 +678,26 @@ def test_png_bytes_round_trip():
         io.png_bytes(np.zeros((3, 3), np.uint16))
     with pytest.raises(InputError, match="shape"):
         io.png_bytes(np.zeros((3, 3, 2), np.uint8))
+
+
+@pytest.mark.parametrize("case", ["rare colour", "no telling byte", "rare colour, same byte"])
+def test_png_bytes_palette_keeps_every_colour_the_sample_misses(case):
+    """The palette is found through one byte of each pixel when the sampled colours differ
+    there; a colour the sparse sample missed, or colours no single byte tells apart, go
+    through the loop over colours: the image decodes to the same pixels."""
+    array = np.zeros((300, 400, 4), np.uint8)
+    if case == "no telling byte":
+        colours = [(1, 1, 0, 255), (1, 2, 0, 255), (2, 1, 0, 255), (2, 2, 0, 255)]
+    else:
+        colours = [(0, 0, 0, 0), (200, 30, 30, 115), (30, 30, 200, 115)]
+    for i, colour in enumerate(colours):
+        array[:, i * 400 // len(colours):] = colour
+    if case == "rare colour":
+        array[123, 217] = (9, 250, 9, 115)  # red byte 9: not a sampled colour's
+    elif case == "rare colour, same byte":
+        array[123, 217] = (200, 99, 99, 115)  # red byte of a sampled colour
+    image = Image.open(_io.BytesIO(io.png_bytes(array)))
+    assert image.mode == "P"
+    np.testing.assert_array_equal(np.asarray(image.convert("RGBA")), array)
+    index, table = io._palette(array)
+    np.testing.assert_array_equal(table[index], array)
