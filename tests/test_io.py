@@ -701,3 +701,21 @@ def test_png_bytes_palette_keeps_every_colour_the_sample_misses(case):
     np.testing.assert_array_equal(np.asarray(image.convert("RGBA")), array)
     index, table = io._palette(array)
     np.testing.assert_array_equal(table[index], array)
+
+
+def test_content_hash_is_a_tree_whose_value_does_not_depend_on_the_cores(monkeypatch):
+    """The pieces are hashed on the cores at once; the id is the same on one core, and a
+    change in any piece (the last, partial one too) changes it."""
+    monkeypatch.setattr(io, "HASH_PIECE_BYTES", 1000)  # 12 pieces, the last partial
+    image = np.arange(11_100, dtype=np.uint8).reshape(111, 100)
+    many = io.content_hash(image)
+    from pipeline import parallel
+
+    monkeypatch.setattr(parallel, "cpu_limit", lambda: 1)
+    assert io.content_hash(image) == many
+    for flat in (0, 999, 1000, 11_099):
+        changed = image.copy()
+        changed.flat[flat] ^= 1
+        assert io.content_hash(changed) != many
+    assert len(many) == 32 and int(many, 16) >= 0
+    assert io.content_hash(np.zeros((0, 3))) != io.content_hash(np.zeros((3, 0)))
