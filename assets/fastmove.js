@@ -780,5 +780,6 @@ window.pipexFast = (function () {
 
     return {move: move, drag: drag, released: released, draw: draw, markers: markers,
             prefetch: prefetch, pairText: pairText, drawLines: drawLines,
-            hasValues: hasValues, markersImage: markersImage, relayoutQuietly: relayoutQuietly};
+            hasValues: hasValues, markersImage: markersImage, relayoutQuietly: relayoutQuietly,
+            propOf: propOf};
 })();

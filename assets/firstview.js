@@ -22,20 +22,10 @@
     var SUMMARY = 'segmentation-summary';
     var LIMIT_MS = 300;  // the longest dash-renderer waits for the first view's paint
 
-    function dashStore() {
-        var s = window.dash_stores;
-        return s && s.length === 1 && s[0].getState ? s[0] : null;
-    }
-
+    // A prop of a component as Dash holds it (assets/fastmove.js).
     function propOf(id, name) {
-        var s = dashStore();
-        if (!s) { return undefined; }
-        var st = s.getState();
-        var path = st.paths && st.paths.strs ? st.paths.strs[id] : null;
-        if (!path) { return undefined; }
-        var node = st.layout;
-        for (var i = 0; i < path.length && node; i++) { node = node[path[i]]; }
-        return node && node.props ? node.props[name] : undefined;
+        var fast = window.pipexFast;
+        return fast && fast.propOf ? fast.propOf(id, name) : undefined;
     }
 
     // Draws `first`; a promise settled once it is painted (or could not be drawn), at
