@@ -120,37 +120,49 @@ def test_exclusive_makes_a_second_holder_wait_and_leaves_no_file(tmp_path):
     assert not path.exists()  # removed by its last holder
 
 
+def _slowed(monkeypatch, owner, name, seconds=0.5):
+    """Make ``owner.name`` wait `seconds` before it runs; the list of its calls."""
+    import time
+
+    calls = []
+    real = getattr(owner, name)
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, slow)
+    return calls
+
+
+def _at_once(*fns):
+    """The results of `fns`, each called in its own thread, all started together."""
+    import threading
+
+    results = {}
+
+    def run(i):
+        results[i] = fns[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return [results[i] for i in sorted(results)]
+
+
 def test_one_solve_of_a_segmentation_at_a_time(tmp_path, monkeypatch):
     """Two requests for the same segmentation at once (a drag's release on the pair being
     solved, a key press on the pair being prepared): one solve, the other reads its result."""
-    import threading
-
     from pipeline import compute as C
 
     image = data.coins()
     recipe = R.validate(R.default_recipe(80, 150))
     compute = Compute(tmp_path / "cache")
-    calls = []
-    real = C.randomwalker.solve
-
-    def slow_solve(*args, **kwargs):
-        calls.append(1)
-        import time
-
-        time.sleep(0.5)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(C.randomwalker, "solve", slow_solve)
-    results = []
-
-    def run():
-        results.append(compute.run("img", lambda: image, recipe))
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    calls = _slowed(monkeypatch, C.randomwalker, "solve")
+    results = _at_once(*[lambda: compute.run("img", lambda: image, recipe)] * 2)
     assert len(results) == 2 and len(calls) == 1
     assert np.array_equal(results[0].labels, results[1].labels)
     assert not list((tmp_path / "cache" / "inflight").iterdir())
@@ -159,9 +171,6 @@ def test_one_solve_of_a_segmentation_at_a_time(tmp_path, monkeypatch):
 def test_one_computation_of_a_filter_stage_at_a_time(tmp_path, monkeypatch):
     """A new image's filter stage is wanted at once by several callbacks (filter panel,
     histogram, thresholds, the exact job): computed once, the others read it."""
-    import threading
-    import time
-
     from pipeline import compute as C
 
     image = data.coins()
@@ -169,28 +178,10 @@ def test_one_computation_of_a_filter_stage_at_a_time(tmp_path, monkeypatch):
     recipe["filter"] = {"name": "gaussian", "params": {"sigma": 1.0}}
     recipe = R.validate(recipe)
     compute = Compute(tmp_path / "cache")
-    calls = []
-    real = C.parallel.filter_stage
-
-    def slow_stage(*args, **kwargs):
-        calls.append(1)
-        time.sleep(0.5)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(C.parallel, "filter_stage", slow_stage)
-    results = {}
-    runs = [lambda: compute.filtered("img", lambda: image, recipe),
-            lambda: compute.filter_run("img", lambda: image, recipe).filtered,
-            lambda: compute.histogram("img", lambda: image, recipe)[0]]
-
-    def run(i):
-        results[i] = runs[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(runs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    calls = _slowed(monkeypatch, C.parallel, "filter_stage")
+    results = _at_once(lambda: compute.filtered("img", lambda: image, recipe),
+                       lambda: compute.filter_run("img", lambda: image, recipe).filtered,
+                       lambda: compute.histogram("img", lambda: image, recipe)[0])
     assert len(results) == 3 and len(calls) == 1
     assert np.array_equal(results[0], results[1])
     assert not list((tmp_path / "cache" / "inflight").iterdir())

@@ -43,16 +43,22 @@ return gd && gd.data && gd.data[0] ? gd.data[0].source : null;
 """
 
 
-def test_a_new_images_base_is_drawn_before_its_first_overlay(dash_duo, app_factory,
-                                                            monkeypatch):
+def hold_first_overlay(monkeypatch, name):
+    """Slow the segmentation callback by HOLD_S for the image `name`: its first overlay
+    comes late, so what the graph draws before it can be seen."""
     real = display.segmentation_update
 
     def held(services, session_id, meta, *args, **kwargs):
-        if meta and meta.get("name") == "camera":
+        if meta and meta.get("name") == name:
             time.sleep(HOLD_S)  # the new image's first overlay comes late
         return real(services, session_id, meta, *args, **kwargs)
 
     monkeypatch.setattr(display, "segmentation_update", held)
+
+
+def test_a_new_images_base_is_drawn_before_its_first_overlay(dash_duo, app_factory,
+                                                            monkeypatch):
+    hold_first_overlay(monkeypatch, "camera")
     dash_duo.start_server(app_factory())
     dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
     old_base = dash_duo.driver.execute_script(BASE_JS)
@@ -108,14 +114,7 @@ def test_a_large_images_first_view_is_a_labelled_preview_then_its_display_level(
     big[300:800, 200:700] += 90
     (tmp_path / "data").mkdir(exist_ok=True)
     tifffile.imwrite(tmp_path / "data" / "big.tif", big)
-    real = display.segmentation_update
-
-    def held(services, session_id, meta, *args, **kwargs):
-        if meta and meta.get("name") == "big.tif":
-            time.sleep(HOLD_S)  # the new image's first overlay comes late
-        return real(services, session_id, meta, *args, **kwargs)
-
-    monkeypatch.setattr(display, "segmentation_update", held)
+    hold_first_overlay(monkeypatch, "big.tif")
     dash_duo.start_server(app_factory())
     dash_duo.wait_for_contains_text("#segmentation-summary", "labelled regions", timeout=120)
     old_base = dash_duo.driver.execute_script(BASE_JS)
