@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,8 +32,8 @@ from pipeline.segment import make_markers
 from pipeline.segmentation import SEGMENTERS, agreement
 
 from .loading import message_children
-from .params import (current_recipe, load_history, nearby_states, require_current,
-                     resolve_state, set_intensity_scale)
+from .params import (current_recipe, initial_history, load_history, nearby_states,
+                     require_current, resolve_state, set_intensity_scale)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def preview_key(key: str, factor: int) -> str:
     return f"{key}|preview-1/{int(factor)}"
 
 
-def first_view(services, session_id, meta, axis, max_pixels=None):
+def first_view(services, session_id, meta, axis, max_pixels=None, preview=None):
     """A new image's first view in the segmentation graph, drawn as soon as the image is on
     the server, before any filtering, preview or segmentation: its base (the display level,
     :func:`base_uri`, the PNG the Image panel shows) with empty overlays, and the summary
@@ -156,7 +157,12 @@ def first_view(services, session_id, meta, axis, max_pixels=None):
     a preview instead: the block means of blocks of ``f`` × ``f`` pixels
     (``render.display_factor(shape, max_pixels)``) scaled for display, a JPEG, its key
     :func:`preview_key` and its summary naming the resolution (``"preview (1/8
-    resolution)"``); ``"factor"`` says which (1: the display level)."""
+    resolution)"``); ``"factor"`` says which (1: the display level).
+
+    `preview`: called once the view's base is made, it gives a :class:`FirstPreview`
+    (:func:`first_preview`, e.g. computed meanwhile on another thread) or None; a preview is
+    drawn on that view (its overlays instead of empty ones, its summary) and ``"overlaid"``
+    says so."""
     index = slice_settings(meta, axis)[2]
     factor = display_of(meta, axis)
     key = base_key(meta, axis, index)
@@ -177,28 +183,138 @@ def first_view(services, session_id, meta, axis, max_pixels=None):
         key = preview_key(key, shown)
     else:
         uri = base_uri(services, session_id, meta, axis, index)
-    fig = figures.segmentation_figure(uri, blank, blank, uirevision=uirevision(meta, axis),
-                                      highlight=blank, factor=shown)
-    return {"key": key, "figure": fig.to_plotly_json(),
-            "summary": first_view_summary(shown if shown > factor else 1),
-            "factor": shown}
+    summary = first_view_summary(shown if shown > factor else 1)
+    marker_uri = seg_uri = blank
+    seg_factor = None
+    preview = preview() if preview is not None else None
+    if preview is not None:
+        drawn = preview_overlays(preview, shown, lambda: render.to_uint8(
+            shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
+            *meta["display"]))
+        if drawn is not None:
+            marker_uri, seg_uri, seg_factor = drawn
+            summary = first_preview_summary(preview, shown if shown > factor else 1)
+    fig = figures.segmentation_figure(uri, marker_uri, seg_uri, uirevision=uirevision(meta, axis),
+                                      highlight=blank, factor=shown, seg_factor=seg_factor)
+    return {"key": key, "figure": fig.to_plotly_json(), "summary": summary, "factor": shown,
+            "overlaid": seg_factor is not None}
 
 
 #: JPEG quality of a first view's preview (a few hundred pixels a side, shown briefly).
 FIRST_VIEW_JPEG_QUALITY = 85
 
 
-def load_first_view(services, session_id, meta, axis):
+def load_first_view(services, session_id, meta, axis, history=None, style=None, show=None):
     """The first view answered by the load itself (``callbacks.loading``: the loader's
     callback has it as an output, so that the page draws it with the new image's metadata,
     with no request behind the load and no wait for the callbacks the new image fires): at
     most :data:`FIRST_VIEW_MAX_PIXELS` (:func:`first_view`). None if it cannot be made (the
-    page then gets the first view of :func:`first_view`'s own callback)."""
+    page then gets the first view of :func:`first_view`'s own callback).
+
+    With the page's `history` pointer (before the load), overlay `style` and `show`
+    options, a large image's or a volume's first view comes with its first overlay: the
+    preview of :func:`first_preview` for the recipe the new image's history will start
+    from, computed on a second thread while the view is made (the preview's numpy, scipy
+    and pyamg work and the view's reading and JPEG encoding release the GIL) and drawn on
+    that view. The chain the new image fires (history, filter stage, segmentation) then
+    replaces it as before; a failed or inapplicable preview leaves the first view as it
+    was."""
+    recipe = first_recipe(services, session_id, meta, history) if style is not None else None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None if recipe is None else pool.submit(
+            first_preview, services, session_id, meta, axis, recipe, style,
+            "markers" in (show or []))
+        try:
+            return first_view(services, session_id, meta, axis,
+                              max_pixels=FIRST_VIEW_MAX_PIXELS,
+                              preview=None if pending is None else pending.result)
+        except InputError:
+            log.warning("first view with the load", exc_info=True)
+            return None
+
+
+#: The largest slab of a volume's first preview (:func:`first_preview`), a third of a move's
+#: (``randomwalker.SLAB_MAX_VOXELS``): 256³ 3 slices, 512² slices the shown one alone.
+FIRST_SLAB_VOXELS = 300_000
+
+
+class FirstPreview(NamedTuple):
+    """A new image's first preview (:func:`first_preview`), with what drawing it needs."""
+
+    found: Any  # pipeline.compute.PreviewResult, quick (made from the image itself)
+    recipe: dict
+    style: str
+    show_markers: bool
+    mask2d: np.ndarray  # the shown slice's object mask, on the preview's grid if `blocks`
+
+
+def first_recipe(services, session_id, meta, history):
+    """The recipe a newly loaded image's history starts from (``params.initial_history``
+    from the page's `history` before the load, as the history callback will make it), or
+    None if it cannot be told."""
+    previous = None
+    if history:
+        try:
+            previous = load_history(services.store, session_id, history)
+        except InputError:
+            previous = None  # evicted or forged: the history callback starts anew too
     try:
-        return first_view(services, session_id, meta, axis, max_pixels=FIRST_VIEW_MAX_PIXELS)
-    except InputError:
-        log.warning("first view with the load", exc_info=True)
+        return current_recipe(initial_history(meta, previous))
+    except (InputError, KeyError, TypeError, ValueError):
+        log.warning("first recipe of a new image", exc_info=True)
         return None
+
+
+def first_preview(services, session_id, meta, axis, recipe, style, show_markers):
+    """A new image's first preview for `recipe`, made from the image itself before any
+    filter stage (``Compute.preview``'s quick route: a volume's shown slice solved on the
+    slab around it, a large image on its reduced grid of block means; bounded by those
+    sizes whatever the image's), or None: a smaller image (its chain is quick), another
+    method than the random walker, strokes drawn by hand, markers of one label, or any
+    failure (logged; the first view is drawn without it)."""
+    try:
+        index = slice_settings(meta, axis)[2]
+        shown = (int(axis or 0), index) if meta["ndim"] == 3 else None
+        found = services.preview(session_id, meta["id"], recipe, (), shown=shown,
+                                 quick_only=True, slab_voxels=FIRST_SLAB_VOXELS)
+        if found is None:
+            return None
+        if found.slab is not None or found.blocks:
+            mask2d = found.mask
+        else:  # a volume previewed on its reduced grid, prolonged to the volume's shape
+            mask2d = shown_slice(found.mask, meta, axis, index)
+        return FirstPreview(found, recipe, style, bool(show_markers), mask2d)
+    except Exception:  # noqa: BLE001 - the load must never fail for its preview
+        log.warning("first preview of a new image", exc_info=True)
+        return None
+
+
+def preview_overlays(preview, factor, gray):
+    """``(marker URI, segmentation URI, segmentation's block width)`` of a
+    :class:`FirstPreview` on a view of blocks of `factor` pixels (`gray()`: the shown slice
+    at full resolution, read only for the label-colour style), or None."""
+    found = preview.found
+    show_markers = preview.show_markers and found.shown is not None
+    seg_factor = found.factor if found.blocks else factor
+
+    def image2d():  # (a pixel of each block is taken by overlay_uris)
+        return gray()
+
+    try:
+        marker_uri, seg_uri = overlay_uris(
+            found.shown, preview.mask2d.astype(np.int32), preview.recipe, preview.style,
+            show_markers, image2d, None, factor=found.factor if found.blocks else 1,
+            display=factor)
+    except Exception:  # noqa: BLE001 - drawn without it
+        log.warning("first preview's overlays", exc_info=True)
+        return None
+    return marker_uri, seg_uri, seg_factor
+
+
+def first_preview_summary(preview, factor) -> str:
+    """The summary of a first view (blocks of `factor` pixels) with its first preview."""
+    view = "new image" if factor <= 1 else f"new image, preview (1/{factor} resolution)"
+    return f"{view} · {preview_summary(preview.found, preview.recipe)}"
 
 
 def first_view_sent(meta) -> bool:
@@ -496,7 +612,20 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
         filtered2d, shown2d, recipe, style, show_markers and filtered2d is not None,
         lambda: base_gray(services, session_id, meta, axis, index), markers2d,
         factor=found.factor if found.blocks else 1, display=display)
-    unit = "voxels" if meta["ndim"] == 3 else "pixels"
+    summary = preview_summary(found, recipe)
+    if full:  # a new image or slice: the whole figure, the preview's overlays on it
+        fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
+                                          marker_uri, seg_uri,
+                                          uirevision=uirevision(meta, axis),
+                                          highlight=blank_uri(), seg_factor=factor,
+                                          factor=display)
+        return fig, summary
+    return overlay_patch(marker_uri, seg_uri, factor), summary
+
+
+def preview_summary(found, recipe) -> str:
+    """The summary line of a live preview (:meth:`Compute.preview`'s result `found`)."""
+    unit = "voxels" if found.mask.ndim == 3 else "pixels"
     fraction = float(np.count_nonzero(found.mask)) / found.mask.size
     how = (f"at 1/{found.factor} resolution" if found.factor > 1 else "warm-started")
     if found.filtered_reduced:
@@ -507,16 +636,8 @@ def preview_panel(services, session_id, meta, recipe, axis, index, style, show_m
         how = f"slices {first}–{last} around this one"
     if (found.blocks or found.slab is not None) and recipe["postprocess"]:
         how += ", before post-processing"
-    summary = (f"object: {100 * fraction:.1f} % of {unit} · live preview "
-               f"({how}, {found.seconds:.3f} s) · exact random walker running…")
-    if full:  # a new image or slice: the whole figure, the preview's overlays on it
-        fig = figures.segmentation_figure(base_uri(services, session_id, meta, axis, index),
-                                          marker_uri, seg_uri,
-                                          uirevision=uirevision(meta, axis),
-                                          highlight=blank_uri(), seg_factor=factor,
-                                          factor=display)
-        return fig, summary
-    return overlay_patch(marker_uri, seg_uri, factor), summary
+    return (f"object: {100 * fraction:.1f} % of {unit} · live preview "
+            f"({how}, {found.seconds:.3f} s) · exact random walker running…")
 
 
 # A committed move whose exact result is expected within ``Config.quick_exact_s`` (0.25 s)

@@ -215,27 +215,35 @@ def register(app, services):
         State(ids.SESSION, "data"),
         State(ids.IMAGE, "data"),
         State(ids.SLICE_AXIS, "value"),
+        # what the first overlay, answered with the first view, needs (display.first_preview)
+        State(ids.HISTORY, "data"),
+        State(ids.OVERLAY_STYLE, "value"),
+        State(ids.SHOW_MARKERS, "value"),
         running=[(Output(ids.APP_ROOT, "className"), "app loading", "app")],
     )
-    def _load(sample, contents, data_file, series, filename, session_id, current, axis):
+    def _load(sample, contents, data_file, series, filename, session_id, current, axis,
+              history, style, show):
         source = ctx.triggered_id or ids.SAMPLE
         out = loader_outputs(services, session_id, source, sample, contents, filename,
                              data_file, series, current)
-        return out + (with_first_view(services, session_id, out[0], axis),)
+        return out + (with_first_view(services, session_id, out[0], axis, history, style,
+                                      show),)
 
 
-def with_first_view(services, session_id, meta, axis):
+def with_first_view(services, session_id, meta, axis, history=None, style=None, show=None):
     """The segmentation graph's first view of a newly loaded image, answered by the load
     itself (``display.load_first_view``: at most 512² pixels, a labelled preview on blocks
-    above that), so that the page draws it as soon as the load's answer arrives — with no
-    request behind the load, before the callbacks the new metadata fires. The metadata then
-    says so (``"first_view"``: the first-view callback it fires sends nothing). ``no_update``
-    when nothing was loaded."""
+    above that; a large image or a volume with its first overlay, a preview made from the
+    image itself for the recipe its history will start from, given the page's `history`
+    pointer, overlay `style` and `show` options), so that the page draws it as soon as the
+    load's answer arrives — with no request behind the load, before the callbacks the new
+    metadata fires. The metadata then says so (``"first_view"``: the first-view callback it
+    fires sends nothing). ``no_update`` when nothing was loaded."""
     if not isinstance(meta, dict) or not meta.get("id"):
         return no_update
     from .display import load_first_view  # (display imports this module)
 
-    first = load_first_view(services, session_id, meta, axis)
+    first = load_first_view(services, session_id, meta, axis, history, style, show)
     if first is None:
         return no_update
     meta["first_view"] = first["key"]

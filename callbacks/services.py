@@ -145,13 +145,17 @@ class Services:
             log.warning("cache trim failed", exc_info=True)
         return True
 
-    def preview(self, session_id, image_id, recipe, nearby, shown=None):
+    def preview(self, session_id, image_id, recipe, nearby, shown=None, quick_only=False,
+                slab_voxels=None):
         """Live preview of a random-walker segmentation (see :meth:`Compute.preview`;
-        `shown`: ``(axis, index)`` of a volume's slice on the page), or None."""
+        `shown`: ``(axis, index)`` of a volume's slice on the page; `quick_only`: only one
+        made from the image itself, before its filter stage; `slab_voxels`: the largest slab
+        of a volume's), or None."""
         self._check_access(session_id, image_id)
         return self.compute.preview(image_id, self.loader(session_id, image_id),
                                     recipes.validate(recipe),
-                                    (recipes.validate(r) for r in nearby), shown=shown)
+                                    (recipes.validate(r) for r in nearby), shown=shown,
+                                    quick_only=quick_only, slab_voxels=slab_voxels)
 
     def exact_cached(self, session_id, image_id, recipe) -> bool:
         """Whether this session's image's segmentation of `recipe` is cached (nothing is

@@ -41,7 +41,7 @@ from . import recipe as recipes
 from .admission import try_lock
 from .errors import Cancelled, InputError
 from .render import histogram as _histogram_of
-from .segment import make_markers
+from .segment import block_markers, make_markers
 
 __all__ = ["Compute", "FilterResult", "PipelineResult", "PreviewResult", "TimeLimit",
            "stage_keys"]
@@ -576,7 +576,7 @@ class Compute:
         return self._segment(*args)[1]
 
     def preview(self, image_id: str, load_image, recipe: dict, nearby,
-                shown=None) -> PreviewResult | None:
+                shown=None, quick_only=False, slab_voxels=None) -> PreviewResult | None:
         """A live preview of a random-walker segmentation not computed yet, or None.
 
         Warm-starts :func:`pipeline.randomwalker.preview` from the probability map of the
@@ -605,6 +605,15 @@ class Compute:
             that slice, solved exactly on the slab of slices around it
             (:func:`pipeline.randomwalker.slab_preview`; ``slab`` set), when the slab is at
             most :data:`~pipeline.randomwalker.SLAB_MAX_VOXELS`.
+        quick_only : bool, optional
+            Only a preview made from the image itself, before its filter stage (a new
+            image: the shown slice's slab of a volume, a large image's reduced grid; see
+            :meth:`_quick_preview`); None where that does not apply. Its cost is bounded by
+            the slab's and the reduced grid's sizes, whatever the image's.
+        slab_voxels : int, optional
+            The largest slab of a volume's quick preview (default
+            :data:`~pipeline.randomwalker.SLAB_MAX_VOXELS`): fewer slices around the shown
+            one for a quicker first look.
         """
         seg = recipe["segmentation"]
         if seg["name"] != "random_walker":
@@ -613,9 +622,11 @@ class Compute:
         k = stage_keys(recipe)
         if self._segmentation_cached(image_id, load_image, recipe):
             return None  # the exact answer is at hand
-        quick = self._quick_preview(image_id, load_image, recipe, shown)
+        quick = self._quick_preview(image_id, load_image, recipe, shown, slab_voxels)
         if quick is not False:
             return quick
+        if quick_only:
+            return None
         slab = self._slab_preview(image_id, load_image, recipe, shown)
         if slab is not False:
             return slab
@@ -702,7 +713,8 @@ class Compute:
         return randomwalker.slab_preview(scaled, markers, 0, middle, beta=p["beta"],
                                          std=std / p["intensity_scale"], half_width=half)
 
-    def _quick_preview(self, image_id: str, load_image, recipe: dict, shown):
+    def _quick_preview(self, image_id: str, load_image, recipe: dict, shown,
+                       slab_voxels=None):
         """A preview before the full-resolution filter stage: for a recipe whose filtered
         image is not computed yet (a new image, a new filter), made from the image itself
         on what the preview needs only, so that the first overlay does not wait for the
@@ -728,18 +740,19 @@ class Compute:
             return False
         image = load_image()
         if image.ndim == 3 and shown is not None:
-            slab = self._quick_slab(image_id, k, image, recipe, shown)
+            slab = self._quick_slab(image_id, k, image, recipe, shown, slab_voxels)
             if slab is not False:
                 return slab
         if image.size <= 2 * randomwalker.COARSE_PREVIEW_PIXELS:
             return False
         return self._quick_coarse(image_id, k, image, recipe)
 
-    def _quick_slab(self, image_id, k, image, recipe, shown):
+    def _quick_slab(self, image_id, k, image, recipe, shown, slab_voxels=None):
         axis, index = int(shown[0] or 0), int(shown[1] or 0)
         if not (0 <= axis < 3 and 0 <= index < image.shape[axis]):
             return False
-        half = randomwalker.slab_half_width(image.shape, axis)
+        half = randomwalker.slab_half_width(
+            image.shape, axis, max_voxels=slab_voxels or randomwalker.SLAB_MAX_VOXELS)
         if half is None:
             return False
         section = recipe["filter"]
@@ -782,12 +795,15 @@ class Compute:
             tried.add(factor)
             if section["name"] == "none":
                 # the filtered image is the image: the very preview of _coarse_preview
-                if markers is None:
-                    markers = make_markers(image, m["vmin"], m["vmax"], check=False)
                 graph = self._coarse_graph(image_id, k["filter"], p["beta"],
                                            p["intensity_scale"], factor, lambda: image)
-                labels = randomwalker.coarse_preview(graph, markers, factor,
-                                                     full_resolution=not blocks)
+                if blocks:  # the blocks' markers from their extrema: no full-size markers
+                    labels = randomwalker.block_preview(
+                        graph, block_markers(image, m["vmin"], m["vmax"], factor))
+                else:
+                    if markers is None:
+                        markers = make_markers(image, m["vmin"], m["vmax"], check=False)
+                    labels = randomwalker.coarse_preview(graph, markers, factor)
                 shown = image if blocks else None
             else:
                 reduced = _apply_filter(randomwalker.block_mean(image, factor), section,

@@ -79,6 +79,8 @@ __all__ = [
     "COARSE_PREVIEW_PIXELS",
     "COARSE_PREVIEW_PIXELS_2D",
     "block_mean",
+    "block_extrema",
+    "block_preview",
     "coarse_preview",
     "slab_preview",
     "SLAB_HALF_WIDTH",
@@ -548,15 +550,16 @@ def _cg_amg(a, b, rtol, x0, ndim, should_stop=None, progress=None):
                    callback=_monitor(should_stop, progress, a, b, x0, rtol, every=1))
 
 
-def _block_reduce(array, factor, op, dtype):
-    """`op` (``np.add``, ``np.logical_or``, ...) of the `factor`-wide blocks of `array`
-    along every axis (the last blocks partial), accumulated in `dtype`: strided passes,
-    one axis at a time, with no padded copy (the first pass already shrinks the array)."""
+def _block_reduce(array, factor, op, dtype, initial=0):
+    """`op` (``np.add``, ``np.logical_or``, ``np.fmin``, ...) of the `factor`-wide blocks of
+    `array` along every axis (the last blocks partial), accumulated in `dtype` from
+    `initial` (the identity of `op`): strided passes, one axis at a time, with no padded
+    copy (the first pass already shrinks the array)."""
     out = array
     for axis, n in enumerate(array.shape):
         shape = list(out.shape)
         shape[axis] = -(-n // factor)
-        acc = np.zeros(shape, dtype=dtype)
+        acc = np.full(shape, initial, dtype=dtype)
         for k in range(min(factor, n)):
             src = [slice(None)] * out.ndim
             src[axis] = slice(k, None, factor)
@@ -589,6 +592,31 @@ def _coarsen_markers(lab, factor=2):
     out[has_bg & ~has_obj] = BACKGROUND
     out[has_obj & ~has_bg] = OBJECT
     return out
+
+
+def block_extrema(image, factor):
+    """Minimum and maximum of the `factor`-wide blocks of a 2D or 3D `image` (the last
+    blocks partial; NaN ignored, a block of NaN only gives +inf and -inf), in the image's
+    dtype (so that thresholds compare with them as with the image's pixels): one strided
+    pass each, no full-size copy.
+
+    Returns
+    -------
+    low, high : ndarray, shape ``ceil(image.shape / factor)``
+    """
+    image = np.asarray(image)
+    factor = _reduction_factor(factor)
+    if image.dtype == bool:
+        image = image.view(np.uint8)
+    if image.dtype.kind in "ui":
+        info = np.iinfo(image.dtype)
+        dtype, top, bottom = image.dtype, info.max, info.min
+    elif image.dtype.kind == "f":
+        dtype, top, bottom = image.dtype, np.inf, -np.inf
+    else:
+        raise InputError(f"image must be of a numeric dtype, got {image.dtype}")
+    return (_block_reduce(image, factor, np.fmin, dtype, initial=top),
+            _block_reduce(image, factor, np.fmax, dtype, initial=bottom))
 
 
 def _prolong(coarse, shape, factor=2):
@@ -679,17 +707,43 @@ def coarse_preview(coarse_graph, markers, factor, *, tol=1e-2, full_resolution=T
         raise InputError(f"markers of shape {markers.shape} reduced by {factor} give "
                          f"{cshape}, not the graph's {coarse_graph.shape}")
     coarse = _coarsen_markers(markers.astype(np.uint8, copy=False), factor)
+    if not full_resolution:
+        return block_preview(coarse_graph, coarse, tol=tol)
     if not ((coarse == BACKGROUND).any() and (coarse == OBJECT).any()):
         return None
     _, probability = solve(coarse_graph, coarse, mode="cg_mg", tol=tol,
                            return_probability=True)
-    if not full_resolution:
-        return np.where(probability > 0.5, OBJECT, BACKGROUND).astype(np.uint8)
     labels = np.where(_prolong(probability, markers.shape, factor) > 0.5, OBJECT,
                       BACKGROUND).astype(np.uint8)
     labels[markers == BACKGROUND] = BACKGROUND
     labels[markers == OBJECT] = OBJECT
     return labels
+
+
+def block_preview(coarse_graph, block_markers, *, tol=1e-2):
+    """:func:`coarse_preview` on the blocks' own grid, from the blocks' markers (e.g.
+    ``segment.block_markers``, which needs no full-resolution markers): the labels of the
+    blocks (1 background, 2 object), or None if no block keeps markers of both labels.
+
+    Parameters
+    ----------
+    coarse_graph : RandomWalkerGraph
+        Graph of the block means (:func:`block_mean`).
+    block_markers : ndarray of int
+        Markers of the blocks (0, 1, 2), the graph's shape.
+    tol : float, optional
+        Conjugate gradient tolerance.
+    """
+    _check_graph(coarse_graph)
+    coarse = np.asarray(block_markers)
+    if coarse.shape != coarse_graph.shape:
+        raise InputError(f"block_markers of shape {coarse.shape} do not match the graph's "
+                         f"{coarse_graph.shape}")
+    if not ((coarse == BACKGROUND).any() and (coarse == OBJECT).any()):
+        return None
+    _, probability = solve(coarse_graph, coarse, mode="cg_mg", tol=tol,
+                           return_probability=True)
+    return np.where(probability > 0.5, OBJECT, BACKGROUND).astype(np.uint8)
 
 
 #: Slices on each side of the shown one in a volume's slab preview (:func:`slab_preview`):

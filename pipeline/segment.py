@@ -124,6 +124,43 @@ def make_markers(image, vmin, vmax, *, check=True, scribbles=None) -> np.ndarray
     return markers
 
 
+def block_markers(image, vmin, vmax, factor) -> np.ndarray:
+    """The markers of the `factor`-wide blocks of `image` (the last blocks partial) for the
+    thresholds `vmin` < `vmax`: 1 (background) where a block holds background markers of
+    :func:`make_markers` and no object marker, 2 (object) the other way round, else 0 — what
+    coarsening the full-resolution markers gives, found from each block's minimum and
+    maximum (``randomwalker.block_extrema``) with no full-size markers: a block holds a
+    background marker iff its minimum is below `vmin`, an object marker iff its maximum is
+    above `vmax` (the same comparisons as :func:`make_markers`; NaN pixels are no markers).
+
+    Parameters
+    ----------
+    image : ndarray
+        Grayscale image, 2D or 3D.
+    vmin, vmax : float
+        The thresholds (``vmin < vmax``).
+    factor : int
+        Block width along every axis (>= 1).
+
+    Returns
+    -------
+    ndarray of uint8, shape ``ceil(image.shape / factor)``
+    """
+    from .randomwalker import block_extrema  # (randomwalker is the heavier import)
+
+    vmin = _finite_number("vmin", vmin)
+    vmax = _finite_number("vmax", vmax)
+    if vmin >= vmax:
+        raise InputError(f"vmin ({vmin:g}) must be below vmax ({vmax:g}).")
+    low, high = block_extrema(image, factor)
+    has_bg = _beyond(low, vmin, above=False)
+    has_obj = _beyond(high, vmax, above=True)
+    out = np.zeros(low.shape, dtype=np.uint8)
+    out[has_bg & ~has_obj] = BACKGROUND
+    out[has_obj & ~has_bg] = OBJECT
+    return out
+
+
 def _nice_step(span: float) -> float:
     """The round number (1, 2 or 5 × 10**k) nearest to ``span / 1000`` on a log scale."""
     raw = span / 1000 if span > 0 else 1.0

@@ -430,7 +430,9 @@ def test_the_load_callback_answers_the_first_view_and_the_metadata_callback_skip
                if "image-store.data" in k and f"{ids.SEG_FIRST_VIEW}.data" in k
                and not k.startswith(ids.SEG_FIRST_VIEW)]
     assert len(loaders) == 1
-    assert any(s["id"] == ids.SLICE_AXIS for s in app.callback_map[loaders[0]]["state"])
+    states = {s["id"] for s in app.callback_map[loaders[0]]["state"]}
+    # what the first overlay with the load needs (display.first_preview)
+    assert {ids.SLICE_AXIS, ids.HISTORY, ids.OVERLAY_STYLE, ids.SHOW_MARKERS} <= states
     own = [k for k in app.callback_map if k.startswith(f"{ids.SEG_FIRST_VIEW}.data@")]
     assert len(own) == 1
     sid = new_session_id()
@@ -442,3 +444,129 @@ def test_the_load_callback_answers_the_first_view_and_the_metadata_callback_skip
     loading.with_first_view(services, sid, meta, 0)
     with pytest.raises(PreventUpdate):  # a load's: answered with the load
         plain(meta, 0, sid)
+
+
+# --- the first overlay with the load --------------------------------------------------------
+
+def _big(seed=3):
+    rng = np.random.default_rng(seed)
+    big = rng.normal(90, 15, (1100, 1000)).clip(0, 255).astype(np.uint8)
+    big[300:800, 200:700] += 90
+    return big
+
+
+def _no_stage_but_the_preview(services, monkeypatch):
+    """Every stage but the preview raises: the load's first overlay needs no filter stage,
+    segmentation or histogram."""
+    def refuse(*_a, **_k):
+        raise AssertionError("the load computed a pipeline stage")
+
+    for name in ("run", "filtered", "filter_run", "mask", "histogram", "thresholds"):
+        monkeypatch.setattr(type(services), name, refuse)
+
+
+def test_a_large_images_first_view_with_the_load_brings_its_first_overlay(services,
+                                                                         monkeypatch):
+    """Given the page's overlay options, the load's first view of a large image comes with
+    its first overlay: the reduced grid's preview of the recipe its history starts from,
+    made from the image itself (no filter stage), drawn on the view's blocks and labelled."""
+    from callbacks.params import current_recipe
+
+    sid = new_session_id()
+    big = _big()
+    meta = _upload(services, sid, big, "big.tif")
+    with monkeypatch.context() as m:
+        _no_stage_but_the_preview(services, m)
+        first = loading.with_first_view(services, sid, meta, 0, None, "contour", ["markers"])
+    assert first["overlaid"] and first["factor"] == 3
+    assert first["key"] == display.preview_key(display.base_key(meta, 0, 0), 3)
+    summary = first["summary"]
+    assert summary.startswith("new image, preview (1/3 resolution) · object: ")
+    assert "live preview (at 1/6 resolution" in summary and "running" in summary
+    data = first["figure"]["data"]
+    blank = display.blank_uri()
+    # the markers on the view's blocks, the preview on its own grid (1/6: 184 × 167)
+    assert data[1]["source"] != blank and _png_size(data[1]["source"]) == (334, 367)
+    assert (data[1]["dx"], data[1]["dy"]) == (3, 3)
+    assert data[2]["source"] != blank and _png_size(data[2]["source"]) == (167, 184)
+    assert (data[2]["dx"], data[2]["dy"]) == (6, 6)
+    assert data[3]["source"] == blank or not data[3].get("visible", True)
+    # the very preview the segmentation callback shows on its first answer
+    pointer, _, _ = recipe_action(services, sid, ids.IMAGE, None, meta, {})
+    recipe = current_recipe(pointer)
+    assert services.cached_filtered(sid, meta["id"], recipe) is None
+    found = services.preview(sid, meta["id"], recipe, ())
+    assert found.quick and found.factor == 6
+    want = display.overlay_uris(None, found.mask.astype(np.int32), recipe, "contour", False,
+                                None, factor=6, display=3)[1]
+    assert data[2]["source"] == want
+    # the object is where it is: the preview's mask covers the bright square
+    assert 0.15 < found.mask.mean() < 0.35
+
+
+def test_the_first_overlay_follows_the_recipe_the_new_history_starts_from(services):
+    """The recipe is the one the history callback makes for the new image
+    (``initial_history`` of the page's history): the previous image's filter is kept (the
+    preview filtered on its grid, and says so); another method than the random walker has
+    no first overlay; hidden markers are not drawn."""
+    from callbacks.params import current_recipe, initial_history
+    from pipeline import recipe as recipes
+
+    sid = new_session_id()
+    coins = loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None).meta
+    before = current_recipe(initial_history(coins))
+    gauss = recipes.validate({**before, "filter": {"name": "gaussian",
+                                                   "params": {"sigma": 2.0}}})
+    meta = _upload(services, sid, _big(4), "big.tif")
+    history = {"image_id": coins["id"], "states": [gauss], "index": 0}
+    first = loading.with_first_view(services, sid, dict(meta), 0, history, "fill", [])
+    assert first["overlaid"] and "filtered at that resolution" in first["summary"]
+    data = first["figure"]["data"]
+    assert data[1]["source"] == display.blank_uri() and data[2]["source"] != display.blank_uri()
+    other = next(n for n in display.SEGMENTERS if n != "random_walker")
+    other_recipe = recipes.default_recipe(coins["vmin"], coins["vmax"])
+    other_recipe["segmentation"] = {"name": other, "params": {}}
+    other_recipe = recipes.validate(other_recipe)
+    history = {"image_id": coins["id"], "states": [other_recipe], "index": 0}
+    first = loading.with_first_view(services, sid, dict(meta), 0, history, "contour",
+                                    ["markers"])
+    assert not first["overlaid"]
+    assert all(t["source"] == display.blank_uri() for t in first["figure"]["data"][1:])
+
+
+def test_a_volumes_first_view_with_the_load_brings_its_slab_preview(services):
+    """A volume's first overlay with the load: the shown slice solved on a thin slab around
+    it (at most ``FIRST_SLAB_VOXELS``), from the image itself."""
+    sid = new_session_id()
+    rng = np.random.default_rng(6)
+    vol = rng.normal(80, 12, (40, 120, 120)).clip(0, 255).astype(np.uint8)
+    vol[:, 30:90, 30:90] += 100
+    meta = _upload(services, sid, vol, "vol.tif")
+    first = loading.with_first_view(services, sid, meta, 0, None, "contour", ["markers"])
+    assert first["overlaid"] and first["factor"] == 1
+    half = __import__("pipeline.randomwalker", fromlist=["x"]).slab_half_width(
+        vol.shape, 0, max_voxels=display.FIRST_SLAB_VOXELS)
+    assert f"slices {20 - half}–{20 + half} around this one" in first["summary"], \
+        first["summary"]
+    seg = first["figure"]["data"][2]["source"]
+    assert seg != display.blank_uri() and _png_size(seg) == (120, 120)
+
+
+def test_a_failed_or_small_first_overlay_leaves_the_first_view(services, monkeypatch):
+    """The load never fails for its first overlay: a preview that raises leaves the first
+    view as it was (empty overlays, its summary); an image small enough for its chain to be
+    quick (coins) gets none."""
+    sid = new_session_id()
+    meta = _upload(services, sid, _big(5), "big.tif")
+
+    def broken(*_a, **_k):
+        raise RuntimeError("boom")
+
+    with monkeypatch.context() as m:
+        m.setattr(type(services), "preview", broken)
+        first = loading.with_first_view(services, sid, meta, 0, None, "contour", ["markers"])
+    assert not first["overlaid"] and "computing its segmentation" in first["summary"]
+    assert all(t["source"] == display.blank_uri() for t in first["figure"]["data"][1:])
+    coins = loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None).meta
+    first = loading.with_first_view(services, sid, coins, 0, None, "contour", ["markers"])
+    assert not first["overlaid"] and first["summary"] == display.FIRST_VIEW_SUMMARY

@@ -545,6 +545,36 @@ def test_a_reduced_grid_preview_agrees_with_the_exact_solve(shape):
     assert rw.coarse_preview(coarse, lonely, factor) is None
     with pytest.raises(InputError, match="reduced by"):
         rw.coarse_preview(coarse, markers[:-factor], factor)
+    if len(shape) == 2:
+        # on the blocks' own grid: from the blocks' markers alone, the same labels
+        from pipeline.segment import block_markers
+
+        blocks = rw.coarse_preview(coarse, markers, factor, full_resolution=False)
+        assert blocks.shape == coarse.shape
+        own = rw.block_preview(coarse, block_markers(image, 0.35, 0.65, factor))
+        assert np.array_equal(own, blocks)
+        assert rw.block_preview(coarse, rw._coarsen_markers(lonely, factor)) is None
+        with pytest.raises(InputError, match="block_markers"):
+            rw.block_preview(coarse, np.zeros((3, 3), np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])
+def test_block_extrema_are_each_blocks_min_and_max(dtype):
+    rng = np.random.default_rng(5)
+    image = (rng.random((23, 31)) * 200 - (50 if np.dtype(dtype).kind != "u" else 0))
+    image = image.astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        image[0, 0] = np.nan
+        image[20:, 30:] = np.nan  # a partial block of NaN only
+    low, high = rw.block_extrema(image, 4)
+    assert low.shape == high.shape == (6, 8) and low.dtype == high.dtype == image.dtype
+    for i in range(6):
+        for j in range(8):
+            block = image[4 * i:4 * i + 4, 4 * j:4 * j + 4]
+            if np.isnan(block.astype(float)).all():
+                assert low[i, j] == np.inf and high[i, j] == -np.inf
+            else:
+                assert low[i, j] == np.nanmin(block) and high[i, j] == np.nanmax(block)
 
 
 def test_a_superseded_solve_stops_and_a_finished_one_is_unchanged(coins, coins_graph):

@@ -122,3 +122,48 @@ def test_markers_select_exactly_the_pixels_below_vmin_and_above_vmax(dtype):
         got = make_markers(image, vmin, vmax, check=False)
         assert got.dtype == np.uint8 and got.shape == image.shape
         assert np.array_equal(got, want), (dtype, vmin, vmax)
+
+
+# --- the markers of blocks (a reduced-grid preview) ----------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int64, np.float32,
+                                   np.float64, bool])
+@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (9, 17, 23)])
+def test_block_markers_are_the_coarsened_markers(dtype, shape):
+    """From the blocks' extrema, the same as coarsening the full-resolution markers: a label
+    where a block holds markers of that label only (partial last blocks, NaN pixels no
+    markers, fractional and out-of-range thresholds, float32 thresholds that round)."""
+    from pipeline import randomwalker as rw
+    from pipeline.segment import block_markers
+
+    rng = np.random.default_rng(sum(shape))
+    if dtype is bool:
+        image = rng.random(shape) > 0.5
+    elif np.dtype(dtype).kind == "f":
+        image = rng.normal(size=shape).astype(dtype)
+        image.flat[::7] = np.nan
+        image[(0,) * len(shape)] = np.nan
+    else:
+        image = rng.integers(0, 200, size=shape).astype(dtype)
+    pairs = [(0.3, 0.7), (50, 120), (-0.5, 0.5), (99.5, 100.5), (0.1000000016, 0.2),
+             (-1e9, 1e9), (-1e9, -1e8)]
+    for factor in (1, 2, 3, 5, 8):
+        for vmin, vmax in pairs:
+            want = rw._coarsen_markers(make_markers(image, vmin, vmax, check=False), factor)
+            got = block_markers(image, vmin, vmax, factor)
+            assert got.dtype == np.uint8 and got.shape == want.shape
+            assert np.array_equal(got, want), (factor, vmin, vmax)
+
+
+def test_block_markers_check_their_arguments():
+    from pipeline.segment import block_markers
+
+    image = np.arange(100, dtype=np.uint8).reshape(10, 10)
+    with pytest.raises(InputError, match="vmin"):
+        block_markers(image, 50, 20, 2)
+    with pytest.raises(InputError, match="vmax"):
+        block_markers(image, 0, float("nan"), 2)
+    with pytest.raises(InputError, match="factor"):
+        block_markers(image, 10, 20, 0)
+    with pytest.raises(InputError, match="dtype"):
+        block_markers(image.astype(np.complex64), 10, 20, 2)

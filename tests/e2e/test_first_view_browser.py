@@ -1,8 +1,9 @@
 """A new image's base is drawn before its first overlay, in headless Chromium (issue 9,
 lab-sized data): with the new image's segmentation held back (a test hook slows the
 segmentation callback for it), the segmentation graph shows the new image's base with no
-overlay and says it is computing; the old image's overlays are never drawn on the new base;
-the first overlay then comes as the new image's own."""
+overlay and says it is computing (a large image: with the first overlay made inside the
+load's request); the old image's overlays are never drawn on the new base; the first overlay
+then comes as the new image's own."""
 
 from __future__ import annotations
 
@@ -104,8 +105,9 @@ return t ? {kind: (t.source || '').slice(0, 15), dx: t.dx === undefined ? 1 : t.
 def test_a_large_images_first_view_is_a_labelled_preview_then_its_display_level(
         dash_duo, app_factory, monkeypatch, tmp_path):
     """A data-folder image above 512² pixels: the load's answer draws a preview on blocks
-    (a JPEG, 1/3 resolution), labelled so, with no overlay; its first overlay then comes on
-    the display level's base (one pixel per pixel: a PNG), never on the preview."""
+    (a JPEG, 1/3 resolution) with its first overlay (the reduced grid's live preview, made
+    inside the load's request), labelled so; the segmentation callback's overlay then
+    comes on the display level's base (one pixel per pixel: a PNG)."""
     import numpy as np
     import tifffile
 
@@ -128,21 +130,26 @@ def test_a_large_images_first_view_is_a_labelled_preview_then_its_display_level(
     assert preview["kind"] == "data:image/jpeg"
     until(lambda: "preview (1/3 resolution)" in
           dash_duo.find_element("#segmentation-summary").text, 10, "the preview's label")
-    assert "computing" in dash_duo.find_element("#segmentation-summary").text
+    assert "live preview (at 1/6 resolution" in \
+        dash_duo.find_element("#segmentation-summary").text
     until(lambda: "big.tif" in dash_duo.find_element("#image-info").text, 60, "big.tif loaded")
-    until(lambda: "preview" in dash_duo.find_element("#segmentation-summary").text
-          and dash_duo.driver.execute_script(OVERLAY_JS) not in (None, blank), 120,
-          "big.tif's first overlay")
+    until(lambda: (dash_duo.driver.execute_script(TRACE0_JS) or {}).get("dx") == 1
+          and "labelled region" in dash_duo.find_element("#segmentation-summary").text, 120,
+          "big.tif's exact result on the display level")
     time.sleep(0.3)
     rows = dash_duo.driver.execute_script("clearInterval(window.__fvTimer); return window.__fv;")
     new = [r for r in rows if r["base"] and r["base"] != old_base]
     assert new and new[0]["base"].startswith("data:image/jpeg"), rows[:3]
-    assert new[0]["overlay"] == blank
-    overlaid = [r for r in new if r["overlay"] != blank]
-    assert overlaid, [(r["t"], r["summary"]) for r in new]
-    # the overlay on the display level's base, never on the preview
-    assert all(r["base"].startswith("data:image/png") for r in overlaid), \
-        [(r["t"], r["base"][:20]) for r in overlaid]
-    assert (dash_duo.driver.execute_script(TRACE0_JS) or {}).get("dx") == 1
+    # the first view comes with its first overlay: never an empty one, nor the old image's
+    assert all(r["overlay"] not in (blank, None) for r in new), \
+        [(r["t"], r["summary"][:60]) for r in new]
+    first = new[0]
+    assert "preview (1/3 resolution) · object:" in first["summary"], first["summary"]
+    # then the segmentation callback's answer (held back by HOLD_S) on the display level's
+    # base, with its own overlay
+    later = [r for r in new if r["base"].startswith("data:image/png")]
+    assert later, [(r["t"], r["base"][:20]) for r in new]
+    assert later[0]["t"] - first["t"] > HOLD_S / 2, (first["t"], later[0]["t"])
+    assert later[-1]["overlay"] != first["overlay"]  # the exact result, at full resolution
     severe = [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"]
     assert severe == [], severe
