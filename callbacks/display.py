@@ -88,22 +88,24 @@ def base_gray(services, session_id, meta, axis, index):
     return render.to_uint8(shown_slice(image, meta, axis, index), *meta["display"])
 
 
-def base_uri(services, session_id, meta, axis, index):
+def base_uri(services, session_id, meta, axis, index, image=None):
     """Data URI of the displayed slice of the image, at its display level
     (:func:`display_of`): a PNG, or above the display level's limit (the means of its
     blocks' values scaled for display, lossy already) a JPEG (``render.jpeg_data_uri``: half the bytes, 20x faster to encode). Encoded
     once per image, slice and display range (the Image panel, the segmentation panel's first
-    view and its whole figure share it)."""
+    view and its whole figure share it). `image`: the image itself if at hand (the load's),
+    else read from the store."""
     factor = display_of(meta, axis)
     key = json.dumps(["base", meta["id"], meta["display"], factor,
                       base_key(meta, axis, index), "jpeg" if factor > 1 else "png"])
 
     def make():
+        pixels = services.image(session_id, meta["id"]) if image is None else image
+        shown = shown_slice(pixels, meta, axis, index)
         if factor == 1:
-            return render.png_data_uri(base_gray(services, session_id, meta, axis, index))
+            return render.png_data_uri(render.to_uint8(shown, *meta["display"]))
         # the block means of the image's values, then scaled for display: the scaling runs
         # on the f² times fewer blocks (4096² uint16: 26 ms instead of 65 ms)
-        shown = shown_slice(services.image(session_id, meta["id"]), meta, axis, index)
         return render.jpeg_data_uri(render.to_uint8(render.reduce_mean(shown, factor),
                                                     *meta["display"]))
 
@@ -143,7 +145,7 @@ def preview_key(key: str, factor: int) -> str:
     return f"{key}|preview-1/{int(factor)}"
 
 
-def first_view(services, session_id, meta, axis, max_pixels=None, preview=None):
+def first_view(services, session_id, meta, axis, max_pixels=None, preview=None, image=None):
     """A new image's first view in the segmentation graph, drawn as soon as the image is on
     the server, before any filtering, preview or segmentation: its base (the display level,
     :func:`base_uri`, the PNG the Image panel shows) with empty overlays, and the summary
@@ -162,7 +164,8 @@ def first_view(services, session_id, meta, axis, max_pixels=None, preview=None):
     `preview`: called once the view's base is made, it gives a :class:`FirstPreview`
     (:func:`first_preview`, e.g. computed meanwhile on another thread) or None; a preview is
     drawn on that view (its overlays instead of empty ones, its summary) and ``"overlaid"``
-    says so."""
+    says so. `image`: the image itself if at hand (the load's, in memory), else read from
+    the store."""
     index = slice_settings(meta, axis)[2]
     factor = display_of(meta, axis)
     key = base_key(meta, axis, index)
@@ -175,21 +178,26 @@ def first_view(services, session_id, meta, axis, max_pixels=None, preview=None):
         coarse = render.display_factor(shape[:2], max_pixels)
         if coarse > factor:
             shown = coarse
+    if image is None:
+        def pixels():
+            return services.image(session_id, meta["id"])
+    else:
+        def pixels():
+            return image
     if shown > factor:
-        image = services.image(session_id, meta["id"])
-        gray = render.to_uint8(render.reduce_mean(shown_slice(image, meta, axis, index), shown),
+        gray = render.to_uint8(render.reduce_mean(shown_slice(pixels(), meta, axis, index), shown),
                                *meta["display"])
         uri = render.jpeg_data_uri(gray, quality=FIRST_VIEW_JPEG_QUALITY)
         key = preview_key(key, shown)
     else:
-        uri = base_uri(services, session_id, meta, axis, index)
+        uri = base_uri(services, session_id, meta, axis, index, image=image)
     summary = first_view_summary(shown if shown > factor else 1)
     marker_uri = seg_uri = blank
     seg_factor = None
     preview = preview() if preview is not None else None
     if preview is not None:
         drawn = preview_overlays(preview, shown, lambda: render.to_uint8(
-            shown_slice(services.image(session_id, meta["id"]), meta, axis, index),
+            shown_slice(pixels(), meta, axis, index),
             *meta["display"]))
         if drawn is not None:
             marker_uri, seg_uri, seg_factor = drawn
@@ -204,7 +212,8 @@ def first_view(services, session_id, meta, axis, max_pixels=None, preview=None):
 FIRST_VIEW_JPEG_QUALITY = 85
 
 
-def load_first_view(services, session_id, meta, axis, history=None, style=None, show=None):
+def load_first_view(services, session_id, meta, axis, history=None, style=None, show=None,
+                    image=None):
     """The first view answered by the load itself (``callbacks.loading``: the loader's
     callback has it as an output, so that the page draws it with the new image's metadata,
     with no request behind the load and no wait for the callbacks the new image fires): at
@@ -218,16 +227,19 @@ def load_first_view(services, session_id, meta, axis, history=None, style=None, 
     and pyamg work and the view's reading and JPEG encoding release the GIL) and drawn on
     that view. The chain the new image fires (history, filter stage, segmentation) then
     replaces it as before; a failed or inapplicable preview leaves the first view as it
-    was."""
+    was. `image`: the loaded image still in memory (pages of the file just stored are slow
+    to map in: on 512×512×128 the preview's standard deviation sample took 0.19 s from the
+    file, 5 ms from memory)."""
     recipe = first_recipe(services, session_id, meta, history) if style is not None else None
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None if recipe is None else pool.submit(
             first_preview, services, session_id, meta, axis, recipe, style,
-            "markers" in (show or []))
+            "markers" in (show or []), image)
         try:
             return first_view(services, session_id, meta, axis,
                               max_pixels=FIRST_VIEW_MAX_PIXELS,
-                              preview=None if pending is None else pending.result)
+                              preview=None if pending is None else pending.result,
+                              image=image)
         except InputError:
             log.warning("first view with the load", exc_info=True)
             return None
@@ -265,18 +277,20 @@ def first_recipe(services, session_id, meta, history):
         return None
 
 
-def first_preview(services, session_id, meta, axis, recipe, style, show_markers):
+def first_preview(services, session_id, meta, axis, recipe, style, show_markers, image=None):
     """A new image's first preview for `recipe`, made from the image itself before any
     filter stage (``Compute.preview``'s quick route: a volume's shown slice solved on the
     slab around it, a large image on its reduced grid of block means; bounded by those
     sizes whatever the image's), or None: a smaller image (its chain is quick), another
     method than the random walker, strokes drawn by hand, markers of one label, or any
-    failure (logged; the first view is drawn without it)."""
+    failure (logged; the first view is drawn without it). `image`: the image itself if at
+    hand (the load's), else read from the store."""
     try:
         index = slice_settings(meta, axis)[2]
         shown = (int(axis or 0), index) if meta["ndim"] == 3 else None
         found = services.preview(session_id, meta["id"], recipe, (), shown=shown,
-                                 quick_only=True, slab_voxels=FIRST_SLAB_VOXELS)
+                                 quick_only=True, slab_voxels=FIRST_SLAB_VOXELS,
+                                 image=image)
         if found is None:
             return None
         if found.slab is not None or found.blocks:

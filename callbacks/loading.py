@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from dash import Input, Output, State, ctx, html, no_update
@@ -29,6 +29,9 @@ class LoadOutcome:
     meta: dict | None
     message: str
     level: str  # "info" or "error"
+    #: the image loaded, still in memory (for the rest of the load's request: its first
+    #: view and first overlay read it instead of mapping the file just stored); never sent
+    array: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def image_meta(array, loaded, image_id) -> dict:
@@ -131,7 +134,7 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
     if removed:
         notes += (" To stay within your storage quota, your oldest images were removed from "
                   f"the server: {', '.join(removed)}.")
-    return LoadOutcome(meta, f"Loaded {loaded.name}. {notes}".strip(), "info")
+    return LoadOutcome(meta, f"Loaded {loaded.name}. {notes}".strip(), "info", array=array)
 
 
 def format_value(value, dtype) -> str:
@@ -224,13 +227,15 @@ def register(app, services):
     def _load(sample, contents, data_file, series, filename, session_id, current, axis,
               history, style, show):
         source = ctx.triggered_id or ids.SAMPLE
+        held = {}
         out = loader_outputs(services, session_id, source, sample, contents, filename,
-                             data_file, series, current)
+                             data_file, series, current, held=held)
         return out + (with_first_view(services, session_id, out[0], axis, history, style,
-                                      show),)
+                                      show, image=held.get("array")),)
 
 
-def with_first_view(services, session_id, meta, axis, history=None, style=None, show=None):
+def with_first_view(services, session_id, meta, axis, history=None, style=None, show=None,
+                    image=None):
     """The segmentation graph's first view of a newly loaded image, answered by the load
     itself (``display.load_first_view``: at most 512² pixels, a labelled preview on blocks
     above that; a large image or a volume with its first overlay, a preview made from the
@@ -238,12 +243,14 @@ def with_first_view(services, session_id, meta, axis, history=None, style=None, 
     pointer, overlay `style` and `show` options), so that the page draws it as soon as the
     load's answer arrives — with no request behind the load, before the callbacks the new
     metadata fires. The metadata then says so (``"first_view"``: the first-view callback it
-    fires sends nothing). ``no_update`` when nothing was loaded."""
+    fires sends nothing). ``no_update`` when nothing was loaded. `image`: the loaded image
+    still in memory (:attr:`LoadOutcome.array`), read instead of the stored file."""
     if not isinstance(meta, dict) or not meta.get("id"):
         return no_update
     from .display import load_first_view  # (display imports this module)
 
-    first = load_first_view(services, session_id, meta, axis, history, style, show)
+    first = load_first_view(services, session_id, meta, axis, history, style, show,
+                            image=image)
     if first is None:
         return no_update
     meta["first_view"] = first["key"]
@@ -276,7 +283,7 @@ def data_file_series(services, data_file) -> tuple:
 
 
 def loader_outputs(services, session_id, source, sample, contents, filename, data_file,
-                   series, current):
+                   series, current, held=None):
     """The loader's outputs for one load: :func:`load_outputs`, then the Series menu's
     options, value and loader item style.
 
@@ -293,19 +300,22 @@ def loader_outputs(services, session_id, source, sample, contents, filename, dat
         The Series menu's value.
     current : dict or None
         Metadata of the image shown now (``ids.IMAGE``).
+    held : dict, optional
+        Given, a loaded image is kept in it under ``"array"`` (:func:`load_outputs`).
     """
     keep = (no_update,) * 3
     if source == ids.DATA_SERIES:
         if not data_file or series is None:
             return (no_update,) * 9
         out = load_outputs(services, session_id, ids.DATA_FILE, sample, contents, filename,
-                           data_file, series=series)
+                           data_file, series=series, held=held)
         if out[0] is not no_update:  # loaded: the menu shows it already
             return out[:5] + (no_update,) + keep
         shown = current or {}
         back = shown.get("series") if shown.get("data_file") == data_file else None
         return out + (no_update, back, no_update)
-    out = load_outputs(services, session_id, source, sample, contents, filename, data_file)
+    out = load_outputs(services, session_id, source, sample, contents, filename, data_file,
+                       held=held)
     if all(value is no_update for value in out):  # nothing to load
         return out + keep
     if source == ids.DATA_FILE:
@@ -320,11 +330,12 @@ def loader_outputs(services, session_id, source, sample, contents, filename, dat
 
 
 def load_outputs(services, session_id, source, sample, contents, filename, data_file,
-                 series=0):
+                 series=0, held=None):
     """Outputs of the loader for one load: image metadata, info, message, cleared upload, and
     the sample / data-file dropdowns showing what is loaded (the others emptied, so that
     choosing the same sample again loads it). `series`: the image series of a data-folder
-    file (:func:`loader_outputs` adds the Series menu)."""
+    file (:func:`loader_outputs` adds the Series menu). `held`: a dict that gets the loaded
+    image, still in memory, under ``"array"`` (the rest of the load's request reads it)."""
     skip = (no_update,) * 6
     if ((source == ids.UPLOAD and contents is None) or (source == ids.DATA_FILE and not data_file)
             or (source == ids.SAMPLE and not sample)):
@@ -336,6 +347,8 @@ def load_outputs(services, session_id, source, sample, contents, filename, data_
     if outcome.meta is None:
         return (no_update, no_update, message_children(outcome.message, "error"), cleared,
                 no_update, no_update)
+    if held is not None:
+        held["array"] = outcome.array
     shown_sample = no_update if source == ids.SAMPLE else None
     shown_file = no_update if source == ids.DATA_FILE else (None if data_file else no_update)
     return (outcome.meta, describe(outcome.meta), message_children(outcome.message, "info"),

@@ -146,13 +146,15 @@ class Services:
         return True
 
     def preview(self, session_id, image_id, recipe, nearby, shown=None, quick_only=False,
-                slab_voxels=None):
+                slab_voxels=None, image=None):
         """Live preview of a random-walker segmentation (see :meth:`Compute.preview`;
         `shown`: ``(axis, index)`` of a volume's slice on the page; `quick_only`: only one
         made from the image itself, before its filter stage; `slab_voxels`: the largest slab
-        of a volume's), or None."""
+        of a volume's; `image`: the session's image itself, if at hand, instead of reading it
+        from the store), or None."""
         self._check_access(session_id, image_id)
-        return self.compute.preview(image_id, self.loader(session_id, image_id),
+        load = self.loader(session_id, image_id) if image is None else (lambda: image)
+        return self.compute.preview(image_id, load,
                                     recipes.validate(recipe),
                                     (recipes.validate(r) for r in nearby), shown=shown,
                                     quick_only=quick_only, slab_voxels=slab_voxels)

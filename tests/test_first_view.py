@@ -570,3 +570,37 @@ def test_a_failed_or_small_first_overlay_leaves_the_first_view(services, monkeyp
     coins = loading.load_image(services, sid, ids.SAMPLE, "coins", None, None, None).meta
     first = loading.with_first_view(services, sid, coins, 0, None, "contour", ["markers"])
     assert not first["overlaid"] and first["summary"] == display.FIRST_VIEW_SUMMARY
+
+
+def test_the_loads_first_view_and_overlay_read_the_image_it_holds(services, monkeypatch,
+                                                                  tmp_path):
+    """The load keeps the image it read (``held``): its first view and first overlay read
+    that array, not the file it has just stored (slow to map in right after the write)."""
+    sid = new_session_id()
+    vol = np.random.default_rng(7).normal(80, 12, (30, 100, 90)).clip(0, 255)
+    vol[:, 20:70, 20:60] += 100
+    vol = vol.astype(np.uint8)
+    tifffile.imwrite(tmp_path / "data" / "vol.tif", vol)
+    held = {}
+    out = loading.loader_outputs(services, sid, ids.DATA_FILE, None, None, None, "vol.tif", 0,
+                                 None, held=held)
+    meta = out[0]
+    assert meta["ndim"] == 3 and np.array_equal(held["array"], vol)
+    assert np.array_equal(services.image(sid, meta["id"]), held["array"])
+    with monkeypatch.context() as m:
+        def refuse(*_a, **_k):
+            raise AssertionError("read the stored image")
+
+        m.setattr(type(services.store), "get_image", refuse)
+        first = loading.with_first_view(services, sid, meta, 0, None, "contour", ["markers"],
+                                        image=held["array"])
+    assert first["overlaid"] and "around this one" in first["summary"]
+    # the same view as from the store
+    again = loading.with_first_view(services, sid, dict(meta), 0, None, "contour",
+                                    ["markers"])
+    assert again["figure"] == first["figure"]
+    # nothing held when nothing is loaded
+    held = {}
+    loading.loader_outputs(services, sid, ids.DATA_FILE, None, None, None, "nope.tif", 0, None,
+                           held=held)
+    assert held.get("array") is None
