@@ -213,7 +213,7 @@ FIRST_VIEW_JPEG_QUALITY = 85
 
 
 def load_first_view(services, session_id, meta, axis, history=None, style=None, show=None,
-                    image=None):
+                    image=None, pending=None):
     """The first view answered by the load itself (``callbacks.loading``: the loader's
     callback has it as an output, so that the page draws it with the new image's metadata,
     with no request behind the load and no wait for the callbacks the new image fires): at
@@ -223,18 +223,18 @@ def load_first_view(services, session_id, meta, axis, history=None, style=None, 
     With the page's `history` pointer (before the load), overlay `style` and `show`
     options, a large image's or a volume's first view comes with its first overlay: the
     preview of :func:`first_preview` for the recipe the new image's history will start
-    from, computed on a second thread while the view is made (the preview's numpy, scipy
-    and pyamg work and the view's reading and JPEG encoding release the GIL) and drawn on
-    that view. The chain the new image fires (history, filter stage, segmentation) then
-    replaces it as before; a failed or inapplicable preview leaves the first view as it
-    was. `image`: the loaded image still in memory (pages of the file just stored are slow
-    to map in: on 512×512×128 the preview's standard deviation sample took 0.19 s from the
-    file, 5 ms from memory)."""
-    recipe = first_recipe(services, session_id, meta, history) if style is not None else None
+    from, computed on a second thread (:func:`start_first_preview`; the loader starts it as
+    soon as the image is described, beside the store's write: `pending`, its future) while
+    the view is made (the preview's numpy, scipy and pyamg work and the view's JPEG / PNG
+    encoding release the GIL), and drawn on that view. The chain the new image fires
+    (history, filter stage, segmentation) then replaces it as before; a failed or
+    inapplicable preview leaves the first view as it was. `image`: the loaded image still
+    in memory (pages of the file just stored are slow to map in: on 512×512×128 the
+    preview's standard deviation sample took 0.19 s from the file, 5 ms from memory)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None if recipe is None else pool.submit(
-            first_preview, services, session_id, meta, axis, recipe, style,
-            "markers" in (show or []), image)
+        if pending is None:
+            pending = start_first_preview(pool, services, session_id, meta, axis, history,
+                                          style, show, image)
         try:
             return first_view(services, session_id, meta, axis,
                               max_pixels=FIRST_VIEW_MAX_PIXELS,
@@ -243,6 +243,20 @@ def load_first_view(services, session_id, meta, axis, history=None, style=None, 
         except InputError:
             log.warning("first view with the load", exc_info=True)
             return None
+
+
+def start_first_preview(pool, services, session_id, meta, axis, history, style, show,
+                        image=None):
+    """Start a new image's :func:`first_preview` on `pool` (an executor) for the recipe its
+    history starts from (:func:`first_recipe`): its future, or None without a `style` (the
+    page's overlay options unknown) or a recipe."""
+    if style is None:
+        return None
+    recipe = first_recipe(services, session_id, meta, history)
+    if recipe is None:
+        return None
+    return pool.submit(first_preview, services, session_id, meta, axis, recipe, style,
+                       "markers" in (show or []), image)
 
 
 #: The largest slab of a volume's first preview (:func:`first_preview`), a third of a move's
@@ -284,7 +298,7 @@ def first_preview(services, session_id, meta, axis, recipe, style, show_markers,
     sizes whatever the image's), or None: a smaller image (its chain is quick), another
     method than the random walker, strokes drawn by hand, markers of one label, or any
     failure (logged; the first view is drawn without it). `image`: the image itself if at
-    hand (the load's), else read from the store."""
+    hand (the load's, which may not be stored yet), else read from the store."""
     try:
         index = slice_settings(meta, axis)[2]
         shown = (int(axis or 0), index) if meta["ndim"] == 3 else None

