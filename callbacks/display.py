@@ -93,8 +93,8 @@ def base_uri(services, session_id, meta, axis, index, image=None):
     (:func:`display_of`): a PNG, or above the display level's limit (the means of its
     blocks' values scaled for display, lossy already) a JPEG (``render.jpeg_data_uri``: half the bytes, 20x faster to encode). Encoded
     once per image, slice and display range (the Image panel, the segmentation panel's first
-    view and its whole figure share it). `image`: the image itself if at hand (the load's),
-    else read from the store."""
+    view and its whole figure share it). `image`: the image itself if at hand (the load's,
+    which may not be stored yet), else read from the store."""
     factor = display_of(meta, axis)
     key = json.dumps(["base", meta["id"], meta["display"], factor,
                       base_key(meta, axis, index), "jpeg" if factor > 1 else "png"])
@@ -109,6 +109,8 @@ def base_uri(services, session_id, meta, axis, index, image=None):
         return render.jpeg_data_uri(render.to_uint8(render.reduce_mean(shown, factor),
                                                     *meta["display"]))
 
+    if image is not None:  # the caller holds the content (the load, maybe storing it now)
+        return services.compute.rendered(key, make)
     return services.rendered(session_id, meta["id"], key, make)
 
 

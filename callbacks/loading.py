@@ -236,22 +236,22 @@ def register(app, services):
         source = ctx.triggered_id or ids.SAMPLE
         held = {}
         with ThreadPoolExecutor(max_workers=1) as pool:
-            def described(meta, array):  # the first preview, while the image is stored
-                from .display import start_first_preview  # (display imports this module)
+            def described(meta, array):  # the first view and overlay, while it is stored
+                from .display import load_first_view  # (display imports this module)
 
-                held["preview"] = start_first_preview(pool, services, session_id, meta, axis,
-                                                      history, style, show, array)
+                held["first"] = pool.submit(load_first_view, services, session_id, meta,
+                                            axis, history, style, show, image=array)
 
             out = loader_outputs(services, session_id, source, sample, contents, filename,
                                  data_file, series, current, held=held,
                                  on_described=described)
             return out + (with_first_view(services, session_id, out[0], axis, history, style,
                                           show, image=held.get("array"),
-                                          preview=held.get("preview")),)
+                                          made=held.get("first")),)
 
 
 def with_first_view(services, session_id, meta, axis, history=None, style=None, show=None,
-                    image=None, preview=None):
+                    image=None, made=None):
     """The segmentation graph's first view of a newly loaded image, answered by the load
     itself (``display.load_first_view``: at most 512² pixels, a labelled preview on blocks
     above that; a large image or a volume with its first overlay, a preview made from the
@@ -260,14 +260,18 @@ def with_first_view(services, session_id, meta, axis, history=None, style=None, 
     load's answer arrives — with no request behind the load, before the callbacks the new
     metadata fires. The metadata then says so (``"first_view"``: the first-view callback it
     fires sends nothing). ``no_update`` when nothing was loaded. `image`: the loaded image
-    still in memory (:attr:`LoadOutcome.array`), read instead of the stored file;
-    `preview`: its first preview started already (``display.start_first_preview``)."""
+    still in memory (:attr:`LoadOutcome.array`), read instead of the stored file; `made`:
+    the future of that first view, started as soon as the image was described (the loader
+    makes it while the image is stored)."""
     if not isinstance(meta, dict) or not meta.get("id"):
         return no_update
     from .display import load_first_view  # (display imports this module)
 
-    first = load_first_view(services, session_id, meta, axis, history, style, show,
-                            image=image, pending=preview)
+    if made is not None:
+        first = made.result()
+    else:
+        first = load_first_view(services, session_id, meta, axis, history, style, show,
+                                image=image)
     if first is None:
         return no_update
     meta["first_view"] = first["key"]

@@ -606,11 +606,11 @@ def test_the_loads_first_view_and_overlay_read_the_image_it_holds(services, monk
     assert held.get("array") is None
 
 
-def test_the_first_preview_starts_once_the_image_is_described_before_it_is_stored(
+def test_the_first_view_is_made_once_the_image_is_described_before_it_is_stored(
         services, tmp_path):
-    """The loader starts the first preview as soon as the image is read and described
-    (``on_described``), so that it runs beside the store's write; made from the array the
-    load holds, it needs no stored image."""
+    """The loader makes the first view and its overlay as soon as the image is read and
+    described (``on_described``), beside the store's write: made from the array the load
+    holds, they need no stored image."""
     from concurrent.futures import ThreadPoolExecutor
 
     sid = new_session_id()
@@ -619,18 +619,22 @@ def test_the_first_preview_starts_once_the_image_is_described_before_it_is_store
     with ThreadPoolExecutor(max_workers=1) as pool:
         def described(meta, array):
             seen["stored"] = services.store.has_image(sid, meta["id"])
-            seen["future"] = display.start_first_preview(pool, services, sid, meta, 0, None,
-                                                         "contour", ["markers"], array)
+            # made here, synchronously: before the image is stored
+            seen["now"] = display.load_first_view(services, sid, dict(meta), 0, None,
+                                                  "contour", ["markers"], image=array)
+            seen["future"] = pool.submit(display.load_first_view, services, sid, meta, 0,
+                                         None, "contour", ["markers"], image=array)
 
         held = {}
         out = loading.loader_outputs(services, sid, ids.DATA_FILE, None, None, None,
                                      "big.tif", 0, None, held=held, on_described=described)
-        assert seen["stored"] is False  # started before the image was stored
-        found = seen["future"].result()
-        assert found is not None and found.found.quick
+        assert seen["stored"] is False  # described before the image was stored
+        assert seen["now"]["overlaid"]
         first = loading.with_first_view(services, sid, out[0], 0, None, "contour",
                                         ["markers"], image=held["array"],
-                                        preview=seen["future"])
+                                        made=seen["future"])
+    assert first is seen["future"].result() and out[0]["first_view"] == first["key"]
     assert first["overlaid"] and "preview (1/3 resolution) · object:" in first["summary"]
+    assert first["figure"] == seen["now"]["figure"]
     # no options, no preview started (a channel's or a crop's first view)
     assert display.start_first_preview(None, services, sid, out[0], 0, None, None, None) is None
