@@ -65,10 +65,41 @@ window.pipexFast = (function () {
                 return update[key][n] === undefined || gd.data[i][key] === update[key][n];
             });
         })) { return Promise.resolve(); }
-        const drawn = Promise.resolve(
-            window.Plotly.restyle(gd, update, traces));
+        const drawn = Promise.resolve(restyleQuietly(gd, update, traces));
         return Promise.race([drawn.catch(function () {}),
                              new Promise(function (resolve) { setTimeout(resolve, 1000); })]);
+    }
+
+    // Plotly.restyle(gd, update, traces) of the segmentation graph whose plotly_restyle event
+    // is not passed on: dcc.Graph would set its restyleData prop to it (the overlays' PNGs,
+    // compared and stored: a store update and a re-render of the graph, 3 React commits per
+    // key press) while no callback listens to it. Where one does, the event goes as before.
+    function restyleQuietly(gd, update, traces) {
+        const at = located(SEG);
+        if (!at || listened(at.state, SEG, {restyleData: true})) {
+            return window.Plotly.restyle(gd, update, traces);
+        }
+        if (!gd.__pipexRestyles) {
+            const emit = gd.emit, own = gd.__pipexRestyles = [];
+            gd.emit = function (name, data) {
+                if (name === 'plotly_restyle' && own.length && Array.isArray(data) &&
+                        data[0] && typeof data[0] === 'object' &&
+                        JSON.stringify([Object.keys(data[0]).sort(), data[1]]) === own[0]) {
+                    own.shift();
+                    return undefined;
+                }
+                return emit.apply(this, arguments);
+            };
+        }
+        const call = JSON.stringify([Object.keys(update).sort(), traces]);
+        gd.__pipexRestyles.push(call);
+        const forget = function () {  // a restyle that emitted nothing (or failed)
+            const i = gd.__pipexRestyles.indexOf(call);
+            if (i >= 0) { gd.__pipexRestyles.splice(i, 1); }
+        };
+        const done = Promise.resolve(window.Plotly.restyle(gd, update, traces));
+        done.then(forget, forget);
+        return done;
     }
 
     // Whether setting `props` on the element `id` would change what it shows: every
@@ -385,6 +416,33 @@ window.pipexFast = (function () {
         });
     }
 
+    // One 32-bit RGBA word per pixel, written as the colour of its class (bytes in memory
+    // order, whatever the platform's endianness)
+    function rgba32(c) {
+        const word = new Uint32Array(1);
+        const bytes = new Uint8ClampedArray(word.buffer);
+        bytes[0] = c[0]; bytes[1] = c[1]; bytes[2] = c[2]; bytes[3] = c[3];
+        return word[0];
+    }
+
+    // The markers of (vmin, vmax) into the values' ImageData: background below vmin, object
+    // above vmax, transparent between (pipeline.segment.make_markers). One word per pixel in
+    // a small loop of its own (the byte-wise loop took 3-6 ms a key press on coins' 116,000
+    // pixels; this one well under 1 ms once compiled).
+    function classify(d, vmin, vmax) {
+        if (!d.words) {
+            d.words = new Uint32Array(d.image.data.buffer, d.image.data.byteOffset,
+                                      d.image.data.length >> 2);
+            d.bg = rgba32(d.colors['1']);
+            d.ob = rgba32(d.colors['2']);
+        }
+        const words = d.words, v = d.v, n = v.length, bg = d.bg, ob = d.ob;
+        for (let i = 0; i < n; i++) {
+            const x = v[i];
+            words[i] = x < vmin ? bg : (x > vmax ? ob : 0);
+        }
+    }
+
     function paintMarkers() {
         const want = VAL.want, d = VAL.data;
         VAL.drawn = want;
@@ -394,14 +452,11 @@ window.pipexFast = (function () {
         const full = gd && gd._fullLayout;
         if (!full || !full._size || !full.xaxis || !full.yaxis || !gd.data[d.trace]) { return; }
         const vmin = want.pair[0], vmax = want.pair[1];
-        const out = d.image.data, v = d.v, n = v.length;
-        const bg = d.colors['1'], ob = d.colors['2'];
-        for (let i = 0, o = 0; i < n; i++, o += 4) {
-            const c = v[i] < vmin ? bg : (v[i] > vmax ? ob : null);
-            if (c) { out[o] = c[0]; out[o + 1] = c[1]; out[o + 2] = c[2]; out[o + 3] = c[3]; }
-            else { out[o + 3] = 0; }
+        if (!d.classified || d.classified[0] !== vmin || d.classified[1] !== vmax) {
+            classify(d, vmin, vmax);
+            d.g.putImageData(d.image, 0, 0);
+            d.classified = [vmin, vmax];
         }
-        d.g.putImageData(d.image, 0, 0);
         const xa = full.xaxis, ya = full.yaxis;
         const drag = gd.querySelector('.nsewdrag');  // plotly's layer over the plot area
         if (!drag) { return; }
@@ -505,12 +560,18 @@ window.pipexFast = (function () {
         return next[0] < next[1] ? next : null;
     }
 
+    // Asked once this answer is handed to Dash and painted: the server's solve of the next
+    // step (a core for ~50 ms on coins) then does not share the CPU with the page still
+    // drawing this one (on a 2-core machine both stretched the hand-off's tasks).
     function prepareNext(request, ctx, history, base) {
         const st = state();
         if (!request.next || st.dragging || request.seq !== st.seq) { return; }
         const body = Object.assign({}, ctx, {history: history, base: base,
                                              request: {pair: request.next, seq: request.seq}});
-        post('prefetch', body).catch(function () {});  // only a cache is warmed
+        HAND.chain.then(painted).then(function () {
+            if (st.dragging || request.seq !== st.seq) { return; }  // moved on meanwhile
+            post('prefetch', body).catch(function () {});  // only a cache is warmed
+        });
     }
 
     function settle(pending, ctx, request) {

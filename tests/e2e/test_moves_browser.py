@@ -173,6 +173,11 @@ window.fetch = function (url) {
     const answer = fetched.apply(this, arguments);
     if (String(url).indexOf('/_pipex/prefetch') >= 0) {
         answer.then(function () { window.__prepared += 1; });
+        // what Dash holds when it is asked: the answer of the key press handed over already
+        const s = window.dash_stores[0].getState();
+        let node = s.layout;
+        for (const k of s.paths.strs['history-store']) { node = node[k]; }
+        window.__handedVmax = node.props.data.recipe.markers.vmax;
     }
     return answer;
 };""")
@@ -183,6 +188,9 @@ window.fetch = function (url) {
            what="the exact overlay of the first key press")
     assert "computed in" in _summary(dash_duo)
     _until(lambda: _js(dash_duo, "return window.__prepared") == 1, what="the next step prepared")
+    # asked for once the answer is handed to Dash (and painted): the server's solve does not
+    # share the CPU with the page drawing the answer
+    assert _js(dash_duo, "return window.__handedVmax") == vmax + 1
     _idle(dash_duo)
     posts = [p["output"] for p in _js(dash_duo, POSTS_JS)]
     assert posts.count("fast:prefetch") == 1 and posts.index("fast:prefetch") > 0, posts
@@ -529,6 +537,12 @@ if (!window.__actsWrapped) {
     window.__actsWrapped = true;
 }
 """
+# plotly_restyle events of the segmentation graph, as its listeners (dcc.Graph) get them
+RESTYLE_EVENTS_JS = """
+window.__restyles = [];
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+gd.on('plotly_restyle', function (data) { window.__restyles.push(data); });
+"""
 DASH_PROP_JS = """
 const s = window.dash_stores[0].getState();
 let node = s.layout;
@@ -542,7 +556,9 @@ def test_a_key_press_runs_no_dash_callback_and_dash_holds_what_the_page_shows(
     _start(dash_duo, app_factory)
     before = _js(dash_duo, OVERLAY_JS)
     vmin, vmax = _js(dash_duo, SHAPES_JS)[:2]
+    restyled = _js(dash_duo, DASH_PROP_JS, "segmentation-graph", "restyleData")
     _js(dash_duo, ACTIONS_JS)
+    _js(dash_duo, RESTYLE_EVENTS_JS)
     _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
     _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
            what="the exact overlay of the new pair")
@@ -569,6 +585,11 @@ def test_a_key_press_runs_no_dash_callback_and_dash_holds_what_the_page_shows(
     assert [t.get("source") for t in figure["data"]][1:] == _js(
         dash_duo, "return document.querySelector('#segmentation-graph .js-plotly-plot')"
                   ".data.slice(1).map(t => t.source)")
+    # the page's restyle of the overlays is not passed to dcc.Graph (no callback listens to
+    # its restyleData: a store update and a re-render of the graph for nothing); a restyle
+    # by anyone else still is
+    assert _js(dash_duo, "return window.__restyles") == []
+    assert _js(dash_duo, DASH_PROP_JS, "segmentation-graph", "restyleData") == restyled
 
     # Undo, a server callback reading the history pointer as State, goes back to the pair
     # before, and the next key press moves on from there
@@ -587,3 +608,13 @@ def test_a_key_press_runs_no_dash_callback_and_dash_holds_what_the_page_shows(
     markers = _js(dash_duo, DASH_PROP_JS, "history-store", "data")["recipe"]["markers"]
     assert (markers["vmin"], markers["vmax"]) == (vmin - 1, vmax)
     assert dash_duo.find_element("#history-text").text == "step 2 of 2"
+    assert _js(dash_duo, "return window.__restyles") == []
+
+    # a restyle of the segmentation graph by anyone else is passed on as before
+    _js(dash_duo, "const gd = document.querySelector('#segmentation-graph .js-plotly-plot');"
+                  "return Plotly.restyle(gd, {opacity: 0.9}, [1]);")
+    _until(lambda: len(_js(dash_duo, "return window.__restyles")) == 1, timeout=10,
+           what="another restyle's event")
+    _until(lambda: "opacity" in ((_js(dash_duo, DASH_PROP_JS, "segmentation-graph",
+                                      "restyleData") or [{}])[0] or {}), timeout=10,
+           what="dcc.Graph's restyleData")
