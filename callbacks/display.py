@@ -187,8 +187,9 @@ def first_view(services, session_id, meta, axis, max_pixels=None, preview=None, 
         def pixels():
             return image
     if shown > factor:
-        gray = render.to_uint8(render.reduce_mean(shown_slice(pixels(), meta, axis, index), shown),
-                               *meta["display"])
+        gray = render.to_uint8(
+            render.reduce_mean(shown_slice(pixels(), meta, axis, index), shown),
+            *meta["display"])
         uri = render.jpeg_data_uri(gray, quality=FIRST_VIEW_JPEG_QUALITY)
         key = preview_key(key, shown)
     else:
@@ -199,13 +200,13 @@ def first_view(services, session_id, meta, axis, max_pixels=None, preview=None, 
     preview = preview() if preview is not None else None
     if preview is not None:
         drawn = preview_overlays(preview, shown, lambda: render.to_uint8(
-            shown_slice(pixels(), meta, axis, index),
-            *meta["display"]))
+            shown_slice(pixels(), meta, axis, index), *meta["display"]))
         if drawn is not None:
             marker_uri, seg_uri, seg_factor = drawn
             summary = first_preview_summary(preview, shown if shown > factor else 1)
-    fig = figures.segmentation_figure(uri, marker_uri, seg_uri, uirevision=uirevision(meta, axis),
-                                      highlight=blank, factor=shown, seg_factor=seg_factor)
+    fig = figures.segmentation_figure(uri, marker_uri, seg_uri,
+                                      uirevision=uirevision(meta, axis), highlight=blank,
+                                      factor=shown, seg_factor=seg_factor)
     return {"key": key, "figure": fig.to_plotly_json(), "summary": summary, "factor": shown,
             "overlaid": seg_factor is not None}
 
@@ -215,7 +216,7 @@ FIRST_VIEW_JPEG_QUALITY = 85
 
 
 def load_first_view(services, session_id, meta, axis, history=None, style=None, show=None,
-                    image=None, pending=None):
+                    image=None):
     """The first view answered by the load itself (``callbacks.loading``: the loader's
     callback has it as an output, so that the page draws it with the new image's metadata,
     with no request behind the load and no wait for the callbacks the new image fires): at
@@ -225,18 +226,17 @@ def load_first_view(services, session_id, meta, axis, history=None, style=None, 
     With the page's `history` pointer (before the load), overlay `style` and `show`
     options, a large image's or a volume's first view comes with its first overlay: the
     preview of :func:`first_preview` for the recipe the new image's history will start
-    from, computed on a second thread (:func:`start_first_preview`; the loader starts it as
-    soon as the image is described, beside the store's write: `pending`, its future) while
-    the view is made (the preview's numpy, scipy and pyamg work and the view's JPEG / PNG
-    encoding release the GIL), and drawn on that view. The chain the new image fires
-    (history, filter stage, segmentation) then replaces it as before; a failed or
-    inapplicable preview leaves the first view as it was. `image`: the loaded image still
+    from, computed on a second thread (:func:`start_first_preview`) while the view is made
+    (the preview's numpy, scipy and pyamg work and the view's JPEG / PNG encoding release the
+    GIL), and drawn on that view. (The loader runs this as soon as the image is described,
+    beside the store's write: ``loading.load_image(on_described=…)``.) The chain the new
+    image fires (history, filter stage, segmentation) then replaces it as before; a failed
+    or inapplicable preview leaves the first view as it was. `image`: the loaded image still
     in memory (pages of the file just stored are slow to map in: on 512×512×128 the
     preview's standard deviation sample took 0.19 s from the file, 5 ms from memory)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        if pending is None:
-            pending = start_first_preview(pool, services, session_id, meta, axis, history,
-                                          style, show, image)
+        pending = start_first_preview(pool, services, session_id, meta, axis, history,
+                                      style, show, image)
         try:
             return first_view(services, session_id, meta, axis,
                               max_pixels=FIRST_VIEW_MAX_PIXELS,
@@ -326,14 +326,10 @@ def preview_overlays(preview, factor, gray):
     found = preview.found
     show_markers = preview.show_markers and found.shown is not None
     seg_factor = found.factor if found.blocks else factor
-
-    def image2d():  # (a pixel of each block is taken by overlay_uris)
-        return gray()
-
     try:
         marker_uri, seg_uri = overlay_uris(
             found.shown, preview.mask2d.astype(np.int32), preview.recipe, preview.style,
-            show_markers, image2d, None, factor=found.factor if found.blocks else 1,
+            show_markers, gray, None, factor=found.factor if found.blocks else 1,
             display=factor)
     except Exception:  # noqa: BLE001 - drawn without it
         log.warning("first preview's overlays", exc_info=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,8 +90,8 @@ def load_image(services, session_id, source, sample, contents, filename, data_fi
         The image series of a data-folder TIFF to load (the Series menu); 0 by default.
     on_described : callable, optional
         Called with ``(meta, array)`` once the image is read and described, before it is
-        stored (the loader starts the new image's first preview then, beside the store's
-        write).
+        stored (the loader starts the new image's first view and first overlay then, made
+        beside the store's write).
 
     Returns
     -------
