@@ -81,6 +81,7 @@ __all__ = [
     "block_mean",
     "block_extrema",
     "block_preview",
+    "block_labels",
     "coarse_preview",
     "slab_preview",
     "SLAB_HALF_WIDTH",
@@ -586,11 +587,16 @@ def _block_counts(shape, factor):
 def _coarsen_markers(lab, factor=2):
     """Markers of `factor`-wide blocks: a label where the block holds markers of one label
     only."""
-    has_bg = _block_reduce(lab == BACKGROUND, factor, np.logical_or, bool)
-    has_obj = _block_reduce(lab == OBJECT, factor, np.logical_or, bool)
-    out = np.zeros(has_bg.shape, dtype=np.uint8)
-    out[has_bg & ~has_obj] = BACKGROUND
-    out[has_obj & ~has_bg] = OBJECT
+    return block_labels(_block_reduce(lab == BACKGROUND, factor, np.logical_or, bool),
+                        _block_reduce(lab == OBJECT, factor, np.logical_or, bool))
+
+
+def block_labels(has_background, has_object):
+    """Markers of blocks from whether each holds background / object markers: the label
+    of a block holding markers of one label only, else 0 (uint8)."""
+    out = np.zeros(has_background.shape, dtype=np.uint8)
+    out[has_background & ~has_object] = BACKGROUND
+    out[has_object & ~has_background] = OBJECT
     return out
 
 

@@ -146,19 +146,14 @@ def block_markers(image, vmin, vmax, factor) -> np.ndarray:
     -------
     ndarray of uint8, shape ``ceil(image.shape / factor)``
     """
-    from .randomwalker import block_extrema  # (randomwalker is the heavier import)
+    from .randomwalker import block_extrema, block_labels  # (the heavier import)
 
     vmin = _finite_number("vmin", vmin)
     vmax = _finite_number("vmax", vmax)
     if vmin >= vmax:
         raise InputError(f"vmin ({vmin:g}) must be below vmax ({vmax:g}).")
     low, high = block_extrema(image, factor)
-    has_bg = _beyond(low, vmin, above=False)
-    has_obj = _beyond(high, vmax, above=True)
-    out = np.zeros(low.shape, dtype=np.uint8)
-    out[has_bg & ~has_obj] = BACKGROUND
-    out[has_obj & ~has_bg] = OBJECT
-    return out
+    return block_labels(_beyond(low, vmin, above=False), _beyond(high, vmax, above=True))
 
 
 def _nice_step(span: float) -> float:
