@@ -44,8 +44,10 @@ vmax right, vmin left, ...: no key press is the step prepared (the unpredicted c
 overlays drawn on the segmentation graph during the drag (per second), time from release to
 the final pair's exact result on the screen (the first redraw after release showing the
 overlays of the last exact redraw; 0 when they were on the screen at the release), and its
-ratio to the
-single-move "exact drawn" median. ``--long N``: N moves in a row on coins (a fresh page; a
+ratio to a single move's exact time: the median of 3 key presses where the drag ended that
+turn (vmax right, vmin left, vmax right), which the app never prepares — the target (a drag
+builds no queue) is against a move that is solved, not a cache hit; the ratio to the
+prepared steps above ("exact drawn") is reported beside it. ``--long N``: N moves in a row on coins (a fresh page; a
 snake over (vmin, vmax) so that every pair is new): first 10 vs last 10 moves.
 
 Cases: ``coins`` (the app's default sample), ``1024`` (1024x1024 camera TIFF through the
@@ -123,7 +125,8 @@ TARGET_EXACT = {"coins": 1 / 2, "1024": 1 / 3}  # exact drawn <= fraction of the
 TARGET_BUSY = 1 / 2  # main-thread time per move <= fraction of the baseline's
 TARGET_3D_FIRST = 1 / 5  # 3D first overlay <= fraction of one direct random_walker call
 TARGET_DRAG_RATE = 5.0  # overlays per second while dragging (coins, 1024)
-TARGET_DRAG_EXACT = 1.5  # exact after a drag <= this x a single move's exact time
+TARGET_DRAG_EXACT = 1.5  # exact after a drag <= this x a single (unprepared) move's exact
+DRAG_TURNS = 3  # unprepared key presses where a drag ended: its single-move reference
 TARGET_LONG = 1.10  # last 10 / first 10 moves of a long session
 
 log = bh.log
@@ -1091,17 +1094,22 @@ def run_case(name, app_servers, data_dir, volume_path, log_dir, args):
                 v = result["variants"][page.label]
                 single = v["summary"]["exact_s"]["median"]
                 d["exact_vs_single_move"] = bh.ratio(d["exact_after_release_s"], single)
-                # the same problem size: one key press next to where the drag ended
-                there = page.move("vmax", "ArrowRight")
-                d["move_there"] = there
-                d["exact_vs_move_there"] = bh.ratio(d["exact_after_release_s"], there["exact_s"])
+                # a single move's exact time, of the same problem size and unprepared (no
+                # cache hit): key presses where the drag ended that turn (vmax right, vmin
+                # left, vmax right: the app never prepares a turn), median of 3
+                there = [page.move(*turns(i)) for i in range(DRAG_TURNS)]
+                d["moves_there"] = there
+                d["move_there"] = {"exact_s": bh.median([m["exact_s"] for m in there])}
+                d["exact_vs_move_there"] = bh.ratio(d["exact_after_release_s"],
+                                                    d["move_there"]["exact_s"])
                 v["drag"] = d
                 log(f"  drag {page.label}: {d['overlays_during']} overlays in "
                     f"{d['duration_s']:.2f} s ({fmt(d['overlays_per_s'], 'rate')}), "
                     f"{d['requests_during']} requests while dragging; exact "
                     f"{bh.ms(d['exact_after_release_s'])} after release "
                     f"({fmt(d['exact_vs_single_move'], 'ratio')} a single move's, "
-                    f"{fmt(d['exact_vs_move_there'], 'ratio')} a key press there: "
+                    f"{fmt(d['exact_vs_move_there'], 'ratio')} an unprepared key press "
+                    f"there: "
                     f"{bh.ms(there['exact_s'])}), settled "
                     f"{bh.ms(d['settled_after_release_s'])} after release; "
                     f"{d['before']} → {d['pair']}"
@@ -1213,9 +1221,10 @@ def table(results, labels):
                     ("overlays_per_s", "drag: overlays drawn per second while dragging", "rate"),
                     ("requests_during", "drag: requests while the mouse is down", "count"),
                     ("exact_after_release_s", "drag: release → exact drawn", "time"),
-                    ("exact_vs_single_move", "drag: that / single move's exact drawn", "ratio"),
-                    ("exact_vs_move_there", "drag: that / exact of a key press where the drag "
-                     "ended", "ratio"),
+                    ("exact_vs_single_move", "drag: that / a prepared step's exact drawn "
+                     "(the moves above)", "ratio"),
+                    ("exact_vs_move_there", "drag: that / exact of an unprepared key press "
+                     "where the drag ended (median of 3 turns)", "ratio"),
                     ("settled_after_release_s", "drag: release → all settled", "time")):
                 ref = (base or {}).get("drag", {}).get(field)
                 vals = [variants.get(label, {}).get("drag", {}).get(field) for label in labels]
@@ -1333,11 +1342,15 @@ def targets(results, labels):
                     fmt(d["overlays_per_s"], "rate"),
                     None if d["overlays_per_s"] is None
                     else d["overlays_per_s"] >= TARGET_DRAG_RATE)
-                r = d.get("exact_vs_single_move")
+                # against a single move that is solved, not a cache hit: the steps the app
+                # prepares while the person looks are informational (exact_vs_single_move)
+                r = d.get("exact_vs_move_there")
+                there = (d.get("move_there") or {}).get("exact_s")
                 add(name, label, f"drag: exact after a {results['settings']['drag_seconds']:g} s "
-                    f"drag ≤ {TARGET_DRAG_EXACT:g}× a single move's",
-                    f"{fmt(d['exact_after_release_s'], 'time')} vs "
-                    f"{fmt(_med(v, 'exact_s'), 'time')} ({fmt(r, 'ratio')})",
+                    f"drag ≤ {TARGET_DRAG_EXACT:g}× a single (unprepared) move's",
+                    f"{fmt(d['exact_after_release_s'], 'time')} vs {fmt(there, 'time')} "
+                    f"({fmt(r, 'ratio')}; {fmt(d.get('exact_vs_single_move'), 'ratio')} a "
+                    f"prepared step's {fmt(_med(v, 'exact_s'), 'time')})",
                     None if r is None else r <= TARGET_DRAG_EXACT)
         long = case.get("long")
         if long:
