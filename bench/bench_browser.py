@@ -1107,10 +1107,10 @@ def run_case(name, app_servers, data_dir, volume_path, log_dir, args):
                     f"{d['duration_s']:.2f} s ({fmt(d['overlays_per_s'], 'rate')}), "
                     f"{d['requests_during']} requests while dragging; exact "
                     f"{bh.ms(d['exact_after_release_s'])} after release "
-                    f"({fmt(d['exact_vs_single_move'], 'ratio')} a single move's, "
+                    f"({fmt(d['exact_vs_single_move'], 'ratio')} a prepared step's, "
                     f"{fmt(d['exact_vs_move_there'], 'ratio')} an unprepared key press "
-                    f"there: "
-                    f"{bh.ms(there['exact_s'])}), settled "
+                    f"there: {bh.ms(d['move_there']['exact_s'])} of "
+                    f"{', '.join(bh.ms(m['exact_s']) for m in there)}), settled "
                     f"{bh.ms(d['settled_after_release_s'])} after release; "
                     f"{d['before']} → {d['pair']}"
                     + ("; no request before the release" if not d["requests_during"] else ""))
