@@ -165,30 +165,41 @@ def _nice_step(span: float) -> float:
     return _round(best, 3)
 
 
-def threshold_step(image) -> float:
+def _extrema(image, extrema) -> tuple[float, float]:
+    """``(min, max)`` of `image`, or `extrema` if given (the caller's, read once)."""
+    if extrema is None:
+        return float(np.min(image)), float(np.max(image))
+    if len(extrema) != 2:
+        raise InputError(f"extrema must be a (min, max) pair, got {extrema!r}.")
+    return float(extrema[0]), float(extrema[1])
+
+
+def threshold_step(image, extrema=None) -> float:
     """Slider step for thresholds: 1 for integer images; for float images a round number
-    (1, 2 or 5 × 10**k) of about range/1000, so that typed round values stay on the grid."""
+    (1, 2 or 5 × 10**k) of about range/1000, so that typed round values stay on the grid.
+    `extrema`: the image's ``(min, max)`` if known (not read again)."""
     image = np.asarray(image)
     if np.issubdtype(image.dtype, np.integer):
         return 1.0
-    lo, hi = float(np.min(image)), float(np.max(image))
+    lo, hi = _extrema(image, extrema)
     return _nice_step(hi - lo)
 
 
-def threshold_range(image) -> tuple[float, float]:
+def threshold_range(image, extrema=None) -> tuple[float, float]:
     """Bounds of the threshold slider: the image's range for integer images; for float
     images the range widened to multiples of ten steps (a float image in −0.00027 … 0.9987
     gets −0.01 … 1), so that the grid of :func:`threshold_step` starts at a round number and
-    the round values a person types (0, 1) are on it and inside it."""
+    the round values a person types (0, 1) are on it and inside it. `extrema`: the image's
+    ``(min, max)`` if known (not read again)."""
     image = np.asarray(image)
-    lo, hi = float(np.min(image)), float(np.max(image))
+    lo, hi = _extrema(image, extrema)
     if np.issubdtype(image.dtype, np.integer):
         return lo, hi
-    unit = 10 * threshold_step(image)
+    unit = 10 * threshold_step(image, (lo, hi))
     return _round(math.floor(lo / unit) * unit, 12), _round(math.ceil(hi / unit) * unit, 12)
 
 
-def default_thresholds(image) -> tuple[float, float]:
+def default_thresholds(image, extrema=None) -> tuple[float, float]:
     """A first guess of (vmin, vmax): halfway between Otsu's threshold and each class mean.
 
     Otsu's threshold splits the histogram into two classes; the markers start halfway between
@@ -198,6 +209,8 @@ def default_thresholds(image) -> tuple[float, float]:
     ----------
     image : ndarray
         Grayscale image, not constant.
+    extrema : (float, float), optional
+        The image's minimum and maximum if known (a float image's are not read again).
 
     Returns
     -------
@@ -223,7 +236,8 @@ def default_thresholds(image) -> tuple[float, float]:
         vmin, vmax = math.floor(vmin), math.ceil(vmax)
     else:
         # on the slider's grid (:func:`threshold_range`, :func:`threshold_step`)
-        step, lo = threshold_step(image), threshold_range(image)[0]
+        extrema = _extrema(image, extrema)
+        step, lo = threshold_step(image, extrema), threshold_range(image, extrema)[0]
         vmin, vmax = (lo + round((v - lo) / step) * step for v in (vmin, vmax))
     return _round(vmin), _round(vmax)
 

@@ -638,3 +638,17 @@ def test_the_first_view_is_made_once_the_image_is_described_before_it_is_stored(
     assert first["figure"] == seen["now"]["figure"]
     # no options, no preview started (a channel's or a crop's first view)
     assert display.start_first_preview(None, services, sid, out[0], 0, None, None, None) is None
+
+
+def test_the_load_hashes_and_describes_an_image_at_once_as_one_after_the_other():
+    """Issue 9: the content hash (the image's id) and the description run on two threads;
+    the metadata is the one made one after the other."""
+    from pipeline import io
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 4096, size=(6, 64, 48)).astype(np.uint16)
+    loaded = io.LoadedImage(image, "stack.tif", ("a note",))
+    meta = loading.hashed_meta(image, loaded)
+    assert meta == loading.image_meta(image, loaded, io.content_hash(image))
+    assert meta["id"] == io.content_hash(image)
+    assert meta["slider"] == [float(image.min()), float(image.max())]

@@ -167,3 +167,20 @@ def test_block_markers_check_their_arguments():
         block_markers(image, 10, 20, 0)
     with pytest.raises(InputError, match="dtype"):
         block_markers(image.astype(np.complex64), 10, 20, 2)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64"])
+def test_known_extrema_give_the_same_slider_and_thresholds(dtype):
+    """Issue 9: the load reads an image's minimum and maximum once and hands them on; the
+    slider's step and bounds and the default thresholds are those found without them."""
+    from pipeline.segment import threshold_range, threshold_step
+
+    rng = np.random.default_rng(2)
+    image = (rng.random((40, 30)) * (200 if dtype.startswith("uint") else 0.73) + 3)
+    image = image.astype(dtype)
+    extrema = (float(image.min()), float(image.max()))
+    assert threshold_step(image, extrema) == threshold_step(image)
+    assert threshold_range(image, extrema) == threshold_range(image)
+    assert default_thresholds(image, extrema) == default_thresholds(image)
+    with pytest.raises(InputError, match="extrema"):
+        threshold_range(image, (1.0,))
