@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io as _io
 import json
 import math
@@ -1399,10 +1398,6 @@ def resolve_data_file(data_dir, relpath) -> Path:
 # Hashing and writing
 
 
-#: Bytes of each piece of an image's content hashed on its own (:func:`content_hash`).
-HASH_PIECE_BYTES = 8 * 1024**2
-
-
 def content_hash(array: np.ndarray) -> str:
     """Hash of an image's content, used as its id.
 
@@ -1413,35 +1408,19 @@ def content_hash(array: np.ndarray) -> str:
     Returns
     -------
     str
-        32 hex digits: BLAKE2b (digest size 16) over the dtype string, the shape and the
-        BLAKE2b digests (32 bytes) of the C-contiguous bytes' :data:`HASH_PIECE_BYTES`
-        pieces, in order — a hash tree whose pieces are hashed on the cores at once (hashlib
-        releases the GIL: 64 MB in ~45 ms on 2 cores instead of ~90 ms). Equal arrays of
-        equal dtype and shape give equal hashes, whatever the number of cores.
+        32 hex digits: BLAKE3 (a cryptographic hash: on a shared server no one can make
+        another image with a given id) over the dtype string, the shape and the
+        C-contiguous bytes. One core hashes 64 MB in ~11 ms (BLAKE2b took ~65 ms, on both
+        cores ~35 ms), so that the load's description, made at once, has the other core.
+        Equal arrays of equal dtype and shape give equal hashes.
     """
+    import blake3
+
     array = np.ascontiguousarray(array)
-    data = memoryview(array.reshape(-1)).cast("B")
-    pieces = [data[i:i + HASH_PIECE_BYTES]
-              for i in range(0, len(data), HASH_PIECE_BYTES)] or [data]
-
-    def leaf(piece):
-        return hashlib.blake2b(piece, digest_size=32).digest()
-
-    from .parallel import cpu_limit  # the container's CPUs (affinity and cgroup quota)
-
-    workers = min(len(pieces), cpu_limit())
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            digests = list(pool.map(leaf, pieces))
-    else:
-        digests = [leaf(piece) for piece in pieces]
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{array.dtype.str}|{tuple(int(s) for s in array.shape)}|".encode())
-    for digest in digests:
-        h.update(digest)
-    return h.hexdigest()
+    h = blake3.blake3(f"{array.dtype.str}|{tuple(int(s) for s in array.shape)}|".encode())
+    if array.size:
+        h.update(memoryview(array.reshape(-1)).cast("B"))
+    return h.hexdigest(length=16)
 
 
 def labels_to_tiff_bytes(labels: np.ndarray, metadata: dict | None = None) -> bytes:

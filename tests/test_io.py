@@ -703,19 +703,19 @@ def test_png_bytes_palette_keeps_every_colour_the_sample_misses(case):
     np.testing.assert_array_equal(table[index], array)
 
 
-def test_content_hash_is_a_tree_whose_value_does_not_depend_on_the_cores(monkeypatch):
-    """The pieces are hashed on the cores at once; the id is the same on one core, and a
-    change in any piece (the last, partial one too) changes it."""
-    monkeypatch.setattr(io, "HASH_PIECE_BYTES", 1000)  # 12 pieces, the last partial
+def test_content_hash_names_the_content_its_dtype_and_shape():
+    """A change of any byte (the first, the last), of the dtype or of the shape changes the
+    id; equal content gives an equal id, from a view or a copy alike."""
     image = np.arange(11_100, dtype=np.uint8).reshape(111, 100)
-    many = io.content_hash(image)
-    from pipeline import parallel
-
-    monkeypatch.setattr(parallel, "cpu_limit", lambda: 1)
-    assert io.content_hash(image) == many
+    first = io.content_hash(image)
+    assert io.content_hash(image.copy()) == first
+    assert io.content_hash(np.asfortranarray(image)) == first  # the C-order bytes
     for flat in (0, 999, 1000, 11_099):
         changed = image.copy()
         changed.flat[flat] ^= 1
-        assert io.content_hash(changed) != many
-    assert len(many) == 32 and int(many, 16) >= 0
+        assert io.content_hash(changed) != first
+    assert io.content_hash(image.reshape(100, 111)) != first
+    assert io.content_hash(image.view(np.int8)) != first
+    assert len(first) == 32 and int(first, 16) >= 0
     assert io.content_hash(np.zeros((0, 3))) != io.content_hash(np.zeros((3, 0)))
+    assert io.content_hash(np.zeros(4, bool)) != io.content_hash(np.zeros(4, np.uint8))
