@@ -79,6 +79,8 @@ window.pipexFast = (function () {
         if (!at || listened(at.state, SEG, {restyleData: true})) {
             return window.Plotly.restyle(gd, update, traces);
         }
+        const swapped = swapSources(gd, update, traces);
+        if (swapped) { return swapped; }
         if (!gd.__pipexRestyles) {
             const emit = gd.emit, own = gd.__pipexRestyles = [];
             gd.emit = function (name, data) {
@@ -100,6 +102,94 @@ window.pipexFast = (function () {
         const done = Promise.resolve(window.Plotly.restyle(gd, update, traces));
         done.then(forget, forget);
         return done;
+    }
+
+    // The overlays' new PNGs put into the <image> elements plotly drew for them, instead of
+    // Plotly.restyle: a restyle of an image trace's `source` is a whole recalculation and
+    // redraw of the graph (supplyDefaults, every image's size read from its PNG, axes,
+    // layers: ~7 ms of the main thread per key press on coins), and plotly loads each new
+    // PNG a second time into an Image of its own to draw it on a hover canvas (a decode
+    // and a load event per overlay; the overlays have hoverinfo 'skip'). What plotly would
+    // draw is the same <image> with the new href when every overlay keeps its size in
+    // pixels and its geometry (x0, y0, dx, dy) and is drawn as a real image (plotly's
+    // `_realImage`: its href is its source): then only the hrefs change here, and plotly's
+    // data (gd.data, gd._fullData: the source it would have set) says the same; the stale
+    // hover canvas is rebuilt by plotly's next redraw (it compares its source). The graph
+    // then emits plotly_afterplot, as plotly does once a redraw's images are loaded.
+    // Anything else (a preview on blocks, another size, a hidden trace) returns null: the
+    // caller restyles.
+    const XLINK = 'http://www.w3.org/1999/xlink';
+
+    function pngSize(uri) {  // [width, height] from a PNG data URI's IHDR, or null
+        if (typeof uri !== 'string' || uri.indexOf('data:image/png;base64,') !== 0) {
+            return null;
+        }
+        let head;
+        try { head = atob(uri.slice(22, 22 + 32)); } catch (e) { return null; }
+        if (head.length < 24 || head.slice(12, 16) !== 'IHDR') { return null; }
+        const u32 = function (o) {
+            return ((head.charCodeAt(o) << 24) >>> 0) + (head.charCodeAt(o + 1) << 16) +
+                (head.charCodeAt(o + 2) << 8) + head.charCodeAt(o + 3);
+        };
+        return [u32(16), u32(20)];
+    }
+
+    function swapSources(gd, update, traces) {
+        const full = gd._fullData, calc = gd.calcdata;
+        if (!Array.isArray(full) || !Array.isArray(calc) || !update.source ||
+                !gd._fullLayout || gd._transitioning) { return null; }
+        const images = gd.querySelectorAll('.imagelayer .im image');
+        const swaps = [];
+        for (let n = 0; n < traces.length; n++) {
+            const i = traces[n], t = gd.data[i], src = update.source[n];
+            const k = full.findIndex(function (f) { return f && f.index === i; });
+            const f = full[k], cd = calc[k];
+            if (!t || !f || f.type !== 'image' || f.visible !== true || !f._realImage ||
+                    !f._hasSource || f._hasZ || !cd || !cd[0] || cd[0].trace !== f ||
+                    typeof src !== 'string') { return null; }
+            // the geometry as drawn
+            const same = Object.keys(update).every(function (key) {
+                return key === 'source' || update[key][n] === undefined ||
+                    update[key][n] === f[key];
+            });
+            if (!same) { return null; }
+            let el = null;
+            for (let j = 0; j < images.length; j++) {
+                const d = images[j].__data__;
+                if (d && d[0] === cd[0]) { el = images[j]; break; }
+            }
+            const href = el && (el.getAttributeNS(XLINK, 'href') || el.getAttribute('href'));
+            if (!el || href !== f.source || t.source !== f.source) { return null; }
+            const size = pngSize(src);
+            if (!size || size[0] !== cd[0].w || size[1] !== cd[0].h) { return null; }
+            swaps.push({i: i, t: t, f: f, el: el, src: src, n: n});
+        }
+        const loads = swaps.map(function (s) {
+            // what Plotly.restyle sets in the trace's data (the keys given), and the source
+            // of plotly's full trace; then the href, as plotly's image plot sets it
+            Object.keys(update).forEach(function (key) {
+                if (update[key][s.n] !== undefined) { s.t[key] = update[key][s.n]; }
+            });
+            s.f.source = s.src;
+            if (s.el.getAttributeNS(XLINK, 'href') === s.src) { return Promise.resolve(); }
+            return new Promise(function (resolve) {
+                const done = function () {
+                    s.el.removeEventListener('load', done);
+                    s.el.removeEventListener('error', done);
+                    resolve();
+                };
+                s.el.addEventListener('load', done);
+                s.el.addEventListener('error', done);
+                s.el.setAttributeNS(XLINK, 'xlink:href', s.src);
+            });
+        });
+        return Promise.all(loads).then(function () {
+            // a redraw of the graph since (a zoom, a react) drew what it drew: its own event
+            if (swaps.every(function (s) { return s.el.isConnected; })) {
+                gd.emit('plotly_afterplot');
+            }
+            return gd;
+        });
     }
 
     // Whether setting `props` on the element `id` would change what it shows: every

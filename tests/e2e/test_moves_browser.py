@@ -618,3 +618,93 @@ def test_a_key_press_runs_no_dash_callback_and_dash_holds_what_the_page_shows(
     _until(lambda: "opacity" in ((_js(dash_duo, DASH_PROP_JS, "segmentation-graph",
                                       "restyleData") or [{}])[0] or {}), timeout=10,
            what="dcc.Graph's restyleData")
+
+
+# The segmentation graph's overlay images as drawn: per trace, plotly's data, its full data
+# and the href of the <image> plotly drew for it (and a mark on that element).
+SEG_IMAGES_JS = """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+const out = [];
+gd.querySelectorAll('.imagelayer .im image').forEach(function (el) {
+    const t = el.__data__[0].trace;
+    out.push({index: t.index, data: gd.data[t.index].source, full: t.source,
+              href: el.getAttributeNS('http://www.w3.org/1999/xlink', 'href'),
+              mark: el.dataset.testMark || null});
+});
+return out;
+"""
+COUNT_RESTYLES_JS = """
+window.__segRestyles = 0;
+if (!window.__restyleCounted) {
+    const restyle = window.Plotly.restyle;
+    window.Plotly.restyle = function (g) {
+        if (g === document.querySelector('#segmentation-graph .js-plotly-plot')) {
+            window.__segRestyles += 1;
+        }
+        return restyle.apply(this, arguments);
+    };
+    window.__restyleCounted = true;
+}
+"""
+
+
+def test_a_key_press_puts_the_new_overlays_into_the_drawn_images(dash_duo, app_factory):
+    """The answer's overlays (same size, same geometry) go into the <image> elements plotly
+    drew, without a Plotly.restyle (a whole recalculation and redraw of the graph, and a
+    second load of every PNG for a hover canvas); plotly's data says what is drawn, and
+    plotly's own next redraw draws the same."""
+    _start(dash_duo, app_factory)
+    # (the first hand-off after the load re-plots the figure Dash is handed once)
+    before = _js(dash_duo, OVERLAY_JS)
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the exact overlay of the first key press")
+    _idle(dash_duo)
+    before = _js(dash_duo, OVERLAY_JS)
+    _js(dash_duo, "document.querySelectorAll('#segmentation-graph .imagelayer .im image')"
+                  ".forEach(function (el, i) { el.dataset.testMark = 'm' + i; });")
+    marks = {im["index"]: im["mark"] for im in _js(dash_duo, SEG_IMAGES_JS)}
+    _js(dash_duo, COUNT_RESTYLES_JS)
+    _js(dash_duo, """
+window.__segPlots = 0;
+document.querySelector('#segmentation-graph .js-plotly-plot')
+    .on('plotly_afterplot', () => { window.__segPlots += 1; });""")
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != before,
+           what="the exact overlay of the new pair")
+    _idle(dash_duo)
+    assert _js(dash_duo, "return window.__segRestyles") == 0
+    assert _js(dash_duo, "return window.__segPlots") == 1  # the graph says it has drawn
+    drawn = _js(dash_duo, SEG_IMAGES_JS)
+    by_trace = {im["index"]: im for im in drawn}
+    assert by_trace[2]["data"] != before
+    for im in drawn:  # the same elements, each showing what plotly's data says
+        assert im["mark"] == marks[im["index"]], (im["index"], im["mark"])
+        assert im["href"] == im["data"] == im["full"], im["index"]
+    # the page's markers gave way to the graph's own (the answer's markers overlay)
+    assert _js(dash_duo, "return document.querySelectorAll('#segmentation-graph "
+                         "image[data-pipex-hidden]').length") == 0
+    # plotly's next whole redraw (a zoom) draws the same overlays, and its hover canvas of
+    # the overlays follows them again
+    _js(dash_duo, "const gd = document.querySelector('#segmentation-graph .js-plotly-plot');"
+                  "Plotly.relayout(gd, {'xaxis.range': [10, 200]});")
+    _until(lambda: all(im["mark"] is None for im in _js(dash_duo, SEG_IMAGES_JS))
+           or _js(dash_duo, "return document.querySelector('#segmentation-graph "
+                            ".js-plotly-plot')._fullLayout.xaxis.range[0]") == 10,
+           timeout=10, what="the zoom")
+    time.sleep(1.0)
+    after = _js(dash_duo, SEG_IMAGES_JS)
+    assert [(im["index"], im["href"]) for im in after] == [
+        (im["index"], im["data"]) for im in drawn]
+    assert _js(dash_duo, """
+const gd = document.querySelector('#segmentation-graph .js-plotly-plot');
+return gd._fullData.filter(t => t.index > 0 && t.visible === true)
+    .every(t => t._canvas && t._canvas.source === t.source);""")
+    # the next key press goes on from there
+    shown = _js(dash_duo, OVERLAY_JS)
+    _handles(dash_duo)[1].send_keys(Keys.ARROW_RIGHT)
+    _until(lambda: exact_shown(dash_duo) and _js(dash_duo, OVERLAY_JS) != shown,
+           what="the exact overlay of the next pair")
+    _idle(dash_duo)
+    for im in _js(dash_duo, SEG_IMAGES_JS):
+        assert im["href"] == im["data"] == im["full"], im["index"]
