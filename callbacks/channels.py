@@ -22,7 +22,7 @@ from pipeline import channels as _channels
 from pipeline import io
 from pipeline.errors import InputError
 
-from .loading import LoadOutcome, describe, image_meta, message_children
+from .loading import LoadOutcome, describe, hashed_meta, message_children
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,11 @@ def choose_channel(services, session_id, meta, choice, weights=None) -> LoadOutc
                              "again") from None
         image = _channels.select(gray, channels, section["name"], section["params"])
         what = _channels.describe(section)
-        image_id = io.content_hash(image)
         loaded = io.LoadedImage(image, f"{source_meta['name']} · {what}", (
             f"The {what} of the colour image ({image.dtype}), instead of its luminance: "
             "the recipe's image stage.",))
-        new = image_meta(image, loaded, image_id)
+        new = hashed_meta(image, loaded)
+        image_id = new["id"]
         new.update(channels=source_meta["channels"], channels_id=source_meta["channels_id"],
                    source=source, channel=section)
         removed = store.put_image(session_id, image_id, image, new,

@@ -24,7 +24,7 @@ from pipeline import crop as crops
 from pipeline import io
 from pipeline.errors import InputError
 
-from .loading import LoadOutcome, describe, image_meta, message_children
+from .loading import LoadOutcome, describe, hashed_meta, message_children
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,13 @@ def crop_to_view(services, session_id, meta, request) -> LoadOutcome:
         array = store.get_image(session_id, meta["id"])
         rows, cols = crops.view_box(array.shape, request.get("x"), request.get("y"), axis)
         part = crops.crop(array, rows, cols, axis)
-        image_id = io.content_hash(part)
         where = f"rows {rows[0]}–{rows[1] - 1}, columns {cols[0]}–{cols[1] - 1}"
         root = meta.get("parent") or {"id": meta["id"], "name": meta["name"]}
         loaded = io.LoadedImage(part, f"{root['name']} · crop ({where})", (
             f"A crop of {root['name']} to tune the recipe on: 'Apply to the whole image' "
             "takes the recipe back to it.",))
-        new = image_meta(part, loaded, image_id)
+        new = hashed_meta(part, loaded)
+        image_id = new["id"]
         new.update(parent={"id": root["id"], "name": root["name"]}, keep_markers=True)
         if meta.get("channel"):  # a channel of a colour file: the recipe keeps saying so
             new["channel"] = meta["channel"]

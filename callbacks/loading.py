@@ -59,9 +59,9 @@ def image_meta(array, loaded, image_id) -> dict:
 
 
 def hashed_meta(array, loaded) -> dict:
-    """:func:`image_meta` with the image's content hash as its id, the two made at once on
-    two threads (hashlib and numpy's reductions release the GIL: on 512×512×128 uint16 the
-    hash, itself on the cores, and the description took 35 + 45 ms one after the other)."""
+    """:func:`image_meta` with the image's content hash (:func:`pipeline.io.content_hash`)
+    as its id, the two made at once on two threads (BLAKE3 and numpy's reductions release
+    the GIL: on 512×512×128 uint16 the hash takes ~11 ms, the description ~30 ms)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         hashed = pool.submit(io.content_hash, array)
         try:
