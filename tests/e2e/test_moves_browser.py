@@ -40,6 +40,23 @@ return [b.x + b.width / 2, b.y + b.height / 2];
 """
 
 
+def count_calls_js(method, graph, counter):
+    """JS that counts (in ``window[counter]``, reset to 0) the calls of ``Plotly[method]`` on
+    the plot of the graph `graph` (the wrapper installed once per page)."""
+    return f"""
+window.{counter} = 0;
+if (!window.{counter}Wrapped) {{
+    const original = window.Plotly.{method};
+    window.Plotly.{method} = function (g) {{
+        if (g === document.querySelector('#{graph} .js-plotly-plot')) {{
+            window.{counter} += 1;
+        }}
+        return original.apply(this, arguments);
+    }};
+    window.{counter}Wrapped = true;
+}}
+"""
+
 
 def _until(predicate, timeout=60, what="condition"):
     return until(predicate, timeout=timeout, what=what)
@@ -126,20 +143,7 @@ def test_a_key_press_costs_one_request_and_the_histogram_follows_in_the_browser(
     assert _js(dash_duo, SHAPES_JS)[:2] == [vmin, vmax + 1]
     # A histogram redraw that moves the lines costs no whole re-plot of the histogram by
     # dcc.Graph (its figure prop is not replaced on a key press).
-    reacts = """
-const gd = document.querySelector('#histogram-graph .js-plotly-plot');
-window.__histReacts = 0;
-if (!window.__reactCounted) {
-    const react = window.Plotly.react;
-    window.Plotly.react = function (g) {
-        if (g === document.querySelector('#histogram-graph .js-plotly-plot')) {
-            window.__histReacts += 1;
-        }
-        return react.apply(this, arguments);
-    };
-    window.__reactCounted = true;
-}
-"""
+    reacts = count_calls_js("react", "histogram-graph", "__histReacts")
     _js(dash_duo, reacts)
     # nor a second drawing of the segmentation graph once its overlays are drawn (dcc.Graph
     # re-reacting the figure Dash is handed: a plot that only confirms what is drawn)
@@ -633,19 +637,7 @@ gd.querySelectorAll('.imagelayer .im image').forEach(function (el) {
 });
 return out;
 """
-COUNT_RESTYLES_JS = """
-window.__segRestyles = 0;
-if (!window.__restyleCounted) {
-    const restyle = window.Plotly.restyle;
-    window.Plotly.restyle = function (g) {
-        if (g === document.querySelector('#segmentation-graph .js-plotly-plot')) {
-            window.__segRestyles += 1;
-        }
-        return restyle.apply(this, arguments);
-    };
-    window.__restyleCounted = true;
-}
-"""
+COUNT_RESTYLES_JS = count_calls_js("restyle", "segmentation-graph", "__segRestyles")
 
 
 def test_a_key_press_puts_the_new_overlays_into_the_drawn_images(dash_duo, app_factory):
