@@ -212,6 +212,7 @@ INSTRUMENT_JS = r"""
     return p.then(function (resp) {
       var t = now();
       rec.headers = t; rec.end = t; rec.status = resp.status;
+      rec.server = resp.headers.get('server-timing');  // the fast path's own time
       var cl = resp.headers.get('content-length');
       rec.resp_bytes = cl !== null ? Number(cl) : resp.status === 204 ? 0 : null;
       ['json', 'text', 'arrayBuffer'].forEach(function (name) {
@@ -824,7 +825,8 @@ def analyse(raw, kind, idle):
         "callbacks": [{"output": f["output"], "start_ms": round(f["start"] - t0, 1),
                        "end_ms": None if f["end"] is None else round(f["end"] - t0, 1),
                        "req_bytes": f["req_bytes"], "resp_bytes": f["resp_bytes"],
-                       "status": f["status"]} for f in raw["fetches"]],
+                       "status": f["status"], "server": f.get("server")}
+                      for f in raw["fetches"]],
     }
     for d in raw["draws"]:
         if d["start"] >= t0:
@@ -876,6 +878,22 @@ def analyse_drag(raw, kind, idle):
         "idle": idle.get("idle"),
     }
     rec.update(_requests(raw["fetches"], press))
+    # the release's timeline (ms from the pointerup): requests in flight at or sent after
+    # it, and the redraws after it — where the time to the exact result goes
+    rec["release_timeline"] = {
+        "drag_requests": [{"start_ms": round(f["start"] - release, 1),
+                           "end_ms": None if f["end"] is None else round(f["end"] - release, 1),
+                           "resp_bytes": f["resp_bytes"], "server": f.get("server")}
+                          for f in raw["fetches"] if f["output"] == "fast:drag"],
+        "requests": [{"output": f["output"], "start_ms": round(f["start"] - release, 1),
+                      "end_ms": None if f["end"] is None else round(f["end"] - release, 1),
+                      "resp_bytes": f["resp_bytes"], "status": f["status"],
+                      "server": f.get("server")}
+                     for f in raw["fetches"] if f["end"] is None or f["end"] > release],
+        "redraws": [{"end_ms": round(d["end"] - release, 1),
+                     "paint_ms": None if not d.get("paint") else round(d["paint"] - release, 1),
+                     "exact": d in exact} for d in after],
+    }
     if kind is APP:
         rec["summary"] = next((d.get("summary") for d in reversed(seg) if d.get("summary")),
                               None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -47,6 +48,8 @@ def test_a_move_answers_the_overlays_and_the_page_state(page):
             "view": VIEW, "request": {"pair": [m["vmin"], m["vmax"] + 2], "seq": 1}}
     res = _post(client, "move", body)
     assert res.status_code == 200
+    # the server's own time, for the browser bench and the developer tools
+    assert re.fullmatch(r"app;dur=\d+\.\d", res.headers["Server-Timing"])
     data = res.get_json()
     assert set(data["overlays"]) == {"1", "2"} and not data["full"]
     assert all(v.startswith("data:image/png;base64,") for v in data["overlays"].values())
@@ -63,8 +66,8 @@ def test_a_move_answers_the_overlays_and_the_page_state(page):
     assert "labelled region" in settled["outputs"]["segmentation-summary"]["children"]
     assert settled["outputs"]["segmentation-settled-store"]["data"]["key"] == pending["key"]
     # a request that a later one has passed: 204, nothing drawn
-    assert _post(client, "move", {**body, "request": {"pair": [80, 140], "seq": 0}}
-                 ).status_code == 204
+    res = _post(client, "move", {**body, "request": {"pair": [80, 140], "seq": 0}})
+    assert res.status_code == 204 and res.headers["Server-Timing"].startswith("app;dur=")
     # a drag: overlays, the history untouched
     res = _post(client, "drag", {**body, "history": new,
                                  "request": {"pair": [m["vmin"], m["vmax"] + 9], "seq": 5}})
