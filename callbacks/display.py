@@ -261,7 +261,7 @@ def start_first_preview(pool, services, session_id, meta, axis, history, style, 
                        "markers" in (show or []), image)
 
 
-#: The largest slab of a volume's first preview (:func:`first_preview`), a third of a move's
+#: The largest slab of a volume's first preview (:func:`first_preview`), half a move's
 #: (``randomwalker.SLAB_MAX_VOXELS``): 256³ 3 slices, 512² slices the shown one alone.
 FIRST_SLAB_VOXELS = 300_000
 
@@ -659,7 +659,8 @@ def preview_summary(found, recipe) -> str:
     if found.slab is not None:
         _, _, first, last = found.slab
         unit = "this slice's pixels"
-        how = f"slices {first}–{last} around this one"
+        how = ("this slice solved alone" if first == last
+               else f"slices {first}–{last} around this one")
     if (found.blocks or found.slab is not None) and recipe["postprocess"]:
         how += ", before post-processing"
     return (f"object: {100 * fraction:.1f} % of {unit} · live preview "

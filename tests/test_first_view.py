@@ -228,9 +228,16 @@ def test_a_tall_volume_is_previewed_on_the_slab_around_the_shown_slice(services)
     from pipeline import randomwalker as rw
 
     assert rw.slab_half_width((256, 256, 256), 0) == 4
-    assert rw.slab_half_width((128, 512, 512), 0) == 1
-    assert rw.slab_half_width((512, 128, 512), 1) == 1
+    assert rw.slab_half_width((128, 512, 512), 0) == 0  # the shown slice alone
+    assert rw.slab_half_width((512, 128, 512), 1) == 0
+    assert rw.slab_half_width((128, 512, 512), 1) == 4  # 128×512 slices: 9 of them
     assert rw.slab_half_width((8, 1024, 1024), 0) is None  # one slice above the limit
+    # a slab of one slice says so
+    from pipeline.compute import PreviewResult
+    alone = PreviewResult(filtered=None, mask=np.zeros((4, 4), bool), seconds=0.02,
+                          slab=(0, 64, 64, 64))
+    text = display.preview_summary(alone, {"postprocess": []})
+    assert "live preview (this slice solved alone, 0.020 s)" in text, text
     sid = new_session_id()
     vol = _blobs((20, 420, 420))  # 9 slices: 1.59 M voxels, above the old 1.5 M too
     meta = _upload(services, sid, vol, "tall.tif")
