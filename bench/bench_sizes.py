@@ -27,12 +27,15 @@ For each size and dtype:
   - **exact**: the overlay drawn while the summary says "labelled region" and not "preview";
 
   then ``--moves`` key presses (ArrowRight on the vmax handle, CDP key events, the page idle
-  before each): key → first overlay drawn, key → exact drawn. A budget refusal or another
-  message in the page ends the wait; the page's messages are recorded.
+  before each): key → first overlay drawn, key → exact drawn, from the page's keydown event
+  (as ``bench_browser.py``; until 2026-12-01 from the script before the WebDriver call that
+  sends the key, which added 20-60 ms). A budget refusal or another message in the page
+  ends the wait; the page's messages are recorded.
 * with ``--breakdown``, where the load's time goes (``breakdown``): every callback request
   of the page from the file chosen to the first overlay (start, response headers, body read
-  by dash-renderer; bytes), the segmentation graph's redraws (Plotly.react / newPlot: start,
-  end, painted), the main thread's CDP metrics and a CDP CPU profile by script;
+  by dash-renderer; bytes; the fast path's ``Server-Timing``), the segmentation graph's
+  redraws (Plotly.react / newPlot: start, end, painted), the main thread's CDP metrics and a
+  CDP CPU profile by script; and the same requests and redraws of each key press;
 * the server's memory is sampled every 0.1 s (psutil): per gunicorn worker, its RSS plus the
   RSS of its descendants (background-job processes), and the largest single process; at the
   end each worker's ``VmHWM``. The peak *above the worker's RSS before the file was chosen*
@@ -444,7 +447,14 @@ function summary() {
 }
 function info() { var e = document.getElementById('image-info'); return e ? e.textContent : ''; }
 function exactText(t) { return !!t && t.indexOf('labelled region') >= 0 && t.indexOf('preview') < 0; }
-var W = window.__sz = {t0: now(), ev: {}, msgs: {}, summaries: [],
+// a move's times count from its keydown (as bench_browser's), not from this script: the
+// key is dispatched by a later WebDriver call (tens of ms on this machine)
+if (window.__szKey) { removeEventListener('keydown', window.__szKey, true); }
+window.__szKey = function () {
+  var w = window.__sz; if (w && w.key === null) { w.key = now() - w.t0; }
+};
+addEventListener('keydown', window.__szKey, true);
+var W = window.__sz = {t0: now(), key: null, ev: {}, msgs: {}, summaries: [],
                        base: {image: src(0), overlay: src(2), summary: summary()},
                        first: null};
 function mark(k, x) {
@@ -458,7 +468,7 @@ W.check = function () {
   if (W.summaries.length === 0 || W.summaries[W.summaries.length - 1].s !== s) {
     W.summaries.push({t: now() - W.t0, s: (s || '').slice(0, 300)});
   }
-  if (named) { mark('info'); }
+  if (name && named) { mark('info'); }  // a move has no file to name
   var im = src(0);
   // the new base drawn (the page may draw it before the image info names the file)
   if (mode === 'load' && im && im !== W.base.image) { mark('view'); }
@@ -501,7 +511,7 @@ BLANK_OVERLAY = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABAQMAAAAl
                  "ej3aAAAAAXRSTlMAQObYZgAAAApJREFUeAFjYAAAAAIAAXN1ARgAAAAASUVORK5CYII=")
 
 READ_JS = "return window.__sz ? {ev: window.__sz.ev, msgs: window.__sz.msgs, " \
-          "summaries: window.__sz.summaries} : null"
+          "summaries: window.__sz.summaries, key: window.__sz.key} : null"
 
 
 def _stop_message(msgs):
@@ -533,12 +543,15 @@ def watch(page, name, mode, start, timeout):
         time.sleep(0.05)
     page.js("if (window.__sz) { clearInterval(window.__sz.timer); window.__sz.check = null; }")
     ev = state["ev"] if state else {}
+    # a move: from its keydown (the load: from the script that chose the file)
+    key_ms = (state or {}).get("key") if mode == "move" else None
+    shift = key_ms or 0.0
 
     def at(k):
         e = ev.get(k)
         if not e:
             return None
-        return (e["paint"] if e.get("paint") is not None else e["t"]) / 1000.0
+        return ((e["paint"] if e.get("paint") is not None else e["t"]) - shift) / 1000.0
 
     return {"view_s": at("view"), "info_s": at("info"), "overlay_s": at("overlay"),
             "preview_s": at("preview"), "exact_s": at("exact"),
@@ -547,7 +560,8 @@ def watch(page, name, mode, start, timeout):
             "timed_out": not ev.get("exact") and not stopped,
             "stop_message": stopped,
             "messages": state["msgs"] if state else {},
-            "summaries": (state or {}).get("summaries", [])[-8:]}
+            "summaries": (state or {}).get("summaries", [])[-8:],
+            "key_after_s": None if key_ms is None else key_ms / 1000.0}
 
 
 # --------------------------------------------------------------------------- memory
@@ -662,7 +676,8 @@ def breakdown(raw, t0_ms, profile=None, metrics=None, until_s=None):
             continue
         reqs.append({"output": (f.get("output") or "")[:160], "start_s": start,
                      "headers_s": s(f.get("headers")), "end_s": s(f.get("end")),
-                     "resp_bytes": f.get("resp_bytes"), "status": f.get("status")})
+                     "resp_bytes": f.get("resp_bytes"), "status": f.get("status"),
+                     "server": f.get("server")})
     draws = [{"fn": d.get("fn"), "start_s": s(d.get("start")), "end_s": s(d.get("end")),
               "paint_s": s(d.get("paint"))}
              for d in raw.get("draws", []) if d.get("graph") == SEG_GRAPH_ID
@@ -678,11 +693,13 @@ def breakdown(raw, t0_ms, profile=None, metrics=None, until_s=None):
 
 def breakdown_text(label, b):
     """The breakdown (:func:`breakdown`) as lines of text."""
-    lines = [f"  {label}: requests (start → headers → body, s since the file was chosen)"]
+    lines = [f"  {label}: requests (start → headers → body, s since the file was chosen or the "
+             "key press)"]
     for r in sorted(b["requests"], key=lambda r: r["start_s"] or 0):
         lines.append(f"    {_s(r['start_s'], 3):>6} → {_s(r['headers_s'], 3):>6} → "
                      f"{_s(r['end_s'], 3):>6}  {(r['resp_bytes'] or 0) / 1e3:8.1f} kB  "
-                     f"{r['output'][:90]}")
+                     f"{r['output'][:90]}"
+                     + (f"  (server: {r['server']})" if r.get("server") else ""))
     for d in b["seg_draws"]:
         lines.append(f"    segmentation graph {d['fn']}: {_s(d['start_s'], 3)} → "
                      f"{_s(d['end_s'], 3)}, painted {_s(d['paint_s'], 3)}")
@@ -753,8 +770,17 @@ def run_one(args, shape, dtype, data_dir, log_dir, tmp):
             page.wait_idle(timeout=min(args.timeout, 120))
             page.focused = None
             page.focus("vmax")
+            if args.breakdown:
+                page.js("return window.__bench.reset()")
             m = watch(page, "", "move", lambda: page._key("ArrowRight"), args.timeout)
             m["pair"] = list(page.thresholds())
+            if args.breakdown:
+                first = m.get("overlay_s")
+                m["breakdown"] = breakdown(
+                    page.js("return window.__bench.collect()"),
+                    page.js("return window.__sz.t0") + 1000.0 * (m.get("key_after_s") or 0.0),
+                    until_s=None if first is None else first + 0.05)
+                bb.log(breakdown_text(f"{label} move {i + 1}", m["breakdown"]))
             moves.append(m)
             bb.log(f"  move {i + 1}: {json.dumps({k: v for k, v in m.items() if k.endswith('_s')})}"
                    + (f" stop: {m['stop_message'][:120]}" if m["stop_message"] else ""))
