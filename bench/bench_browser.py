@@ -822,11 +822,7 @@ def analyse(raw, kind, idle):
                        "exact": exact_summary(d.get("summary")),
                        "preview": bool(d.get("summary")) and "preview" in d["summary"]}
                       for d in seg],
-        "callbacks": [{"output": f["output"], "start_ms": round(f["start"] - t0, 1),
-                       "end_ms": None if f["end"] is None else round(f["end"] - t0, 1),
-                       "req_bytes": f["req_bytes"], "resp_bytes": f["resp_bytes"],
-                       "status": f["status"], "server": f.get("server")}
-                      for f in raw["fetches"]],
+        "callbacks": [_request_record(f, t0) for f in raw["fetches"]],
     }
     for d in raw["draws"]:
         if d["start"] >= t0:
@@ -836,6 +832,15 @@ def analyse(raw, kind, idle):
         rec["summary"] = next((d.get("summary") for d in reversed(seg) if d.get("summary")),
                               before["summary"])
     return rec
+
+
+def _request_record(f, t0):
+    """A request of the page (``__bench`` fetches) in ms from `t0`, with its bytes, status
+    and the server's own time (the fast path's ``Server-Timing``)."""
+    return {"output": f["output"], "start_ms": round(f["start"] - t0, 1),
+            "end_ms": None if f["end"] is None else round(f["end"] - t0, 1),
+            "req_bytes": f["req_bytes"], "resp_bytes": f["resp_bytes"],
+            "status": f["status"], "server": f.get("server")}
 
 
 def analyse_drag(raw, kind, idle):
@@ -881,15 +886,10 @@ def analyse_drag(raw, kind, idle):
     # the release's timeline (ms from the pointerup): requests in flight at or sent after
     # it, and the redraws after it — where the time to the exact result goes
     rec["release_timeline"] = {
-        "drag_requests": [{"start_ms": round(f["start"] - release, 1),
-                           "end_ms": None if f["end"] is None else round(f["end"] - release, 1),
-                           "resp_bytes": f["resp_bytes"], "server": f.get("server")}
-                          for f in raw["fetches"] if f["output"] == "fast:drag"],
-        "requests": [{"output": f["output"], "start_ms": round(f["start"] - release, 1),
-                      "end_ms": None if f["end"] is None else round(f["end"] - release, 1),
-                      "resp_bytes": f["resp_bytes"], "status": f["status"],
-                      "server": f.get("server")}
-                     for f in raw["fetches"] if f["end"] is None or f["end"] > release],
+        "drag_requests": [_request_record(f, release) for f in raw["fetches"]
+                          if f["output"] == "fast:drag"],
+        "requests": [_request_record(f, release) for f in raw["fetches"]
+                     if f["end"] is None or f["end"] > release],
         "redraws": [{"end_ms": round(d["end"] - release, 1),
                      "paint_ms": None if not d.get("paint") else round(d["paint"] - release, 1),
                      "exact": d in exact} for d in after],

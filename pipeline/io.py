@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 
+import blake3
 import numpy as np
 
 from .errors import InputError
@@ -1414,8 +1415,6 @@ def content_hash(array: np.ndarray) -> str:
         cores ~35 ms), so that the load's description, made at once, has the other core.
         Equal arrays of equal dtype and shape give equal hashes.
     """
-    import blake3
-
     array = np.ascontiguousarray(array)
     h = blake3.blake3(f"{array.dtype.str}|{tuple(int(s) for s in array.shape)}|".encode())
     if array.size:

@@ -50,8 +50,8 @@ def until(predicate, timeout=60, what="condition", interval=0.05):
 
 #: Panels whose callback runs (or that wait for a new image): ``.panel.busy``. A panel out
 #: of view that waits to be seen (``data-pipex-stale``, assets/visible.js) is not working.
-BUSY_JS = ("return Array.from(document.querySelectorAll('.panel.busy:not([data-pipex-stale])'))"
-           ".map(p => p.id);")
+BUSY_SELECTOR = ".panel.busy:not([data-pipex-stale])"
+BUSY_JS = f"return Array.from(document.querySelectorAll('{BUSY_SELECTOR}')).map(p => p.id);"
 #: Panels out of view whose update waits until they are seen (assets/visible.js).
 STALE_JS = ("return Array.from(document.querySelectorAll('.panel[data-pipex-stale]'))"
             ".map(p => p.id);")

@@ -14,8 +14,8 @@ import tifffile
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.helpers import (BUSY_JS, FETCH_HOOK_JS, MARKER_PIXELS_JS, OVERLAY_JS, POSTS_JS,
-                               STALE_JS, exact_shown, show, until)
+from tests.e2e.helpers import (BUSY_JS, BUSY_SELECTOR, FETCH_HOOK_JS, MARKER_PIXELS_JS,
+                               OVERLAY_JS, POSTS_JS, STALE_JS, exact_shown, show, until)
 
 pytestmark = pytest.mark.browser
 
@@ -370,10 +370,12 @@ def test_loading_images_in_a_row_never_leaves_a_stale_panel(dash_duo, app_factor
     # first image's work before a single look at the page would see it)
     _js(dash_duo, """
 window.__busySeen = [];
-const note = () => document.querySelectorAll('.panel.busy:not([data-pipex-stale])')
+const selector = arguments[0];
+const note = () => document.querySelectorAll(selector)
     .forEach(p => { if (!window.__busySeen.includes(p.id)) { window.__busySeen.push(p.id); } });
 new MutationObserver(note).observe(document.body, {subtree: true, attributes: true,
-                                                   attributeFilter: ['class']});""")
+                                                   attributeFilter: ['class']});""",
+        BUSY_SELECTOR)
     upload = dash_duo.find_element("#upload input[type=file]")
     upload.send_keys(paths[0])
     dash_duo.wait_for_contains_text("#image-info", "big.tif", timeout=60)
